@@ -1,0 +1,43 @@
+import { fail } from './errors';
+import { binding } from './native';
+
+/** What this process can run on. */
+export interface Backends {
+  cpu: {
+    /** Instruction-set extensions the CPU offers. */
+    features: string[];
+    /** The kernel family in use: 'avx2', or 'scalar' (the reference). */
+    kernel: 'avx2' | 'scalar';
+    /** Threads each operation uses (setThreads / SLIMTENSOR_THREADS). */
+    threads: number;
+    hardwareThreads: number;
+  };
+  cuda: {
+    /** This build contains CUDA kernels (npm run build:cuda). */
+    compiled: boolean;
+    /** A device is usable now. */
+    available: boolean;
+    /** Why not, when unavailable. */
+    reason?: string;
+  };
+}
+
+/** Reports the CPU features in use and whether CUDA is available (and why not). */
+export function backends(): Backends {
+  return binding.backends();
+}
+
+/**
+ * Sets how many threads each operation uses (including the calling
+ * thread). 0 restores the default: SLIMTENSOR_THREADS, else all cores.
+ * Process-wide: worker_threads share the same pool.
+ */
+export function setThreads(n: number): void {
+  if (!Number.isInteger(n) || n < 0 || n > 1024) fail('setThreads', 'ERR_VALUE', `n must be an integer in 0..1024, got ${String(n)}`);
+  binding.setThreads(n);
+}
+
+/** Threads each operation uses now. */
+export function getThreads(): number {
+  return binding.getThreads();
+}

@@ -1,0 +1,20 @@
+export { SlimTensorError, type ErrorCode } from './errors';
+export { Tensor, dtypeSize, type DType, type TensorData } from './tensor';
+export { backends, setThreads, getThreads, type Backends } from './backend';
+export {
+  quantize,
+  quantizeSync,
+  dequantize,
+  dequantizeSync,
+  quantizationError,
+  quantizationErrorSync,
+  QuantizedTensor,
+  QUANT_FORMATS,
+  type QuantFormat,
+  type QuantizeOptions,
+  type DequantizeOptions,
+  type QuantizationError,
+  type QuantizedTensorParts,
+  type FloatDType,
+  type Kernel,
+} from './quantize';

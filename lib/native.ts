@@ -1,0 +1,72 @@
+// Loads the addon (a prebuild from prebuilds/, else build/Release) and wraps
+// its calls so every failure is a SlimTensorError naming the operation.
+import * as path from 'node:path';
+import { SlimTensorError } from './errors';
+
+/** Argument objects the addon reads (see native/addon/*_binding.cc). */
+export type NativeArgs = Record<string, unknown>;
+
+export interface ErrorSums {
+  sumSqErr: number;
+  sumSqRef: number;
+  sumSqDeq: number;
+  dot: number;
+  maxAbs: number;
+  count: number;
+}
+
+export interface NativeBackends {
+  cpu: { features: string[]; kernel: 'avx2' | 'scalar'; threads: number; hardwareThreads: number };
+  cuda: { compiled: boolean; available: boolean; reason?: string };
+}
+
+interface Binding {
+  backends(): NativeBackends;
+  setThreads(n: number): void;
+  getThreads(): number;
+  setErrorClass(ctor: typeof SlimTensorError): void;
+  /** memcpy on `threads` threads (0 = all): bench/'s copy-bandwidth limit. */
+  parallelCopy(dst: ArrayBufferView, src: ArrayBufferView, threads: number): void;
+  quantize(args: NativeArgs, async: false): undefined;
+  quantize(args: NativeArgs, async: true): Promise<undefined>;
+  dequantize(args: NativeArgs, async: false): undefined;
+  dequantize(args: NativeArgs, async: true): Promise<undefined>;
+  quantizationError(args: NativeArgs, async: false): ErrorSums;
+  quantizationError(args: NativeArgs, async: true): Promise<ErrorSums>;
+}
+
+function load(): Binding {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const gypBuild = require('node-gyp-build') as (dir: string) => Binding;
+  const b = gypBuild(path.join(__dirname, '..'));
+  b.setErrorClass(SlimTensorError);
+  return b;
+}
+
+export const binding: Binding = load();
+
+function prefixed(where: string, e: unknown): unknown {
+  if (e instanceof SlimTensorError && !e.message.startsWith(`${where}: `)) {
+    const err = new SlimTensorError(`${where}: ${e.message}`, e.code);
+    return err;
+  }
+  return e;
+}
+
+/** Runs a synchronous native call, prefixing its errors with `where`. */
+export function callSync<T>(where: string, f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    throw prefixed(where, e);
+  }
+}
+
+/** Awaits an asynchronous native call, prefixing its errors with `where`. */
+export async function callAsync<T>(where: string, f: () => Promise<T>): Promise<T> {
+  try {
+    return await f();
+  } catch (e) {
+    throw prefixed(where, e);
+  }
+}

@@ -1,0 +1,375 @@
+// Group quantization: GGUF blocks (q4_0, q4_1, q8_0) and compressed-tensors
+// INT4/INT8 groups. Validation and output allocation live here; the
+// arithmetic is native (native/core/quant/).
+import { fail } from './errors';
+import { binding, callAsync, callSync, type ErrorSums, type NativeArgs } from './native';
+import { checkTensor, dtypeCode, shapeSize, Tensor, type DType } from './tensor';
+
+export type QuantFormat = 'q4_0' | 'q4_1' | 'q8_0' | 'int4' | 'int8';
+export type FloatDType = 'f32' | 'f16' | 'bf16';
+/** Which implementation runs: 'auto' picks the fastest available. */
+export type Kernel = 'auto' | 'reference' | 'avx2' | 'cuda';
+
+interface FormatInfo {
+  code: number; // native QFormat
+  bits: number;
+  ggml: boolean;
+  blockBytes: number; // GGUF: bytes per block of 32
+}
+
+const FORMATS: Record<QuantFormat, FormatInfo> = {
+  q4_0: { code: 0, bits: 4, ggml: true, blockBytes: 18 },
+  q4_1: { code: 1, bits: 4, ggml: true, blockBytes: 20 },
+  q8_0: { code: 2, bits: 8, ggml: true, blockBytes: 34 },
+  int4: { code: 3, bits: 4, ggml: false, blockBytes: 0 },
+  int8: { code: 4, bits: 8, ggml: false, blockBytes: 0 },
+};
+export const QUANT_FORMATS = Object.keys(FORMATS) as QuantFormat[];
+const KERNELS: Record<Kernel, number> = { auto: 0, reference: 1, avx2: 2, cuda: 3 };
+const FLOAT_DTYPES: readonly FloatDType[] = ['f32', 'f16', 'bf16'];
+const GGML_BLOCK = 32;
+const DEFAULT_GROUP = 128;
+
+export interface QuantizeOptions {
+  format: QuantFormat;
+  /** int4/int8: values per scale along the last dimension, or 'channel' (one per row). Default 128. */
+  groupSize?: number | 'channel';
+  /** int4/int8: symmetric (zero point 0, the default) or asymmetric (int8 zero points in `zeros`). */
+  symmetric?: boolean;
+  /** int4/int8: dtype of the stored scales. Default: the input's dtype if 16-bit, else f16. */
+  scaleDtype?: FloatDType;
+  /**
+   * 'none' (default): scales from the group's extremes — for GGUF formats
+   * byte-identical to llama.cpp's reference quantizers. 'mse': each group's
+   * scale (and offset) chosen to minimise its squared error.
+   */
+  search?: 'none' | 'mse';
+  /** Per-input-channel weights of the squared error (length = last dimension). Implies search 'mse'. */
+  importance?: Float32Array;
+  /** NaN/Inf in the input: 'error' (default, ERR_VALUE naming the first) or 'zero' (quantized as 0). */
+  nonFinite?: 'error' | 'zero';
+  kernel?: Kernel;
+  /** Threads for this call (default: setThreads / all cores). */
+  threads?: number;
+}
+
+export interface QuantizedTensorParts {
+  format: QuantFormat;
+  shape: readonly number[];
+  data: Uint8Array | Int32Array;
+  scales?: Tensor<FloatDType> | undefined;
+  zeros?: Tensor<'i8'> | undefined;
+  groupSize?: number;
+}
+
+/**
+ * A quantized tensor. GGUF formats: `data` is the Uint8Array of blocks
+ * (rows × cols/32 blocks, the scale inside each block). int4/int8: `data`
+ * holds the codes biased by +8/+128 and packed into int32 words along each
+ * row (compressed-tensors `weight_packed`), `scales` is [rows, groups] and,
+ * when asymmetric, `zeros` the int8 zero points [rows, groups].
+ */
+export class QuantizedTensor {
+  readonly format: QuantFormat;
+  /** The original tensor's shape; quantized along the last dimension. */
+  readonly shape: readonly number[];
+  readonly data: Uint8Array | Int32Array;
+  readonly scales: Tensor<FloatDType> | undefined;
+  readonly zeros: Tensor<'i8'> | undefined;
+  /** Values per scale: 32 for GGUF formats. */
+  readonly groupSize: number;
+
+  constructor(parts: QuantizedTensorParts) {
+    const where = 'QuantizedTensor';
+    const info = formatInfo(parts.format, where);
+    this.format = parts.format;
+    shapeSize(parts.shape, where);
+    this.shape = Object.freeze(parts.shape.slice());
+    const [rows, cols] = rowsCols(this.shape);
+    this.groupSize = info.ggml ? GGML_BLOCK : (parts.groupSize ?? cols);
+    checkGroup(this.format, this.shape, this.groupSize, where);
+    const sizes = byteSizes(info, rows, cols, this.groupSize);
+    const expectData = info.ggml ? Uint8Array : Int32Array;
+    if (!(parts.data instanceof expectData)) fail(where, 'ERR_VALUE', `${parts.format} data must be a ${expectData.name}`);
+    if (parts.data.byteLength !== sizes.data) fail(where, 'ERR_SHAPE', `data holds ${parts.data.byteLength} bytes; ${parts.format} of [${this.shape.join(', ')}] needs ${sizes.data}`);
+    this.data = parts.data;
+    if (info.ggml) {
+      if (parts.scales || parts.zeros) fail(where, 'ERR_VALUE', `${parts.format} keeps its scales inside the blocks; scales/zeros do not apply`);
+      this.scales = undefined;
+      this.zeros = undefined;
+    } else {
+      const s = checkTensor(parts.scales, where, 'scales', FLOAT_DTYPES);
+      if (s.size !== sizes.groups) fail(where, 'ERR_SHAPE', `scales holds ${s.size} values, expected ${sizes.groups} ([${rows}, ${sizes.groups / Math.max(rows, 1)}])`);
+      this.scales = s as Tensor<FloatDType>;
+      if (parts.zeros !== undefined) {
+        const z = checkTensor(parts.zeros, where, 'zeros', ['i8']);
+        if (z.size !== sizes.groups) fail(where, 'ERR_SHAPE', `zeros holds ${z.size} values, expected ${sizes.groups}`);
+        this.zeros = z as Tensor<'i8'>;
+      } else {
+        this.zeros = undefined;
+      }
+    }
+  }
+
+  /** Zero point 0 (no `zeros`). Always true for q4_0/q8_0, false for q4_1. */
+  get symmetric(): boolean {
+    if (this.format === 'q4_1') return false;
+    return this.zeros === undefined;
+  }
+
+  /** Bytes of data, scales and zero points together. */
+  get byteLength(): number {
+    return this.data.byteLength + (this.scales?.byteLength ?? 0) + (this.zeros?.byteLength ?? 0);
+  }
+
+  /**
+   * Storage cost per weight, in bits (codes + scales + zero points). Zero
+   * points are counted at the code width, as compressed-tensors packs them.
+   */
+  get bitsPerWeight(): number {
+    const n = shapeSize(this.shape);
+    if (n === 0) return 0;
+    const info = FORMATS[this.format];
+    if (info.ggml) return (this.data.byteLength * 8) / n;
+    const [rows, cols] = rowsCols(this.shape);
+    const codeBits = rows * cols * info.bits;
+    const scaleBits = (this.scales?.byteLength ?? 0) * 8;
+    const zeroBits = this.zeros ? this.zeros.size * info.bits : 0;
+    return (codeBits + scaleBits + zeroBits) / n;
+  }
+
+  toString(): string {
+    return `QuantizedTensor<${this.format}${FORMATS[this.format].ggml ? '' : `, group ${this.groupSize}`}>[${this.shape.join(', ')}]`;
+  }
+}
+
+function formatInfo(format: unknown, where: string): FormatInfo {
+  if (typeof format !== 'string' || !Object.prototype.hasOwnProperty.call(FORMATS, format)) {
+    fail(where, 'ERR_VALUE', `format must be one of ${QUANT_FORMATS.join(', ')}; got ${JSON.stringify(format)}`);
+  }
+  return FORMATS[format as QuantFormat];
+}
+
+function rowsCols(shape: readonly number[]): [number, number] {
+  if (shape.length === 0) return [1, 1];
+  const cols = shape[shape.length - 1] as number;
+  const n = shapeSize(shape);
+  return [cols === 0 ? 0 : n / cols, cols];
+}
+
+function checkGroup(format: QuantFormat, shape: readonly number[], group: number, where: string): void {
+  const cols = rowsCols(shape)[1];
+  if (!Number.isSafeInteger(group) || group <= 0) fail(where, 'ERR_VALUE', `groupSize must be a positive integer or 'channel', got ${String(group)}`);
+  if (cols % group !== 0) {
+    const what = FORMATS[format].ggml ? `${format} blocks of ${group}` : `the group size ${group}`;
+    fail(where, 'ERR_SHAPE', `shape [${shape.join(', ')}]: the last dimension ${cols} is not a multiple of ${what}`);
+  }
+}
+
+function byteSizes(info: FormatInfo, rows: number, cols: number, group: number): { data: number; groups: number } {
+  if (info.ggml) return { data: rows * (cols / GGML_BLOCK) * info.blockBytes, groups: 0 };
+  const words = Math.ceil((cols * info.bits) / 32);
+  return { data: rows * words * 4, groups: rows * (cols / group) };
+}
+
+function kernelCode(kernel: unknown, where: string): number {
+  if (kernel === undefined) return 0;
+  if (typeof kernel !== 'string' || !Object.prototype.hasOwnProperty.call(KERNELS, kernel)) {
+    fail(where, 'ERR_VALUE', `options.kernel must be one of ${Object.keys(KERNELS).join(', ')}; got ${JSON.stringify(kernel)}`);
+  }
+  return KERNELS[kernel as Kernel];
+}
+
+function threadCount(threads: unknown, where: string): number {
+  if (threads === undefined) return 0;
+  if (!Number.isInteger(threads) || (threads as number) < 1 || (threads as number) > 1024) {
+    fail(where, 'ERR_VALUE', `options.threads must be an integer in 1..1024, got ${String(threads)}`);
+  }
+  return threads as number;
+}
+
+function checkOptions(options: unknown, where: string, known: readonly string[]): Record<string, unknown> {
+  if (options === undefined) return {};
+  if (typeof options !== 'object' || options === null) fail(where, 'ERR_VALUE', 'options must be an object');
+  for (const k of Object.keys(options)) {
+    if (!known.includes(k)) fail(where, 'ERR_VALUE', `unknown option ${JSON.stringify(k)}; known: ${known.join(', ')}`);
+  }
+  return options as Record<string, unknown>;
+}
+
+const QUANTIZE_OPTIONS = ['format', 'groupSize', 'symmetric', 'scaleDtype', 'search', 'importance', 'nonFinite', 'kernel', 'threads'];
+
+/** Validates inputs, allocates the outputs, and builds the native argument object. */
+function planQuantize(t: Tensor, options: QuantizeOptions, where: string): { args: NativeArgs; result: QuantizedTensor } {
+  checkTensor(t, where, 'input', FLOAT_DTYPES);
+  if (options === undefined) fail(where, 'ERR_VALUE', `options.format is required (one of ${QUANT_FORMATS.join(', ')})`);
+  const o = checkOptions(options, where, QUANTIZE_OPTIONS) as Partial<QuantizeOptions>;
+  const info = formatInfo(o.format, where);
+  const format = o.format as QuantFormat;
+  const [rows, cols] = t.matrixShape();
+
+  let group = GGML_BLOCK;
+  if (info.ggml) {
+    if (o.groupSize !== undefined && o.groupSize !== GGML_BLOCK) fail(where, 'ERR_VALUE', `${format} uses fixed blocks of 32 values; groupSize ${String(o.groupSize)} does not apply`);
+    if (o.symmetric !== undefined) fail(where, 'ERR_VALUE', `${format} has a fixed scheme; symmetric does not apply`);
+    if (o.scaleDtype !== undefined && o.scaleDtype !== 'f16') fail(where, 'ERR_VALUE', `${format} stores f16 scales; scaleDtype ${String(o.scaleDtype)} does not apply`);
+  } else {
+    group = o.groupSize === 'channel' ? cols : (o.groupSize ?? DEFAULT_GROUP);
+    if (group === 0 && cols === 0) group = 1;
+  }
+  checkGroup(format, t.shape, group, where);
+  const symmetric = o.symmetric ?? true;
+  if (typeof symmetric !== 'boolean') fail(where, 'ERR_VALUE', `options.symmetric must be a boolean, got ${String(symmetric)}`);
+  const scaleDtype: FloatDType = o.scaleDtype ?? (t.dtype === 'f16' || t.dtype === 'bf16' ? t.dtype : 'f16');
+  if (!FLOAT_DTYPES.includes(scaleDtype)) fail(where, 'ERR_DTYPE', `options.scaleDtype must be f16, bf16 or f32; got ${JSON.stringify(scaleDtype)}`);
+
+  let search = o.search;
+  if (search === undefined) search = o.importance !== undefined ? 'mse' : 'none';
+  if (search !== 'none' && search !== 'mse') fail(where, 'ERR_VALUE', `options.search must be 'none' or 'mse'; got ${JSON.stringify(search)}`);
+  if (o.importance !== undefined) {
+    if (!(o.importance instanceof Float32Array)) fail(where, 'ERR_VALUE', 'options.importance must be a Float32Array');
+    if (search !== 'mse') fail(where, 'ERR_VALUE', "options.importance weights the search; it needs search: 'mse'");
+    if (o.importance.length !== cols) fail(where, 'ERR_SHAPE', `options.importance has ${o.importance.length} values; the input's last dimension is ${cols}`);
+    for (let i = 0; i < o.importance.length; i++) {
+      const v = o.importance[i] as number;
+      if (!(v >= 0 && v < Infinity)) fail(where, 'ERR_VALUE', `options.importance[${i}] is ${v}; weights must be finite and >= 0`);
+    }
+  }
+  const nonFinite = o.nonFinite ?? 'error';
+  if (nonFinite !== 'error' && nonFinite !== 'zero') fail(where, 'ERR_VALUE', `options.nonFinite must be 'error' or 'zero'; got ${JSON.stringify(nonFinite)}`);
+
+  const sizes = byteSizes(info, rows, cols, group);
+  const data = info.ggml ? new Uint8Array(sizes.data) : new Int32Array(sizes.data / 4);
+  const groupsPerRow = rows === 0 ? 0 : sizes.groups / rows;
+  const scales = info.ggml ? undefined : Tensor.zeros([...t.shape.slice(0, -1), groupsPerRow], scaleDtype);
+  const zeros = info.ggml || symmetric ? undefined : Tensor.zeros([...t.shape.slice(0, -1), groupsPerRow], 'i8');
+  const result = new QuantizedTensor({ format, shape: t.shape, data, scales, zeros, groupSize: group });
+  const args: NativeArgs = {
+    src: t.data,
+    srcDtype: dtypeCode(t.dtype),
+    rows,
+    cols,
+    format: info.code,
+    group,
+    symmetric: info.ggml ? true : symmetric,
+    scaleDtype: dtypeCode(scaleDtype),
+    search: search === 'mse' ? 1 : 0,
+    importance: o.importance ?? null,
+    nonFinite: nonFinite === 'zero' ? 1 : 0,
+    kernel: kernelCode(o.kernel, where),
+    threads: threadCount(o.threads, where),
+    data,
+    scales: scales?.data ?? null,
+    zeros: zeros?.data ?? null,
+  };
+  return { args, result };
+}
+
+/** Quantizes `t` along its last dimension on the thread pool. */
+export async function quantize(t: Tensor, options: QuantizeOptions): Promise<QuantizedTensor> {
+  const { args, result } = planQuantize(t, options, 'quantize');
+  await callAsync('quantize', () => binding.quantize(args, true));
+  return result;
+}
+
+/** Synchronous quantize: blocks the calling thread; for small tensors and scripts. */
+export function quantizeSync(t: Tensor, options: QuantizeOptions): QuantizedTensor {
+  const { args, result } = planQuantize(t, options, 'quantizeSync');
+  callSync('quantizeSync', () => binding.quantize(args, false));
+  return result;
+}
+
+export interface DequantizeOptions {
+  /** Output dtype (default f32). */
+  dtype?: FloatDType;
+  kernel?: Kernel;
+  threads?: number;
+}
+
+function quantizedArgs(q: QuantizedTensor, where: string, kernel: unknown, threads: unknown): NativeArgs {
+  if (!(q instanceof QuantizedTensor)) fail(where, 'ERR_VALUE', 'expected a QuantizedTensor (from quantize())');
+  const [rows, cols] = rowsCols(q.shape);
+  return {
+    format: FORMATS[q.format].code,
+    rows,
+    cols,
+    group: q.groupSize,
+    scaleDtype: dtypeCode(q.scales?.dtype ?? 'f16'),
+    kernel: kernelCode(kernel, where),
+    threads: threadCount(threads, where),
+    data: q.data,
+    scales: q.scales?.data ?? null,
+    zeros: q.zeros?.data ?? null,
+  };
+}
+
+function planDequantize(q: QuantizedTensor, options: DequantizeOptions | undefined, where: string): { args: NativeArgs; out: Tensor<FloatDType> } {
+  const o = checkOptions(options, where, ['dtype', 'kernel', 'threads']) as DequantizeOptions;
+  const dtype = o.dtype ?? 'f32';
+  if (!FLOAT_DTYPES.includes(dtype)) fail(where, 'ERR_DTYPE', `options.dtype must be f32, f16 or bf16; got ${JSON.stringify(dtype)}`);
+  const args = quantizedArgs(q, where, o.kernel, o.threads);
+  const out = Tensor.zeros(q.shape, dtype);
+  args.out = out.data;
+  args.outDtype = dtypeCode(dtype);
+  return { args, out };
+}
+
+/** Reconstructs a float tensor from a QuantizedTensor on the thread pool. */
+export async function dequantize(q: QuantizedTensor, options?: DequantizeOptions): Promise<Tensor<FloatDType>> {
+  const { args, out } = planDequantize(q, options, 'dequantize');
+  await callAsync('dequantize', () => binding.dequantize(args, true));
+  return out;
+}
+
+export function dequantizeSync(q: QuantizedTensor, options?: DequantizeOptions): Tensor<FloatDType> {
+  const { args, out } = planDequantize(q, options, 'dequantizeSync');
+  callSync('dequantizeSync', () => binding.dequantize(args, false));
+  return out;
+}
+
+/** How far a quantized tensor is from its original. */
+export interface QuantizationError {
+  /** Root-mean-square error. */
+  rmse: number;
+  /** Largest absolute error. */
+  maxAbs: number;
+  /** Signal-to-quantization-noise ratio, 10·log10(Σx² / Σ(x−x̂)²) dB (Infinity when exact). */
+  sqnrDb: number;
+  /** Cosine similarity of original and reconstruction. */
+  cosine: number;
+}
+
+function planError(original: Tensor, q: QuantizedTensor, where: string): NativeArgs {
+  checkTensor(original, where, 'original', FLOAT_DTYPES);
+  const args = quantizedArgs(q, where, undefined, undefined);
+  if (original.shape.length !== q.shape.length || original.shape.some((d, i) => d !== q.shape[i])) {
+    fail(where, 'ERR_SHAPE', `original is [${original.shape.join(', ')}] but the quantized tensor is [${q.shape.join(', ')}]`);
+  }
+  args.orig = original.data;
+  args.origDtype = dtypeCode(original.dtype);
+  return args;
+}
+
+function summarise(s: ErrorSums): QuantizationError {
+  const n = s.count;
+  const cosDen = Math.sqrt(s.sumSqRef * s.sumSqDeq);
+  return {
+    rmse: n === 0 ? 0 : Math.sqrt(s.sumSqErr / n),
+    maxAbs: s.maxAbs,
+    sqnrDb: s.sumSqErr === 0 ? Infinity : 10 * Math.log10(s.sumSqRef / s.sumSqErr),
+    cosine: cosDen === 0 ? (s.sumSqRef === s.sumSqDeq ? 1 : 0) : s.dot / cosDen,
+  };
+}
+
+/** Error statistics of `q` against `original`, without materialising the dequantized tensor. */
+export async function quantizationError(original: Tensor, q: QuantizedTensor): Promise<QuantizationError> {
+  const args = planError(original, q, 'quantizationError');
+  return summarise(await callAsync('quantizationError', () => binding.quantizationError(args, true)));
+}
+
+export function quantizationErrorSync(original: Tensor, q: QuantizedTensor): QuantizationError {
+  const args = planError(original, q, 'quantizationErrorSync');
+  return summarise(callSync('quantizationErrorSync', () => binding.quantizationError(args, false)));
+}
+
+export type { DType };

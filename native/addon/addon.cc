@@ -1,0 +1,78 @@
+// Module entry: registers each room's bindings plus the runtime controls
+// (backends, threads, error class).
+#include <napi.h>
+
+#include "../core/cpu.h"
+#include "../core/cuda.h"
+#include "job.h"
+
+namespace st {
+namespace addon {
+
+void register_quant(Napi::Env env, Napi::Object exports);
+Napi::Value set_error_class(const Napi::CallbackInfo& info);
+
+namespace {
+
+Napi::Value backends(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const CpuFeatures& hw = cpu_features();
+  const CpuFeatures& on = cpu_enabled();
+  Napi::Object cpu = Napi::Object::New(env);
+  Napi::Array feats = Napi::Array::New(env);
+  uint32_t i = 0;
+  if (hw.avx2) feats.Set(i++, "avx2+fma+f16c");
+  if (hw.avx512) feats.Set(i++, "avx512f+bw+vl");
+  cpu.Set("features", feats);
+  cpu.Set("kernel", on.avx2 ? "avx2" : "scalar");
+  cpu.Set("threads", threads());
+  cpu.Set("hardwareThreads", hardware_threads());
+  Napi::Object cuda = Napi::Object::New(env);
+  std::string why;
+  const bool ok = cuda_available(&why);
+  cuda.Set("compiled", cuda_compiled());
+  cuda.Set("available", ok);
+  if (!ok) cuda.Set("reason", why);
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("cpu", cpu);
+  r.Set("cuda", cuda);
+  return r;
+}
+
+Napi::Value set_threads_js(const Napi::CallbackInfo& info) {
+  set_threads(static_cast<int>(info[0].As<Napi::Number>().Int32Value()));
+  return info.Env().Undefined();
+}
+
+Napi::Value get_threads_js(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), threads()); }
+
+// copyBandwidth helper for bench/: copies src into dst (same byte length)
+// on `threads` threads. Synchronous on purpose: it is timed by the caller.
+Napi::Value parallel_copy_js(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsTypedArray() || !info[1].IsTypedArray()) throw_error(env, Code::Value, "parallelCopy(dst, src, threads) takes two TypedArrays");
+  Napi::TypedArray dst = info[0].As<Napi::TypedArray>(), src = info[1].As<Napi::TypedArray>();
+  if (dst.ByteLength() != src.ByteLength()) throw_error(env, Code::Shape, "parallelCopy: dst and src differ in byte length");
+  if (dst.ByteLength() == 0) return env.Undefined();
+  uint8_t* d = static_cast<uint8_t*>(dst.ArrayBuffer().Data()) + dst.ByteOffset();
+  const uint8_t* s = static_cast<const uint8_t*>(src.ArrayBuffer().Data()) + src.ByteOffset();
+  parallel_copy(d, s, dst.ByteLength(), info[2].IsNumber() ? info[2].As<Napi::Number>().Int32Value() : 0);
+  return env.Undefined();
+}
+
+Napi::Object init(Napi::Env env, Napi::Object exports) {
+  exports.Set("parallelCopy", Napi::Function::New(env, parallel_copy_js, "parallelCopy"));
+  exports.Set("backends", Napi::Function::New(env, backends, "backends"));
+  exports.Set("setThreads", Napi::Function::New(env, set_threads_js, "setThreads"));
+  exports.Set("getThreads", Napi::Function::New(env, get_threads_js, "getThreads"));
+  exports.Set("setErrorClass", Napi::Function::New(env, set_error_class, "setErrorClass"));
+  register_quant(env, exports);
+  return exports;
+}
+
+}  // namespace
+}  // namespace addon
+}  // namespace st
+
+static Napi::Object Init(Napi::Env env, Napi::Object exports) { return st::addon::init(env, exports); }
+NODE_API_MODULE(slimtensor, Init)

@@ -1,0 +1,21 @@
+// The CPU-only build's answer for every CUDA entry point: not compiled in.
+#include "cuda.h"
+#include "quant/quant_cuda.h"
+
+namespace st {
+
+namespace {
+const char kNotBuilt[] = "this build has no CUDA kernels (build them with `npm run build:cuda` where nvcc is installed)";
+}
+
+bool cuda_compiled() { return false; }
+
+bool cuda_available(std::string* why) {
+  if (why) *why = kNotBuilt;
+  return false;
+}
+
+Status cuda_quantize(const QuantizeArgs&) { return Status::Error(Code::Unsupported, kNotBuilt); }
+Status cuda_dequantize(const DequantizeArgs&, void*, DType) { return Status::Error(Code::Unsupported, kNotBuilt); }
+
+}  // namespace st

@@ -1,0 +1,516 @@
+// AVX2 + FMA + F16C twins of quant_ref.cc. Compiled with -mavx2 -mfma -mf16c
+// in its own translation unit and only called when cpuid says so. Each
+// function mirrors the reference arithmetic operation for operation, so codes
+// and scales come out bit-identical (the tests check it).
+#include "quant_kernels.h"
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <immintrin.h>
+
+#include <vector>
+
+#include "quant_math.h"
+#include "quant_search.h"
+
+namespace st {
+namespace avx2 {
+
+namespace {
+
+// ---- loads with the dtype conversion fused in ------------------------------
+
+template <DType T> struct Src;
+template <> struct Src<DType::F32> {
+  static __m256 load(const void* p, int64_t i) { return _mm256_loadu_ps(static_cast<const float*>(p) + i); }
+};
+template <> struct Src<DType::F16> {
+  static __m256 load(const void* p, int64_t i) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(p) + i)));
+  }
+};
+template <> struct Src<DType::BF16> {
+  static __m256 load(const void* p, int64_t i) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(p) + i));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  }
+};
+
+inline __m256i abs_bits(__m256 v) { return _mm256_and_si256(_mm256_castps_si256(v), _mm256_set1_epi32(0x7fffffff)); }
+
+inline int32_t hmax_epi32(__m256i v) {
+  __m128i m = _mm_max_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  m = _mm_max_epi32(m, _mm_shuffle_epi32(m, 0x4e));
+  m = _mm_max_epi32(m, _mm_shuffle_epi32(m, 0xb1));
+  return _mm_cvtsi128_si32(m);
+}
+inline float hmax_ps(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_movehdup_ps(m));
+  return _mm_cvtss_f32(m);
+}
+inline float hmin_ps(__m256 v) {
+  __m128 m = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_min_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_min_ss(m, _mm_movehdup_ps(m));
+  return _mm_cvtss_f32(m);
+}
+// The reference's lane tree: ((l0+l4) + (l2+l6)) + ((l1+l5) + (l3+l7)).
+inline float lane_tree(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline uint16_t to_f16(float f) { return static_cast<uint16_t>(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT)); }
+
+// C's (int8_t) of a float on x86, lane-wise: cvtt, keep the low byte signed.
+inline __m256i cvtt_i8(__m256 v) {
+  const __m256i i = _mm256_cvttps_epi32(v);
+  return _mm256_srai_epi32(_mm256_slli_epi32(i, 24), 24);
+}
+
+// qs[j] = q[j] | q[j+16] << 4 for 32 codes in four vectors (values 0..255,
+// reduced to bytes as the reference's uint8_t stores do).
+inline void pack_nibbles_split(const __m256i q[4], uint8_t* qs) {
+  const __m256i ff = _mm256_set1_epi32(0xff);
+  const __m256i lo = _mm256_and_si256(_mm256_or_si256(_mm256_and_si256(q[0], ff), _mm256_slli_epi32(_mm256_and_si256(q[2], ff), 4)), ff);
+  const __m256i hi = _mm256_and_si256(_mm256_or_si256(_mm256_and_si256(q[1], ff), _mm256_slli_epi32(_mm256_and_si256(q[3], ff), 4)), ff);
+  const __m128i w0 = _mm_packus_epi32(_mm256_castsi256_si128(lo), _mm256_extracti128_si256(lo, 1));
+  const __m128i w1 = _mm_packus_epi32(_mm256_castsi256_si128(hi), _mm256_extracti128_si256(hi, 1));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(qs), _mm_packus_epi16(w0, w1));
+}
+
+// 32 int32 in [-128, 127] to 32 bytes in element order.
+inline __m256i pack_i8x32(const __m256i q[4]) {
+  const __m256i p01 = _mm256_packs_epi32(q[0], q[1]);
+  const __m256i p23 = _mm256_packs_epi32(q[2], q[3]);
+  const __m256i b = _mm256_packs_epi16(p01, p23);
+  return _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+// Index (0..n-1) of the first non-finite value among n floats of a block
+// already known to hold one.
+template <DType T>
+int64_t first_non_finite(const void* src, int64_t off, int64_t n) {
+  for (int64_t j = 0; j < n; j += 8) {
+    const __m256i a = abs_bits(Src<T>::load(src, off + j));
+    const int m = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(a, _mm256_set1_epi32(0x7f7fffff))));
+    if (m) return j + __builtin_ctz(static_cast<unsigned>(m));
+  }
+  return -1;
+}
+
+// ---- GGUF blocks -------------------------------------------------------
+
+template <DType T>
+inline void load_block(const void* src, int64_t off, __m256 v[4]) {
+  for (int k = 0; k < 4; ++k) v[k] = Src<T>::load(src, off + 8 * k);
+}
+
+inline uint32_t block_amax_bits(const __m256 v[4]) {
+  const __m256i m = _mm256_max_epi32(_mm256_max_epi32(abs_bits(v[0]), abs_bits(v[1])),
+                                     _mm256_max_epi32(abs_bits(v[2]), abs_bits(v[3])));
+  return static_cast<uint32_t>(hmax_epi32(m));
+}
+
+// Bit mask over the 32 elements of the lanes where pred holds.
+inline uint32_t mask32(const __m256 p[4]) {
+  return static_cast<uint32_t>(_mm256_movemask_ps(p[0])) | (static_cast<uint32_t>(_mm256_movemask_ps(p[1])) << 8) |
+         (static_cast<uint32_t>(_mm256_movemask_ps(p[2])) << 16) | (static_cast<uint32_t>(_mm256_movemask_ps(p[3])) << 24);
+}
+
+inline float lane_value(const __m256 v[4], int idx) {
+  alignas(32) float t[8];
+  _mm256_store_ps(t, v[idx >> 3]);
+  return t[idx & 7];
+}
+
+inline void q4_0_block(const __m256 v[4], uint32_t amax_bits, uint8_t* y) {
+  float max = 0.0f;
+  if (amax_bits != 0) {
+    // the first element whose |x| is the maximum keeps its sign
+    const __m256i a = _mm256_set1_epi32(static_cast<int32_t>(amax_bits));
+    __m256 eq[4];
+    for (int k = 0; k < 4; ++k) eq[k] = _mm256_castsi256_ps(_mm256_cmpeq_epi32(abs_bits(v[k]), a));
+    max = lane_value(v, __builtin_ctz(mask32(eq)));
+  }
+  const float d = max / -8.0f;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  qm::store_u16(y, to_f16(d));
+  const __m256 vid = _mm256_set1_ps(id), half = _mm256_set1_ps(8.5f);
+  const __m256i fifteen = _mm256_set1_epi32(15);
+  __m256i q[4];
+  for (int k = 0; k < 4; ++k) q[k] = _mm256_min_epi32(fifteen, cvtt_i8(_mm256_add_ps(_mm256_mul_ps(v[k], vid), half)));
+  pack_nibbles_split(q, y + 2);
+}
+
+inline void q4_1_block(const __m256 v[4], uint8_t* y) {
+  float min = hmin_ps(_mm256_min_ps(_mm256_min_ps(v[0], v[1]), _mm256_min_ps(v[2], v[3])));
+  float max = hmax_ps(_mm256_max_ps(_mm256_max_ps(v[0], v[1]), _mm256_max_ps(v[2], v[3])));
+  if (min == 0.0f || max == 0.0f) {
+    // The reference's strict comparisons keep the first zero they meet, so
+    // an extreme that is zero carries that element's sign (min is stored,
+    // and max - min decides the sign of d).
+    __m256 eq[4];
+    for (int k = 0; k < 4; ++k) eq[k] = _mm256_cmp_ps(v[k], _mm256_setzero_ps(), _CMP_EQ_OQ);
+    const float first_zero = lane_value(v, __builtin_ctz(mask32(eq)));
+    if (min == 0.0f) min = first_zero;
+    if (max == 0.0f) max = first_zero;
+  }
+  const float d = (max - min) / 15.0f;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  qm::store_u16(y, to_f16(d));
+  qm::store_u16(y + 2, to_f16(min));
+  const __m256 vid = _mm256_set1_ps(id), vmin = _mm256_set1_ps(min), half = _mm256_set1_ps(0.5f);
+  const __m256i fifteen = _mm256_set1_epi32(15);
+  __m256i q[4];
+  for (int k = 0; k < 4; ++k) {
+    q[k] = _mm256_min_epi32(fifteen, cvtt_i8(_mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(v[k], vmin), vid), half)));
+  }
+  pack_nibbles_split(q, y + 4);
+}
+
+// roundf: half away from zero, exactly (t - trunc(t) is exact).
+inline __m256 round_away(__m256 t) {
+  const __m256 tr = _mm256_round_ps(t, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+  const __m256 frac = _mm256_and_ps(_mm256_sub_ps(t, tr), _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)));
+  const __m256 one = _mm256_or_ps(_mm256_and_ps(t, _mm256_castsi256_ps(_mm256_set1_epi32(INT32_MIN))), _mm256_set1_ps(1.0f));
+  return _mm256_add_ps(tr, _mm256_and_ps(_mm256_cmp_ps(frac, _mm256_set1_ps(0.5f), _CMP_GE_OQ), one));
+}
+
+inline void q8_0_block(const __m256 v[4], uint32_t amax_bits, uint8_t* y) {
+  const float amax = bits_f32(amax_bits);
+  const float d = amax / 127.0f;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  qm::store_u16(y, to_f16(d));
+  const __m256 vid = _mm256_set1_ps(id);
+  __m256i q[4];
+  for (int k = 0; k < 4; ++k) q[k] = cvtt_i8(round_away(_mm256_mul_ps(v[k], vid)));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + 2), pack_i8x32(q));
+}
+
+// ---- search: twins of quant_search.h -------------------------------------
+
+inline __m256 clampv(__m256 v, __m256 lo, __m256 hi) { return _mm256_min_ps(_mm256_max_ps(v, lo), hi); }
+inline __m256 rne(__m256 v) { return _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+
+// x and w: n floats (n a multiple of 8), f32, in memory.
+void simd_sym_candidates(const float* x, const float* w, int n, float e, qs::Grid g, int qmin, int qmax,
+                    float* best_score, float* best_s) {
+  const __m256 lo = _mm256_set1_ps(static_cast<float>(qmin)), hi = _mm256_set1_ps(static_cast<float>(qmax));
+  for (int t = 0; t < g.count; ++t) {
+    const float inv = (g.first + g.step * static_cast<float>(t)) / e;
+    const __m256 vinv = _mm256_set1_ps(inv);
+    __m256 sxq = _mm256_setzero_ps(), sqq = _mm256_setzero_ps();
+    for (int j = 0; j < n; j += 8) {
+      const __m256 xv = _mm256_loadu_ps(x + j);
+      const __m256 q = clampv(rne(_mm256_mul_ps(xv, vinv)), lo, hi);
+      const __m256 wq = _mm256_mul_ps(_mm256_loadu_ps(w + j), q);
+      sxq = _mm256_fmadd_ps(wq, xv, sxq);
+      sqq = _mm256_fmadd_ps(wq, q, sqq);
+    }
+    const float a = lane_tree(sxq), b = lane_tree(sqq);
+    if (b > 0.0f) {
+      const float score = a * (a / b);
+      if (score > *best_score) { *best_score = score; *best_s = a / b; }
+    }
+  }
+}
+
+void simd_asym_candidates(const float* x, const float* w, int n, float lo_x, float hi_x, qs::Grid g, int qmin, int qmax,
+                     float* best_score, float* best_s, int* best_z) {
+  const __m256 lo = _mm256_set1_ps(static_cast<float>(qmin)), hi = _mm256_set1_ps(static_cast<float>(qmax));
+  for (int t = 0; t < g.count; ++t) {
+    const float inv = (g.first + g.step * static_cast<float>(t)) / (hi_x - lo_x);
+    const float zf = qm::fclamp(round_even(static_cast<float>(qmin) - lo_x * inv), static_cast<float>(qmin),
+                                static_cast<float>(qmax));
+    const __m256 vinv = _mm256_set1_ps(inv), vz = _mm256_set1_ps(zf);
+    __m256 sxd = _mm256_setzero_ps(), sdd = _mm256_setzero_ps();
+    for (int j = 0; j < n; j += 8) {
+      const __m256 xv = _mm256_loadu_ps(x + j);
+      const __m256 d = _mm256_sub_ps(clampv(_mm256_add_ps(rne(_mm256_mul_ps(xv, vinv)), vz), lo, hi), vz);
+      const __m256 wd = _mm256_mul_ps(_mm256_loadu_ps(w + j), d);
+      sxd = _mm256_fmadd_ps(wd, xv, sxd);
+      sdd = _mm256_fmadd_ps(wd, d, sdd);
+    }
+    const float a = lane_tree(sxd), b = lane_tree(sdd);
+    if (b > 0.0f && a > 0.0f) {
+      const float score = a * (a / b);
+      if (score > *best_score) { *best_score = score; *best_s = a / b; *best_z = static_cast<int>(zf); }
+    }
+  }
+}
+
+float* scratch(int64_t n, int slot) {
+  thread_local std::vector<float> buf[3];
+  if (static_cast<int64_t>(buf[slot].size()) < n) buf[slot].resize(static_cast<size_t>(n));
+  return buf[slot].data();
+}
+
+const float* ones(int64_t n) {
+  float* o = scratch(n, 2);
+  for (int64_t j = 0; j < n; ++j) o[j] = 1.0f;
+  return o;
+}
+
+void q4_0_block_search(const float* x, const float* w, uint8_t* y) {
+  const float e = qm::signed_absmax(x, qm::QK);
+  if (e == 0.0f) { qm::q4_0_block(x, y); return; }
+  float best_score = 0.0f, s = 0.0f;
+  simd_sym_candidates(x, w, qm::QK, e, qs::kGrid4Neg, -8, 7, &best_score, &s);
+  simd_sym_candidates(x, w, qm::QK, e, qs::kGrid4Pos, -8, 7, &best_score, &s);
+  const uint16_t dh = to_f16(s);
+  const float d = f16_to_f32(dh);
+  if (d == 0.0f) { qm::q4_0_block(x, y); return; }
+  const __m256 vid = _mm256_set1_ps(1.0f / d);
+  qm::store_u16(y, dh);
+  __m256i q[4];
+  for (int k = 0; k < 4; ++k) {
+    const __m256 r = clampv(rne(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * k), vid)), _mm256_set1_ps(-8.0f), _mm256_set1_ps(7.0f));
+    q[k] = _mm256_add_epi32(_mm256_cvttps_epi32(r), _mm256_set1_epi32(8));
+  }
+  pack_nibbles_split(q, y + 2);
+}
+
+void q8_0_block_search(const float* x, const float* w, uint8_t* y) {
+  const float e = qs::group_absmax(x, qm::QK);
+  if (e == 0.0f) { qm::q8_0_block(x, y); return; }
+  float best_score = 0.0f, s = 0.0f;
+  simd_sym_candidates(x, w, qm::QK, e, qs::kGrid8Sym, -127, 127, &best_score, &s);
+  const uint16_t dh = to_f16(s);
+  const float d = f16_to_f32(dh);
+  if (d == 0.0f) { qm::q8_0_block(x, y); return; }
+  const __m256 vid = _mm256_set1_ps(1.0f / d);
+  qm::store_u16(y, dh);
+  __m256i q[4];
+  for (int k = 0; k < 4; ++k) {
+    const __m256 r = clampv(rne(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * k), vid)), _mm256_set1_ps(-127.0f), _mm256_set1_ps(127.0f));
+    q[k] = _mm256_cvttps_epi32(r);
+  }
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + 2), pack_i8x32(q));
+}
+
+void q4_1_block_search(const float* x, const float* w, uint8_t* y) {
+  float mn, mx;
+  qm::group_minmax(x, qm::QK, &mn, &mx);
+  if (mx == mn) { qm::q4_1_block(x, y); return; }
+  __m256 sw = _mm256_setzero_ps(), sx = _mm256_setzero_ps();
+  for (int j = 0; j < qm::QK; j += 8) {
+    const __m256 wv = _mm256_loadu_ps(w + j);
+    sw = _mm256_add_ps(sw, wv);
+    sx = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + j), sx);
+  }
+  const float Sw = lane_tree(sw), Sx = lane_tree(sx);
+  float best = -3.402823466e+38f, bd = 0.0f, bm = 0.0f;
+  bool found = false;
+  const qs::Grid g = qs::kGrid4Rng;
+  const __m256 zero = _mm256_setzero_ps(), fifteen = _mm256_set1_ps(15.0f), vmn = _mm256_set1_ps(mn);
+  for (int t = 0; t < g.count; ++t) {
+    const float inv = (g.first + g.step * static_cast<float>(t)) / (mx - mn);
+    const __m256 vinv = _mm256_set1_ps(inv);
+    __m256 sq = zero, sqq = zero, sxq = zero;
+    for (int j = 0; j < qm::QK; j += 8) {
+      const __m256 xv = _mm256_loadu_ps(x + j);
+      const __m256 q = clampv(rne(_mm256_mul_ps(_mm256_sub_ps(xv, vmn), vinv)), zero, fifteen);
+      const __m256 wq = _mm256_mul_ps(_mm256_loadu_ps(w + j), q);
+      sq = _mm256_add_ps(sq, wq);
+      sqq = _mm256_fmadd_ps(wq, q, sqq);
+      sxq = _mm256_fmadd_ps(wq, xv, sxq);
+    }
+    const float Sq = lane_tree(sq), Sqq = lane_tree(sqq), Sxq = lane_tree(sxq);
+    const float det = Sw * Sqq - Sq * Sq;
+    if (!(det > 0.0f)) continue;
+    const float d = (Sw * Sxq - Sq * Sx) / det;
+    const float m = (Sqq * Sx - Sq * Sxq) / det;
+    const float score = d * Sxq + m * Sx;
+    if (score > best) { best = score; bd = d; bm = m; found = true; }
+  }
+  if (!found) { qm::q4_1_block(x, y); return; }
+  const uint16_t dh = to_f16(bd), mh = to_f16(bm);
+  const float d = f16_to_f32(dh), m = f16_to_f32(mh);
+  const __m256 vid = _mm256_set1_ps(d != 0.0f ? 1.0f / d : 0.0f), vm = _mm256_set1_ps(m);
+  qm::store_u16(y, dh);
+  qm::store_u16(y + 2, mh);
+  __m256i q[4];
+  for (int k = 0; k < 4; ++k) {
+    const __m256 r = clampv(rne(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + 8 * k), vm), vid)), zero, fifteen);
+    q[k] = _mm256_cvttps_epi32(r);
+  }
+  pack_nibbles_split(q, y + 4);
+}
+
+// ---- row drivers -------------------------------------------------------
+
+template <DType T>
+int64_t quantize_ggml_row(const QuantizeArgs& a, int64_t row) {
+  const QFormatTraits& tr = qformat_traits(a.format);
+  const int64_t cols = a.src.cols, nb = cols / qm::QK;
+  uint8_t* out = a.data + row * nb * tr.block_bytes;
+  const bool search = a.search == Search::Mse;
+  const float* w1 = search && !a.importance ? ones(qm::QK) : nullptr;
+  alignas(32) float xb[qm::QK];
+  for (int64_t b = 0; b < nb; ++b) {
+    const int64_t off = row * cols + b * qm::QK;
+    uint8_t* y = out + b * tr.block_bytes;
+    __m256 v[4];
+    load_block<T>(a.src.data, off, v);
+    const uint32_t amax_bits = block_amax_bits(v);
+    if (amax_bits >= 0x7f800000u) {
+      if (a.non_finite == NonFinite::Error) return b * qm::QK + first_non_finite<T>(a.src.data, off, qm::QK);
+      // Rare: sanitise through the reference loader and take the same path.
+      load_f32(a.src.data, a.src.dtype, off, qm::QK, xb, NonFinite::Zero);
+      for (int k = 0; k < 4; ++k) v[k] = _mm256_load_ps(xb + 8 * k);
+    }
+    if (search) {
+      for (int k = 0; k < 4; ++k) _mm256_store_ps(xb + 8 * k, v[k]);
+      const float* w = a.importance ? a.importance + b * qm::QK : w1;
+      if (a.format == QFormat::Q4_0) q4_0_block_search(xb, w, y);
+      else if (a.format == QFormat::Q4_1) q4_1_block_search(xb, w, y);
+      else q8_0_block_search(xb, w, y);
+      continue;
+    }
+    const uint32_t bits = amax_bits >= 0x7f800000u ? block_amax_bits(v) : amax_bits;
+    if (a.format == QFormat::Q4_0) q4_0_block(v, bits, y);
+    else if (a.format == QFormat::Q4_1) q4_1_block(v, y);
+    else q8_0_block(v, bits, y);
+  }
+  return -1;
+}
+
+// compressed-tensors groups, g a multiple of 8.
+template <DType T>
+int64_t quantize_int_row(const QuantizeArgs& a, int64_t row) {
+  const int bits = qformat_traits(a.format).bits;
+  const qm::IntRange r = qm::int_range(bits);
+  const int64_t cols = a.src.cols, g = a.group, ng = cols / g;
+  const QuantSizes sz = quant_sizes(a.format, cols, g);
+  uint8_t* out = a.data + row * sz.data_row_bytes;
+  const bool search = a.search == Search::Mse;
+  float* xg = scratch(g, 0);
+  const float* w1 = search && !a.importance ? ones(g) : nullptr;
+  const __m256 qlo = _mm256_set1_ps(static_cast<float>(r.qmin)), qhi = _mm256_set1_ps(static_cast<float>(r.qmax));
+  for (int64_t gi = 0; gi < ng; ++gi) {
+    const int64_t off = row * cols + gi * g;
+    // Pass 1: convert into scratch, find the range and any non-finite value.
+    __m256 vmin = _mm256_set1_ps(3.402823466e+38f), vmax = _mm256_set1_ps(-3.402823466e+38f);
+    __m256i abits = _mm256_setzero_si256();
+    for (int64_t j = 0; j < g; j += 8) {
+      const __m256 v = Src<T>::load(a.src.data, off + j);
+      _mm256_storeu_ps(xg + j, v);
+      abits = _mm256_max_epi32(abits, abs_bits(v));
+      vmin = _mm256_min_ps(vmin, v);
+      vmax = _mm256_max_ps(vmax, v);
+    }
+    if (static_cast<uint32_t>(hmax_epi32(abits)) >= 0x7f800000u) {
+      if (a.non_finite == NonFinite::Error) return gi * g + first_non_finite<T>(a.src.data, off, g);
+      load_f32(a.src.data, a.src.dtype, off, g, xg, NonFinite::Zero);
+      vmin = _mm256_set1_ps(3.402823466e+38f);
+      vmax = _mm256_set1_ps(-3.402823466e+38f);
+      for (int64_t j = 0; j < g; j += 8) {
+        vmin = _mm256_min_ps(vmin, _mm256_loadu_ps(xg + j));
+        vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(xg + j));
+      }
+    }
+    qm::GroupParams p;
+    if (search) {
+      const float* w = a.importance ? a.importance + gi * g : w1;
+      const float mn = hmin_ps(vmin), mx = hmax_ps(vmax);
+      const qm::GroupParams plain = qm::int_params_minmax(mn, mx, bits, a.symmetric, a.scale_dtype);
+      float best_score = 0.0f, s = 0.0f;
+      int z = 0;
+      p = plain;
+      if (a.symmetric) {
+        const float e = (-mn > mx ? -mn : mx);
+        if (e != 0.0f) simd_sym_candidates(xg, w, static_cast<int>(g), e, bits == 4 ? qs::kGrid4Sym : qs::kGrid8Sym, r.qmin, r.qmax, &best_score, &s);
+      } else {
+        const float lo = mn < 0.0f ? mn : 0.0f, hi = mx > 0.0f ? mx : 0.0f;
+        if (hi != lo) simd_asym_candidates(xg, w, static_cast<int>(g), lo, hi, bits == 4 ? qs::kGrid4Rng : qs::kGrid8Rng, r.qmin, r.qmax, &best_score, &s, &z);
+      }
+      if (s > 0.0f) {
+        s = s > qm::kScaleEps ? s : qm::kScaleEps;
+        p = {qm::scale_as_stored(s, a.scale_dtype), z};
+      }
+    } else {
+      p = qm::int_params_minmax(hmin_ps(vmin), hmax_ps(vmax), bits, a.symmetric, a.scale_dtype);
+    }
+    qm::store_scale(a.scales, row * ng + gi, p.scale, a.scale_dtype);
+    if (!a.symmetric) a.zeros[row * ng + gi] = static_cast<int8_t>(p.zero);
+    // Pass 2: q = round(clamp(x / s + z)), biased and packed.
+    const __m256 vs = _mm256_set1_ps(p.scale), vz = _mm256_set1_ps(static_cast<float>(p.zero));
+    auto code = [&](int64_t j) {
+      return _mm256_cvtps_epi32(rne(clampv(_mm256_add_ps(_mm256_div_ps(_mm256_loadu_ps(xg + j), vs), vz), qlo, qhi)));
+    };
+    uint8_t* o = out + (gi * g * bits) / 8;
+    int64_t j = 0;
+    if (bits == 4) {
+      const __m256i bias = _mm256_set1_epi32(8);
+      for (; j + 32 <= g; j += 32) {
+        __m256i q[4];
+        for (int k = 0; k < 4; ++k) q[k] = _mm256_add_epi32(code(j + 8 * k), bias);
+        const __m256i b = pack_i8x32(q);  // bytes 0..15, in order
+        const __m256i pairs = _mm256_maddubs_epi16(b, _mm256_set1_epi16(0x1001));
+        const __m128i bytes = _mm_packus_epi16(_mm256_castsi256_si128(pairs), _mm256_extracti128_si256(pairs, 1));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(o + j / 2), bytes);
+      }
+      for (; j < g; j += 8) {
+        const __m256i u = _mm256_sllv_epi32(_mm256_add_epi32(code(j), bias), _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28));
+        __m128i w = _mm_or_si128(_mm256_castsi256_si128(u), _mm256_extracti128_si256(u, 1));
+        w = _mm_or_si128(w, _mm_shuffle_epi32(w, 0x4e));
+        w = _mm_or_si128(w, _mm_shuffle_epi32(w, 0xb1));
+        const uint32_t word = static_cast<uint32_t>(_mm_cvtsi128_si32(w));
+        std::memcpy(o + j / 2, &word, 4);
+      }
+    } else {
+      const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
+      for (; j + 32 <= g; j += 32) {
+        __m256i q[4];
+        for (int k = 0; k < 4; ++k) q[k] = code(j + 8 * k);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + j), _mm256_xor_si256(pack_i8x32(q), flip));
+      }
+      for (; j < g; j += 8) {
+        const __m256i q = code(j);
+        const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+        const __m128i b = _mm_xor_si128(_mm_packs_epi16(w, w), _mm256_castsi256_si128(flip));
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(o + j), b);
+      }
+    }
+  }
+  for (int64_t b = (cols * bits + 7) / 8; b < sz.data_row_bytes; ++b) out[b] = 0;
+  return -1;
+}
+
+template <DType T>
+QuantRowFn pick_for(const QuantizeArgs& a) {
+  if (qformat_traits(a.format).ggml) return quantize_ggml_row<T>;
+  if (a.group % 8 != 0) return ref::quantize_row;  // odd per-channel widths: the reference handles them
+  return quantize_int_row<T>;
+}
+
+}  // namespace
+
+QuantRowFn quantize_row_fn(const QuantizeArgs& a) {
+  switch (a.src.dtype) {
+    case DType::F32: return pick_for<DType::F32>(a);
+    case DType::F16: return pick_for<DType::F16>(a);
+    case DType::BF16: return pick_for<DType::BF16>(a);
+    default: return nullptr;
+  }
+}
+
+DequantRowFn dequantize_row_fn(const DequantizeArgs&) { return ref::dequantize_row; }
+
+}  // namespace avx2
+}  // namespace st
+
+#else  // built without AVX2 flags (non-x86): no AVX2 kernels
+
+namespace st {
+namespace avx2 {
+QuantRowFn quantize_row_fn(const QuantizeArgs&) { return nullptr; }
+DequantRowFn dequantize_row_fn(const DequantizeArgs&) { return nullptr; }
+}  // namespace avx2
+}  // namespace st
+
+#endif
