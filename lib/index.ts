@@ -18,3 +18,4 @@ export {
   type FloatDType,
   type Kernel,
 } from './quantize';
+export { f32ToF16, f16ToF32, f32ToBf16, bf16ToF32 } from './half';

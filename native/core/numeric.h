@@ -6,10 +6,13 @@
 #include <cstring>
 #include <cmath>
 
+// Internal linkage on purpose: these headers are compiled into baseline and
+// AVX2 translation units; with ordinary inline linkage the linker could keep
+// an AVX2-compiled copy for the baseline code (a SIGILL on older CPUs).
 #if defined(__CUDACC__)
-#define ST_HD __host__ __device__ __forceinline__
+#define ST_HD static __host__ __device__ __forceinline__
 #else
-#define ST_HD inline
+#define ST_HD static inline
 #endif
 
 namespace st {

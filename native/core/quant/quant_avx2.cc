@@ -7,7 +7,7 @@
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
 
-#include <vector>
+#include <cstdlib>
 
 #include "quant_math.h"
 #include "quant_search.h"
@@ -121,6 +121,14 @@ inline uint32_t mask32(const __m256 p[4]) {
          (static_cast<uint32_t>(_mm256_movemask_ps(p[2])) << 16) | (static_cast<uint32_t>(_mm256_movemask_ps(p[3])) << 24);
 }
 
+// Mask over 32 elements of the lanes with |x| == |m|.
+inline uint32_t mask32_abs_eq(const __m256 v[4], float m) {
+  const __m256i a = _mm256_set1_epi32(static_cast<int32_t>(f32_bits(m) & 0x7fffffffu));
+  __m256 eq[4];
+  for (int k = 0; k < 4; ++k) eq[k] = _mm256_castsi256_ps(_mm256_cmpeq_epi32(abs_bits(v[k]), a));
+  return mask32(eq);
+}
+
 inline float lane_value(const __m256 v[4], int idx) {
   alignas(32) float t[8];
   _mm256_store_ps(t, v[idx >> 3]);
@@ -131,10 +139,7 @@ inline void q4_0_block(const __m256 v[4], uint32_t amax_bits, uint8_t* y) {
   float max = 0.0f;
   if (amax_bits != 0) {
     // the first element whose |x| is the maximum keeps its sign
-    const __m256i a = _mm256_set1_epi32(static_cast<int32_t>(amax_bits));
-    __m256 eq[4];
-    for (int k = 0; k < 4; ++k) eq[k] = _mm256_castsi256_ps(_mm256_cmpeq_epi32(abs_bits(v[k]), a));
-    max = lane_value(v, __builtin_ctz(mask32(eq)));
+    max = lane_value(v, __builtin_ctz(mask32_abs_eq(v, bits_f32(amax_bits))));
   }
   const float d = max / -8.0f;
   const float id = d != 0.0f ? 1.0f / d : 0.0f;
@@ -243,10 +248,25 @@ void simd_asym_candidates(const float* x, const float* w, int n, float lo_x, flo
   }
 }
 
+// Per-thread scratch. Deliberately not std::vector: a template instantiated
+// in this AVX2-compiled file could be merged by the linker with the baseline
+// files' copy and then run on a CPU without AVX2 (scripts/native-test.cjs
+// checks this object defines no weak symbols).
 float* scratch(int64_t n, int slot) {
-  thread_local std::vector<float> buf[3];
-  if (static_cast<int64_t>(buf[slot].size()) < n) buf[slot].resize(static_cast<size_t>(n));
-  return buf[slot].data();
+  struct Buf {
+    float* p = nullptr;
+    int64_t n = 0;
+    ~Buf() { std::free(p); }
+  };
+  thread_local Buf buf[3];
+  Buf& b = buf[slot];
+  if (b.n < n) {
+    std::free(b.p);
+    b.p = static_cast<float*>(std::malloc(static_cast<size_t>(n) * sizeof(float)));
+    if (!b.p) std::abort();
+    b.n = n;
+  }
+  return b.p;
 }
 
 const float* ones(int64_t n) {
@@ -341,42 +361,329 @@ void q4_1_block_search(const float* x, const float* w, uint8_t* y) {
   pack_nibbles_split(q, y + 4);
 }
 
+// ---- batches of 8 GGUF blocks -----------------------------------------------
+// The per-block statistics (extremes) of 8 consecutive blocks are reduced
+// into one vector each, so the scale arithmetic (divisions, f16 rounding)
+// runs once per 8 blocks in vector registers instead of as a serial scalar
+// chain per block. Lane b of every vector below belongs to block b.
+
+// Lane b of the result = max over the 8 lanes of v[b] (and min/max_epi32 twins).
+template <class Op>
+inline __m256 reduce8(const __m256 v[8], Op op) {
+  const __m256 t0 = op(_mm256_unpacklo_ps(v[0], v[1]), _mm256_unpackhi_ps(v[0], v[1]));
+  const __m256 t1 = op(_mm256_unpacklo_ps(v[2], v[3]), _mm256_unpackhi_ps(v[2], v[3]));
+  const __m256 t2 = op(_mm256_unpacklo_ps(v[4], v[5]), _mm256_unpackhi_ps(v[4], v[5]));
+  const __m256 t3 = op(_mm256_unpacklo_ps(v[6], v[7]), _mm256_unpackhi_ps(v[6], v[7]));
+  const __m256 u0 = op(_mm256_shuffle_ps(t0, t1, 0x44), _mm256_shuffle_ps(t0, t1, 0xee));
+  const __m256 u1 = op(_mm256_shuffle_ps(t2, t3, 0x44), _mm256_shuffle_ps(t2, t3, 0xee));
+  return op(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+inline __m256 op_max(__m256 a, __m256 b) { return _mm256_max_ps(a, b); }
+inline __m256 op_min(__m256 a, __m256 b) { return _mm256_min_ps(a, b); }
+// Integer max of non-negative int32 (absolute-value bit patterns), in float lanes.
+inline __m256 op_imax(__m256 a, __m256 b) {
+  return _mm256_castsi256_ps(_mm256_max_epi32(_mm256_castps_si256(a), _mm256_castps_si256(b)));
+}
+
+// Asks for the input kPrefetch bytes ahead of the batch being read: one
+// core's demand misses alone do not keep enough loads in flight to reach
+// the memory bandwidth.
+constexpr int64_t kPrefetch = 4096;
+template <DType T>
+inline void prefetch_ahead(const void* src, int64_t off) {
+  const char* p = static_cast<const char*>(src) + off * static_cast<int64_t>(dtype_size(T)) + kPrefetch;
+  for (int64_t i = 0; i < 256 * static_cast<int64_t>(dtype_size(T)); i += 64) _mm_prefetch(p + i, _MM_HINT_T0);
+}
+
+struct BlockStats {
+  __m256 amax_bits;  // lane b: max |x| of block b as int bits (>= 0x7f800000: NaN/Inf inside)
+  __m256 max, min;   // lane b: max / min of block b (vector min/max: sign of zeros unspecified)
+};
+
+template <DType T>
+inline BlockStats block_stats8(const void* src, int64_t off) {
+  __m256 a[8], mx[8], mn[8];
+  for (int b = 0; b < 8; ++b) {
+    __m256 v[4];
+    load_block<T>(src, off + 32 * b, v);
+    a[b] = _mm256_castsi256_ps(_mm256_max_epi32(_mm256_max_epi32(abs_bits(v[0]), abs_bits(v[1])),
+                                                _mm256_max_epi32(abs_bits(v[2]), abs_bits(v[3]))));
+    mx[b] = _mm256_max_ps(_mm256_max_ps(v[0], v[1]), _mm256_max_ps(v[2], v[3]));
+    mn[b] = _mm256_min_ps(_mm256_min_ps(v[0], v[1]), _mm256_min_ps(v[2], v[3]));
+  }
+  return {reduce8(a, op_imax), reduce8(mx, op_max), reduce8(mn, op_min)};
+}
+
+inline bool any_non_finite(__m256 amax_bits) {
+  return _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_castps_si256(amax_bits), _mm256_set1_epi32(0x7f7fffff)))) != 0;
+}
+
+// id = d != 0 ? 1/d : 0, lane-wise (the references' guard).
+inline __m256 safe_recip(__m256 d) {
+  const __m256 nz = _mm256_cmp_ps(d, _mm256_setzero_ps(), _CMP_NEQ_OQ);
+  return _mm256_and_ps(_mm256_div_ps(_mm256_set1_ps(1.0f), d), nz);
+}
+
+// Quantizes 32 values with q = clamp(cvtt(x*id + bias) ...) into split nibbles.
+// The references compute min(15, (int8_t)(...)); for the values reachable
+// here (|x*id| <= 8(1+eps), or +-Inf/NaN when id overflowed, which cvtt maps
+// to INT32_MIN whose low byte is 0) clamping to [0, 15] gives the same codes.
+template <DType T>
+inline void nibbles(const void* src, int64_t off, __m256 sub, __m256 id, __m256 bias, uint8_t* qs) {
+  const __m256i zero = _mm256_setzero_si256(), fifteen = _mm256_set1_epi32(15);
+  __m256i q[4];
+  for (int k = 0; k < 4; ++k) {
+    const __m256 x = _mm256_sub_ps(Src<T>::load(src, off + 8 * k), sub);
+    q[k] = _mm256_max_epi32(_mm256_min_epi32(_mm256_cvttps_epi32(_mm256_add_ps(_mm256_mul_ps(x, id), bias)), fifteen), zero);
+  }
+  pack_nibbles_split(q, qs);
+}
+
+template <DType T>
+void q4_0_batch(const void* src, int64_t off, uint8_t* y) {
+  const BlockStats st = block_stats8<T>(src, off);
+  // The signed extreme: +amax if the block's max reaches it, else -amax
+  // (the min). A block holding both +amax and -amax is a tie the reference
+  // breaks by position: those lanes are fixed up below.
+  const __m256 amax = st.amax_bits;
+  const __m256 pos = _mm256_cmp_ps(st.max, amax, _CMP_EQ_OQ);
+  const __m256 neg = _mm256_cmp_ps(st.min, _mm256_xor_ps(amax, _mm256_set1_ps(-0.0f)), _CMP_EQ_OQ);
+  const __m256 nonzero = _mm256_cmp_ps(amax, _mm256_setzero_ps(), _CMP_NEQ_OQ);
+  __m256 max = _mm256_and_ps(_mm256_blendv_ps(st.min, st.max, pos), nonzero);  // all-zero block: +0
+  int ties = _mm256_movemask_ps(_mm256_and_ps(_mm256_and_ps(pos, neg), nonzero));
+  if (ties) {
+    alignas(32) float m[8];
+    _mm256_store_ps(m, max);
+    while (ties) {
+      const int b = __builtin_ctz(static_cast<unsigned>(ties));
+      ties &= ties - 1;
+      __m256 v[4];
+      load_block<T>(src, off + 32 * b, v);
+      m[b] = lane_value(v, __builtin_ctz(mask32_abs_eq(v, m[b])));
+    }
+    max = _mm256_load_ps(m);
+  }
+  const __m256 d = _mm256_div_ps(max, _mm256_set1_ps(-8.0f));
+  alignas(32) float id[8];
+  _mm256_store_ps(id, safe_recip(d));
+  alignas(16) uint16_t dh[8];
+  _mm_store_si128(reinterpret_cast<__m128i*>(dh), _mm256_cvtps_ph(d, _MM_FROUND_TO_NEAREST_INT));
+  const __m256 zero = _mm256_setzero_ps(), bias = _mm256_set1_ps(8.5f);
+  for (int b = 0; b < 8; ++b) {
+    uint8_t* yb = y + 18 * b;
+    qm::store_u16(yb, dh[b]);
+    nibbles<T>(src, off + 32 * b, zero, _mm256_set1_ps(id[b]), bias, yb + 2);
+  }
+}
+
+template <DType T>
+void q4_1_batch(const void* src, int64_t off, uint8_t* y) {
+  const BlockStats st = block_stats8<T>(src, off);
+  __m256 min = st.min, max = st.max;
+  // A zero extreme carries the sign of the block's first zero (the
+  // reference's strict comparisons keep the first one they meet).
+  const __m256 zero = _mm256_setzero_ps();
+  int zeros = _mm256_movemask_ps(_mm256_or_ps(_mm256_cmp_ps(min, zero, _CMP_EQ_OQ), _mm256_cmp_ps(max, zero, _CMP_EQ_OQ)));
+  if (zeros) {
+    alignas(32) float lo[8], hi[8];
+    _mm256_store_ps(lo, min);
+    _mm256_store_ps(hi, max);
+    while (zeros) {
+      const int b = __builtin_ctz(static_cast<unsigned>(zeros));
+      zeros &= zeros - 1;
+      __m256 v[4];
+      load_block<T>(src, off + 32 * b, v);
+      __m256 eq[4];
+      for (int k = 0; k < 4; ++k) eq[k] = _mm256_cmp_ps(v[k], zero, _CMP_EQ_OQ);
+      const float first_zero = lane_value(v, __builtin_ctz(mask32(eq)));
+      if (lo[b] == 0.0f) lo[b] = first_zero;
+      if (hi[b] == 0.0f) hi[b] = first_zero;
+    }
+    min = _mm256_load_ps(lo);
+    max = _mm256_load_ps(hi);
+  }
+  const __m256 d = _mm256_div_ps(_mm256_sub_ps(max, min), _mm256_set1_ps(15.0f));
+  alignas(32) float id[8], mn[8];
+  _mm256_store_ps(id, safe_recip(d));
+  _mm256_store_ps(mn, min);
+  alignas(16) uint16_t dh[8], mh[8];
+  _mm_store_si128(reinterpret_cast<__m128i*>(dh), _mm256_cvtps_ph(d, _MM_FROUND_TO_NEAREST_INT));
+  _mm_store_si128(reinterpret_cast<__m128i*>(mh), _mm256_cvtps_ph(min, _MM_FROUND_TO_NEAREST_INT));
+  const __m256 bias = _mm256_set1_ps(0.5f);
+  for (int b = 0; b < 8; ++b) {
+    uint8_t* yb = y + 20 * b;
+    qm::store_u16(yb, dh[b]);
+    qm::store_u16(yb + 2, mh[b]);
+    nibbles<T>(src, off + 32 * b, _mm256_set1_ps(mn[b]), _mm256_set1_ps(id[b]), bias, yb + 4);
+  }
+}
+
+// Returns false (nothing written) when some block's 1/d overflowed to
+// infinity: the reference's int8 casts of +-Inf/NaN then need the exact
+// emulation of the single-block path.
+template <DType T>
+bool q8_0_batch(const void* src, int64_t off, uint8_t* y) {
+  const BlockStats st = block_stats8<T>(src, off);
+  const __m256 d = _mm256_div_ps(st.amax_bits, _mm256_set1_ps(127.0f));
+  const __m256 idv = safe_recip(d);
+  if (_mm256_movemask_ps(_mm256_cmp_ps(idv, _mm256_set1_ps(3.402823466e+38f), _CMP_GT_OQ))) return false;
+  alignas(32) float id[8];
+  _mm256_store_ps(id, idv);
+  alignas(16) uint16_t dh[8];
+  _mm_store_si128(reinterpret_cast<__m128i*>(dh), _mm256_cvtps_ph(d, _MM_FROUND_TO_NEAREST_INT));
+  // roundf(t) == trunc(t + copysign(0.49999997f, t)) for |t| < 2^8 (checked
+  // exhaustively); here |t| <= 127(1+eps).
+  const __m256 sign = _mm256_set1_ps(-0.0f), half = _mm256_set1_ps(0.49999997f);
+  for (int b = 0; b < 8; ++b) {
+    uint8_t* yb = y + 34 * b;
+    qm::store_u16(yb, dh[b]);
+    const __m256 vid = _mm256_set1_ps(id[b]);
+    __m256i q[4];
+    for (int k = 0; k < 4; ++k) {
+      const __m256 t = _mm256_mul_ps(Src<T>::load(src, off + 32 * b + 8 * k), vid);
+      q[k] = _mm256_cvttps_epi32(_mm256_add_ps(t, _mm256_or_ps(_mm256_and_ps(t, sign), half)));
+    }
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(yb + 2), pack_i8x32(q));
+  }
+  return true;
+}
+
 // ---- row drivers -------------------------------------------------------
+
+// One block at a time: tails of rows, batches holding NaN/Inf, and the
+// search. Returns the column of the first non-finite value, or -1.
+template <DType T>
+int64_t quantize_ggml_block(const QuantizeArgs& a, int64_t row, int64_t b, const float* w1, uint8_t* y) {
+  const int64_t cols = a.src.cols;
+  const int64_t off = row * cols + b * qm::QK;
+  alignas(32) float xb[qm::QK];
+  __m256 v[4];
+  load_block<T>(a.src.data, off, v);
+  uint32_t amax_bits = block_amax_bits(v);
+  if (amax_bits >= 0x7f800000u) {
+    if (a.non_finite == NonFinite::Error) return b * qm::QK + first_non_finite<T>(a.src.data, off, qm::QK);
+    // Rare: sanitise through the reference loader and take the same path.
+    load_f32(a.src.data, a.src.dtype, off, qm::QK, xb, NonFinite::Zero);
+    for (int k = 0; k < 4; ++k) v[k] = _mm256_load_ps(xb + 8 * k);
+    amax_bits = block_amax_bits(v);
+  }
+  if (a.search == Search::Mse) {
+    for (int k = 0; k < 4; ++k) _mm256_store_ps(xb + 8 * k, v[k]);
+    const float* w = a.importance ? a.importance + b * qm::QK : w1;
+    if (a.format == QFormat::Q4_0) q4_0_block_search(xb, w, y);
+    else if (a.format == QFormat::Q4_1) q4_1_block_search(xb, w, y);
+    else q8_0_block_search(xb, w, y);
+  } else if (a.format == QFormat::Q4_0) {
+    q4_0_block(v, amax_bits, y);
+  } else if (a.format == QFormat::Q4_1) {
+    q4_1_block(v, y);
+  } else {
+    q8_0_block(v, amax_bits, y);
+  }
+  return -1;
+}
 
 template <DType T>
 int64_t quantize_ggml_row(const QuantizeArgs& a, int64_t row) {
   const QFormatTraits& tr = qformat_traits(a.format);
   const int64_t cols = a.src.cols, nb = cols / qm::QK;
   uint8_t* out = a.data + row * nb * tr.block_bytes;
-  const bool search = a.search == Search::Mse;
-  const float* w1 = search && !a.importance ? ones(qm::QK) : nullptr;
-  alignas(32) float xb[qm::QK];
-  for (int64_t b = 0; b < nb; ++b) {
-    const int64_t off = row * cols + b * qm::QK;
-    uint8_t* y = out + b * tr.block_bytes;
-    __m256 v[4];
-    load_block<T>(a.src.data, off, v);
-    const uint32_t amax_bits = block_amax_bits(v);
-    if (amax_bits >= 0x7f800000u) {
-      if (a.non_finite == NonFinite::Error) return b * qm::QK + first_non_finite<T>(a.src.data, off, qm::QK);
-      // Rare: sanitise through the reference loader and take the same path.
-      load_f32(a.src.data, a.src.dtype, off, qm::QK, xb, NonFinite::Zero);
-      for (int k = 0; k < 4; ++k) v[k] = _mm256_load_ps(xb + 8 * k);
+  const float* w1 = a.search == Search::Mse && !a.importance ? ones(qm::QK) : nullptr;
+  int64_t b = 0;
+  if (a.search == Search::None) {
+    for (; b + 8 <= nb; b += 8) {
+      const int64_t off = row * cols + b * qm::QK;
+      uint8_t* y = out + b * tr.block_bytes;
+      prefetch_ahead<T>(a.src.data, off);
+      if (any_non_finite(block_stats8<T>(a.src.data, off).amax_bits)) {
+        for (int64_t k = b; k < b + 8; ++k) {
+          const int64_t bad = quantize_ggml_block<T>(a, row, k, w1, out + k * tr.block_bytes);
+          if (bad >= 0) return bad;
+        }
+        continue;
+      }
+      if (a.format == QFormat::Q4_0) {
+        q4_0_batch<T>(a.src.data, off, y);
+      } else if (a.format == QFormat::Q4_1) {
+        q4_1_batch<T>(a.src.data, off, y);
+      } else if (!q8_0_batch<T>(a.src.data, off, y)) {
+        for (int64_t k = b; k < b + 8; ++k) quantize_ggml_block<T>(a, row, k, w1, out + k * tr.block_bytes);
+      }
     }
-    if (search) {
-      for (int k = 0; k < 4; ++k) _mm256_store_ps(xb + 8 * k, v[k]);
-      const float* w = a.importance ? a.importance + b * qm::QK : w1;
-      if (a.format == QFormat::Q4_0) q4_0_block_search(xb, w, y);
-      else if (a.format == QFormat::Q4_1) q4_1_block_search(xb, w, y);
-      else q8_0_block_search(xb, w, y);
-      continue;
-    }
-    const uint32_t bits = amax_bits >= 0x7f800000u ? block_amax_bits(v) : amax_bits;
-    if (a.format == QFormat::Q4_0) q4_0_block(v, bits, y);
-    else if (a.format == QFormat::Q4_1) q4_1_block(v, y);
-    else q8_0_block(v, bits, y);
+  }
+  for (; b < nb; ++b) {
+    const int64_t bad = quantize_ggml_block<T>(a, row, b, w1, out + b * tr.block_bytes);
+    if (bad >= 0) return bad;
   }
   return -1;
+}
+
+// Pass 2 of a compressed-tensors group: q = round(clamp(x / s + z)) (the
+// conversion rounds half to even, as the reference's round), biased and
+// packed. `load(j)` yields elements j..j+7 of the group as f32.
+template <class Load>
+void emit_codes(Load load, int64_t g, int bits, bool symmetric, qm::GroupParams p, qm::IntRange r, uint8_t* o) {
+  const __m256 vs = _mm256_set1_ps(p.scale), vz = _mm256_set1_ps(static_cast<float>(p.zero));
+  const __m256 qlo = _mm256_set1_ps(static_cast<float>(r.qmin)), qhi = _mm256_set1_ps(static_cast<float>(r.qmax));
+  auto code = [&](int64_t j) {
+    __m256 v = _mm256_div_ps(load(j), vs);
+    if (!symmetric) v = _mm256_add_ps(v, vz);  // z = 0 would only turn -0 into +0
+    return _mm256_cvtps_epi32(clampv(v, qlo, qhi));
+  };
+  int64_t j = 0;
+  if (bits == 4) {
+    const __m256i bias = _mm256_set1_epi32(8);
+    for (; j + 32 <= g; j += 32) {
+      __m256i q[4];
+      for (int k = 0; k < 4; ++k) q[k] = _mm256_add_epi32(code(j + 8 * k), bias);
+      const __m256i b = pack_i8x32(q);  // one code per byte, in order
+      const __m256i pairs = _mm256_maddubs_epi16(b, _mm256_set1_epi16(0x1001));  // b[2k] + 16*b[2k+1]
+      const __m128i bytes = _mm_packus_epi16(_mm256_castsi256_si128(pairs), _mm256_extracti128_si256(pairs, 1));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(o + j / 2), bytes);
+    }
+    for (; j < g; j += 8) {
+      const __m256i u = _mm256_sllv_epi32(_mm256_add_epi32(code(j), bias), _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28));
+      __m128i w = _mm_or_si128(_mm256_castsi256_si128(u), _mm256_extracti128_si256(u, 1));
+      w = _mm_or_si128(w, _mm_shuffle_epi32(w, 0x4e));
+      w = _mm_or_si128(w, _mm_shuffle_epi32(w, 0xb1));
+      const uint32_t word = static_cast<uint32_t>(_mm_cvtsi128_si32(w));
+      std::memcpy(o + j / 2, &word, 4);
+    }
+  } else {
+    const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));  // q + 128 as a byte
+    for (; j + 32 <= g; j += 32) {
+      __m256i q[4];
+      for (int k = 0; k < 4; ++k) q[k] = code(j + 8 * k);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + j), _mm256_xor_si256(pack_i8x32(q), flip));
+    }
+    for (; j < g; j += 8) {
+      const __m256i q = code(j);
+      const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(o + j), _mm_xor_si128(_mm_packs_epi16(w, w), _mm256_castsi256_si128(flip)));
+    }
+  }
+}
+
+// The searched parameters of a group held as f32 in xg (twin of
+// qs::int_group_search, whose plain fallback it shares).
+qm::GroupParams int_group_search(const float* xg, const float* w, int64_t g, float mn, float mx, int bits, bool symmetric,
+                                 DType scale_dtype) {
+  const qm::IntRange r = qm::int_range(bits);
+  const qm::GroupParams plain = qm::int_params_minmax(mn, mx, bits, symmetric, scale_dtype);
+  float best_score = 0.0f, s = 0.0f;
+  int z = 0;
+  if (symmetric) {
+    const float e = -mn > mx ? -mn : mx;
+    if (e == 0.0f) return plain;
+    simd_sym_candidates(xg, w, static_cast<int>(g), e, bits == 4 ? qs::kGrid4Sym : qs::kGrid8Sym, r.qmin, r.qmax, &best_score, &s);
+  } else {
+    const float lo = mn < 0.0f ? mn : 0.0f, hi = mx > 0.0f ? mx : 0.0f;
+    if (hi == lo) return plain;
+    simd_asym_candidates(xg, w, static_cast<int>(g), lo, hi, bits == 4 ? qs::kGrid4Rng : qs::kGrid8Rng, r.qmin, r.qmax, &best_score, &s, &z);
+  }
+  if (!(s > 0.0f)) return plain;
+  s = s > qm::kScaleEps ? s : qm::kScaleEps;
+  return {qm::scale_as_stored(s, scale_dtype), z};
 }
 
 // compressed-tensors groups, g a multiple of 8.
@@ -390,22 +697,24 @@ int64_t quantize_int_row(const QuantizeArgs& a, int64_t row) {
   const bool search = a.search == Search::Mse;
   float* xg = scratch(g, 0);
   const float* w1 = search && !a.importance ? ones(g) : nullptr;
-  const __m256 qlo = _mm256_set1_ps(static_cast<float>(r.qmin)), qhi = _mm256_set1_ps(static_cast<float>(r.qmax));
   for (int64_t gi = 0; gi < ng; ++gi) {
     const int64_t off = row * cols + gi * g;
-    // Pass 1: convert into scratch, find the range and any non-finite value.
+    if (gi * g % 256 == 0) prefetch_ahead<T>(a.src.data, off);
+    // Pass 1: the range, any non-finite value, and (for the search) an f32 copy.
     __m256 vmin = _mm256_set1_ps(3.402823466e+38f), vmax = _mm256_set1_ps(-3.402823466e+38f);
     __m256i abits = _mm256_setzero_si256();
     for (int64_t j = 0; j < g; j += 8) {
       const __m256 v = Src<T>::load(a.src.data, off + j);
-      _mm256_storeu_ps(xg + j, v);
+      if (search) _mm256_storeu_ps(xg + j, v);
       abits = _mm256_max_epi32(abits, abs_bits(v));
       vmin = _mm256_min_ps(vmin, v);
       vmax = _mm256_max_ps(vmax, v);
     }
+    bool from_scratch = search;
     if (static_cast<uint32_t>(hmax_epi32(abits)) >= 0x7f800000u) {
       if (a.non_finite == NonFinite::Error) return gi * g + first_non_finite<T>(a.src.data, off, g);
       load_f32(a.src.data, a.src.dtype, off, g, xg, NonFinite::Zero);
+      from_scratch = true;
       vmin = _mm256_set1_ps(3.402823466e+38f);
       vmax = _mm256_set1_ps(-3.402823466e+38f);
       for (int64_t j = 0; j < g; j += 8) {
@@ -413,68 +722,17 @@ int64_t quantize_int_row(const QuantizeArgs& a, int64_t row) {
         vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(xg + j));
       }
     }
-    qm::GroupParams p;
-    if (search) {
-      const float* w = a.importance ? a.importance + gi * g : w1;
-      const float mn = hmin_ps(vmin), mx = hmax_ps(vmax);
-      const qm::GroupParams plain = qm::int_params_minmax(mn, mx, bits, a.symmetric, a.scale_dtype);
-      float best_score = 0.0f, s = 0.0f;
-      int z = 0;
-      p = plain;
-      if (a.symmetric) {
-        const float e = (-mn > mx ? -mn : mx);
-        if (e != 0.0f) simd_sym_candidates(xg, w, static_cast<int>(g), e, bits == 4 ? qs::kGrid4Sym : qs::kGrid8Sym, r.qmin, r.qmax, &best_score, &s);
-      } else {
-        const float lo = mn < 0.0f ? mn : 0.0f, hi = mx > 0.0f ? mx : 0.0f;
-        if (hi != lo) simd_asym_candidates(xg, w, static_cast<int>(g), lo, hi, bits == 4 ? qs::kGrid4Rng : qs::kGrid8Rng, r.qmin, r.qmax, &best_score, &s, &z);
-      }
-      if (s > 0.0f) {
-        s = s > qm::kScaleEps ? s : qm::kScaleEps;
-        p = {qm::scale_as_stored(s, a.scale_dtype), z};
-      }
-    } else {
-      p = qm::int_params_minmax(hmin_ps(vmin), hmax_ps(vmax), bits, a.symmetric, a.scale_dtype);
-    }
+    const float mn = hmin_ps(vmin), mx = hmax_ps(vmax);
+    const qm::GroupParams p = search ? int_group_search(xg, a.importance ? a.importance + gi * g : w1, g, mn, mx, bits,
+                                                        a.symmetric, a.scale_dtype)
+                                     : qm::int_params_minmax(mn, mx, bits, a.symmetric, a.scale_dtype);
     qm::store_scale(a.scales, row * ng + gi, p.scale, a.scale_dtype);
     if (!a.symmetric) a.zeros[row * ng + gi] = static_cast<int8_t>(p.zero);
-    // Pass 2: q = round(clamp(x / s + z)), biased and packed.
-    const __m256 vs = _mm256_set1_ps(p.scale), vz = _mm256_set1_ps(static_cast<float>(p.zero));
-    auto code = [&](int64_t j) {
-      return _mm256_cvtps_epi32(rne(clampv(_mm256_add_ps(_mm256_div_ps(_mm256_loadu_ps(xg + j), vs), vz), qlo, qhi)));
-    };
     uint8_t* o = out + (gi * g * bits) / 8;
-    int64_t j = 0;
-    if (bits == 4) {
-      const __m256i bias = _mm256_set1_epi32(8);
-      for (; j + 32 <= g; j += 32) {
-        __m256i q[4];
-        for (int k = 0; k < 4; ++k) q[k] = _mm256_add_epi32(code(j + 8 * k), bias);
-        const __m256i b = pack_i8x32(q);  // bytes 0..15, in order
-        const __m256i pairs = _mm256_maddubs_epi16(b, _mm256_set1_epi16(0x1001));
-        const __m128i bytes = _mm_packus_epi16(_mm256_castsi256_si128(pairs), _mm256_extracti128_si256(pairs, 1));
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(o + j / 2), bytes);
-      }
-      for (; j < g; j += 8) {
-        const __m256i u = _mm256_sllv_epi32(_mm256_add_epi32(code(j), bias), _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28));
-        __m128i w = _mm_or_si128(_mm256_castsi256_si128(u), _mm256_extracti128_si256(u, 1));
-        w = _mm_or_si128(w, _mm_shuffle_epi32(w, 0x4e));
-        w = _mm_or_si128(w, _mm_shuffle_epi32(w, 0xb1));
-        const uint32_t word = static_cast<uint32_t>(_mm_cvtsi128_si32(w));
-        std::memcpy(o + j / 2, &word, 4);
-      }
+    if (from_scratch) {
+      emit_codes([&](int64_t j) { return _mm256_loadu_ps(xg + j); }, g, bits, a.symmetric, p, r, o);
     } else {
-      const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
-      for (; j + 32 <= g; j += 32) {
-        __m256i q[4];
-        for (int k = 0; k < 4; ++k) q[k] = code(j + 8 * k);
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + j), _mm256_xor_si256(pack_i8x32(q), flip));
-      }
-      for (; j < g; j += 8) {
-        const __m256i q = code(j);
-        const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
-        const __m128i b = _mm_xor_si128(_mm_packs_epi16(w, w), _mm256_castsi256_si128(flip));
-        _mm_storel_epi64(reinterpret_cast<__m128i*>(o + j), b);
-      }
+      emit_codes([&](int64_t j) { return Src<T>::load(a.src.data, off + j); }, g, bits, a.symmetric, p, r, o);
     }
   }
   for (int64_t b = (cols * bits + 7) / 8; b < sz.data_row_bytes; ++b) out[b] = 0;

@@ -1,0 +1,202 @@
+// The native boundary: async work on the thread pool, worker_threads,
+// buffers detached mid-call, error codes, backends and thread settings.
+import { expect } from 'chai';
+import { execFileSync } from 'node:child_process';
+import * as path from 'node:path';
+import { MessageChannel, Worker } from 'node:worker_threads';
+import {
+  backends,
+  dequantize,
+  getThreads,
+  quantize,
+  quantizeSync,
+  setThreads,
+  SlimTensorError,
+  Tensor,
+  type QuantizeOptions,
+} from '../lib/index';
+import { Rng } from './support/random';
+
+async function rejection(p: Promise<unknown>): Promise<SlimTensorError> {
+  try {
+    await p;
+  } catch (e) {
+    expect(e).to.be.instanceOf(SlimTensorError);
+    return e as SlimTensorError;
+  }
+  throw new Error('expected a rejection');
+}
+
+function bytes(a: ArrayBufferView | undefined): Buffer {
+  return a ? Buffer.from(a.buffer, a.byteOffset, a.byteLength) : Buffer.alloc(0);
+}
+
+describe('boundary: asynchronous calls', () => {
+  it('do not block the event loop', async () => {
+    const t = Tensor.from(new Rng(1).normals(1024 * 4096), [1024, 4096]);
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 1);
+    await quantize(t, { format: 'q4_0', search: 'mse', threads: 1 });
+    clearInterval(timer);
+    expect(ticks).to.be.greaterThan(0);
+  });
+
+  it('agree across 4 worker_threads running at once', async () => {
+    const options: QuantizeOptions[] = [
+      { format: 'q4_0' },
+      { format: 'q8_0', search: 'mse' },
+      { format: 'int4', groupSize: 64, symmetric: false },
+      { format: 'int8', groupSize: 'channel' },
+    ];
+    const job = { seed: 21, rows: 96, cols: 512, options };
+    const t = Tensor.from(new Rng(job.seed).normals(job.rows * job.cols), [job.rows, job.cols]);
+    const expected = options.map((o) => quantizeSync(t, o));
+    const script = path.join(__dirname, 'support', 'quantize-worker.ts');
+    const runs = await Promise.all(
+      Array.from({ length: 4 }, () =>
+        new Promise<Array<{ data: ArrayBufferView; scales?: ArrayBufferView; zeros?: ArrayBufferView }>>((resolve, reject) => {
+          // tsx's CommonJS hook lets the worker load TypeScript directly
+          const w = new Worker(`require('tsx/cjs'); require(${JSON.stringify(script)});`, { eval: true, workerData: job });
+          w.once('message', (m: unknown) => {
+            void w.terminate();
+            if (m && typeof m === 'object' && 'error' in m) reject(new Error(String((m as { error: unknown }).error)));
+            else resolve(m as Array<{ data: ArrayBufferView }>);
+          });
+          w.once('error', reject);
+        }),
+      ),
+    );
+    for (const run of runs) {
+      run.forEach((r, i) => {
+        const q = expected[i]!;
+        expect(Buffer.compare(bytes(r.data), bytes(q.data)), `format ${i} data`).to.equal(0);
+        expect(Buffer.compare(bytes(r.scales), bytes(q.scales?.data)), `format ${i} scales`).to.equal(0);
+        expect(Buffer.compare(bytes(r.zeros), bytes(q.zeros?.data)), `format ${i} zeros`).to.equal(0);
+      });
+    }
+  });
+
+  it('a buffer detached by structuredClone during the call rejects with ERR_DETACHED', async () => {
+    const x = new Rng(2).normals(2048 * 2048);
+    const t = Tensor.from(x, [2048, 2048]);
+    const pending = quantize(t, { format: 'q4_1', search: 'mse', threads: 1 });
+    const moved = structuredClone(x.buffer, { transfer: [x.buffer] }); // x is now detached
+    expect(x.length).to.equal(0);
+    const e = await rejection(pending);
+    expect(e.code).to.equal('ERR_DETACHED');
+    expect(e.message).to.match(/^quantize: input was detached or resized while the operation ran/);
+    expect(moved.byteLength).to.equal(2048 * 2048 * 4); // the data moved, it was not freed
+  });
+
+  it('a buffer transferred to a MessagePort during the call rejects with ERR_DETACHED', async () => {
+    const x = new Rng(3).normals(2048 * 2048);
+    const importance = new Float32Array(2048).fill(1);
+    const t = Tensor.from(x, [2048, 2048]);
+    const pending = quantize(t, { format: 'int4', importance, threads: 1 });
+    const { port1, port2 } = new MessageChannel();
+    port1.postMessage(importance.buffer, [importance.buffer]);
+    const e = await rejection(pending);
+    expect(e.code).to.equal('ERR_DETACHED');
+    expect(e.message).to.match(/importance was detached/);
+    port1.close();
+    port2.close();
+  });
+
+  it('an input detached before the call is rejected up front', async () => {
+    const x = new Float32Array(64);
+    const t = Tensor.from(x, [2, 32]);
+    structuredClone(x.buffer, { transfer: [x.buffer] });
+    const e = await rejection(quantize(t, { format: 'q8_0' }));
+    expect(e.code).to.equal('ERR_DETACHED');
+    expect(e.message).to.match(/input holds 0 elements but its shape needs 64/);
+  });
+});
+
+describe('boundary: every error code is reachable', () => {
+  const t = Tensor.from(new Float32Array(4 * 128), [4, 128]);
+  const cases: Array<[string, () => unknown, string, RegExp]> = [
+    ['row length not a multiple of the block', () => quantizeSync(Tensor.from(new Float32Array(4 * 40), [4, 40]), { format: 'q4_0' }), 'ERR_SHAPE', /last dimension 40 is not a multiple of q4_0 blocks of 32/],
+    ['row length not a multiple of the group', () => quantizeSync(t, { format: 'int4', groupSize: 48 }), 'ERR_SHAPE', /not a multiple of the group size 48/],
+    ['importance of the wrong length', () => quantizeSync(t, { format: 'int4', importance: new Float32Array(3) }), 'ERR_SHAPE', /importance has 3 values/],
+    ['integer input', () => quantizeSync(Tensor.from(new Int32Array(64), [2, 32]), { format: 'q8_0' }), 'ERR_DTYPE', /input has dtype i32; expected f32, f16, bf16/],
+    ['scale dtype', () => quantizeSync(t, { format: 'int8', scaleDtype: 'i8' as never }), 'ERR_DTYPE', /scaleDtype must be f16, bf16 or f32/],
+    ['unknown format', () => quantizeSync(t, { format: 'q5_k' as never }), 'ERR_VALUE', /format must be one of q4_0, q4_1, q8_0, int4, int8; got "q5_k"/],
+    ['missing options', () => quantizeSync(t, undefined as never), 'ERR_VALUE', /options.format is required/],
+    ['unknown option', () => quantizeSync(t, { format: 'q4_0', group: 32 } as never), 'ERR_VALUE', /unknown option "group"/],
+    ['groupSize on a GGUF format', () => quantizeSync(t, { format: 'q4_0', groupSize: 64 }), 'ERR_VALUE', /fixed blocks of 32/],
+    ['bad group size', () => quantizeSync(t, { format: 'int4', groupSize: 0 }), 'ERR_VALUE', /groupSize must be a positive integer/],
+    ['importance without search', () => quantizeSync(t, { format: 'int4', search: 'none', importance: new Float32Array(128) }), 'ERR_VALUE', /needs search: 'mse'/],
+    ['negative importance', () => quantizeSync(t, { format: 'int4', importance: new Float32Array(128).fill(-1) }), 'ERR_VALUE', /importance\[0\] is -1/],
+    ['NaN input', () => quantizeSync(Tensor.from(new Float32Array([1, NaN, ...new Array(30).fill(0)]), [1, 32]), { format: 'q4_0' }), 'ERR_VALUE', /non-finite value \(NaN\) at index \[0, 1\]/],
+    ['bad thread count', () => quantizeSync(t, { format: 'q4_0', threads: 0 }), 'ERR_VALUE', /threads must be an integer in 1..1024/],
+    ['not a tensor', () => quantizeSync(new Float32Array(64) as never, { format: 'q4_0' }), 'ERR_VALUE', /input must be a Tensor/],
+    ['CUDA not built in', () => quantizeSync(t, { format: 'q4_0', kernel: 'cuda' }), 'ERR_UNSUPPORTED', /no CUDA kernels|no CUDA device|CUDA/],
+    ['setThreads out of range', () => setThreads(-1), 'ERR_VALUE', /n must be an integer in 0..1024/],
+  ];
+  for (const [what, call, code, message] of cases) {
+    it(`${code}: ${what}`, () => {
+      let err: unknown;
+      try {
+        call();
+      } catch (e) {
+        err = e;
+      }
+      expect(err, 'should throw').to.be.instanceOf(SlimTensorError);
+      expect((err as SlimTensorError).code).to.equal(code);
+      expect((err as SlimTensorError).message).to.match(message);
+    });
+  }
+
+  it('async calls reject with the same errors', async () => {
+    const e = await rejection(quantize(Tensor.from(new Float32Array(4 * 40), [4, 40]), { format: 'q4_1' }));
+    expect(e.code).to.equal('ERR_SHAPE');
+    const n = await rejection(quantize(Tensor.from(new Float32Array([Infinity, ...new Array(31).fill(0)]), [1, 32]), { format: 'int8', groupSize: 32 }));
+    expect(n.code).to.equal('ERR_VALUE');
+    expect(n.message).to.match(/^quantize: input has a non-finite value \(Infinity\) at index \[0, 0\]/);
+    const d = await rejection(dequantize({} as never));
+    expect(d.code).to.equal('ERR_VALUE');
+  });
+});
+
+describe('boundary: backends and threads', () => {
+  const node = process.execPath;
+  const run = (code: string, env: Record<string, string>) =>
+    execFileSync(node, ['--import', 'tsx', '-e', code], { env: { ...process.env, ...env }, cwd: path.join(__dirname, '..'), encoding: 'utf8' }).trim();
+
+  it('backends() reports the CPU kernel and CUDA with a reason', () => {
+    const b = backends();
+    expect(['avx2', 'scalar']).to.include(b.cpu.kernel);
+    expect(b.cpu.threads).to.be.at.least(1);
+    expect(b.cuda.compiled).to.be.a('boolean');
+    if (!b.cuda.available) expect(b.cuda.reason).to.be.a('string').and.not.equal('');
+  });
+
+  it('setThreads changes the pool size and 0 restores the default', () => {
+    const before = getThreads();
+    setThreads(1);
+    expect(getThreads()).to.equal(1);
+    expect(backends().cpu.threads).to.equal(1);
+    setThreads(0);
+    expect(getThreads()).to.equal(before);
+  });
+
+  it('SLIMTENSOR_THREADS sets the default thread count', () => {
+    expect(run("console.log(require('./lib/index').getThreads())", { SLIMTENSOR_THREADS: '3' })).to.equal('3');
+  });
+
+  it('SLIMTENSOR_ISA=scalar runs the reference and gives the same bytes', () => {
+    const code = `
+      const st = require('./lib/index');
+      const { Rng } = require('./test/support/random');
+      const t = st.Tensor.from(new Rng(4).normals(8 * 256), [8, 256]);
+      const q = st.quantizeSync(t, { format: 'q4_0' });
+      let avx2 = 'none';
+      try { st.quantizeSync(t, { format: 'q4_0', kernel: 'avx2' }); } catch (e) { avx2 = e.code; }
+      console.log(st.backends().cpu.kernel, avx2, Buffer.from(q.data).toString('base64'));`;
+    const [kernel, avx2, b64] = run(code, { SLIMTENSOR_ISA: 'scalar' }).split(' ');
+    expect(kernel).to.equal('scalar');
+    expect(avx2).to.equal('ERR_UNSUPPORTED');
+    const t = Tensor.from(new Rng(4).normals(8 * 256), [8, 256]);
+    expect(b64).to.equal(Buffer.from(quantizeSync(t, { format: 'q4_0' }).data).toString('base64'));
+  });
+});
