@@ -18,4 +18,17 @@ export {
   type FloatDType,
   type Kernel,
 } from './quantize';
+export {
+  GGUFReader,
+  GGUF_LIMITS,
+  GGML_TYPES,
+  type GGUFOpenOptions,
+  type GGUFMetadataEntry,
+  type GGUFTensorInfo,
+  type GGUFValue,
+  type GGUFArrayValue,
+  type GGMLTypeInfo,
+  type GGMLTypeName,
+  type GGUFValueTypeName,
+} from './formats/gguf';
 export { f32ToF16, f16ToF32, f32ToBf16, bf16ToF32 } from './half';
