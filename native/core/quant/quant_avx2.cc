@@ -55,13 +55,33 @@ inline float hmin_ps(__m256 v) {
   m = _mm_min_ss(m, _mm_movehdup_ps(m));
   return _mm_cvtss_f32(m);
 }
-// The reference's lane tree: ((l0+l4) + (l2+l6)) + ((l1+l5) + (l3+l7)).
+// The reference's lane tree: ((l0+l2) + (l1+l3)) + ((l4+l6) + (l5+l7)).
 inline float lane_tree(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
+  __m256 t = _mm256_add_ps(v, _mm256_permute_ps(v, 0x4e));  // lane i: l_i + l_(i^2)
+  t = _mm256_add_ps(t, _mm256_permute_ps(t, 0xb1));          // lane 0: (l0+l2) + (l1+l3)
+  return _mm_cvtss_f32(_mm_add_ss(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1)));
 }
+
+// Lane b of the result = op over the 8 lanes of v[b]. For op = add this is
+// the lane tree above, applied to eight vectors at once.
+template <class Op>
+inline __m256 reduce8(const __m256 v[8], Op op) {
+  const __m256 t0 = op(_mm256_unpacklo_ps(v[0], v[1]), _mm256_unpackhi_ps(v[0], v[1]));
+  const __m256 t1 = op(_mm256_unpacklo_ps(v[2], v[3]), _mm256_unpackhi_ps(v[2], v[3]));
+  const __m256 t2 = op(_mm256_unpacklo_ps(v[4], v[5]), _mm256_unpackhi_ps(v[4], v[5]));
+  const __m256 t3 = op(_mm256_unpacklo_ps(v[6], v[7]), _mm256_unpackhi_ps(v[6], v[7]));
+  const __m256 u0 = op(_mm256_shuffle_ps(t0, t1, 0x44), _mm256_shuffle_ps(t0, t1, 0xee));
+  const __m256 u1 = op(_mm256_shuffle_ps(t2, t3, 0x44), _mm256_shuffle_ps(t2, t3, 0xee));
+  return op(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+inline __m256 op_max(__m256 a, __m256 b) { return _mm256_max_ps(a, b); }
+inline __m256 op_min(__m256 a, __m256 b) { return _mm256_min_ps(a, b); }
+// Integer max of non-negative int32 (absolute-value bit patterns), in float lanes.
+inline __m256 op_imax(__m256 a, __m256 b) {
+  return _mm256_castsi256_ps(_mm256_max_epi32(_mm256_castps_si256(a), _mm256_castps_si256(b)));
+}
+
+inline __m256 op_add(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
 
 inline uint16_t to_f16(float f) { return static_cast<uint16_t>(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT)); }
 
@@ -201,50 +221,91 @@ inline void q8_0_block(const __m256 v[4], uint32_t amax_bits, uint8_t* y) {
 inline __m256 clampv(__m256 v, __m256 lo, __m256 hi) { return _mm256_min_ps(_mm256_max_ps(v, lo), hi); }
 inline __m256 rne(__m256 v) { return _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
 
-// x and w: n floats (n a multiple of 8), f32, in memory.
+// Candidates are scored eight at a time: lane k of the reduced sums belongs
+// to candidate t0 + k. The reference evaluates them one by one and keeps
+// the first strictly better score; taking the first lane that attains the
+// batch maximum, if it beats the best so far, selects the same candidate.
+struct Batch {
+  __m256 score;  // -inf in lanes without a valid candidate
+  __m256 s;      // the candidate's fitted scale (or d)
+};
+
+// Returns the lane chosen, or -1 when no lane beats *best_score.
+inline int take_best(const Batch& bt, float* best_score, float* best_s) {
+  alignas(32) float sc[8], sv[8];
+  _mm256_store_ps(sc, bt.score);
+  _mm256_store_ps(sv, bt.s);
+  const float m = hmax_ps(bt.score);
+  if (!(m > *best_score)) return -1;
+  const int k = __builtin_ctz(static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(bt.score, _mm256_set1_ps(m), _CMP_EQ_OQ))));
+  *best_score = m;
+  *best_s = sv[k];
+  return k;
+}
+
+// score = a * (a / b) where valid, as the reference computes it.
+inline Batch ls_scores(__m256 a, __m256 b, __m256 valid) {
+  const __m256 r = _mm256_div_ps(a, b);
+  const __m256 score = _mm256_mul_ps(a, r);
+  return {_mm256_blendv_ps(_mm256_set1_ps(-INFINITY), score, valid), r};
+}
+
+// w * q, skipped when unweighted: the reference multiplies by 1.0, which is exact.
+template <bool Weighted>
+inline __m256 weigh(const float* w, int64_t j, __m256 q) {
+  return Weighted ? _mm256_mul_ps(_mm256_loadu_ps(w + j), q) : q;
+}
+
+// x and w: n floats (n a multiple of 8), f32, in memory; w unused unless Weighted.
+template <bool Weighted>
 void simd_sym_candidates(const float* x, const float* w, int n, float e, qs::Grid g, int qmin, int qmax,
-                    float* best_score, float* best_s) {
+                         float* best_score, float* best_s) {
   const __m256 lo = _mm256_set1_ps(static_cast<float>(qmin)), hi = _mm256_set1_ps(static_cast<float>(qmax));
-  for (int t = 0; t < g.count; ++t) {
-    const float inv = (g.first + g.step * static_cast<float>(t)) / e;
-    const __m256 vinv = _mm256_set1_ps(inv);
-    __m256 sxq = _mm256_setzero_ps(), sqq = _mm256_setzero_ps();
-    for (int j = 0; j < n; j += 8) {
-      const __m256 xv = _mm256_loadu_ps(x + j);
-      const __m256 q = clampv(rne(_mm256_mul_ps(xv, vinv)), lo, hi);
-      const __m256 wq = _mm256_mul_ps(_mm256_loadu_ps(w + j), q);
-      sxq = _mm256_fmadd_ps(wq, xv, sxq);
-      sqq = _mm256_fmadd_ps(wq, q, sqq);
+  for (int t0 = 0; t0 < g.count; t0 += 8) {
+    __m256 A[8], B[8];
+    for (int k = 0; k < 8; ++k) {
+      A[k] = B[k] = _mm256_setzero_ps();
+      if (t0 + k >= g.count) continue;
+      const __m256 vinv = _mm256_set1_ps((g.first + g.step * static_cast<float>(t0 + k)) / e);
+      for (int j = 0; j < n; j += 8) {
+        const __m256 xv = _mm256_loadu_ps(x + j);
+        const __m256 q = clampv(rne(_mm256_mul_ps(xv, vinv)), lo, hi);
+        const __m256 wq = weigh<Weighted>(w, j, q);
+        A[k] = _mm256_fmadd_ps(wq, xv, A[k]);
+        B[k] = _mm256_fmadd_ps(wq, q, B[k]);
+      }
     }
-    const float a = lane_tree(sxq), b = lane_tree(sqq);
-    if (b > 0.0f) {
-      const float score = a * (a / b);
-      if (score > *best_score) { *best_score = score; *best_s = a / b; }
-    }
+    const __m256 a = reduce8(A, op_add), b = reduce8(B, op_add);
+    take_best(ls_scores(a, b, _mm256_cmp_ps(b, _mm256_setzero_ps(), _CMP_GT_OQ)), best_score, best_s);
   }
 }
 
+template <bool Weighted>
 void simd_asym_candidates(const float* x, const float* w, int n, float lo_x, float hi_x, qs::Grid g, int qmin, int qmax,
-                     float* best_score, float* best_s, int* best_z) {
+                          float* best_score, float* best_s, int* best_z) {
   const __m256 lo = _mm256_set1_ps(static_cast<float>(qmin)), hi = _mm256_set1_ps(static_cast<float>(qmax));
-  for (int t = 0; t < g.count; ++t) {
-    const float inv = (g.first + g.step * static_cast<float>(t)) / (hi_x - lo_x);
-    const float zf = qm::fclamp(round_even(static_cast<float>(qmin) - lo_x * inv), static_cast<float>(qmin),
-                                static_cast<float>(qmax));
-    const __m256 vinv = _mm256_set1_ps(inv), vz = _mm256_set1_ps(zf);
-    __m256 sxd = _mm256_setzero_ps(), sdd = _mm256_setzero_ps();
-    for (int j = 0; j < n; j += 8) {
-      const __m256 xv = _mm256_loadu_ps(x + j);
-      const __m256 d = _mm256_sub_ps(clampv(_mm256_add_ps(rne(_mm256_mul_ps(xv, vinv)), vz), lo, hi), vz);
-      const __m256 wd = _mm256_mul_ps(_mm256_loadu_ps(w + j), d);
-      sxd = _mm256_fmadd_ps(wd, xv, sxd);
-      sdd = _mm256_fmadd_ps(wd, d, sdd);
+  for (int t0 = 0; t0 < g.count; t0 += 8) {
+    __m256 A[8], B[8];
+    float zs[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int k = 0; k < 8; ++k) {
+      A[k] = B[k] = _mm256_setzero_ps();
+      if (t0 + k >= g.count) continue;
+      const float inv = (g.first + g.step * static_cast<float>(t0 + k)) / (hi_x - lo_x);
+      zs[k] = qm::fclamp(round_even(static_cast<float>(qmin) - lo_x * inv), static_cast<float>(qmin), static_cast<float>(qmax));
+      const __m256 vinv = _mm256_set1_ps(inv), vz = _mm256_set1_ps(zs[k]);
+      for (int j = 0; j < n; j += 8) {
+        const __m256 xv = _mm256_loadu_ps(x + j);
+        const __m256 d = _mm256_sub_ps(clampv(_mm256_add_ps(rne(_mm256_mul_ps(xv, vinv)), vz), lo, hi), vz);
+        const __m256 wd = weigh<Weighted>(w, j, d);
+        A[k] = _mm256_fmadd_ps(wd, xv, A[k]);
+        B[k] = _mm256_fmadd_ps(wd, d, B[k]);
+      }
     }
-    const float a = lane_tree(sxd), b = lane_tree(sdd);
-    if (b > 0.0f && a > 0.0f) {
-      const float score = a * (a / b);
-      if (score > *best_score) { *best_score = score; *best_s = a / b; *best_z = static_cast<int>(zf); }
-    }
+    const __m256 a = reduce8(A, op_add), b = reduce8(B, op_add);
+    const __m256 zero = _mm256_setzero_ps();
+    const __m256 valid = _mm256_and_ps(_mm256_cmp_ps(b, zero, _CMP_GT_OQ), _mm256_cmp_ps(a, zero, _CMP_GT_OQ));
+    const int k = take_best(ls_scores(a, b, valid), best_score, best_s);
+    if (k >= 0) *best_z = static_cast<int>(zs[k]);
   }
 }
 
@@ -258,7 +319,7 @@ float* scratch(int64_t n, int slot) {
     int64_t n = 0;
     ~Buf() { std::free(p); }
   };
-  thread_local Buf buf[3];
+  thread_local Buf buf[1];
   Buf& b = buf[slot];
   if (b.n < n) {
     std::free(b.p);
@@ -269,18 +330,14 @@ float* scratch(int64_t n, int slot) {
   return b.p;
 }
 
-const float* ones(int64_t n) {
-  float* o = scratch(n, 2);
-  for (int64_t j = 0; j < n; ++j) o[j] = 1.0f;
-  return o;
-}
 
+template <bool Weighted>
 void q4_0_block_search(const float* x, const float* w, uint8_t* y) {
   const float e = qm::signed_absmax(x, qm::QK);
   if (e == 0.0f) { qm::q4_0_block(x, y); return; }
   float best_score = 0.0f, s = 0.0f;
-  simd_sym_candidates(x, w, qm::QK, e, qs::kGrid4Neg, -8, 7, &best_score, &s);
-  simd_sym_candidates(x, w, qm::QK, e, qs::kGrid4Pos, -8, 7, &best_score, &s);
+  simd_sym_candidates<Weighted>(x, w, qm::QK, e, qs::kGrid4Neg, -8, 7, &best_score, &s);
+  simd_sym_candidates<Weighted>(x, w, qm::QK, e, qs::kGrid4Pos, -8, 7, &best_score, &s);
   const uint16_t dh = to_f16(s);
   const float d = f16_to_f32(dh);
   if (d == 0.0f) { qm::q4_0_block(x, y); return; }
@@ -294,11 +351,12 @@ void q4_0_block_search(const float* x, const float* w, uint8_t* y) {
   pack_nibbles_split(q, y + 2);
 }
 
+template <bool Weighted>
 void q8_0_block_search(const float* x, const float* w, uint8_t* y) {
   const float e = qs::group_absmax(x, qm::QK);
   if (e == 0.0f) { qm::q8_0_block(x, y); return; }
   float best_score = 0.0f, s = 0.0f;
-  simd_sym_candidates(x, w, qm::QK, e, qs::kGrid8Sym, -127, 127, &best_score, &s);
+  simd_sym_candidates<Weighted>(x, w, qm::QK, e, qs::kGrid8Sym, -127, 127, &best_score, &s);
   const uint16_t dh = to_f16(s);
   const float d = f16_to_f32(dh);
   if (d == 0.0f) { qm::q8_0_block(x, y); return; }
@@ -312,13 +370,14 @@ void q8_0_block_search(const float* x, const float* w, uint8_t* y) {
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + 2), pack_i8x32(q));
 }
 
+template <bool Weighted>
 void q4_1_block_search(const float* x, const float* w, uint8_t* y) {
   float mn, mx;
   qm::group_minmax(x, qm::QK, &mn, &mx);
   if (mx == mn) { qm::q4_1_block(x, y); return; }
   __m256 sw = _mm256_setzero_ps(), sx = _mm256_setzero_ps();
   for (int j = 0; j < qm::QK; j += 8) {
-    const __m256 wv = _mm256_loadu_ps(w + j);
+    const __m256 wv = Weighted ? _mm256_loadu_ps(w + j) : _mm256_set1_ps(1.0f);
     sw = _mm256_add_ps(sw, wv);
     sx = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + j), sx);
   }
@@ -327,25 +386,39 @@ void q4_1_block_search(const float* x, const float* w, uint8_t* y) {
   bool found = false;
   const qs::Grid g = qs::kGrid4Rng;
   const __m256 zero = _mm256_setzero_ps(), fifteen = _mm256_set1_ps(15.0f), vmn = _mm256_set1_ps(mn);
-  for (int t = 0; t < g.count; ++t) {
-    const float inv = (g.first + g.step * static_cast<float>(t)) / (mx - mn);
-    const __m256 vinv = _mm256_set1_ps(inv);
-    __m256 sq = zero, sqq = zero, sxq = zero;
-    for (int j = 0; j < qm::QK; j += 8) {
-      const __m256 xv = _mm256_loadu_ps(x + j);
-      const __m256 q = clampv(rne(_mm256_mul_ps(_mm256_sub_ps(xv, vmn), vinv)), zero, fifteen);
-      const __m256 wq = _mm256_mul_ps(_mm256_loadu_ps(w + j), q);
-      sq = _mm256_add_ps(sq, wq);
-      sqq = _mm256_fmadd_ps(wq, q, sqq);
-      sxq = _mm256_fmadd_ps(wq, xv, sxq);
+  for (int t0 = 0; t0 < g.count; t0 += 8) {
+    __m256 Q[8], QQ[8], XQ[8];
+    for (int k = 0; k < 8; ++k) {
+      Q[k] = QQ[k] = XQ[k] = zero;
+      if (t0 + k >= g.count) continue;
+      const __m256 vinv = _mm256_set1_ps((g.first + g.step * static_cast<float>(t0 + k)) / (mx - mn));
+      for (int j = 0; j < qm::QK; j += 8) {
+        const __m256 xv = _mm256_loadu_ps(x + j);
+        const __m256 q = clampv(rne(_mm256_mul_ps(_mm256_sub_ps(xv, vmn), vinv)), zero, fifteen);
+        const __m256 wq = weigh<Weighted>(w, j, q);
+        Q[k] = _mm256_add_ps(Q[k], wq);
+        QQ[k] = _mm256_fmadd_ps(wq, q, QQ[k]);
+        XQ[k] = _mm256_fmadd_ps(wq, xv, XQ[k]);
+      }
     }
-    const float Sq = lane_tree(sq), Sqq = lane_tree(sqq), Sxq = lane_tree(sxq);
-    const float det = Sw * Sqq - Sq * Sq;
-    if (!(det > 0.0f)) continue;
-    const float d = (Sw * Sxq - Sq * Sx) / det;
-    const float m = (Sqq * Sx - Sq * Sxq) / det;
-    const float score = d * Sxq + m * Sx;
-    if (score > best) { best = score; bd = d; bm = m; found = true; }
+    // The weighted least-squares (d, m) of each candidate, as the reference.
+    const __m256 sq = reduce8(Q, op_add), sqq = reduce8(QQ, op_add), sxq = reduce8(XQ, op_add);
+    const __m256 vsw = _mm256_set1_ps(Sw), vsx = _mm256_set1_ps(Sx);
+    const __m256 det = _mm256_sub_ps(_mm256_mul_ps(vsw, sqq), _mm256_mul_ps(sq, sq));
+    const __m256 d = _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(vsw, sxq), _mm256_mul_ps(sq, vsx)), det);
+    const __m256 m = _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(sqq, vsx), _mm256_mul_ps(sq, sxq)), det);
+    const __m256 score = _mm256_add_ps(_mm256_mul_ps(d, sxq), _mm256_mul_ps(m, vsx));
+    const __m256 valid = _mm256_cmp_ps(det, zero, _CMP_GT_OQ);
+    alignas(32) float dv[8], mv[8];
+    _mm256_store_ps(dv, d);
+    _mm256_store_ps(mv, m);
+    float chosen_d = 0.0f;
+    const int k = take_best({_mm256_blendv_ps(_mm256_set1_ps(-INFINITY), score, valid), d}, &best, &chosen_d);
+    if (k >= 0) {
+      bd = dv[k];
+      bm = mv[k];
+      found = true;
+    }
   }
   if (!found) { qm::q4_1_block(x, y); return; }
   const uint16_t dh = to_f16(bd), mh = to_f16(bm);
@@ -366,24 +439,6 @@ void q4_1_block_search(const float* x, const float* w, uint8_t* y) {
 // into one vector each, so the scale arithmetic (divisions, f16 rounding)
 // runs once per 8 blocks in vector registers instead of as a serial scalar
 // chain per block. Lane b of every vector below belongs to block b.
-
-// Lane b of the result = max over the 8 lanes of v[b] (and min/max_epi32 twins).
-template <class Op>
-inline __m256 reduce8(const __m256 v[8], Op op) {
-  const __m256 t0 = op(_mm256_unpacklo_ps(v[0], v[1]), _mm256_unpackhi_ps(v[0], v[1]));
-  const __m256 t1 = op(_mm256_unpacklo_ps(v[2], v[3]), _mm256_unpackhi_ps(v[2], v[3]));
-  const __m256 t2 = op(_mm256_unpacklo_ps(v[4], v[5]), _mm256_unpackhi_ps(v[4], v[5]));
-  const __m256 t3 = op(_mm256_unpacklo_ps(v[6], v[7]), _mm256_unpackhi_ps(v[6], v[7]));
-  const __m256 u0 = op(_mm256_shuffle_ps(t0, t1, 0x44), _mm256_shuffle_ps(t0, t1, 0xee));
-  const __m256 u1 = op(_mm256_shuffle_ps(t2, t3, 0x44), _mm256_shuffle_ps(t2, t3, 0xee));
-  return op(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
-}
-inline __m256 op_max(__m256 a, __m256 b) { return _mm256_max_ps(a, b); }
-inline __m256 op_min(__m256 a, __m256 b) { return _mm256_min_ps(a, b); }
-// Integer max of non-negative int32 (absolute-value bit patterns), in float lanes.
-inline __m256 op_imax(__m256 a, __m256 b) {
-  return _mm256_castsi256_ps(_mm256_max_epi32(_mm256_castps_si256(a), _mm256_castps_si256(b)));
-}
 
 // Asks for the input kPrefetch bytes ahead of the batch being read: one
 // core's demand misses alone do not keep enough loads in flight to reach
@@ -553,7 +608,7 @@ bool q8_0_batch(const void* src, int64_t off, uint8_t* y) {
 // One block at a time: tails of rows, batches holding NaN/Inf, and the
 // search. Returns the column of the first non-finite value, or -1.
 template <DType T>
-int64_t quantize_ggml_block(const QuantizeArgs& a, int64_t row, int64_t b, const float* w1, uint8_t* y) {
+int64_t quantize_ggml_block(const QuantizeArgs& a, int64_t row, int64_t b, uint8_t* y) {
   const int64_t cols = a.src.cols;
   const int64_t off = row * cols + b * qm::QK;
   alignas(32) float xb[qm::QK];
@@ -569,10 +624,16 @@ int64_t quantize_ggml_block(const QuantizeArgs& a, int64_t row, int64_t b, const
   }
   if (a.search == Search::Mse) {
     for (int k = 0; k < 4; ++k) _mm256_store_ps(xb + 8 * k, v[k]);
-    const float* w = a.importance ? a.importance + b * qm::QK : w1;
-    if (a.format == QFormat::Q4_0) q4_0_block_search(xb, w, y);
-    else if (a.format == QFormat::Q4_1) q4_1_block_search(xb, w, y);
-    else q8_0_block_search(xb, w, y);
+    const float* w = a.importance ? a.importance + b * qm::QK : nullptr;
+    if (a.importance) {
+      if (a.format == QFormat::Q4_0) q4_0_block_search<true>(xb, w, y);
+      else if (a.format == QFormat::Q4_1) q4_1_block_search<true>(xb, w, y);
+      else q8_0_block_search<true>(xb, w, y);
+    } else {
+      if (a.format == QFormat::Q4_0) q4_0_block_search<false>(xb, w, y);
+      else if (a.format == QFormat::Q4_1) q4_1_block_search<false>(xb, w, y);
+      else q8_0_block_search<false>(xb, w, y);
+    }
   } else if (a.format == QFormat::Q4_0) {
     q4_0_block(v, amax_bits, y);
   } else if (a.format == QFormat::Q4_1) {
@@ -588,7 +649,6 @@ int64_t quantize_ggml_row(const QuantizeArgs& a, int64_t row) {
   const QFormatTraits& tr = qformat_traits(a.format);
   const int64_t cols = a.src.cols, nb = cols / qm::QK;
   uint8_t* out = a.data + row * nb * tr.block_bytes;
-  const float* w1 = a.search == Search::Mse && !a.importance ? ones(qm::QK) : nullptr;
   int64_t b = 0;
   if (a.search == Search::None) {
     for (; b + 8 <= nb; b += 8) {
@@ -597,7 +657,7 @@ int64_t quantize_ggml_row(const QuantizeArgs& a, int64_t row) {
       prefetch_ahead<T>(a.src.data, off);
       if (any_non_finite(block_stats8<T>(a.src.data, off).amax_bits)) {
         for (int64_t k = b; k < b + 8; ++k) {
-          const int64_t bad = quantize_ggml_block<T>(a, row, k, w1, out + k * tr.block_bytes);
+          const int64_t bad = quantize_ggml_block<T>(a, row, k, out + k * tr.block_bytes);
           if (bad >= 0) return bad;
         }
         continue;
@@ -607,12 +667,12 @@ int64_t quantize_ggml_row(const QuantizeArgs& a, int64_t row) {
       } else if (a.format == QFormat::Q4_1) {
         q4_1_batch<T>(a.src.data, off, y);
       } else if (!q8_0_batch<T>(a.src.data, off, y)) {
-        for (int64_t k = b; k < b + 8; ++k) quantize_ggml_block<T>(a, row, k, w1, out + k * tr.block_bytes);
+        for (int64_t k = b; k < b + 8; ++k) quantize_ggml_block<T>(a, row, k, out + k * tr.block_bytes);
       }
     }
   }
   for (; b < nb; ++b) {
-    const int64_t bad = quantize_ggml_block<T>(a, row, b, w1, out + b * tr.block_bytes);
+    const int64_t bad = quantize_ggml_block<T>(a, row, b, out + b * tr.block_bytes);
     if (bad >= 0) return bad;
   }
   return -1;
@@ -666,6 +726,7 @@ void emit_codes(Load load, int64_t g, int bits, bool symmetric, qm::GroupParams 
 
 // The searched parameters of a group held as f32 in xg (twin of
 // qs::int_group_search, whose plain fallback it shares).
+template <bool Weighted>
 qm::GroupParams int_group_search(const float* xg, const float* w, int64_t g, float mn, float mx, int bits, bool symmetric,
                                  DType scale_dtype) {
   const qm::IntRange r = qm::int_range(bits);
@@ -675,11 +736,11 @@ qm::GroupParams int_group_search(const float* xg, const float* w, int64_t g, flo
   if (symmetric) {
     const float e = -mn > mx ? -mn : mx;
     if (e == 0.0f) return plain;
-    simd_sym_candidates(xg, w, static_cast<int>(g), e, bits == 4 ? qs::kGrid4Sym : qs::kGrid8Sym, r.qmin, r.qmax, &best_score, &s);
+    simd_sym_candidates<Weighted>(xg, w, static_cast<int>(g), e, bits == 4 ? qs::kGrid4Sym : qs::kGrid8Sym, r.qmin, r.qmax, &best_score, &s);
   } else {
     const float lo = mn < 0.0f ? mn : 0.0f, hi = mx > 0.0f ? mx : 0.0f;
     if (hi == lo) return plain;
-    simd_asym_candidates(xg, w, static_cast<int>(g), lo, hi, bits == 4 ? qs::kGrid4Rng : qs::kGrid8Rng, r.qmin, r.qmax, &best_score, &s, &z);
+    simd_asym_candidates<Weighted>(xg, w, static_cast<int>(g), lo, hi, bits == 4 ? qs::kGrid4Rng : qs::kGrid8Rng, r.qmin, r.qmax, &best_score, &s, &z);
   }
   if (!(s > 0.0f)) return plain;
   s = s > qm::kScaleEps ? s : qm::kScaleEps;
@@ -696,7 +757,6 @@ int64_t quantize_int_row(const QuantizeArgs& a, int64_t row) {
   uint8_t* out = a.data + row * sz.data_row_bytes;
   const bool search = a.search == Search::Mse;
   float* xg = scratch(g, 0);
-  const float* w1 = search && !a.importance ? ones(g) : nullptr;
   for (int64_t gi = 0; gi < ng; ++gi) {
     const int64_t off = row * cols + gi * g;
     if (gi * g % 256 == 0) prefetch_ahead<T>(a.src.data, off);
@@ -723,9 +783,10 @@ int64_t quantize_int_row(const QuantizeArgs& a, int64_t row) {
       }
     }
     const float mn = hmin_ps(vmin), mx = hmax_ps(vmax);
-    const qm::GroupParams p = search ? int_group_search(xg, a.importance ? a.importance + gi * g : w1, g, mn, mx, bits,
-                                                        a.symmetric, a.scale_dtype)
-                                     : qm::int_params_minmax(mn, mx, bits, a.symmetric, a.scale_dtype);
+    const qm::GroupParams p =
+        !search ? qm::int_params_minmax(mn, mx, bits, a.symmetric, a.scale_dtype)
+        : a.importance ? int_group_search<true>(xg, a.importance + gi * g, g, mn, mx, bits, a.symmetric, a.scale_dtype)
+                       : int_group_search<false>(xg, nullptr, g, mn, mx, bits, a.symmetric, a.scale_dtype);
     qm::store_scale(a.scales, row * ng + gi, p.scale, a.scale_dtype);
     if (!a.symmetric) a.zeros[row * ng + gi] = static_cast<int8_t>(p.zero);
     uint8_t* o = out + (gi * g * bits) / 8;
