@@ -199,8 +199,11 @@ function checkOptions(options: unknown, where: string, known: readonly string[])
 
 const QUANTIZE_OPTIONS = ['format', 'groupSize', 'symmetric', 'scaleDtype', 'search', 'importance', 'nonFinite', 'kernel', 'threads'];
 
-/** Validates inputs, allocates the outputs, and builds the native argument object. */
-function planQuantize(t: Tensor, options: QuantizeOptions, where: string): { args: NativeArgs; result: QuantizedTensor } {
+/**
+ * Validates inputs, allocates the outputs, and builds the native argument object.
+ * @internal Exported for tests that call an addon instance directly (test/cuda.test.ts); not part of the API.
+ */
+export function planQuantize(t: Tensor, options: QuantizeOptions, where: string): { args: NativeArgs; result: QuantizedTensor } {
   checkTensor(t, where, 'input', FLOAT_DTYPES);
   if (options === undefined) fail(where, 'ERR_VALUE', `options.format is required (one of ${QUANT_FORMATS.join(', ')})`);
   const o = checkOptions(options, where, QUANTIZE_OPTIONS) as Partial<QuantizeOptions>;
@@ -303,7 +306,8 @@ function quantizedArgs(q: QuantizedTensor, where: string, kernel: unknown, threa
   };
 }
 
-function planDequantize(q: QuantizedTensor, options: DequantizeOptions | undefined, where: string): { args: NativeArgs; out: Tensor<FloatDType> } {
+/** @internal Like planQuantize, for dequantize. */
+export function planDequantize(q: QuantizedTensor, options: DequantizeOptions | undefined, where: string): { args: NativeArgs; out: Tensor<FloatDType> } {
   const o = checkOptions(options, where, ['dtype', 'kernel', 'threads']) as DequantizeOptions;
   const dtype = o.dtype ?? 'f32';
   if (!FLOAT_DTYPES.includes(dtype)) fail(where, 'ERR_DTYPE', `options.dtype must be f32, f16 or bf16; got ${JSON.stringify(dtype)}`);

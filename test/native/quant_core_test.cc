@@ -145,6 +145,34 @@ void test_avx2_matches_reference() {
   }
 }
 
+// Groups whose range is a few subnormals overflow 1/range to infinity inside
+// the search; reference and AVX2 must still agree (NaN codes clamp alike).
+void test_search_degenerate_ranges() {
+  if (!cpu_enabled().avx2) return;
+  std::vector<float> x(4 * 32, 0.0f);
+  x[30] = 1.4e-45f;
+  x[32 + 3] = -1.4e-45f;
+  x[64 + 7] = 3e-45f;
+  x[64 + 8] = -1.4e-45f;
+  x[96 + 0] = 1e-38f;
+  for (QFormat f : {QFormat::Q4_0, QFormat::Q4_1, QFormat::Q8_0, QFormat::Int4, QFormat::Int8}) {
+    for (int sym = 0; sym < 2; ++sym) {
+      QuantizeArgs a;
+      a.src = {x.data(), DType::F32, 4, 32};
+      a.format = f;
+      a.group = 32;
+      a.symmetric = sym == 0;
+      a.search = Search::Mse;
+      a.kernel = Kernel::Reference;
+      const Output ref = run(a);
+      a.kernel = Kernel::Avx2;
+      const Output simd = run(a);
+      check(ref.status.ok() && simd.status.ok() && ref == simd,
+            std::string("subnormal-range groups: avx2 == reference for ") + qformat_traits(f).name);
+    }
+  }
+}
+
 void test_non_finite_first_index() {
   std::vector<float> x(64 * 256, 0.25f);
   x[50 * 256 + 3] = NAN;
@@ -182,6 +210,7 @@ int main(int argc, char** argv) {
   const std::string fixtures = argc > 1 ? argv[1] : "test/fixtures/ggml";
   test_ggml_vectors(fixtures);
   test_avx2_matches_reference();
+  test_search_degenerate_ranges();
   test_non_finite_first_index();
   test_thread_pool();
   std::printf("native quant core: %d checks, %d failures\n", g_checks, g_failures);

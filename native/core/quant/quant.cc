@@ -33,11 +33,6 @@ int64_t row_grain(int64_t cols, size_t elem_bytes) {
   return std::max<int64_t>(1, (256 * 1024) / row_bytes);
 }
 
-std::string fmt_double(double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%g", v);
-  return buf;
-}
 
 Status check_common(QFormat f, int64_t rows, int64_t cols, int64_t group, DType scale_dtype) {
   if (!valid_format(f)) return Status::Error(Code::Value, "unknown quantization format code");
@@ -117,6 +112,15 @@ float* row_scratch(int64_t n) {
 
 const QFormatTraits& qformat_traits(QFormat f) { return kTraits[static_cast<int32_t>(f)]; }
 
+Status non_finite_error(const MatrixView& src, int64_t flat) {
+  const float v = read_f32(src, flat);
+  const char* what = std::isnan(v) ? "NaN" : (v > 0 ? "Infinity" : "-Infinity");
+  return Status::Error(Code::Value, std::string("input has a non-finite value (") + what + ") at index [" +
+                                        std::to_string(flat / src.cols) + ", " + std::to_string(flat % src.cols) +
+                                        "] (flat " + std::to_string(flat) +
+                                        "); pass nonFinite: 'zero' to quantize such values as 0");
+}
+
 QuantSizes quant_sizes(QFormat f, int64_t cols, int64_t group) {
   const QFormatTraits& tr = qformat_traits(f);
   if (tr.ggml) return {cols / tr.block, (cols / tr.block) * tr.block_bytes};
@@ -153,14 +157,7 @@ Status quantize(const QuantizeArgs& a) {
     }
   }, a.threads);
   const int64_t bad = first_bad.load();
-  if (bad != INT64_MAX) {
-    const float v = read_f32(a.src, bad);
-    const char* what = std::isnan(v) ? "NaN" : (v > 0 ? "Infinity" : "-Infinity");
-    return Status::Error(Code::Value, std::string("input has a non-finite value (") + what + ") at index [" +
-                                          std::to_string(bad / cols) + ", " + std::to_string(bad % cols) +
-                                          "] (flat " + std::to_string(bad) +
-                                          "); pass nonFinite: 'zero' to quantize such values as 0");
-  }
+  if (bad != INT64_MAX) return non_finite_error(a.src, bad);
   return Status::Ok();
 }
 
@@ -232,7 +229,6 @@ Status quantization_error(const MatrixView& original, const DequantizeArgs& q, E
     out->max_abs = std::max(out->max_abs, s.max_abs);
   }
   out->count = q.rows * q.cols;
-  (void)fmt_double;
   return Status::Ok();
 }
 

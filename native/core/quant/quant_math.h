@@ -17,7 +17,12 @@ constexpr float kScaleEps = 1.1920929e-07f;  // torch.finfo(float32).eps, compre
 ST_HD int imin(int a, int b) { return a < b ? a : b; }
 ST_HD int imax(int a, int b) { return a > b ? a : b; }
 ST_HD int iclamp(int v, int lo, int hi) { return imin(hi, imax(lo, v)); }
-ST_HD float fclamp(float v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
+// min(max(v, lo), hi) with x86 MAXPS/MINPS semantics (a NaN v becomes lo),
+// so the SIMD twins' _mm256_min_ps(_mm256_max_ps(v, lo), hi) agrees on every input.
+ST_HD float fclamp(float v, float lo, float hi) {
+  const float t = v > lo ? v : lo;
+  return t < hi ? t : hi;
+}
 
 ST_HD float fabs32(float x) { return bits_f32(f32_bits(x) & 0x7fffffffu); }
 
@@ -195,4 +200,10 @@ ST_HD void group_minmax(const float* x, int n, float* mn, float* mx) {
 }
 
 }  // namespace qm
+
+// Host only (defined in quant.cc): the ERR_VALUE Status naming the first
+// non-finite input element, at flat index `flat` of `src`. The CPU and CUDA
+// paths both report through it, so the message is the same on either.
+Status non_finite_error(const MatrixView& src, int64_t flat);
+
 }  // namespace st

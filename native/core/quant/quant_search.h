@@ -8,10 +8,12 @@
 // ties). The stored scale is that fit rounded to its dtype, and the final
 // codes are recomputed from the stored value with the format's own rule.
 //
-// Sums run in a fixed order that a SIMD register reproduces: element j goes
+// Sums run in a fixed order that SIMD registers reproduce: element j goes
 // to lane j % 8 (fused multiply-add), lanes combine as
-// ((l0+l4) + (l2+l6)) + ((l1+l5) + (l3+l7)). The AVX2 twin therefore gets
-// the same bits, and so does the CUDA kernel, which runs this code.
+// ((l0+l2) + (l1+l3)) + ((l4+l6) + (l5+l7)) — the order of a transposing
+// reduction of eight vectors, which lets the AVX2 twin score eight
+// candidates at once — so it gets the same bits, and so does the CUDA
+// kernel, which runs this code.
 #pragma once
 #include "quant_math.h"
 
@@ -27,8 +29,7 @@ ST_HD float fma32(float a, float b, float c) {
 }
 
 ST_HD float lane_tree(const float* l) {
-  const float b0 = l[0] + l[4], b1 = l[1] + l[5], b2 = l[2] + l[6], b3 = l[3] + l[7];
-  return (b0 + b2) + (b1 + b3);
+  return ((l[0] + l[2]) + (l[1] + l[3])) + ((l[4] + l[6]) + (l[5] + l[7]));
 }
 
 // A grid of multipliers c = first + step * t, t = 0..count-1.
@@ -36,12 +37,22 @@ struct Grid { float first, step; int count; };
 
 // The grids, chosen by measuring RMSE on N(0,1) groups against an exhaustive
 // search (see the README's quantization section for the numbers).
-constexpr Grid kGrid4Neg = {-8.6f, 0.1f, 17};    // Q4_0 family mapping the extreme to -8
-constexpr Grid kGrid4Pos = {6.6f, 0.1f, 10};     // Q4_0 family mapping the extreme to +7
-constexpr Grid kGrid4Sym = {6.6f, 0.1f, 20};     // int4 symmetric, s > 0, e = max|x|
-constexpr Grid kGrid4Rng = {13.5f, 0.2f, 16};    // int4 asymmetric / Q4_1, e = max - min
-constexpr Grid kGrid8Sym = {124.0f, 0.5f, 9};    // int8 symmetric / Q8_0
-constexpr Grid kGrid8Rng = {250.0f, 1.0f, 9};    // int8 asymmetric
+// Functions, because device code cannot read a namespace-scope constexpr
+// object of class type; the kGrid* constants below are the same values for
+// host-only code (the AVX2 kernels).
+ST_HD constexpr Grid grid4_neg() { return {-8.8f, 0.2f, 8}; }     // Q4_0 family mapping the extreme to -8
+ST_HD constexpr Grid grid4_pos() { return {6.4f, 0.2f, 8}; }     // Q4_0 family mapping the extreme to +7
+ST_HD constexpr Grid grid4_sym() { return {5.8f, 0.2f, 16}; }    // int4 symmetric, s > 0, e = max|x|
+ST_HD constexpr Grid grid4_rng() { return {13.0f, 0.25f, 16}; }   // int4 asymmetric / Q4_1, e = max - min
+ST_HD constexpr Grid grid8_sym() { return {124.0f, 0.5f, 8}; }   // int8 symmetric / Q8_0
+ST_HD constexpr Grid grid8_rng() { return {250.0f, 1.0f, 8}; }   // int8 asymmetric
+
+constexpr Grid kGrid4Neg = grid4_neg();
+constexpr Grid kGrid4Pos = grid4_pos();
+constexpr Grid kGrid4Sym = grid4_sym();
+constexpr Grid kGrid4Rng = grid4_rng();
+constexpr Grid kGrid8Sym = grid8_sym();
+constexpr Grid kGrid8Rng = grid8_rng();
 
 // Best signed scale s for x ~ s*q, q = clamp(round(x*inv), qmin, qmax).
 // Updates (best_score, best_s) in place so several grids can be chained.
@@ -109,11 +120,11 @@ ST_HD qm::GroupParams int_group_search(const float* x, const float* w, int n, in
   if (symmetric) {
     const float e = group_absmax(x, n);
     if (e == 0.0f) return plain;
-    sym_candidates(x, w, n, e, bits == 4 ? kGrid4Sym : kGrid8Sym, r.qmin, r.qmax, &best_score, &s);
+    sym_candidates(x, w, n, e, bits == 4 ? grid4_sym() : grid8_sym(), r.qmin, r.qmax, &best_score, &s);
   } else {
     const float lo = mn < 0.0f ? mn : 0.0f, hi = mx > 0.0f ? mx : 0.0f;
     if (hi == lo) return plain;
-    asym_candidates(x, w, n, lo, hi, bits == 4 ? kGrid4Rng : kGrid8Rng, r.qmin, r.qmax, &best_score, &s, &z);
+    asym_candidates(x, w, n, lo, hi, bits == 4 ? grid4_rng() : grid8_rng(), r.qmin, r.qmax, &best_score, &s, &z);
   }
   if (!(s > 0.0f)) return plain;
   s = s > qm::kScaleEps ? s : qm::kScaleEps;
@@ -126,8 +137,8 @@ ST_HD void q4_0_block_search(const float* x, const float* w, uint8_t* y) {
   const float e = qm::signed_absmax(x, qm::QK);
   if (e == 0.0f) { qm::q4_0_block(x, y); return; }
   float best_score = 0.0f, s = 0.0f;
-  sym_candidates(x, w, qm::QK, e, kGrid4Neg, -8, 7, &best_score, &s);
-  sym_candidates(x, w, qm::QK, e, kGrid4Pos, -8, 7, &best_score, &s);
+  sym_candidates(x, w, qm::QK, e, grid4_neg(), -8, 7, &best_score, &s);
+  sym_candidates(x, w, qm::QK, e, grid4_pos(), -8, 7, &best_score, &s);
   const uint16_t dh = f32_to_f16(s);
   const float d = f16_to_f32(dh);
   if (d == 0.0f) { qm::q4_0_block(x, y); return; }
@@ -142,7 +153,7 @@ ST_HD void q8_0_block_search(const float* x, const float* w, uint8_t* y) {
   const float e = group_absmax(x, qm::QK);
   if (e == 0.0f) { qm::q8_0_block(x, y); return; }
   float best_score = 0.0f, s = 0.0f;
-  sym_candidates(x, w, qm::QK, e, kGrid8Sym, -127, 127, &best_score, &s);
+  sym_candidates(x, w, qm::QK, e, grid8_sym(), -127, 127, &best_score, &s);
   const uint16_t dh = f32_to_f16(s);
   const float d = f16_to_f32(dh);
   if (d == 0.0f) { qm::q8_0_block(x, y); return; }
@@ -168,7 +179,7 @@ ST_HD void q4_1_block_search(const float* x, const float* w, uint8_t* y) {
   const float Sw = lane_tree(sw), Sx = lane_tree(sx);
   float best = -3.402823466e+38f, bd = 0.0f, bm = 0.0f;
   bool found = false;
-  const Grid g = kGrid4Rng;
+  const Grid g = grid4_rng();
   for (int t = 0; t < g.count; ++t) {
     const float inv = (g.first + g.step * static_cast<float>(t)) / (mx - mn);
     float sq[8] = {0, 0, 0, 0, 0, 0, 0, 0}, sqq[8] = {0, 0, 0, 0, 0, 0, 0, 0}, sxq[8] = {0, 0, 0, 0, 0, 0, 0, 0};

@@ -1,0 +1,371 @@
+// CUDA kernels of the quant room. One thread per GGUF block or
+// compressed-tensors group, running the same __host__ __device__ functions
+// as the scalar reference (quant_ref.cc): the GPU's codes, scales and packed
+// bytes are those of the CPU. The host side moves a chunk of rows to the
+// device, runs one kernel over it and copies the outputs back, so device
+// memory use is bounded whatever the tensor's size.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "../cuda.h"
+#include "quant_cuda.h"
+#include "quant_math.h"
+#include "quant_search.h"
+
+namespace st {
+
+namespace {
+
+constexpr int kThreadsPerBlock = 128;
+constexpr int64_t kChunkBytes = int64_t{256} << 20;  // device memory per chunk of rows
+constexpr unsigned long long kNoBad = ~0ull;
+
+// ---------------------------------------------------------------------------
+// Device side. Chunk geometry and device pointers, passed by value; row 0 is
+// the chunk's first row.
+
+struct QuantChunk {
+  const void* src;        // rows x cols values of `dtype`
+  DType dtype;
+  int64_t rows, cols;
+  QFormat format;
+  int bits;
+  int block_bytes;        // GGUF formats
+  int64_t group;          // int formats
+  int64_t groups;         // blocks (GGUF) or groups (int) per row
+  int groups_per_thread;  // int formats: 2 when odd INT4 groups share bytes, else 1
+  int64_t data_row_bytes;
+  bool symmetric;
+  DType scale_dtype;
+  bool search;
+  bool zero_non_finite;   // NonFinite::Zero
+  const float* weights;   // search: `cols` weights (importance, or ones)
+  float* scratch;         // int formats: rows x cols f32, each group converted once
+  uint8_t* data;
+  void* scales;
+  int8_t* zeros;
+};
+
+__device__ float load_value(const void* src, DType t, int64_t i) {
+  if (t == DType::F32) return static_cast<const float*>(src)[i];
+  const uint16_t h = static_cast<const uint16_t*>(src)[i];
+  return t == DType::F16 ? f16_to_f32(h) : bf16_to_f32(h);
+}
+
+// Reads n values at flat index `off` as f32 (what load_f32 does on the CPU):
+// non-finite values become 0 with NonFinite::Zero; otherwise the flat index
+// of the first one is returned. -1 when all were read.
+__device__ int64_t load_group(const QuantChunk& c, int64_t off, int64_t n, float* x) {
+  for (int64_t j = 0; j < n; ++j) {
+    float v = load_value(c.src, c.dtype, off + j);
+    if (!is_finite_bits(f32_bits(v))) {
+      if (!c.zero_non_finite) return off + j;
+      v = 0.0f;
+    }
+    x[j] = v;
+  }
+  return -1;
+}
+
+// One GGUF block; as ref::quantize_ggml_row's loop body.
+__device__ int64_t quantize_block(const QuantChunk& c, int64_t item) {
+  const int64_t row = item / c.groups, b = item % c.groups;
+  float x[qm::QK];
+  const int64_t bad = load_group(c, row * c.cols + b * qm::QK, qm::QK, x);
+  if (bad >= 0) return bad;
+  uint8_t* y = c.data + row * c.data_row_bytes + b * c.block_bytes;
+  if (c.search) {
+    const float* w = c.weights + b * qm::QK;
+    if (c.format == QFormat::Q4_0) qs::q4_0_block_search(x, w, y);
+    else if (c.format == QFormat::Q4_1) qs::q4_1_block_search(x, w, y);
+    else qs::q8_0_block_search(x, w, y);
+  } else {
+    if (c.format == QFormat::Q4_0) qm::q4_0_block(x, y);
+    else if (c.format == QFormat::Q4_1) qm::q4_1_block(x, y);
+    else qm::q8_0_block(x, y);
+  }
+  return -1;
+}
+
+// One or two compressed-tensors groups; as ref::quantize_int_row's loop
+// body. With an odd INT4 group size two neighbouring groups share a byte,
+// so one thread takes both (2k and 2k+1 together start on a byte boundary);
+// the output starts zeroed, which leaves padding nibbles zero.
+__device__ int64_t quantize_groups(const QuantChunk& c, int64_t item) {
+  const int64_t items_per_row = (c.groups + c.groups_per_thread - 1) / c.groups_per_thread;
+  const int64_t row = item / items_per_row;
+  const int64_t g = c.group;
+  const qm::IntRange r = qm::int_range(c.bits);
+  uint8_t* out = c.data + row * c.data_row_bytes;
+  const int64_t g0 = (item % items_per_row) * c.groups_per_thread;
+  const int64_t g1 = g0 + c.groups_per_thread < c.groups ? g0 + c.groups_per_thread : c.groups;
+  for (int64_t gi = g0; gi < g1; ++gi) {
+    const int64_t off = row * c.cols + gi * g;
+    float* x = c.scratch + off;
+    const int64_t bad = load_group(c, off, g, x);
+    if (bad >= 0) return bad;
+    qm::GroupParams p;
+    if (c.search) {
+      p = qs::int_group_search(x, c.weights + gi * g, static_cast<int>(g), c.bits, c.symmetric, c.scale_dtype);
+    } else {
+      float mn, mx;
+      qm::group_minmax(x, static_cast<int>(g), &mn, &mx);
+      p = qm::int_params_minmax(mn, mx, c.bits, c.symmetric, c.scale_dtype);
+    }
+    qm::store_scale(c.scales, row * c.groups + gi, p.scale, c.scale_dtype);
+    if (!c.symmetric) c.zeros[row * c.groups + gi] = static_cast<int8_t>(p.zero);
+    for (int64_t j = 0; j < g; ++j) qm::put_code(out, gi * g + j, qm::int_code(x[j], p, r), c.bits);
+  }
+  return -1;
+}
+
+__global__ void quantize_kernel(QuantChunk c, int64_t items, bool ggml, unsigned long long* first_bad) {
+  const int64_t item = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (item >= items) return;
+  const int64_t bad = ggml ? quantize_block(c, item) : quantize_groups(c, item);
+  if (bad >= 0) atomicMin(first_bad, static_cast<unsigned long long>(bad));
+}
+
+struct DequantChunk {
+  QFormat format;
+  int bits;
+  int block_bytes;
+  int64_t rows, cols, group, groups, data_row_bytes;
+  const uint8_t* data;
+  const void* scales;
+  DType scale_dtype;
+  const int8_t* zeros;  // null: symmetric
+  void* out;            // rows x cols values of out_dtype
+  DType out_dtype;
+};
+
+// As write_row in quant.cc.
+__device__ void store_value(void* out, DType t, int64_t i, float v) {
+  if (t == DType::F32) static_cast<float*>(out)[i] = v;
+  else if (t == DType::F16) static_cast<uint16_t*>(out)[i] = f32_to_f16(v);
+  else static_cast<uint16_t*>(out)[i] = f32_to_bf16(v);
+}
+
+// One block or group per thread; as ref::dequantize_row.
+__global__ void dequantize_kernel(DequantChunk c, int64_t items, bool ggml) {
+  const int64_t item = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (item >= items) return;
+  const int64_t row = item / c.groups, b = item % c.groups;
+  const uint8_t* in = c.data + row * c.data_row_bytes;
+  if (ggml) {
+    const uint8_t* y = in + b * c.block_bytes;
+    float x[qm::QK];
+    if (c.format == QFormat::Q4_0) qm::q4_0_unblock(y, x);
+    else if (c.format == QFormat::Q4_1) qm::q4_1_unblock(y, x);
+    else qm::q8_0_unblock(y, x);
+    for (int j = 0; j < qm::QK; ++j) store_value(c.out, c.out_dtype, row * c.cols + b * qm::QK + j, x[j]);
+    return;
+  }
+  const float s = qm::load_scale(c.scales, row * c.groups + b, c.scale_dtype);
+  const int z = c.zeros ? c.zeros[row * c.groups + b] : 0;
+  for (int64_t j = b * c.group; j < (b + 1) * c.group; ++j) {
+    store_value(c.out, c.out_dtype, row * c.cols + j, static_cast<float>(qm::get_code(in, j, c.bits) - z) * s);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Host side.
+
+Status cuda_status(const char* call, cudaError_t e) {
+  // A device that cannot run this binary is a missing backend, not a bug.
+  const bool unusable = e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver ||
+                        e == cudaErrorNoKernelImageForDevice || e == cudaErrorMemoryAllocation;
+  return Status::Error(unusable ? Code::Unsupported : Code::Internal,
+                       std::string("CUDA: ") + call + " failed: " + cudaGetErrorString(e) + " (" + cudaGetErrorName(e) + ")");
+}
+
+#define ST_CUDA_CHECK(call)                                  \
+  do {                                                       \
+    const cudaError_t st_cuda_err_ = (call);                 \
+    if (st_cuda_err_ != cudaSuccess) return cuda_status(#call, st_cuda_err_); \
+  } while (0)
+
+// Owns one device allocation.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  ~DeviceBuffer() {
+    if (p_) cudaFree(p_);
+  }
+  Status alloc(size_t bytes) {
+    if (bytes == 0) return Status::Ok();
+    ST_CUDA_CHECK(cudaMalloc(&p_, bytes));
+    return Status::Ok();
+  }
+  template <class T>
+  T* get() const { return static_cast<T*>(p_); }
+
+ private:
+  void* p_ = nullptr;
+};
+
+Status device_ready() {
+  std::string why;
+  if (!cuda_available(&why)) return Status::Error(Code::Unsupported, "the CUDA kernel is not usable: " + why);
+  return Status::Ok();
+}
+
+// Rows per chunk: as many as fit in the budget (SLIMTENSOR_CUDA_CHUNK_BYTES
+// overrides it, e.g. for tests that want many chunks), at least one.
+int64_t chunk_rows(int64_t rows, int64_t row_bytes) {
+  int64_t budget = kChunkBytes;
+  if (const char* env = std::getenv("SLIMTENSOR_CUDA_CHUNK_BYTES")) {
+    const long long v = std::atoll(env);
+    if (v > 0) budget = v;
+  }
+  return std::max<int64_t>(1, std::min<int64_t>(rows, budget / std::max<int64_t>(1, row_bytes)));
+}
+
+unsigned int grid_for(int64_t items) {
+  return static_cast<unsigned int>((items + kThreadsPerBlock - 1) / kThreadsPerBlock);
+}
+
+}  // namespace
+
+Status cuda_quantize(const QuantizeArgs& a) {
+  Status st = device_ready();
+  if (!st.ok()) return st;
+  const QFormatTraits& tr = qformat_traits(a.format);
+  const QuantSizes sz = quant_sizes(a.format, a.src.cols, a.group);
+  const int64_t rows = a.src.rows, cols = a.src.cols;
+  const int64_t in_row = cols * static_cast<int64_t>(dtype_size(a.src.dtype));
+  const int64_t scale_row = tr.ggml ? 0 : sz.groups_per_row * static_cast<int64_t>(dtype_size(a.scale_dtype));
+  const int64_t zero_row = tr.ggml || a.symmetric ? 0 : sz.groups_per_row;
+  const int64_t scratch_row = tr.ggml ? 0 : cols * 4;
+  const int64_t n = chunk_rows(rows, in_row + scratch_row + sz.data_row_bytes + scale_row + zero_row);
+
+  QuantChunk c{};
+  c.dtype = a.src.dtype;
+  c.cols = cols;
+  c.format = a.format;
+  c.bits = tr.bits;
+  c.block_bytes = tr.block_bytes;
+  c.group = a.group;
+  c.groups = sz.groups_per_row;
+  c.groups_per_thread = !tr.ggml && tr.bits == 4 && (a.group & 1) ? 2 : 1;
+  c.data_row_bytes = sz.data_row_bytes;
+  c.symmetric = tr.ggml || a.symmetric;
+  c.scale_dtype = a.scale_dtype;
+  c.search = a.search == Search::Mse;
+  c.zero_non_finite = a.non_finite == NonFinite::Zero;
+
+  DeviceBuffer src, scratch, data, scales, zeros, weights, first_bad;
+  if (!(st = src.alloc(static_cast<size_t>(n * in_row))).ok()) return st;
+  if (!(st = scratch.alloc(static_cast<size_t>(n * scratch_row))).ok()) return st;
+  if (!(st = data.alloc(static_cast<size_t>(n * sz.data_row_bytes))).ok()) return st;
+  if (!(st = scales.alloc(static_cast<size_t>(n * scale_row))).ok()) return st;
+  if (!(st = zeros.alloc(static_cast<size_t>(n * zero_row))).ok()) return st;
+  if (!(st = first_bad.alloc(sizeof(unsigned long long))).ok()) return st;
+  if (c.search) {
+    // The reference weighs by `importance`, or by ones without it.
+    if (!(st = weights.alloc(static_cast<size_t>(cols) * sizeof(float))).ok()) return st;
+    std::vector<float> ones;
+    const float* w = a.importance;
+    if (!w) {
+      ones.assign(static_cast<size_t>(cols), 1.0f);
+      w = ones.data();
+    }
+    ST_CUDA_CHECK(cudaMemcpy(weights.get<float>(), w, static_cast<size_t>(cols) * sizeof(float), cudaMemcpyHostToDevice));
+  }
+  c.src = src.get<const void>();
+  c.scratch = scratch.get<float>();
+  c.data = data.get<uint8_t>();
+  c.scales = scales.get<void>();
+  c.zeros = zeros.get<int8_t>();
+  c.weights = weights.get<const float>();
+
+  const int64_t items_per_row = (c.groups + c.groups_per_thread - 1) / c.groups_per_thread;
+  for (int64_t r0 = 0; r0 < rows; r0 += n) {
+    c.rows = std::min(n, rows - r0);
+    ST_CUDA_CHECK(cudaMemcpy(src.get<void>(), static_cast<const uint8_t*>(a.src.data) + r0 * in_row,
+                             static_cast<size_t>(c.rows * in_row), cudaMemcpyHostToDevice));
+    if (!tr.ggml) ST_CUDA_CHECK(cudaMemset(data.get<void>(), 0, static_cast<size_t>(c.rows * sz.data_row_bytes)));
+    ST_CUDA_CHECK(cudaMemset(first_bad.get<void>(), 0xff, sizeof(unsigned long long)));
+    const int64_t items = c.rows * items_per_row;
+    quantize_kernel<<<grid_for(items), kThreadsPerBlock>>>(c, items, tr.ggml, first_bad.get<unsigned long long>());
+    ST_CUDA_CHECK(cudaGetLastError());
+    // Waits for the kernel; reports its execution errors.
+    unsigned long long bad = kNoBad;
+    ST_CUDA_CHECK(cudaMemcpy(&bad, first_bad.get<void>(), sizeof bad, cudaMemcpyDeviceToHost));
+    // Chunks run in row order, so the first chunk with a bad value holds the
+    // first bad flat index, as the CPU reports it.
+    if (bad != kNoBad) return non_finite_error(a.src, r0 * cols + static_cast<int64_t>(bad));
+    ST_CUDA_CHECK(cudaMemcpy(a.data + r0 * sz.data_row_bytes, data.get<void>(),
+                             static_cast<size_t>(c.rows * sz.data_row_bytes), cudaMemcpyDeviceToHost));
+    if (scale_row > 0) {
+      ST_CUDA_CHECK(cudaMemcpy(static_cast<uint8_t*>(a.scales) + r0 * scale_row, scales.get<void>(),
+                               static_cast<size_t>(c.rows * scale_row), cudaMemcpyDeviceToHost));
+    }
+    if (zero_row > 0) {
+      ST_CUDA_CHECK(cudaMemcpy(a.zeros + r0 * zero_row, zeros.get<void>(), static_cast<size_t>(c.rows * zero_row),
+                               cudaMemcpyDeviceToHost));
+    }
+  }
+  return Status::Ok();
+}
+
+Status cuda_dequantize(const DequantizeArgs& a, void* out, DType out_dtype) {
+  Status st = device_ready();
+  if (!st.ok()) return st;
+  const QFormatTraits& tr = qformat_traits(a.format);
+  const QuantSizes sz = quant_sizes(a.format, a.cols, a.group);
+  const int64_t rows = a.rows, cols = a.cols;
+  const int64_t scale_row = tr.ggml ? 0 : sz.groups_per_row * static_cast<int64_t>(dtype_size(a.scale_dtype));
+  const int64_t zero_row = tr.ggml || !a.zeros ? 0 : sz.groups_per_row;
+  const int64_t out_row = cols * static_cast<int64_t>(dtype_size(out_dtype));
+  const int64_t n = chunk_rows(rows, sz.data_row_bytes + scale_row + zero_row + out_row);
+
+  DequantChunk c{};
+  c.format = a.format;
+  c.bits = tr.bits;
+  c.block_bytes = tr.block_bytes;
+  c.cols = cols;
+  c.group = tr.ggml ? qm::QK : a.group;
+  c.groups = sz.groups_per_row;
+  c.data_row_bytes = sz.data_row_bytes;
+  c.scale_dtype = a.scale_dtype;
+  c.out_dtype = out_dtype;
+
+  DeviceBuffer data, scales, zeros, dout;
+  if (!(st = data.alloc(static_cast<size_t>(n * sz.data_row_bytes))).ok()) return st;
+  if (!(st = scales.alloc(static_cast<size_t>(n * scale_row))).ok()) return st;
+  if (!(st = zeros.alloc(static_cast<size_t>(n * zero_row))).ok()) return st;
+  if (!(st = dout.alloc(static_cast<size_t>(n * out_row))).ok()) return st;
+  c.data = data.get<const uint8_t>();
+  c.scales = scales.get<const void>();
+  c.zeros = zeros.get<const int8_t>();
+  c.out = dout.get<void>();
+
+  for (int64_t r0 = 0; r0 < rows; r0 += n) {
+    c.rows = std::min(n, rows - r0);
+    ST_CUDA_CHECK(cudaMemcpy(data.get<void>(), a.data + r0 * sz.data_row_bytes,
+                             static_cast<size_t>(c.rows * sz.data_row_bytes), cudaMemcpyHostToDevice));
+    if (scale_row > 0) {
+      ST_CUDA_CHECK(cudaMemcpy(scales.get<void>(), static_cast<const uint8_t*>(a.scales) + r0 * scale_row,
+                               static_cast<size_t>(c.rows * scale_row), cudaMemcpyHostToDevice));
+    }
+    if (zero_row > 0) {
+      ST_CUDA_CHECK(cudaMemcpy(zeros.get<void>(), a.zeros + r0 * zero_row, static_cast<size_t>(c.rows * zero_row),
+                               cudaMemcpyHostToDevice));
+    }
+    const int64_t items = c.rows * c.groups;
+    dequantize_kernel<<<grid_for(items), kThreadsPerBlock>>>(c, items, tr.ggml);
+    ST_CUDA_CHECK(cudaGetLastError());
+    ST_CUDA_CHECK(cudaMemcpy(static_cast<uint8_t*>(out) + r0 * out_row, dout.get<void>(),
+                             static_cast<size_t>(c.rows * out_row), cudaMemcpyDeviceToHost));
+  }
+  return Status::Ok();
+}
+
+}  // namespace st
