@@ -1,0 +1,170 @@
+// What every benchmark shares: the registry's contract, timing (warm-up,
+// median of N), the machine's copy bandwidth as the memory-bound limit,
+// a description of the machine, and markdown output.
+import * as os from 'node:os';
+import { backends } from '../lib/index';
+import { binding } from '../lib/native';
+
+export interface BenchOptions {
+  /** Timed repetitions per measurement; the median is reported. */
+  runs: number;
+  /** A small problem size, for smoke tests: the numbers mean little. */
+  quick: boolean;
+  /** Progress for the human waiting; goes to stderr so stdout stays clean. */
+  log: (message: string) => void;
+}
+
+export interface BenchOutcome {
+  /** Plain JSON-able data for --json. */
+  result: object;
+  /** The human report, markdown so it can be pasted into the README. */
+  markdown: string;
+}
+
+export interface Benchmark {
+  name: string;
+  description: string;
+  run(options: BenchOptions): Promise<BenchOutcome>;
+}
+
+export const GB = 1e9; // decimal, as bandwidth is usually quoted
+
+export function median(values: readonly number[]): number {
+  if (values.length === 0) throw new RangeError('median of no values');
+  const s = [...values].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 === 1 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
+}
+
+export interface Timing {
+  /** Median wall time of the timed runs, seconds. */
+  seconds: number;
+  /** Every timed run, seconds, in order (shows drift and outliers). */
+  runs: number[];
+}
+
+/**
+ * Times `fn` `runs` times after `warmup` untimed calls and returns the
+ * median. The warm-up pays one-time costs a steady state doesn't have:
+ * first-touch page faults on fresh buffers, JIT tier-up of JS code, thread
+ * pool start. The median, not the mean, because on a shared machine the
+ * noise is one-sided (something else ran) and the median ignores it.
+ */
+export async function timeRuns(fn: () => unknown, runs: number, warmup = 1): Promise<Timing> {
+  for (let i = 0; i < warmup; i++) await fn();
+  const times: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const t0 = process.hrtime.bigint();
+    await fn();
+    times.push(Number(process.hrtime.bigint() - t0) / 1e9);
+  }
+  return { seconds: median(times), runs: times };
+}
+
+/** Throughput in GB/s of `bytes` processed in `seconds`. */
+export function gbps(bytes: number, seconds: number): number {
+  return bytes / seconds / GB;
+}
+
+export interface CopyBandwidth {
+  threads: number;
+  /** Bytes copied (source size) per second, in GB/s: the memcpy convention. */
+  gbps: number;
+  seconds: number;
+}
+
+/**
+ * The machine's memory-bound limit, measured now rather than quoted from a
+ * spec sheet: a memcpy of `bytes` split over each thread count, median of
+ * `runs`. Measured on a buffer the size of the benchmark's input so caches
+ * help (or don't) the same way; measured in the same process and minute as
+ * the kernels, so a noisy neighbour affects both sides of the ratio.
+ */
+export async function measureCopyBandwidth(bytes: number, threadCounts: readonly number[], runs: number): Promise<CopyBandwidth[]> {
+  const src = new Uint8Array(bytes);
+  const dst = new Uint8Array(bytes);
+  // A fresh buffer may be backed by the shared zero page until written;
+  // reading it would be faster than reading real memory.
+  for (let i = 0; i < bytes; i += 4096) src[i] = i & 0xff;
+  const out: CopyBandwidth[] = [];
+  for (const threads of threadCounts) {
+    const t = await timeRuns(() => binding.parallelCopy(dst, src, threads), runs, 2);
+    out.push({ threads, seconds: t.seconds, gbps: gbps(bytes, t.seconds) });
+  }
+  return out;
+}
+
+/** 1, then every thread the library would use: the two ends of scaling. */
+export function threadCounts(): number[] {
+  const all = backends().cpu.threads;
+  return all > 1 ? [1, all] : [1];
+}
+
+export interface MachineInfo {
+  cpuModel: string;
+  features: string[];
+  kernel: string;
+  threads: number;
+  hardwareThreads: number;
+  cuda: string;
+  node: string;
+  platform: string;
+}
+
+export function describeMachine(): MachineInfo {
+  const b = backends();
+  return {
+    cpuModel: os.cpus()[0]?.model.trim() ?? 'unknown CPU',
+    features: b.cpu.features,
+    kernel: b.cpu.kernel,
+    threads: b.cpu.threads,
+    hardwareThreads: b.cpu.hardwareThreads,
+    cuda: b.cuda.available ? 'available' : `unavailable (${b.cuda.reason ?? 'no reason given'})`,
+    node: process.version,
+    platform: `${process.platform}-${process.arch}`,
+  };
+}
+
+export function formatMachine(m: MachineInfo): string {
+  return [
+    `Machine: ${m.cpuModel}, ${m.platform}, Node ${m.node}`,
+    `CPU features: ${m.features.join(', ') || 'none detected'}; kernel: ${m.kernel}; threads: ${m.threads} (hardware: ${m.hardwareThreads})`,
+    `CUDA: ${m.cuda}`,
+  ].join('  \n'); // two trailing spaces: a markdown line break
+}
+
+export type Align = 'left' | 'right';
+
+/**
+ * A markdown table, padded so it also reads well as plain text in a
+ * terminal. `align` defaults to left for the first column, right for the
+ * rest (numbers).
+ */
+export function markdownTable(headers: readonly string[], rows: readonly (readonly string[])[], align?: readonly Align[]): string {
+  const al = headers.map((_, i) => align?.[i] ?? (i === 0 ? 'left' : 'right'));
+  const widths = headers.map((h, i) => Math.max(3, h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const cell = (text: string, i: number): string => {
+    const w = widths[i] as number;
+    return al[i] === 'right' ? text.padStart(w) : text.padEnd(w);
+  };
+  const line = (cells: readonly string[]): string => `| ${headers.map((_, i) => cell(cells[i] ?? '', i)).join(' | ')} |`;
+  const rule = `|${widths.map((w, i) => (al[i] === 'right' ? `${'-'.repeat(w + 1)}:` : `:${'-'.repeat(w + 1)}`)).join('|')}|`;
+  return [line(headers), rule, ...rows.map(line)].join('\n');
+}
+
+/** GB/s to 2 decimals: enough to see a 1 % change at typical rates. */
+export function fmtGBs(v: number): string {
+  return v.toFixed(2);
+}
+
+/** A ratio as "0.53×" or "41×"; '—' when there is nothing to compare with. */
+export function fmtRatio(v: number | null): string {
+  if (v === null || !Number.isFinite(v)) return '—';
+  return `${v >= 10 ? v.toFixed(0) : v.toFixed(2)}×`;
+}
+
+export function fmtBytes(n: number): string {
+  if (n >= 2 ** 30) return `${(n / 2 ** 30).toFixed(1)} GiB`;
+  if (n >= 2 ** 20) return `${(n / 2 ** 20).toFixed(0)} MiB`;
+  return `${(n / 2 ** 10).toFixed(0)} KiB`;
+}
