@@ -81,17 +81,58 @@ export interface CopyBandwidth {
  * the kernels, so a noisy neighbour affects both sides of the ratio.
  */
 export async function measureCopyBandwidth(bytes: number, threadCounts: readonly number[], runs: number): Promise<CopyBandwidth[]> {
+  const copy = copier(bytes);
+  const out: CopyBandwidth[] = [];
+  for (const threads of threadCounts) {
+    const t = await timeRuns(() => copy(threads), runs, 2);
+    out.push({ threads, seconds: t.seconds, gbps: gbps(bytes, t.seconds) });
+  }
+  return out;
+}
+
+/** A memcpy of `bytes` between two touched buffers, on `threads` threads. */
+export function copier(bytes: number): (threads: number) => void {
   const src = new Uint8Array(bytes);
   const dst = new Uint8Array(bytes);
   // A fresh buffer may be backed by the shared zero page until written;
   // reading it would be faster than reading real memory.
   for (let i = 0; i < bytes; i += 4096) src[i] = i & 0xff;
-  const out: CopyBandwidth[] = [];
-  for (const threads of threadCounts) {
-    const t = await timeRuns(() => binding.parallelCopy(dst, src, threads), runs, 2);
-    out.push({ threads, seconds: t.seconds, gbps: gbps(bytes, t.seconds) });
+  dst.fill(1);
+  return (threads) => binding.parallelCopy(dst, src, threads);
+}
+
+export interface Paired {
+  /** The measured function's median seconds. */
+  seconds: number;
+  /** Median over runs of (copy seconds / measured seconds), each pair timed back to back. */
+  copyRatio: number;
+}
+
+/**
+ * Times `fn` and a copy of the same size alternately, `runs` times each,
+ * and reports the median of the per-pair ratios. On a shared machine the
+ * bandwidth drifts by tens of percent within a minute; a ratio of two
+ * neighbouring measurements is far steadier than one of two medians taken
+ * minutes apart.
+ */
+export async function timePairedWithCopy(fn: () => unknown, copy: () => void, runs: number, warmup = 1): Promise<Paired> {
+  for (let i = 0; i < warmup; i++) {
+    copy();
+    await fn();
   }
-  return out;
+  const times: number[] = [];
+  const ratios: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    let t0 = process.hrtime.bigint();
+    copy();
+    const c = Number(process.hrtime.bigint() - t0) / 1e9;
+    t0 = process.hrtime.bigint();
+    await fn();
+    const t = Number(process.hrtime.bigint() - t0) / 1e9;
+    times.push(t);
+    ratios.push(c / t);
+  }
+  return { seconds: median(times), copyRatio: median(ratios) };
 }
 
 /** 1, then every thread the library would use: the two ends of scaling. */

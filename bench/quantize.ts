@@ -11,8 +11,10 @@ import {
   fmtRatio,
   gbps,
   markdownTable,
+  copier,
   measureCopyBandwidth,
   threadCounts,
+  timePairedWithCopy,
   timeRuns,
   type Benchmark,
   type BenchOptions,
@@ -129,7 +131,14 @@ function input(values: Float32Array, rows: number, cols: number): Input {
   return { tensor: Tensor.from(values, [rows, cols]), values, rows, cols };
 }
 
-async function measureCase(c: Case, full: Input, slice: Input, copy: readonly CopyBandwidth[], o: BenchOptions): Promise<CaseResult> {
+async function measureCase(
+  c: Case,
+  full: Input,
+  slice: Input,
+  copy: readonly CopyBandwidth[],
+  copyFn: (threads: number) => void,
+  o: BenchOptions,
+): Promise<CaseResult> {
   const t = full.tensor;
 
   let jsGbps: number | null = null;
@@ -146,17 +155,21 @@ async function measureCase(c: Case, full: Input, slice: Input, copy: readonly Co
 
   const perThreads: ThreadResult[] = [];
   let last: QuantizedTensor | undefined;
-  for (const { threads, gbps: copyGbps } of copy) {
+  for (const { threads } of copy) {
     const options: QuantizeOptions = { ...c.options, threads };
-    const timing = await timeRuns(async () => {
-      last = await quantize(t, options);
-    }, o.runs);
+    const timing = await timePairedWithCopy(
+      async () => {
+        last = await quantize(t, options);
+      },
+      () => copyFn(threads),
+      o.runs,
+    );
     const rate = gbps(t.byteLength, timing.seconds);
     perThreads.push({
       threads,
       seconds: timing.seconds,
       gbps: rate,
-      copyRatio: rate / copyGbps,
+      copyRatio: timing.copyRatio,
       jsRatio: jsGbps === null ? null : rate / jsGbps,
     });
   }
@@ -178,9 +191,10 @@ export async function runQuantizeBench(o: BenchOptions): Promise<QuantizeBenchRe
 
   o.log(`quantize: copy bandwidth on ${fmtBytes(x.byteLength)}`);
   const copy = await measureCopyBandwidth(x.byteLength, threadCounts(), o.runs);
+  const copyFn = copier(x.byteLength);
 
   const cases: CaseResult[] = [];
-  for (const c of CASES) cases.push(await measureCase(c, full, slice, copy, o));
+  for (const c of CASES) cases.push(await measureCase(c, full, slice, copy, copyFn, o));
   return {
     input: { rows: size.rows, cols: COLS, dtype: 'f32', bytes: x.byteLength, distribution: 'N(0,1)', seed: SEED },
     runs: o.runs,
@@ -222,7 +236,7 @@ export function formatQuantizeBench(r: QuantizeBenchResult): string {
   out.push('');
   out.push(
     'GB/s: bytes of f32 input / median wall time of `await quantize()` (allocation of the output included), 1 GB = 10⁹ B. ' +
-      '× copy: against the memcpy above at the same thread count, counted the same way (bytes of source per second); ' +
+      '× copy: against a memcpy of the same size at the same thread count, each call timed back to back with one copy and the median of those ratios taken (the bandwidth drifts on a shared machine); counted the same way (bytes of source per second); ' +
       'a quantizer reads as much as a copy but writes 4–9× less, so a memory-bound kernel can pass 1×. ' +
       `× JS: against bench/baseline-js.ts (plain JS, one thread) of the same format, timed on the first ${r.baselineRows} rows; ` +
       'both are per-byte throughput, so the different sizes hardly matter; — means no JS baseline. ' +

@@ -1,5 +1,9 @@
 #include "job.h"
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 namespace st {
 namespace addon {
 
@@ -82,6 +86,20 @@ void* Job::pin(Napi::Env env, const Napi::Value& v, const char* what, uint64_t e
   pinned_.push_back({Napi::Persistent(ab), ab.ByteLength(), what});
   if (bytes == 0) return nullptr;
   return static_cast<uint8_t*>(ab.Data()) + ta.ByteOffset();
+}
+
+void* Job::pin_output(Napi::Env env, const Napi::Value& v, const char* what, uint64_t bytes) {
+  void* p = pin(env, v, what, bytes);
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  // A hint only (THP in "madvise" mode honours it); 2 MiB-aligned interior.
+  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
+  if (p && bytes >= 2 * kHuge) {
+    const uintptr_t b = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
+    const uintptr_t e = (reinterpret_cast<uintptr_t>(p) + bytes) & ~(kHuge - 1);
+    if (e > b) madvise(reinterpret_cast<void*>(b), e - b, MADV_HUGEPAGE);
+  }
+#endif
+  return p;
 }
 
 void* Job::pin_optional(Napi::Env env, const Napi::Value& v, const char* what, uint64_t expect_bytes) {

@@ -32,6 +32,10 @@ class Job {
   // Pins a TypedArray argument and returns its data pointer after checking
   // that it holds exactly `expect_bytes` bytes (or at least, if !exact).
   void* pin(Napi::Env env, const Napi::Value& v, const char* what, uint64_t expect_bytes, bool exact = true);
+  // pin() for a buffer the operation overwrites entirely (freshly
+  // allocated by lib/): also asks the kernel for transparent huge pages,
+  // so first-touch faults do not dominate memory-bound kernels.
+  void* pin_output(Napi::Env env, const Napi::Value& v, const char* what, uint64_t bytes);
   // Like pin(), but null/undefined give nullptr.
   void* pin_optional(Napi::Env env, const Napi::Value& v, const char* what, uint64_t expect_bytes);
 

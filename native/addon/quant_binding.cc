@@ -1,5 +1,6 @@
 // quantize / dequantize / quantizationError: argument objects -> core structs.
 #include "../core/quant/quant.h"
+
 #include "job.h"
 
 namespace st {
@@ -70,10 +71,10 @@ class QuantizeJob : public Job {
     const uint64_t n = checked_mul(env, static_cast<uint64_t>(a_.src.rows), static_cast<uint64_t>(a_.src.cols), "input");
     a_.src.data = pin(env, o.Get("src"), "input", checked_mul(env, n, dtype_size(a_.src.dtype), "input"));
     a_.importance = static_cast<const float*>(pin_optional(env, o.Get("importance"), "importance", static_cast<uint64_t>(a_.src.cols) * 4));
-    a_.data = static_cast<uint8_t*>(pin(env, o.Get("data"), "data", b.data));
+    a_.data = static_cast<uint8_t*>(pin_output(env, o.Get("data"), "data", b.data));
     const bool ggml = qformat_traits(a_.format).ggml;
-    if (!ggml) a_.scales = pin(env, o.Get("scales"), "scales", b.scales);
-    if (!ggml && !a_.symmetric) a_.zeros = static_cast<int8_t*>(pin(env, o.Get("zeros"), "zeros", b.zeros));
+    if (!ggml) a_.scales = pin_output(env, o.Get("scales"), "scales", b.scales);
+    if (!ggml && !a_.symmetric) a_.zeros = static_cast<int8_t*>(pin_output(env, o.Get("zeros"), "zeros", b.zeros));
   }
   Status run() override { return quantize(a_); }
 
@@ -107,7 +108,7 @@ class DequantizeJob : public Job {
     out_dtype_ = get_dtype(o, "outDtype");
     if (!is_float_dtype(out_dtype_)) throw_error(env, Code::DType, "output dtype must be f32, f16 or bf16");
     const uint64_t n = checked_mul(env, static_cast<uint64_t>(d_.rows), static_cast<uint64_t>(d_.cols), "output");
-    out_ = pin(env, o.Get("out"), "output", checked_mul(env, n, dtype_size(out_dtype_), "output"));
+    out_ = pin_output(env, o.Get("out"), "output", checked_mul(env, n, dtype_size(out_dtype_), "output"));
   }
   Status run() override { return dequantize(d_, out_, out_dtype_); }
 

@@ -445,9 +445,9 @@ void q4_1_block_search(const float* x, const float* w, uint8_t* y) {
 // the memory bandwidth.
 constexpr int64_t kPrefetch = 4096;
 template <DType T>
-inline void prefetch_ahead(const void* src, int64_t off) {
+inline void prefetch_ahead(const void* src, int64_t off, int64_t n = 256) {
   const char* p = static_cast<const char*>(src) + off * static_cast<int64_t>(dtype_size(T)) + kPrefetch;
-  for (int64_t i = 0; i < 256 * static_cast<int64_t>(dtype_size(T)); i += 64) _mm_prefetch(p + i, _MM_HINT_T0);
+  for (int64_t i = 0; i < n * static_cast<int64_t>(dtype_size(T)); i += 64) _mm_prefetch(p + i, _MM_HINT_T0);
 }
 
 struct BlockStats {
@@ -681,8 +681,10 @@ int64_t quantize_ggml_row(const QuantizeArgs& a, int64_t row) {
 // Pass 2 of a compressed-tensors group: q = round(clamp(x / s + z)) (the
 // conversion rounds half to even, as the reference's round), biased and
 // packed. `load(j)` yields elements j..j+7 of the group as f32.
-template <class Load>
-void emit_codes(Load load, int64_t g, int bits, bool symmetric, qm::GroupParams p, qm::IntRange r, uint8_t* o) {
+template <int Bits, bool Symmetric, class Load>
+inline void emit_group_codes(Load load, int64_t g, qm::GroupParams p, qm::IntRange r, uint8_t* o) {
+  constexpr int bits = Bits;
+  constexpr bool symmetric = Symmetric;
   const __m256 vs = _mm256_set1_ps(p.scale), vz = _mm256_set1_ps(static_cast<float>(p.zero));
   const __m256 qlo = _mm256_set1_ps(static_cast<float>(r.qmin)), qhi = _mm256_set1_ps(static_cast<float>(r.qmax));
   auto code = [&](int64_t j) {
@@ -724,6 +726,18 @@ void emit_codes(Load load, int64_t g, int bits, bool symmetric, qm::GroupParams 
   }
 }
 
+// emit_group_codes with the format fixed at compile time.
+template <class Load>
+void emit_codes(Load load, int64_t g, int bits, bool symmetric, qm::GroupParams p, qm::IntRange r, uint8_t* o) {
+  if (bits == 4) {
+    if (symmetric) emit_group_codes<4, true>(load, g, p, r, o);
+    else emit_group_codes<4, false>(load, g, p, r, o);
+  } else {
+    if (symmetric) emit_group_codes<8, true>(load, g, p, r, o);
+    else emit_group_codes<8, false>(load, g, p, r, o);
+  }
+}
+
 // The searched parameters of a group held as f32 in xg (twin of
 // qs::int_group_search, whose plain fallback it shares).
 template <bool Weighted>
@@ -747,9 +761,10 @@ qm::GroupParams int_group_search(const float* xg, const float* w, int64_t g, flo
   return {qm::scale_as_stored(s, scale_dtype), z};
 }
 
-// compressed-tensors groups, g a multiple of 8.
+// compressed-tensors groups one at a time (g a multiple of 8): the search,
+// and rows holding NaN/Inf.
 template <DType T>
-int64_t quantize_int_row(const QuantizeArgs& a, int64_t row) {
+int64_t quantize_int_row_groupwise(const QuantizeArgs& a, int64_t row) {
   const int bits = qformat_traits(a.format).bits;
   const qm::IntRange r = qm::int_range(bits);
   const int64_t cols = a.src.cols, g = a.group, ng = cols / g;
@@ -760,16 +775,36 @@ int64_t quantize_int_row(const QuantizeArgs& a, int64_t row) {
   for (int64_t gi = 0; gi < ng; ++gi) {
     const int64_t off = row * cols + gi * g;
     if (gi * g % 256 == 0) prefetch_ahead<T>(a.src.data, off);
-    // Pass 1: the range, any non-finite value, and (for the search) an f32 copy.
-    __m256 vmin = _mm256_set1_ps(3.402823466e+38f), vmax = _mm256_set1_ps(-3.402823466e+38f);
-    __m256i abits = _mm256_setzero_si256();
-    for (int64_t j = 0; j < g; j += 8) {
+    // Pass 1: the range, any non-finite value, and (for the search) an f32
+    // copy. Two vectors per step into two accumulator sets: a single chain
+    // of max/min would wait out their latency on every vector.
+    const __m256 big = _mm256_set1_ps(3.402823466e+38f), nbig = _mm256_set1_ps(-3.402823466e+38f);
+    __m256 vmin = big, vmax = nbig, vmin2 = big, vmax2 = nbig;
+    __m256i abits = _mm256_setzero_si256(), abits2 = _mm256_setzero_si256();
+    int64_t j = 0;
+    for (; j + 16 <= g; j += 16) {
+      const __m256 v = Src<T>::load(a.src.data, off + j), u = Src<T>::load(a.src.data, off + j + 8);
+      if (search) {
+        _mm256_storeu_ps(xg + j, v);
+        _mm256_storeu_ps(xg + j + 8, u);
+      }
+      abits = _mm256_max_epi32(abits, abs_bits(v));
+      abits2 = _mm256_max_epi32(abits2, abs_bits(u));
+      vmin = _mm256_min_ps(vmin, v);
+      vmin2 = _mm256_min_ps(vmin2, u);
+      vmax = _mm256_max_ps(vmax, v);
+      vmax2 = _mm256_max_ps(vmax2, u);
+    }
+    for (; j < g; j += 8) {
       const __m256 v = Src<T>::load(a.src.data, off + j);
       if (search) _mm256_storeu_ps(xg + j, v);
       abits = _mm256_max_epi32(abits, abs_bits(v));
       vmin = _mm256_min_ps(vmin, v);
       vmax = _mm256_max_ps(vmax, v);
     }
+    vmin = _mm256_min_ps(vmin, vmin2);
+    vmax = _mm256_max_ps(vmax, vmax2);
+    abits = _mm256_max_epi32(abits, abits2);
     bool from_scratch = search;
     if (static_cast<uint32_t>(hmax_epi32(abits)) >= 0x7f800000u) {
       if (a.non_finite == NonFinite::Error) return gi * g + first_non_finite<T>(a.src.data, off, g);
@@ -794,6 +829,120 @@ int64_t quantize_int_row(const QuantizeArgs& a, int64_t row) {
       emit_codes([&](int64_t j) { return _mm256_loadu_ps(xg + j); }, g, bits, a.symmetric, p, r, o);
     } else {
       emit_codes([&](int64_t j) { return Src<T>::load(a.src.data, off + j); }, g, bits, a.symmetric, p, r, o);
+    }
+  }
+  for (int64_t b = (cols * bits + 7) / 8; b < sz.data_row_bytes; ++b) out[b] = 0;
+  return -1;
+}
+
+// ---- batches of 8 compressed-tensors groups ---------------------------------
+// As for GGUF blocks: the ranges of up to 8 groups are reduced into one
+// vector each and their scales and zero points computed together, instead of
+// a serial scalar chain per group.
+
+struct RangeVecs {
+  __m256 mn, mx;   // lane-wise min/max over the group
+  __m256i abits;   // lane-wise max |x| bits (>= 0x7f800000: NaN/Inf inside)
+};
+
+template <DType T>
+inline RangeVecs group_range(const void* src, int64_t off, int64_t g) {
+  // two accumulator sets: one chain of max/min would wait out their latency
+  const __m256 big = _mm256_set1_ps(3.402823466e+38f), nbig = _mm256_set1_ps(-3.402823466e+38f);
+  __m256 mn = big, mx = nbig, mn2 = big, mx2 = nbig;
+  __m256i ab = _mm256_setzero_si256(), ab2 = _mm256_setzero_si256();
+  int64_t j = 0;
+  const char* ahead = static_cast<const char*>(src) + off * static_cast<int64_t>(dtype_size(T)) + kPrefetch;
+  for (; j + 16 <= g; j += 16) {
+    // one line ahead per line read: keeps the stream of misses even
+    _mm_prefetch(ahead + j * static_cast<int64_t>(dtype_size(T)), _MM_HINT_T0);
+    const __m256 v = Src<T>::load(src, off + j), u = Src<T>::load(src, off + j + 8);
+    ab = _mm256_max_epi32(ab, abs_bits(v));
+    ab2 = _mm256_max_epi32(ab2, abs_bits(u));
+    mn = _mm256_min_ps(mn, v);
+    mn2 = _mm256_min_ps(mn2, u);
+    mx = _mm256_max_ps(mx, v);
+    mx2 = _mm256_max_ps(mx2, u);
+  }
+  if (j < g) {
+    const __m256 v = Src<T>::load(src, off + j);
+    ab = _mm256_max_epi32(ab, abs_bits(v));
+    mn = _mm256_min_ps(mn, v);
+    mx = _mm256_max_ps(mx, v);
+  }
+  return {_mm256_min_ps(mn, mn2), _mm256_max_ps(mx, mx2), _mm256_max_epi32(ab, ab2)};
+}
+
+// Lane-wise qm::scale_as_stored.
+inline __m256 scale_as_stored8(__m256 s, DType t) {
+  if (t == DType::F16) return _mm256_cvtph_ps(_mm256_cvtps_ph(s, _MM_FROUND_TO_NEAREST_INT));
+  if (t == DType::BF16) {
+    // round to nearest even on the top 16 bits (scales are never NaN here)
+    const __m256i b = _mm256_castps_si256(s);
+    const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(b, 16), _mm256_set1_epi32(1));
+    const __m256i r = _mm256_add_epi32(_mm256_add_epi32(b, _mm256_set1_epi32(0x7fff)), odd);
+    return _mm256_castsi256_ps(_mm256_and_si256(r, _mm256_set1_epi32(static_cast<int32_t>(0xffff0000u))));
+  }
+  return s;
+}
+
+// Lane-wise qm::int_params_minmax: lane k holds group k's scale and zero.
+inline void int_params8(__m256 mn, __m256 mx, int bits, bool symmetric, DType sdt, float* scale, float* zero) {
+  const qm::IntRange r = qm::int_range(bits);
+  const __m256 z0 = _mm256_setzero_ps();
+  mn = _mm256_min_ps(mn, z0);  // mn < 0 ? mn : 0
+  mx = _mm256_max_ps(mx, z0);  // mx > 0 ? mx : 0
+  const float range = static_cast<float>(r.qmax - r.qmin);
+  const __m256 eps = _mm256_set1_ps(qm::kScaleEps);
+  if (symmetric) {
+    const __m256 neg = _mm256_xor_ps(mn, _mm256_set1_ps(-0.0f));
+    const __m256 amax = _mm256_blendv_ps(mx, neg, _mm256_cmp_ps(neg, mx, _CMP_GT_OQ));
+    const __m256 s = _mm256_max_ps(_mm256_div_ps(amax, _mm256_set1_ps(range / 2.0f)), eps);
+    _mm256_storeu_ps(scale, scale_as_stored8(s, sdt));
+    _mm256_storeu_ps(zero, z0);
+  } else {
+    const __m256 s = scale_as_stored8(_mm256_max_ps(_mm256_div_ps(_mm256_sub_ps(mx, mn), _mm256_set1_ps(range)), eps), sdt);
+    const __m256 zf = rne(_mm256_sub_ps(_mm256_set1_ps(static_cast<float>(r.qmin)), _mm256_div_ps(mn, s)));
+    _mm256_storeu_ps(scale, s);
+    _mm256_storeu_ps(zero, clampv(zf, _mm256_set1_ps(static_cast<float>(r.qmin)), _mm256_set1_ps(static_cast<float>(r.qmax))));
+  }
+}
+
+// compressed-tensors groups (g a multiple of 8), plain min/max scales.
+template <DType T>
+int64_t quantize_int_row(const QuantizeArgs& a, int64_t row) {
+  if (a.search == Search::Mse) return quantize_int_row_groupwise<T>(a, row);
+  const int bits = qformat_traits(a.format).bits;
+  const qm::IntRange r = qm::int_range(bits);
+  const int64_t cols = a.src.cols, g = a.group, ng = cols / g;
+  const QuantSizes sz = quant_sizes(a.format, cols, g);
+  uint8_t* out = a.data + row * sz.data_row_bytes;
+  for (int64_t g0 = 0; g0 < ng; g0 += 8) {
+    const int m = static_cast<int>(ng - g0 < 8 ? ng - g0 : 8);
+    const int64_t off = row * cols + g0 * g;
+    __m256 mn[8], mx[8], ab[8];
+    for (int k = 0; k < 8; ++k) {
+      if (k < m) {
+        const RangeVecs rv = group_range<T>(a.src.data, off + k * g, g);
+        mn[k] = rv.mn;
+        mx[k] = rv.mx;
+        ab[k] = _mm256_castsi256_ps(rv.abits);
+      } else {
+        mn[k] = mx[k] = ab[k] = _mm256_setzero_ps();
+      }
+    }
+    // NaN/Inf anywhere: the group-by-group path reports or zeroes them.
+    if (any_non_finite(reduce8(ab, op_imax))) return quantize_int_row_groupwise<T>(a, row);
+    alignas(32) float sc[8], zf[8];
+    int_params8(reduce8(mn, op_min), reduce8(mx, op_max), bits, a.symmetric, a.scale_dtype, sc, zf);
+    for (int k = 0; k < m; ++k) {
+      const int64_t gi = g0 + k;
+      const qm::GroupParams p{sc[k], static_cast<int>(zf[k])};
+      qm::store_scale(a.scales, row * ng + gi, p.scale, a.scale_dtype);
+      if (!a.symmetric) a.zeros[row * ng + gi] = static_cast<int8_t>(p.zero);
+      const int64_t goff = off + k * g;
+      emit_codes([&](int64_t j) { return Src<T>::load(a.src.data, goff + j); }, g, bits, a.symmetric, p, r,
+                 out + (gi * g * bits) / 8);
     }
   }
   for (int64_t b = (cols * bits + 7) / 8; b < sz.data_row_bytes; ++b) out[b] = 0;
