@@ -8,28 +8,49 @@
       "type": "static_library",
       "sources": ["native/core/quant/quant_avx2.cc"],
       "cflags_cc!": ["-fno-exceptions", "-std=gnu++17", "-std=gnu++20"],
-      "cflags_cc": ["<@(core_flags)", "-fPIC", "-mavx2", "-mfma", "-mf16c"],
-      "xcode_settings": {"OTHER_CPLUSPLUSFLAGS": ["<@(core_flags)", "-mavx2", "-mfma", "-mf16c"]}
+      "cflags_cc": ["<@(core_flags)", "-fPIC"],
+      "xcode_settings": {
+        "OTHER_CPLUSPLUSFLAGS": ["<@(core_flags)"]
+      },
+      "conditions": [
+        [
+          "target_arch=='x64'",
+          {
+            "cflags_cc": ["-mavx2", "-mfma", "-mf16c"],
+            "xcode_settings": {
+              "OTHER_CPLUSPLUSFLAGS": ["-mavx2", "-mfma", "-mf16c"]
+            }
+          }
+        ]
+      ]
+    },
+    {
+      "target_name": "slimtensor_avx512",
+      "type": "static_library",
+      "sources": ["native/core/quant/quant_avx512.cc"],
+      "cflags_cc!": ["-fno-exceptions", "-std=gnu++17", "-std=gnu++20"],
+      "cflags_cc": ["<@(core_flags)", "-fPIC"],
+      "xcode_settings": {
+        "OTHER_CPLUSPLUSFLAGS": ["<@(core_flags)"]
+      },
+      "conditions": [
+        [
+          "target_arch=='x64'",
+          {
+            "cflags_cc": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx2", "-mfma", "-mf16c"],
+            "xcode_settings": {
+              "OTHER_CPLUSPLUSFLAGS": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx2", "-mfma", "-mf16c"]
+            }
+          }
+        ]
+      ]
     },
     {
       "target_name": "slimtensor",
-      "dependencies": ["slimtensor_avx2"],
-      "sources": [
-        "native/core/cpu.cc",
-        "native/core/cuda_stub.cc",
-        "native/core/quant/quant.cc",
-        "native/core/quant/quant_ref.cc",
-        "native/addon/job.cc",
-        "native/addon/quant_binding.cc",
-        "native/addon/addon.cc"
-      ],
+      "dependencies": ["slimtensor_avx2", "slimtensor_avx512"],
+      "sources": ["native/core/cpu.cc", "native/core/cuda_stub.cc", "native/core/quant/quant.cc", "native/core/quant/quant_ref.cc", "native/addon/job.cc", "native/addon/quant_binding.cc", "native/addon/addon.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
-      "defines": [
-        "NAPI_VERSION=8",
-        "NAPI_CPP_EXCEPTIONS",
-        "NODE_API_NO_EXTERNAL_BUFFERS_ALLOWED",
-        "NODE_ADDON_API_DISABLE_DEPRECATED"
-      ],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_API_NO_EXTERNAL_BUFFERS_ALLOWED", "NODE_ADDON_API_DISABLE_DEPRECATED"],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-std=gnu++17", "-std=gnu++20"],
       "cflags_cc": ["<@(core_flags)", "-fexceptions"],
@@ -37,7 +58,11 @@
         "GCC_ENABLE_CPP_EXCEPTIONS": "YES",
         "OTHER_CPLUSPLUSFLAGS": ["<@(core_flags)", "-fexceptions"]
       },
-      "msvs_settings": {"VCCLCompilerTool": {"ExceptionHandling": 1}}
+      "msvs_settings": {
+        "VCCLCompilerTool": {
+          "ExceptionHandling": 1
+        }
+      }
     }
   ]
 }

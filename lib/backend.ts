@@ -6,8 +6,12 @@ export interface Backends {
   cpu: {
     /** Instruction-set extensions the CPU offers. */
     features: string[];
-    /** The kernel family in use: 'avx2', or 'scalar' (the reference). */
-    kernel: 'avx2' | 'scalar';
+    /**
+     * The kernel family in use: 'avx2'; 'avx512' (the AVX2 kernels, with
+     * AVX-512 loops where they exist: the MSE search); or 'scalar' (the
+     * reference). SLIMTENSOR_ISA=avx2|scalar caps it.
+     */
+    kernel: 'avx512' | 'avx2' | 'scalar';
     /** Threads each operation uses (setThreads / SLIMTENSOR_THREADS). */
     threads: number;
     hardwareThreads: number;

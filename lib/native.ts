@@ -16,7 +16,7 @@ export interface ErrorSums {
 }
 
 export interface NativeBackends {
-  cpu: { features: string[]; kernel: 'avx2' | 'scalar'; threads: number; hardwareThreads: number };
+  cpu: { features: string[]; kernel: 'avx512' | 'avx2' | 'scalar'; threads: number; hardwareThreads: number };
   cuda: { compiled: boolean; available: boolean; reason?: string };
 }
 

@@ -26,17 +26,29 @@ function run(cmd, args, opts = {}) {
   if (r.status !== 0) process.exit(r.status || 1);
 }
 
-const avx2Obj = path.join(out, 'quant_avx2.o');
-run(cxx, [...flags, '-mavx2', '-mfma', '-mf16c', '-c', 'native/core/quant/quant_avx2.cc', '-o', avx2Obj]);
-const nm = spawnSync('nm', ['-C', '--defined-only', avx2Obj], { encoding: 'utf8' });
-if (nm.status === 0) {
-  // DW.ref.* are exception-personality pointers (data), not code.
-  const weak = nm.stdout.split('\n').filter((l) => / [WVu] /.test(l) && !l.includes('DW.ref.'));
-  if (weak.length) {
-    console.error('quant_avx2.o defines weak symbols (an AVX2 copy could replace the baseline one):\n' + weak.join('\n'));
-    process.exit(1);
+const simd = [
+  ['quant_avx2', ['-mavx2', '-mfma', '-mf16c']],
+  ['quant_avx512', ['-mavx512f', '-mavx512bw', '-mavx512vl', '-mavx2', '-mfma', '-mf16c']],
+];
+const objects = [];
+for (const [name, isa] of simd) {
+  const obj = path.join(out, `${name}.o`);
+  run(cxx, [...flags, ...isa, '-c', `native/core/quant/${name}.cc`, '-o', obj]);
+  const nm = spawnSync('nm', ['-C', '--defined-only', obj], { encoding: 'utf8' });
+  if (nm.status === 0) {
+    // DW.ref.* are exception-personality pointers (data), not code.
+    const weak = nm.stdout.split('\n').filter((l) => / [WVu] /.test(l) && !l.includes('DW.ref.'));
+    if (weak.length) {
+      console.error(`${name}.o defines weak symbols (a SIMD copy could replace the baseline one):\n` + weak.join('\n'));
+      process.exit(1);
+    }
   }
+  objects.push(obj);
 }
 const exe = path.join(out, 'quant_core_test');
-run(cxx, [...flags, ...core, 'test/native/quant_core_test.cc', avx2Obj, '-o', exe, '-lpthread']);
-run(exe, ['test/fixtures/ggml'], { env: { ...process.env, ASAN_OPTIONS: 'detect_leaks=1', UBSAN_OPTIONS: 'print_stacktrace=1' } });
+run(cxx, [...flags, ...core, 'test/native/quant_core_test.cc', ...objects, '-o', exe, '-lpthread']);
+const env = { ...process.env, ASAN_OPTIONS: 'detect_leaks=1', UBSAN_OPTIONS: 'print_stacktrace=1' };
+// Every instruction set the CPU has, then AVX2 alone (the AVX-512 search
+// loops replace the AVX2 ones when present; both must match the reference).
+run(exe, ['test/fixtures/ggml'], { env });
+run(exe, ['test/fixtures/ggml'], { env: { ...env, SLIMTENSOR_ISA: 'avx2' } });

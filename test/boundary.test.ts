@@ -165,7 +165,7 @@ describe('boundary: backends and threads', () => {
 
   it('backends() reports the CPU kernel and CUDA with a reason', () => {
     const b = backends();
-    expect(['avx2', 'scalar']).to.include(b.cpu.kernel);
+    expect(['avx512', 'avx2', 'scalar']).to.include(b.cpu.kernel);
     expect(b.cpu.threads).to.be.at.least(1);
     expect(b.cuda.compiled).to.be.a('boolean');
     if (!b.cuda.available) expect(b.cuda.reason).to.be.a('string').and.not.equal('');
@@ -182,6 +182,20 @@ describe('boundary: backends and threads', () => {
 
   it('SLIMTENSOR_THREADS sets the default thread count', () => {
     expect(run("console.log(require('./lib/index').getThreads())", { SLIMTENSOR_THREADS: '3' })).to.equal('3');
+  });
+
+  it('SLIMTENSOR_ISA=avx2 turns the AVX-512 loops off and gives the same bytes', () => {
+    const code = `
+      const st = require('./lib/index');
+      const { Rng } = require('./test/support/random');
+      const t = st.Tensor.from(new Rng(6).normals(16 * 256), [16, 256]);
+      const q = st.quantizeSync(t, { format: 'int4', groupSize: 32, search: 'mse' });
+      console.log(st.backends().cpu.kernel, Buffer.from(q.data.buffer).toString('base64'), Buffer.from(q.scales.data.buffer).toString('base64'));`;
+    const [kernel, data, scales] = run(code, { SLIMTENSOR_ISA: 'avx2' }).split(' ');
+    expect(kernel).to.equal(backends().cpu.kernel === 'scalar' ? 'scalar' : 'avx2');
+    const q = quantizeSync(Tensor.from(new Rng(6).normals(16 * 256), [16, 256]), { format: 'int4', groupSize: 32, search: 'mse' });
+    expect(data).to.equal(Buffer.from(q.data.buffer).toString('base64'));
+    expect(scales).to.equal(Buffer.from(q.scales!.data.buffer).toString('base64'));
   });
 
   it('SLIMTENSOR_ISA=scalar runs the reference and gives the same bytes', () => {

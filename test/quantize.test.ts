@@ -20,7 +20,7 @@ import { Rng } from './support/random';
 
 const FIXTURES = path.join(__dirname, 'fixtures', 'ggml');
 const GGML_FORMATS = ['q4_0', 'q4_1', 'q8_0'] as const;
-const hasAvx2 = backends().cpu.kernel === 'avx2';
+const hasAvx2 = backends().cpu.kernel !== 'scalar';
 
 function readF32(file: string): Float32Array {
   const b = fs.readFileSync(path.join(FIXTURES, file));

@@ -24,7 +24,8 @@ Napi::Value backends(const Napi::CallbackInfo& info) {
   if (hw.avx2) feats.Set(i++, "avx2+fma+f16c");
   if (hw.avx512) feats.Set(i++, "avx512f+bw+vl");
   cpu.Set("features", feats);
-  cpu.Set("kernel", on.avx2 ? "avx2" : "scalar");
+  // avx512: the AVX2 kernels, with AVX-512 loops where they exist (the MSE search)
+  cpu.Set("kernel", on.avx512 ? "avx512" : on.avx2 ? "avx2" : "scalar");
   cpu.Set("threads", threads());
   cpu.Set("hardwareThreads", hardware_threads());
   Napi::Object cuda = Napi::Object::New(env);

@@ -9,6 +9,8 @@
 
 #include <cstdlib>
 
+#include "../cpu.h"
+#include "quant_avx512.h"
 #include "quant_math.h"
 #include "quant_search.h"
 
@@ -55,7 +57,8 @@ inline float hmin_ps(__m256 v) {
   m = _mm_min_ss(m, _mm_movehdup_ps(m));
   return _mm_cvtss_f32(m);
 }
-// The reference's lane tree: ((l0+l2) + (l1+l3)) + ((l4+l6) + (l5+l7)).
+// The reference's lane tree over eight (already folded) lanes:
+// ((l0+l2) + (l1+l3)) + ((l4+l6) + (l5+l7)).
 inline float lane_tree(__m256 v) {
   __m256 t = _mm256_add_ps(v, _mm256_permute_ps(v, 0x4e));  // lane i: l_i + l_(i^2)
   t = _mm256_add_ps(t, _mm256_permute_ps(t, 0xb1));          // lane 0: (l0+l2) + (l1+l3)
@@ -155,12 +158,14 @@ inline float lane_value(const __m256 v[4], int idx) {
   return t[idx & 7];
 }
 
+// The reference's signed extreme: the first element whose |x| is the block's
+// maximum keeps its sign; +0 for an all-zero block.
+inline float signed_extreme(const __m256 v[4], uint32_t amax_bits) {
+  return amax_bits == 0 ? 0.0f : lane_value(v, __builtin_ctz(mask32_abs_eq(v, bits_f32(amax_bits))));
+}
+
 inline void q4_0_block(const __m256 v[4], uint32_t amax_bits, uint8_t* y) {
-  float max = 0.0f;
-  if (amax_bits != 0) {
-    // the first element whose |x| is the maximum keeps its sign
-    max = lane_value(v, __builtin_ctz(mask32_abs_eq(v, bits_f32(amax_bits))));
-  }
+  const float max = signed_extreme(v, amax_bits);
   const float d = max / -8.0f;
   const float id = d != 0.0f ? 1.0f / d : 0.0f;
   qm::store_u16(y, to_f16(d));
@@ -230,6 +235,14 @@ struct Batch {
   __m256 s;      // the candidate's fitted scale (or d)
 };
 
+// Lane k: candidate t0 + k's reciprocal scale (first + step*t) / e, the
+// reference's scalar expression evaluated lane-wise.
+inline __m256 candidate_multipliers(qs::Grid g, int t0, float e) {
+  const __m256 t = _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_set1_epi32(t0), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
+  const __m256 c = _mm256_add_ps(_mm256_set1_ps(g.first), _mm256_mul_ps(_mm256_set1_ps(g.step), t));
+  return _mm256_div_ps(c, _mm256_set1_ps(e));
+}
+
 // Returns the lane chosen, or -1 when no lane beats *best_score.
 inline int take_best(const Batch& bt, float* best_score, float* best_s) {
   alignas(32) float sc[8], sv[8];
@@ -257,24 +270,111 @@ inline __m256 weigh(const float* w, int64_t j, __m256 q) {
 }
 
 // x and w: n floats (n a multiple of 8), f32, in memory; w unused unless Weighted.
+// AVX-512 takes the candidate loops when the CPU has it (same sums, same bits).
+inline bool use_avx512() {
+  static const bool on = cpu_enabled().avx512 && avx512::compiled();
+  return on;
+}
+
+// The sums of up to 8 candidates (the AVX2 loop, or the AVX-512 one): lanes
+// j % 16 < 8 and >= 8 accumulate apart and are folded at the end, as the
+// reference's 16 lanes are.
+template <bool Weighted>
+void sym_sums8(const float* x, const float* w, int n, const float* invs, int m, int qmin, int qmax, __m256* A, __m256* B) {
+  if (use_avx512()) {
+    avx512::sym_sums8(x, Weighted ? w : nullptr, n, invs, m, static_cast<float>(qmin), static_cast<float>(qmax), A, B);
+    return;
+  }
+  const __m256 lo = _mm256_set1_ps(static_cast<float>(qmin)), hi = _mm256_set1_ps(static_cast<float>(qmax));
+  for (int k = 0; k < 8; ++k) {
+    A[k] = B[k] = _mm256_setzero_ps();
+    if (k >= m) continue;
+    const __m256 vinv = _mm256_set1_ps(invs[k]);
+    __m256 a1 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps();
+    auto step = [&](int j, __m256& a, __m256& b) {
+      const __m256 xv = _mm256_loadu_ps(x + j);
+      const __m256 q = clampv(rne(_mm256_mul_ps(xv, vinv)), lo, hi);
+      const __m256 wq = weigh<Weighted>(w, j, q);
+      a = _mm256_fmadd_ps(wq, xv, a);
+      b = _mm256_fmadd_ps(wq, q, b);
+    };
+    for (int j = 0; j < n; j += 16) {
+      step(j, A[k], B[k]);
+      if (j + 8 < n) step(j + 8, a1, b1);
+    }
+    A[k] = _mm256_add_ps(A[k], a1);
+    B[k] = _mm256_add_ps(B[k], b1);
+  }
+}
+
+template <bool Weighted>
+void asym_sums8(const float* x, const float* w, int n, const float* invs, const float* zs, int m, int qmin, int qmax,
+                __m256* A, __m256* B) {
+  if (use_avx512()) {
+    avx512::asym_sums8(x, Weighted ? w : nullptr, n, invs, zs, m, static_cast<float>(qmin), static_cast<float>(qmax), A, B);
+    return;
+  }
+  const __m256 lo = _mm256_set1_ps(static_cast<float>(qmin)), hi = _mm256_set1_ps(static_cast<float>(qmax));
+  for (int k = 0; k < 8; ++k) {
+    A[k] = B[k] = _mm256_setzero_ps();
+    if (k >= m) continue;
+    const __m256 vinv = _mm256_set1_ps(invs[k]), vz = _mm256_set1_ps(zs[k]);
+    __m256 a1 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps();
+    auto step = [&](int j, __m256& a, __m256& b) {
+      const __m256 xv = _mm256_loadu_ps(x + j);
+      const __m256 d = _mm256_sub_ps(clampv(_mm256_add_ps(rne(_mm256_mul_ps(xv, vinv)), vz), lo, hi), vz);
+      const __m256 wd = weigh<Weighted>(w, j, d);
+      a = _mm256_fmadd_ps(wd, xv, a);
+      b = _mm256_fmadd_ps(wd, d, b);
+    };
+    for (int j = 0; j < n; j += 16) {
+      step(j, A[k], B[k]);
+      if (j + 8 < n) step(j + 8, a1, b1);
+    }
+    A[k] = _mm256_add_ps(A[k], a1);
+    B[k] = _mm256_add_ps(B[k], b1);
+  }
+}
+
+template <bool Weighted>
+void q4_1_sums8(const float* x, const float* w, float mn, const float* invs, int m, __m256* Q, __m256* QQ, __m256* XQ) {
+  if (use_avx512()) {
+    avx512::q4_1_sums8(x, Weighted ? w : nullptr, mn, invs, m, Q, QQ, XQ);
+    return;
+  }
+  const __m256 zero = _mm256_setzero_ps(), fifteen = _mm256_set1_ps(15.0f), vmn = _mm256_set1_ps(mn);
+  for (int k = 0; k < 8; ++k) {
+    Q[k] = QQ[k] = XQ[k] = zero;
+    if (k >= m) continue;
+    const __m256 vinv = _mm256_set1_ps(invs[k]);
+    __m256 q1 = zero, qq1 = zero, xq1 = zero;
+    auto step = [&](int j, __m256& sq, __m256& sqq, __m256& sxq) {
+      const __m256 xv = _mm256_loadu_ps(x + j);
+      const __m256 q = clampv(rne(_mm256_mul_ps(_mm256_sub_ps(xv, vmn), vinv)), zero, fifteen);
+      const __m256 wq = weigh<Weighted>(w, j, q);
+      sq = _mm256_add_ps(sq, wq);
+      sqq = _mm256_fmadd_ps(wq, q, sqq);
+      sxq = _mm256_fmadd_ps(wq, xv, sxq);
+    };
+    for (int j = 0; j < qm::QK; j += 16) {
+      step(j, Q[k], QQ[k], XQ[k]);
+      step(j + 8, q1, qq1, xq1);
+    }
+    Q[k] = _mm256_add_ps(Q[k], q1);
+    QQ[k] = _mm256_add_ps(QQ[k], qq1);
+    XQ[k] = _mm256_add_ps(XQ[k], xq1);
+  }
+}
+
+// x and w: n floats (n a multiple of 8), f32, in memory; w unused unless Weighted.
 template <bool Weighted>
 void simd_sym_candidates(const float* x, const float* w, int n, float e, qs::Grid g, int qmin, int qmax,
                          float* best_score, float* best_s) {
-  const __m256 lo = _mm256_set1_ps(static_cast<float>(qmin)), hi = _mm256_set1_ps(static_cast<float>(qmax));
   for (int t0 = 0; t0 < g.count; t0 += 8) {
     __m256 A[8], B[8];
-    for (int k = 0; k < 8; ++k) {
-      A[k] = B[k] = _mm256_setzero_ps();
-      if (t0 + k >= g.count) continue;
-      const __m256 vinv = _mm256_set1_ps((g.first + g.step * static_cast<float>(t0 + k)) / e);
-      for (int j = 0; j < n; j += 8) {
-        const __m256 xv = _mm256_loadu_ps(x + j);
-        const __m256 q = clampv(rne(_mm256_mul_ps(xv, vinv)), lo, hi);
-        const __m256 wq = weigh<Weighted>(w, j, q);
-        A[k] = _mm256_fmadd_ps(wq, xv, A[k]);
-        B[k] = _mm256_fmadd_ps(wq, q, B[k]);
-      }
-    }
+    alignas(32) float invs[8];
+    _mm256_store_ps(invs, candidate_multipliers(g, t0, e));
+    sym_sums8<Weighted>(x, w, n, invs, g.count - t0 < 8 ? g.count - t0 : 8, qmin, qmax, A, B);
     const __m256 a = reduce8(A, op_add), b = reduce8(B, op_add);
     take_best(ls_scores(a, b, _mm256_cmp_ps(b, _mm256_setzero_ps(), _CMP_GT_OQ)), best_score, best_s);
   }
@@ -283,24 +383,16 @@ void simd_sym_candidates(const float* x, const float* w, int n, float e, qs::Gri
 template <bool Weighted>
 void simd_asym_candidates(const float* x, const float* w, int n, float lo_x, float hi_x, qs::Grid g, int qmin, int qmax,
                           float* best_score, float* best_s, int* best_z) {
-  const __m256 lo = _mm256_set1_ps(static_cast<float>(qmin)), hi = _mm256_set1_ps(static_cast<float>(qmax));
   for (int t0 = 0; t0 < g.count; t0 += 8) {
+    const int m = g.count - t0 < 8 ? g.count - t0 : 8;
     __m256 A[8], B[8];
+    alignas(32) float invs[8];
     float zs[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (int k = 0; k < 8; ++k) {
-      A[k] = B[k] = _mm256_setzero_ps();
-      if (t0 + k >= g.count) continue;
-      const float inv = (g.first + g.step * static_cast<float>(t0 + k)) / (hi_x - lo_x);
-      zs[k] = qm::fclamp(round_even(static_cast<float>(qmin) - lo_x * inv), static_cast<float>(qmin), static_cast<float>(qmax));
-      const __m256 vinv = _mm256_set1_ps(inv), vz = _mm256_set1_ps(zs[k]);
-      for (int j = 0; j < n; j += 8) {
-        const __m256 xv = _mm256_loadu_ps(x + j);
-        const __m256 d = _mm256_sub_ps(clampv(_mm256_add_ps(rne(_mm256_mul_ps(xv, vinv)), vz), lo, hi), vz);
-        const __m256 wd = weigh<Weighted>(w, j, d);
-        A[k] = _mm256_fmadd_ps(wd, xv, A[k]);
-        B[k] = _mm256_fmadd_ps(wd, d, B[k]);
-      }
+    _mm256_store_ps(invs, candidate_multipliers(g, t0, hi_x - lo_x));
+    for (int k = 0; k < m; ++k) {
+      zs[k] = qm::fclamp(round_even(static_cast<float>(qmin) - lo_x * invs[k]), static_cast<float>(qmin), static_cast<float>(qmax));
     }
+    asym_sums8<Weighted>(x, w, n, invs, zs, m, qmin, qmax, A, B);
     const __m256 a = reduce8(A, op_add), b = reduce8(B, op_add);
     const __m256 zero = _mm256_setzero_ps();
     const __m256 valid = _mm256_and_ps(_mm256_cmp_ps(b, zero, _CMP_GT_OQ), _mm256_cmp_ps(a, zero, _CMP_GT_OQ));
@@ -332,8 +424,8 @@ float* scratch(int64_t n, int slot) {
 
 
 template <bool Weighted>
-void q4_0_block_search(const float* x, const float* w, uint8_t* y) {
-  const float e = qm::signed_absmax(x, qm::QK);
+// e: the block's signed extreme (signed_extreme), computed by the caller.
+void q4_0_block_search(const float* x, const float* w, float e, uint8_t* y) {
   if (e == 0.0f) { qm::q4_0_block(x, y); return; }
   float best_score = 0.0f, s = 0.0f;
   simd_sym_candidates<Weighted>(x, w, qm::QK, e, qs::kGrid4Neg, -8, 7, &best_score, &s);
@@ -352,8 +444,8 @@ void q4_0_block_search(const float* x, const float* w, uint8_t* y) {
 }
 
 template <bool Weighted>
-void q8_0_block_search(const float* x, const float* w, uint8_t* y) {
-  const float e = qs::group_absmax(x, qm::QK);
+// e: the block's max |x|.
+void q8_0_block_search(const float* x, const float* w, float e, uint8_t* y) {
   if (e == 0.0f) { qm::q8_0_block(x, y); return; }
   float best_score = 0.0f, s = 0.0f;
   simd_sym_candidates<Weighted>(x, w, qm::QK, e, qs::kGrid8Sym, -127, 127, &best_score, &s);
@@ -371,36 +463,26 @@ void q8_0_block_search(const float* x, const float* w, uint8_t* y) {
 }
 
 template <bool Weighted>
-void q4_1_block_search(const float* x, const float* w, uint8_t* y) {
-  float mn, mx;
-  qm::group_minmax(x, qm::QK, &mn, &mx);
+// mn, mx: the block's min and max values.
+void q4_1_block_search(const float* x, const float* w, float mn, float mx, uint8_t* y) {
   if (mx == mn) { qm::q4_1_block(x, y); return; }
-  __m256 sw = _mm256_setzero_ps(), sx = _mm256_setzero_ps();
+  // the reference's 16 lanes: vectors 0, 2 and 1, 3 accumulate apart
+  __m256 sw[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()}, sx[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
   for (int j = 0; j < qm::QK; j += 8) {
     const __m256 wv = Weighted ? _mm256_loadu_ps(w + j) : _mm256_set1_ps(1.0f);
-    sw = _mm256_add_ps(sw, wv);
-    sx = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + j), sx);
+    sw[(j >> 3) & 1] = _mm256_add_ps(sw[(j >> 3) & 1], wv);
+    sx[(j >> 3) & 1] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + j), sx[(j >> 3) & 1]);
   }
-  const float Sw = lane_tree(sw), Sx = lane_tree(sx);
+  const float Sw = lane_tree(_mm256_add_ps(sw[0], sw[1])), Sx = lane_tree(_mm256_add_ps(sx[0], sx[1]));
   float best = -3.402823466e+38f, bd = 0.0f, bm = 0.0f;
   bool found = false;
   const qs::Grid g = qs::kGrid4Rng;
-  const __m256 zero = _mm256_setzero_ps(), fifteen = _mm256_set1_ps(15.0f), vmn = _mm256_set1_ps(mn);
+  const __m256 zero = _mm256_setzero_ps(), fifteen = _mm256_set1_ps(15.0f);
   for (int t0 = 0; t0 < g.count; t0 += 8) {
     __m256 Q[8], QQ[8], XQ[8];
-    for (int k = 0; k < 8; ++k) {
-      Q[k] = QQ[k] = XQ[k] = zero;
-      if (t0 + k >= g.count) continue;
-      const __m256 vinv = _mm256_set1_ps((g.first + g.step * static_cast<float>(t0 + k)) / (mx - mn));
-      for (int j = 0; j < qm::QK; j += 8) {
-        const __m256 xv = _mm256_loadu_ps(x + j);
-        const __m256 q = clampv(rne(_mm256_mul_ps(_mm256_sub_ps(xv, vmn), vinv)), zero, fifteen);
-        const __m256 wq = weigh<Weighted>(w, j, q);
-        Q[k] = _mm256_add_ps(Q[k], wq);
-        QQ[k] = _mm256_fmadd_ps(wq, q, QQ[k]);
-        XQ[k] = _mm256_fmadd_ps(wq, xv, XQ[k]);
-      }
-    }
+    alignas(32) float invs[8];
+    _mm256_store_ps(invs, candidate_multipliers(g, t0, mx - mn));
+    q4_1_sums8<Weighted>(x, w, mn, invs, g.count - t0 < 8 ? g.count - t0 : 8, Q, QQ, XQ);
     // The weighted least-squares (d, m) of each candidate, as the reference.
     const __m256 sq = reduce8(Q, op_add), sqq = reduce8(QQ, op_add), sxq = reduce8(XQ, op_add);
     const __m256 vsw = _mm256_set1_ps(Sw), vsx = _mm256_set1_ps(Sx);
@@ -625,14 +707,17 @@ int64_t quantize_ggml_block(const QuantizeArgs& a, int64_t row, int64_t b, uint8
   if (a.search == Search::Mse) {
     for (int k = 0; k < 4; ++k) _mm256_store_ps(xb + 8 * k, v[k]);
     const float* w = a.importance ? a.importance + b * qm::QK : nullptr;
-    if (a.importance) {
-      if (a.format == QFormat::Q4_0) q4_0_block_search<true>(xb, w, y);
-      else if (a.format == QFormat::Q4_1) q4_1_block_search<true>(xb, w, y);
-      else q8_0_block_search<true>(xb, w, y);
+    const bool wt = a.importance != nullptr;
+    if (a.format == QFormat::Q4_0) {
+      const float e = signed_extreme(v, amax_bits);
+      wt ? q4_0_block_search<true>(xb, w, e, y) : q4_0_block_search<false>(xb, w, e, y);
+    } else if (a.format == QFormat::Q4_1) {
+      const float mn = hmin_ps(_mm256_min_ps(_mm256_min_ps(v[0], v[1]), _mm256_min_ps(v[2], v[3])));
+      const float mx = hmax_ps(_mm256_max_ps(_mm256_max_ps(v[0], v[1]), _mm256_max_ps(v[2], v[3])));
+      wt ? q4_1_block_search<true>(xb, w, mn, mx, y) : q4_1_block_search<false>(xb, w, mn, mx, y);
     } else {
-      if (a.format == QFormat::Q4_0) q4_0_block_search<false>(xb, w, y);
-      else if (a.format == QFormat::Q4_1) q4_1_block_search<false>(xb, w, y);
-      else q8_0_block_search<false>(xb, w, y);
+      const float e = bits_f32(amax_bits);
+      wt ? q8_0_block_search<true>(xb, w, e, y) : q8_0_block_search<false>(xb, w, e, y);
     }
   } else if (a.format == QFormat::Q4_0) {
     q4_0_block(v, amax_bits, y);

@@ -9,11 +9,12 @@
 // codes are recomputed from the stored value with the format's own rule.
 //
 // Sums run in a fixed order that SIMD registers reproduce: element j goes
-// to lane j % 8 (fused multiply-add), lanes combine as
-// ((l0+l2) + (l1+l3)) + ((l4+l6) + (l5+l7)) — the order of a transposing
-// reduction of eight vectors, which lets the AVX2 twin score eight
-// candidates at once — so it gets the same bits, and so does the CUDA
-// kernel, which runs this code.
+// to lane j % 16 (fused multiply-add), lane i + 8 is folded into lane i,
+// and the eight lanes combine as ((l0+l2) + (l1+l3)) + ((l4+l6) + (l5+l7))
+// — the order of a transposing reduction of eight vectors, which lets the
+// AVX2 twin score eight candidates at once with two independent
+// accumulators each — so it gets the same bits, and so does the CUDA kernel,
+// which runs this code.
 #pragma once
 #include "quant_math.h"
 
@@ -28,8 +29,11 @@ ST_HD float fma32(float a, float b, float c) {
 #endif
 }
 
+// The total of 16 lane sums, in the order above.
 ST_HD float lane_tree(const float* l) {
-  return ((l[0] + l[2]) + (l[1] + l[3])) + ((l[4] + l[6]) + (l[5] + l[7]));
+  float f[8];
+  for (int i = 0; i < 8; ++i) f[i] = l[i] + l[i + 8];
+  return ((f[0] + f[2]) + (f[1] + f[3])) + ((f[4] + f[6]) + (f[5] + f[7]));
 }
 
 // A grid of multipliers c = first + step * t, t = 0..count-1.
@@ -60,12 +64,12 @@ ST_HD void sym_candidates(const float* x, const float* w, int n, float e, Grid g
                           float* best_score, float* best_s) {
   for (int t = 0; t < g.count; ++t) {
     const float inv = (g.first + g.step * static_cast<float>(t)) / e;
-    float sxq[8] = {0, 0, 0, 0, 0, 0, 0, 0}, sqq[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    float sxq[16] = {}, sqq[16] = {};
     for (int j = 0; j < n; ++j) {
       const float q = qm::fclamp(round_even(x[j] * inv), static_cast<float>(qmin), static_cast<float>(qmax));
       const float wq = w[j] * q;
-      sxq[j & 7] = fma32(wq, x[j], sxq[j & 7]);
-      sqq[j & 7] = fma32(wq, q, sqq[j & 7]);
+      sxq[j & 15] = fma32(wq, x[j], sxq[j & 15]);
+      sqq[j & 15] = fma32(wq, q, sqq[j & 15]);
     }
     const float a = lane_tree(sxq), b = lane_tree(sqq);
     if (b > 0.0f) {
@@ -83,12 +87,12 @@ ST_HD void asym_candidates(const float* x, const float* w, int n, float lo, floa
     const float inv = (g.first + g.step * static_cast<float>(t)) / (hi - lo);
     const float zf = qm::fclamp(round_even(static_cast<float>(qmin) - lo * inv), static_cast<float>(qmin),
                                 static_cast<float>(qmax));
-    float sxd[8] = {0, 0, 0, 0, 0, 0, 0, 0}, sdd[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    float sxd[16] = {}, sdd[16] = {};
     for (int j = 0; j < n; ++j) {
       const float d = qm::fclamp(round_even(x[j] * inv) + zf, static_cast<float>(qmin), static_cast<float>(qmax)) - zf;
       const float wd = w[j] * d;
-      sxd[j & 7] = fma32(wd, x[j], sxd[j & 7]);
-      sdd[j & 7] = fma32(wd, d, sdd[j & 7]);
+      sxd[j & 15] = fma32(wd, x[j], sxd[j & 15]);
+      sdd[j & 15] = fma32(wd, d, sdd[j & 15]);
     }
     const float a = lane_tree(sxd), b = lane_tree(sdd);
     if (b > 0.0f && a > 0.0f) {
@@ -171,10 +175,10 @@ ST_HD void q4_1_block_search(const float* x, const float* w, uint8_t* y) {
   float mn, mx;
   qm::group_minmax(x, qm::QK, &mn, &mx);
   if (mx == mn) { qm::q4_1_block(x, y); return; }
-  float sw[8] = {0, 0, 0, 0, 0, 0, 0, 0}, sx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  float sw[16] = {}, sx[16] = {};
   for (int j = 0; j < qm::QK; ++j) {
-    sw[j & 7] += w[j];
-    sx[j & 7] = fma32(w[j], x[j], sx[j & 7]);
+    sw[j & 15] += w[j];
+    sx[j & 15] = fma32(w[j], x[j], sx[j & 15]);
   }
   const float Sw = lane_tree(sw), Sx = lane_tree(sx);
   float best = -3.402823466e+38f, bd = 0.0f, bm = 0.0f;
@@ -182,13 +186,13 @@ ST_HD void q4_1_block_search(const float* x, const float* w, uint8_t* y) {
   const Grid g = grid4_rng();
   for (int t = 0; t < g.count; ++t) {
     const float inv = (g.first + g.step * static_cast<float>(t)) / (mx - mn);
-    float sq[8] = {0, 0, 0, 0, 0, 0, 0, 0}, sqq[8] = {0, 0, 0, 0, 0, 0, 0, 0}, sxq[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    float sq[16] = {}, sqq[16] = {}, sxq[16] = {};
     for (int j = 0; j < qm::QK; ++j) {
       const float q = qm::fclamp(round_even((x[j] - mn) * inv), 0.0f, 15.0f);
       const float wq = w[j] * q;
-      sq[j & 7] += wq;
-      sqq[j & 7] = fma32(wq, q, sqq[j & 7]);
-      sxq[j & 7] = fma32(wq, x[j], sxq[j & 7]);
+      sq[j & 15] += wq;
+      sqq[j & 15] = fma32(wq, q, sqq[j & 15]);
+      sxq[j & 15] = fma32(wq, x[j], sxq[j & 15]);
     }
     const float Sq = lane_tree(sq), Sqq = lane_tree(sqq), Sxq = lane_tree(sxq);
     const float det = Sw * Sqq - Sq * Sq;

@@ -1,0 +1,123 @@
+// AVX-512 inner loops of the MSE search (see quant_avx512.h). Compiled with
+// -mavx512f -mavx512bw -mavx512vl in its own translation unit. A zmm register
+// holds exactly the reference's 16 accumulation lanes (element j in lane
+// j % 16), so a 32-value block is two vector steps instead of four, with the
+// same operations in the same order per lane as quant_search.h.
+// GCC 12 reports its own AVX-512 intrinsics' undefined pass-through operand
+// as uninitialized (a false positive inside its headers, so the pragma must
+// precede them).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+#include "quant_avx512.h"
+
+#if defined(__AVX512F__) && defined(__AVX512VL__)
+
+namespace st {
+namespace avx512 {
+
+namespace {
+
+inline __m512 rne(__m512 v) { return _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+// min(max(v, lo), hi) with MAXPS/MINPS NaN rules, as qm::fclamp.
+inline __m512 clampv(__m512 v, __m512 lo, __m512 hi) { return _mm512_min_ps(_mm512_max_ps(v, lo), hi); }
+// Lane i + 8 folded into lane i.
+inline __m256 fold(__m512 v) {
+  return _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+}
+
+// Lanes of the step starting at element j that exist: all 16, or the low 8
+// for a trailing half step (n is a multiple of 8).
+inline __mmask16 lanes(int j, int n) { return j + 16 <= n ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>(0x00ff); }
+
+// w·q, or q for unit weights (the reference multiplies by 1.0: exact).
+inline __m512 weigh(const float* w, int j, __mmask16 k, __m512 q) {
+  return w ? _mm512_mul_ps(_mm512_maskz_loadu_ps(k, w + j), q) : q;
+}
+
+}  // namespace
+
+bool compiled() { return true; }
+
+void sym_sums8(const float* x, const float* w, int n, const float* inv, int m, float qmin, float qmax, __m256* a,
+               __m256* b) {
+  const __m512 lo = _mm512_set1_ps(qmin), hi = _mm512_set1_ps(qmax);
+  for (int c = 0; c < 8; ++c) {
+    __m512 sa = _mm512_setzero_ps(), sb = _mm512_setzero_ps();
+    if (c < m) {
+      const __m512 vinv = _mm512_set1_ps(inv[c]);
+      for (int j = 0; j < n; j += 16) {
+        const __mmask16 k = lanes(j, n);
+        const __m512 xv = _mm512_maskz_loadu_ps(k, x + j);
+        const __m512 q = clampv(rne(_mm512_mul_ps(xv, vinv)), lo, hi);
+        const __m512 wq = weigh(w, j, k, q);
+        sa = _mm512_mask3_fmadd_ps(wq, xv, sa, k);
+        sb = _mm512_mask3_fmadd_ps(wq, q, sb, k);
+      }
+    }
+    a[c] = fold(sa);
+    b[c] = fold(sb);
+  }
+}
+
+void asym_sums8(const float* x, const float* w, int n, const float* inv, const float* z, int m, float qmin,
+                float qmax, __m256* a, __m256* b) {
+  const __m512 lo = _mm512_set1_ps(qmin), hi = _mm512_set1_ps(qmax);
+  for (int c = 0; c < 8; ++c) {
+    __m512 sa = _mm512_setzero_ps(), sb = _mm512_setzero_ps();
+    if (c < m) {
+      const __m512 vinv = _mm512_set1_ps(inv[c]), vz = _mm512_set1_ps(z[c]);
+      for (int j = 0; j < n; j += 16) {
+        const __mmask16 k = lanes(j, n);
+        const __m512 xv = _mm512_maskz_loadu_ps(k, x + j);
+        const __m512 d = _mm512_sub_ps(clampv(_mm512_add_ps(rne(_mm512_mul_ps(xv, vinv)), vz), lo, hi), vz);
+        const __m512 wd = weigh(w, j, k, d);
+        sa = _mm512_mask3_fmadd_ps(wd, xv, sa, k);
+        sb = _mm512_mask3_fmadd_ps(wd, d, sb, k);
+      }
+    }
+    a[c] = fold(sa);
+    b[c] = fold(sb);
+  }
+}
+
+void q4_1_sums8(const float* x, const float* w, float mn, const float* inv, int m, __m256* sq, __m256* sqq,
+                __m256* sxq) {
+  const __m512 zero = _mm512_setzero_ps(), fifteen = _mm512_set1_ps(15.0f), vmn = _mm512_set1_ps(mn);
+  const __mmask16 all = 0xffff;
+  for (int c = 0; c < 8; ++c) {
+    __m512 s1 = zero, s2 = zero, s3 = zero;
+    if (c < m) {
+      const __m512 vinv = _mm512_set1_ps(inv[c]);
+      for (int j = 0; j < 32; j += 16) {
+        const __m512 xv = _mm512_loadu_ps(x + j);
+        const __m512 q = clampv(rne(_mm512_mul_ps(_mm512_sub_ps(xv, vmn), vinv)), zero, fifteen);
+        const __m512 wq = weigh(w, j, all, q);
+        s1 = _mm512_add_ps(s1, wq);
+        s2 = _mm512_fmadd_ps(wq, q, s2);
+        s3 = _mm512_fmadd_ps(wq, xv, s3);
+      }
+    }
+    sq[c] = fold(s1);
+    sqq[c] = fold(s2);
+    sxq[c] = fold(s3);
+  }
+}
+
+}  // namespace avx512
+}  // namespace st
+
+#elif defined(__x86_64__) || defined(_M_X64)  // built without AVX-512 flags: never called
+
+namespace st {
+namespace avx512 {
+bool compiled() { return false; }
+void sym_sums8(const float*, const float*, int, const float*, int, float, float, __m256*, __m256*) {}
+void asym_sums8(const float*, const float*, int, const float*, const float*, int, float, float, __m256*, __m256*) {}
+void q4_1_sums8(const float*, const float*, float, const float*, int, __m256*, __m256*, __m256*) {}
+}  // namespace avx512
+}  // namespace st
+
+#endif

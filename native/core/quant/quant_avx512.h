@@ -1,0 +1,27 @@
+// AVX-512 inner loops of the MSE search (quant_avx512.cc), called by the
+// AVX2 kernels when the CPU has AVX-512 (cpu_enabled().avx512). Each scores
+// up to 8 candidates of one batch: for candidate k (k < m) it accumulates the
+// weighted sums over the group's n floats (n a multiple of 8) in the
+// reference's 16-lane order (quant_search.h) and stores them folded to 8
+// lanes in out[k]; out[k] is zero for k >= m. w may be null (unit weights).
+#pragma once
+#include <immintrin.h>
+
+namespace st {
+namespace avx512 {
+
+// False when this binary was built without the AVX-512 file's flags.
+bool compiled();
+
+// a = Σ w·q·x, b = Σ w·q² with q = clamp(round(x·inv[k]), qmin, qmax).
+void sym_sums8(const float* x, const float* w, int n, const float* inv, int m, float qmin, float qmax, __m256* a,
+               __m256* b);
+// a = Σ w·d·x, b = Σ w·d² with d = clamp(round(x·inv[k]) + z[k], qmin, qmax) − z[k].
+void asym_sums8(const float* x, const float* w, int n, const float* inv, const float* z, int m, float qmin,
+                float qmax, __m256* a, __m256* b);
+// Q41 over 32 values: sq = Σ w·q, sqq = Σ w·q², sxq = Σ w·q·x with q = clamp(round((x − mn)·inv[k]), 0, 15).
+void q4_1_sums8(const float* x, const float* w, float mn, const float* inv, int m, __m256* sq, __m256* sqq,
+                __m256* sxq);
+
+}  // namespace avx512
+}  // namespace st
