@@ -62,6 +62,8 @@ const CASES: Case[] = [
   { id: 'int8-g128-sym', label: 'int8 g128 sym', options: { format: 'int8', groupSize: 128, symmetric: true }, baseline: intBaseline(8, 128) },
   { id: 'q4_0-mse', label: 'q4_0 mse', options: { format: 'q4_0', search: 'mse' } },
   { id: 'int4-g32-sym-mse', label: 'int4 g32 sym mse', options: { format: 'int4', groupSize: 32, symmetric: true, search: 'mse' } },
+  { id: 'int4-g32-asym-mse', label: 'int4 g32 asym mse', options: { format: 'int4', groupSize: 32, symmetric: false, search: 'mse' } },
+  { id: 'q4_1-mse', label: 'q4_1 mse', options: { format: 'q4_1', search: 'mse' } },
 ];
 
 /** The native result's bytes, in the same order as a Baseline's. */

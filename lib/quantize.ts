@@ -3,7 +3,7 @@
 // arithmetic is native (native/core/quant/).
 import { fail } from './errors';
 import { binding, callAsync, callSync, type ErrorSums, type NativeArgs } from './native';
-import { checkTensor, dtypeCode, shapeSize, Tensor, type DType } from './tensor';
+import { checkTensor, dtypeCode, shapeSize, Tensor, uninitializedArray, type DType } from './tensor';
 
 export type QuantFormat = 'q4_0' | 'q4_1' | 'q8_0' | 'int4' | 'int8';
 export type FloatDType = 'f32' | 'f16' | 'bf16';
@@ -242,10 +242,11 @@ export function planQuantize(t: Tensor, options: QuantizeOptions, where: string)
   if (nonFinite !== 'error' && nonFinite !== 'zero') fail(where, 'ERR_VALUE', `options.nonFinite must be 'error' or 'zero'; got ${JSON.stringify(nonFinite)}`);
 
   const sizes = byteSizes(info, rows, cols, group);
-  const data = info.ggml ? new Uint8Array(sizes.data) : new Int32Array(sizes.data / 4);
+  // Every output byte is written by the kernel (native tests check it).
+  const data = info.ggml ? uninitializedArray(Uint8Array, sizes.data) : uninitializedArray(Int32Array, sizes.data / 4);
   const groupsPerRow = rows === 0 ? 0 : sizes.groups / rows;
-  const scales = info.ggml ? undefined : Tensor.zeros([...t.shape.slice(0, -1), groupsPerRow], scaleDtype);
-  const zeros = info.ggml || symmetric ? undefined : Tensor.zeros([...t.shape.slice(0, -1), groupsPerRow], 'i8');
+  const scales = info.ggml ? undefined : Tensor.uninitialized([...t.shape.slice(0, -1), groupsPerRow], scaleDtype);
+  const zeros = info.ggml || symmetric ? undefined : Tensor.uninitialized([...t.shape.slice(0, -1), groupsPerRow], 'i8');
   const result = new QuantizedTensor({ format, shape: t.shape, data, scales, zeros, groupSize: group });
   const args: NativeArgs = {
     src: t.data,
@@ -312,7 +313,7 @@ export function planDequantize(q: QuantizedTensor, options: DequantizeOptions | 
   const dtype = o.dtype ?? 'f32';
   if (!FLOAT_DTYPES.includes(dtype)) fail(where, 'ERR_DTYPE', `options.dtype must be f32, f16 or bf16; got ${JSON.stringify(dtype)}`);
   const args = quantizedArgs(q, where, o.kernel, o.threads);
-  const out = Tensor.zeros(q.shape, dtype);
+  const out = Tensor.uninitialized(q.shape, dtype);
   args.out = out.data;
   args.outDtype = dtypeCode(dtype);
   return { args, out };

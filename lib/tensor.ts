@@ -152,6 +152,18 @@ export class Tensor<D extends DType = DType> {
     return new Tensor(new DTYPES[dtype].ctor(n) as DTypeArrays[D], shape, dtype);
   }
 
+  /**
+   * A new tensor whose contents are unspecified (internal: for outputs a
+   * kernel overwrites completely). Skipping the zero-fill lets the
+   * allocator hand back recycled memory instead of fresh pages, which the
+   * OS must fault in and clear — for a memory-bound kernel that costs as
+   * much as the kernel itself.
+   */
+  static uninitialized<D extends DType>(shape: readonly number[], dtype: D): Tensor<D> {
+    const n = shapeSize(shape, 'Tensor.uninitialized');
+    return new Tensor(uninitializedArray(DTYPES[dtype].ctor, n) as DTypeArrays[D], shape, dtype);
+  }
+
   /** Number of elements. */
   get size(): number {
     return this.data.length;
@@ -179,6 +191,12 @@ export class Tensor<D extends DType = DType> {
   toString(): string {
     return `Tensor<${this.dtype}>[${this.shape.join(', ')}]`;
   }
+}
+
+/** A TypedArray of `length` elements whose contents are unspecified (see Tensor.uninitialized). */
+export function uninitializedArray<A extends TensorData>(ctor: { new (buffer: ArrayBufferLike, byteOffset: number, length: number): A; readonly BYTES_PER_ELEMENT: number }, length: number): A {
+  const bytes = Buffer.allocUnsafeSlow(length * ctor.BYTES_PER_ELEMENT);
+  return new ctor(bytes.buffer, bytes.byteOffset, length);
 }
 
 /** Checks that `t` is a Tensor usable as input and returns it. */

@@ -11,7 +11,7 @@ const root = path.join(__dirname, '..');
 
 // The cases the table promises (bench/quantize.ts); listed here, not
 // imported, so dropping one from the benchmark fails this test.
-const CASE_IDS = ['q4_0', 'q4_1', 'q8_0', 'int4-g128-sym', 'int4-g128-asym', 'int8-g128-sym', 'q4_0-mse', 'int4-g32-sym-mse'];
+const CASE_IDS = ['q4_0', 'q4_1', 'q8_0', 'int4-g128-sym', 'int4-g128-asym', 'int8-g128-sym', 'q4_0-mse', 'int4-g32-sym-mse', 'int4-g32-asym-mse', 'q4_1-mse'];
 const WITH_JS_BASELINE = ['q4_0', 'q4_1', 'q8_0', 'int4-g128-sym', 'int8-g128-sym'];
 
 interface ThreadResult {

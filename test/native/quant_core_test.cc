@@ -42,13 +42,15 @@ struct Output {
   bool operator==(const Output& o) const { return data == o.data && scales == o.scales && zeros == o.zeros; }
 };
 
-Output run(QuantizeArgs a) {
+// Outputs start filled with `fill`: lib/ hands the kernels uninitialized
+// memory, so every byte must be written (test_every_output_byte_written).
+Output run(QuantizeArgs a, uint8_t fill = 0xcd) {
   Output o;
   const QuantSizes sz = quant_sizes(a.format, a.src.cols, a.group);
-  o.data.assign(static_cast<size_t>(a.src.rows * sz.data_row_bytes), 0xcd);
+  o.data.assign(static_cast<size_t>(a.src.rows * sz.data_row_bytes), fill);
   const size_t groups = qformat_traits(a.format).ggml ? 0 : static_cast<size_t>(a.src.rows * sz.groups_per_row);
-  o.scales.assign(groups * dtype_size(a.scale_dtype) + 1, 0);
-  o.zeros.assign(groups + 1, 0);
+  o.scales.assign(groups * dtype_size(a.scale_dtype), fill);
+  o.zeros.assign(a.symmetric ? 0 : groups, static_cast<int8_t>(fill));
   a.data = o.data.data();
   a.scales = o.scales.data();
   a.zeros = o.zeros.data();
@@ -189,6 +191,39 @@ void test_non_finite_first_index() {
   }
 }
 
+// Quantizing into outputs prefilled with 0x00 and with 0xff gives the same
+// bytes: no output byte is left unwritten (odd widths, padding words, tails).
+void test_every_output_byte_written() {
+  std::mt19937 g(99);
+  std::normal_distribution<float> nd;
+  const QFormat formats[] = {QFormat::Q4_0, QFormat::Q4_1, QFormat::Q8_0, QFormat::Int4, QFormat::Int8};
+  for (QFormat f : formats) {
+    const bool ggml = qformat_traits(f).ggml;
+    for (int64_t cols : ggml ? std::vector<int64_t>{32, 96, 288} : std::vector<int64_t>{8, 24, 172, 264}) {
+      for (int search = 0; search < 2; ++search) {
+        for (int sym = 0; sym < (ggml ? 1 : 2); ++sym) {
+          for (Kernel k : {Kernel::Reference, Kernel::Avx2}) {
+            if (k == Kernel::Avx2 && !cpu_enabled().avx2) continue;
+            std::vector<float> x(static_cast<size_t>(3 * cols));
+            for (auto& v : x) v = nd(g);
+            QuantizeArgs a;
+            a.src = {x.data(), DType::F32, 3, cols};
+            a.format = f;
+            a.group = ggml ? 32 : cols;
+            a.symmetric = sym == 0;
+            a.search = search ? Search::Mse : Search::None;
+            a.kernel = k;
+            const Output lo = run(a, 0x00), hi = run(a, 0xff);
+            check(lo.status.ok() && lo == hi, std::string("every output byte written: ") + qformat_traits(f).name +
+                                                  " cols=" + std::to_string(cols) + (search ? " mse" : "") +
+                                                  (sym ? " asym" : "") + (k == Kernel::Avx2 ? " avx2" : " reference"));
+          }
+        }
+      }
+    }
+  }
+}
+
 void test_thread_pool() {
   // concurrent callers, each with its own parallel_for, all complete
   std::atomic<int64_t> total{0};
@@ -212,6 +247,7 @@ int main(int argc, char** argv) {
   test_avx2_matches_reference();
   test_search_degenerate_ranges();
   test_non_finite_first_index();
+  test_every_output_byte_written();
   test_thread_pool();
   std::printf("native quant core: %d checks, %d failures\n", g_checks, g_failures);
   return g_failures == 0 ? 0 : 1;
