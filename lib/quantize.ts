@@ -3,7 +3,7 @@
 // arithmetic is native (native/core/quant/).
 import { fail } from './errors';
 import { binding, callAsync, callSync, type ErrorSums, type NativeArgs } from './native';
-import { checkTensor, dtypeCode, shapeSize, Tensor, uninitializedArray, type DType } from './tensor';
+import { assertFixedLength, checkTensor, dtypeCode, shapeSize, Tensor, uninitializedArray, type DType } from './tensor';
 
 export type QuantFormat = 'q4_0' | 'q4_1' | 'q8_0' | 'int4' | 'int8';
 export type FloatDType = 'f32' | 'f16' | 'bf16';
@@ -51,6 +51,13 @@ export interface QuantizeOptions {
   kernel?: Kernel;
   /** Threads for this call (default: setThreads / all cores). */
   threads?: number;
+  /**
+   * Write into this QuantizedTensor's buffers instead of allocating new ones
+   * (it must have the same format, shape, group size, scale dtype and
+   * symmetry); it is returned. For streaming many tensors of one shape:
+   * fresh memory costs page faults that can rival the kernel itself.
+   */
+  out?: QuantizedTensor;
 }
 
 export interface QuantizedTensorParts {
@@ -197,7 +204,7 @@ function checkOptions(options: unknown, where: string, known: readonly string[])
   return options as Record<string, unknown>;
 }
 
-const QUANTIZE_OPTIONS = ['format', 'groupSize', 'symmetric', 'scaleDtype', 'search', 'importance', 'nonFinite', 'kernel', 'threads'];
+const QUANTIZE_OPTIONS = ['format', 'groupSize', 'symmetric', 'scaleDtype', 'search', 'importance', 'nonFinite', 'kernel', 'threads', 'out'];
 
 /**
  * Validates inputs, allocates the outputs, and builds the native argument object.
@@ -241,13 +248,19 @@ export function planQuantize(t: Tensor, options: QuantizeOptions, where: string)
   const nonFinite = o.nonFinite ?? 'error';
   if (nonFinite !== 'error' && nonFinite !== 'zero') fail(where, 'ERR_VALUE', `options.nonFinite must be 'error' or 'zero'; got ${JSON.stringify(nonFinite)}`);
 
-  const sizes = byteSizes(info, rows, cols, group);
-  // Every output byte is written by the kernel (native tests check it).
-  const data = info.ggml ? uninitializedArray(Uint8Array, sizes.data) : uninitializedArray(Int32Array, sizes.data / 4);
-  const groupsPerRow = rows === 0 ? 0 : sizes.groups / rows;
-  const scales = info.ggml ? undefined : Tensor.uninitialized([...t.shape.slice(0, -1), groupsPerRow], scaleDtype);
-  const zeros = info.ggml || symmetric ? undefined : Tensor.uninitialized([...t.shape.slice(0, -1), groupsPerRow], 'i8');
-  const result = new QuantizedTensor({ format, shape: t.shape, data, scales, zeros, groupSize: group });
+  let result: QuantizedTensor;
+  if (o.out !== undefined) {
+    result = checkOut(o.out, t, format, group, symmetric, scaleDtype, where);
+  } else {
+    const sizes = byteSizes(info, rows, cols, group);
+    // Every output byte is written by the kernel (native tests check it).
+    const data = info.ggml ? uninitializedArray(Uint8Array, sizes.data) : uninitializedArray(Int32Array, sizes.data / 4);
+    const groupsPerRow = rows === 0 ? 0 : sizes.groups / rows;
+    const scales = info.ggml ? undefined : Tensor.uninitialized([...t.shape.slice(0, -1), groupsPerRow], scaleDtype);
+    const zeros = info.ggml || symmetric ? undefined : Tensor.uninitialized([...t.shape.slice(0, -1), groupsPerRow], 'i8');
+    result = new QuantizedTensor({ format, shape: t.shape, data, scales, zeros, groupSize: group });
+  }
+  const { data, scales, zeros } = result;
   const args: NativeArgs = {
     src: t.data,
     srcDtype: dtypeCode(t.dtype),
@@ -269,6 +282,23 @@ export function planQuantize(t: Tensor, options: QuantizeOptions, where: string)
   return { args, result };
 }
 
+function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+/** options.out must be a QuantizedTensor this call would have created, not sharing the input's memory. */
+function checkOut(out: unknown, t: Tensor, format: QuantFormat, group: number, symmetric: boolean, scaleDtype: FloatDType, where: string): QuantizedTensor {
+  if (!(out instanceof QuantizedTensor)) fail(where, 'ERR_VALUE', 'options.out must be a QuantizedTensor');
+  const want = `${format}${FORMATS[format].ggml ? '' : ` group ${group} ${symmetric ? 'symmetric' : 'asymmetric'} ${scaleDtype} scales`} [${t.shape.join(', ')}]`;
+  const got = `${out.format}${FORMATS[out.format].ggml ? '' : ` group ${out.groupSize} ${out.symmetric ? 'symmetric' : 'asymmetric'} ${out.scales?.dtype} scales`} [${out.shape.join(', ')}]`;
+  if (want !== got) fail(where, 'ERR_SHAPE', `options.out is ${got}; this call writes ${want}`);
+  for (const part of [out.data, out.scales?.data, out.zeros?.data]) {
+    if (part && part.buffer === t.data.buffer) fail(where, 'ERR_VALUE', 'options.out shares memory with the input');
+    if (part) assertFixedLength(part, where, 'options.out');
+  }
+  return out;
+}
+
 /** Quantizes `t` along its last dimension on the thread pool. */
 export async function quantize(t: Tensor, options: QuantizeOptions): Promise<QuantizedTensor> {
   const { args, result } = planQuantize(t, options, 'quantize');
@@ -284,10 +314,12 @@ export function quantizeSync(t: Tensor, options: QuantizeOptions): QuantizedTens
 }
 
 export interface DequantizeOptions {
-  /** Output dtype (default f32). */
+  /** Output dtype (default f32, or out's dtype). */
   dtype?: FloatDType;
   kernel?: Kernel;
   threads?: number;
+  /** Write into this tensor (same shape, a float dtype) instead of allocating; it is returned. */
+  out?: Tensor<FloatDType>;
 }
 
 function quantizedArgs(q: QuantizedTensor, where: string, kernel: unknown, threads: unknown): NativeArgs {
@@ -309,11 +341,20 @@ function quantizedArgs(q: QuantizedTensor, where: string, kernel: unknown, threa
 
 /** @internal Like planQuantize, for dequantize. */
 export function planDequantize(q: QuantizedTensor, options: DequantizeOptions | undefined, where: string): { args: NativeArgs; out: Tensor<FloatDType> } {
-  const o = checkOptions(options, where, ['dtype', 'kernel', 'threads']) as DequantizeOptions;
-  const dtype = o.dtype ?? 'f32';
+  const o = checkOptions(options, where, ['dtype', 'kernel', 'threads', 'out']) as DequantizeOptions;
+  const dtype = o.dtype ?? o.out?.dtype ?? 'f32';
   if (!FLOAT_DTYPES.includes(dtype)) fail(where, 'ERR_DTYPE', `options.dtype must be f32, f16 or bf16; got ${JSON.stringify(dtype)}`);
   const args = quantizedArgs(q, where, o.kernel, o.threads);
-  const out = Tensor.uninitialized(q.shape, dtype);
+  let out: Tensor<FloatDType>;
+  if (o.out !== undefined) {
+    out = checkTensor(o.out, where, 'options.out', [dtype]) as Tensor<FloatDType>;
+    if (!sameShape(out.shape, q.shape)) fail(where, 'ERR_SHAPE', `options.out is [${out.shape.join(', ')}]; the quantized tensor is [${q.shape.join(', ')}]`);
+    for (const part of [q.data, q.scales?.data, q.zeros?.data]) {
+      if (part && part.buffer === out.data.buffer) fail(where, 'ERR_VALUE', 'options.out shares memory with the quantized tensor');
+    }
+  } else {
+    out = Tensor.uninitialized(q.shape, dtype);
+  }
   args.out = out.data;
   args.outDtype = dtypeCode(dtype);
   return { args, out };
@@ -347,7 +388,7 @@ export interface QuantizationError {
 function planError(original: Tensor, q: QuantizedTensor, where: string): NativeArgs {
   checkTensor(original, where, 'original', FLOAT_DTYPES);
   const args = quantizedArgs(q, where, undefined, undefined);
-  if (original.shape.length !== q.shape.length || original.shape.some((d, i) => d !== q.shape[i])) {
+  if (!sameShape(original.shape, q.shape)) {
     fail(where, 'ERR_SHAPE', `original is [${original.shape.join(', ')}] but the quantized tensor is [${q.shape.join(', ')}]`);
   }
   args.orig = original.data;

@@ -414,6 +414,32 @@ describe('quantize: API behaviour', () => {
     expect(quantizationErrorSync(Tensor.from(new Float32Array(64), [2, 32]), exact)).to.deep.equal({ rmse: 0, maxAbs: 0, sqnrDb: Infinity, cosine: 1 });
   });
 
+  it('out: writes into an existing QuantizedTensor / Tensor and returns it', async () => {
+    for (const o of [{ format: 'q4_0' }, { format: 'int4', groupSize: 64, symmetric: false, scaleDtype: 'bf16' }] as QuantizeOptions[]) {
+      const fresh = quantizeSync(t, o);
+      const other = Tensor.from(new Rng(99).normals(t.size), t.shape);
+      const out = quantizeSync(other, o);
+      expect(await quantize(t, { ...o, out })).to.equal(out);
+      sameQuantized(out, fresh);
+      expect(quantizeSync(other, { ...o, out })).to.equal(out);
+      sameQuantized(out, quantizeSync(other, o));
+      const d = dequantizeSync(out);
+      const into = Tensor.zeros(t.shape, 'f32');
+      expect(dequantizeSync(out, { out: into })).to.equal(into);
+      expect(Array.from(into.data as Float32Array)).to.deep.equal(Array.from(d.data as Float32Array));
+    }
+    const q8 = quantizeSync(t, { format: 'q8_0' });
+    expect(() => quantizeSync(t, { format: 'q4_0', out: q8 })).to.throw(/options.out is q8_0 \[4, 8, 512\]; this call writes q4_0/).with.property('code', 'ERR_SHAPE');
+    const g64 = quantizeSync(t, { format: 'int4', groupSize: 64 });
+    expect(() => quantizeSync(t, { format: 'int4', groupSize: 128, out: g64 })).to.throw(/group 64/).with.property('code', 'ERR_SHAPE');
+    expect(() => dequantizeSync(q8, { out: Tensor.zeros([4, 8, 256], 'f32') })).to.throw(/options.out is \[4, 8, 256\]/).with.property('code', 'ERR_SHAPE');
+    expect(() => dequantizeSync(q8, { dtype: 'f16', out: Tensor.zeros(t.shape, 'f32') })).to.throw(/dtype f32; expected f16/).with.property('code', 'ERR_DTYPE');
+    const shared = new ArrayBuffer(256);
+    const input = Tensor.from(new Float32Array(shared, 0, 32), [1, 32]);
+    const alias = new QuantizedTensor({ format: 'q8_0', shape: [1, 32], data: new Uint8Array(shared, 128, 34) });
+    expect(() => quantizeSync(input, { format: 'q8_0', out: alias })).to.throw(/shares memory with the input/).with.property('code', 'ERR_VALUE');
+  });
+
   it('QuantizedTensor can be rebuilt from its parts (e.g. read from a file)', () => {
     const q = quantizeSync(t, { format: 'int4', groupSize: 64, symmetric: false });
     const copy = new QuantizedTensor({ format: q.format, shape: q.shape, data: q.data.slice(), scales: q.scales, zeros: q.zeros, groupSize: 64 });
