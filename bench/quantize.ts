@@ -102,6 +102,8 @@ export interface ThreadResult {
 
 export interface CaseResult {
   id: string;
+  /** The same calls writing into a reused output (options.out): no allocation, no page faults. */
+  reuse: ThreadResult[];
   label: string;
   options: QuantizeOptions;
   bitsPerWeight: number;
@@ -176,9 +178,19 @@ async function measureCase(
     });
   }
   if (!last) throw new Error(`quantize benchmark: ${c.label} never ran`);
+  const reuse: ThreadResult[] = [];
+  if (c.options.search !== 'mse') {
+    const out = last;
+    for (const { threads } of copy) {
+      const options: QuantizeOptions = { ...c.options, threads, out };
+      const timing = await timePairedWithCopy(() => quantize(t, options), () => copyFn(threads), o.runs);
+      const rate = gbps(t.byteLength, timing.seconds);
+      reuse.push({ threads, seconds: timing.seconds, gbps: rate, copyRatio: timing.copyRatio, jsRatio: jsGbps === null ? null : rate / jsGbps });
+    }
+  }
   const err = await quantizationError(t, last);
   o.log(`  ${c.label}: ${perThreads.map((p) => `${fmtGBs(p.gbps)} GB/s @${p.threads}T`).join(', ')}`);
-  return { id: c.id, label: c.label, options: c.options, bitsPerWeight: last.bitsPerWeight, rmse: err.rmse, jsGbps, identical, perThreads };
+  return { id: c.id, label: c.label, options: c.options, bitsPerWeight: last.bitsPerWeight, rmse: err.rmse, jsGbps, identical, perThreads, reuse };
 }
 
 export async function runQuantizeBench(o: BenchOptions): Promise<QuantizeBenchResult> {
@@ -228,6 +240,16 @@ export function formatQuantizeBench(r: QuantizeBenchResult): string {
   });
   out.push(markdownTable(headers, rowsOut));
   out.push('');
+
+  const reused = r.cases.filter((c) => c.reuse.length > 0);
+  if (reused.length > 0) {
+    out.push('Into a reused output (`options.out`: no allocation, so no page faults on fresh memory):');
+    out.push('');
+    const h = ['format'];
+    for (const c of r.copy) h.push(`${threadsLabel(c.threads)} GB/s`, '× copy');
+    out.push(markdownTable(h, reused.map((c) => [c.label, ...c.reuse.flatMap((p) => [fmtGBs(p.gbps), fmtRatio(p.copyRatio)])])));
+    out.push('');
+  }
 
   const checks = r.cases.filter((c) => c.identical !== null);
   const verdicts = checks.map((c) => {

@@ -22,6 +22,7 @@ interface ThreadResult {
 }
 interface CaseResult {
   id: string;
+  reuse: ThreadResult[];
   rmse: number;
   bitsPerWeight: number;
   jsGbps: number | null;
@@ -74,6 +75,9 @@ describe('bench: quantize --quick --json', function () {
         if (WITH_JS_BASELINE.includes(c.id)) expect(positiveFinite(p.jsRatio), `${where}: jsRatio ${p.jsRatio}`).to.equal(true);
         else expect(p.jsRatio, where).to.equal(null);
       }
+      // the reused-output measurement, for the formats without the search
+      expect(c.reuse.map((p) => p.threads), `${c.id} reuse`).to.deep.equal(c.id.endsWith('-mse') ? [] : threads);
+      for (const p of c.reuse) expect(positiveFinite(p.gbps) && positiveFinite(p.copyRatio), `${c.id} reuse at ${p.threads}`).to.equal(true);
       expect(Number.isFinite(c.rmse) && c.rmse >= 0, `${c.id}: rmse ${c.rmse}`).to.equal(true);
       expect(positiveFinite(c.bitsPerWeight), `${c.id}: bits/weight ${c.bitsPerWeight}`).to.equal(true);
     }
