@@ -120,10 +120,10 @@ type Plan = { options: QuantizeOptions; fallback?: string } | { skip: string };
 
 /**
  * How a preset applies to a row length. Block formats need whole blocks of
- * 32. A group longer than the row becomes one group per row (as
- * compressed-tensors does: ceil(cols / group) = 1 group); a longer row that
- * is not a multiple of the group would need a ragged last group, which the
- * kernels do not do, so it is skipped.
+ * 32; no GGUF block type fits other lengths, so such tensors stay at their
+ * stored precision (as llama-quantize keeps them). For compressed-tensors
+ * groups, a row that the group does not divide falls back to one group per
+ * row (compressed-tensors' channel strategy), and the report says so.
  */
 function planFor(preset: DemoPreset, cols: number): Plan {
   const o = preset.options;
@@ -133,8 +133,8 @@ function planFor(preset: DemoPreset, cols: number): Plan {
   }
   const group = o.groupSize ?? 128;
   if (cols % group === 0) return { options: o };
-  if (cols < group) return { options: { ...o, groupSize: 'channel' }, fallback: `rows of ${cols} values (< ${group}) use one group per row` };
-  return { skip: `rows of ${cols} values are not a multiple of the group size ${group}` };
+  const why = cols < group ? `rows of ${cols} values (< ${group})` : `rows of ${cols} values (not a multiple of ${group})`;
+  return { options: { ...o, groupSize: 'channel' }, fallback: `${why} use one group per row` };
 }
 
 const FLOAT_DTYPES: readonly DType[] = ['f32', 'f16', 'bf16'];

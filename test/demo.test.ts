@@ -67,7 +67,8 @@ describe('demo on the bundled stories260K', () => {
   it('has a row for every format, each compressing with a sane error', () => {
     expect(report.formats.map((f) => f.id)).to.deep.equal(DEMO_PRESET_IDS);
     for (const f of report.formats) {
-      expect(f.quantized, f.id).to.equal(32);
+      // GGUF formats keep the 5 ffn_down tensors (rows of 172); int formats take them per channel
+      expect(f.quantized, f.id).to.equal(['q4_0', 'q4_1', 'q8_0'].includes(f.options.format) ? 32 : 37);
       expect(f.ratio, f.id).to.be.above(1);
       expect(f.quantizedBytes, f.id).to.be.below(f.originalBytes);
       expect(f.modelBytes, f.id).to.be.below(report.model.tensorBytes);
@@ -83,11 +84,18 @@ describe('demo on the bundled stories260K', () => {
     expect(get(m, 'q4_0').bitsPerWeight).to.equal(4.5); // 18 bytes per 32
     expect(get(m, 'q4_1').bitsPerWeight).to.equal(5); // 20 bytes per 32
     expect(get(m, 'q8_0').bitsPerWeight).to.equal(8.5); // 34 bytes per 32
-    expect(get(m, 'int4-g32').bitsPerWeight).to.equal(4.5); // 4 + f16/32
-    // Rows of 64 < 128: one f16 scale per row.
-    expect(get(m, 'int4-g128').bitsPerWeight).to.equal(4.25);
-    expect(get(m, 'int4-g128-asym').bitsPerWeight).to.equal(4.3125); // + a 4-bit zero point per row
-    expect(get(m, 'int8-g128').bitsPerWeight).to.equal(8.25);
+    // int formats mix two layouts: rows of 64 (groups of 32, or one per row
+    // when the group is 128) and the ffn_down rows of 172 (one group per row).
+    const ffnDown = 5 * 64 * 172;
+    const mixed = (id: string, bits64: number, bits172: number): void => {
+      const f = get(m, id);
+      const expected = ((f.weights - ffnDown) * bits64 + ffnDown * bits172) / f.weights;
+      expect(f.bitsPerWeight, id).to.be.closeTo(expected, 1e-3);
+    };
+    mixed('int4-g32', 4 + 16 / 32, 4 + 16 / 172); // an f16 scale per group
+    mixed('int4-g128', 4 + 16 / 64, 4 + 16 / 172);
+    mixed('int4-g128-asym', 4 + 20 / 64, 4 + 20 / 172); // + a 4-bit zero point per group
+    mixed('int8-g128', 8 + 16 / 64, 8 + 16 / 172);
   });
 
   it('orders errors as the formats promise', () => {
@@ -106,13 +114,17 @@ describe('demo on the bundled stories260K', () => {
     expect(rmse('q4_1')).to.be.below(rmse('q4_0'));
   });
 
-  it('skips the rows of 172 and says why; groups longer than a row fall back to one per row', () => {
+  it('GGUF formats skip the rows of 172 and say why; int formats fall back to one group per row', () => {
+    const ffnDown = [0, 1, 2, 3, 4].map((i) => `blk.${i}.ffn_down.weight`);
     for (const f of report.formats) {
-      expect(f.skipped.map((s) => s.name), f.id).to.deep.equal([0, 1, 2, 3, 4].map((i) => `blk.${i}.ffn_down.weight`));
+      const ggml = ['q4_0', 'q4_1', 'q8_0'].includes(f.options.format);
+      expect(f.skipped.map((s) => s.name), f.id).to.deep.equal(ggml ? ffnDown : []);
       for (const s of f.skipped) expect(s.reason).to.include('172');
-      const expectFallbacks = f.id.includes('g128') ? 32 : 0;
+      // rows of 64 (< 128) in 32 tensors, and the 5 ffn_down tensors (172 % 32, 172 % 128)
+      const expectFallbacks = ggml ? 0 : f.id.includes('g128') ? 37 : 5;
       expect(f.fallbacks, f.id).to.have.length(expectFallbacks);
       for (const s of f.fallbacks) expect(s.reason).to.include('one group per row');
+      if (!ggml) expect(f.fallbacks.map((s) => s.name)).to.include.members(ffnDown);
     }
   });
 
