@@ -5,16 +5,17 @@
 import { parseArgs } from 'node:util';
 import { describeMachine, formatMachine, type Benchmark, type BenchOptions } from './harness';
 import { quantizeBench } from './quantize';
+import { searchFloorBench } from './search-floor';
 
 // The registry: later benchmarks (sparsity, lowrank, distill, pipeline) add
 // one line here and one module beside this file.
-const BENCHMARKS: readonly Benchmark[] = [quantizeBench];
+const BENCHMARKS: readonly Benchmark[] = [quantizeBench, searchFloorBench];
 
 const DEFAULT_RUNS = 7;
 const QUICK_RUNS = 3;
 
 function usage(): string {
-  const names = BENCHMARKS.map((b) => `  ${b.name.padEnd(10)} ${b.description}`).join('\n');
+  const names = BENCHMARKS.map((b) => `  ${b.name.padEnd(13)} ${b.description}`).join('\n');
   return [
     'usage: npm run bench -- [name...] [--json] [--runs N] [--quick]',
     '',

@@ -93,3 +93,18 @@ describe('bench: quantize --quick --json', function () {
     }
   });
 });
+
+describe('bench: search-floor --quick', function () {
+  it("orders floor <= search: 'mse' <= plain for both layouts", async function () {
+    const { runSearchFloor } = await import('../bench/search-floor');
+    const r = await runSearchFloor({ runs: 1, quick: true, log: () => undefined });
+    expect(r.rows).to.have.length(2);
+    for (const row of r.rows) {
+      const [plain, mse] = row.rmse.map((m) => m.value) as [number, number];
+      // The floor is the minimum over every f16 scale, which includes the one the search stores.
+      expect(row.floor, row.layout).to.be.at.most(mse * (1 + 1e-9));
+      expect(mse, row.layout).to.be.below(plain);
+      expect(mse / row.floor, row.layout).to.be.below(1.01);
+    }
+  });
+});
