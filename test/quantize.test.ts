@@ -135,6 +135,11 @@ describe('quantize: AVX2 kernels are bit-identical to the scalar reference', fun
             const ref = quantizeSync(t, { ...opts, kernel: 'reference' });
             const simd = quantizeSync(t, { ...opts, kernel: 'avx2' });
             sameQuantized(simd, ref);
+            for (const dtype of ['f32', 'bf16'] as const) {
+              const a = dequantizeSync(ref, { kernel: 'reference', dtype }).data;
+              const b = dequantizeSync(ref, { kernel: 'avx2', dtype }).data;
+              expect(Buffer.compare(bytesOf(a), bytesOf(b)), `dequantize to ${dtype}`).to.equal(0);
+            }
           }
         }
       }

@@ -1052,7 +1052,79 @@ QuantRowFn quantize_row_fn(const QuantizeArgs& a) {
   }
 }
 
-DequantRowFn dequantize_row_fn(const DequantizeArgs&) { return ref::dequantize_row; }
+namespace {
+
+// ---- dequantization: twins of the reference's (q - bias) * d [+ m] -------
+
+// The 32 codes of a GGUF nibble block as int32 lanes, in element order.
+inline void unpack_nibbles_split(const uint8_t* qs, __m256i q[4]) {
+  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  const __m128i lo = _mm_and_si128(b, _mm_set1_epi8(0x0f));
+  const __m128i hi = _mm_and_si128(_mm_srli_epi16(b, 4), _mm_set1_epi8(0x0f));
+  q[0] = _mm256_cvtepu8_epi32(lo);
+  q[1] = _mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8));
+  q[2] = _mm256_cvtepu8_epi32(hi);
+  q[3] = _mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8));
+}
+
+void dequantize_ggml_row(const DequantizeArgs& a, int64_t row, float* out) {
+  const QFormatTraits& tr = qformat_traits(a.format);
+  const QuantSizes sz = quant_sizes(a.format, a.cols, a.group);
+  const uint8_t* in = a.data + row * sz.data_row_bytes;
+  for (int64_t b = 0; b < sz.groups_per_row; ++b) {
+    const uint8_t* y = in + b * tr.block_bytes;
+    float* x = out + b * qm::QK;
+    const __m256 d = _mm256_set1_ps(f16_to_f32(qm::load_u16(y)));
+    __m256i q[4];
+    if (a.format == QFormat::Q8_0) {
+      for (int k = 0; k < 4; ++k) {
+        q[k] = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(y + 2 + 8 * k)));
+        _mm256_storeu_ps(x + 8 * k, _mm256_mul_ps(_mm256_cvtepi32_ps(q[k]), d));
+      }
+    } else if (a.format == QFormat::Q4_0) {
+      unpack_nibbles_split(y + 2, q);
+      for (int k = 0; k < 4; ++k) {
+        _mm256_storeu_ps(x + 8 * k, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(q[k], _mm256_set1_epi32(8))), d));
+      }
+    } else {
+      const __m256 m = _mm256_set1_ps(f16_to_f32(qm::load_u16(y + 2)));
+      unpack_nibbles_split(y + 4, q);
+      for (int k = 0; k < 4; ++k) _mm256_storeu_ps(x + 8 * k, _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(q[k]), d), m));
+    }
+  }
+}
+
+// compressed-tensors rows, groups a multiple of 8 values.
+void dequantize_int_row(const DequantizeArgs& a, int64_t row, float* out) {
+  const int bits = qformat_traits(a.format).bits;
+  const QuantSizes sz = quant_sizes(a.format, a.cols, a.group);
+  const uint8_t* in = a.data + row * sz.data_row_bytes;
+  const int64_t ng = sz.groups_per_row;
+  for (int64_t gi = 0; gi < ng; ++gi) {
+    const __m256 s = _mm256_set1_ps(qm::load_scale(a.scales, row * ng + gi, a.scale_dtype));
+    // (u - bias - z) with u the stored code: one integer offset per group
+    const __m256i off = _mm256_set1_epi32((1 << (bits - 1)) + (a.zeros ? a.zeros[row * ng + gi] : 0));
+    for (int64_t j = gi * a.group; j < (gi + 1) * a.group; j += 8) {
+      __m256i u;
+      if (bits == 8) {
+        u = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(in + j)));
+      } else {
+        uint32_t word;
+        std::memcpy(&word, in + j / 2, 4);
+        u = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int32_t>(word)), _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)),
+                             _mm256_set1_epi32(0x0f));
+      }
+      _mm256_storeu_ps(out + j, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(u, off)), s));
+    }
+  }
+}
+
+}  // namespace
+
+DequantRowFn dequantize_row_fn(const DequantizeArgs& a) {
+  if (qformat_traits(a.format).ggml) return dequantize_ggml_row;
+  return a.group % 8 == 0 ? dequantize_int_row : ref::dequantize_row;
+}
 
 }  // namespace avx2
 }  // namespace st
