@@ -6,6 +6,7 @@ import { execFile } from 'node:child_process';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { expect } from 'chai';
+import { runSearchFloor } from '../bench/search-floor';
 
 const root = path.join(__dirname, '..');
 
@@ -96,7 +97,6 @@ describe('bench: quantize --quick --json', function () {
 
 describe('bench: search-floor --quick', function () {
   it("orders floor <= search: 'mse' <= plain for both layouts", async function () {
-    const { runSearchFloor } = await import('../bench/search-floor');
     const r = await runSearchFloor({ runs: 1, quick: true, log: () => undefined });
     expect(r.rows).to.have.length(2);
     for (const row of r.rows) {

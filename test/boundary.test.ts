@@ -11,25 +11,11 @@ import {
   quantize,
   quantizeSync,
   setThreads,
-  SlimTensorError,
   Tensor,
   type QuantizeOptions,
 } from '../lib/index';
+import { bytesOf, rejected, thrown } from './support/assert';
 import { Rng } from './support/random';
-
-async function rejection(p: Promise<unknown>): Promise<SlimTensorError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).to.be.instanceOf(SlimTensorError);
-    return e as SlimTensorError;
-  }
-  throw new Error('expected a rejection');
-}
-
-function bytes(a: ArrayBufferView | undefined): Buffer {
-  return a ? Buffer.from(a.buffer, a.byteOffset, a.byteLength) : Buffer.alloc(0);
-}
 
 describe('boundary: asynchronous calls', () => {
   it('do not block the event loop', async () => {
@@ -69,9 +55,9 @@ describe('boundary: asynchronous calls', () => {
     for (const run of runs) {
       run.forEach((r, i) => {
         const q = expected[i]!;
-        expect(Buffer.compare(bytes(r.data), bytes(q.data)), `format ${i} data`).to.equal(0);
-        expect(Buffer.compare(bytes(r.scales), bytes(q.scales?.data)), `format ${i} scales`).to.equal(0);
-        expect(Buffer.compare(bytes(r.zeros), bytes(q.zeros?.data)), `format ${i} zeros`).to.equal(0);
+        expect(Buffer.compare(bytesOf(r.data), bytesOf(q.data)), `format ${i} data`).to.equal(0);
+        expect(Buffer.compare(bytesOf(r.scales), bytesOf(q.scales?.data)), `format ${i} scales`).to.equal(0);
+        expect(Buffer.compare(bytesOf(r.zeros), bytesOf(q.zeros?.data)), `format ${i} zeros`).to.equal(0);
       });
     }
   });
@@ -82,7 +68,7 @@ describe('boundary: asynchronous calls', () => {
     const pending = quantize(t, { format: 'q4_1', search: 'mse', threads: 1 });
     const moved = structuredClone(x.buffer, { transfer: [x.buffer] }); // x is now detached
     expect(x.length).to.equal(0);
-    const e = await rejection(pending);
+    const e = await rejected(pending);
     expect(e.code).to.equal('ERR_DETACHED');
     expect(e.message).to.match(/^quantize: input was detached or resized while the operation ran/);
     expect(moved.byteLength).to.equal(2048 * 2048 * 4); // the data moved, it was not freed
@@ -95,7 +81,7 @@ describe('boundary: asynchronous calls', () => {
     const pending = quantize(t, { format: 'int4', importance, threads: 1 });
     const { port1, port2 } = new MessageChannel();
     port1.postMessage(importance.buffer, [importance.buffer]);
-    const e = await rejection(pending);
+    const e = await rejected(pending);
     expect(e.code).to.equal('ERR_DETACHED');
     expect(e.message).to.match(/importance was detached/);
     port1.close();
@@ -106,7 +92,7 @@ describe('boundary: asynchronous calls', () => {
     const x = new Float32Array(64);
     const t = Tensor.from(x, [2, 32]);
     structuredClone(x.buffer, { transfer: [x.buffer] });
-    const e = await rejection(quantize(t, { format: 'q8_0' }));
+    const e = await rejected(quantize(t, { format: 'q8_0' }));
     expect(e.code).to.equal('ERR_DETACHED');
     expect(e.message).to.match(/input holds 0 elements but its shape needs 64/);
   });
@@ -135,25 +121,19 @@ describe('boundary: every error code is reachable', () => {
   ];
   for (const [what, call, code, message] of cases) {
     it(`${code}: ${what}`, () => {
-      let err: unknown;
-      try {
-        call();
-      } catch (e) {
-        err = e;
-      }
-      expect(err, 'should throw').to.be.instanceOf(SlimTensorError);
-      expect((err as SlimTensorError).code).to.equal(code);
-      expect((err as SlimTensorError).message).to.match(message);
+      const err = thrown(call);
+      expect(err.code).to.equal(code);
+      expect(err.message).to.match(message);
     });
   }
 
   it('async calls reject with the same errors', async () => {
-    const e = await rejection(quantize(Tensor.from(new Float32Array(4 * 40), [4, 40]), { format: 'q4_1' }));
+    const e = await rejected(quantize(Tensor.from(new Float32Array(4 * 40), [4, 40]), { format: 'q4_1' }));
     expect(e.code).to.equal('ERR_SHAPE');
-    const n = await rejection(quantize(Tensor.from(new Float32Array([Infinity, ...new Array(31).fill(0)]), [1, 32]), { format: 'int8', groupSize: 32 }));
+    const n = await rejected(quantize(Tensor.from(new Float32Array([Infinity, ...new Array(31).fill(0)]), [1, 32]), { format: 'int8', groupSize: 32 }));
     expect(n.code).to.equal('ERR_VALUE');
     expect(n.message).to.match(/^quantize: input has a non-finite value \(Infinity\) at index \[0, 0\]/);
-    const d = await rejection(dequantize({} as never));
+    const d = await rejected(dequantize({} as never));
     expect(d.code).to.equal('ERR_VALUE');
   });
 });

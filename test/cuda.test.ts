@@ -12,6 +12,7 @@ import * as path from 'node:path';
 import { backends, dequantize, quantize, SlimTensorError, Tensor, type FloatDType, type QuantFormat, type QuantizeOptions } from '../lib/index';
 import { binding as defaultBinding, type NativeArgs, type NativeBackends } from '../lib/native';
 import { planDequantize, planQuantize, type QuantizedTensor } from '../lib/quantize';
+import { bytesOf, rejected, thrown } from './support/assert';
 
 const CUDA_ADDON = path.join(__dirname, '..', 'build-cuda', 'Release', 'slimtensor.node');
 
@@ -40,30 +41,6 @@ const NO_CUDA_BUILD = `${path.relative(process.cwd(), CUDA_ADDON)} not found (no
 function skip(ctx: Mocha.Context, why: string): never {
   if (ctx.test) ctx.test.title += ` — skipped: ${why}`;
   return ctx.skip();
-}
-
-function bytesOf(a: ArrayBufferView | undefined): Buffer {
-  return a ? Buffer.from(a.buffer, a.byteOffset, a.byteLength) : Buffer.alloc(0);
-}
-
-function thrown(f: () => unknown): SlimTensorError {
-  try {
-    f();
-  } catch (e) {
-    expect(e).to.be.instanceOf(SlimTensorError);
-    return e as SlimTensorError;
-  }
-  throw new Error('expected an error');
-}
-
-async function rejected(p: Promise<unknown> | undefined): Promise<SlimTensorError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).to.be.instanceOf(SlimTensorError);
-    return e as SlimTensorError;
-  }
-  throw new Error('expected a rejection');
 }
 
 // ---------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import {
   type QuantizeOptions,
 } from '../lib/index';
 import { code, groupParams, unpack, type ScaleDType } from './support/ct-oracle';
+import { bytesOf } from './support/assert';
 import { Rng } from './support/random';
 
 const FIXTURES = path.join(__dirname, 'fixtures', 'ggml');
@@ -25,10 +26,6 @@ const hasAvx2 = backends().cpu.kernel !== 'scalar';
 function readF32(file: string): Float32Array {
   const b = fs.readFileSync(path.join(FIXTURES, file));
   return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
-}
-
-function bytesOf(a: ArrayBufferView): Buffer {
-  return Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 }
 
 // Inputs that exercise every corner of the references: zero groups, signed
