@@ -33,7 +33,6 @@ int64_t row_grain(int64_t cols, size_t elem_bytes) {
   return std::max<int64_t>(1, (256 * 1024) / row_bytes);
 }
 
-
 Status check_common(QFormat f, int64_t rows, int64_t cols, int64_t group, DType scale_dtype) {
   if (!valid_format(f)) return Status::Error(Code::Value, "unknown quantization format code");
   if (rows < 0 || cols < 0) return Status::Error(Code::Shape, "negative dimension");
