@@ -6,10 +6,11 @@ import { parseArgs } from 'node:util';
 import { describeMachine, formatMachine, type Benchmark, type BenchOptions } from './harness';
 import { quantizeBench } from './quantize';
 import { searchFloorBench } from './search-floor';
+import { pipelineBench } from './pipeline';
 
 // The registry: later benchmarks (sparsity, lowrank, distill, pipeline) add
 // one line here and one module beside this file.
-const BENCHMARKS: readonly Benchmark[] = [quantizeBench, searchFloorBench];
+const BENCHMARKS: readonly Benchmark[] = [quantizeBench, searchFloorBench, pipelineBench];
 
 const DEFAULT_RUNS = 7;
 const QUICK_RUNS = 3;

@@ -32,3 +32,36 @@ export {
   type GGUFValueTypeName,
 } from './formats/gguf';
 export { f32ToF16, f16ToF32, f32ToBf16, bf16ToF32 } from './half';
+export {
+  SafetensorsFile,
+  SafetensorsModel,
+  SafetensorsWriter,
+  ShardedSafetensorsWriter,
+  SAFETENSORS_DTYPES,
+  SAFETENSORS_LIMITS,
+  type SafetensorsDType,
+  type SafetensorsTensorInfo,
+  type SafetensorsModelTensor,
+  type PlannedTensor,
+  type ReadTensorOptions,
+  type ShardOptions,
+} from './formats/safetensors';
+export { GGUFWriter, GGUF_FILE_TYPES, type GGUFPlannedTensor, type GGUFWriterPlan } from './formats/gguf-writer';
+export type { GGUFReadOptions } from './formats/gguf';
+export {
+  compressModel,
+  PRESETS,
+  PRESET_NAMES,
+  resolveRecipe,
+  openModel,
+  type CompressOptions,
+  type CompressProgress,
+  type CompressReport,
+  type TensorRecord,
+  type Recipe,
+  type RecipeRule,
+  type RecipeMethod,
+  type OutputFormat,
+} from './pipeline/index';
+export { compareModels, type ComparisonReport, type TensorComparison, type CompareOptions } from './pipeline/compare';
+export { renderReportHtml } from './pipeline/html';

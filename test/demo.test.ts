@@ -59,72 +59,80 @@ describe('demo on the bundled stories260K', () => {
     expect(report.model.path).to.equal(bundledModelPath());
     expect(report.model.architecture).to.equal('llama');
     expect(report.model.tensors).to.equal(48);
-    expect(report.model.candidates).to.equal(37);
-    expect(report.model.untouched).to.have.length(11);
-    expect(report.model.untouched.every((u) => u.reason.startsWith('1-D'))).to.equal(true);
+    expect(report.model.bytes).to.equal(1185408);
   });
 
-  it('has a row for every format, each compressing with a sane error', () => {
+  it('has a row for every recipe, each compressing with a sane error', () => {
     expect(report.formats.map((f) => f.id)).to.deep.equal(DEMO_PRESET_IDS);
     for (const f of report.formats) {
-      // GGUF formats keep the 5 ffn_down tensors (rows of 172); int formats take them per channel
-      expect(f.quantized, f.id).to.equal(['q4_0', 'q4_1', 'q8_0'].includes(f.options.format) ? 32 : 37);
-      expect(f.ratio, f.id).to.be.above(1);
+      const gguf = f.id.startsWith('q');
+      expect(f.format, f.id).to.equal(gguf ? 'gguf' : 'compressed-tensors');
+      // GGUF: 30 matrices + embedding and head at Q8_0 (the 5 ffn_down fall back to F16);
+      // compressed-tensors: the 35 block matrices (embedding and head kept).
+      expect(f.quantized, f.id).to.equal(gguf ? 32 : 35);
+      expect(f.kept.length, f.id).to.equal(gguf ? 11 : 13);
+      expect(f.ratio, f.id).to.be.above(1.5);
+      expect(f.outputBytes, f.id).to.be.below(report.model.bytes);
       expect(f.quantizedBytes, f.id).to.be.below(f.originalBytes);
-      expect(f.modelBytes, f.id).to.be.below(report.model.tensorBytes);
       expect(f.originalBytes, f.id).to.equal(f.weights * 4);
       // The weights have an RMS of order 0.1: 4-bit error is a few percent of that, 8-bit far less.
       expect(f.rmse, f.id).to.be.within(1e-5, 0.05);
       expect(f.maxAbs, f.id).to.be.at.least(f.rmse);
+      expect(f.timeMs, f.id).to.be.above(0);
     }
   });
 
-  it('stores the bits per weight each format implies', () => {
+  it('stores the bits per weight each recipe implies', () => {
     const m = byId(report);
-    expect(get(m, 'q4_0').bitsPerWeight).to.equal(4.5); // 18 bytes per 32
-    expect(get(m, 'q4_1').bitsPerWeight).to.equal(5); // 20 bytes per 32
-    expect(get(m, 'q8_0').bitsPerWeight).to.equal(8.5); // 34 bytes per 32
-    // int formats mix two layouts: rows of 64 (groups of 32, or one per row
-    // when the group is 128) and the ffn_down rows of 172 (one group per row).
-    const ffnDown = 5 * 64 * 172;
-    const mixed = (id: string, bits64: number, bits172: number): void => {
+    const emb = 2 * 512 * 64; // embedding and head, Q8_0 in GGUF recipes
+    const mats = 5 * 4 * 64 * 64 - 5 * 2 * 32 * 64 + 5 * 2 * 172 * 64; // q, o [64,64]; k, v [32,64]; gate, up [172,64]
+    const gguf = (id: string, bits: number): void => {
       const f = get(m, id);
-      const expected = ((f.weights - ffnDown) * bits64 + ffnDown * bits172) / f.weights;
-      expect(f.bitsPerWeight, id).to.be.closeTo(expected, 1e-3);
+      expect(f.weights, id).to.equal(emb + mats);
+      expect(f.bitsPerWeight, id).to.be.closeTo((emb * 8.5 + mats * bits) / (emb + mats), 1e-9);
     };
-    mixed('int4-g32', 4 + 16 / 32, 4 + 16 / 172); // an f16 scale per group
-    mixed('int4-g128', 4 + 16 / 64, 4 + 16 / 172);
-    mixed('int4-g128-asym', 4 + 20 / 64, 4 + 20 / 172); // + a 4-bit zero point per group
-    mixed('int8-g128', 8 + 16 / 64, 8 + 16 / 172);
+    gguf('q4_0', 4.5);
+    gguf('q4_1', 5);
+    gguf('q8_0', 8.5);
+    // compressed-tensors: every matrix takes one group per row (rows of 64 or 172 do not
+    // fit groups of 128); scales in the model's dtype (f32), plus the I64 weight_shape.
+    const shapes = [[64, 64], [32, 64], [32, 64], [64, 64], [172, 64], [172, 64], [64, 172]] as const;
+    const ct = (id: string, bits: number): void => {
+      const f = get(m, id);
+      let bytes = 0;
+      for (const [n, k] of shapes) bytes += 5 * (n * Math.ceil((k * bits) / 32) * 4 + n * 4 + 16);
+      expect(f.quantizedBytes, id).to.equal(bytes);
+      expect(f.bitsPerWeight, id).to.be.closeTo((bytes * 8) / f.weights, 1e-12);
+    };
+    ct('w4a16', 4);
+    ct('w8a16', 8);
   });
 
-  it('orders errors as the formats promise', () => {
+  it('orders errors as the recipes promise', () => {
     const m = byId(report);
     const rmse = (id: string): number => get(m, id).rmse;
-    for (const four of ['q4_0', 'q4_1', 'int4-g32', 'int4-g128', 'int4-g128-asym']) {
+    for (const four of ['q4_0', 'q4_1', 'w4a16', 'w4a16-asym']) {
       expect(rmse('q8_0'), four).to.be.below(rmse(four));
-      expect(rmse('int8-g128'), four).to.be.below(rmse(four));
+      expect(rmse('w8a16'), four).to.be.below(rmse(four));
     }
     // An MSE search never does worse than the plain scales it starts from.
     expect(rmse('q4_0-mse')).to.be.at.most(rmse('q4_0'));
-    expect(rmse('int4-g128-mse')).to.be.at.most(rmse('int4-g128'));
-    // Smaller groups and a zero point fit better.
-    expect(rmse('int4-g32')).to.be.below(rmse('int4-g128'));
-    expect(rmse('int4-g128-asym')).to.be.below(rmse('int4-g128'));
+    expect(rmse('w4a16-mse')).to.be.at.most(rmse('w4a16'));
+    expect(rmse('w4a16-asym')).to.be.below(rmse('w4a16'));
     expect(rmse('q4_1')).to.be.below(rmse('q4_0'));
   });
 
-  it('GGUF formats skip the rows of 172 and say why; int formats fall back to one group per row', () => {
+  it('GGUF recipes fall back to F16 for the rows of 172; int recipes to one group per row', () => {
     const ffnDown = [0, 1, 2, 3, 4].map((i) => `blk.${i}.ffn_down.weight`);
     for (const f of report.formats) {
-      const ggml = ['q4_0', 'q4_1', 'q8_0'].includes(f.options.format);
-      expect(f.skipped.map((s) => s.name), f.id).to.deep.equal(ggml ? ffnDown : []);
-      for (const s of f.skipped) expect(s.reason).to.include('172');
-      // rows of 64 (< 128) in 32 tensors, and the 5 ffn_down tensors (172 % 32, 172 % 128)
-      const expectFallbacks = ggml ? 0 : f.id.includes('g128') ? 37 : 5;
-      expect(f.fallbacks, f.id).to.have.length(expectFallbacks);
-      for (const s of f.fallbacks) expect(s.reason).to.include('one group per row');
-      if (!ggml) expect(f.fallbacks.map((s) => s.name)).to.include.members(ffnDown);
+      if (f.format === 'gguf') {
+        expect(f.fallbacks.map((s) => s.name), f.id).to.deep.equal(ffnDown);
+        for (const s of f.fallbacks) expect(s.reason).to.equal('rows of 172 values are not a multiple of the 32-value block: F16');
+      } else {
+        expect(f.fallbacks, f.id).to.have.length(35);
+        for (const s of f.fallbacks) expect(s.reason).to.include('one group per row');
+        expect(f.fallbacks.map((s) => s.name)).to.include.members(ffnDown);
+      }
     }
   });
 
@@ -133,12 +141,12 @@ describe('demo on the bundled stories260K', () => {
     expect(maxGapMs).to.be.below(1000);
   });
 
-  it('renders an aligned table with one row per format', () => {
+  it('renders an aligned table with one row per recipe', () => {
     const text = renderDemo(report);
     const lines = text.split('\n');
-    const header = lines.findIndex((l) => l.startsWith('format'));
+    const header = lines.findIndex((l) => l.startsWith('recipe'));
     expect(header).to.be.above(-1);
-    for (const h of ['tensors', 'skipped', 'original', 'quantized', 'ratio', 'bits/w', 'RMSE', 'time']) expect(lines[header]).to.include(h);
+    for (const h of ['format', 'size', 'ratio', 'bits/w', 'RMSE', 'time']) expect(lines[header]).to.include(h);
     const rows = lines.slice(header + 2, header + 2 + DEMO_PRESET_IDS.length);
     expect(rows.map((l) => l.split(/\s+/)[0])).to.deep.equal(DEMO_PRESET_IDS);
     // Right-aligned numbers: every row ends at the same column as the header's time.
@@ -158,7 +166,7 @@ describe('demo on another model', () => {
     await fsp.rm(tmp, { recursive: true, force: true });
   });
 
-  it('quantizes F16 weights, skips what it cannot and says why', async () => {
+  it('quantizes F16 weights, keeps what it cannot and says why', async () => {
     const f16 = (n: number, seed: number): Uint8Array => bytesOf(Uint16Array.from({ length: n }, (_, i) => f32ToF16Bits(Math.sin(i * 0.37 + seed) * 0.1)));
     const file = path.join(tmp, 'small.gguf');
     const w = writeGGUF({
@@ -171,19 +179,23 @@ describe('demo on another model', () => {
       ],
     });
     await fsp.writeFile(file, w.bytes);
-    const r = await runDemo({ model: file, formats: ['int4-g128', 'q4_0'] });
+    const r = await runDemo({ model: file, formats: ['q8_0', 'q4_0'] });
     expect(r.model.bundled).to.equal(false);
-    expect(r.model.candidates).to.equal(2);
-    expect(r.model.untouched.map((u) => u.reason)).to.deep.equal(['1-D (only 2-D weight matrices are quantized)', 'already quantized (Q8_0)']);
-    // Formats run in the demo's order, whatever order they were asked in.
-    expect(r.formats.map((f) => f.id)).to.deep.equal(['q4_0', 'int4-g128']);
-    const [q4, i4] = r.formats as [DemoFormatResult, DemoFormatResult];
+    expect(r.model.tensors).to.equal(4);
+    // Recipes run in the demo's order, whatever order they were asked in.
+    expect(r.formats.map((f) => f.id)).to.deep.equal(['q4_0', 'q8_0']);
+    const q4 = r.formats[0] as DemoFormatResult;
     expect(q4.quantized).to.equal(1);
-    expect(q4.skipped).to.deep.equal([{ name: 'b', reason: 'rows of 48 values are not a multiple of the 32-value block' }]);
+    expect(q4.fallbacks).to.deep.equal([{ name: 'b', reason: 'rows of 48 values are not a multiple of the 32-value block: F16' }]);
+    expect(q4.kept.map((k) => k.name)).to.deep.equal(['b', 'norm', 'q']);
+    expect(q4.kept[2]?.reason).to.include('already quantized');
     expect(q4.originalBytes).to.equal(512 * 2);
-    expect(q4.ratio).to.be.closeTo(16 / 4.5, 1e-9);
-    expect(i4.quantized).to.equal(2);
-    expect(i4.fallbacks.map((s) => s.name)).to.deep.equal(['a', 'b']);
+    expect(q4.quantizedBytes).to.equal(16 * 18);
+    // GGUF blocks cannot go into safetensors: a compressed-tensors recipe says which tensor.
+    let e: unknown;
+    await runDemo({ model: file, formats: ['w4a16'] }).catch((x: unknown) => (e = x));
+    expect((e as SlimTensorError).code).to.equal('ERR_UNSUPPORTED');
+    expect((e as SlimTensorError).message).to.include("'q'");
   });
 
   it('rejects unknown formats and non-GGUF files', async () => {
@@ -203,10 +215,10 @@ describe('slimtensor CLI', function () {
   this.timeout(60_000);
 
   it('demo --json prints every requested format', async () => {
-    const r = await cli(['demo', '--json', '--formats', 'q8_0,int4-g32', '--formats', 'q4_0']);
+    const r = await cli(['demo', '--json', '--formats', 'q8_0,w4a16', '--formats', 'q4_0']);
     expect(r.code, r.stderr).to.equal(0);
     const report = JSON.parse(r.stdout) as DemoReport;
-    expect(report.formats.map((f) => f.id)).to.deep.equal(['q4_0', 'q8_0', 'int4-g32']);
+    expect(report.formats.map((f) => f.id)).to.deep.equal(['q4_0', 'q8_0', 'w4a16']);
     for (const f of report.formats) expect(f.ratio).to.be.above(1);
   });
 

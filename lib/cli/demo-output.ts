@@ -1,20 +1,18 @@
 // Renders a DemoReport for the terminal: a header naming the model, one
-// table row per format, then what was skipped or adjusted and why.
+// table row per recipe, then the fallbacks taken and why.
 import * as path from 'node:path';
 import type { DemoFormatResult, DemoReport, DemoSkip } from '../demo';
 import { formatBytes, formatMs, renderTable, type Column } from './table';
 
 const COLUMNS: readonly Column[] = [
+  { header: 'recipe', align: 'left' },
   { header: 'format', align: 'left' },
-  { header: 'tensors', align: 'right' },
-  { header: 'skipped', align: 'right' },
-  { header: 'original', align: 'right' },
-  { header: 'quantized', align: 'right' },
+  { header: 'size', align: 'right' },
   { header: 'ratio', align: 'right' },
+  { header: 'quantized', align: 'right' },
   { header: 'bits/w', align: 'right' },
   { header: 'RMSE', align: 'right' },
   { header: 'max |err|', align: 'right' },
-  { header: 'model', align: 'right' },
   { header: 'time', align: 'right' },
 ];
 
@@ -22,15 +20,13 @@ function row(f: DemoFormatResult): string[] {
   const none = f.quantized === 0;
   return [
     f.id,
+    f.format,
+    formatBytes(f.outputBytes),
+    `${f.ratio.toFixed(2)}x`,
     String(f.quantized),
-    String(f.skipped.length),
-    formatBytes(f.originalBytes),
-    formatBytes(f.quantizedBytes),
-    none ? '-' : `${f.ratio.toFixed(2)}x`,
     none ? '-' : f.bitsPerWeight.toFixed(2),
     none ? '-' : f.rmse.toExponential(3),
     none ? '-' : f.maxAbs.toExponential(2),
-    formatBytes(f.modelBytes),
     formatMs(f.timeMs),
   ];
 }
@@ -42,10 +38,7 @@ function summariseNames(names: readonly string[]): string {
   return patterns.length > 4 ? `${shown}, ... (${patterns.length - 4} more)` : shown;
 }
 
-/**
- * Groups (reason -> tensors -> formats): formats that skipped the same
- * tensors for the same reason share one line.
- */
+/** Groups (reason -> tensors -> recipes): recipes that did the same to the same tensors share one line. */
 function reasonLines(formats: readonly DemoFormatResult[], pick: (f: DemoFormatResult) => DemoSkip[]): string[] {
   const groups = new Map<string, { formats: string[]; names: string[]; reason: string }>();
   for (const f of formats) {
@@ -58,9 +51,7 @@ function reasonLines(formats: readonly DemoFormatResult[], pick: (f: DemoFormatR
       groups.set(key, g);
     }
   }
-  return [...groups.values()].map(
-    (g) => `  ${g.formats.join(', ')}: ${g.names.length} tensor${g.names.length === 1 ? '' : 's'} (${summariseNames(g.names)}): ${g.reason}`,
-  );
+  return [...groups.values()].map((g) => `  ${g.formats.join(', ')}: ${g.names.length} tensor${g.names.length === 1 ? '' : 's'} (${summariseNames(g.names)}): ${g.reason}`);
 }
 
 /** The demo's text output. */
@@ -69,26 +60,16 @@ export function renderDemo(r: DemoReport): string {
   const title = m.bundled ? `${path.basename(m.path)} (bundled sample: llama2.c stories260K by Andrej Karpathy, MIT; see models/README.md)` : m.path;
   const out: string[] = [];
   out.push(`model: ${title}`);
-  out.push(
-    `  ${m.architecture ?? 'unknown architecture'}, ${m.tensors} tensors, ${formatBytes(m.tensorBytes)} of weights; ` +
-      `${m.candidates} 2-D tensors to quantize, ${m.untouched.length} left as stored`,
-  );
+  out.push(`  ${m.architecture ?? 'unknown architecture'}, ${m.tensors} tensors, ${formatBytes(m.bytes)}`);
   out.push('');
   out.push(renderTable(COLUMNS, r.formats.map(row)));
   out.push('');
-  out.push('tensors/skipped: 2-D tensors quantized / kept at their stored precision. original/quantized: bytes of the quantized');
-  out.push('tensors before and after; ratio = original/quantized. RMSE and max |err| over all quantized weights together.');
-  out.push('model: all tensor bytes after quantization (skipped and 1-D tensors as stored). time: the quantize calls only.');
-  const skipped = reasonLines(r.formats, (f) => f.skipped);
-  if (skipped.length > 0) out.push('', 'skipped (kept at stored precision):', ...skipped);
+  out.push('Each recipe ran through the streaming pipeline (slimtensor compress) into a GGUF file or a compressed-tensors folder.');
+  out.push('size: the output on disk; ratio = input file / output. quantized: tensors quantized (norms and 1-D tensors are kept;');
+  out.push('GGUF recipes store embedding and head at Q8_0, compressed-tensors recipes keep them). RMSE, max |err| and bits/w over the');
+  out.push('quantized weights. time: the whole run (read, quantize, measure the error, write).');
   const fallbacks = reasonLines(r.formats, (f) => f.fallbacks);
-  if (fallbacks.length > 0) out.push('', 'fallbacks:', ...fallbacks);
-  if (m.untouched.length > 0) {
-    const byReason = new Map<string, string[]>();
-    for (const s of m.untouched) byReason.set(s.reason, [...(byReason.get(s.reason) ?? []), s.name]);
-    out.push('', 'not quantized by any format:');
-    for (const [reason, names] of byReason) out.push(`  ${names.length} tensor${names.length === 1 ? '' : 's'} (${summariseNames(names)}): ${reason}`);
-  }
+  if (fallbacks.length > 0) out.push('', 'fallbacks (rows that do not fit the block or group):', ...fallbacks);
   out.push('', `kernel: ${r.kernel}; total ${formatMs(r.totalMs)}`);
   return out.join('\n');
 }

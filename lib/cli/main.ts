@@ -1,12 +1,15 @@
 #!/usr/bin/env node
 // The `slimtensor` command. Exit codes: 0 success, 1 a failure (the
-// SlimTensorError or I/O message is printed), 2 a usage error.
+// SlimTensorError or I/O message is printed), 2 a usage error, 130
+// interrupted by Ctrl-C (the partial output removed).
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { backends } from '../backend';
 import { DEMO_PRESET_IDS, runDemo, selectPresets } from '../demo';
 import { SlimTensorError } from '../errors';
 import { renderDemo } from './demo-output';
+import { EXIT_INTERRUPTED, inspect, lowrankRecipe, parseSize, presets, readRecipeFile, report, runCompression, type RunOptions } from './model-commands';
+import { PRESET_NAMES } from '../pipeline/recipe';
 
 const EXIT_ERROR = 1;
 const EXIT_USAGE = 2;
@@ -42,10 +45,143 @@ function printBackends(json: boolean): void {
   );
 }
 
+function print(text: string): void {
+  process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+}
+
+const QUANTIZE_PRESETS = PRESET_NAMES.filter((n) => n !== '2of4');
+
+/** Options every compressing command shares. */
+function runOptions<T>(y: import('yargs').Argv<T>) {
+  return y
+    .option('output', { alias: 'o', type: 'string', demandOption: true, describe: 'GGUF file or folder to write (written under a temporary name, renamed when complete)' })
+    .option('threads', { type: 'number', describe: 'Threads per operation (default: all cores)' })
+    .option('force', { alias: 'f', type: 'boolean', default: false, describe: 'Replace an existing output' })
+    .option('memory', { type: 'string', describe: 'Tensor buffer budget, e.g. 512MiB (default 1GiB; a larger tensor still runs, alone)' })
+    .option('shard-size', { type: 'string', describe: 'safetensors outputs: largest shard, e.g. 5GB (default: one file)' })
+    .option('json', { type: 'boolean', default: false, describe: 'Print the report as JSON' })
+    .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'No progress output' })
+    .option('verbose', { alias: 'v', type: 'boolean', default: false, describe: 'List every tensor in the report' });
+}
+
+interface RunArgs {
+  input: string;
+  output: string;
+  threads: number | undefined;
+  force: boolean;
+  memory: string | undefined;
+  'shard-size': string | undefined;
+  json: boolean;
+  quiet: boolean;
+  verbose: boolean;
+}
+
+function toRunOptions(a: RunArgs, recipe: RunOptions['recipe']): RunOptions {
+  if (a.threads !== undefined && !(Number.isInteger(a.threads) && a.threads >= 1 && a.threads <= 1024)) throw new UsageError(`--threads must be an integer in 1..1024, got ${a.threads}`);
+  const size = (v: string | undefined, what: string): number | undefined => {
+    if (v === undefined) return undefined;
+    try {
+      return parseSize(v, what);
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+  };
+  return {
+    input: a.input,
+    output: a.output,
+    recipe,
+    threads: a.threads,
+    force: a.force,
+    json: a.json,
+    quiet: a.quiet,
+    verbose: a.verbose,
+    memory: size(a.memory, '--memory'),
+    shardSize: size(a['shard-size'], '--shard-size'),
+  };
+}
+
 function buildParser(argv: string[]) {
   return yargs(argv)
     .scriptName('slimtensor')
     .usage('$0 <command> [options]')
+    .command(
+      'inspect <path>',
+      'Show the metadata and the tensors (name, dtype, shape, bytes) of a GGUF file, a safetensors file or a Hugging Face folder',
+      (y) => y.positional('path', { type: 'string', demandOption: true }).option('json', { type: 'boolean', default: false, describe: 'Print as JSON' }),
+      async (args) => print(await inspect(args.path, args.json)),
+    )
+    .command(
+      'quantize <input>',
+      `Quantize a model with a preset (${QUANTIZE_PRESETS.join(', ')})`,
+      (y) =>
+        runOptions(y.positional('input', { type: 'string', demandOption: true, describe: 'GGUF file, .safetensors file or Hugging Face folder' }))
+          .option('preset', { alias: 'p', type: 'string', demandOption: true, choices: QUANTIZE_PRESETS, describe: 'The recipe to apply' })
+          .option('search', { type: 'string', choices: ['none', 'mse'], describe: 'Scale search (mse: slower, lower error)' }),
+      async (args) => {
+        const recipe = args.search === undefined ? args.preset : { extends: args.preset, search: args.search as 'none' | 'mse', name: `${args.preset}${args.search === 'mse' ? '-mse' : ''}` };
+        print(await runCompression(toRunOptions(args as unknown as RunArgs, recipe)));
+      },
+    )
+    .command(
+      'prune <input>',
+      '2:4 structured sparsity (not built yet: issue 3)',
+      (y) => runOptions(y.positional('input', { type: 'string', demandOption: true })).option('pattern', { type: 'string', default: '2:4', choices: ['2:4'] }),
+      async (args) => print(await runCompression(toRunOptions(args as unknown as RunArgs, '2of4'))),
+    )
+    .command(
+      'lowrank <input>',
+      'Low-rank factorization of every matrix but norms, embedding and head (needs lib/lowrank.ts: issue 4)',
+      (y) =>
+        runOptions(y.positional('input', { type: 'string', demandOption: true }))
+          .option('rank', { type: 'number', describe: 'Rank of the factors' })
+          .option('energy', { type: 'number', describe: 'Fraction of the spectrum energy to keep' })
+          .option('ratio', { type: 'number', describe: 'Parameter budget as a fraction of the original' })
+          .check((a) => {
+            const n = [a.rank, a.energy, a.ratio].filter((x) => x !== undefined).length;
+            if (n !== 1) throw new UsageError('give exactly one of --rank, --energy, --ratio');
+            return true;
+          }),
+      async (args) => {
+        const opts: Record<string, unknown> = {};
+        if (args.rank !== undefined) opts.rank = args.rank;
+        if (args.energy !== undefined) opts.energy = args.energy;
+        if (args.ratio !== undefined) opts.ratio = args.ratio;
+        print(await runCompression(toRunOptions(args as unknown as RunArgs, lowrankRecipe(opts))));
+      },
+    )
+    .command(
+      'compress <input>',
+      'Compress a model with a recipe file (JSON rules) or a preset',
+      (y) =>
+        runOptions(y.positional('input', { type: 'string', demandOption: true }))
+          .option('recipe', { alias: 'r', type: 'string', describe: 'Recipe file (JSON)' })
+          .option('preset', { alias: 'p', type: 'string', choices: PRESET_NAMES, describe: 'A built-in recipe instead of a file' })
+          .check((a) => {
+            if ((a.recipe === undefined) === (a.preset === undefined)) throw new UsageError('give one of --recipe <file> or --preset <name>');
+            return true;
+          }),
+      async (args) => {
+        const recipe = args.recipe !== undefined ? await readRecipeFile(args.recipe) : (args.preset as string);
+        print(await runCompression(toRunOptions(args as unknown as RunArgs, recipe)));
+      },
+    )
+    .command(
+      'report <original> <compressed>',
+      'Per-tensor error (RMSE, SQNR, cosine) and size of a compressed model against its original',
+      (y) =>
+        y
+          .positional('original', { type: 'string', demandOption: true })
+          .positional('compressed', { type: 'string', demandOption: true })
+          .option('html', { type: 'string', describe: 'Also write a self-contained HTML page with charts' })
+          .option('json', { type: 'boolean', default: false, describe: 'Print as JSON' }),
+      async (args) => print(await report(args.original, args.compressed, args.html, args.json)),
+    )
+    .command(
+      'presets',
+      'List the built-in recipes',
+      (y) => y.option('json', { type: 'boolean', default: false, describe: 'Print the recipes as JSON' }),
+      (args) => print(presets(args.json)),
+    )
     .command(
       'demo',
       'Quantize every 2-D tensor of a GGUF model to each format and compare sizes and errors',
@@ -92,6 +228,10 @@ export async function main(argv: string[]): Promise<number> {
     await parser.parseAsync();
     return 0;
   } catch (e) {
+    if (e instanceof Error && e.name === 'AbortError') {
+      process.stderr.write(`slimtensor: ${e.message}\n`);
+      return EXIT_INTERRUPTED;
+    }
     if (e instanceof UsageError) {
       process.stderr.write(`slimtensor: ${e.message}\nRun \`slimtensor --help\` for usage.\n`);
       return EXIT_USAGE;

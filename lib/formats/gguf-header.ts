@@ -279,6 +279,18 @@ function readArray(c: Cursor, what: Label, depth: number): { itemType: GGUFValue
   return { itemType, value: readArrayItems(c, itemType, count, label(what), depth) };
 }
 
+/**
+ * The element type of nested arrays read from a file, for plain arrays whose
+ * JS value cannot tell (an empty string[] and an empty boolean[] look the
+ * same): a writer copying metadata needs it. TypedArrays imply their type.
+ */
+const PLAIN_ARRAY_ITEM_TYPES = new WeakMap<object, GGUFValueTypeName>();
+
+/** The declared element type of a nested array value read by the parser, if it recorded one. */
+export function nestedArrayItemType(value: GGUFArrayValue): GGUFValueTypeName | undefined {
+  return PLAIN_ARRAY_ITEM_TYPES.get(value);
+}
+
 // Fixed-size elements are copied out in one piece and viewed as the
 // matching TypedArray (the host is little-endian; gguf.ts checks).
 const TYPED_ARRAYS = {
@@ -303,7 +315,11 @@ function readArrayItems(c: Cursor, itemType: GGUFValueTypeName, count: number, w
     }
     case 'array': {
       const out: GGUFArrayValue[] = [];
-      for (let i = 0; i < count; i++) out.push(readArray(c, () => `${what}[${i}]`, depth + 1).value);
+      for (let i = 0; i < count; i++) {
+        const inner = readArray(c, () => `${what}[${i}]`, depth + 1);
+        if (Array.isArray(inner.value)) PLAIN_ARRAY_ITEM_TYPES.set(inner.value, inner.itemType);
+        out.push(inner.value);
+      }
       return out;
     }
     case 'bool': {

@@ -17,7 +17,7 @@ import {
 } from './gguf-header';
 import { ggmlType, type GGMLTypeInfo } from './gguf-types';
 
-export { GGUF_LIMITS, type GGUFArrayValue, type GGUFMetadataEntry, type GGUFTensorInfo, type GGUFValue } from './gguf-header';
+export { GGUF_LIMITS, nestedArrayItemType, type GGUFArrayValue, type GGUFMetadataEntry, type GGUFTensorInfo, type GGUFValue } from './gguf-header';
 export { GGML_TYPES, type GGMLTypeInfo, type GGMLTypeName, type GGUFValueTypeName } from './gguf-types';
 
 export interface GGUFOpenOptions {
@@ -26,6 +26,15 @@ export interface GGUFOpenOptions {
    * Default 256 MiB: big-vocabulary models carry headers of 10-20 MB.
    */
   maxHeaderBytes?: number;
+}
+
+export interface GGUFReadOptions {
+  /**
+   * Read into this buffer (its first byteLength bytes) instead of a fresh
+   * allocation, e.g. to reuse memory across tensors; the result views it.
+   * Its byteOffset must suit the tensor's element type.
+   */
+  into?: Uint8Array;
 }
 
 const DEFAULT_MAX_HEADER = 256 * 1024 * 1024;
@@ -164,12 +173,16 @@ export class GGUFReader {
    * The stored bytes of one tensor (without padding), whatever its type:
    * for copying tensors this library cannot interpret.
    */
-  async readTensorBytes(tensor: string | GGUFTensorInfo): Promise<Uint8Array> {
+  async readTensorBytes(tensor: string | GGUFTensorInfo, options: GGUFReadOptions = {}): Promise<Uint8Array> {
     const info = this.resolve(tensor, 'readTensorBytes');
     const fh = this.handle('readTensorBytes');
-    // A fresh allocation per tensor: offset 0 of its own ArrayBuffer, so any
-    // typed view over it is aligned.
-    const bytes = new Uint8Array(info.byteLength);
+    // Without `into`, a fresh allocation per tensor: offset 0 of its own
+    // ArrayBuffer, so any typed view over it is aligned.
+    const into = options.into;
+    if (into !== undefined && (!(into instanceof Uint8Array) || into.byteLength < info.byteLength)) {
+      throw new SlimTensorError(`GGUFReader.readTensorBytes: options.into must be a Uint8Array of at least ${info.byteLength} bytes`, 'ERR_VALUE');
+    }
+    const bytes = into === undefined ? new Uint8Array(info.byteLength) : into.subarray(0, info.byteLength);
     await readExact(fh, bytes, 0, info.fileOffset, this.path);
     return bytes;
   }
@@ -181,14 +194,14 @@ export class GGUFReader {
    * GGUF dims reversed). Other types throw ERR_UNSUPPORTED; readTensorBytes
    * returns their raw blocks.
    */
-  async readTensor(tensor: string | GGUFTensorInfo): Promise<Tensor | QuantizedTensor> {
+  async readTensor(tensor: string | GGUFTensorInfo, options: GGUFReadOptions = {}): Promise<Tensor | QuantizedTensor> {
     this.handle('readTensor');
     const info = this.resolve(tensor, 'readTensor');
     const type = ggmlType(info.typeId) as GGMLTypeInfo;
     if (type.dtype === undefined && type.quant === undefined) {
       throw new SlimTensorError(`GGUFReader.readTensor: tensor ${quoteName(info.name)} in ${this.path} has type ${type.name}, which slimtensor cannot represent; readTensorBytes() returns its raw blocks`, 'ERR_UNSUPPORTED');
     }
-    const bytes = await this.readTensorBytes(info);
+    const bytes = await this.readTensorBytes(info, options);
     if (type.quant !== undefined) return new QuantizedTensor({ format: type.quant, shape: info.shape, data: bytes });
     return Tensor.from(bytes, info.shape, type.dtype);
   }

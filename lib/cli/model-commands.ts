@@ -1,0 +1,281 @@
+// The model commands of the CLI: inspect, quantize/prune/lowrank/compress
+// (all through compressModel) and report. Each returns the text or JSON to
+// print; main.ts wires them to yargs.
+import { promises as fsp, rmSync } from 'node:fs';
+import { SlimTensorError } from '../errors';
+import { GGUFReader } from '../formats/gguf';
+import type { GGUFValue } from '../formats/gguf-header';
+import { compareModels, type ComparisonReport } from '../pipeline/compare';
+import { compressModel, type CompressReport } from '../pipeline/compress';
+import { renderReportHtml } from '../pipeline/html';
+import { LIVE_TEMPS } from '../pipeline/output';
+import { EMBED_GLOBS, HEAD_GLOBS, NORM_GLOBS, PRESETS, type Recipe } from '../pipeline/recipe';
+import { openModel } from '../pipeline/source';
+import { progressReporter } from './progress';
+import { formatBytes, formatMs, renderTable, type Column } from './table';
+
+/** Parses '512MiB', '2GB', '1e9', '4096' into bytes. */
+export function parseSize(v: unknown, what: string): number {
+  const m = /^\s*([0-9]+(?:\.[0-9]+)?(?:e[0-9]+)?)\s*([kmgt]i?b?|b)?\s*$/i.exec(String(v));
+  if (m === null) throw new SlimTensorError(`${what}: ${JSON.stringify(v)} is not a size (e.g. 512MiB, 2GB, 1000000)`, 'ERR_VALUE');
+  const unit = (m[2] ?? 'b').toLowerCase();
+  const base = unit.includes('i') ? 1024 : 1000;
+  const pow = { b: 0, k: 1, m: 2, g: 3, t: 4 }[unit[0] as 'b' | 'k' | 'm' | 'g' | 't'];
+  const n = Math.round(Number(m[1]) * base ** pow);
+  if (!Number.isSafeInteger(n) || n <= 0) throw new SlimTensorError(`${what}: ${JSON.stringify(v)} is out of range`, 'ERR_VALUE');
+  return n;
+}
+
+function metaValue(v: GGUFValue): string {
+  if (typeof v === 'string') return JSON.stringify(v.length > 80 ? `${v.slice(0, 77)}...` : v);
+  if (typeof v === 'number' || typeof v === 'bigint' || typeof v === 'boolean') return String(v);
+  const arr = v as ArrayLike<unknown>;
+  const head = Array.from({ length: Math.min(arr.length, 4) }, (_, i) => {
+    const x = arr[i];
+    return typeof x === 'string' ? JSON.stringify(x) : ArrayBuffer.isView(x) || Array.isArray(x) ? '[...]' : String(x);
+  });
+  return `[${head.join(', ')}${arr.length > 4 ? `, ... (${arr.length} items)` : ''}]`;
+}
+
+const TENSOR_COLUMNS: readonly Column[] = [
+  { header: 'tensor', align: 'left' },
+  { header: 'dtype', align: 'left' },
+  { header: 'shape', align: 'left' },
+  { header: 'bytes', align: 'right' },
+];
+
+/** `inspect`: metadata and a tensor table of a GGUF file, safetensors file or folder. */
+export async function inspect(p: string, json: boolean): Promise<string> {
+  const m = await openModel(p);
+  try {
+    const tensors = m.tensors.map((t) => ({ name: t.name, dtype: t.storage, shape: [...t.shape], bytes: t.byteLength }));
+    const total = tensors.reduce((s, t) => s + t.bytes, 0);
+    const g: GGUFReader | undefined = m.gguf;
+    const st = m.safetensors;
+    if (json) {
+      const metadata = g !== undefined ? Object.fromEntries(g.entries.map((e) => [e.key, jsonable(e.value)])) : { ...(st?.metadata ?? {}) };
+      return JSON.stringify(
+        { path: p, format: m.format, ...(g ? { version: g.version, alignment: g.alignment } : {}), ...(st ? { shards: st.shards } : {}), metadata, tensorBytes: total, tensors },
+        null,
+        2,
+      );
+    }
+    const out: string[] = [];
+    out.push(`${p}: ${m.format === 'gguf' ? `GGUF v${g?.version}, alignment ${g?.alignment}` : `safetensors, ${st?.shards.length} file${st?.shards.length === 1 ? '' : 's'}`}; ${tensors.length} tensors, ${formatBytes(total)}`);
+    if (g !== undefined) {
+      out.push('', 'metadata:');
+      for (const e of g.entries) out.push(`  ${e.key} (${e.type}${e.itemType ? ` of ${e.itemType}` : ''}) = ${metaValue(e.value)}`);
+    } else if (st !== undefined && Object.keys(st.metadata).length > 0) {
+      out.push('', 'metadata:');
+      for (const [k, v] of Object.entries(st.metadata)) out.push(`  ${k} = ${metaValue(v)}`);
+    }
+    out.push('', renderTable(TENSOR_COLUMNS, tensors.map((t) => [t.name, t.dtype, `[${t.shape.join(', ')}]`, formatBytes(t.bytes)])));
+    return out.join('\n');
+  } finally {
+    await m.close();
+  }
+}
+
+function jsonable(v: unknown): unknown {
+  if (typeof v === 'bigint') return v.toString();
+  if (ArrayBuffer.isView(v)) return Array.from(v as unknown as ArrayLike<number | bigint>, (x) => (typeof x === 'bigint' ? x.toString() : x));
+  if (Array.isArray(v)) return v.map(jsonable);
+  return v;
+}
+
+export interface RunOptions {
+  input: string;
+  output: string;
+  recipe: Recipe | string;
+  threads?: number | undefined;
+  force: boolean;
+  json: boolean;
+  quiet: boolean;
+  memory?: number | undefined;
+  shardSize?: number | undefined;
+  verbose: boolean;
+}
+
+/** The exit code for an interrupted run (128 + SIGINT). */
+export const EXIT_INTERRUPTED = 130;
+
+/**
+ * Runs compressModel with a progress bar; Ctrl-C aborts it (the partial
+ * output is removed), a second Ctrl-C exits at once after a last cleanup.
+ */
+export async function runCompression(o: RunOptions): Promise<string> {
+  const ac = new AbortController();
+  let interrupts = 0;
+  const onSigint = (): void => {
+    interrupts++;
+    if (interrupts === 1) {
+      process.stderr.write('\nslimtensor: interrupted; removing the partial output (Ctrl-C again to quit now)\n');
+      ac.abort(new InterruptedError());
+      return;
+    }
+    for (const t of LIVE_TEMPS) rmSync(t, { recursive: true, force: true });
+    process.exit(EXIT_INTERRUPTED);
+  };
+  process.on('SIGINT', onSigint);
+  const progress = progressReporter(process.stderr, o.quiet);
+  try {
+    const report = await compressModel({
+      input: o.input,
+      output: o.output,
+      recipe: o.recipe,
+      ...(o.threads !== undefined ? { threads: o.threads } : {}),
+      ...(o.memory !== undefined ? { memoryLimit: o.memory } : {}),
+      ...(o.shardSize !== undefined ? { maxShardBytes: o.shardSize } : {}),
+      overwrite: o.force,
+      signal: ac.signal,
+      onProgress: progress,
+      measureError: true,
+    });
+    progress.stop();
+    return o.json ? JSON.stringify(report, null, 2) : renderCompressReport(report, o.verbose);
+  } finally {
+    progress.stop();
+    process.removeListener('SIGINT', onSigint);
+  }
+}
+
+/** The abort reason of a Ctrl-C. */
+export class InterruptedError extends Error {
+  constructor() {
+    super('interrupted (SIGINT); no output was written');
+    this.name = 'AbortError';
+  }
+}
+
+const SUMMARY_COLUMNS: readonly Column[] = [
+  { header: 'stored as', align: 'left' },
+  { header: 'tensors', align: 'right' },
+  { header: 'before', align: 'right' },
+  { header: 'after', align: 'right' },
+  { header: 'RMSE', align: 'right' },
+];
+
+const DETAIL_COLUMNS: readonly Column[] = [
+  { header: 'tensor', align: 'left' },
+  { header: 'from', align: 'left' },
+  { header: 'to', align: 'left' },
+  { header: 'shape', align: 'left' },
+  { header: 'before', align: 'right' },
+  { header: 'after', align: 'right' },
+  { header: 'RMSE', align: 'right' },
+];
+
+/** A compression report for the terminal: totals, one line per output type, fallbacks and warnings. */
+export function renderCompressReport(r: CompressReport, verbose: boolean): string {
+  const out: string[] = [];
+  const secs = r.timeMs / 1000;
+  out.push(`${r.input.path} (${r.input.format}, ${formatBytes(r.input.bytes)}) -> ${r.output.path} (${r.output.format}, ${formatBytes(r.output.bytes)})`);
+  out.push(`recipe ${r.recipe}: ${r.ratio.toFixed(2)}x smaller, ${formatMs(r.timeMs)} (${(r.input.tensorBytes / 1e6 / Math.max(secs, 1e-9)).toFixed(0)} MB/s), tensor buffers peaked at ${formatBytes(r.memory.peakBytes)} (limit ${formatBytes(r.memory.limit)})`);
+  const groups = new Map<string, { n: number; before: number; after: number; se: number; w: number }>();
+  for (const t of r.tensors) {
+    const key = t.method === 'keep' ? `${t.to} (kept)` : t.to;
+    const g = groups.get(key) ?? { n: 0, before: 0, after: 0, se: 0, w: 0 };
+    g.n++;
+    g.before += t.bytesIn;
+    g.after += t.bytesOut;
+    if (t.error !== undefined) {
+      const n = t.shape.reduce((a, d) => a * d, 1);
+      g.se += t.error.rmse * t.error.rmse * n;
+      g.w += n;
+    }
+    groups.set(key, g);
+  }
+  out.push('');
+  out.push(renderTable(SUMMARY_COLUMNS, [...groups].map(([k, g]) => [k, String(g.n), formatBytes(g.before), formatBytes(g.after), g.w === 0 ? '-' : Math.sqrt(g.se / g.w).toExponential(3)])));
+  if (r.fallbacks.length > 0) {
+    out.push('', 'fallbacks (the rule\'s format did not fit; the next one that fits was used):');
+    const by = new Map<string, string[]>();
+    for (const f of r.fallbacks) {
+      const k = `${f.from} -> ${f.to}: ${f.reason}`;
+      by.set(k, [...(by.get(k) ?? []), f.name]);
+    }
+    for (const [k, names] of by) out.push(`  ${names.length} tensor${names.length === 1 ? '' : 's'} (${names.slice(0, 3).join(', ')}${names.length > 3 ? ', ...' : ''}): ${k}`);
+  }
+  for (const w of r.warnings) out.push('', `note: ${w}`);
+  if (verbose) {
+    out.push('', renderTable(DETAIL_COLUMNS, r.tensors.map((t) => [t.name, t.from, t.to, `[${t.shape.join(', ')}]`, formatBytes(t.bytesIn), formatBytes(t.bytesOut), t.error === undefined ? '-' : t.error.rmse.toExponential(3)])));
+  }
+  out.push('', `files: ${r.output.files.join(', ')}`);
+  return out.join('\n');
+}
+
+/** The recipe of `slimtensor lowrank`: every matrix but norms, embedding and head factored. */
+export function lowrankRecipe(options: Record<string, unknown>): Recipe {
+  return {
+    name: 'lowrank',
+    format: 'safetensors',
+    rules: [
+      { match: [...NORM_GLOBS, ...EMBED_GLOBS, ...HEAD_GLOBS], method: 'keep' },
+      { match: '*', method: 'lowrank', options },
+    ],
+  };
+}
+
+/** Reads a recipe file (JSON). */
+export async function readRecipeFile(file: string): Promise<Recipe> {
+  const text = await fsp.readFile(file, 'utf8');
+  try {
+    return JSON.parse(text) as Recipe;
+  } catch (e) {
+    throw new SlimTensorError(`recipe ${file}: not valid JSON (${(e as Error).message})`, 'ERR_VALUE');
+  }
+}
+
+const REPORT_COLUMNS: readonly Column[] = [
+  { header: 'tensor', align: 'left' },
+  { header: 'type', align: 'left' },
+  { header: 'shape', align: 'left' },
+  { header: 'original', align: 'right' },
+  { header: 'compressed', align: 'right' },
+  { header: 'RMSE', align: 'right' },
+  { header: 'SQNR dB', align: 'right' },
+  { header: 'cosine', align: 'right' },
+];
+
+export function renderComparison(r: ComparisonReport): string {
+  const t = r.total;
+  const out: string[] = [];
+  out.push(`original:   ${r.original.path} (${r.original.format}, ${formatBytes(r.original.bytes)})`);
+  out.push(`compressed: ${r.compressed.path} (${r.compressed.format}, ${formatBytes(r.compressed.bytes)})`);
+  out.push(`tensor bytes ${formatBytes(t.originalBytes)} -> ${formatBytes(t.compressedBytes)} (${t.ratio.toFixed(2)}x); RMSE ${t.rmse.toExponential(3)}; SQNR ${Number.isFinite(t.sqnrDb) ? t.sqnrDb.toFixed(2) : 'inf'} dB over the changed tensors`);
+  out.push('');
+  out.push(
+    renderTable(
+      REPORT_COLUMNS,
+      r.tensors.map((x) => [
+        x.name,
+        `${x.originalType} -> ${x.compressedType}`,
+        `[${x.shape.join(', ')}]`,
+        formatBytes(x.originalBytes),
+        formatBytes(x.compressedBytes),
+        x.error === undefined ? '-' : x.error.rmse.toExponential(3),
+        x.error === undefined ? '-' : Number.isFinite(x.error.sqnrDb) ? x.error.sqnrDb.toFixed(2) : 'inf',
+        x.error === undefined ? '-' : x.error.cosine.toFixed(6),
+      ]),
+    ),
+  );
+  const missing = r.tensors.filter((x) => x.compressedType === 'missing');
+  if (missing.length > 0) out.push('', `missing from the compressed model: ${missing.map((x) => x.name).join(', ')}`);
+  return out.join('\n');
+}
+
+/** `report`: the comparison as text or JSON, and the HTML page when asked. */
+export async function report(original: string, compressed: string, html: string | undefined, json: boolean): Promise<string> {
+  const r = await compareModels(original, compressed, { histograms: html !== undefined ? 6 : 0 });
+  if (html !== undefined) await fsp.writeFile(html, renderReportHtml(r));
+  if (json) return JSON.stringify(r, (_k, v: unknown) => (v === Infinity ? 'Infinity' : v), 2);
+  return renderComparison(r) + (html !== undefined ? `\n\nHTML report: ${html}` : '');
+}
+
+/** `presets`: the built-in recipes. */
+export function presets(json: boolean): string {
+  if (json) return JSON.stringify(PRESETS, null, 2);
+  return Object.entries(PRESETS)
+    .map(([name, r]) => `${name.padEnd(11)} ${r.format?.padEnd(19) ?? ''} ${r.description ?? ''}`)
+    .join('\n');
+}

@@ -1,0 +1,248 @@
+// compressed-tensors (vLLM) output: the safetensors tensors of a
+// pack-quantized Linear weight and the quantization_config of config.json
+// (shared/reference/FORMATS.md), and the way back (decoding a folder's
+// tensors into QuantizedTensors, for reports).
+//
+// Extension point for the sparsity issue: sparse-24-bitmask stores
+// `<prefix>.compressed`, `<prefix>.bitmask` and `<prefix>.shape` per weight
+// and adds `sparsity_config` to quantization_config. It belongs here as a
+// second WeightCodec beside PACK_QUANTIZED (plan + encode), chosen by the
+// pipeline for the 'prune' method, with `sparsityConfig()` filling the
+// config; nothing of it is built yet.
+import { SlimTensorError } from '../errors';
+import { QuantizedTensor, type FloatDType } from '../quantize';
+import { Tensor } from '../tensor';
+import { quoteName } from './gguf-header';
+import { DTYPE_TO_SAFETENSORS, type PlannedTensor } from './safetensors-header';
+
+/** One quantization scheme of a config group. */
+export interface CTScheme {
+  bits: 4 | 8;
+  symmetric: boolean;
+  /** 'group': groupSize values per scale; 'channel': one scale per output row. */
+  strategy: 'group' | 'channel';
+  groupSize?: number;
+}
+
+export function schemeKey(s: CTScheme): string {
+  return `${s.bits}:${s.symmetric ? 's' : 'a'}:${s.strategy}:${s.strategy === 'group' ? s.groupSize : ''}`;
+}
+
+/** The scheme a QuantizedTensor (int4/int8) was made with. */
+export function schemeOf(q: QuantizedTensor): CTScheme {
+  if (q.format !== 'int4' && q.format !== 'int8') throw new SlimTensorError(`compressed-tensors: ${q.format} is not a compressed-tensors format (int4, int8)`, 'ERR_VALUE');
+  const cols = q.shape[q.shape.length - 1] as number;
+  const channel = q.groupSize === cols;
+  return { bits: q.format === 'int4' ? 4 : 8, symmetric: q.symmetric, strategy: channel ? 'channel' : 'group', ...(channel ? {} : { groupSize: q.groupSize }) };
+}
+
+/** `model.layers.0.mlp.up_proj.weight` -> `model.layers.0.mlp.up_proj`: the module compressed-tensors names. */
+export function modulePrefix(weightName: string): string {
+  return weightName.endsWith('.weight') ? weightName.slice(0, -'.weight'.length) : weightName;
+}
+
+/** How one kind of compressed weight is laid out in safetensors. */
+export interface WeightCodec {
+  /** quantization_config.format */
+  format: string;
+  /** The tensors written for a weight of `shape` (2-D [N, K]). */
+  plan(prefix: string, shape: readonly number[], scheme: CTScheme, scaleDtype: FloatDType): PlannedTensor[];
+  /** Their bytes, in plan order. */
+  encode(q: QuantizedTensor): ArrayBufferView[];
+}
+
+/** Words of `bits`-bit values packed 32/bits to an int32. */
+function packedLength(n: number, bits: number): number {
+  return Math.ceil((n * bits) / 32);
+}
+
+/**
+ * Zero points [rows, groups] (signed, int8) packed along dim 0, as
+ * compressed-tensors' pack_to_int32(packed_dim=0) does: biased by
+ * 2^(bits-1) like the weights, 32/bits rows per int32, the first row in the
+ * lowest bits. Result: Int32Array [ceil(rows·bits/32), groups].
+ */
+export function packZeroPoints(zeros: Int8Array, rows: number, groups: number, bits: number): Int32Array {
+  const per = 32 / bits;
+  const mask = (1 << bits) - 1;
+  const bias = 1 << (bits - 1);
+  const out = new Int32Array(packedLength(rows, bits) * groups);
+  for (let r = 0; r < rows; r++) {
+    const shift = bits * (r % per);
+    const base = Math.floor(r / per) * groups;
+    for (let g = 0; g < groups; g++) out[base + g] = (out[base + g] as number) | ((((zeros[r * groups + g] as number) + bias) & mask) << shift);
+  }
+  return out;
+}
+
+/** The inverse of packZeroPoints. */
+export function unpackZeroPoints(packed: Int32Array, rows: number, groups: number, bits: number): Int8Array {
+  const per = 32 / bits;
+  const mask = (1 << bits) - 1;
+  const bias = 1 << (bits - 1);
+  const out = new Int8Array(rows * groups);
+  for (let r = 0; r < rows; r++) {
+    const shift = bits * (r % per);
+    const base = Math.floor(r / per) * groups;
+    for (let g = 0; g < groups; g++) out[r * groups + g] = (((packed[base + g] as number) >>> shift) & mask) - bias;
+  }
+  return out;
+}
+
+function checkMatrix(prefix: string, shape: readonly number[]): [number, number] {
+  if (shape.length !== 2) throw new SlimTensorError(`compressed-tensors: ${quoteName(prefix)} is ${shape.length}-D; pack-quantized stores 2-D Linear weights [out, in]`, 'ERR_SHAPE');
+  return [shape[0] as number, shape[1] as number];
+}
+
+/** pack-quantized: weight_packed, weight_scale, weight_zero_point (asymmetric), weight_shape. */
+export const PACK_QUANTIZED: WeightCodec = {
+  format: 'pack-quantized',
+  plan(prefix, shape, scheme, scaleDtype) {
+    const [n, k] = checkMatrix(prefix, shape);
+    const groups = scheme.strategy === 'channel' ? 1 : k / (scheme.groupSize as number);
+    const out: PlannedTensor[] = [
+      { name: `${prefix}.weight_packed`, dtype: 'I32', shape: [n, packedLength(k, scheme.bits)] },
+      { name: `${prefix}.weight_scale`, dtype: DTYPE_TO_SAFETENSORS[scaleDtype], shape: [n, groups] },
+    ];
+    if (!scheme.symmetric) out.push({ name: `${prefix}.weight_zero_point`, dtype: 'I32', shape: [packedLength(n, scheme.bits), groups] });
+    out.push({ name: `${prefix}.weight_shape`, dtype: 'I64', shape: [2] });
+    return out;
+  },
+  encode(q) {
+    const [n, k] = checkMatrix('weight', q.shape);
+    const scales = q.scales as Tensor;
+    const parts: ArrayBufferView[] = [q.data, scales.data];
+    if (q.zeros !== undefined) parts.push(packZeroPoints(q.zeros.data, n, scales.size / Math.max(n, 1), q.format === 'int4' ? 4 : 8));
+    parts.push(new BigInt64Array([BigInt(n), BigInt(k)]));
+    return parts;
+  },
+};
+
+/** A config group: one scheme and the modules it applies to. */
+export interface CTGroup {
+  scheme: CTScheme;
+  /** Module names (prefixes) using this scheme. */
+  modules: string[];
+}
+
+/**
+ * config.json's quantization_config for these groups. The group with the
+ * most modules targets the class "Linear"; the others list their modules by
+ * name (an exact name outranks a class in compressed-tensors' matching).
+ * `ignore` lists the Linear-like weights left unquantized.
+ */
+export function quantizationConfig(groups: readonly CTGroup[], ignore: readonly string[], format = PACK_QUANTIZED.format): Record<string, unknown> {
+  const sorted = groups.slice().sort((a, b) => b.modules.length - a.modules.length);
+  const configGroups: Record<string, unknown> = {};
+  sorted.forEach((g, i) => {
+    configGroups[`group_${i}`] = {
+      targets: i === 0 ? ['Linear'] : g.modules.slice(),
+      weights: {
+        num_bits: g.scheme.bits,
+        type: 'int',
+        symmetric: g.scheme.symmetric,
+        strategy: g.scheme.strategy,
+        group_size: g.scheme.strategy === 'group' ? (g.scheme.groupSize as number) : null,
+        block_structure: null,
+        dynamic: false,
+        actorder: null,
+        observer: 'minmax',
+        observer_kwargs: {},
+      },
+      input_activations: null,
+      output_activations: null,
+      format,
+    };
+  });
+  return {
+    quant_method: 'compressed-tensors',
+    format,
+    quantization_status: 'compressed',
+    config_groups: configGroups,
+    ignore: ignore.slice(),
+    kv_cache_scheme: null,
+  };
+}
+
+/** The parts of one pack-quantized weight found in a folder. */
+export interface CTWeightParts {
+  prefix: string;
+  packed: Tensor;
+  scale: Tensor;
+  zeroPoint?: Tensor;
+  shape: Tensor;
+}
+
+/** Module prefixes with a weight_packed tensor among `names`. */
+export function packedPrefixes(names: Iterable<string>): string[] {
+  const out: string[] = [];
+  for (const n of names) if (n.endsWith('.weight_packed')) out.push(n.slice(0, -'.weight_packed'.length));
+  return out;
+}
+
+/** Rebuilds the QuantizedTensor a pack-quantized weight encodes (validated). */
+export function decodePackQuantized(p: CTWeightParts, bitsHint?: 4 | 8): QuantizedTensor {
+  const where = `compressed-tensors ${quoteName(p.prefix)}`;
+  const fail: (m: string) => never = (m) => {
+    throw new SlimTensorError(`${where}: ${m}`, 'ERR_FORMAT');
+  };
+  if (p.shape.dtype !== 'i64' && p.shape.dtype !== 'i32') fail(`weight_shape must be I64, got ${p.shape.dtype}`);
+  if (p.shape.size !== 2) fail(`weight_shape must hold 2 values, got ${p.shape.size}`);
+  const dims = Array.from(p.shape.data as ArrayLike<number | bigint>, Number);
+  const [n, k] = dims as [number, number];
+  if (!dims.every((d) => Number.isSafeInteger(d) && d >= 0)) fail(`weight_shape [${dims.join(', ')}] is not a shape`);
+  if (p.packed.dtype !== 'i32' || p.packed.shape.length !== 2 || p.packed.shape[0] !== n) fail(`weight_packed must be I32 [${n}, words], got ${p.packed.dtype} [${p.packed.shape.join(', ')}]`);
+  const words = p.packed.shape[1] as number;
+  let bits: 4 | 8;
+  if (bitsHint !== undefined) bits = bitsHint;
+  else if (words === packedLength(k, 4) && words !== packedLength(k, 8)) bits = 4;
+  else if (words === packedLength(k, 8)) bits = 8;
+  else return fail(`weight_packed has ${words} words per row; ${k} values pack into ${packedLength(k, 4)} (4-bit) or ${packedLength(k, 8)} (8-bit)`);
+  if (words !== packedLength(k, bits)) fail(`weight_packed has ${words} words per row; ${k} ${bits}-bit values need ${packedLength(k, bits)}`);
+  const sd = p.scale.dtype;
+  if (sd !== 'f16' && sd !== 'bf16' && sd !== 'f32') fail(`weight_scale must be F16, BF16 or F32, got ${sd}`);
+  if (p.scale.shape.length !== 2 || p.scale.shape[0] !== n) fail(`weight_scale must be [${n}, groups], got [${p.scale.shape.join(', ')}]`);
+  const groups = p.scale.shape[1] as number;
+  if (groups === 0 || k % groups !== 0) fail(`weight_scale has ${groups} groups per row, which do not divide ${k}`);
+  let zeros: Tensor<'i8'> | undefined;
+  if (p.zeroPoint !== undefined) {
+    const z = p.zeroPoint;
+    if (z.dtype !== 'i32' || z.shape.length !== 2 || z.shape[0] !== packedLength(n, bits) || z.shape[1] !== groups) {
+      fail(`weight_zero_point must be I32 [${packedLength(n, bits)}, ${groups}], got ${z.dtype} [${z.shape.join(', ')}]`);
+    }
+    zeros = Tensor.from(unpackZeroPoints(z.data as Int32Array, n, groups, bits), [n, groups], 'i8');
+  }
+  return new QuantizedTensor({
+    format: bits === 4 ? 'int4' : 'int8',
+    shape: [n, k],
+    data: p.packed.data as Int32Array,
+    scales: p.scale as Tensor<FloatDType>,
+    zeros,
+    groupSize: k / groups,
+  });
+}
+
+/** The weights scheme quantization_config assigns to a module (exact name, then re:, then Linear), if any. */
+export function schemeFromConfig(config: unknown, prefix: string): { num_bits?: number; symmetric?: boolean; strategy?: string } | undefined {
+  const qc = (config as { quantization_config?: { config_groups?: Record<string, unknown>; ignore?: unknown } } | null)?.quantization_config;
+  const groups = qc?.config_groups;
+  if (typeof groups !== 'object' || groups === null) return undefined;
+  let byRegex: unknown;
+  let byClass: unknown;
+  for (const g of Object.values(groups)) {
+    const targets = (g as { targets?: unknown }).targets;
+    if (!Array.isArray(targets)) continue;
+    for (const t of targets) {
+      if (typeof t !== 'string') continue;
+      if (t === prefix) return (g as { weights?: { num_bits?: number; symmetric?: boolean; strategy?: string } }).weights;
+      if (t.startsWith('re:')) {
+        try {
+          if (new RegExp(t.slice(3)).test(prefix)) byRegex ??= (g as { weights?: unknown }).weights;
+        } catch {
+          // an invalid pattern matches nothing
+        }
+      } else if (t === 'Linear') byClass ??= (g as { weights?: unknown }).weights;
+    }
+  }
+  return (byRegex ?? byClass) as { num_bits?: number; symmetric?: boolean; strategy?: string } | undefined;
+}

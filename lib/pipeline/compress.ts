@@ -1,0 +1,577 @@
+// compressModel: model file(s) in, model file(s) out, one tensor at a time.
+//
+// Each tensor goes through read -> compress -> write. Reads run one after
+// another (files are read front to back), compression runs on the thread
+// pool (the async API), and writes run one after another in plan order; the
+// three overlap across tensors. A tensor enters the pipeline only when its
+// bytes (input + output buffers) fit under `memoryLimit` next to the tensors
+// already in it, so the tensor buffers held at any moment stay under
+// max(memoryLimit, the largest single tensor's input + output). Buffers are
+// reused through a pool, which is what that accounting counts.
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { SlimTensorError } from '../errors';
+import {
+  modulePrefix,
+  PACK_QUANTIZED,
+  quantizationConfig,
+  schemeKey,
+  type CTGroup,
+  type CTScheme,
+} from '../formats/compressed-tensors';
+import { quoteName, type GGUFMetadataEntry } from '../formats/gguf-header';
+import { GGUF_FILE_TYPES, GGUF_QUANTIZATION_VERSION, GGUFWriter, ggufTensorBytes, setMetadata, type GGUFPlannedTensor } from '../formats/gguf-writer';
+import type { GGMLTypeName } from '../formats/gguf-types';
+import { DTYPE_TO_SAFETENSORS, plannedBytes, SAFETENSORS_INDEX, ShardedSafetensorsWriter, type PlannedTensor } from '../formats/safetensors';
+import { quantizationError, quantize, QuantizedTensor, type FloatDType, type QuantizeOptions } from '../quantize';
+import { dtypeSize, Tensor } from '../tensor';
+import { convertFloats, toFloat32 } from './convert';
+import { BufferPool, Gate, poolSize } from './memory';
+import { sizeOnDisk, stageOutput } from './output';
+import { describeAction, planTensor, resolveRecipe, type OutputFormat, type Recipe, type TensorPlan } from './recipe';
+import { floatDtypeOf, openModel, viewStored, type ModelSource, type SourceTensor } from './source';
+
+export interface CompressOptions {
+  /** A GGUF file, a .safetensors file or a Hugging Face folder. */
+  input: string;
+  /** The GGUF file or folder to write. */
+  output: string;
+  /** A Recipe, a preset name ('q4_0', 'w4a16', ...) or a recipe's JSON text. */
+  recipe: Recipe | string;
+  /** Threads per quantize call (default: setThreads / all cores). */
+  threads?: number;
+  /** Called after each tensor is written (and once at the start). */
+  onProgress?: (p: CompressProgress) => void;
+  /** Aborting stops the run; nothing is left at the output. Rejects with signal.reason. */
+  signal?: AbortSignal;
+  /** Replace an existing output. Default false (ERR_VALUE). */
+  overwrite?: boolean;
+  /** Bytes of tensor buffers the pipeline may hold (a larger single tensor still runs, alone). Default 1 GiB. */
+  memoryLimit?: number;
+  /** Tensors in flight at once (reading, compressing, writing). Default 4. */
+  maxInFlight?: number;
+  /** Measure each quantized tensor's error against its original (one more pass). Default false. */
+  measureError?: boolean;
+  /** Output format; overrides the recipe's. */
+  format?: OutputFormat;
+  /** safetensors outputs: largest shard in bytes; overrides the recipe's. */
+  maxShardBytes?: number;
+}
+
+export interface CompressProgress {
+  phase: 'start' | 'tensor' | 'done';
+  /** The tensor just written ('tensor' phase). */
+  tensor?: string;
+  /** Tensors written so far, of `count`. */
+  index: number;
+  count: number;
+  /** Input bytes of the tensors written so far, of `totalBytes`. */
+  bytesDone: number;
+  totalBytes: number;
+  elapsedMs: number;
+}
+
+export interface TensorRecord {
+  name: string;
+  shape: readonly number[];
+  /** Stored type in the input. */
+  from: string;
+  /** What it became: 'Q4_0', 'int4 g128 sym', 'F16', or the stored type when kept. */
+  to: string;
+  method: 'quantize' | 'keep' | 'convert' | 'lowrank';
+  /** The rule that decided (undefined: none matched). */
+  rule: string | undefined;
+  /** Why it was kept or converted. */
+  reason?: string;
+  fallback?: { from: string; to: string; reason: string };
+  bytesIn: number;
+  bytesOut: number;
+  /** With measureError, for quantized and converted tensors. */
+  error?: { rmse: number; maxAbs: number; sqnrDb: number; cosine: number };
+}
+
+export interface CompressReport {
+  input: { path: string; format: 'gguf' | 'safetensors'; tensors: number; tensorBytes: number; bytes: number };
+  output: { path: string; format: OutputFormat; files: string[]; tensorBytes: number; bytes: number };
+  recipe: string;
+  tensors: TensorRecord[];
+  /** Tensors whose rule's setting did not fit and used the next format that fits. */
+  fallbacks: { name: string; from: string; to: string; reason: string }[];
+  /** Things a user should know (e.g. names kept in GGUF spelling). */
+  warnings: string[];
+  /** input bytes / output bytes (files on disk). */
+  ratio: number;
+  timeMs: number;
+  /** The memory accounting: the limit, and the most tensor-buffer bytes held at once. */
+  memory: { limit: number; peakBytes: number; largestTensorBytes: number; allocations: number };
+}
+
+const DEFAULT_MEMORY = 1024 ** 3;
+const DEFAULT_IN_FLIGHT = 4;
+/** Weight files of a Hugging Face folder in other formats: not copied next to the compressed weights. */
+const WEIGHT_FILE = /\.(safetensors|bin|pt|pth|ckpt|h5|msgpack|gguf|onnx|npz)$|\.safetensors\.index\.json$|\.bin\.index\.json$/;
+const MAX_CONFIG_BYTES = 16 * 1024 * 1024;
+
+interface Entry {
+  src: SourceTensor;
+  plan: TensorPlan;
+  /** Output tensors (safetensors names/dtypes, or one GGUF tensor). */
+  st: PlannedTensor[];
+  gguf: GGUFPlannedTensor | undefined;
+  outBytes: number;
+  /** Buffer bytes this tensor holds in the pipeline (input + output). */
+  need: number;
+  record: TensorRecord;
+}
+
+type Result =
+  | { kind: 'raw'; bytes: Uint8Array }
+  | { kind: 'quant'; q: QuantizedTensor }
+  | { kind: 'lowrank'; parts: ArrayBufferView[] };
+
+const GGUF_TYPE_OF_DTYPE: Record<FloatDType, GGMLTypeName> = { f32: 'F32', f16: 'F16', bf16: 'BF16' };
+
+function chooseFormat(recipeFormat: OutputFormat | undefined, source: ModelSource, plans: (r: OutputFormat) => boolean): OutputFormat {
+  if (recipeFormat !== undefined) return recipeFormat;
+  if (source.format === 'gguf') return 'gguf';
+  return plans('compressed-tensors') ? 'compressed-tensors' : 'safetensors';
+}
+
+function quantBytes(shape: readonly number[], o: QuantizeOptions): { data: number; scales: number; zeros: number; groups: number } {
+  const cols = shape[shape.length - 1] as number;
+  const rows = shape.reduce((a, d) => a * d, 1) / cols;
+  if (o.format === 'q4_0' || o.format === 'q4_1' || o.format === 'q8_0') {
+    const bb = o.format === 'q4_0' ? 18 : o.format === 'q4_1' ? 20 : 34;
+    return { data: rows * (cols / 32) * bb, scales: 0, zeros: 0, groups: 0 };
+  }
+  const bits = o.format === 'int4' ? 4 : 8;
+  const group = o.groupSize === 'channel' ? cols : (o.groupSize as number);
+  const groups = cols / group;
+  const sd = o.scaleDtype as FloatDType;
+  return { data: rows * Math.ceil((cols * bits) / 32) * 4, scales: rows * groups * dtypeSize(sd), zeros: o.symmetric === false ? rows * groups : 0, groups };
+}
+
+function schemeOfOptions(o: QuantizeOptions): CTScheme {
+  const channel = o.groupSize === 'channel';
+  return { bits: o.format === 'int4' ? 4 : 8, symmetric: o.symmetric !== false, strategy: channel ? 'channel' : 'group', ...(channel ? {} : { groupSize: o.groupSize as number }) };
+}
+
+/** Wraps a failure with the tensor and the step it happened in. */
+function tensorError(e: unknown, name: string, step: string): unknown {
+  const prefix = `compressModel: tensor ${quoteName(name)} (${step})`;
+  if (e instanceof SlimTensorError) return new SlimTensorError(`${prefix}: ${e.message}`, e.code);
+  if (e instanceof Error && typeof (e as NodeJS.ErrnoException).code === 'string') {
+    const w = new Error(`${prefix}: ${e.message}`, { cause: e }) as NodeJS.ErrnoException;
+    w.code = (e as NodeJS.ErrnoException).code as string;
+    return w;
+  }
+  return e;
+}
+
+/** Compresses a model file or folder with a recipe, streaming tensor by tensor. */
+export async function compressModel(options: CompressOptions): Promise<CompressReport> {
+  const started = performance.now();
+  const o = options;
+  if (typeof o !== 'object' || o === null) throw new SlimTensorError('compressModel: options must be an object', 'ERR_VALUE');
+  if (typeof o.input !== 'string' || typeof o.output !== 'string') throw new SlimTensorError('compressModel: input and output must be paths', 'ERR_VALUE');
+  const memoryLimit = o.memoryLimit ?? DEFAULT_MEMORY;
+  if (!(Number.isSafeInteger(memoryLimit) && memoryLimit > 0)) throw new SlimTensorError('compressModel: memoryLimit must be a positive integer (bytes)', 'ERR_VALUE');
+  const maxInFlight = o.maxInFlight ?? DEFAULT_IN_FLIGHT;
+  if (!(Number.isSafeInteger(maxInFlight) && maxInFlight >= 1)) throw new SlimTensorError('compressModel: maxInFlight must be an integer >= 1', 'ERR_VALUE');
+  if (o.threads !== undefined && !(Number.isInteger(o.threads) && o.threads >= 1 && o.threads <= 1024)) throw new SlimTensorError(`compressModel: threads must be an integer in 1..1024, got ${String(o.threads)}`, 'ERR_VALUE');
+  const recipe = resolveRecipe(o.recipe);
+  const signal = o.signal;
+  signal?.throwIfAborted();
+
+  const source = await openModel(o.input);
+  try {
+    // ---- plan: every tensor's action and outputs, before anything is written
+    let format = o.format ?? recipe.format;
+    format = chooseFormat(format, source, (f) =>
+      source.tensors.some((t) => {
+        try {
+          return planTensor(planInputOf(t), recipe, f).action.kind === 'quantize';
+        } catch {
+          return false;
+        }
+      }),
+    );
+    const warnings: string[] = [];
+    if (format === 'gguf' && source.format !== 'gguf') {
+      throw new SlimTensorError(
+        `compressModel: GGUF output needs a GGUF input (${o.input} is safetensors); convert the Hugging Face model with llama.cpp's convert_hf_to_gguf.py first, or use a compressed-tensors preset (w4a16, w4a16-asym, w8a16)`,
+        'ERR_UNSUPPORTED',
+      );
+    }
+    if (format !== 'gguf' && source.format === 'gguf') {
+      warnings.push(`the ${format} output keeps the GGUF tensor names and layouts (llama.cpp's); Hugging Face loaders such as vLLM expect the model's own names`);
+    }
+    const entries = source.tensors.map((t) => planEntry(t, recipe, format));
+    const ctGroups = new Map<string, CTGroup>();
+    const ignore: string[] = [];
+    if (format === 'compressed-tensors') {
+      for (const e of entries) {
+        const a = e.plan.action;
+        if (a.kind === 'quantize') {
+          const s = schemeOfOptions(a.options);
+          const g = ctGroups.get(schemeKey(s)) ?? { scheme: s, modules: [] };
+          g.modules.push(modulePrefix(e.src.name));
+          ctGroups.set(schemeKey(s), g);
+        } else if (e.src.shape.length === 2 && e.src.name.endsWith('.weight')) {
+          ignore.push(modulePrefix(e.src.name));
+        }
+      }
+    }
+
+    // ---- the source folder's config.json (compressed-tensors adds quantization_config to it)
+    let config: Record<string, unknown> | undefined;
+    if (source.folder !== undefined) config = await readConfig(path.join(source.folder, 'config.json'));
+    if (format === 'compressed-tensors' && ctGroups.size > 0 && config?.quantization_config !== undefined) {
+      throw new SlimTensorError(`compressModel: ${o.input} is already quantized (config.json has quantization_config)`, 'ERR_UNSUPPORTED');
+    }
+
+    const staged = await stageOutput(o.output, format === 'gguf' ? 'file' : 'folder', o.input, o.overwrite === true);
+    const pool = new BufferPool(memoryLimit);
+    let files: string[] = [];
+    try {
+      signal?.throwIfAborted();
+      const sink = await createSink(format, staged.tmp, entries, source, o.maxShardBytes ?? recipe.maxShardBytes);
+      files = format === 'gguf' ? [path.basename(staged.output)] : sink.files;
+      try {
+        await runPipeline(entries, source, sink, pool, { memoryLimit, maxInFlight, threads: o.threads, measureError: o.measureError === true, signal, onProgress: o.onProgress, started });
+        await sink.finish();
+      } catch (e) {
+        await sink.abort();
+        throw e;
+      }
+      if (format !== 'gguf') {
+        files.push(...(await finishFolder(format, staged.tmp, source, config, [...ctGroups.values()], ignore)));
+      }
+      signal?.throwIfAborted();
+      await staged.commit();
+    } catch (e) {
+      await staged.discard();
+      throw e;
+    } finally {
+      pool.clear();
+    }
+
+    const inputBytes = await sizeOnDisk(o.input).catch(() => 0);
+    const outputBytes = await sizeOnDisk(staged.output);
+    const records = entries.map((e) => e.record);
+    const report: CompressReport = {
+      input: { path: o.input, format: source.format, tensors: entries.length, tensorBytes: records.reduce((s, r) => s + r.bytesIn, 0), bytes: inputBytes },
+      output: { path: o.output, format, files, tensorBytes: records.reduce((s, r) => s + r.bytesOut, 0), bytes: outputBytes },
+      recipe: recipe.name,
+      tensors: records,
+      fallbacks: records.filter((r) => r.fallback !== undefined).map((r) => ({ name: r.name, ...(r.fallback as { from: string; to: string; reason: string }) })),
+      warnings,
+      ratio: outputBytes === 0 ? 0 : inputBytes / outputBytes,
+      timeMs: performance.now() - started,
+      memory: { limit: memoryLimit, peakBytes: pool.peak, largestTensorBytes: Math.max(0, ...entries.map((e) => e.need)), allocations: pool.allocations },
+    };
+    o.onProgress?.({ phase: 'done', index: entries.length, count: entries.length, bytesDone: report.input.tensorBytes, totalBytes: report.input.tensorBytes, elapsedMs: report.timeMs });
+    return report;
+  } finally {
+    await source.close();
+  }
+}
+
+function planInputOf(t: SourceTensor): { name: string; shape: readonly number[]; floatDtype: FloatDType | undefined; storage: string } {
+  return { name: t.name, shape: t.shape, floatDtype: floatDtypeOf(t), storage: t.storage };
+}
+
+function planEntry(src: SourceTensor, recipe: ReturnType<typeof resolveRecipe>, format: OutputFormat): Entry {
+  const plan = planTensor(planInputOf(src), recipe, format);
+  const a = plan.action;
+  let st: PlannedTensor[] = [];
+  let gguf: GGUFPlannedTensor | undefined;
+  let extra = 0; // buffers beyond the input
+  const dense = (dtype: FloatDType | undefined): void => {
+    if (format === 'gguf') {
+      gguf = { name: src.name, shape: src.shape, type: dtype === undefined ? (src.storage as GGMLTypeName) : GGUF_TYPE_OF_DTYPE[dtype] };
+    } else {
+      const sd = dtype !== undefined ? DTYPE_TO_SAFETENSORS[dtype] : src.dtype !== undefined ? DTYPE_TO_SAFETENSORS[src.dtype] : src.quant === undefined ? (src.storage as PlannedTensor['dtype']) : undefined;
+      if (sd === undefined) {
+        throw new SlimTensorError(`compressModel: tensor ${quoteName(src.name)} is stored as ${src.storage} (GGUF blocks), which ${format} cannot hold; quantize from a float model instead`, 'ERR_UNSUPPORTED');
+      }
+      st = [{ name: src.name, dtype: sd, shape: src.shape }];
+    }
+  };
+  if (a.kind === 'keep') dense(undefined);
+  else if (a.kind === 'convert') {
+    dense(a.dtype);
+    extra = poolSize((src.byteLength / dtypeSize(src.dtype as FloatDType)) * dtypeSize(a.dtype));
+  } else if (a.kind === 'quantize') {
+    const b = quantBytes(src.shape, a.options);
+    extra = poolSize(b.data) + (b.scales > 0 ? poolSize(b.scales) : 0) + (b.zeros > 0 ? poolSize(b.zeros) : 0);
+    if (format === 'gguf') gguf = { name: src.name, shape: src.shape, type: a.options.format.toUpperCase() as GGMLTypeName };
+    else st = PACK_QUANTIZED.plan(modulePrefix(src.name), src.shape, schemeOfOptions(a.options), a.options.scaleDtype as FloatDType);
+  } else {
+    throw new SlimTensorError(`compressModel: tensor ${quoteName(src.name)}: low-rank factorization ('lowrank') is not available in this build yet (issue 4, lib/lowrank.ts, is being built)`, 'ERR_UNSUPPORTED');
+  }
+  const outBytes = gguf !== undefined ? ggufTensorBytes(gguf) : st.reduce((s, t) => s + plannedBytes(t), 0);
+  const record: TensorRecord = {
+    name: src.name,
+    shape: src.shape,
+    from: src.storage,
+    to: describeAction(a, src.storage),
+    method: a.kind,
+    rule: plan.rule,
+    bytesIn: src.byteLength,
+    bytesOut: outBytes,
+  };
+  if (a.kind === 'keep' || a.kind === 'convert') record.reason = a.reason;
+  if (plan.fallback !== undefined) record.fallback = plan.fallback;
+  return { src, plan, st, gguf, outBytes, need: poolSize(src.byteLength) + extra, record };
+}
+
+async function readConfig(file: string): Promise<Record<string, unknown> | undefined> {
+  const st = await fsp.stat(file).catch(() => undefined);
+  if (st === undefined || !st.isFile()) return undefined;
+  if (st.size > MAX_CONFIG_BYTES) throw new SlimTensorError(`${file}: ${st.size} bytes; config.json is limited to ${MAX_CONFIG_BYTES}`, 'ERR_FORMAT');
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(await fsp.readFile(file, 'utf8'));
+  } catch (e) {
+    throw new SlimTensorError(`${file}: not valid JSON (${(e as Error).message})`, 'ERR_FORMAT');
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new SlimTensorError(`${file}: config.json must hold a JSON object`, 'ERR_FORMAT');
+  return parsed as Record<string, unknown>;
+}
+
+interface Sink {
+  files: string[];
+  write(e: Entry, r: Result): Promise<void>;
+  finish(): Promise<void>;
+  abort(): Promise<void>;
+}
+
+async function createSink(format: OutputFormat, tmp: string, entries: readonly Entry[], source: ModelSource, maxShardBytes: number | undefined): Promise<Sink> {
+  if (format === 'gguf') {
+    const g = source.gguf;
+    if (g === undefined) throw new SlimTensorError('compressModel: GGUF output needs a GGUF input', 'ERR_UNSUPPORTED');
+    const tensors = entries.map((e) => e.gguf as GGUFPlannedTensor);
+    let meta: GGUFMetadataEntry[] = g.entries.slice();
+    meta = setMetadata(meta, 'general.quantization_version', 'u32', GGUF_QUANTIZATION_VERSION);
+    const fileType = mainFileType(tensors);
+    if (fileType !== undefined) meta = setMetadata(meta, 'general.file_type', 'u32', fileType);
+    const w = await GGUFWriter.create(tmp, { entries: meta, tensors });
+    return {
+      files: [],
+      write: async (e, r) => {
+        if (r.kind === 'raw') await w.write(e.src.name, r.bytes);
+        else if (r.kind === 'quant') await w.write(e.src.name, r.q.data);
+        else throw new SlimTensorError('compressModel: GGUF output cannot hold low-rank factors', 'ERR_UNSUPPORTED');
+      },
+      finish: () => w.close(),
+      abort: () => w.abort(),
+    };
+  }
+  const planned = entries.flatMap((e) => e.st);
+  const w = await ShardedSafetensorsWriter.create(tmp, planned, { ...(maxShardBytes !== undefined ? { maxShardBytes } : {}), metadata: { format: 'pt' } });
+  const files = [...w.files];
+  if (w.indexFile !== undefined) files.push(w.indexFile);
+  return {
+    files,
+    write: async (e, r) => {
+      if (r.kind === 'raw') await w.write((e.st[0] as PlannedTensor).name, r.bytes);
+      else if (r.kind === 'quant') {
+        const parts = PACK_QUANTIZED.encode(r.q);
+        for (let i = 0; i < e.st.length; i++) await w.write((e.st[i] as PlannedTensor).name, parts[i] as ArrayBufferView);
+      } else {
+        for (let i = 0; i < e.st.length; i++) await w.write((e.st[i] as PlannedTensor).name, r.parts[i] as ArrayBufferView);
+      }
+    },
+    finish: () => w.close(),
+    abort: () => w.abort(),
+  };
+}
+
+/** general.file_type: the type holding the most weights among matrices (llama.cpp names the file by it). */
+function mainFileType(tensors: readonly GGUFPlannedTensor[]): number | undefined {
+  const weights = new Map<GGMLTypeName, number>();
+  for (const t of tensors) {
+    if (t.shape.length < 2) continue;
+    weights.set(t.type, (weights.get(t.type) ?? 0) + t.shape.reduce((a, d) => a * d, 1));
+  }
+  let best: GGMLTypeName | undefined;
+  for (const [type, n] of weights) {
+    const isQuant = type.startsWith('Q');
+    const bestQuant = best?.startsWith('Q') ?? false;
+    // A quantized type wins over floats (a "Q4_0 model" keeps some tensors at F32).
+    if (best === undefined || (isQuant && !bestQuant) || (isQuant === bestQuant && n > (weights.get(best) as number))) best = type;
+  }
+  return best === undefined ? undefined : GGUF_FILE_TYPES[best];
+}
+
+/** config.json and the source folder's other files (tokenizer, generation config, ...). */
+async function finishFolder(format: OutputFormat, tmp: string, source: ModelSource, config: Record<string, unknown> | undefined, groups: CTGroup[], ignore: string[]): Promise<string[]> {
+  const written: string[] = [];
+  let cfg = config;
+  if (format === 'compressed-tensors' && groups.length > 0) cfg = { ...(cfg ?? {}), quantization_config: quantizationConfig(groups, ignore) };
+  if (cfg !== undefined) {
+    await fsp.writeFile(path.join(tmp, 'config.json'), `${JSON.stringify(cfg, null, 2)}\n`);
+    written.push('config.json');
+  }
+  if (source.folder !== undefined) {
+    for (const name of await fsp.readdir(source.folder)) {
+      if (name === 'config.json' || name === SAFETENSORS_INDEX || WEIGHT_FILE.test(name)) continue;
+      await fsp.cp(path.join(source.folder, name), path.join(tmp, name), { recursive: true, dereference: true, errorOnExist: true, force: false });
+      written.push(name);
+    }
+  }
+  return written;
+}
+
+interface RunOptions {
+  memoryLimit: number;
+  maxInFlight: number;
+  threads: number | undefined;
+  measureError: boolean;
+  signal: AbortSignal | undefined;
+  onProgress: ((p: CompressProgress) => void) | undefined;
+  started: number;
+}
+
+/** A promise that never rejects: for ordering steps on earlier ones however they ended. */
+function settled(p: Promise<unknown>): Promise<void> {
+  return p.then(
+    () => undefined,
+    () => undefined,
+  );
+}
+
+async function runPipeline(entries: readonly Entry[], source: ModelSource, sink: Sink, pool: BufferPool, ro: RunOptions): Promise<void> {
+  const gate = new Gate(ro.memoryLimit, ro.maxInFlight);
+  const totalBytes = entries.reduce((s, e) => s + e.src.byteLength, 0);
+  let failure: { error: unknown } | undefined;
+  const stopped = (): boolean => failure !== undefined || ro.signal?.aborted === true;
+  const onAbort = (): void => gate.wake();
+  ro.signal?.addEventListener('abort', onAbort);
+  let prevRead: Promise<void> = Promise.resolve();
+  let prevWrite: Promise<void> = Promise.resolve();
+  let done = 0;
+  let bytesDone = 0;
+  const jobs: Promise<void>[] = [];
+  ro.onProgress?.({ phase: 'start', index: 0, count: entries.length, bytesDone: 0, totalBytes, elapsedMs: performance.now() - ro.started });
+
+  const runOne = async (e: Entry, afterRead: Promise<void>, afterWrite: Promise<void>, readDone: () => void): Promise<void> => {
+    const held: Uint8Array[] = [];
+    const take = (n: number): Uint8Array => {
+      const b = pool.acquire(n);
+      held.push(b);
+      return b;
+    };
+    let step = 'read';
+    try {
+      let input: Uint8Array;
+      try {
+        await afterRead;
+        if (stopped()) return;
+        input = await source.readBytes(e.src.name, take(e.src.byteLength));
+      } finally {
+        readDone();
+      }
+      if (stopped()) return;
+      step = e.plan.action.kind === 'keep' ? 'write' : e.plan.action.kind;
+      const result = await compressOne(e, input, take, ro);
+      step = 'write';
+      await afterWrite;
+      if (stopped()) return;
+      await sink.write(e, result);
+      done++;
+      bytesDone += e.src.byteLength;
+      ro.onProgress?.({ phase: 'tensor', tensor: e.src.name, index: done, count: entries.length, bytesDone, totalBytes, elapsedMs: performance.now() - ro.started });
+    } catch (err) {
+      failure ??= { error: tensorError(err, e.src.name, step) };
+      gate.wake();
+    } finally {
+      for (const b of held) pool.release(b);
+      gate.release(e.need);
+    }
+  };
+
+  try {
+    for (const e of entries) {
+      if (!(await gate.acquire(e.need, stopped))) break;
+      let readDone!: () => void;
+      const readP = new Promise<void>((r) => (readDone = r));
+      const job = runOne(e, prevRead, prevWrite, readDone);
+      prevRead = readP;
+      prevWrite = settled(job);
+      jobs.push(job);
+    }
+    await Promise.all(jobs);
+  } finally {
+    ro.signal?.removeEventListener('abort', onAbort);
+  }
+  if (failure !== undefined) throw failure.error;
+  ro.signal?.throwIfAborted();
+}
+
+async function compressOne(e: Entry, input: Uint8Array, take: (n: number) => Uint8Array, ro: RunOptions): Promise<Result> {
+  const a = e.plan.action;
+  if (a.kind === 'keep') return { kind: 'raw', bytes: input };
+  const from = floatDtypeOf(e.src) as FloatDType;
+  const n = e.src.byteLength / dtypeSize(from);
+  if (a.kind === 'convert') {
+    const out = take(n * dtypeSize(a.dtype));
+    convertFloats(input, from, out, a.dtype, n);
+    if (ro.measureError) e.record.error = await conversionError(Tensor.from(input, e.src.shape, from), Tensor.from(out, e.src.shape, a.dtype));
+    return { kind: 'raw', bytes: out };
+  }
+  if (a.kind !== 'quantize') throw new SlimTensorError(`compressModel: ${a.kind} is not available`, 'ERR_UNSUPPORTED');
+  const t = viewStored(e.src, input) as Tensor;
+  const o = a.options;
+  const b = quantBytes(e.src.shape, o);
+  const cols = e.src.shape[e.src.shape.length - 1] as number;
+  const lead = e.src.shape.slice(0, -1);
+  let out: QuantizedTensor;
+  if (o.format === 'q4_0' || o.format === 'q4_1' || o.format === 'q8_0') {
+    out = new QuantizedTensor({ format: o.format, shape: e.src.shape, data: take(b.data) });
+  } else {
+    const d = take(b.data);
+    const sd = o.scaleDtype as FloatDType;
+    out = new QuantizedTensor({
+      format: o.format,
+      shape: e.src.shape,
+      data: new Int32Array(d.buffer, d.byteOffset, b.data / 4),
+      scales: Tensor.from(take(b.scales), [...lead, b.groups], sd),
+      zeros: o.symmetric === false ? Tensor.from(take(b.zeros), [...lead, b.groups], 'i8') : undefined,
+      groupSize: o.groupSize === 'channel' ? cols : (o.groupSize as number),
+    });
+  }
+  const q = await quantize(t, { ...o, out, ...(ro.threads !== undefined ? { threads: ro.threads } : {}) });
+  if (ro.measureError) e.record.error = await quantizationError(t, q);
+  return { kind: 'quant', q };
+}
+
+/** Error of a float conversion (JS, in double precision). */
+async function conversionError(a: Tensor, b: Tensor): Promise<{ rmse: number; maxAbs: number; sqnrDb: number; cosine: number }> {
+  const x = toFloat32(a.data as Float32Array | Uint16Array, a.dtype as FloatDType);
+  const y = toFloat32(b.data as Float32Array | Uint16Array, b.dtype as FloatDType);
+  let se = 0;
+  let sx = 0;
+  let sy = 0;
+  let dot = 0;
+  let maxAbs = 0;
+  for (let i = 0; i < x.length; i++) {
+    const u = x[i] as number;
+    const v = y[i] as number;
+    const d = u - v;
+    se += d * d;
+    sx += u * u;
+    sy += v * v;
+    dot += u * v;
+    maxAbs = Math.max(maxAbs, Math.abs(d));
+  }
+  const n = x.length;
+  return {
+    rmse: n === 0 ? 0 : Math.sqrt(se / n),
+    maxAbs,
+    sqnrDb: se === 0 ? Infinity : 10 * Math.log10(sx / se),
+    cosine: sx * sy === 0 ? (sx === sy ? 1 : 0) : dot / Math.sqrt(sx * sy),
+  };
+}
+

@@ -1,0 +1,17 @@
+// Model-level compression: recipes, streaming over model files, reports.
+export { compressModel, type CompressOptions, type CompressProgress, type CompressReport, type TensorRecord } from './compress';
+export {
+  PRESETS,
+  PRESET_NAMES,
+  OUTPUT_FORMATS,
+  resolveRecipe,
+  planTensor,
+  type Recipe,
+  type RecipeRule,
+  type RecipeMethod,
+  type OutputFormat,
+  type ResolvedRecipe,
+  type TensorPlan,
+  type TensorAction,
+} from './recipe';
+export { openModel, type ModelSource, type SourceTensor, type SourceFormat } from './source';

@@ -1,0 +1,97 @@
+// Where a compressed model goes: a temporary name beside the output, renamed
+// into place when everything is written, and removed on failure or abort,
+// so the output's folder is left as it was.
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { SlimTensorError } from '../errors';
+
+export interface StagedOutput {
+  /** The final path. */
+  output: string;
+  /** The temporary file or folder being written. */
+  tmp: string;
+  /** Moves tmp into place (replacing the old output when overwrite was given). */
+  commit(): Promise<void>;
+  /** Removes tmp (and anything under it). Never throws. */
+  discard(): Promise<void>;
+}
+
+/** Temporary names currently in use by this process (for a last-resort cleanup on a second Ctrl-C). */
+export const LIVE_TEMPS = new Set<string>();
+
+async function exists(p: string): Promise<boolean> {
+  return fsp.lstat(p).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** The resolved real location of p when it exists (symlinks followed), else p resolved. */
+async function real(p: string): Promise<string> {
+  return fsp.realpath(p).catch(() => path.resolve(p));
+}
+
+/**
+ * Prepares `output` (a file or a folder) for writing through a temporary
+ * name in the same folder. Refuses an existing output unless `overwrite`,
+ * and an output that is or lies inside the input.
+ */
+export async function stageOutput(output: string, kind: 'file' | 'folder', input: string, overwrite: boolean): Promise<StagedOutput> {
+  const out = path.resolve(output);
+  const inp = await real(input);
+  const outReal = await real(out);
+  if (outReal === inp || outReal.startsWith(inp + path.sep)) {
+    throw new SlimTensorError(`output ${output} is the input or inside it; write the compressed model elsewhere`, 'ERR_VALUE');
+  }
+  if (inp.startsWith(outReal + path.sep) && overwrite) {
+    throw new SlimTensorError(`output ${output} contains the input; overwriting it would delete the input`, 'ERR_VALUE');
+  }
+  const parent = path.dirname(out);
+  const pst = await fsp.stat(parent).catch(() => undefined);
+  if (pst === undefined || !pst.isDirectory()) throw new SlimTensorError(`output ${output}: the folder ${parent} does not exist`, 'ERR_VALUE');
+  if (await exists(out)) {
+    if (!overwrite) throw new SlimTensorError(`output ${output} already exists; pass overwrite (CLI: --force) to replace it`, 'ERR_VALUE');
+    const st = await fsp.lstat(out);
+    if (kind === 'file' && st.isDirectory()) throw new SlimTensorError(`output ${output} is a folder; this recipe writes one GGUF file`, 'ERR_VALUE');
+    if (kind === 'folder' && !st.isDirectory()) throw new SlimTensorError(`output ${output} is a file; this recipe writes a folder`, 'ERR_VALUE');
+  }
+  const tag = `${process.pid}-${Math.random().toString(36).slice(2, 10)}`;
+  const tmp = path.join(parent, `.${path.basename(out)}.slimtensor-${tag}.tmp`);
+  if (kind === 'folder') await fsp.mkdir(tmp);
+  LIVE_TEMPS.add(tmp);
+  const discard = async (): Promise<void> => {
+    await fsp.rm(tmp, { recursive: true, force: true }).catch(() => undefined);
+    LIVE_TEMPS.delete(tmp);
+  };
+  return {
+    output: out,
+    tmp,
+    discard,
+    async commit() {
+      if (kind === 'folder' && (await exists(out))) {
+        // rename() cannot replace a non-empty folder: move the old one aside first.
+        const old = path.join(parent, `.${path.basename(out)}.slimtensor-${tag}.old`);
+        await fsp.rename(out, old);
+        try {
+          await fsp.rename(tmp, out);
+        } catch (e) {
+          await fsp.rename(old, out).catch(() => undefined);
+          throw e;
+        }
+        await fsp.rm(old, { recursive: true, force: true });
+      } else {
+        await fsp.rename(tmp, out);
+      }
+      LIVE_TEMPS.delete(tmp);
+    },
+  };
+}
+
+/** Total bytes of a file or of every file under a folder. */
+export async function sizeOnDisk(p: string): Promise<number> {
+  const st = await fsp.lstat(p);
+  if (!st.isDirectory()) return st.size;
+  let total = 0;
+  for (const e of await fsp.readdir(p)) total += await sizeOnDisk(path.join(p, e));
+  return total;
+}

@@ -1,0 +1,334 @@
+// Recipes: ordered rules that say what happens to each tensor of a model,
+// the built-in presets, and the planning step that turns a rule into a
+// concrete action for one tensor (with the fallbacks llama-quantize-like
+// defaults need when a row does not fit a block or group).
+import { SlimTensorError } from '../errors';
+import { QUANT_FORMATS, type FloatDType, type QuantFormat, type QuantizeOptions } from '../quantize';
+
+/** What a compressed model is written as. */
+export type OutputFormat = 'gguf' | 'compressed-tensors' | 'safetensors';
+export const OUTPUT_FORMATS: readonly OutputFormat[] = ['gguf', 'compressed-tensors', 'safetensors'];
+
+export type RecipeMethod = 'quantize' | 'prune' | 'lowrank' | 'keep';
+const METHODS: readonly RecipeMethod[] = ['quantize', 'prune', 'lowrank', 'keep'];
+
+/** One rule: tensors whose name matches get `method` with `options`. The first matching rule wins. */
+export interface RecipeRule {
+  /**
+   * A glob on the whole tensor name (`*` any run of characters, dots
+   * included; `?` one character), a `/regex/flags` string, or a list of
+   * either (any may match).
+   */
+  match: string | readonly string[];
+  method: RecipeMethod;
+  /**
+   * quantize: { format, groupSize?, symmetric?, search?, scaleDtype? }
+   * keep: { dtype?: 'f32' | 'f16' | 'bf16' } (convert float tensors)
+   * prune: { pattern?: '2:4' } · lowrank: { rank | energy | ratio, ... }
+   */
+  options?: Record<string, unknown>;
+}
+
+export interface Recipe {
+  name?: string;
+  description?: string;
+  /** A preset whose rules apply after this recipe's own (and whose format is the default). */
+  extends?: string;
+  /** Output format; default: the extended preset's, else the input's family. */
+  format?: OutputFormat;
+  rules?: readonly RecipeRule[];
+  /** Applied to every quantize rule that does not set search. */
+  search?: 'none' | 'mse';
+  /** safetensors outputs: largest shard in bytes (default: one file). */
+  maxShardBytes?: number;
+}
+
+// Name patterns of the tensors llama-quantize treats specially, in GGUF
+// (llama.cpp) and Hugging Face spellings.
+export const NORM_GLOBS = ['*norm*'];
+export const EMBED_GLOBS = ['token_embd.weight', '*embed_tokens.weight', '*wte.weight', '*word_embeddings.weight', '*tok_embeddings.weight'];
+export const HEAD_GLOBS = ['output.weight', 'lm_head.weight', '*.lm_head.weight'];
+
+function ggufPreset(format: 'q4_0' | 'q4_1' | 'q8_0', description: string): Recipe {
+  return {
+    name: format,
+    description,
+    format: 'gguf',
+    rules: [
+      { match: NORM_GLOBS, method: 'keep' },
+      { match: [...EMBED_GLOBS, ...HEAD_GLOBS], method: 'quantize', options: { format: 'q8_0' } },
+      { match: '*', method: 'quantize', options: { format } },
+    ],
+  };
+}
+
+function ctPreset(name: string, description: string, format: 'int4' | 'int8', symmetric: boolean): Recipe {
+  return {
+    name,
+    description,
+    format: 'compressed-tensors',
+    rules: [
+      { match: NORM_GLOBS, method: 'keep' },
+      // vLLM applies compressed-tensors schemes to Linear layers: the
+      // embedding is not one, and the head is left out as llm-compressor does.
+      { match: [...EMBED_GLOBS, ...HEAD_GLOBS], method: 'keep' },
+      { match: '*', method: 'quantize', options: { format, groupSize: 128, symmetric } },
+    ],
+  };
+}
+
+/** The built-in recipes (`--preset`). */
+export const PRESETS: Readonly<Record<string, Recipe>> = {
+  q4_0: ggufPreset('q4_0', 'GGUF Q4_0 (4.5 bits/weight); embedding and output head Q8_0; norms and 1-D tensors kept'),
+  q4_1: ggufPreset('q4_1', 'GGUF Q4_1 (5 bits/weight); embedding and output head Q8_0; norms and 1-D tensors kept'),
+  q8_0: ggufPreset('q8_0', 'GGUF Q8_0 (8.5 bits/weight); norms and 1-D tensors kept'),
+  w4a16: ctPreset('w4a16', 'compressed-tensors W4A16: INT4 symmetric, groups of 128; embedding, head and norms kept', 'int4', true),
+  'w4a16-asym': ctPreset('w4a16-asym', 'compressed-tensors W4A16_ASYM: INT4 with zero points, groups of 128; embedding, head and norms kept', 'int4', false),
+  w8a16: ctPreset('w8a16', 'compressed-tensors W8A16: INT8 symmetric, groups of 128; embedding, head and norms kept', 'int8', true),
+  '2of4': {
+    name: '2of4',
+    description: '2:4 structured sparsity (compressed-tensors sparse-24-bitmask): not built yet (issue 3)',
+    format: 'compressed-tensors',
+    rules: [
+      { match: [...NORM_GLOBS, ...EMBED_GLOBS, ...HEAD_GLOBS], method: 'keep' },
+      { match: '*', method: 'prune', options: { pattern: '2:4' } },
+    ],
+  },
+};
+export const PRESET_NAMES: readonly string[] = Object.keys(PRESETS);
+
+/** A compiled name matcher. */
+type Matcher = (name: string) => boolean;
+
+function globToRegExp(glob: string): RegExp {
+  let re = '^';
+  for (const ch of glob) {
+    if (ch === '*') re += '.*';
+    else if (ch === '?') re += '.';
+    else re += ch.replace(/[.+^${}()|[\]\\/-]/g, '\\$&');
+  }
+  return new RegExp(`${re}$`, 's');
+}
+
+function compilePattern(p: unknown, where: string): Matcher {
+  if (typeof p !== 'string' || p === '') throw new SlimTensorError(`${where}: match must be a non-empty string (glob or /regex/) or a list of them`, 'ERR_VALUE');
+  const m = /^\/(.*)\/([a-z]*)$/s.exec(p);
+  if (m !== null) {
+    let re: RegExp;
+    try {
+      re = new RegExp(m[1] as string, (m[2] as string).replace(/[gy]/g, ''));
+    } catch (e) {
+      throw new SlimTensorError(`${where}: ${p} is not a valid regular expression (${(e as Error).message})`, 'ERR_VALUE');
+    }
+    return (name) => re.test(name);
+  }
+  const re = globToRegExp(p);
+  return (name) => re.test(name);
+}
+
+/** A validated rule, ready to match. */
+export interface CompiledRule {
+  /** Where the rule came from, for messages: `rule #2` or `preset q4_0 rule #3`. */
+  label: string;
+  match: Matcher;
+  pattern: string;
+  method: RecipeMethod;
+  options: Record<string, unknown>;
+}
+
+export interface ResolvedRecipe {
+  name: string;
+  format: OutputFormat | undefined;
+  rules: CompiledRule[];
+  maxShardBytes: number | undefined;
+}
+
+const QUANT_OPTION_KEYS = ['format', 'groupSize', 'symmetric', 'search', 'scaleDtype'];
+const KEEP_OPTION_KEYS = ['dtype'];
+const FLOAT_DTYPES: readonly FloatDType[] = ['f32', 'f16', 'bf16'];
+const GGUF_QUANTS: readonly QuantFormat[] = ['q4_0', 'q4_1', 'q8_0'];
+const RECIPE_KEYS = ['name', 'description', 'extends', 'format', 'rules', 'search', 'maxShardBytes'];
+
+function checkKeys(o: Record<string, unknown>, known: readonly string[], where: string): void {
+  for (const k of Object.keys(o)) if (!known.includes(k)) throw new SlimTensorError(`${where}: unknown key ${JSON.stringify(k)}; known: ${known.join(', ')}`, 'ERR_VALUE');
+}
+
+function compileRule(r: unknown, label: string, search: unknown): CompiledRule {
+  if (typeof r !== 'object' || r === null || Array.isArray(r)) throw new SlimTensorError(`recipe ${label}: a rule must be an object { match, method, options? }`, 'ERR_VALUE');
+  const rule = r as Record<string, unknown>;
+  checkKeys(rule, ['match', 'method', 'options'], `recipe ${label}`);
+  const patterns = Array.isArray(rule.match) ? (rule.match as unknown[]) : [rule.match];
+  if (patterns.length === 0) throw new SlimTensorError(`recipe ${label}: match is an empty list`, 'ERR_VALUE');
+  const matchers = patterns.map((p) => compilePattern(p, `recipe ${label}`));
+  const method = rule.method;
+  if (typeof method !== 'string' || !METHODS.includes(method as RecipeMethod)) {
+    throw new SlimTensorError(`recipe ${label}: method must be one of ${METHODS.join(', ')}; got ${JSON.stringify(method)}`, 'ERR_VALUE');
+  }
+  const opts = rule.options ?? {};
+  if (typeof opts !== 'object' || opts === null || Array.isArray(opts)) throw new SlimTensorError(`recipe ${label}: options must be an object`, 'ERR_VALUE');
+  const options = { ...(opts as Record<string, unknown>) };
+  if (method === 'quantize') {
+    checkKeys(options, QUANT_OPTION_KEYS, `recipe ${label} options`);
+    if (!QUANT_FORMATS.includes(options.format as QuantFormat)) throw new SlimTensorError(`recipe ${label}: quantize needs options.format, one of ${QUANT_FORMATS.join(', ')}; got ${JSON.stringify(options.format)}`, 'ERR_VALUE');
+    if (options.search === undefined && search !== undefined) options.search = search;
+    if (options.search !== undefined && options.search !== 'none' && options.search !== 'mse') throw new SlimTensorError(`recipe ${label}: options.search must be 'none' or 'mse'`, 'ERR_VALUE');
+    const g = options.groupSize;
+    if (g !== undefined && g !== 'channel' && !(Number.isSafeInteger(g) && (g as number) > 0)) throw new SlimTensorError(`recipe ${label}: options.groupSize must be a positive integer or 'channel'`, 'ERR_VALUE');
+    if (options.symmetric !== undefined && typeof options.symmetric !== 'boolean') throw new SlimTensorError(`recipe ${label}: options.symmetric must be a boolean`, 'ERR_VALUE');
+    if (options.scaleDtype !== undefined && !FLOAT_DTYPES.includes(options.scaleDtype as FloatDType)) throw new SlimTensorError(`recipe ${label}: options.scaleDtype must be f32, f16 or bf16`, 'ERR_VALUE');
+    if (GGUF_QUANTS.includes(options.format as QuantFormat) && (options.groupSize !== undefined || options.symmetric !== undefined)) {
+      throw new SlimTensorError(`recipe ${label}: ${String(options.format)} has fixed blocks of 32; groupSize and symmetric do not apply`, 'ERR_VALUE');
+    }
+  } else if (method === 'keep') {
+    checkKeys(options, KEEP_OPTION_KEYS, `recipe ${label} options`);
+    if (options.dtype !== undefined && !FLOAT_DTYPES.includes(options.dtype as FloatDType)) throw new SlimTensorError(`recipe ${label}: keep options.dtype must be f32, f16 or bf16`, 'ERR_VALUE');
+  }
+  return { label, match: (n) => matchers.some((m) => m(n)), pattern: patterns.map(String).join(' | '), method: method as RecipeMethod, options };
+}
+
+/** Validates a recipe (an object, a JSON text, or a preset name) and compiles its rules. */
+export function resolveRecipe(recipe: Recipe | string): ResolvedRecipe {
+  if (typeof recipe === 'string') {
+    const preset = PRESETS[recipe];
+    if (preset !== undefined && Object.prototype.hasOwnProperty.call(PRESETS, recipe)) return resolveRecipe(preset);
+    const trimmed = recipe.trim();
+    if (!trimmed.startsWith('{')) throw new SlimTensorError(`recipe: unknown preset ${JSON.stringify(recipe)}; presets: ${PRESET_NAMES.join(', ')}`, 'ERR_VALUE');
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(trimmed);
+    } catch (e) {
+      throw new SlimTensorError(`recipe: not valid JSON (${(e as Error).message})`, 'ERR_VALUE');
+    }
+    return resolveRecipe(parsed as Recipe);
+  }
+  if (typeof recipe !== 'object' || recipe === null || Array.isArray(recipe)) throw new SlimTensorError('recipe must be an object, a JSON text or a preset name', 'ERR_VALUE');
+  checkKeys(recipe as unknown as Record<string, unknown>, RECIPE_KEYS, 'recipe');
+  if (recipe.format !== undefined && !OUTPUT_FORMATS.includes(recipe.format)) throw new SlimTensorError(`recipe: format must be one of ${OUTPUT_FORMATS.join(', ')}; got ${JSON.stringify(recipe.format)}`, 'ERR_VALUE');
+  if (recipe.search !== undefined && recipe.search !== 'none' && recipe.search !== 'mse') throw new SlimTensorError(`recipe: search must be 'none' or 'mse'`, 'ERR_VALUE');
+  if (recipe.maxShardBytes !== undefined && !(Number.isSafeInteger(recipe.maxShardBytes) && recipe.maxShardBytes > 0)) throw new SlimTensorError('recipe: maxShardBytes must be a positive integer', 'ERR_VALUE');
+  if (recipe.rules !== undefined && !Array.isArray(recipe.rules)) throw new SlimTensorError('recipe: rules must be an array', 'ERR_VALUE');
+  const rules = (recipe.rules ?? []).map((r, i) => compileRule(r, `rule #${i + 1}`, recipe.search));
+  let format = recipe.format;
+  if (recipe.extends !== undefined) {
+    const base = PRESETS[recipe.extends];
+    if (base === undefined || !Object.prototype.hasOwnProperty.call(PRESETS, recipe.extends)) throw new SlimTensorError(`recipe: extends names unknown preset ${JSON.stringify(recipe.extends)}; presets: ${PRESET_NAMES.join(', ')}`, 'ERR_VALUE');
+    rules.push(...(base.rules ?? []).map((r, i) => compileRule(r, `preset ${recipe.extends} rule #${i + 1}`, recipe.search)));
+    format ??= base.format;
+  }
+  if (rules.length === 0) throw new SlimTensorError('recipe: no rules (give rules, or extends a preset)', 'ERR_VALUE');
+  return { name: recipe.name ?? recipe.extends ?? 'custom', format, rules, maxShardBytes: recipe.maxShardBytes };
+}
+
+/** What the planner needs to know about a source tensor. */
+export interface PlanInput {
+  name: string;
+  shape: readonly number[];
+  /** Dense float dtype when the tensor is one (F32/F16/BF16). */
+  floatDtype: FloatDType | undefined;
+  /** How it is stored ('F32', 'Q8_0', 'I64', ...), for messages. */
+  storage: string;
+}
+
+/** What happens to one tensor. */
+export type TensorAction =
+  | { kind: 'keep'; reason: string }
+  | { kind: 'convert'; dtype: FloatDType; reason: string }
+  | { kind: 'quantize'; options: QuantizeOptions }
+  | { kind: 'lowrank'; options: Record<string, unknown> };
+
+export interface TensorPlan {
+  name: string;
+  action: TensorAction;
+  /** The rule that matched (undefined: none did, so the tensor is kept). */
+  rule: string | undefined;
+  /** Set when the rule's setting did not fit and the next format that fits was used. */
+  fallback?: { from: string; to: string; reason: string };
+}
+
+const GGML_BLOCK = 32;
+
+function shapeText(s: readonly number[]): string {
+  return `[${s.join(', ')}]`;
+}
+
+/**
+ * The action for one tensor: the first matching rule's method, adjusted to
+ * what the tensor and the output format allow. Throws ERR_UNSUPPORTED for
+ * methods not built yet and ERR_VALUE for settings the output cannot hold.
+ */
+export function planTensor(t: PlanInput, recipe: ResolvedRecipe, format: OutputFormat): TensorPlan {
+  const rule = recipe.rules.find((r) => r.match(t.name));
+  const base = { name: t.name, rule: rule?.label };
+  if (rule === undefined) return { ...base, action: { kind: 'keep', reason: 'no rule matches' } };
+  if (rule.method === 'keep') {
+    const dtype = rule.options.dtype as FloatDType | undefined;
+    if (dtype !== undefined && t.floatDtype !== undefined && dtype !== t.floatDtype) {
+      return { ...base, action: { kind: 'convert', dtype, reason: `${rule.label}: keep as ${dtype}` } };
+    }
+    return { ...base, action: { kind: 'keep', reason: `${rule.label} keeps it` } };
+  }
+  if (rule.method === 'prune') {
+    throw new SlimTensorError(
+      `recipe ${rule.label} prunes tensor '${t.name}': 2:4 sparsity ('prune', preset 2of4) is not built yet (issue 3, the sparsity room); compressed-tensors' sparse-24-bitmask output will come with it`,
+      'ERR_UNSUPPORTED',
+    );
+  }
+  // quantize and lowrank need a floating-point matrix.
+  if (t.floatDtype === undefined) return { ...base, action: { kind: 'keep', reason: `stored as ${t.storage}${t.storage.startsWith('Q') ? ' (already quantized)' : ''}: only F32/F16/BF16 tensors are compressed` } };
+  if (t.shape.length < 2) return { ...base, action: { kind: 'keep', reason: `${t.shape.length}-D: only matrices are compressed` } };
+  if (t.shape.some((d) => d === 0)) return { ...base, action: { kind: 'keep', reason: 'empty tensor' } };
+  if (rule.method === 'lowrank') return { ...base, action: { kind: 'lowrank', options: rule.options } };
+
+  const o = rule.options as QuantizeOptions & Record<string, unknown>;
+  const cols = t.shape[t.shape.length - 1] as number;
+  const ggml = GGUF_QUANTS.includes(o.format);
+  if (format === 'gguf' && !ggml) throw new SlimTensorError(`recipe ${rule.label} quantizes '${t.name}' to ${o.format}, a compressed-tensors format; this recipe writes GGUF (q4_0, q4_1, q8_0)`, 'ERR_VALUE');
+  if (format === 'compressed-tensors' && ggml) throw new SlimTensorError(`recipe ${rule.label} quantizes '${t.name}' to ${o.format}, a GGUF format; this recipe writes compressed-tensors (int4, int8)`, 'ERR_VALUE');
+  if (format === 'safetensors') throw new SlimTensorError(`recipe ${rule.label} quantizes '${t.name}', but plain safetensors output has no quantized layout; use format 'compressed-tensors' or 'gguf'`, 'ERR_VALUE');
+  const options: QuantizeOptions = { format: o.format };
+  if (o.search !== undefined) options.search = o.search;
+  if (ggml) {
+    if (cols % GGML_BLOCK !== 0) {
+      // Every GGUF block format this library writes uses blocks of 32: the next
+      // format that fits is F16 (llama-quantize's last fallback), or the
+      // tensor's own 16-bit type.
+      const reason = `rows of ${cols} values are not a multiple of the ${GGML_BLOCK}-value block`;
+      if (t.floatDtype === 'f32') return { ...base, action: { kind: 'convert', dtype: 'f16', reason }, fallback: { from: o.format, to: 'F16', reason } };
+      return { ...base, action: { kind: 'keep', reason }, fallback: { from: o.format, to: t.storage, reason } };
+    }
+    return { ...base, action: { kind: 'quantize', options } };
+  }
+  if (format === 'compressed-tensors' && t.shape.length !== 2) {
+    return { ...base, action: { kind: 'keep', reason: `${t.shape.length}-D: compressed-tensors quantizes 2-D Linear weights` } };
+  }
+  options.symmetric = o.symmetric ?? true;
+  options.scaleDtype = o.scaleDtype ?? t.floatDtype;
+  const g = o.groupSize ?? 128;
+  options.groupSize = g;
+  if (g !== 'channel' && cols % g !== 0) {
+    const reason = `rows of ${cols} values are not a multiple of the group size ${g}`;
+    options.groupSize = 'channel';
+    return { ...base, action: { kind: 'quantize', options }, fallback: { from: `${o.format} group ${g}`, to: `${o.format} channel (one group per row)`, reason } };
+  }
+  return { ...base, action: { kind: 'quantize', options } };
+}
+
+/** A short name of an action's output: 'Q4_0', 'int4 g128 sym', 'F16', 'kept'. */
+export function describeAction(a: TensorAction, storage: string): string {
+  switch (a.kind) {
+    case 'keep':
+      return storage;
+    case 'convert':
+      return a.dtype.toUpperCase();
+    case 'lowrank':
+      return 'low-rank';
+    case 'quantize': {
+      const o = a.options;
+      if (GGUF_QUANTS.includes(o.format)) return o.format.toUpperCase();
+      const g = o.groupSize === 'channel' ? 'channel' : `g${o.groupSize ?? 128}`;
+      return `${o.format} ${g} ${o.symmetric === false ? 'asym' : 'sym'}${o.search === 'mse' ? ' mse' : ''}`;
+    }
+  }
+}
+
+export { shapeText };

@@ -1,0 +1,111 @@
+// One view over the model files the pipeline reads: a GGUF file, a
+// safetensors file, or a Hugging Face folder of safetensors shards. Tensors
+// are listed from the headers and read one at a time, optionally into a
+// caller's buffer.
+import { promises as fsp } from 'node:fs';
+import { SlimTensorError } from '../errors';
+import { GGUFReader } from '../formats/gguf';
+import { ggmlType } from '../formats/gguf-types';
+import { SAFETENSORS_DTYPES, SafetensorsModel } from '../formats/safetensors';
+import { QuantizedTensor, type FloatDType, type QuantFormat } from '../quantize';
+import { Tensor, type DType } from '../tensor';
+
+export type SourceFormat = 'gguf' | 'safetensors';
+
+export interface SourceTensor {
+  name: string;
+  /** PyTorch order (outermost first). */
+  shape: readonly number[];
+  /** Stored type as the file names it: 'F32', 'BF16', 'Q8_0', 'I64', ... */
+  storage: string;
+  /** Dense dtype when slimtensor can view it as a Tensor. */
+  dtype: DType | undefined;
+  /** GGUF block format when stored quantized (Q8_0, Q4_0, Q4_1). */
+  quant: QuantFormat | undefined;
+  byteLength: number;
+}
+
+export interface ModelSource {
+  format: SourceFormat;
+  path: string;
+  /** safetensors folders: the folder (its other files travel with the model). */
+  folder: string | undefined;
+  tensors: readonly SourceTensor[];
+  /** GGUF sources: the open reader (metadata, alignment). */
+  gguf: GGUFReader | undefined;
+  safetensors: SafetensorsModel | undefined;
+  /** A tensor's stored bytes, read into `into` when given. */
+  readBytes(name: string, into?: Uint8Array): Promise<Uint8Array>;
+  close(): Promise<void>;
+}
+
+/** Views stored bytes as what they hold: a Tensor, a QuantizedTensor, or undefined (other types). */
+export function viewStored(t: SourceTensor, bytes: Uint8Array): Tensor | QuantizedTensor | undefined {
+  if (t.quant !== undefined) return new QuantizedTensor({ format: t.quant, shape: t.shape, data: bytes });
+  if (t.dtype !== undefined) return Tensor.from(bytes, t.shape, t.dtype);
+  return undefined;
+}
+
+export function floatDtypeOf(t: SourceTensor): FloatDType | undefined {
+  return t.dtype === 'f32' || t.dtype === 'f16' || t.dtype === 'bf16' ? t.dtype : undefined;
+}
+
+async function isGGUF(file: string): Promise<boolean> {
+  const fh = await fsp.open(file, 'r');
+  try {
+    const b = new Uint8Array(4);
+    const { bytesRead } = await fh.read(b, 0, 4, 0);
+    return bytesRead === 4 && b[0] === 0x47 && b[1] === 0x47 && b[2] === 0x55 && b[3] === 0x46;
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Opens a GGUF file, a .safetensors file or a Hugging Face folder. */
+export async function openModel(p: string): Promise<ModelSource> {
+  const st = await fsp.stat(p);
+  if (!st.isDirectory() && (await isGGUF(p))) {
+    const g = await GGUFReader.open(p);
+    const tensors = g.tensors.map((t): SourceTensor => {
+      const type = ggmlType(t.typeId);
+      return { name: t.name, shape: t.shape, storage: t.type, dtype: type?.dtype, quant: type?.quant, byteLength: t.byteLength };
+    });
+    return {
+      format: 'gguf',
+      path: p,
+      folder: undefined,
+      tensors,
+      gguf: g,
+      safetensors: undefined,
+      readBytes: (name, into) => g.readTensorBytes(name, into === undefined ? {} : { into }),
+      close: () => g.close(),
+    };
+  }
+  if (!st.isDirectory() && !p.endsWith('.safetensors')) {
+    // Not GGUF; try safetensors, and say what was expected if that fails too.
+    try {
+      return await openSafetensors(p, false);
+    } catch (e) {
+      if (e instanceof SlimTensorError && e.code === 'ERR_FORMAT') {
+        throw new SlimTensorError(`${p}: neither a GGUF file (no 'GGUF' magic) nor a safetensors file (${e.message})`, 'ERR_FORMAT');
+      }
+      throw e;
+    }
+  }
+  return openSafetensors(p, st.isDirectory());
+}
+
+async function openSafetensors(p: string, isFolder: boolean): Promise<ModelSource> {
+  const m = await SafetensorsModel.open(p);
+  const tensors = m.tensors.map((t): SourceTensor => ({ name: t.name, shape: t.shape, storage: t.dtype, dtype: SAFETENSORS_DTYPES[t.dtype].dtype, quant: undefined, byteLength: t.byteLength }));
+  return {
+    format: 'safetensors',
+    path: p,
+    folder: isFolder ? p : undefined,
+    tensors,
+    gguf: undefined,
+    safetensors: m,
+    readBytes: (name, into) => m.readTensorBytes(name, into === undefined ? {} : { into }),
+    close: () => m.close(),
+  };
+}

@@ -1,0 +1,205 @@
+import { expect } from 'chai';
+import { spawn } from 'node:child_process';
+import { promises as fsp } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { gguf as hfGguf } from '@huggingface/gguf';
+import { parseSize } from '../lib/cli/model-commands';
+import type { CompressReport } from '../lib/pipeline/compress';
+import type { ComparisonReport } from '../lib/pipeline/compare';
+import { GGML, writeGGUF } from './support/gguf-writer';
+import { hfTensors, listing, writeHFFolder } from './support/models';
+
+const ROOT = path.join(__dirname, '..');
+const MODEL = path.join(ROOT, 'models', 'stories260K.gguf');
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the CLI under tsx; `onStderr` sees stderr as it arrives (to time a Ctrl-C). */
+function cli(args: readonly string[], onStderr?: (text: string, child: ReturnType<typeof spawn>) => void): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'lib', 'cli', 'main.ts'), ...args], { cwd: ROOT });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      onStderr?.(stderr, child);
+    });
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+describe('slimtensor CLI: model commands', function () {
+  this.timeout(120_000);
+  let tmp: string;
+  let hf: string;
+
+  before(async () => {
+    tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'slimtensor-cli-'));
+    hf = path.join(tmp, 'hf');
+    await writeHFFolder(hf, hfTensors(), 'F16', 2);
+  });
+  after(async () => {
+    await fsp.rm(tmp, { recursive: true, force: true });
+  });
+
+  it('parses sizes', () => {
+    expect(parseSize('512MiB', 'x')).to.equal(512 * 2 ** 20);
+    expect(parseSize('2GB', 'x')).to.equal(2e9);
+    expect(parseSize('1.5k', 'x')).to.equal(1500);
+    expect(parseSize(4096, 'x')).to.equal(4096);
+    expect(() => parseSize('lots', 'x')).to.throw('not a size');
+  });
+
+  it('inspect: metadata and the tensor table of a GGUF file and of a Hugging Face folder; --json', async () => {
+    const t = await cli(['inspect', MODEL]);
+    expect(t.code, t.stderr).to.equal(0);
+    expect(t.stdout).to.include('GGUF v3').and.include('48 tensors').and.include("general.architecture (string) = \"llama\"");
+    expect(t.stdout).to.match(/^blk\.0\.ffn_down\.weight\s+F32\s+\[64, 172\]\s+43\.0 KiB$/m);
+    const j = await cli(['inspect', MODEL, '--json']);
+    const doc = JSON.parse(j.stdout) as { format: string; tensors: { name: string; dtype: string; shape: number[]; bytes: number }[]; metadata: Record<string, unknown> };
+    expect(doc.format).to.equal('gguf');
+    expect(doc.tensors).to.have.length(48);
+    expect(doc.tensors[0]).to.deep.equal({ name: 'token_embd.weight', dtype: 'F32', shape: [512, 64], bytes: 131072 });
+    expect(doc.metadata['general.architecture']).to.equal('llama');
+    const h = await cli(['inspect', hf, '--json']);
+    const hd = JSON.parse(h.stdout) as { format: string; shards: string[]; tensors: { name: string; dtype: string }[] };
+    expect(hd.format).to.equal('safetensors');
+    expect(hd.shards).to.have.length(2);
+    expect(hd.tensors.map((x) => x.dtype)).to.deep.equal(new Array(8).fill('F16'));
+  });
+
+  it('quantize stories260K with each GGUF preset: exit 0, a GGUF that @huggingface/gguf reads, a JSON report', async () => {
+    for (const preset of ['q4_0', 'q4_1', 'q8_0']) {
+      const out = path.join(tmp, `stories-${preset}.gguf`);
+      const r = await cli(['quantize', MODEL, '-o', out, '--preset', preset, '--json', '--threads', '1']);
+      expect(r.code, r.stderr).to.equal(0);
+      const report = JSON.parse(r.stdout) as CompressReport;
+      expect(report.recipe).to.equal(preset);
+      expect(report.output.format).to.equal('gguf');
+      expect(report.ratio).to.be.above(2.5);
+      expect(report.fallbacks).to.have.length(5);
+      // Progress went to stderr as plain lines (not a TTY here).
+      expect(r.stderr).to.match(/^\[\d+\/48\] \S+ \d+ MB\/s ETA/m);
+      const g = await hfGguf(out, { allowLocalFile: true });
+      expect(g.tensorInfos).to.have.length(48);
+      expect((g.metadata as Record<string, unknown>)['general.file_type']).to.equal({ q4_0: 2, q4_1: 3, q8_0: 7 }[preset]);
+      expect(g.tensorInfos.find((t) => t.name === 'blk.0.attn_q.weight')?.dtype).to.equal({ q4_0: GGML.Q4_0, q4_1: GGML.Q4_1, q8_0: GGML.Q8_0 }[preset]);
+    }
+  });
+
+  it('quantize a Hugging Face folder to compressed-tensors; text report; --force to replace; --quiet', async () => {
+    const out = path.join(tmp, 'w4');
+    const r = await cli(['quantize', hf, '-o', out, '-p', 'w4a16', '--shard-size', '40kB']);
+    expect(r.code, r.stderr).to.equal(0);
+    expect(r.stdout).to.include('recipe w4a16').and.include('int4 g128 sym').and.include('fallbacks');
+    expect(await listing(out)).to.include.members(['config.json', 'tokenizer.json', 'model.safetensors.index.json']);
+    const again = await cli(['quantize', hf, '-o', out, '-p', 'w4a16']);
+    expect(again.code).to.equal(1);
+    expect(again.stderr).to.include('already exists').and.include('--force');
+    const forced = await cli(['quantize', hf, '-o', out, '-p', 'w4a16-asym', '--force', '--quiet']);
+    expect(forced.code, forced.stderr).to.equal(0);
+    expect(forced.stderr).to.equal('');
+    const cfg = JSON.parse(await fsp.readFile(path.join(out, 'config.json'), 'utf8')) as { quantization_config: { config_groups: { group_0: { weights: { symmetric: boolean } } } } };
+    expect(cfg.quantization_config.config_groups.group_0.weights.symmetric).to.equal(false);
+  });
+
+  it('compress --recipe r.json; compress --preset; report text, --json and --html', async () => {
+    const recipe = path.join(tmp, 'r.json');
+    await fsp.writeFile(recipe, JSON.stringify({ name: 'mixed', extends: 'q4_0', rules: [{ match: 'blk.*.attn_*.weight', method: 'quantize', options: { format: 'q8_0' } }] }));
+    const out = path.join(tmp, 'mixed.gguf');
+    const r = await cli(['compress', MODEL, '-o', out, '--recipe', recipe, '--json', '-q']);
+    expect(r.code, r.stderr).to.equal(0);
+    const report = JSON.parse(r.stdout) as CompressReport;
+    expect(report.recipe).to.equal('mixed');
+    expect(report.tensors.find((t) => t.name === 'blk.2.attn_k.weight')?.to).to.equal('Q8_0');
+    expect(report.tensors.find((t) => t.name === 'blk.2.ffn_up.weight')?.to).to.equal('Q4_0');
+    expect(report.tensors.find((t) => t.name === 'blk.2.attn_k.weight')?.rule).to.equal('rule #1');
+
+    const text = await cli(['report', MODEL, out]);
+    expect(text.code, text.stderr).to.equal(0);
+    expect(text.stdout).to.match(/^blk\.2\.attn_k\.weight\s+F32 -> Q8_0\s+\[32, 64\]/m);
+    expect(text.stdout).to.match(/^blk\.0\.ffn_down\.weight\s+F32 -> F16/m);
+    const html = path.join(tmp, 'report.html');
+    const j = await cli(['report', MODEL, out, '--json', '--html', html]);
+    expect(j.code, j.stderr).to.equal(0);
+    const cmp = JSON.parse(j.stdout) as ComparisonReport;
+    expect(cmp.tensors).to.have.length(48);
+    const k = cmp.tensors.find((t) => t.name === 'blk.2.attn_k.weight');
+    expect(k?.error?.sqnrDb).to.be.above(35);
+    expect(cmp.tensors.find((t) => t.name === 'blk.2.attn_norm.weight')?.error?.sqnrDb).to.equal('Infinity');
+    const page = await fsp.readFile(html, 'utf8');
+    expect(page).to.include('<svg').and.include('code grid');
+    expect(page).not.to.match(/(src|href)\s*=|<script/i);
+
+    // a compressed-tensors folder against its original
+    const ct = path.join(tmp, 'w8');
+    expect((await cli(['compress', hf, '-o', ct, '--preset', 'w8a16', '-q'])).code).to.equal(0);
+    const rc = await cli(['report', hf, ct]);
+    expect(rc.code, rc.stderr).to.equal(0);
+    expect(rc.stdout).to.match(/^model\.layers\.0\.self_attn\.q_proj\.weight\s+F16 -> int8 g128 sym/m);
+  });
+
+  it('exit codes: 2 for usage errors, 1 for failures (with the error code), prune says it is not built', async () => {
+    for (const args of [
+      ['quantize', MODEL],
+      ['quantize', MODEL, '-o', path.join(tmp, 'x.gguf'), '--preset', 'q5_k'],
+      ['compress', MODEL, '-o', path.join(tmp, 'x.gguf')],
+      ['lowrank', MODEL, '-o', path.join(tmp, 'x'), '--rank', '4', '--energy', '0.9'],
+      ['quantize', MODEL, '-o', path.join(tmp, 'x.gguf'), '-p', 'q4_0', '--memory', 'lots'],
+      ['report', MODEL],
+    ]) {
+      const r = await cli(args);
+      expect(r.code, args.join(' ')).to.equal(2);
+      expect(r.stderr, args.join(' ')).to.match(/^slimtensor: /);
+    }
+    const prune = await cli(['prune', MODEL, '-o', path.join(tmp, 'p')]);
+    expect(prune.code).to.equal(1);
+    expect(prune.stderr).to.include('not built yet').and.include('[ERR_UNSUPPORTED]');
+    const ggufFromHf = await cli(['quantize', hf, '-o', path.join(tmp, 'x.gguf'), '-p', 'q4_0']);
+    expect(ggufFromHf.code).to.equal(1);
+    expect(ggufFromHf.stderr).to.include('convert_hf_to_gguf');
+    const missing = await cli(['inspect', path.join(tmp, 'nope.gguf')]);
+    expect(missing.code).to.equal(1);
+    expect(missing.stderr).to.include('ENOENT');
+    const notModel = await cli(['inspect', path.join(ROOT, 'package.json')]);
+    expect(notModel.code).to.equal(1);
+    expect(notModel.stderr).to.include('[ERR_FORMAT]');
+    expect(await listing(tmp)).not.to.include.members(['x.gguf', 'p', 'x']);
+  });
+
+  it('Ctrl-C (SIGINT) mid-run: exit 130 and the output folder as it was', async function () {
+    // A model big enough to take a while with the MSE search: 24 tensors of 512 x 1024 f32.
+    const dir = path.join(tmp, 'sigint');
+    await fsp.mkdir(dir);
+    const data = new Uint8Array(512 * 1024 * 4);
+    const dv = new DataView(data.buffer);
+    for (let i = 0; i < 512 * 1024; i++) dv.setFloat32(i * 4, Math.sin(i) * 0.1, true);
+    const input = path.join(dir, 'in.gguf');
+    await fsp.writeFile(
+      input,
+      writeGGUF({
+        kv: [['general.architecture', { type: 'string', value: 'llama' }]],
+        tensors: Array.from({ length: 24 }, (_, i) => ({ name: `blk.${i}.ffn_up.weight`, dims: [1024, 512], typeId: GGML.F32, data })),
+      }).bytes,
+    );
+    const before = await listing(dir);
+    let sent = false;
+    const r = await cli(['quantize', input, '-o', path.join(dir, 'out.gguf'), '-p', 'q4_0', '--search', 'mse', '--threads', '1', '--memory', '4MiB'], (text, child) => {
+      if (!sent && /\[\d+\/24\]/.test(text)) {
+        sent = true;
+        child.kill('SIGINT');
+      }
+    });
+    expect(sent, r.stderr).to.equal(true);
+    expect(r.code, r.stderr).to.equal(130);
+    expect(r.stderr).to.include('interrupted');
+    expect(await listing(dir)).to.deep.equal(before);
+  });
+});

@@ -1,0 +1,411 @@
+import { expect } from 'chai';
+import { execFile } from 'node:child_process';
+import { promises as fsp } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+import { gguf as hfGguf } from '@huggingface/gguf';
+import { GGUFReader, quantizeSync, SlimTensorError, Tensor } from '../lib/index';
+import { compressModel, type CompressProgress } from '../lib/pipeline/compress';
+import { compareModels } from '../lib/pipeline/compare';
+import { renderReportHtml } from '../lib/pipeline/html';
+import { convertFloats } from '../lib/pipeline/convert';
+import { PRESETS, resolveRecipe, planTensor } from '../lib/pipeline/recipe';
+import { SafetensorsModel } from '../lib/formats/safetensors';
+import { f16ToF32, f32ToF16 } from '../lib/half';
+import { bytesOf, rejected } from './support/assert';
+import { code, groupParams, unpack } from './support/ct-oracle';
+import { GGML } from './support/gguf-writer';
+import { runPipelineBench } from '../bench/pipeline';
+import { CONFIG, ggufTensors, hfTensors, listing, stored, TOKENIZER, writeGGUFModel, writeHFFolder, type GeneratedTensor } from './support/models';
+
+const ROOT = path.join(__dirname, '..');
+
+describe('pipeline', function () {
+  this.timeout(120_000);
+  let tmp: string;
+  let ggufFile: string;
+  let hfDir: string;
+  let ggufT: GeneratedTensor[];
+  let hfT: GeneratedTensor[];
+
+  before(async () => {
+    tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'slimtensor-pipe-'));
+    ggufFile = path.join(tmp, 'model.gguf');
+    ggufT = ggufTensors();
+    await writeGGUFModel(ggufFile, ggufT);
+    hfDir = path.join(tmp, 'hf');
+    hfT = hfTensors();
+    await writeHFFolder(hfDir, hfT, 'F16', 3);
+  });
+  after(async () => {
+    await fsp.rm(tmp, { recursive: true, force: true });
+  });
+
+  describe('recipes', () => {
+    const plan = (recipe: Parameters<typeof resolveRecipe>[0], name: string, shape: number[], format: 'gguf' | 'compressed-tensors' = 'gguf', floatDtype: 'f32' | 'f16' | 'Q8_0' = 'f32') =>
+      planTensor({ name, shape, floatDtype: floatDtype === 'Q8_0' ? undefined : floatDtype, storage: floatDtype.toUpperCase() }, resolveRecipe(recipe), format);
+
+    it('llama-quantize-like defaults: norms and 1-D kept, embedding and head at 8 bits, the rest at the preset', () => {
+      expect(plan('q4_0', 'blk.0.attn_norm.weight', [64]).action.kind).to.equal('keep');
+      expect(plan('q4_0', 'blk.0.attn_q.bias', [64]).action).to.deep.include({ kind: 'keep', reason: '1-D: only matrices are compressed' });
+      expect(plan('q4_0', 'token_embd.weight', [96, 64]).action).to.deep.equal({ kind: 'quantize', options: { format: 'q8_0' } });
+      expect(plan('q4_0', 'output.weight', [96, 64]).action).to.deep.equal({ kind: 'quantize', options: { format: 'q8_0' } });
+      expect(plan('q4_0', 'blk.0.attn_q.weight', [64, 64]).action).to.deep.equal({ kind: 'quantize', options: { format: 'q4_0' } });
+      expect(plan('q4_0', 'blk.0.attn_q.weight', [64, 64], 'gguf', 'Q8_0').action).to.deep.include({ kind: 'keep', reason: 'stored as Q8_0 (already quantized): only F32/F16/BF16 tensors are compressed' });
+      const w = plan('w4a16', 'model.layers.0.self_attn.q_proj.weight', [256, 256], 'compressed-tensors', 'f16');
+      expect(w.action).to.deep.equal({ kind: 'quantize', options: { format: 'int4', symmetric: true, scaleDtype: 'f16', groupSize: 128 } });
+      expect(plan('w4a16', 'lm_head.weight', [64, 128], 'compressed-tensors', 'f16').action.kind).to.equal('keep');
+    });
+
+    it('rows that do not fit fall back to the next format that fits, and say so', () => {
+      expect(plan('q4_0', 'blk.0.ffn_down.weight', [64, 48]).fallback).to.deep.equal({ from: 'q4_0', to: 'F16', reason: 'rows of 48 values are not a multiple of the 32-value block' });
+      expect(plan('q4_0', 'blk.0.ffn_down.weight', [64, 48]).action.kind).to.equal('convert');
+      const p = plan('w4a16-asym', 'x.weight', [8, 96], 'compressed-tensors', 'f16');
+      expect(p.action).to.deep.include({ kind: 'quantize' });
+      expect((p.action as { options: { groupSize: unknown } }).options.groupSize).to.equal('channel');
+      expect(p.fallback?.reason).to.equal('rows of 96 values are not a multiple of the group size 128');
+    });
+
+    it('rules: first match wins, globs and /regex/, extends a preset, search for all', () => {
+      const r = { extends: 'q4_0', search: 'mse' as const, rules: [{ match: '/^blk\\.[01]\\.attn_q\\./', method: 'quantize' as const, options: { format: 'q8_0' } }, { match: ['blk.*.ffn_up.weight'], method: 'keep' as const }] };
+      expect(plan(r, 'blk.1.attn_q.weight', [64, 64]).action).to.deep.equal({ kind: 'quantize', options: { format: 'q8_0', search: 'mse' } });
+      expect(plan(r, 'blk.2.attn_q.weight', [64, 64]).action).to.deep.equal({ kind: 'quantize', options: { format: 'q4_0', search: 'mse' } });
+      expect(plan(r, 'blk.7.ffn_up.weight', [64, 64]).action.kind).to.equal('keep');
+      expect(plan({ rules: [{ match: 'a?c', method: 'keep', options: { dtype: 'f16' } }] }, 'abc', [2, 32]).action).to.deep.equal({ kind: 'convert', dtype: 'f16', reason: 'rule #1: keep as f16' });
+      expect(plan({ rules: [{ match: 'x', method: 'keep' }] }, 'y', [2, 32]).action).to.deep.equal({ kind: 'keep', reason: 'no rule matches' });
+    });
+
+    it('rejects bad recipes with ERR_VALUE naming the rule; prune is ERR_UNSUPPORTED', () => {
+      const bad: [unknown, string][] = [
+        ['q9_9', 'unknown preset'],
+        ['{not json', 'not valid JSON'],
+        [{ rules: [] }, 'no rules'],
+        [{ rules: [{ match: '*', method: 'squash' }] }, 'rule #1: method must be one of'],
+        [{ rules: [{ match: '/(/', method: 'keep' }] }, 'not a valid regular expression'],
+        [{ rules: [{ match: '*', method: 'quantize', options: { format: 'int3' } }] }, 'options.format'],
+        [{ rules: [{ match: '*', method: 'quantize', options: { format: 'q4_0', groupSize: 64 } }] }, 'fixed blocks'],
+        [{ rules: [{ match: '*', method: 'keep', options: { nope: 1 } }] }, 'unknown key "nope"'],
+        [{ extends: 'q5_k' }, 'unknown preset'],
+        [{ format: 'onnx', extends: 'q4_0' }, 'format must be one of'],
+      ];
+      for (const [r, msg] of bad) {
+        let e: unknown;
+        try {
+          resolveRecipe(r as never);
+        } catch (x) {
+          e = x;
+        }
+        expect(e, msg).to.be.instanceOf(SlimTensorError);
+        expect((e as SlimTensorError).code).to.equal('ERR_VALUE');
+        expect((e as SlimTensorError).message).to.include(msg);
+      }
+      let e: unknown;
+      try {
+        plan('2of4', 'blk.0.attn_q.weight', [64, 64], 'compressed-tensors');
+      } catch (x) {
+        e = x;
+      }
+      expect((e as SlimTensorError).code).to.equal('ERR_UNSUPPORTED');
+      expect((e as SlimTensorError).message).to.include('not built yet').and.include('blk.0.attn_q.weight');
+      expect(() => plan({ rules: [{ match: '*', method: 'quantize', options: { format: 'int4' } }] }, 'w', [4, 32], 'gguf')).to.throw(SlimTensorError, 'compressed-tensors format');
+      expect(Object.keys(PRESETS)).to.deep.equal(['q4_0', 'q4_1', 'q8_0', 'w4a16', 'w4a16-asym', 'w8a16', '2of4']);
+    });
+
+    it('converts floats like lib/half (round to nearest even, subnormals, infinities, NaN)', () => {
+      const vals = [0, -0, 1, -2.5, 65504, 65520, 1e-8, 2 ** -24, 2 ** -25, 3 * 2 ** -26, 2 ** -14 * 0.999, 1 / 3, Infinity, -Infinity, NaN, 123.456, -7e-6];
+      const src = new Float32Array(vals);
+      const dst = new Uint8Array(src.length * 2);
+      convertFloats(bytesOf(src), 'f32', dst, 'f16', src.length);
+      const got = Array.from(new Uint16Array(dst.buffer));
+      expect(got).to.deep.equal(vals.map((v) => f32ToF16(v)));
+    });
+  });
+
+  describe('GGUF out', () => {
+    let out: string;
+    before(async () => {
+      out = path.join(tmp, 'q4.gguf');
+      await compressModel({ input: ggufFile, output: out, recipe: 'q4_0', measureError: true });
+    });
+
+    it('@huggingface/gguf parses it: tensor infos match the plan, metadata copied, file type and quantization version set', async () => {
+      const hf = await hfGguf(out, { allowLocalFile: true });
+      const want = ggufT.map((t) => {
+        const type = t.shape.length === 1 ? GGML.F32 : t.name.startsWith('token_embd') || t.name.startsWith('output.') ? GGML.Q8_0 : t.name.includes('ffn_down') ? GGML.F16 : GGML.Q4_0;
+        return [t.name, t.shape.slice().reverse(), type];
+      });
+      expect(hf.tensorInfos.map((t) => [t.name, t.shape.map(Number), t.dtype])).to.deep.equal(want);
+      const md = hf.metadata as Record<string, unknown>;
+      expect(md['general.file_type']).to.equal(2);
+      expect(md['general.quantization_version']).to.equal(2);
+      expect(md['general.name']).to.equal('generated');
+      expect(md['tokenizer.ggml.tokens']).to.deep.equal(['<s>', 'a', 'b']);
+      expect(Number(hf.tensorDataOffset) % 32).to.equal(0);
+      for (const t of hf.tensorInfos) expect(Number(t.offset) % 32).to.equal(0);
+    });
+
+    it('holds exactly the blocks quantize() makes, the F32 norms as stored and the F16 fallback rounded to nearest', async () => {
+      const g = await GGUFReader.open(out);
+      try {
+        for (const t of ggufT) {
+          const info = g.tensor(t.name);
+          const bytes = await g.readTensorBytes(t.name);
+          const x = Tensor.from(t.values, t.shape);
+          if (info?.type === 'Q4_0' || info?.type === 'Q8_0') {
+            expect(bytesOf(bytes), t.name).to.deep.equal(bytesOf(quantizeSync(x, { format: info.type === 'Q4_0' ? 'q4_0' : 'q8_0' }).data));
+          } else if (info?.type === 'F16') {
+            expect(Array.from(new Uint16Array(bytes.buffer, bytes.byteOffset, t.values.length)), t.name).to.deep.equal(Array.from(t.values, (v) => f32ToF16(v)));
+          } else {
+            expect(bytesOf(bytes), t.name).to.deep.equal(bytesOf(t.values));
+          }
+        }
+      } finally {
+        await g.close();
+      }
+    });
+
+    it('round trip read -> write -> read: a keep-everything recipe reproduces every tensor and metadata value', async () => {
+      const copy = path.join(tmp, 'copy.gguf');
+      const r = await compressModel({ input: ggufFile, output: copy, recipe: { rules: [{ match: '*', method: 'keep' }] } });
+      expect(r.output.format).to.equal('gguf');
+      const [a, b] = [await GGUFReader.open(ggufFile), await GGUFReader.open(copy)];
+      try {
+        const strip = (g: GGUFReader) => g.entries.filter((e) => e.key !== 'general.quantization_version');
+        expect(strip(b)).to.deep.equal(strip(a));
+        for (const t of a.tensors) expect(bytesOf(await b.readTensorBytes(t.name)), t.name).to.deep.equal(bytesOf(await a.readTensorBytes(t.name)));
+      } finally {
+        await a.close();
+        await b.close();
+      }
+    });
+
+    it('reports per tensor: what it became, why, the error, and the fallbacks', async () => {
+      const r = await compressModel({ input: ggufFile, output: path.join(tmp, 'q8.gguf'), recipe: 'q8_0', measureError: true, threads: 1 });
+      expect(r.tensors.map((t) => t.to)).to.deep.equal(ggufT.map((t) => (t.shape.length === 1 ? 'F32' : t.name.includes('ffn_down') ? 'F16' : 'Q8_0')));
+      expect(r.fallbacks.map((f) => f.name)).to.deep.equal(['blk.0.ffn_down.weight', 'blk.1.ffn_down.weight']);
+      const q = r.tensors.find((t) => t.name === 'blk.0.attn_q.weight');
+      expect(q?.error?.rmse).to.be.above(0).and.below(0.001);
+      expect(q?.bytesOut).to.equal(64 * 2 * 34);
+      expect(r.ratio).to.be.above(2);
+      expect(r.output.bytes).to.equal((await fsp.stat(path.join(tmp, 'q8.gguf'))).size);
+    });
+  });
+
+  describe('compressed-tensors out', () => {
+    let out: string;
+    before(async () => {
+      out = path.join(tmp, 'w4asym');
+      await compressModel({ input: hfDir, output: out, recipe: 'w4a16-asym', maxShardBytes: 24 * 1024 });
+    });
+
+    it('writes a Hugging Face folder: shards with an index, config.json with quantization_config, the other files unchanged', async () => {
+      const files = await listing(out);
+      expect(files).to.include.members(['config.json', 'tokenizer.json', 'generation_config.json', 'model.safetensors.index.json']);
+      expect(files).not.to.include('pytorch_model.bin');
+      expect(files.filter((f) => f.endsWith('.safetensors')).length).to.be.above(1);
+      expect(await fsp.readFile(path.join(out, 'tokenizer.json'), 'utf8')).to.equal(TOKENIZER);
+      const cfg = JSON.parse(await fsp.readFile(path.join(out, 'config.json'), 'utf8')) as Record<string, unknown> & { quantization_config: Record<string, unknown> };
+      for (const [k, v] of Object.entries(CONFIG)) expect(cfg[k]).to.deep.equal(v);
+      const qc = cfg.quantization_config;
+      expect(qc).to.deep.include({ quant_method: 'compressed-tensors', format: 'pack-quantized', quantization_status: 'compressed' });
+      expect(qc.ignore).to.deep.equal(['model.embed_tokens', 'lm_head']);
+      const groups = Object.values(qc.config_groups as Record<string, { targets: string[]; weights: Record<string, unknown> }>);
+      // group 128 for q/k/up (rows of 128), channel for down_proj (rows of 96)
+      expect(groups).to.have.length(2);
+      expect(groups[0]?.targets).to.deep.equal(['Linear']);
+      expect(groups[0]?.weights).to.deep.include({ num_bits: 4, type: 'int', symmetric: false, strategy: 'group', group_size: 128, dynamic: false, actorder: null, observer: 'minmax' });
+      expect(groups[1]?.targets).to.deep.equal(['model.layers.0.mlp.down_proj']);
+      expect(groups[1]?.weights).to.deep.include({ strategy: 'channel', group_size: null });
+    });
+
+    it('packs codes, scales and zero points as an independent decoder reads them back from the original', async () => {
+      const m = await SafetensorsModel.open(out);
+      try {
+        for (const t of hfT.filter((x) => x.shape.length === 2 && !x.name.includes('embed') && !x.name.startsWith('lm_head'))) {
+          const prefix = t.name.slice(0, -'.weight'.length);
+          const [n, k] = t.shape as [number, number];
+          const packed = await m.readTensor(`${prefix}.weight_packed`);
+          const scale = await m.readTensor(`${prefix}.weight_scale`);
+          const zp = await m.readTensor(`${prefix}.weight_zero_point`);
+          const shape = await m.readTensor(`${prefix}.weight_shape`);
+          expect(Array.from(shape.data as BigInt64Array)).to.deep.equal([BigInt(n), BigInt(k)]);
+          expect([packed.dtype, packed.shape]).to.deep.equal(['i32', [n, k / 8]]);
+          const group = k % 128 === 0 ? 128 : k;
+          const groups = k / group;
+          expect([scale.dtype, scale.shape]).to.deep.equal(['f16', [n, groups]]);
+          expect([zp.dtype, zp.shape]).to.deep.equal(['i32', [Math.ceil(n / 8), groups]]);
+          const x = stored(t.values, 'F16');
+          const zWords = zp.data as Int32Array;
+          for (let r = 0; r < n; r++) {
+            for (let g = 0; g < groups; g++) {
+              // zero points: 8 rows per int32 along dim 0, biased by 8
+              const zero = ((zWords[Math.floor(r / 8) * groups + g] as number) >>> (4 * (r % 8))) & 15;
+              const xs = x.subarray(r * k + g * group, r * k + (g + 1) * group);
+              const p = groupParams(xs, 4, false, 'f16');
+              expect(f16ToF32((scale.data as Uint16Array)[r * groups + g] as number), `${t.name} scale [${r}, ${g}]`).to.equal(p.scale);
+              expect(zero - 8, `${t.name} zero [${r}, ${g}]`).to.equal(p.zero);
+              for (let j = 0; j < group; j++) expect(unpack(packed.data as Int32Array, k / 8, r, g * group + j, 4)).to.equal(code(xs[j] as number, p.scale, p.zero, 4));
+            }
+          }
+        }
+        // Kept tensors are copied as stored.
+        const emb = await m.readTensor('model.embed_tokens.weight');
+        expect(emb.dtype).to.equal('f16');
+      } finally {
+        await m.close();
+      }
+    });
+
+    it('report: every tensor compared; errors match quantizationError; HTML is one self-contained page', async () => {
+      const r = await compareModels(hfDir, out, { histograms: 2 });
+      expect(r.compressed.format).to.equal('compressed-tensors');
+      expect(r.tensors.map((t) => t.name)).to.deep.equal(hfT.map((t) => t.name));
+      const q = r.tensors.find((t) => t.name === 'model.layers.0.self_attn.q_proj.weight');
+      expect(q?.compressedType).to.equal('int4 g128 asym');
+      expect(q?.error?.sqnrDb).to.be.within(10, 30);
+      expect(q?.error?.cosine).to.be.above(0.95);
+      const emb = r.tensors.find((t) => t.name === 'model.embed_tokens.weight');
+      expect(emb?.error?.rmse).to.equal(0);
+      expect(r.tensors.filter((t) => t.grid !== undefined)).to.have.length(2);
+      const grid = r.tensors.find((t) => t.grid !== undefined)?.grid;
+      expect(grid?.levels).to.deep.equal([-8, 7]);
+      // Asymmetric min/max scaling puts every weight inside the grid.
+      expect(grid?.outside).to.equal(0);
+      const html = renderReportHtml(r);
+      expect(html).to.match(/^<!doctype html>/);
+      expect(html).to.include('<svg').and.include('model.layers.0.mlp.down_proj.weight');
+      expect(html).not.to.match(/(src|href)\s*=|<script|@import|url\(/i);
+    });
+
+    it('round trip safetensors -> safetensors: a keep recipe reproduces every tensor; BF16 and sharded inputs read', async () => {
+      const bf = path.join(tmp, 'hf-bf16');
+      await writeHFFolder(bf, hfT, 'BF16', 1);
+      const copy = path.join(tmp, 'hf-copy');
+      const r = await compressModel({ input: bf, output: copy, recipe: { format: 'safetensors', rules: [{ match: '*', method: 'keep' }] } });
+      expect(r.output.format).to.equal('safetensors');
+      const [a, b] = [await SafetensorsModel.open(bf), await SafetensorsModel.open(copy)];
+      try {
+        expect(b.tensors.map((t) => [t.name, t.dtype, [...t.shape]])).to.deep.equal(a.tensors.map((t) => [t.name, t.dtype, [...t.shape]]));
+        for (const t of a.tensors) expect(bytesOf(await b.readTensorBytes(t.name))).to.deep.equal(bytesOf(await a.readTensorBytes(t.name)));
+      } finally {
+        await a.close();
+        await b.close();
+      }
+      expect(JSON.parse(await fsp.readFile(path.join(copy, 'config.json'), 'utf8'))).to.deep.equal(CONFIG);
+      // w8a16 from BF16: scales in BF16
+      const w8 = path.join(tmp, 'w8');
+      await compressModel({ input: bf, output: w8, recipe: 'w8a16' });
+      const m = await SafetensorsModel.open(w8);
+      expect(m.tensor('model.layers.0.self_attn.q_proj.weight_scale')?.dtype).to.equal('BF16');
+      expect(m.tensor('model.layers.0.self_attn.q_proj.weight_packed')?.shape).to.deep.equal([128, 32]);
+      await m.close();
+    });
+  });
+
+  describe('failures leave nothing behind', () => {
+    it('GGUF out from safetensors in, prune and lowrank: ERR_UNSUPPORTED before anything is written', async () => {
+      const before = await listing(tmp);
+      for (const [input, recipe, msg] of [
+        [hfDir, 'q4_0', "convert_hf_to_gguf"],
+        [hfDir, '2of4', 'not built yet'],
+        [ggufFile, { format: 'safetensors', rules: [{ match: '*', method: 'lowrank', options: { rank: 4 } }] }, 'low-rank'],
+      ] as const) {
+        const e = await rejected(compressModel({ input, output: path.join(tmp, 'never'), recipe: recipe as never }));
+        expect(e.code).to.equal('ERR_UNSUPPORTED');
+        expect(e.message).to.include(msg);
+      }
+      expect(await listing(tmp)).to.deep.equal(before);
+    });
+
+    it('an error in one tensor names it, and the output folder is left as it was', async () => {
+      const bad = ggufTensors(5);
+      (bad[4] as GeneratedTensor).values[7] = NaN; // blk.0.attn_q.weight
+      const dir = path.join(tmp, 'nan');
+      await fsp.mkdir(dir);
+      const input = path.join(dir, 'in.gguf');
+      await writeGGUFModel(input, bad);
+      const before = await listing(dir);
+      const e = await rejected(compressModel({ input, output: path.join(dir, 'out.gguf'), recipe: 'q4_0', memoryLimit: 4096 }));
+      expect(e.code).to.equal('ERR_VALUE');
+      expect(e.message).to.include("tensor 'blk.0.attn_q.weight'").and.include('NaN');
+      expect(await listing(dir)).to.deep.equal(before);
+    });
+
+    it('refuses an existing output unless overwrite; overwrite replaces it', async () => {
+      const dir = path.join(tmp, 'ow');
+      await fsp.mkdir(dir);
+      await fsp.writeFile(path.join(dir, 'keep.txt'), 'x');
+      const e = await rejected(compressModel({ input: hfDir, output: dir, recipe: 'w4a16' }));
+      expect(e.message).to.include('already exists');
+      expect(await listing(dir)).to.deep.equal(['keep.txt']);
+      await compressModel({ input: hfDir, output: dir, recipe: 'w4a16', overwrite: true });
+      expect(await listing(dir)).to.include('model.safetensors').and.not.include('keep.txt');
+      expect((await rejected(compressModel({ input: hfDir, output: path.join(hfDir, 'inside'), recipe: 'w4a16' }))).message).to.include('inside');
+    });
+
+    it('abort mid-run: rejects with the abort reason and leaves the output folder as it was', async () => {
+      const dir = path.join(tmp, 'abort');
+      await fsp.mkdir(dir);
+      await fsp.writeFile(path.join(dir, 'other.txt'), 'unrelated');
+      for (const [output, recipe, input] of [
+        [path.join(dir, 'out.gguf'), 'q4_0', ggufFile],
+        [path.join(dir, 'out'), 'w4a16', hfDir],
+      ] as const) {
+        const ac = new AbortController();
+        const seen: CompressProgress[] = [];
+        let err: unknown;
+        await compressModel({
+          input,
+          output,
+          recipe,
+          memoryLimit: 4096, // one tensor at a time: the abort lands between tensors
+          signal: ac.signal,
+          onProgress: (p) => {
+            seen.push(p);
+            if (p.phase === 'tensor' && p.index === 2) ac.abort();
+          },
+        }).catch((e: unknown) => (err = e));
+        expect((err as Error).name).to.equal('AbortError');
+        expect(seen.filter((p) => p.phase === 'tensor').length).to.be.below(4);
+        expect(await listing(dir)).to.deep.equal(['other.txt']);
+      }
+      // Already aborted: rejects at once.
+      const ac = new AbortController();
+      ac.abort();
+      expect(((await compressModel({ input: ggufFile, output: path.join(dir, 'x.gguf'), recipe: 'q4_0', signal: ac.signal }).catch((e: unknown) => e)) as Error).name).to.equal('AbortError');
+      expect(await listing(dir)).to.deep.equal(['other.txt']);
+    });
+  });
+
+  describe('memory bound', () => {
+    it('a 192 MiB model compresses holding at most the 24 MiB limit of tensor buffers, and the process grows far less than the file', async function () {
+      const dir = path.join(tmp, 'big');
+      await fsp.mkdir(dir);
+      // 48 f32 matrices of 1024 x 1024 (4 MiB each): 192 MiB, 8x the limit.
+      const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', path.join(ROOT, 'test', 'support', 'memory-child.ts'), dir, String(24 * 1024 * 1024)], { cwd: ROOT, maxBuffer: 1 << 20 });
+      const r = JSON.parse(stdout) as { fileBytes: number; peakBytes: number; limit: number; largest: number; rssGrowth: number; allocations: number; tensors: number };
+      expect(r.fileBytes).to.be.at.least(192 * 1024 * 1024);
+      expect(r.tensors).to.equal(48);
+      // The pipeline's own accounting: every buffer it held, reused or not.
+      expect(r.peakBytes).to.be.at.most(r.limit);
+      expect(r.peakBytes).to.be.at.least(r.largest);
+      // Buffers are reused: far fewer allocations than tensors x buffers.
+      expect(r.allocations).to.be.below(24);
+      // The process: resident memory grows by much less than the model (the limit plus heap and GC slack).
+      expect(r.rssGrowth).to.be.below(r.fileBytes / 4);
+    });
+  });
+
+  describe('benchmark', () => {
+    it('pipeline --quick runs both cases end to end with sane numbers', async () => {
+      const { cases } = await runPipelineBench({ quick: true, runs: 1, log: () => undefined });
+      expect(cases.map((c) => c.id)).to.deep.equal(['safetensors-f16-w4a16', 'gguf-f32-q4_0']);
+      for (const c of cases) {
+        for (const v of [c.gbps, c.readGbps, c.seconds, c.peakRss, c.ratio]) expect(Number.isFinite(v) && v > 0, c.id).to.equal(true);
+        expect(c.outputBytes).to.be.below(c.inputBytes);
+        expect(c.bufferPeak).to.be.at.most(c.memoryLimit);
+      }
+    });
+  });
+});

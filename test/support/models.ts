@@ -1,0 +1,118 @@
+// Small generated models for pipeline and CLI tests: a llama-like GGUF (F32)
+// written with the independent test writer, and a Hugging Face folder
+// (sharded safetensors in F16 or BF16, config.json, tokenizer files and a
+// stray pytorch_model.bin) built by hand.
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { bytesOf, f32ToBF16Bits, f32ToF16Bits, GGML, writeGGUF } from './gguf-writer';
+import { Rng } from './random';
+import { stFile, stPack } from './st-bytes';
+
+export interface GeneratedTensor {
+  name: string;
+  /** PyTorch order. */
+  shape: number[];
+  values: Float32Array;
+}
+
+/** llama.cpp names: embedding, head, norms, attention and MLP of `layers` blocks; ffn_down has rows of 48 (no block of 32 fits). */
+export function ggufTensors(seed = 1, layers = 2, dim = 64): GeneratedTensor[] {
+  const rng = new Rng(seed);
+  const t = (name: string, shape: number[], scale = 0.05): GeneratedTensor => ({ name, shape, values: rng.normals(shape.reduce((a, d) => a * d, 1), scale) });
+  const out = [t('token_embd.weight', [96, dim]), t('output_norm.weight', [dim], 1), t('output.weight', [96, dim])];
+  for (let l = 0; l < layers; l++) {
+    out.push(t(`blk.${l}.attn_norm.weight`, [dim], 1), t(`blk.${l}.attn_q.weight`, [dim, dim]), t(`blk.${l}.ffn_up.weight`, [48, dim]), t(`blk.${l}.ffn_down.weight`, [dim, 48]));
+  }
+  return out;
+}
+
+/** Writes the tensors as an F32 GGUF with a few metadata keys. */
+export async function writeGGUFModel(file: string, tensors: readonly GeneratedTensor[]): Promise<void> {
+  const w = writeGGUF({
+    kv: [
+      ['general.architecture', { type: 'string', value: 'llama' }],
+      ['general.name', { type: 'string', value: 'generated' }],
+      ['general.file_type', { type: 'u32', value: 0 }],
+      ['llama.block_count', { type: 'u32', value: 2 }],
+      ['tokenizer.ggml.tokens', { type: 'array', itemType: 'string', value: ['<s>', 'a', 'b'].map((v) => ({ type: 'string' as const, value: v })) }],
+    ],
+    tensors: tensors.map((t) => ({ name: t.name, dims: t.shape.slice().reverse(), typeId: GGML.F32, data: bytesOf(t.values) })),
+  });
+  await fsp.writeFile(file, w.bytes);
+}
+
+/** Hugging Face names; down_proj has rows of 96 (groups of 128 do not fit). */
+export function hfTensors(seed = 2, dim = 128): GeneratedTensor[] {
+  const rng = new Rng(seed);
+  const t = (name: string, shape: number[], scale = 0.05): GeneratedTensor => ({ name, shape, values: rng.normals(shape.reduce((a, d) => a * d, 1), scale) });
+  return [
+    t('model.embed_tokens.weight', [64, dim]),
+    t('model.layers.0.input_layernorm.weight', [dim], 1),
+    t('model.layers.0.self_attn.q_proj.weight', [dim, dim]),
+    t('model.layers.0.self_attn.k_proj.weight', [32, dim]),
+    t('model.layers.0.mlp.up_proj.weight', [96, dim]),
+    t('model.layers.0.mlp.down_proj.weight', [dim, 96]),
+    t('model.norm.weight', [dim], 1),
+    t('lm_head.weight', [64, dim]),
+  ];
+}
+
+export type HalfDType = 'F16' | 'BF16' | 'F32';
+
+/** Values as they are stored in `dtype` (rounded), as f32. */
+export function stored(values: Float32Array, dtype: HalfDType): Float32Array {
+  if (dtype === 'F32') return values;
+  const out = new Float32Array(values.length);
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i] as number;
+    if (dtype === 'F16') {
+      const h = f32ToF16Bits(v);
+      const s = h & 0x8000 ? -1 : 1;
+      const e = (h >>> 10) & 0x1f;
+      const m = h & 0x3ff;
+      out[i] = e === 0 ? s * m * 2 ** -24 : s * (1 + m / 1024) * 2 ** (e - 15);
+    } else {
+      out[i] = new Float32Array(new Uint32Array([f32ToBF16Bits(v) << 16]).buffer)[0] as number;
+    }
+  }
+  return out;
+}
+
+function encode(values: Float32Array, dtype: HalfDType): Uint8Array {
+  if (dtype === 'F32') return bytesOf(values);
+  return bytesOf(Uint16Array.from(values, dtype === 'F16' ? f32ToF16Bits : f32ToBF16Bits));
+}
+
+export const CONFIG = { architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 128, torch_dtype: 'float16' };
+export const TOKENIZER = '{"version":"1.0","model":{"type":"BPE"}}';
+
+/**
+ * A Hugging Face folder: the tensors in `shards` safetensors files with an
+ * index (or one model.safetensors), config.json, tokenizer.json,
+ * generation_config.json and a pytorch_model.bin that must not be copied.
+ */
+export async function writeHFFolder(dir: string, tensors: readonly GeneratedTensor[], dtype: HalfDType, shards: number): Promise<void> {
+  await fsp.mkdir(dir, { recursive: true });
+  const per = Math.ceil(tensors.length / shards);
+  const weightMap: Record<string, string> = {};
+  for (let s = 0; s < shards; s++) {
+    const part = tensors.slice(s * per, (s + 1) * per);
+    const file = shards === 1 ? 'model.safetensors' : `model-${String(s + 1).padStart(5, '0')}-of-${String(shards).padStart(5, '0')}.safetensors`;
+    const { header, data } = stPack(
+      part.map((t) => [t.name, dtype, t.shape, encode(t.values, dtype)]),
+      { format: 'pt' },
+    );
+    await fsp.writeFile(path.join(dir, file), stFile(header, data));
+    for (const t of part) weightMap[t.name] = file;
+  }
+  if (shards > 1) await fsp.writeFile(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: { total_size: 0 }, weight_map: weightMap }));
+  await fsp.writeFile(path.join(dir, 'config.json'), JSON.stringify(CONFIG, null, 2));
+  await fsp.writeFile(path.join(dir, 'tokenizer.json'), TOKENIZER);
+  await fsp.writeFile(path.join(dir, 'generation_config.json'), '{"bos_token_id": 1}');
+  await fsp.writeFile(path.join(dir, 'pytorch_model.bin'), 'not copied');
+}
+
+/** Names of the entries of a folder, sorted. */
+export async function listing(dir: string): Promise<string[]> {
+  return (await fsp.readdir(dir)).sort();
+}
