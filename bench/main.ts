@@ -7,10 +7,12 @@ import { describeMachine, formatMachine, type Benchmark, type BenchOptions } fro
 import { quantizeBench } from './quantize';
 import { searchFloorBench } from './search-floor';
 import { pipelineBench } from './pipeline';
+import { distillBench } from './distill';
+import { lowrankBench } from './lowrank';
 
 // The registry: later benchmarks (sparsity, lowrank, distill, pipeline) add
 // one line here and one module beside this file.
-const BENCHMARKS: readonly Benchmark[] = [quantizeBench, searchFloorBench, pipelineBench];
+const BENCHMARKS: readonly Benchmark[] = [quantizeBench, searchFloorBench, pipelineBench, distillBench, lowrankBench];
 
 const DEFAULT_RUNS = 7;
 const QUICK_RUNS = 3;

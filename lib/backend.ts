@@ -23,6 +23,12 @@ export interface Backends {
     available: boolean;
     /** Why not, when unavailable. */
     reason?: string;
+    /**
+     * The GPU SVD of lowRank()/svd(): libcusolver loaded at run time
+     * (dlopen), so its absence never stops the addon from loading. When
+     * unavailable, `reason` says why and kernel 'auto' runs on the CPU.
+     */
+    cusolver?: { available: boolean; reason?: string; library?: string };
   };
 }
 

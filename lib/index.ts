@@ -33,6 +33,31 @@ export {
 } from './formats/gguf';
 export { f32ToF16, f16ToF32, f32ToBf16, bf16ToF32 } from './half';
 export {
+  matmul,
+  matmulSync,
+  svd,
+  svdSync,
+  lowRank,
+  lowRankSync,
+  type LowRankKernel,
+  type MatmulOptions,
+  type SvdOptions,
+  type SvdResult,
+  type LowRankOptions,
+  type LowRankResult,
+  type Whitening,
+} from './lowrank';
+export {
+  distillLoss,
+  distillLossSync,
+  type DistillLossOptions,
+  type DistillLossResult,
+  type Divergence,
+  type Reduction,
+  type TopKTeacher,
+  type Labels,
+} from './distill';
+export {
   SafetensorsFile,
   SafetensorsModel,
   SafetensorsWriter,

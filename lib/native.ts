@@ -15,9 +15,30 @@ export interface ErrorSums {
   count: number;
 }
 
+export interface NativeSvd {
+  k: number;
+  u: Float32Array;
+  s: Float64Array;
+  vt: Float32Array;
+  cuda: boolean;
+}
+
+export interface NativeLowRank {
+  rank: number;
+  left: Float32Array;
+  right: Float32Array;
+  singularValues: Float64Array;
+  relError: number;
+  optimalRelError: number;
+  method: 'exact' | 'randomized';
+  backend: 'cpu' | 'cuda';
+  samples: number;
+  damping: number;
+}
+
 export interface NativeBackends {
   cpu: { features: string[]; kernel: 'avx512' | 'avx2' | 'scalar'; threads: number; hardwareThreads: number };
-  cuda: { compiled: boolean; available: boolean; reason?: string };
+  cuda: { compiled: boolean; available: boolean; reason?: string; cusolver?: { available: boolean; reason?: string; library?: string } };
 }
 
 interface Binding {
@@ -33,6 +54,18 @@ interface Binding {
   dequantize(args: NativeArgs, async: true): Promise<undefined>;
   quantizationError(args: NativeArgs, async: false): ErrorSums;
   quantizationError(args: NativeArgs, async: true): Promise<ErrorSums>;
+  /** Returns the reduced loss; fills the rowLoss and grad buffers of `args`. */
+  distillLoss(args: NativeArgs, async: false): number;
+  distillLoss(args: NativeArgs, async: true): Promise<number>;
+  /** Writes op(A)·op(B) into args.out (see native/addon/lowrank_binding.cc). */
+  matmul(args: NativeArgs, async: false): undefined;
+  matmul(args: NativeArgs, async: true): Promise<undefined>;
+  svd(args: NativeArgs, async: false): NativeSvd;
+  svd(args: NativeArgs, async: true): Promise<NativeSvd>;
+  lowRank(args: NativeArgs, async: false): NativeLowRank;
+  lowRank(args: NativeArgs, async: true): Promise<NativeLowRank>;
+  /** bench/: clock and FMA-throughput probes (seconds for `iterations`). */
+  lowrankProbe(iterations: number): { addSeconds: number; fma256Seconds: number; fma512Seconds: number; gemmKernel: string };
 }
 
 function load(): Binding {

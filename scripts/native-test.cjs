@@ -1,11 +1,11 @@
 #!/usr/bin/env node
-// Builds the quant core's native tests with AddressSanitizer and
+// Builds the quant and distill cores' native tests with AddressSanitizer and
 // UndefinedBehaviorSanitizer and runs them; also checks that the AVX2
 // object defines no weak (linker-mergeable) symbols, which could otherwise
 // smuggle AVX2 code into the baseline paths. Skips with a message when no
 // C++ compiler is available (the addon build would have failed anyway).
 'use strict';
-const { spawnSync } = require('node:child_process');
+const { spawn, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
 
@@ -31,9 +31,7 @@ const simd = [
   ['quant_avx512', ['-mavx512f', '-mavx512bw', '-mavx512vl', '-mavx2', '-mfma', '-mf16c']],
 ];
 const objects = [];
-for (const [name, isa] of simd) {
-  const obj = path.join(out, `${name}.o`);
-  run(cxx, [...flags, ...isa, '-c', `native/core/quant/${name}.cc`, '-o', obj]);
+function checkNoWeakSymbols(name, obj) {
   const nm = spawnSync('nm', ['-C', '--defined-only', obj], { encoding: 'utf8' });
   if (nm.status === 0) {
     // DW.ref.* are exception-personality pointers (data), not code.
@@ -43,6 +41,28 @@ for (const [name, isa] of simd) {
       process.exit(1);
     }
   }
+}
+
+// The distill core's test compiles in the background (on another core)
+// while the quant test below builds and runs; it is linked and run last.
+const distillOut = path.join(out, 'distill');
+fs.mkdirSync(distillOut, { recursive: true });
+const distillSimd = path.join(distillOut, 'distill_avx2.o');
+const distillSources = ['native/core/cpu.cc', 'native/core/cuda_stub.cc', 'native/core/distill/distill.cc', 'native/core/distill/distill_ref.cc', 'test/native/distill_test.cc'];
+const absFlags = flags.map((f) => (f === '-Inative/core' ? `-I${path.join(root, 'native', 'core')}` : f));
+function background(args, cwd) {
+  const child = spawn(cxx, args, { cwd, stdio: 'inherit' });
+  return new Promise((resolve) => child.on('close', (code) => resolve(code)));
+}
+const distillBuilds = [
+  background([...absFlags, '-mavx2', '-mfma', '-mf16c', '-c', path.join(root, 'native/core/distill/distill_avx2.cc'), '-o', distillSimd], root),
+  background([...absFlags, '-c', ...distillSources.map((f) => path.join(root, f))], distillOut), // one .o per source, in distillOut
+];
+
+for (const [name, isa] of simd) {
+  const obj = path.join(out, `${name}.o`);
+  run(cxx, [...flags, ...isa, '-c', `native/core/quant/${name}.cc`, '-o', obj]);
+  checkNoWeakSymbols(name, obj);
   objects.push(obj);
 }
 const exe = path.join(out, 'quant_core_test');
@@ -52,3 +72,42 @@ const env = { ...process.env, ASAN_OPTIONS: 'detect_leaks=1', UBSAN_OPTIONS: 'pr
 // loops replace the AVX2 ones when present; both must match the reference).
 run(exe, ['test/fixtures/ggml'], { env });
 run(exe, ['test/fixtures/ggml'], { env: { ...env, SLIMTENSOR_ISA: 'avx2' } });
+// The distill core: AVX2 vs reference, exp accuracy, outputs, errors.
+Promise.all(distillBuilds).then((codes) => {
+  if (codes.some((c) => c !== 0)) process.exit(1);
+  checkNoWeakSymbols('distill_avx2', distillSimd);
+  const distillExe = path.join(out, 'distill_core_test');
+  const objs = distillSources.map((f) => path.join(distillOut, `${path.basename(f, '.cc')}.o`));
+  run(cxx, [...flags, ...objs, distillSimd, '-o', distillExe, '-lpthread']);
+  run(distillExe, [], { env });
+});
+
+// The lowrank core: GEMM kernels (AVX2, AVX-512) vs the reference bit for
+// bit, the f64 kernels of both builds, SVD, errors, concurrent calls. Its
+// files compile in parallel in the background; run on every ISA the CPU
+// has, then AVX2 alone, then the scalar reference alone.
+{
+  const lowrankOut = path.join(out, 'lowrank');
+  fs.mkdirSync(lowrankOut, { recursive: true });
+  const avx2 = ['-mavx2', '-mfma', '-mf16c'];
+  const lowrankSimd = [
+    ['gemm_avx2', avx2],
+    ['la_avx2', avx2],
+    ['gemm_avx512', ['-mavx512f', '-mavx512bw', '-mavx512vl', ...avx2]],
+  ];
+  const lowrankSources = ['native/core/cpu.cc', 'native/core/cuda_stub.cc', 'native/core/lowrank/gemm.cc', 'native/core/lowrank/gemm_ref.cc', 'native/core/lowrank/la_ref.cc', 'native/core/lowrank/linalg.cc', 'native/core/lowrank/lowrank.cc', 'test/native/lowrank_core_test.cc'];
+  const objectOf = (f) => path.join(lowrankOut, `${path.basename(f, '.cc')}.o`);
+  const builds = [
+    ...lowrankSimd.map(([name, isa]) => background([...absFlags, ...isa, '-c', path.join(root, `native/core/lowrank/${name}.cc`), '-o', path.join(lowrankOut, `${name}.o`)], root)),
+    ...lowrankSources.map((f) => background([...absFlags, '-c', path.join(root, f), '-o', objectOf(f)], root)),
+  ];
+  Promise.all(builds).then((codes) => {
+    if (codes.some((c) => c !== 0)) process.exit(1);
+    for (const [name] of lowrankSimd) checkNoWeakSymbols(name, path.join(lowrankOut, `${name}.o`));
+    const lowrankExe = path.join(out, 'lowrank_core_test');
+    run(cxx, [...flags, ...lowrankSources.map(objectOf), ...lowrankSimd.map(([name]) => path.join(lowrankOut, `${name}.o`)), '-o', lowrankExe, '-lpthread']);
+    run(lowrankExe, [], { env });
+    run(lowrankExe, [], { env: { ...env, SLIMTENSOR_ISA: 'avx2' } });
+    run(lowrankExe, [], { env: { ...env, SLIMTENSOR_ISA: 'scalar' } });
+  });
+}

@@ -10,6 +10,9 @@ namespace st {
 namespace addon {
 
 void register_quant(Napi::Env env, Napi::Object exports);
+void register_distill(Napi::Env env, Napi::Object exports);
+void register_lowrank(Napi::Env env, Napi::Object exports);
+void lowrank_backends(Napi::Env env, Napi::Object cuda);
 Napi::Value set_error_class(const Napi::CallbackInfo& info);
 
 namespace {
@@ -34,6 +37,7 @@ Napi::Value backends(const Napi::CallbackInfo& info) {
   cuda.Set("compiled", cuda_compiled());
   cuda.Set("available", ok);
   if (!ok) cuda.Set("reason", why);
+  lowrank_backends(env, cuda);  // cuda.cusolver: the GPU SVD (dlopen)
   Napi::Object r = Napi::Object::New(env);
   r.Set("cpu", cpu);
   r.Set("cuda", cuda);
@@ -68,6 +72,8 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("getThreads", Napi::Function::New(env, get_threads_js, "getThreads"));
   exports.Set("setErrorClass", Napi::Function::New(env, set_error_class, "setErrorClass"));
   register_quant(env, exports);
+  register_distill(env, exports);
+  register_lowrank(env, exports);
   return exports;
 }
 

@@ -1,0 +1,400 @@
+// Native tests of the distill core, built with AddressSanitizer and
+// UndefinedBehaviorSanitizer by scripts/native-test.cjs: the accuracy of the
+// AVX2 kernel's exp and log1p, the AVX2 kernel against the scalar reference
+// (every divergence, dtype, temperature, top-k, ragged row lengths, ignored
+// rows, in place), every gradient element written, results independent of
+// the thread count, and the first bad input named.
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cpu.h"
+#include "distill/distill.h"
+#include "distill/distill_kernels.h"
+#include "numeric.h"
+
+using namespace st;
+
+namespace {
+
+int g_failures = 0, g_checks = 0;
+
+void check(bool ok, const std::string& what) {
+  ++g_checks;
+  if (!ok) {
+    ++g_failures;
+    std::fprintf(stderr, "FAIL: %s\n", what.c_str());
+  }
+}
+
+// The bounds stated in the README (measured once over every f32 input
+// with a normal result, in [-87.33, 88]: see the README); log1p on [0, 1]
+// 8.33e-8 absolute. Here a strided sample.
+constexpr double kExpMaxRelErr = 1e-7;       // normal results
+constexpr double kLog1pMaxAbsErr = 1e-7;     // log1p(e), e in [0, 1]
+// AVX2 vs reference: both compute in f32 (sums in double), with a
+// different exp: the reference's std::exp (< 1 ulp), the kernel's vexp
+// (< 1 ulp) of the block-relative logit times a per-block factor (itself a
+// vexp), so a probability carries up to ~3 ulps (3.6e-7) more. Per element
+// the gradient may differ by kGradTol relative to the magnitude of its
+// parts (see elem_scale: differences of probabilities can cancel to far
+// below either); the loss by kLossTol relative. Measured worst: 1.2e-6 and
+// 3.9e-7.
+constexpr double kGradTol = 2e-6;
+constexpr double kLossTol = 2e-6;
+constexpr double kLossAbs = 1e-7;  // per row
+
+void test_exp_accuracy() {
+  if (!cpu_features().avx2) {
+    std::printf("exp accuracy: skipped (no AVX2)\n");
+    return;
+  }
+  // Every 499th f32 in [-87.33, 88] (about 4.5 million values), every
+  // f32 near the ends of the range, and around the worst input found by the
+  // exhaustive measurement.
+  std::vector<float> x;
+  auto add_range = [&](float lo, float hi, uint32_t stride) {
+    // walk the bit patterns of [lo, hi] (same sign) with the stride
+    uint32_t a = f32_bits(lo), b = f32_bits(hi);
+    if (a > b) std::swap(a, b);
+    for (uint32_t u = a; u <= b && u >= a; u += stride) x.push_back(bits_f32(u));
+  };
+  add_range(0.0f, 88.0f, 499);
+  add_range(-0.0f, -87.33f, 499);
+  add_range(87.9f, 88.0f, 1);
+  add_range(-87.3f, -87.33f, 1);
+  add_range(-5.8911f, -5.8912f, 1);
+  std::vector<float> y(x.size());
+  avx2::exp_array(x.data(), y.data(), static_cast<int64_t>(x.size()));
+  double worst = 0;
+  float worst_x = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double e = std::exp(static_cast<double>(x[i]));
+    const double rel = std::fabs(static_cast<double>(y[i]) - e) / e;
+    if (rel > worst) { worst = rel; worst_x = x[i]; }
+  }
+  std::printf("exp: max relative error %.3g at x = %.9g over %zu inputs\n", worst, worst_x, x.size());
+  check(worst <= kExpMaxRelErr, "exp max relative error " + std::to_string(worst));
+
+  // Below the normal range: results of [-87.5, -87.33] are subnormals
+  // rounded once (within 2^-149 of the truth); below -87.5 the result is 0
+  // (the truth is under 1.0e-38), as for -Infinity and NaN (clamped like
+  // dm::floor_log).
+  std::vector<float> xs;
+  for (float v = -87.34f; v > -104.0f; v -= 0.0137f) xs.push_back(v);
+  xs.push_back(-104.0f);
+  xs.push_back(-1e30f);
+  xs.push_back(-INFINITY);
+  xs.push_back(NAN);
+  std::vector<float> ys(xs.size());
+  avx2::exp_array(xs.data(), ys.data(), static_cast<int64_t>(xs.size()));
+  double worst_abs = 0;
+  bool flushed = true;
+  for (size_t i = 0; i < xs.size(); ++i) {
+    if (xs[i] >= -87.5f) worst_abs = std::max(worst_abs, std::fabs(static_cast<double>(ys[i]) - std::exp(static_cast<double>(xs[i]))));
+    else flushed = flushed && ys[i] == 0.0f;
+  }
+  check(worst_abs <= std::ldexp(1.0, -149), "exp subnormal results within 2^-149");
+  check(flushed, "exp below -87.5, of -Infinity and of NaN is 0");
+  const float big[2] = {88.0f, 1e30f};
+  float ybig[2];
+  avx2::exp_array(big, ybig, 2);
+  check(std::isfinite(ybig[0]) && ybig[1] == ybig[0], "exp saturates at e^88");
+
+  std::vector<float> e;
+  for (uint32_t u = 0; u <= f32_bits(1.0f); u += 401) e.push_back(bits_f32(u));
+  e.push_back(1.0f);
+  std::vector<float> l(e.size());
+  avx2::log1p01_array(e.data(), l.data(), static_cast<int64_t>(e.size()));
+  double worst_l = 0, worst_lrel = 0;
+  for (size_t i = 0; i < e.size(); ++i) {
+    const double t = std::log1p(static_cast<double>(e[i]));
+    const double d = std::fabs(static_cast<double>(l[i]) - t);
+    worst_l = std::max(worst_l, d);
+    if (t > 1e-30) worst_lrel = std::max(worst_lrel, d / t);
+  }
+  std::printf("log1p on [0, 1]: max absolute error %.3g, relative %.3g over %zu inputs\n", worst_l, worst_lrel, e.size());
+  check(worst_l <= kLog1pMaxAbsErr, "log1p max absolute error " + std::to_string(worst_l));
+}
+
+// ---------------------------------------------------------------------------
+
+struct Case {
+  int64_t rows, cols;
+  DType zt, tt;
+  float temperature, alpha, beta;
+  Divergence div;
+  Reduction red;
+  int64_t k;          // > 0: top-k teacher
+  bool ignore_some;   // some rows ignored
+  float scale;        // logit spread
+  std::string name() const {
+    char buf[200];
+    std::snprintf(buf, sizeof buf, "%lldx%lld z=%s t=%s T=%g a=%g b=%g div=%d red=%d k=%lld ign=%d scale=%g",
+                  static_cast<long long>(rows), static_cast<long long>(cols), dtype_name(zt), dtype_name(tt), temperature,
+                  alpha, beta, static_cast<int>(div), static_cast<int>(red), static_cast<long long>(k), ignore_some ? 1 : 0, scale);
+    return buf;
+  }
+};
+
+struct Inputs {
+  std::vector<uint8_t> z, t;
+  std::vector<int32_t> labels, idx;
+  std::vector<float> lp;
+};
+
+std::vector<uint8_t> encode(const std::vector<float>& v, DType d) {
+  std::vector<uint8_t> out(v.size() * dtype_size(d));
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (d == DType::F32) std::memcpy(out.data() + 4 * i, &v[i], 4);
+    else {
+      const uint16_t h = d == DType::F16 ? f32_to_f16(v[i]) : f32_to_bf16(v[i]);
+      std::memcpy(out.data() + 2 * i, &h, 2);
+    }
+  }
+  return out;
+}
+
+Inputs make_inputs(const Case& c, uint32_t seed) {
+  std::mt19937 g(seed);
+  std::normal_distribution<float> nd;
+  const size_t n = static_cast<size_t>(c.rows * c.cols);
+  std::vector<float> z(n), t(n);
+  for (size_t i = 0; i < n; ++i) {
+    z[i] = nd(g) * c.scale;
+    t[i] = nd(g) * c.scale + 0.5f * z[i];
+  }
+  // A few masked teacher entries (−Infinity): p = 0 there.
+  if (c.cols > 1) for (size_t i = 3; i < n; i += 17) t[i] = -INFINITY;
+  Inputs in;
+  in.z = encode(z, c.zt);
+  in.t = encode(t, c.tt);
+  in.labels.resize(static_cast<size_t>(c.rows));
+  for (int64_t r = 0; r < c.rows; ++r) in.labels[static_cast<size_t>(r)] = c.ignore_some && r % 3 == 1 ? -100 : static_cast<int32_t>(g() % c.cols);
+  if (c.k > 0) {
+    std::vector<int32_t> perm(static_cast<size_t>(c.cols));
+    for (int64_t r = 0; r < c.rows; ++r) {
+      for (int64_t j = 0; j < c.cols; ++j) perm[static_cast<size_t>(j)] = static_cast<int32_t>(j);
+      std::shuffle(perm.begin(), perm.end(), g);
+      for (int64_t i = 0; i < c.k; ++i) {
+        in.idx.push_back(perm[static_cast<size_t>(i)]);
+        in.lp.push_back(c.k > 1 && i == c.k - 1 && r % 2 ? -INFINITY : -0.3f * static_cast<float>(i) - std::fabs(nd(g)));
+      }
+    }
+  }
+  return in;
+}
+
+struct Result {
+  Status st;
+  DistillResult res;
+  std::vector<float> rows;
+  std::vector<float> grad;  // as f32
+  std::vector<uint8_t> grad_raw;
+};
+
+DistillArgs make_args(const Case& c, const Inputs& in) {
+  DistillArgs a;
+  a.student = {in.z.data(), c.zt, c.rows, c.cols};
+  if (c.k > 0) {
+    a.teacher = {nullptr, DType::F32, c.rows, c.cols};
+    a.topk_indices = in.idx.data();
+    a.topk_logprobs = in.lp.data();
+    a.k = c.k;
+  } else {
+    a.teacher = {in.t.data(), c.tt, c.rows, c.cols};
+  }
+  a.labels = in.labels.data();
+  a.temperature = c.temperature;
+  a.alpha = c.alpha;
+  a.beta = c.beta;
+  a.divergence = c.div;
+  a.reduction = c.red;
+  return a;
+}
+
+Result run(const Case& c, const Inputs& in, Kernel kernel, int threads, uint8_t fill = 0xcd) {
+  Result r;
+  DistillArgs a = make_args(c, in);
+  a.kernel = kernel;
+  a.threads = threads;
+  const size_t n = static_cast<size_t>(c.rows * c.cols);
+  r.grad_raw.assign(n * dtype_size(c.zt), fill);
+  r.rows.assign(static_cast<size_t>(c.rows), -1.0f);
+  a.grad = r.grad_raw.data();
+  a.row_loss = r.rows.data();
+  r.st = distill_loss(a, &r.res);
+  r.grad.resize(n);
+  for (size_t i = 0; i < n; ++i) r.grad[i] = dm::load_logit(r.grad_raw.data(), c.zt, static_cast<int64_t>(i));
+  return r;
+}
+
+// The magnitude of an element's gradient parts, α·T·(q + p) + (1 − α)·(s + 1),
+// times the reduction scale, estimated in double from the inputs: the
+// yardstick for the per-element AVX2-vs-reference tolerance (a difference
+// of two probabilities can cancel to far below either).
+std::vector<double> elem_scale(const Case& c, const Inputs& in, double scale) {
+  const size_t n = static_cast<size_t>(c.rows * c.cols);
+  std::vector<double> out(n, 0.0);
+  for (int64_t r = 0; r < c.rows; ++r) {
+    const int64_t b = r * c.cols;
+    double mz = -INFINITY, mt = -INFINITY;
+    for (int64_t j = 0; j < c.cols; ++j) {
+      mz = std::max(mz, static_cast<double>(dm::load_logit(in.z.data(), c.zt, b + j)));
+      if (c.k == 0) mt = std::max(mt, static_cast<double>(dm::load_logit(in.t.data(), c.tt, b + j)));
+    }
+    double su = 0, sz = 0, st = 0;
+    for (int64_t j = 0; j < c.cols; ++j) {
+      const double z = dm::load_logit(in.z.data(), c.zt, b + j);
+      su += std::exp((z - mz) / c.temperature);
+      sz += std::exp(z - mz);
+      if (c.k == 0) st += std::exp((dm::load_logit(in.t.data(), c.tt, b + j) - mt) / c.temperature);
+    }
+    for (int64_t j = 0; j < c.cols; ++j) {
+      const double z = dm::load_logit(in.z.data(), c.zt, b + j);
+      const double q = std::exp((z - mz) / c.temperature) / su, s = std::exp(z - mz) / sz;
+      const double p = c.k == 0 ? std::exp((dm::load_logit(in.t.data(), c.tt, b + j) - mt) / c.temperature) / st : 1.0;
+      // reverse-kl and jsd multiply q by log-ratios of size up to ~|log q|+|log p|
+      const double lr = c.div == Divergence::ForwardKL ? 1.0 : 1.0 + std::fabs(std::log(std::max(q, 1e-30))) + std::fabs(std::log(std::max(p, 1e-30)));
+      out[static_cast<size_t>(b + j)] = (c.alpha * c.temperature * (q * lr + p) + (1 - c.alpha) * (s + 1)) * scale;
+    }
+  }
+  return out;
+}
+
+
+void test_avx2_matches_reference() {
+  if (!cpu_features().avx2) {
+    std::printf("AVX2 vs reference: skipped (no AVX2)\n");
+    return;
+  }
+  std::vector<Case> cases;
+  const int64_t lens[] = {1, 7, 8, 9, 63, 64, 65, 200, 1031};
+  const DType dts[] = {DType::F32, DType::F16, DType::BF16};
+  const Divergence divs[] = {Divergence::ForwardKL, Divergence::ReverseKL, Divergence::JSD};
+  int i = 0;
+  for (int64_t v : lens) {
+    for (Divergence d : divs) {
+      for (DType zt : dts) {
+        const DType tt = dts[(i++) % 3];
+        const float T = (i % 3 == 0) ? 1.0f : (i % 3 == 1 ? 2.0f : 0.7f);
+        const float alpha = (i % 4 == 0) ? 1.0f : (i % 4 == 1 ? 0.5f : (i % 4 == 2 ? 0.0f : 0.3f));
+        cases.push_back({5, v, zt, tt, T, alpha, d == Divergence::JSD ? 0.3f : 0.5f, d, static_cast<Reduction>(i % 3), 0, i % 2 == 0, 2.0f});
+      }
+    }
+    cases.push_back({6, v, DType::F32, DType::F32, 2.0f, 0.5f, 0.5f, Divergence::ForwardKL, Reduction::Mean, std::min<int64_t>(v, 5), true, 2.0f});
+    cases.push_back({4, v, DType::BF16, DType::F32, 1.0f, 0.7f, 0.5f, Divergence::ForwardKL, Reduction::Sum, v, false, 1.0f});
+  }
+  // Large logits (±1e4 spreads), long rows.
+  cases.push_back({3, 300, DType::F32, DType::F32, 1.5f, 0.5f, 0.5f, Divergence::ForwardKL, Reduction::Mean, 0, false, 5000.0f});
+  cases.push_back({3, 300, DType::F32, DType::F32, 1.0f, 0.5f, 0.5f, Divergence::ReverseKL, Reduction::Mean, 0, false, 3000.0f});
+  cases.push_back({3, 300, DType::F32, DType::F32, 3.0f, 0.5f, 0.4f, Divergence::JSD, Reduction::Mean, 0, false, 3000.0f});
+  cases.push_back({2, 32000, DType::F32, DType::F32, 2.0f, 0.5f, 0.5f, Divergence::ForwardKL, Reduction::Mean, 0, false, 3.0f});
+  cases.push_back({2, 32000, DType::F16, DType::F16, 1.0f, 0.5f, 0.5f, Divergence::JSD, Reduction::Mean, 0, false, 3.0f});
+
+  double worst_g = 0, worst_l = 0;
+  uint32_t seed = 1;
+  for (const Case& c : cases) {
+    const Inputs in = make_inputs(c, seed++);
+    const Result ref = run(c, in, Kernel::Reference, 1);
+    const Result avx = run(c, in, Kernel::Avx2, 2);
+    check(ref.st.ok() && avx.st.ok(), c.name() + ": " + ref.st.message + " / " + avx.st.message);
+    if (!ref.st.ok() || !avx.st.ok()) continue;
+    check(ref.res.kept_rows == avx.res.kept_rows, c.name() + ": kept rows");
+    // Relative, with an absolute floor for losses that are themselves
+    // rounding noise (e.g. jsd of a one-logit vocabulary, exactly 0).
+    auto loss_ok = [&](double a, double b, double rows) {
+      const double d = std::fabs(a - b);
+      if (std::fabs(b) > 0.1) worst_l = std::max(worst_l, d / std::fabs(b));
+      return d <= kLossTol * std::fabs(b) + kLossAbs * rows;
+    };
+    check(loss_ok(avx.res.loss, ref.res.loss, c.red == Reduction::Mean ? 1.0 : static_cast<double>(c.rows)), c.name() + ": loss " + std::to_string(ref.res.loss) + " vs " + std::to_string(avx.res.loss));
+    for (int64_t r = 0; r < c.rows; ++r) {
+      check(loss_ok(avx.rows[static_cast<size_t>(r)], ref.rows[static_cast<size_t>(r)], 1.0), c.name() + ": row loss " + std::to_string(r));
+    }
+    const double scale = c.red == Reduction::Mean && ref.res.kept_rows > 0 ? 1.0 / static_cast<double>(ref.res.kept_rows) : 1.0;
+    const std::vector<double> es = elem_scale(c, in, scale);
+    // 16-bit gradients: the rounding to the output dtype can turn a tiny
+    // difference into one unit of the output (relative spacing 2^-10 for
+    // f16, 2^-7 for bf16; 2^-24 absolute among f16 subnormals).
+    const double out_ulp = c.zt == DType::F32 ? 0 : c.zt == DType::F16 ? std::ldexp(1.0, -10) : std::ldexp(1.0, -7);
+    const double out_abs = c.zt == DType::F16 ? std::ldexp(1.0, -24) : 0;
+    double worst_case = 0;
+    size_t bad = 0;
+    for (size_t e = 0; e < ref.grad.size(); ++e) {
+      const double d = std::fabs(static_cast<double>(avx.grad[e]) - ref.grad[e]);
+      const double allowed = kGradTol * es[e] + out_ulp * std::fabs(ref.grad[e]) + out_abs + 1e-30;
+      worst_case = std::max(worst_case, d / (es[e] + 1e-30));
+      if (d > allowed) ++bad;
+    }
+    if (c.zt == DType::F32) worst_g = std::max(worst_g, worst_case);
+    check(bad == 0, c.name() + ": " + std::to_string(bad) + " gradient elements differ beyond the tolerance (worst " + std::to_string(worst_case) + ")");
+  }
+  std::printf("AVX2 vs reference over %zu cases: worst loss relative difference %.3g (losses > 0.1), worst f32 gradient difference %.3g of the element's scale\n",
+              cases.size(), worst_l, worst_g);
+}
+
+void test_every_gradient_written_and_threads() {
+  const Case c{9, 77, DType::F16, DType::BF16, 2.0f, 0.4f, 0.5f, Divergence::JSD, Reduction::Mean, 0, true, 1.5f};
+  const Case ck{9, 77, DType::BF16, DType::F32, 1.0f, 0.4f, 0.5f, Divergence::ForwardKL, Reduction::Sum, 6, true, 1.5f};
+  for (const Case& cc : {c, ck}) {
+    const Inputs in = make_inputs(cc, 99);
+    for (Kernel k : {Kernel::Reference, Kernel::Avx2}) {
+      if (k == Kernel::Avx2 && !cpu_features().avx2) continue;
+      const Result a = run(cc, in, k, 1, 0x00);
+      const Result b = run(cc, in, k, 2, 0xff);
+      check(a.st.ok() && b.st.ok(), cc.name() + ": runs");
+      check(a.grad_raw == b.grad_raw, cc.name() + ": every gradient byte written, independent of the thread count");
+      check(a.rows == b.rows && a.res.loss == b.res.loss, cc.name() + ": losses independent of the thread count");
+      // ignored rows: zero gradient and zero loss
+      for (int64_t r = 1; r < cc.rows; r += 3) {
+        bool zero = a.rows[static_cast<size_t>(r)] == 0;
+        for (int64_t j = 0; j < cc.cols; ++j) zero = zero && a.grad[static_cast<size_t>(r * cc.cols + j)] == 0;
+        check(zero, cc.name() + ": ignored row " + std::to_string(r) + " has zero loss and gradient");
+      }
+      // in place: the gradient written over the student equals out of place
+      Inputs io = in;
+      DistillArgs ar = make_args(cc, io);
+      ar.kernel = k;
+      ar.grad = io.z.data();
+      DistillResult res;
+      const Status st = distill_loss(ar, &res);
+      check(st.ok() && io.z == a.grad_raw && res.loss == a.res.loss, cc.name() + ": in place equals out of place");
+    }
+  }
+}
+
+void test_first_bad_input() {
+  Case c{40, 50, DType::F32, DType::F32, 1.0f, 0.5f, 0.5f, Divergence::ForwardKL, Reduction::Mean, 0, false, 1.0f};
+  Inputs in = make_inputs(c, 5);
+  auto put = [&](std::vector<uint8_t>& v, int64_t i, float x) { std::memcpy(v.data() + 4 * i, &x, 4); };
+  put(in.z, 33 * 50 + 7, NAN);
+  put(in.t, 21 * 50 + 9, INFINITY);
+  for (int64_t j = 0; j < 50; ++j) put(in.t, 37 * 50 + j, -INFINITY);
+  for (Kernel k : {Kernel::Reference, Kernel::Avx2}) {
+    if (k == Kernel::Avx2 && !cpu_features().avx2) continue;
+    const Result r = run(c, in, k, 2);
+    check(r.st.code == Code::Value && r.st.message.find("teacher[21, 9] is Infinity") != std::string::npos,
+          "first bad input named: " + r.st.message);
+  }
+  put(in.t, 21 * 50 + 9, 0.0f);
+  const Result r2 = run(c, in, Kernel::Auto, 2);
+  check(r2.st.message.find("student[33, 7] is NaN") != std::string::npos, "student NaN named: " + r2.st.message);
+  put(in.z, 33 * 50 + 7, 0.0f);
+  const Result r3 = run(c, in, Kernel::Auto, 2);
+  check(r3.st.message.find("teacher row 37 is all -Infinity") != std::string::npos, "teacher row without mass: " + r3.st.message);
+}
+
+}  // namespace
+
+int main() {
+  test_exp_accuracy();
+  test_avx2_matches_reference();
+  test_every_gradient_written_and_threads();
+  test_first_bad_input();
+  std::printf("native distill core: %d checks, %d failures\n", g_checks, g_failures);
+  return g_failures == 0 ? 0 : 1;
+}
