@@ -3,7 +3,8 @@
 // native (native/core/distill/). Conventions: FORMATS.md "Distillation loss".
 import { fail } from './errors';
 import { binding, callAsync, callSync, type NativeArgs } from './native';
-import type { FloatDType, Kernel } from './quantize';
+import { checkOptions, FLOAT_DTYPES, kernelCode, sameShape, threadCount, type Kernel } from './options';
+import type { FloatDType } from './tensor';
 import { assertFixedLength, checkTensor, dtypeCode, Tensor, uninitializedArray } from './tensor';
 
 /** The distillation term D: KL(p‖q) (Hinton), KL(q‖p), or the β-skewed Jensen–Shannon divergence. */
@@ -62,22 +63,11 @@ export interface DistillLossResult {
   grad?: Tensor<FloatDType>;
 }
 
-const FLOAT_DTYPES: readonly FloatDType[] = ['f32', 'f16', 'bf16'];
 const DIVERGENCES: Record<Divergence, number> = { 'forward-kl': 0, 'reverse-kl': 1, jsd: 2 };
 const REDUCTIONS: Record<Reduction, number> = { mean: 0, sum: 1, none: 2 };
-const KERNELS: Record<Kernel, number> = { auto: 0, reference: 1, avx2: 2, cuda: 3 };
 const OPTIONS = ['labels', 'temperature', 'alpha', 'divergence', 'beta', 'ignoreIndex', 'reduction', 'grad', 'kernel', 'threads'];
 const INT32_MIN = -2147483648;
 const INT32_MAX = 2147483647;
-
-function checkOptions(options: unknown, where: string): DistillLossOptions {
-  if (options === undefined) return {};
-  if (typeof options !== 'object' || options === null) fail(where, 'ERR_VALUE', 'options must be an object');
-  for (const k of Object.keys(options)) {
-    if (!OPTIONS.includes(k)) fail(where, 'ERR_VALUE', `unknown option ${JSON.stringify(k)}; known: ${OPTIONS.join(', ')}`);
-  }
-  return options as DistillLossOptions;
-}
 
 function pick<T extends string>(table: Record<T, number>, value: unknown, fallback: T, where: string, what: string): number {
   if (value === undefined) return table[fallback];
@@ -91,10 +81,6 @@ function number(value: unknown, fallback: number, ok: (v: number) => boolean, wh
   if (value === undefined) return fallback;
   if (typeof value !== 'number' || !ok(value)) fail(where, 'ERR_VALUE', `options.${what} must be ${range}, got ${String(value)}`);
   return value;
-}
-
-function sameShape(a: readonly number[], b: readonly number[]): boolean {
-  return a.length === b.length && a.every((d, i) => d === b[i]);
 }
 
 /** True when two views share bytes. */
@@ -182,7 +168,7 @@ export function planDistill(
   const rows = student.shape.slice(0, -1).reduce((x, y) => x * y, 1);
   if (cols === 0 && rows > 0) fail(where, 'ERR_SHAPE', `student is [${student.shape.join(', ')}]: the vocabulary dimension must be at least 1`);
   if (!Number.isSafeInteger(rows * cols) || rows > INT32_MAX) fail(where, 'ERR_SHAPE', 'student is too large');
-  const o = checkOptions(options, where);
+  const o = checkOptions(options, where, OPTIONS) as DistillLossOptions;
 
   const inputs: ArrayBufferView[] = [student.data];
   const args: NativeArgs = { student: student.data, studentDtype: dtypeCode(student.dtype), rows, cols };
@@ -220,12 +206,8 @@ export function planDistill(
   const divergence = pick(DIVERGENCES, o.divergence, 'forward-kl', where, 'divergence');
   if (topk && divergence !== DIVERGENCES['forward-kl']) fail(where, 'ERR_VALUE', `a top-k teacher supports divergence 'forward-kl' only, got '${String(o.divergence)}'`);
   const reduction = pick(REDUCTIONS, o.reduction, 'mean', where, 'reduction');
-  const kernel = pick(KERNELS, o.kernel, 'auto', where, 'kernel');
-  let threads = 0;
-  if (o.threads !== undefined) {
-    if (!Number.isInteger(o.threads) || o.threads < 1 || o.threads > 1024) fail(where, 'ERR_VALUE', `options.threads must be an integer in 1..1024, got ${String(o.threads)}`);
-    threads = o.threads;
-  }
+  const kernel = kernelCode(o.kernel, where);
+  const threads = threadCount(o.threads, where);
 
   let labels: Int32Array | null = null;
   if (o.labels !== undefined && o.labels !== null) {

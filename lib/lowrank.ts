@@ -4,17 +4,15 @@
 import { fail } from './errors';
 import { binding, callAsync, callSync, type NativeArgs, type NativeLowRank, type NativeSvd } from './native';
 import { assertFixedLength, checkTensor, dtypeCode, Tensor } from './tensor';
-import type { FloatDType } from './quantize';
+import { checkOptions, FLOAT_DTYPES, kernelCode, threadCount, type Kernel } from './options';
 
 /**
- * Which implementation runs. 'auto': AVX-512 when the CPU has it, else
- * AVX2+FMA, else the scalar reference; for svd/lowRank the GPU first when
- * `backends().cuda.cusolver.available`. All CPU kernels give the same bits.
+ * Which implementation runs (see Kernel in lib/options.ts). For svd and
+ * lowRank 'auto' tries the GPU first when `backends().cuda.cusolver` is
+ * available.
  */
-export type LowRankKernel = 'auto' | 'reference' | 'avx2' | 'avx512' | 'cuda';
+export type LowRankKernel = Kernel;
 
-const KERNELS: Record<LowRankKernel, number> = { auto: 0, reference: 1, avx2: 2, avx512: 3, cuda: 4 };
-const FLOAT_DTYPES: readonly FloatDType[] = ['f32', 'f16', 'bf16'];
 const METHODS = { auto: 0, exact: 1, randomized: 2 } as const;
 
 export interface MatmulOptions {
@@ -110,31 +108,6 @@ export interface LowRankResult {
   samples: number;
   /** gram: λ added to XᵀX's diagonal when it was singular (0 otherwise). */
   damping: number;
-}
-
-function checkOptions(options: unknown, where: string, known: readonly string[]): Record<string, unknown> {
-  if (options === undefined) return {};
-  if (typeof options !== 'object' || options === null) fail(where, 'ERR_VALUE', 'options must be an object');
-  for (const k of Object.keys(options)) {
-    if (!known.includes(k)) fail(where, 'ERR_VALUE', `unknown option ${JSON.stringify(k)}; known: ${known.join(', ')}`);
-  }
-  return options as Record<string, unknown>;
-}
-
-function kernelCode(kernel: unknown, where: string): number {
-  if (kernel === undefined) return 0;
-  if (typeof kernel !== 'string' || !Object.prototype.hasOwnProperty.call(KERNELS, kernel)) {
-    fail(where, 'ERR_VALUE', `options.kernel must be one of ${Object.keys(KERNELS).join(', ')}; got ${JSON.stringify(kernel)}`);
-  }
-  return KERNELS[kernel as LowRankKernel];
-}
-
-function threadCount(threads: unknown, where: string): number {
-  if (threads === undefined) return 0;
-  if (!Number.isInteger(threads) || (threads as number) < 1 || (threads as number) > 1024) {
-    fail(where, 'ERR_VALUE', `options.threads must be an integer in 1..1024, got ${String(threads)}`);
-  }
-  return threads as number;
 }
 
 function bool(v: unknown, where: string, name: string): boolean {

@@ -3,12 +3,10 @@
 // arithmetic is native (native/core/quant/).
 import { fail } from './errors';
 import { binding, callAsync, callSync, type ErrorSums, type NativeArgs } from './native';
-import { assertFixedLength, checkTensor, dtypeCode, shapeSize, Tensor, uninitializedArray, type DType } from './tensor';
+import { checkOptions, FLOAT_DTYPES, kernelCode, sameShape, threadCount, type Kernel } from './options';
+import { assertFixedLength, checkTensor, dtypeCode, shapeSize, Tensor, uninitializedArray, type DType, type FloatDType } from './tensor';
 
 export type QuantFormat = 'q4_0' | 'q4_1' | 'q8_0' | 'int4' | 'int8';
-export type FloatDType = 'f32' | 'f16' | 'bf16';
-/** Which implementation runs: 'auto' picks the fastest available. */
-export type Kernel = 'auto' | 'reference' | 'avx2' | 'cuda';
 
 interface FormatInfo {
   code: number; // native QFormat
@@ -25,8 +23,6 @@ const FORMATS: Record<QuantFormat, FormatInfo> = {
   int8: { code: 4, bits: 8, ggml: false, blockBytes: 0 },
 };
 export const QUANT_FORMATS = Object.keys(FORMATS) as QuantFormat[];
-const KERNELS: Record<Kernel, number> = { auto: 0, reference: 1, avx2: 2, cuda: 3 };
-const FLOAT_DTYPES: readonly FloatDType[] = ['f32', 'f16', 'bf16'];
 const GGML_BLOCK = 32;
 const DEFAULT_GROUP = 128;
 
@@ -179,31 +175,6 @@ function byteSizes(info: FormatInfo, rows: number, cols: number, group: number):
   return { data: rows * words * 4, groups: rows * (cols / group) };
 }
 
-function kernelCode(kernel: unknown, where: string): number {
-  if (kernel === undefined) return 0;
-  if (typeof kernel !== 'string' || !Object.prototype.hasOwnProperty.call(KERNELS, kernel)) {
-    fail(where, 'ERR_VALUE', `options.kernel must be one of ${Object.keys(KERNELS).join(', ')}; got ${JSON.stringify(kernel)}`);
-  }
-  return KERNELS[kernel as Kernel];
-}
-
-function threadCount(threads: unknown, where: string): number {
-  if (threads === undefined) return 0;
-  if (!Number.isInteger(threads) || (threads as number) < 1 || (threads as number) > 1024) {
-    fail(where, 'ERR_VALUE', `options.threads must be an integer in 1..1024, got ${String(threads)}`);
-  }
-  return threads as number;
-}
-
-function checkOptions(options: unknown, where: string, known: readonly string[]): Record<string, unknown> {
-  if (options === undefined) return {};
-  if (typeof options !== 'object' || options === null) fail(where, 'ERR_VALUE', 'options must be an object');
-  for (const k of Object.keys(options)) {
-    if (!known.includes(k)) fail(where, 'ERR_VALUE', `unknown option ${JSON.stringify(k)}; known: ${known.join(', ')}`);
-  }
-  return options as Record<string, unknown>;
-}
-
 const QUANTIZE_OPTIONS = ['format', 'groupSize', 'symmetric', 'scaleDtype', 'search', 'importance', 'nonFinite', 'kernel', 'threads', 'out'];
 
 /**
@@ -280,10 +251,6 @@ export function planQuantize(t: Tensor, options: QuantizeOptions, where: string)
     zeros: zeros?.data ?? null,
   };
   return { args, result };
-}
-
-function sameShape(a: readonly number[], b: readonly number[]): boolean {
-  return a.length === b.length && a.every((d, i) => d === b[i]);
 }
 
 /** options.out must be a QuantizedTensor this call would have created, not sharing the input's memory. */
@@ -418,4 +385,4 @@ export function quantizationErrorSync(original: Tensor, q: QuantizedTensor): Qua
   return summarise(callSync('quantizationErrorSync', () => binding.quantizationError(args, false)));
 }
 
-export type { DType };
+export type { DType, FloatDType, Kernel };

@@ -2,6 +2,8 @@ import { fail } from './errors';
 
 /** Element types a Tensor can hold. f16 and bf16 live in Uint16Arrays. */
 export type DType = 'f32' | 'f16' | 'bf16' | 'i8' | 'u8' | 'i32' | 'i64';
+/** The floating-point dtypes the kernels take as input. */
+export type FloatDType = 'f32' | 'f16' | 'bf16';
 
 /** The TypedArray that backs each dtype. */
 export interface DTypeArrays {

@@ -170,9 +170,12 @@ describe('boundary: backends and threads', () => {
       const { Rng } = require('./test/support/random');
       const t = st.Tensor.from(new Rng(6).normals(16 * 256), [16, 256]);
       const q = st.quantizeSync(t, { format: 'int4', groupSize: 32, search: 'mse' });
-      console.log(st.backends().cpu.kernel, Buffer.from(q.data.buffer).toString('base64'), Buffer.from(q.scales.data.buffer).toString('base64'));`;
-    const [kernel, data, scales] = run(code, { SLIMTENSOR_ISA: 'avx2' }).split(' ');
+      let avx512 = 'none';
+      try { st.quantizeSync(t, { format: 'q4_0', kernel: 'avx512' }); } catch (e) { avx512 = e.code; }
+      console.log(st.backends().cpu.kernel, Buffer.from(q.data.buffer).toString('base64'), Buffer.from(q.scales.data.buffer).toString('base64'), avx512);`;
+    const [kernel, data, scales, avx512] = run(code, { SLIMTENSOR_ISA: 'avx2' }).split(' ');
     expect(kernel).to.equal(backends().cpu.kernel === 'scalar' ? 'scalar' : 'avx2');
+    expect(avx512).to.equal('ERR_UNSUPPORTED');
     const q = quantizeSync(Tensor.from(new Rng(6).normals(16 * 256), [16, 256]), { format: 'int4', groupSize: 32, search: 'mse' });
     expect(data).to.equal(Buffer.from(q.data.buffer).toString('base64'));
     expect(scales).to.equal(Buffer.from(q.scales!.data.buffer).toString('base64'));

@@ -22,6 +22,7 @@ import { Rng } from './support/random';
 const FIXTURES = path.join(__dirname, 'fixtures', 'ggml');
 const GGML_FORMATS = ['q4_0', 'q4_1', 'q8_0'] as const;
 const hasAvx2 = backends().cpu.kernel !== 'scalar';
+const hasAvx512 = backends().cpu.kernel === 'avx512';
 
 function readF32(file: string): Float32Array {
   const b = fs.readFileSync(path.join(FIXTURES, file));
@@ -132,6 +133,7 @@ describe('quantize: AVX2 kernels are bit-identical to the scalar reference', fun
             const ref = quantizeSync(t, { ...opts, kernel: 'reference' });
             const simd = quantizeSync(t, { ...opts, kernel: 'avx2' });
             sameQuantized(simd, ref);
+            if (hasAvx512) sameQuantized(quantizeSync(t, { ...opts, kernel: 'avx512' }), ref);
             for (const dtype of ['f32', 'bf16'] as const) {
               const a = dequantizeSync(ref, { kernel: 'reference', dtype }).data;
               const b = dequantizeSync(ref, { kernel: 'avx2', dtype }).data;

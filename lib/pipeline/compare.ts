@@ -16,6 +16,7 @@ import { floatDtypeOf, openModel, viewStored, type ModelSource, type SourceTenso
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { sizeOnDisk } from './output';
+import { sameShape } from '../options';
 
 export interface Histogram {
   /** Left edge of the first bin and right edge of the last. */
@@ -150,10 +151,6 @@ function denseError(a: Tensor, b: Tensor): QuantizationError {
     sqnrDb: se === 0 ? Infinity : 10 * Math.log10(sx / se),
     cosine: sx * sy === 0 ? (sx === sy ? 1 : 0) : dot / Math.sqrt(sx * sy),
   };
-}
-
-function sameShape(a: readonly number[], b: readonly number[]): boolean {
-  return a.length === b.length && a.every((d, i) => d === b[i]);
 }
 
 async function errorOf(orig: Tensor, comp: Tensor | QuantizedTensor, name: string): Promise<QuantizationError> {

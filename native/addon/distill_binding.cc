@@ -59,7 +59,7 @@ class DistillJob : public Job {
     a_.beta = get_float(o, "beta");
     a_.divergence = static_cast<Divergence>(get_code(o, "divergence", 2));
     a_.reduction = static_cast<Reduction>(get_code(o, "reduction", 2));
-    a_.kernel = static_cast<Kernel>(get_code(o, "kernel", 3));
+    a_.kernel = static_cast<Kernel>(get_code(o, "kernel", 4));
     a_.threads = static_cast<int>(get_int(o, "threads"));
     Napi::Value g = o.Get("grad");
     if (!g.IsNull() && !g.IsUndefined()) {

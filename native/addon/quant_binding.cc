@@ -22,7 +22,7 @@ QFormat get_format(const Napi::Object& o) {
 
 Kernel get_kernel(const Napi::Object& o) {
   const int64_t v = get_int(o, "kernel");
-  if (v < 0 || v > 3) throw_error(o.Env(), Code::Value, "unknown kernel code");
+  if (v < 0 || v > 4) throw_error(o.Env(), Code::Value, "unknown kernel code");
   return static_cast<Kernel>(v);
 }
 

@@ -71,7 +71,9 @@ struct MatrixView {
 };
 
 // Which implementation to run. Auto picks the fastest the CPU supports;
-// the others exist so tests and benchmarks can pin one.
-enum class Kernel : int32_t { Auto = 0, Reference = 1, Avx2 = 2, Cuda = 3 };
+// the others exist so tests and benchmarks can pin one (lib/options.ts maps
+// the names). A room without an AVX-512 kernel answers Avx512 with
+// ERR_UNSUPPORTED; Avx2 pins AVX2 even where AVX-512 loops exist.
+enum class Kernel : int32_t { Auto = 0, Reference = 1, Avx2 = 2, Cuda = 3, Avx512 = 4 };
 
 }  // namespace st

@@ -146,6 +146,9 @@ DistillRowFn pick_kernel(const DistillArgs& a, Status* st) {
       }
       return avx2::distill_row_fn(a);
     case Kernel::Auto: return avx2_ok ? avx2::distill_row_fn(a) : ref::distill_row;
+    case Kernel::Avx512:
+      *st = Status::Error(Code::Unsupported, "the distillation loss has no AVX-512 kernel; use 'avx2' or 'auto'");
+      return nullptr;
     case Kernel::Cuda: break;
   }
   *st = Status::Error(Code::Unsupported, "unknown kernel");

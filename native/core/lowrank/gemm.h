@@ -27,7 +27,8 @@ namespace st {
 
 // Which implementation runs. Auto: AVX-512 when the CPU has it (and
 // SLIMTENSOR_ISA does not cap it), else AVX2+FMA, else the reference.
-enum class GemmKernel : int32_t { Auto = 0, Reference = 1, Avx2 = 2, Avx512 = 3, Cuda = 4 };
+// The library-wide kernel choice (native/core/tensor.h).
+using GemmKernel = Kernel;
 
 struct GemmOperand {
   const void* data = nullptr;

@@ -62,6 +62,12 @@ QuantRowFn pick_quant(const QuantizeArgs& a, Status* st) {
     case Kernel::Avx2:
       if (!avx2_ok) { *st = Status::Error(Code::Unsupported, "the AVX2 kernel is not available on this CPU or build"); return nullptr; }
       return avx2::quantize_row_fn(a);
+    case Kernel::Avx512:  // the AVX2 kernels with their AVX-512 loops (the search)
+      if (!avx2_ok || !cpu_enabled().avx512) {
+        *st = Status::Error(Code::Unsupported, "the AVX-512 kernels are not available on this CPU or build");
+        return nullptr;
+      }
+      return avx2::quantize_row_fn(a);
     case Kernel::Auto: return avx2_ok ? avx2::quantize_row_fn(a) : ref::quantize_row;
     case Kernel::Cuda: break;
   }
@@ -75,6 +81,12 @@ DequantRowFn pick_dequant(const DequantizeArgs& a, Status* st) {
     case Kernel::Reference: return ref::dequantize_row;
     case Kernel::Avx2:
       if (!avx2_ok) { *st = Status::Error(Code::Unsupported, "the AVX2 kernel is not available on this CPU or build"); return nullptr; }
+      return avx2::dequantize_row_fn(a);
+    case Kernel::Avx512:  // the AVX2 kernels with their AVX-512 loops (the search)
+      if (!avx2_ok || !cpu_enabled().avx512) {
+        *st = Status::Error(Code::Unsupported, "the AVX-512 kernels are not available on this CPU or build");
+        return nullptr;
+      }
       return avx2::dequantize_row_fn(a);
     case Kernel::Auto: return avx2_ok ? avx2::dequantize_row_fn(a) : ref::dequantize_row;
     case Kernel::Cuda: break;

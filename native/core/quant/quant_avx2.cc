@@ -271,19 +271,23 @@ inline __m256 weigh(const float* w, int64_t j, __m256 q) {
 
 // x and w: n floats (n a multiple of 8), f32, in memory; w unused unless Weighted.
 // AVX-512 takes the candidate loops when the CPU has it (same sums, same bits).
-inline bool use_avx512() {
+// Whether the AVX-512 loops may run: the CPU has them (and SLIMTENSOR_ISA
+// allows them) and the caller asked for 'auto' or 'avx512' ('avx2' pins the
+// AVX2 loops).
+inline bool avx512_allowed(Kernel k) {
   static const bool on = cpu_enabled().avx512 && avx512::compiled();
-  return on;
+  return on && (k == Kernel::Auto || k == Kernel::Avx512);
 }
 
 // The sums of up to 8 candidates (the AVX2 loop, or the AVX-512 one): lanes
 // j % 16 < 8 and >= 8 accumulate apart and are folded at the end, as the
 // reference's 16 lanes are.
 template <bool Weighted>
-void sym_sums8(const float* x, const float* w, int n, const float* invs, int m, int qmin, int qmax, __m256* A, __m256* B) {
+void sym_sums8(const float* x, const float* w, int n, const float* invs, int m, int qmin, int qmax, __m256* A, __m256* B,
+               bool zmm) {
   // For 32-value blocks the inlined, fully unrolled AVX2 loop measured
   // faster than the out-of-line AVX-512 one; longer groups gain from zmm.
-  if (n >= 64 && use_avx512()) {
+  if (zmm && n >= 64) {
     avx512::sym_sums8(x, Weighted ? w : nullptr, n, invs, m, static_cast<float>(qmin), static_cast<float>(qmax), A, B);
     return;
   }
@@ -311,8 +315,8 @@ void sym_sums8(const float* x, const float* w, int n, const float* invs, int m, 
 
 template <bool Weighted>
 void asym_sums8(const float* x, const float* w, int n, const float* invs, const float* zs, int m, int qmin, int qmax,
-                __m256* A, __m256* B) {
-  if (use_avx512()) {
+                __m256* A, __m256* B, bool zmm) {
+  if (zmm) {
     avx512::asym_sums8(x, Weighted ? w : nullptr, n, invs, zs, m, static_cast<float>(qmin), static_cast<float>(qmax), A, B);
     return;
   }
@@ -339,8 +343,9 @@ void asym_sums8(const float* x, const float* w, int n, const float* invs, const 
 }
 
 template <bool Weighted>
-void q4_1_sums8(const float* x, const float* w, float mn, const float* invs, int m, __m256* Q, __m256* QQ, __m256* XQ) {
-  if (use_avx512()) {
+void q4_1_sums8(const float* x, const float* w, float mn, const float* invs, int m, __m256* Q, __m256* QQ, __m256* XQ,
+                bool zmm) {
+  if (zmm) {
     avx512::q4_1_sums8(x, Weighted ? w : nullptr, mn, invs, m, Q, QQ, XQ);
     return;
   }
@@ -371,12 +376,12 @@ void q4_1_sums8(const float* x, const float* w, float mn, const float* invs, int
 // x and w: n floats (n a multiple of 8), f32, in memory; w unused unless Weighted.
 template <bool Weighted>
 void simd_sym_candidates(const float* x, const float* w, int n, float e, qs::Grid g, int qmin, int qmax,
-                         float* best_score, float* best_s) {
+                         float* best_score, float* best_s, bool zmm) {
   for (int t0 = 0; t0 < g.count; t0 += 8) {
     __m256 A[8], B[8];
     alignas(32) float invs[8];
     _mm256_store_ps(invs, candidate_multipliers(g, t0, e));
-    sym_sums8<Weighted>(x, w, n, invs, g.count - t0 < 8 ? g.count - t0 : 8, qmin, qmax, A, B);
+    sym_sums8<Weighted>(x, w, n, invs, g.count - t0 < 8 ? g.count - t0 : 8, qmin, qmax, A, B, zmm);
     const __m256 a = reduce8(A, op_add), b = reduce8(B, op_add);
     take_best(ls_scores(a, b, _mm256_cmp_ps(b, _mm256_setzero_ps(), _CMP_GT_OQ)), best_score, best_s);
   }
@@ -384,7 +389,7 @@ void simd_sym_candidates(const float* x, const float* w, int n, float e, qs::Gri
 
 template <bool Weighted>
 void simd_asym_candidates(const float* x, const float* w, int n, float lo_x, float hi_x, qs::Grid g, int qmin, int qmax,
-                          float* best_score, float* best_s, int* best_z) {
+                          float* best_score, float* best_s, int* best_z, bool zmm) {
   for (int t0 = 0; t0 < g.count; t0 += 8) {
     const int m = g.count - t0 < 8 ? g.count - t0 : 8;
     __m256 A[8], B[8];
@@ -394,7 +399,7 @@ void simd_asym_candidates(const float* x, const float* w, int n, float lo_x, flo
     for (int k = 0; k < m; ++k) {
       zs[k] = qm::fclamp(round_even(static_cast<float>(qmin) - lo_x * invs[k]), static_cast<float>(qmin), static_cast<float>(qmax));
     }
-    asym_sums8<Weighted>(x, w, n, invs, zs, m, qmin, qmax, A, B);
+    asym_sums8<Weighted>(x, w, n, invs, zs, m, qmin, qmax, A, B, zmm);
     const __m256 a = reduce8(A, op_add), b = reduce8(B, op_add);
     const __m256 zero = _mm256_setzero_ps();
     const __m256 valid = _mm256_and_ps(_mm256_cmp_ps(b, zero, _CMP_GT_OQ), _mm256_cmp_ps(a, zero, _CMP_GT_OQ));
@@ -427,11 +432,11 @@ float* scratch(int64_t n, int slot) {
 
 template <bool Weighted>
 // e: the block's signed extreme (signed_extreme), computed by the caller.
-void q4_0_block_search(const float* x, const float* w, float e, uint8_t* y) {
+void q4_0_block_search(const float* x, const float* w, float e, uint8_t* y, bool zmm) {
   if (e == 0.0f) { qm::q4_0_block(x, y); return; }
   float best_score = 0.0f, s = 0.0f;
-  simd_sym_candidates<Weighted>(x, w, qm::QK, e, qs::kGrid4Neg, -8, 7, &best_score, &s);
-  simd_sym_candidates<Weighted>(x, w, qm::QK, e, qs::kGrid4Pos, -8, 7, &best_score, &s);
+  simd_sym_candidates<Weighted>(x, w, qm::QK, e, qs::kGrid4Neg, -8, 7, &best_score, &s, zmm);
+  simd_sym_candidates<Weighted>(x, w, qm::QK, e, qs::kGrid4Pos, -8, 7, &best_score, &s, zmm);
   const uint16_t dh = to_f16(s);
   const float d = f16_to_f32(dh);
   if (d == 0.0f) { qm::q4_0_block(x, y); return; }
@@ -447,10 +452,10 @@ void q4_0_block_search(const float* x, const float* w, float e, uint8_t* y) {
 
 template <bool Weighted>
 // e: the block's max |x|.
-void q8_0_block_search(const float* x, const float* w, float e, uint8_t* y) {
+void q8_0_block_search(const float* x, const float* w, float e, uint8_t* y, bool zmm) {
   if (e == 0.0f) { qm::q8_0_block(x, y); return; }
   float best_score = 0.0f, s = 0.0f;
-  simd_sym_candidates<Weighted>(x, w, qm::QK, e, qs::kGrid8Sym, -127, 127, &best_score, &s);
+  simd_sym_candidates<Weighted>(x, w, qm::QK, e, qs::kGrid8Sym, -127, 127, &best_score, &s, zmm);
   const uint16_t dh = to_f16(s);
   const float d = f16_to_f32(dh);
   if (d == 0.0f) { qm::q8_0_block(x, y); return; }
@@ -466,7 +471,7 @@ void q8_0_block_search(const float* x, const float* w, float e, uint8_t* y) {
 
 template <bool Weighted>
 // mn, mx: the block's min and max values.
-void q4_1_block_search(const float* x, const float* w, float mn, float mx, uint8_t* y) {
+void q4_1_block_search(const float* x, const float* w, float mn, float mx, uint8_t* y, bool zmm) {
   if (mx == mn) { qm::q4_1_block(x, y); return; }
   // the reference's 16 lanes: vectors 0, 2 and 1, 3 accumulate apart
   __m256 sw[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()}, sx[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
@@ -484,7 +489,7 @@ void q4_1_block_search(const float* x, const float* w, float mn, float mx, uint8
     __m256 Q[8], QQ[8], XQ[8];
     alignas(32) float invs[8];
     _mm256_store_ps(invs, candidate_multipliers(g, t0, mx - mn));
-    q4_1_sums8<Weighted>(x, w, mn, invs, g.count - t0 < 8 ? g.count - t0 : 8, Q, QQ, XQ);
+    q4_1_sums8<Weighted>(x, w, mn, invs, g.count - t0 < 8 ? g.count - t0 : 8, Q, QQ, XQ, zmm);
     // The weighted least-squares (d, m) of each candidate, as the reference.
     const __m256 sq = reduce8(Q, op_add), sqq = reduce8(QQ, op_add), sxq = reduce8(XQ, op_add);
     const __m256 vsw = _mm256_set1_ps(Sw), vsx = _mm256_set1_ps(Sx);
@@ -710,16 +715,17 @@ int64_t quantize_ggml_block(const QuantizeArgs& a, int64_t row, int64_t b, uint8
     for (int k = 0; k < 4; ++k) _mm256_store_ps(xb + 8 * k, v[k]);
     const float* w = a.importance ? a.importance + b * qm::QK : nullptr;
     const bool wt = a.importance != nullptr;
+    const bool zmm = avx512_allowed(a.kernel);
     if (a.format == QFormat::Q4_0) {
       const float e = signed_extreme(v, amax_bits);
-      wt ? q4_0_block_search<true>(xb, w, e, y) : q4_0_block_search<false>(xb, w, e, y);
+      wt ? q4_0_block_search<true>(xb, w, e, y, zmm) : q4_0_block_search<false>(xb, w, e, y, zmm);
     } else if (a.format == QFormat::Q4_1) {
       const float mn = hmin_ps(_mm256_min_ps(_mm256_min_ps(v[0], v[1]), _mm256_min_ps(v[2], v[3])));
       const float mx = hmax_ps(_mm256_max_ps(_mm256_max_ps(v[0], v[1]), _mm256_max_ps(v[2], v[3])));
-      wt ? q4_1_block_search<true>(xb, w, mn, mx, y) : q4_1_block_search<false>(xb, w, mn, mx, y);
+      wt ? q4_1_block_search<true>(xb, w, mn, mx, y, zmm) : q4_1_block_search<false>(xb, w, mn, mx, y, zmm);
     } else {
       const float e = bits_f32(amax_bits);
-      wt ? q8_0_block_search<true>(xb, w, e, y) : q8_0_block_search<false>(xb, w, e, y);
+      wt ? q8_0_block_search<true>(xb, w, e, y, zmm) : q8_0_block_search<false>(xb, w, e, y, zmm);
     }
   } else if (a.format == QFormat::Q4_0) {
     q4_0_block(v, amax_bits, y);
@@ -829,7 +835,7 @@ void emit_codes(Load load, int64_t g, int bits, bool symmetric, qm::GroupParams 
 // qs::int_group_search, whose plain fallback it shares).
 template <bool Weighted>
 qm::GroupParams int_group_search(const float* xg, const float* w, int64_t g, float mn, float mx, int bits, bool symmetric,
-                                 DType scale_dtype) {
+                                 DType scale_dtype, bool zmm) {
   const qm::IntRange r = qm::int_range(bits);
   const qm::GroupParams plain = qm::int_params_minmax(mn, mx, bits, symmetric, scale_dtype);
   float best_score = 0.0f, s = 0.0f;
@@ -837,11 +843,11 @@ qm::GroupParams int_group_search(const float* xg, const float* w, int64_t g, flo
   if (symmetric) {
     const float e = -mn > mx ? -mn : mx;
     if (e == 0.0f) return plain;
-    simd_sym_candidates<Weighted>(xg, w, static_cast<int>(g), e, bits == 4 ? qs::kGrid4Sym : qs::kGrid8Sym, r.qmin, r.qmax, &best_score, &s);
+    simd_sym_candidates<Weighted>(xg, w, static_cast<int>(g), e, bits == 4 ? qs::kGrid4Sym : qs::kGrid8Sym, r.qmin, r.qmax, &best_score, &s, zmm);
   } else {
     const float lo = mn < 0.0f ? mn : 0.0f, hi = mx > 0.0f ? mx : 0.0f;
     if (hi == lo) return plain;
-    simd_asym_candidates<Weighted>(xg, w, static_cast<int>(g), lo, hi, bits == 4 ? qs::kGrid4Rng : qs::kGrid8Rng, r.qmin, r.qmax, &best_score, &s, &z);
+    simd_asym_candidates<Weighted>(xg, w, static_cast<int>(g), lo, hi, bits == 4 ? qs::kGrid4Rng : qs::kGrid8Rng, r.qmin, r.qmax, &best_score, &s, &z, zmm);
   }
   if (!(s > 0.0f)) return plain;
   s = s > qm::kScaleEps ? s : qm::kScaleEps;
@@ -858,6 +864,7 @@ int64_t quantize_int_row_groupwise(const QuantizeArgs& a, int64_t row) {
   const QuantSizes sz = quant_sizes(a.format, cols, g);
   uint8_t* out = a.data + row * sz.data_row_bytes;
   const bool search = a.search == Search::Mse;
+  const bool zmm = avx512_allowed(a.kernel);
   float* xg = scratch(g, 0);
   for (int64_t gi = 0; gi < ng; ++gi) {
     const int64_t off = row * cols + gi * g;
@@ -907,8 +914,8 @@ int64_t quantize_int_row_groupwise(const QuantizeArgs& a, int64_t row) {
     const float mn = hmin_ps(vmin), mx = hmax_ps(vmax);
     const qm::GroupParams p =
         !search ? qm::int_params_minmax(mn, mx, bits, a.symmetric, a.scale_dtype)
-        : a.importance ? int_group_search<true>(xg, a.importance + gi * g, g, mn, mx, bits, a.symmetric, a.scale_dtype)
-                       : int_group_search<false>(xg, nullptr, g, mn, mx, bits, a.symmetric, a.scale_dtype);
+        : a.importance ? int_group_search<true>(xg, a.importance + gi * g, g, mn, mx, bits, a.symmetric, a.scale_dtype, zmm)
+                       : int_group_search<false>(xg, nullptr, g, mn, mx, bits, a.symmetric, a.scale_dtype, zmm);
     qm::store_scale(a.scales, row * ng + gi, p.scale, a.scale_dtype);
     if (!a.symmetric) a.zeros[row * ng + gi] = static_cast<int8_t>(p.zero);
     uint8_t* o = out + (gi * g * bits) / 8;
