@@ -15,6 +15,15 @@ export type LowRankKernel = Kernel;
 
 const METHODS = { auto: 0, exact: 1, randomized: 2 } as const;
 
+/**
+ * The rank the `ratio` rule picks for a [rows, cols] matrix: the largest r
+ * with r·(rows + cols) <= ratio·rows·cols, at most min(rows, cols) (the
+ * native code applies the same rule; 0 means not even rank 1 fits).
+ */
+export function rankForRatio(ratio: number, rows: number, cols: number): number {
+  return Math.min(Math.floor((ratio * rows * cols) / (rows + cols)), Math.min(rows, cols));
+}
+
 export interface MatmulOptions {
   /** Use A transposed: A is stored [k, m]. */
   transA?: boolean;
@@ -272,7 +281,7 @@ export function planLowRank(t: Tensor, options: LowRankOptions | undefined, wher
   } else {
     const ratio = o.ratio;
     if (typeof ratio !== 'number' || !Number.isFinite(ratio) || !(ratio > 0)) fail(where, 'ERR_VALUE', `options.ratio must be a finite number > 0, got ${String(ratio)}`);
-    if (Math.floor((ratio * rows * cols) / (rows + cols)) < 1) {
+    if (rankForRatio(ratio, rows, cols) < 1) {
       fail(where, 'ERR_VALUE', `options.ratio ${ratio} allows ${((ratio * rows * cols) / (rows + cols)).toFixed(3)} ranks of [${rows}, ${cols}]: fewer parameters than rank 1 needs (${rows + cols})`);
     }
     args.rule = 2;

@@ -5,7 +5,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { gguf as hfGguf } from '@huggingface/gguf';
-import { GGUFReader, quantizeSync, SlimTensorError, Tensor } from '../lib/index';
+import { GGUFReader, lowRank, matmul, quantizeSync, SlimTensorError, Tensor } from '../lib/index';
 import { compressModel, type CompressProgress } from '../lib/pipeline/compress';
 import { compareModels } from '../lib/pipeline/compare';
 import { renderReportHtml } from '../lib/pipeline/html';
@@ -303,13 +303,48 @@ describe('pipeline', function () {
     });
   });
 
+  describe('low-rank factors', () => {
+    it('writes W ≈ left · right as two tensors in the source dtype, as good as lowRank itself', async () => {
+      const out = path.join(tmp, 'lowrank');
+      const recipe = { format: 'safetensors' as const, rules: [{ match: '*_proj.weight', method: 'lowrank' as const, options: { ratio: 0.5 } }] };
+      const report = await compressModel({ input: hfDir, output: out, recipe, measureError: true });
+      const m = await SafetensorsModel.open(out);
+      const name = 'model.layers.0.self_attn.q_proj.weight';
+      const w = hfT.find((t) => t.name === name) as GeneratedTensor;
+      const [rows, cols] = w.shape as [number, number];
+      const rank = Math.floor((0.5 * rows * cols) / (rows + cols));
+      const left = await m.readTensor(`${name}.lowrank_left`);
+      const right = await m.readTensor(`${name}.lowrank_right`);
+      expect(left.dtype).to.equal('f16');
+      expect(left.shape).to.deep.equal([rows, rank]);
+      expect(right.shape).to.deep.equal([rank, cols]);
+      expect(m.tensor(name)).to.equal(undefined);
+      // the product of the stored factors vs the f16 original
+      const orig = Tensor.from(stored(w.values, 'F16'), w.shape);
+      const approx = (await matmul(left, right)).data as Float32Array;
+      let se = 0;
+      let sx = 0;
+      for (let i = 0; i < approx.length; i++) {
+        se += ((orig.data[i] as number) - (approx[i] as number)) ** 2;
+        sx += (orig.data[i] as number) ** 2;
+      }
+      const direct = await lowRank(orig, { rank });
+      expect(Math.sqrt(se / sx)).to.be.closeTo(direct.relError, 2e-3); // the factors' f16 rounding
+      const rec = report.tensors.find((t) => t.name === name);
+      expect(rec?.to).to.equal('low-rank');
+      expect(rec?.error?.rmse).to.be.closeTo(Math.sqrt(se / approx.length), 1e-6);
+      await m.close();
+    });
+  });
+
   describe('failures leave nothing behind', () => {
-    it('GGUF out from safetensors in, prune and lowrank: ERR_UNSUPPORTED before anything is written', async () => {
+    it('GGUF out from safetensors in, prune, lowrank into GGUF or by energy: ERR_UNSUPPORTED before anything is written', async () => {
       const before = await listing(tmp);
       for (const [input, recipe, msg] of [
         [hfDir, 'q4_0', "convert_hf_to_gguf"],
         [hfDir, '2of4', 'not built yet'],
-        [ggufFile, { format: 'safetensors', rules: [{ match: '*', method: 'lowrank', options: { rank: 4 } }] }, 'low-rank'],
+        [ggufFile, { rules: [{ match: 'blk.*', method: 'lowrank', options: { rank: 4 } }] }, 'gguf output cannot hold them'],
+        [hfDir, { format: 'safetensors', rules: [{ match: '*.q_proj.weight', method: 'lowrank', options: { energy: 0.9 } }] }, 'use "rank" or "ratio"'],
       ] as const) {
         const e = await rejected(compressModel({ input, output: path.join(tmp, 'never'), recipe: recipe as never }));
         expect(e.code).to.equal('ERR_UNSUPPORTED');

@@ -130,21 +130,19 @@ function buildParser(argv: string[]) {
     )
     .command(
       'lowrank <input>',
-      'Low-rank factorization of every matrix but norms, embedding and head (needs lib/lowrank.ts: issue 4)',
+      'Low-rank factorization (W ≈ left · right, plain safetensors) of every matrix but norms, embedding and head',
       (y) =>
         runOptions(y.positional('input', { type: 'string', demandOption: true }))
           .option('rank', { type: 'number', describe: 'Rank of the factors' })
-          .option('energy', { type: 'number', describe: 'Fraction of the spectrum energy to keep' })
           .option('ratio', { type: 'number', describe: 'Parameter budget as a fraction of the original' })
           .check((a) => {
-            const n = [a.rank, a.energy, a.ratio].filter((x) => x !== undefined).length;
-            if (n !== 1) throw new UsageError('give exactly one of --rank, --energy, --ratio');
+            const n = [a.rank, a.ratio].filter((x) => x !== undefined).length;
+            if (n !== 1) throw new UsageError('give exactly one of --rank, --ratio');
             return true;
           }),
       async (args) => {
         const opts: Record<string, unknown> = {};
         if (args.rank !== undefined) opts.rank = args.rank;
-        if (args.energy !== undefined) opts.energy = args.energy;
         if (args.ratio !== undefined) opts.ratio = args.ratio;
         print(await runCompression(toRunOptions(args as unknown as RunArgs, lowrankRecipe(opts))));
       },

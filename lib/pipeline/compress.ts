@@ -23,6 +23,7 @@ import { quoteName, type GGUFMetadataEntry } from '../formats/gguf-header';
 import { GGUF_FILE_TYPES, GGUF_QUANTIZATION_VERSION, GGUFWriter, ggufTensorBytes, setMetadata, type GGUFPlannedTensor } from '../formats/gguf-writer';
 import type { GGMLTypeName } from '../formats/gguf-types';
 import { DTYPE_TO_SAFETENSORS, plannedBytes, SAFETENSORS_INDEX, ShardedSafetensorsWriter, type PlannedTensor } from '../formats/safetensors';
+import { lowRank, matmul, rankForRatio } from '../lowrank';
 import { quantizationError, quantize, QuantizedTensor, type FloatDType, type QuantizeOptions } from '../quantize';
 import { dtypeSize, Tensor } from '../tensor';
 import { convertFloats, toFloat32 } from './convert';
@@ -86,7 +87,7 @@ export interface TensorRecord {
   fallback?: { from: string; to: string; reason: string };
   bytesIn: number;
   bytesOut: number;
-  /** With measureError, for quantized and converted tensors. */
+  /** With measureError, for quantized, converted and low-rank tensors. */
   error?: { rmse: number; maxAbs: number; sqnrDb: number; cosine: number };
 }
 
@@ -308,7 +309,24 @@ function planEntry(src: SourceTensor, recipe: ReturnType<typeof resolveRecipe>, 
     if (format === 'gguf') gguf = { name: src.name, shape: src.shape, type: a.options.format.toUpperCase() as GGMLTypeName };
     else st = PACK_QUANTIZED.plan(modulePrefix(src.name), src.shape, schemeOfOptions(a.options), a.options.scaleDtype as FloatDType);
   } else {
-    throw new SlimTensorError(`compressModel: tensor ${quoteName(src.name)}: low-rank factorization ('lowrank') is not available in this build yet (issue 4, lib/lowrank.ts, is being built)`, 'ERR_UNSUPPORTED');
+    // Two plain tensors, <name>.lowrank_left [m, r] and <name>.lowrank_right
+    // [r, n], in the source's float dtype (W ≈ left · right). The writer
+    // needs every shape before the first byte, so the rank must be known
+    // now: `rank` or `ratio`, not `energy` (which depends on the spectrum).
+    if (format !== 'safetensors') {
+      throw new SlimTensorError(`compressModel: tensor ${quoteName(src.name)}: low-rank factors are written as plain safetensors tensors; ${format} output cannot hold them (use a recipe with "format": "safetensors")`, 'ERR_UNSUPPORTED');
+    }
+    const dtype = floatDtypeOf(src) as FloatDType;
+    const rank = lowRankPlanRank(src, a.options);
+    const [m, n] = [src.shape[0] as number, src.shape[1] as number];
+    const sd = DTYPE_TO_SAFETENSORS[dtype];
+    st = [
+      { name: `${src.name}.lowrank_left`, dtype: sd, shape: [m, rank] },
+      { name: `${src.name}.lowrank_right`, dtype: sd, shape: [rank, n] },
+    ];
+    // the factors in f32 (lowRank's result, allocated outside the pool) and
+    // converted, plus the f32 reconstruction when the error is measured
+    extra = (m + n) * rank * (4 + dtypeSize(dtype)) + m * n * 4;
   }
   const outBytes = gguf !== undefined ? ggufTensorBytes(gguf) : st.reduce((s, t) => s + plannedBytes(t), 0);
   const record: TensorRecord = {
@@ -521,7 +539,7 @@ async function compressOne(e: Entry, input: Uint8Array, take: (n: number) => Uin
     if (ro.measureError) e.record.error = await conversionError(Tensor.from(input, e.src.shape, from), Tensor.from(out, e.src.shape, a.dtype));
     return { kind: 'raw', bytes: out };
   }
-  if (a.kind !== 'quantize') throw new SlimTensorError(`compressModel: ${a.kind} is not available`, 'ERR_UNSUPPORTED');
+  if (a.kind === 'lowrank') return lowRankOne(e, input, take, ro, from, a.options);
   const t = viewStored(e.src, input) as Tensor;
   const o = a.options;
   const b = quantBytes(e.src.shape, o);
@@ -545,6 +563,53 @@ async function compressOne(e: Entry, input: Uint8Array, take: (n: number) => Uin
   const q = await quantize(t, { ...o, out, ...(ro.threads !== undefined ? { threads: ro.threads } : {}) });
   if (ro.measureError) e.record.error = await quantizationError(t, q);
   return { kind: 'quant', q };
+}
+
+const LOWRANK_PIPELINE_OPTIONS = ['rank', 'ratio', 'energy', 'method', 'oversample', 'powerIters', 'seed', 'kernel'];
+
+/** The rank a lowrank rule gives a 2-D tensor, known before any data is read. */
+function lowRankPlanRank(src: SourceTensor, o: Record<string, unknown>): number {
+  const where = `compressModel: tensor ${quoteName(src.name)} (lowrank)`;
+  if (src.shape.length !== 2) throw new SlimTensorError(`${where}: needs a 2-D matrix, got [${src.shape.join(', ')}]`, 'ERR_SHAPE');
+  for (const k of Object.keys(o)) {
+    if (!LOWRANK_PIPELINE_OPTIONS.includes(k)) throw new SlimTensorError(`${where}: unknown option ${JSON.stringify(k)}; known: ${LOWRANK_PIPELINE_OPTIONS.join(', ')}`, 'ERR_VALUE');
+  }
+  const [m, n] = [src.shape[0] as number, src.shape[1] as number];
+  if (o.energy !== undefined) {
+    throw new SlimTensorError(`${where}: the pipeline writes each tensor's shape before its data, so the rank must be known in advance: use "rank" or "ratio", not "energy"`, 'ERR_UNSUPPORTED');
+  }
+  if (o.rank !== undefined && o.ratio !== undefined) throw new SlimTensorError(`${where}: give one of rank or ratio`, 'ERR_VALUE');
+  let rank: number;
+  if (o.rank !== undefined) {
+    if (!Number.isInteger(o.rank) || (o.rank as number) < 1) throw new SlimTensorError(`${where}: rank must be a positive integer, got ${String(o.rank)}`, 'ERR_VALUE');
+    rank = Math.min(o.rank as number, m, n);
+  } else if (o.ratio !== undefined) {
+    if (typeof o.ratio !== 'number' || !(o.ratio > 0)) throw new SlimTensorError(`${where}: ratio must be a number > 0, got ${String(o.ratio)}`, 'ERR_VALUE');
+    rank = rankForRatio(o.ratio, m, n);
+    if (rank < 1) throw new SlimTensorError(`${where}: ratio ${o.ratio} leaves less than one rank of [${m}, ${n}]`, 'ERR_VALUE');
+  } else {
+    throw new SlimTensorError(`${where}: options need "rank" or "ratio"`, 'ERR_VALUE');
+  }
+  return rank;
+}
+
+/** Factors W ≈ left · right and converts them to the source's dtype. */
+async function lowRankOne(e: Entry, input: Uint8Array, take: (n: number) => Uint8Array, ro: RunOptions, dtype: FloatDType, o: Record<string, unknown>): Promise<Result> {
+  const w = viewStored(e.src, input) as Tensor;
+  const [left, right] = e.st as [PlannedTensor, PlannedTensor];
+  const rank = left.shape[1] as number;
+  const { ratio: _ratio, energy: _energy, ...rest } = o;
+  const r = await lowRank(w, { ...rest, rank, ...(ro.threads !== undefined ? { threads: ro.threads } : {}) });
+  const parts = [r.left, r.right].map((f) => {
+    const out = take(f.size * dtypeSize(dtype));
+    convertFloats(new Uint8Array(f.data.buffer, f.data.byteOffset, f.data.byteLength), 'f32', out, dtype, f.size);
+    return out;
+  });
+  if (ro.measureError) {
+    const approx = await matmul(Tensor.from(parts[0] as Uint8Array, left.shape, dtype), Tensor.from(parts[1] as Uint8Array, right.shape, dtype));
+    e.record.error = await conversionError(w, approx);
+  }
+  return { kind: 'lowrank', parts };
 }
 
 /** Error of a float conversion (JS, in double precision). */
