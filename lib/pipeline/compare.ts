@@ -17,6 +17,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { sizeOnDisk } from './output';
 import { sameShape } from '../options';
+import { denseError } from './error';
 
 export interface Histogram {
   /** Left edge of the first bin and right edge of the last. */
@@ -125,32 +126,6 @@ async function loadCompressed(comp: ModelSource, loc: Located, config: unknown, 
 async function originalFloat(v: Tensor | QuantizedTensor): Promise<Tensor> {
   if (v instanceof QuantizedTensor) return dequantize(v);
   return v;
-}
-
-function denseError(a: Tensor, b: Tensor): QuantizationError {
-  const x = toFloat32(a.data as Float32Array | Uint16Array, a.dtype as FloatDType);
-  const y = toFloat32(b.data as Float32Array | Uint16Array, b.dtype as FloatDType);
-  let se = 0;
-  let sx = 0;
-  let sy = 0;
-  let dot = 0;
-  let maxAbs = 0;
-  for (let i = 0; i < x.length; i++) {
-    const u = x[i] as number;
-    const v = y[i] as number;
-    const d = u - v;
-    se += d * d;
-    sx += u * u;
-    sy += v * v;
-    dot += u * v;
-    if (Math.abs(d) > maxAbs) maxAbs = Math.abs(d);
-  }
-  return {
-    rmse: x.length === 0 ? 0 : Math.sqrt(se / x.length),
-    maxAbs,
-    sqnrDb: se === 0 ? Infinity : 10 * Math.log10(sx / se),
-    cosine: sx * sy === 0 ? (sx === sy ? 1 : 0) : dot / Math.sqrt(sx * sy),
-  };
 }
 
 async function errorOf(orig: Tensor, comp: Tensor | QuantizedTensor, name: string): Promise<QuantizationError> {

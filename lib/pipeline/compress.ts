@@ -26,11 +26,12 @@ import { DTYPE_TO_SAFETENSORS, plannedBytes, SAFETENSORS_INDEX, ShardedSafetenso
 import { lowRank, matmul, rankForRatio } from '../lowrank';
 import { quantizationError, quantize, QuantizedTensor, type FloatDType, type QuantizeOptions } from '../quantize';
 import { dtypeSize, Tensor } from '../tensor';
-import { convertFloats, toFloat32 } from './convert';
+import { convertFloats } from './convert';
 import { BufferPool, Gate, poolSize } from './memory';
 import { sizeOnDisk, stageOutput } from './output';
 import { describeAction, planTensor, resolveRecipe, type OutputFormat, type Recipe, type TensorPlan } from './recipe';
 import { floatDtypeOf, openModel, viewStored, type ModelSource, type SourceTensor } from './source';
+import { denseError } from './error';
 
 export interface CompressOptions {
   /** A GGUF file, a .safetensors file or a Hugging Face folder. */
@@ -536,7 +537,7 @@ async function compressOne(e: Entry, input: Uint8Array, take: (n: number) => Uin
   if (a.kind === 'convert') {
     const out = take(n * dtypeSize(a.dtype));
     convertFloats(input, from, out, a.dtype, n);
-    if (ro.measureError) e.record.error = await conversionError(Tensor.from(input, e.src.shape, from), Tensor.from(out, e.src.shape, a.dtype));
+    if (ro.measureError) e.record.error = denseError(Tensor.from(input, e.src.shape, from), Tensor.from(out, e.src.shape, a.dtype));
     return { kind: 'raw', bytes: out };
   }
   if (a.kind === 'lowrank') return lowRankOne(e, input, take, ro, from, a.options);
@@ -607,36 +608,9 @@ async function lowRankOne(e: Entry, input: Uint8Array, take: (n: number) => Uint
   });
   if (ro.measureError) {
     const approx = await matmul(Tensor.from(parts[0] as Uint8Array, left.shape, dtype), Tensor.from(parts[1] as Uint8Array, right.shape, dtype));
-    e.record.error = await conversionError(w, approx);
+    e.record.error = denseError(w, approx);
   }
   return { kind: 'lowrank', parts };
 }
 
-/** Error of a float conversion (JS, in double precision). */
-async function conversionError(a: Tensor, b: Tensor): Promise<{ rmse: number; maxAbs: number; sqnrDb: number; cosine: number }> {
-  const x = toFloat32(a.data as Float32Array | Uint16Array, a.dtype as FloatDType);
-  const y = toFloat32(b.data as Float32Array | Uint16Array, b.dtype as FloatDType);
-  let se = 0;
-  let sx = 0;
-  let sy = 0;
-  let dot = 0;
-  let maxAbs = 0;
-  for (let i = 0; i < x.length; i++) {
-    const u = x[i] as number;
-    const v = y[i] as number;
-    const d = u - v;
-    se += d * d;
-    sx += u * u;
-    sy += v * v;
-    dot += u * v;
-    maxAbs = Math.max(maxAbs, Math.abs(d));
-  }
-  const n = x.length;
-  return {
-    rmse: n === 0 ? 0 : Math.sqrt(se / n),
-    maxAbs,
-    sqnrDb: se === 0 ? Infinity : 10 * Math.log10(sx / se),
-    cosine: sx * sy === 0 ? (sx === sy ? 1 : 0) : dot / Math.sqrt(sx * sy),
-  };
-}
 

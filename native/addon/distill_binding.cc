@@ -79,16 +79,10 @@ class DistillJob : public Job {
   DistillResult res_;
 };
 
-Napi::Value distill_loss_js(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (!info[0].IsObject()) throw_error(env, Code::Internal, "expected an argument object");
-  return dispatch(env, std::make_unique<DistillJob>(env, info[0].As<Napi::Object>()), info[1].ToBoolean().Value());
-}
-
 }  // namespace
 
 void register_distill(Napi::Env env, Napi::Object exports) {
-  exports.Set("distillLoss", Napi::Function::New(env, distill_loss_js, "distillLoss"));
+  exports.Set("distillLoss", Napi::Function::New(env, run_job<DistillJob>, "distillLoss"));
 }
 
 }  // namespace addon

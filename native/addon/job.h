@@ -55,6 +55,15 @@ class Job {
 // (async: returns a Promise).
 Napi::Value dispatch(Napi::Env env, std::unique_ptr<Job> job, bool async);
 
+// The N-API function of a Job type J built from (env, argument object):
+// fn(args, async) -> result or Promise. Register as Napi::Function::New(env, run_job<J>).
+template <class J>
+Napi::Value run_job(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsObject()) throw_error(env, Code::Internal, "expected an argument object");
+  return dispatch(env, std::make_unique<J>(env, info[0].As<Napi::Object>()), info[1].ToBoolean().Value());
+}
+
 // Small readers for the plain argument objects lib/ builds.
 int64_t get_int(const Napi::Object& o, const char* key);
 bool get_bool(const Napi::Object& o, const char* key);

@@ -168,13 +168,6 @@ class LowRankJob : public Job {
   LowRankResult r_;
 };
 
-template <class J>
-Napi::Value run(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (!info[0].IsObject()) throw_error(env, Code::Internal, "expected an argument object");
-  return dispatch(env, std::make_unique<J>(env, info[0].As<Napi::Object>()), info[1].ToBoolean().Value());
-}
-
 // The benchmark's probes (synchronous: they are timed).
 Napi::Value probe_js(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -204,9 +197,9 @@ void lowrank_backends(Napi::Env env, Napi::Object cuda) {
 }
 
 void register_lowrank(Napi::Env env, Napi::Object exports) {
-  exports.Set("matmul", Napi::Function::New(env, run<MatmulJob>, "matmul"));
-  exports.Set("svd", Napi::Function::New(env, run<SvdJob>, "svd"));
-  exports.Set("lowRank", Napi::Function::New(env, run<LowRankJob>, "lowRank"));
+  exports.Set("matmul", Napi::Function::New(env, run_job<MatmulJob>, "matmul"));
+  exports.Set("svd", Napi::Function::New(env, run_job<SvdJob>, "svd"));
+  exports.Set("lowRank", Napi::Function::New(env, run_job<LowRankJob>, "lowRank"));
   exports.Set("lowrankProbe", Napi::Function::New(env, probe_js, "lowrankProbe"));
 }
 

@@ -147,19 +147,12 @@ class ErrorJob : public Job {
   ErrorStats stats_;
 };
 
-template <class J>
-Napi::Value run(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (!info[0].IsObject()) throw_error(env, Code::Internal, "expected an argument object");
-  return dispatch(env, std::make_unique<J>(env, info[0].As<Napi::Object>()), info[1].ToBoolean().Value());
-}
-
 }  // namespace
 
 void register_quant(Napi::Env env, Napi::Object exports) {
-  exports.Set("quantize", Napi::Function::New(env, run<QuantizeJob>, "quantize"));
-  exports.Set("dequantize", Napi::Function::New(env, run<DequantizeJob>, "dequantize"));
-  exports.Set("quantizationError", Napi::Function::New(env, run<ErrorJob>, "quantizationError"));
+  exports.Set("quantize", Napi::Function::New(env, run_job<QuantizeJob>, "quantize"));
+  exports.Set("dequantize", Napi::Function::New(env, run_job<DequantizeJob>, "dequantize"));
+  exports.Set("quantizationError", Napi::Function::New(env, run_job<ErrorJob>, "quantizationError"));
 }
 
 }  // namespace addon

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "../cuda.h"
+#include "../cuda_util.cuh"
 #include "distill_cuda.h"
 
 namespace st {
@@ -27,7 +28,6 @@ namespace st {
 namespace {
 
 constexpr int kBlock = 256;
-constexpr int64_t kChunkBytes = int64_t{256} << 20;  // device memory per chunk of rows
 constexpr int64_t kWarpRowMax = 2048;                // rows up to this long: one warp each
 
 struct Chunk {
@@ -266,53 +266,11 @@ __global__ void distill_kernel(Chunk c) {
 
 // ---- host side --------------------------------------------------------------------
 
-Status cuda_status(const char* call, cudaError_t e) {
-  const bool unusable = e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver ||
-                        e == cudaErrorNoKernelImageForDevice || e == cudaErrorMemoryAllocation;
-  return Status::Error(unusable ? Code::Unsupported : Code::Internal,
-                       std::string("CUDA: ") + call + " failed: " + cudaGetErrorString(e) + " (" + cudaGetErrorName(e) + ")");
-}
-
-#define ST_CUDA_CHECK(call)                                                     \
-  do {                                                                          \
-    const cudaError_t st_cuda_err_ = (call);                                    \
-    if (st_cuda_err_ != cudaSuccess) return cuda_status(#call, st_cuda_err_);   \
-  } while (0)
-
-class DeviceBuffer {
- public:
-  DeviceBuffer() = default;
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  ~DeviceBuffer() {
-    if (p_) cudaFree(p_);
-  }
-  Status alloc(size_t bytes) {
-    if (bytes == 0) return Status::Ok();
-    ST_CUDA_CHECK(cudaMalloc(&p_, bytes));
-    return Status::Ok();
-  }
-  template <class T>
-  T* get() const { return static_cast<T*>(p_); }
-
- private:
-  void* p_ = nullptr;
-};
-
-int64_t chunk_rows(int64_t rows, int64_t row_bytes) {
-  int64_t budget = kChunkBytes;
-  if (const char* env = std::getenv("SLIMTENSOR_CUDA_CHUNK_BYTES")) {
-    const long long v = std::atoll(env);
-    if (v > 0) budget = v;
-  }
-  return std::max<int64_t>(1, std::min<int64_t>(rows, budget / std::max<int64_t>(1, row_bytes)));
-}
-
 }  // namespace
 
 Status cuda_distill_rows(const DistillArgs& a, const DistillPlan& p, RowOut* out) {
-  std::string why;
-  if (!cuda_available(&why)) return Status::Error(Code::Unsupported, "the CUDA kernel is not usable: " + why);
+  Status ready = device_ready();
+  if (!ready.ok()) return ready;
   const int64_t rows = a.student.rows, cols = a.student.cols;
   const int64_t zrow = cols * static_cast<int64_t>(dtype_size(a.student.dtype));
   const int64_t trow = p.topk ? 0 : cols * static_cast<int64_t>(dtype_size(a.teacher.dtype));

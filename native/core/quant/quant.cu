@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "../cuda.h"
+#include "../cuda_util.cuh"
 #include "quant_cuda.h"
 #include "quant_math.h"
 #include "quant_search.h"
@@ -21,7 +22,6 @@ namespace st {
 namespace {
 
 constexpr int kThreadsPerBlock = 128;
-constexpr int64_t kChunkBytes = int64_t{256} << 20;  // device memory per chunk of rows
 constexpr unsigned long long kNoBad = ~0ull;
 
 // ---------------------------------------------------------------------------
@@ -174,58 +174,6 @@ __global__ void dequantize_kernel(DequantChunk c, int64_t items, bool ggml) {
 
 // ---------------------------------------------------------------------------
 // Host side.
-
-Status cuda_status(const char* call, cudaError_t e) {
-  // A device that cannot run this binary is a missing backend, not a bug.
-  const bool unusable = e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver ||
-                        e == cudaErrorNoKernelImageForDevice || e == cudaErrorMemoryAllocation;
-  return Status::Error(unusable ? Code::Unsupported : Code::Internal,
-                       std::string("CUDA: ") + call + " failed: " + cudaGetErrorString(e) + " (" + cudaGetErrorName(e) + ")");
-}
-
-#define ST_CUDA_CHECK(call)                                  \
-  do {                                                       \
-    const cudaError_t st_cuda_err_ = (call);                 \
-    if (st_cuda_err_ != cudaSuccess) return cuda_status(#call, st_cuda_err_); \
-  } while (0)
-
-// Owns one device allocation.
-class DeviceBuffer {
- public:
-  DeviceBuffer() = default;
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  ~DeviceBuffer() {
-    if (p_) cudaFree(p_);
-  }
-  Status alloc(size_t bytes) {
-    if (bytes == 0) return Status::Ok();
-    ST_CUDA_CHECK(cudaMalloc(&p_, bytes));
-    return Status::Ok();
-  }
-  template <class T>
-  T* get() const { return static_cast<T*>(p_); }
-
- private:
-  void* p_ = nullptr;
-};
-
-Status device_ready() {
-  std::string why;
-  if (!cuda_available(&why)) return Status::Error(Code::Unsupported, "the CUDA kernel is not usable: " + why);
-  return Status::Ok();
-}
-
-// Rows per chunk: as many as fit in the budget (SLIMTENSOR_CUDA_CHUNK_BYTES
-// overrides it, e.g. for tests that want many chunks), at least one.
-int64_t chunk_rows(int64_t rows, int64_t row_bytes) {
-  int64_t budget = kChunkBytes;
-  if (const char* env = std::getenv("SLIMTENSOR_CUDA_CHUNK_BYTES")) {
-    const long long v = std::atoll(env);
-    if (v > 0) budget = v;
-  }
-  return std::max<int64_t>(1, std::min<int64_t>(rows, budget / std::max<int64_t>(1, row_bytes)));
-}
 
 unsigned int grid_for(int64_t items) {
   return static_cast<unsigned int>((items + kThreadsPerBlock - 1) / kThreadsPerBlock);
