@@ -1,6 +1,7 @@
 // Validation, planning, kernel choice and threading for the distill room.
 // The math is in distill_math.h; the row loops in distill_ref.cc (scalar
-// reference), distill_avx2.cc and distill.cu.
+// reference), distill_simd.h (compiled as distill_avx2.cc and
+// distill_avx512.cc) and distill.cu.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -137,6 +138,7 @@ Status check_args(const DistillArgs& a) {
 
 DistillRowFn pick_kernel(const DistillArgs& a, Status* st) {
   const bool avx2_ok = cpu_enabled().avx2 && avx2::distill_row_fn(a) != nullptr;
+  const bool avx512_ok = cpu_enabled().avx512 && avx512::distill_row_fn(a) != nullptr;
   switch (a.kernel) {
     case Kernel::Reference: return ref::distill_row;
     case Kernel::Avx2:
@@ -145,10 +147,16 @@ DistillRowFn pick_kernel(const DistillArgs& a, Status* st) {
         return nullptr;
       }
       return avx2::distill_row_fn(a);
-    case Kernel::Auto: return avx2_ok ? avx2::distill_row_fn(a) : ref::distill_row;
     case Kernel::Avx512:
-      *st = Status::Error(Code::Unsupported, "the distillation loss has no AVX-512 kernel; use 'avx2' or 'auto'");
-      return nullptr;
+      if (!avx512_ok) {
+        *st = Status::Error(Code::Unsupported, cpu_features().avx512 && avx512::distill_row_fn(a) != nullptr
+                                                   ? "the AVX-512 kernel is turned off (SLIMTENSOR_ISA); use 'avx2' or 'auto'"
+                                                   : "the AVX-512 kernel is not available on this CPU or build; use 'avx2' or 'auto'");
+        return nullptr;
+      }
+      return avx512::distill_row_fn(a);
+    case Kernel::Auto:
+      return avx512_ok ? avx512::distill_row_fn(a) : avx2_ok ? avx2::distill_row_fn(a) : ref::distill_row;
     case Kernel::Cuda: break;
   }
   *st = Status::Error(Code::Unsupported, "unknown kernel");

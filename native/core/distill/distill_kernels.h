@@ -59,6 +59,15 @@ bool exp_array(const float* x, float* y, int64_t n);
 bool log1p01_array(const float* x, float* y, int64_t n);
 }  // namespace avx2
 
+namespace avx512 {
+// The same kernel on 16-logit zmm vectors (distill_avx512.cc), bit for bit
+// the AVX2 one; null when the file was built without AVX-512 support.
+DistillRowFn distill_row_fn(const DistillArgs& a);
+// Its exp and log1p, over arrays (false when built without AVX-512).
+bool exp_array(const float* x, float* y, int64_t n);
+bool log1p01_array(const float* x, float* y, int64_t n);
+}  // namespace avx512
+
 // ---- scalar helpers shared by the CPU kernels (distill_ref.cc) -------------
 
 // A gradient value the kernels write after the dense sweep: at the label
