@@ -36,6 +36,12 @@ export interface NativeLowRank {
   damping: number;
 }
 
+export interface NativeUnstructured {
+  /** Per tensor: the largest pruned |w| (0 when none). */
+  thresholds: number[];
+  pruned: number[];
+}
+
 export interface NativeBackends {
   cpu: { features: string[]; kernel: 'avx512' | 'avx2' | 'scalar'; threads: number; hardwareThreads: number };
   cuda: { compiled: boolean; available: boolean; reason?: string; cusolver?: { available: boolean; reason?: string; library?: string } };
@@ -64,6 +70,19 @@ interface Binding {
   svd(args: NativeArgs, async: true): Promise<NativeSvd>;
   lowRank(args: NativeArgs, async: false): NativeLowRank;
   lowRank(args: NativeArgs, async: true): Promise<NativeLowRank>;
+  /** The sparse room (see native/addon/sparse_binding.cc): selection, compression, expansion write into args' buffers. */
+  sparseSelect(args: NativeArgs, async: false): undefined;
+  sparseSelect(args: NativeArgs, async: true): Promise<undefined>;
+  sparseSelectQuant(args: NativeArgs, async: false): undefined;
+  sparseSelectQuant(args: NativeArgs, async: true): Promise<undefined>;
+  sparseExpand(args: NativeArgs, async: false): undefined;
+  sparseExpand(args: NativeArgs, async: true): Promise<undefined>;
+  spmm24(args: NativeArgs, async: false): undefined;
+  spmm24(args: NativeArgs, async: true): Promise<undefined>;
+  pruneUnstructured(args: NativeArgs, async: false): NativeUnstructured;
+  pruneUnstructured(args: NativeArgs, async: true): Promise<NativeUnstructured>;
+  /** The CPU kernel a spmm24 kernel code resolves to ('reference', 'avx2', 'avx512', 'unavailable'). */
+  spmm24Kernel(kernel: number): string;
   /** bench/: clock and FMA-throughput probes (seconds for `iterations`). */
   lowrankProbe(iterations: number): { addSeconds: number; fma256Seconds: number; fma512Seconds: number; gemmKernel: string };
 }

@@ -48,6 +48,7 @@ function checkNoWeakSymbols(name, obj) {
 const distillOut = path.join(out, 'distill');
 fs.mkdirSync(distillOut, { recursive: true });
 const distillSimd = path.join(distillOut, 'distill_avx2.o');
+const distillSimd512 = path.join(distillOut, 'distill_avx512.o');
 const distillSources = ['native/core/cpu.cc', 'native/core/cuda_stub.cc', 'native/core/distill/distill.cc', 'native/core/distill/distill_ref.cc', 'test/native/distill_test.cc'];
 const absFlags = flags.map((f) => (f === '-Inative/core' ? `-I${path.join(root, 'native', 'core')}` : f));
 function background(args, cwd) {
@@ -56,6 +57,7 @@ function background(args, cwd) {
 }
 const distillBuilds = [
   background([...absFlags, '-mavx2', '-mfma', '-mf16c', '-c', path.join(root, 'native/core/distill/distill_avx2.cc'), '-o', distillSimd], root),
+  background([...absFlags, '-mavx512f', '-mavx512bw', '-mavx512vl', '-mavx2', '-mfma', '-mf16c', '-c', path.join(root, 'native/core/distill/distill_avx512.cc'), '-o', distillSimd512], root),
   background([...absFlags, '-c', ...distillSources.map((f) => path.join(root, f))], distillOut), // one .o per source, in distillOut
 ];
 
@@ -76,10 +78,12 @@ run(exe, ['test/fixtures/ggml'], { env: { ...env, SLIMTENSOR_ISA: 'avx2' } });
 Promise.all(distillBuilds).then((codes) => {
   if (codes.some((c) => c !== 0)) process.exit(1);
   checkNoWeakSymbols('distill_avx2', distillSimd);
+  checkNoWeakSymbols('distill_avx512', distillSimd512);
   const distillExe = path.join(out, 'distill_core_test');
   const objs = distillSources.map((f) => path.join(distillOut, `${path.basename(f, '.cc')}.o`));
-  run(cxx, [...flags, ...objs, distillSimd, '-o', distillExe, '-lpthread']);
+  run(cxx, [...flags, ...objs, distillSimd, distillSimd512, '-o', distillExe, '-lpthread']);
   run(distillExe, [], { env });
+  run(distillExe, [], { env: { ...env, SLIMTENSOR_ISA: 'avx2' } });
 });
 
 // The lowrank core: GEMM kernels (AVX2, AVX-512) vs the reference bit for

@@ -3,6 +3,7 @@
 #include "quant/quant_cuda.h"
 #include "distill/distill_cuda.h"
 #include "lowrank/lowrank_cuda.h"
+#include "sparse/sparse_cuda.h"
 
 namespace st {
 
@@ -28,5 +29,6 @@ bool cusolver_available(std::string* why, std::string* library) {
 }
 Status cuda_factor(const CudaFactor&, CudaFactorResult*) { return Status::Error(Code::Unsupported, kNotBuilt); }
 Status cuda_svd(const MatrixView&, int64_t, SvdResult*) { return Status::Error(Code::Unsupported, kNotBuilt); }
+Status cuda_sparse_select(const SelectArgs&) { return Status::Error(Code::Unsupported, kNotBuilt); }
 
 }  // namespace st
