@@ -5,8 +5,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { gguf as hfGguf } from '@huggingface/gguf';
-import { GGUFReader, lowRank, matmul, quantizeSync, SlimTensorError, Tensor } from '../lib/index';
-import { compressModel, type CompressProgress } from '../lib/pipeline/compress';
+import { GGUFReader, lowRank, matmul, pruneSync, quantizeSync, SlimTensorError, Tensor } from '../lib/index';
+import { compressModel, type CompressProgress, type CompressReport } from '../lib/pipeline/compress';
 import { compareModels } from '../lib/pipeline/compare';
 import { renderReportHtml } from '../lib/pipeline/html';
 import { convertFloats } from '../lib/pipeline/convert';
@@ -14,12 +14,40 @@ import { PRESETS, resolveRecipe, planTensor } from '../lib/pipeline/recipe';
 import { SafetensorsModel } from '../lib/formats/safetensors';
 import { f16ToF32, f32ToF16 } from '../lib/half';
 import { bytesOf, rejected } from './support/assert';
-import { code, groupParams, unpack } from './support/ct-oracle';
-import { GGML } from './support/gguf-writer';
+import { code, decodeSparse24Bitmask, groupParams, unpack } from './support/ct-oracle';
+import { f32ToF16Bits, GGML } from './support/gguf-writer';
 import { runPipelineBench } from '../bench/pipeline';
 import { CONFIG, ggufTensors, hfTensors, listing, stored, TOKENIZER, writeGGUFModel, writeHFFolder, type GeneratedTensor } from './support/models';
 
 const ROOT = path.join(__dirname, '..');
+const STORIES = path.join(ROOT, 'models', 'stories260K.gguf');
+
+/** f16 bits of generated values, as writeHFFolder stores them. */
+function f16Tensor(t: GeneratedTensor): Tensor {
+  return Tensor.from(Uint16Array.from(t.values, f32ToF16Bits), t.shape, 'f16');
+}
+
+/** Root-mean-square of a - b over float tensors of one shape, in double precision. */
+function rmseOf(a: Tensor, b: Tensor): number {
+  const x = a.dtype === 'f16' ? Array.from(a.data as Uint16Array, f16ToF32) : Array.from(a.data as Float32Array);
+  const y = b.dtype === 'f16' ? Array.from(b.data as Uint16Array, f16ToF32) : Array.from(b.data as Float32Array);
+  let se = 0;
+  for (let i = 0; i < x.length; i++) se += ((x[i] as number) - (y[i] as number)) ** 2;
+  return Math.sqrt(se / x.length);
+}
+
+/** Nonzero elements (either sign of zero counts as zero) in each group of m along rows of a float tensor. */
+function keptPerGroup(t: Tensor, m: number): number[] {
+  const bits = t.dtype === 'f32' ? new Uint32Array(t.data.buffer, t.data.byteOffset, t.size) : (t.data as Uint16Array);
+  const signless = t.dtype === 'f32' ? 0x7fffffff : 0x7fff;
+  const out: number[] = [];
+  for (let g = 0; g < t.size / m; g++) {
+    let k = 0;
+    for (let j = 0; j < m; j++) if (((bits[g * m + j] as number) & signless) !== 0) k++;
+    out.push(k);
+  }
+  return out;
+}
 
 describe('pipeline', function () {
   this.timeout(120_000);
@@ -76,7 +104,7 @@ describe('pipeline', function () {
       expect(plan({ rules: [{ match: 'x', method: 'keep' }] }, 'y', [2, 32]).action).to.deep.equal({ kind: 'keep', reason: 'no rule matches' });
     });
 
-    it('rejects bad recipes with ERR_VALUE naming the rule; prune is ERR_UNSUPPORTED', () => {
+    it('rejects bad recipes with ERR_VALUE naming the rule; prune with quantize is ERR_UNSUPPORTED', () => {
       const bad: [unknown, string][] = [
         ['q9_9', 'unknown preset'],
         ['{not json', 'not valid JSON'],
@@ -88,6 +116,10 @@ describe('pipeline', function () {
         [{ rules: [{ match: '*', method: 'keep', options: { nope: 1 } }] }, 'unknown key "nope"'],
         [{ extends: 'q5_k' }, 'unknown preset'],
         [{ format: 'onnx', extends: 'q4_0' }, 'format must be one of'],
+        [{ rules: [{ match: '*', method: 'prune', options: { pattern: '2/4' } }] }, "rule #1: prune options.pattern must be 'N:M'"],
+        [{ rules: [{ match: '*', method: 'prune', options: { pattern: '5:4' } }] }, 'need 1 <= N <= M <= 32'],
+        [{ rules: [{ match: '*', method: 'prune', options: { pattern: '2:4', sparsity: 0.5 } }] }, 'unknown key "sparsity"'],
+        [{ rules: [{ match: '*', method: 'prune', options: { score: 'wanda' } }] }, "options.score must be 'magnitude' or { activationNorms"],
       ];
       for (const [r, msg] of bad) {
         let e: unknown;
@@ -100,16 +132,39 @@ describe('pipeline', function () {
         expect((e as SlimTensorError).code).to.equal('ERR_VALUE');
         expect((e as SlimTensorError).message).to.include(msg);
       }
-      let e: unknown;
-      try {
-        plan('2of4', 'blk.0.attn_q.weight', [64, 64], 'compressed-tensors');
-      } catch (x) {
-        e = x;
+      for (const r of [{ extends: 'w4a16', rules: [{ match: '*.q_proj.weight', method: 'prune' }] }, { extends: '2of4', rules: [{ match: 'blk.0.*', method: 'quantize', options: { format: 'q8_0' } }] }]) {
+        let e: unknown;
+        try {
+          resolveRecipe(r as never);
+        } catch (x) {
+          e = x;
+        }
+        expect((e as SlimTensorError).code).to.equal('ERR_UNSUPPORTED');
+        expect((e as SlimTensorError).message).to.match(/recipe (rule #1|preset 2of4 rule #2) prunes .* and (rule #1|preset w4a16 rule #3) quantizes/).and.include('marlin-24');
       }
-      expect((e as SlimTensorError).code).to.equal('ERR_UNSUPPORTED');
-      expect((e as SlimTensorError).message).to.include('not built yet').and.include('blk.0.attn_q.weight');
       expect(() => plan({ rules: [{ match: '*', method: 'quantize', options: { format: 'int4' } }] }, 'w', [4, 32], 'gguf')).to.throw(SlimTensorError, 'compressed-tensors format');
       expect(Object.keys(PRESETS)).to.deep.equal(['q4_0', 'q4_1', 'q8_0', 'w4a16', 'w4a16-asym', 'w8a16', '2of4']);
+    });
+
+    it('2of4: sparse-24-bitmask for compressed-tensors, the pruned tensor dense for GGUF and other patterns; rows that do not fit M are kept and say so', () => {
+      const q = 'model.layers.0.self_attn.q_proj.weight';
+      expect(plan('2of4', q, [128, 128], 'compressed-tensors', 'f16').action).to.deep.equal({ kind: 'prune', pattern: '2:4', n: 2, m: 4, activationNorms: undefined, sparse24: true });
+      const g = plan('2of4', 'blk.0.attn_q.weight', [64, 64]).action;
+      expect(g).to.deep.include({ kind: 'prune', sparse24: false, dense: 'GGUF has no sparse tensor type: the pruned tensor is written dense' });
+      for (const name of ['blk.0.attn_norm.weight', 'token_embd.weight', 'output.weight', 'model.embed_tokens.weight', 'lm_head.weight']) expect(plan('2of4', name, [96, 64]).action.kind, name).to.equal('keep');
+      expect(plan('2of4', 'blk.0.attn_q.bias', [64]).action).to.deep.include({ kind: 'keep', reason: '1-D: only matrices are compressed' });
+      const odd = plan('2of4', q, [8, 70], 'compressed-tensors', 'f16');
+      expect(odd.action.kind).to.equal('keep');
+      expect(odd.fallback).to.deep.equal({ from: 'prune 2:4', to: 'F16 (not pruned)', reason: 'rows of 70 values are not a multiple of M = 4 (pattern 2:4)' });
+      const r14 = { rules: [{ match: '*', method: 'prune' as const, options: { pattern: ' 4 : 8 ' } }] };
+      expect(plan(r14, q, [16, 64], 'compressed-tensors', 'f16').action).to.deep.include({ pattern: '4:8', n: 4, m: 8, sparse24: false, dense: "compressed-tensors' sparse-24-bitmask stores 2:4 only, not 4:8: the pruned tensor is written dense" });
+      expect(plan(r14, q, [16, 60], 'compressed-tensors', 'f16').fallback?.reason).to.equal('rows of 60 values are not a multiple of M = 8 (pattern 4:8)');
+      // Wanda: norms per tensor name; a missing or mis-sized entry names the tensor
+      const wanda = (norms: Record<string, number[]>) => ({ rules: [{ match: '*', method: 'prune' as const, options: { score: { activationNorms: norms } } }] });
+      const a = plan(wanda({ [q]: [1, 2, 3, 4] }), q, [2, 4], 'compressed-tensors', 'f16').action as { activationNorms: Float32Array };
+      expect(Array.from(a.activationNorms)).to.deep.equal([1, 2, 3, 4]);
+      expect(() => plan(wanda({}), q, [2, 4], 'compressed-tensors', 'f16')).to.throw(SlimTensorError, `prunes '${q}' by Wanda scores, but options.score.activationNorms has no entry for it`);
+      expect(() => plan(wanda({ [q]: [1, 2] }), q, [2, 4], 'compressed-tensors', 'f16')).to.throw(SlimTensorError, 'has 2 norms; the tensor has 4 input channels');
     });
 
     it('converts floats like lib/half (round to nearest even, subnormals, infinities, NaN)', () => {
@@ -337,12 +392,245 @@ describe('pipeline', function () {
     });
   });
 
+  describe('pruning', () => {
+    const matrices = (ts: readonly GeneratedTensor[]): GeneratedTensor[] => ts.filter((t) => t.shape.length === 2 && !t.name.includes('embed') && !t.name.startsWith('lm_head'));
+    let out: string;
+    let report: CompressReport;
+    before(async () => {
+      out = path.join(tmp, '2of4');
+      report = await compressModel({ input: hfDir, output: out, recipe: '2of4', measureError: true, maxShardBytes: 24 * 1024 });
+    });
+
+    it('2of4 on a Hugging Face folder: sparse-24-bitmask tensors named, typed and shaped as compressed-tensors does; kept tensors as stored', async () => {
+      expect(report.output.format).to.equal('compressed-tensors');
+      const m = await SafetensorsModel.open(out);
+      try {
+        for (const t of matrices(hfT)) {
+          const prefix = t.name.slice(0, -'.weight'.length);
+          const [rows, cols] = t.shape as [number, number];
+          expect(m.tensor(t.name), t.name).to.equal(undefined);
+          expect([m.tensor(`${prefix}.compressed`)?.dtype, m.tensor(`${prefix}.compressed`)?.shape], t.name).to.deep.equal(['F16', [rows, cols / 2]]);
+          expect([m.tensor(`${prefix}.bitmask`)?.dtype, m.tensor(`${prefix}.bitmask`)?.shape], t.name).to.deep.equal(['U8', [rows, Math.ceil(cols / 8)]]);
+          expect([m.tensor(`${prefix}.shape`)?.dtype, m.tensor(`${prefix}.shape`)?.shape], t.name).to.deep.equal(['I64', [2, 1]]);
+          expect(Array.from((await m.readTensor(`${prefix}.shape`)).data as BigInt64Array), t.name).to.deep.equal([BigInt(rows), BigInt(cols)]);
+        }
+        for (const t of hfT.filter((x) => !matrices(hfT).includes(x))) {
+          expect(bytesOf(await m.readTensorBytes(t.name)), t.name).to.deep.equal(bytesOf(f16Tensor(t).data));
+        }
+        expect(m.tensors).to.have.length(hfT.length + 2 * matrices(hfT).length);
+      } finally {
+        await m.close();
+      }
+      const files = await listing(out);
+      expect(files).to.include.members(['config.json', 'tokenizer.json', 'generation_config.json', 'model.safetensors.index.json']);
+    });
+
+    it('an independent decoder of the bitmask layout gives back exactly prune() of the original, and the bitmask is prune()\'s mask', async () => {
+      const m = await SafetensorsModel.open(out);
+      try {
+        for (const t of matrices(hfT)) {
+          const prefix = t.name.slice(0, -'.weight'.length);
+          const [rows, cols] = t.shape as [number, number];
+          const compressed = await m.readTensor(`${prefix}.compressed`);
+          const bitmask = await m.readTensor(`${prefix}.bitmask`);
+          const want = pruneSync(f16Tensor(t), { pattern: '2:4' });
+          const dense = decodeSparse24Bitmask(compressed.data as Uint16Array, bitmask.data as Uint8Array, rows, cols);
+          expect(bytesOf(dense), t.name).to.deep.equal(bytesOf(want.tensor.data));
+          expect(bytesOf(bitmask.data), t.name).to.deep.equal(bytesOf(want.mask.data));
+          // two bits in every group of four: the file is 2:4, not just half-dense per row
+          const b = bitmask.data as Uint8Array;
+          for (let i = 0; i < b.length; i++) {
+            for (const nib of [(b[i] as number) & 15, (b[i] as number) >> 4]) expect(((nib & 1) + ((nib >> 1) & 1) + ((nib >> 2) & 1) + (nib >> 3)) as number, `${t.name} byte ${i}`).to.equal(2);
+          }
+        }
+      } finally {
+        await m.close();
+      }
+    });
+
+    it('config.json: quantization_config with sparsity_config (format, structure, targets, ignore, global sparsity counted in the files)', async () => {
+      const cfg = JSON.parse(await fsp.readFile(path.join(out, 'config.json'), 'utf8')) as Record<string, unknown> & { quantization_config: { sparsity_config: { global_sparsity: number } } };
+      for (const [k, v] of Object.entries(CONFIG)) expect(cfg[k]).to.deep.equal(v);
+      const gs = cfg.quantization_config.sparsity_config.global_sparsity;
+      expect(cfg.quantization_config).to.deep.equal({
+        quant_method: 'compressed-tensors',
+        sparsity_config: { format: 'sparse-24-bitmask', sparsity_structure: '2:4', targets: ['Linear'], ignore: ['model.embed_tokens', 'lm_head'], global_sparsity: gs },
+      });
+      // zero weights over all float weights, counted from the decoded files
+      const m = await SafetensorsModel.open(out);
+      let zeros = 0;
+      let total = 0;
+      try {
+        for (const t of hfT) {
+          const prefix = t.name.slice(0, -'.weight'.length);
+          const sparse = m.tensor(`${prefix}.compressed`) !== undefined;
+          const [rows, cols] = t.shape.length === 2 ? (t.shape as [number, number]) : [1, t.shape[0] as number];
+          const bits = sparse ? decodeSparse24Bitmask((await m.readTensor(`${prefix}.compressed`)).data as Uint16Array, (await m.readTensor(`${prefix}.bitmask`)).data as Uint8Array, rows, cols) : ((await m.readTensor(t.name)).data as Uint16Array);
+          for (const h of bits) if ((h & 0x7fff) === 0) zeros++;
+          total += bits.length;
+        }
+      } finally {
+        await m.close();
+      }
+      expect(gs).to.equal(zeros / total);
+      const pruned = matrices(hfT).reduce((a, t) => a + t.values.length / 2, 0);
+      expect(gs).to.be.closeTo(pruned / total, 1e-3);
+    });
+
+    it('the report: each pruned tensor\'s layout, kept count, bytes and error (against prune() of the original)', () => {
+      for (const t of matrices(hfT)) {
+        const rec = report.tensors.find((r) => r.name === t.name);
+        const [rows, cols] = t.shape as [number, number];
+        expect(rec?.method, t.name).to.equal('prune');
+        expect(rec?.to, t.name).to.equal('2:4 sparse-24-bitmask');
+        expect(rec?.pruned, t.name).to.deep.equal({ pattern: '2:4', layout: 'sparse-24-bitmask', kept: (rows * cols) / 2, total: rows * cols });
+        expect(rec?.bytesOut, t.name).to.equal(rows * (cols / 2) * 2 + rows * (cols / 8) + 16);
+        const orig = f16Tensor(t);
+        expect(rec?.error?.rmse, t.name).to.be.closeTo(rmseOf(orig, pruneSync(orig, { pattern: '2:4' }).tensor), 1e-9);
+      }
+      expect(report.tensors.find((r) => r.name === 'lm_head.weight')?.method).to.equal('keep');
+      expect(report.warnings).to.deep.equal([]);
+      expect(report.ratio).to.be.above(1.2);
+    });
+
+    it('compareModels decodes sparse-24-bitmask back to dense: errors are those of prune()', async () => {
+      const r = await compareModels(hfDir, out, { histograms: 1 });
+      expect(r.compressed.format).to.equal('compressed-tensors');
+      expect(r.tensors.map((t) => t.name)).to.deep.equal(hfT.map((t) => t.name));
+      for (const t of matrices(hfT)) {
+        const row = r.tensors.find((x) => x.name === t.name);
+        const orig = f16Tensor(t);
+        expect(row?.compressedType, t.name).to.equal('sparse-24-bitmask F16');
+        expect(row?.error?.rmse, t.name).to.be.closeTo(rmseOf(orig, pruneSync(orig, { pattern: '2:4' }).tensor), 1e-9);
+        expect(row?.compressedBytes).to.equal(report.tensors.find((x) => x.name === t.name)?.bytesOut);
+      }
+      expect(r.tensors.find((t) => t.name === 'lm_head.weight')?.error?.rmse).to.equal(0);
+      expect(r.tensors.filter((t) => t.histogram !== undefined)).to.have.length(1);
+    });
+
+    it('Wanda scores from the recipe: the kept weights are prune()\'s with the same norms', async () => {
+      const t = hfT.find((x) => x.name === 'model.layers.0.self_attn.k_proj.weight') as GeneratedTensor;
+      const norms = Array.from({ length: t.shape[1] as number }, (_, j) => (j % 7) + 0.5);
+      const o = path.join(tmp, 'wanda');
+      await compressModel({ input: hfDir, output: o, recipe: { rules: [{ match: t.name, method: 'prune', options: { score: { activationNorms: { [t.name]: norms } } } }] } });
+      const m = await SafetensorsModel.open(o);
+      try {
+        const prefix = 'model.layers.0.self_attn.k_proj';
+        const [rows, cols] = t.shape as [number, number];
+        const dense = decodeSparse24Bitmask((await m.readTensor(`${prefix}.compressed`)).data as Uint16Array, (await m.readTensor(`${prefix}.bitmask`)).data as Uint8Array, rows, cols);
+        const wanda = pruneSync(f16Tensor(t), { pattern: '2:4', score: { activationNorms: Float32Array.from(norms) } });
+        expect(bytesOf(dense)).to.deep.equal(bytesOf(wanda.tensor.data));
+        expect(bytesOf(dense)).not.to.deep.equal(bytesOf(pruneSync(f16Tensor(t), { pattern: '2:4' }).tensor.data));
+        expect(m.tensor('model.layers.0.self_attn.q_proj.weight')?.dtype).to.equal('F16');
+      } finally {
+        await m.close();
+      }
+    });
+
+    it('2of4 on stories260K (GGUF): a GGUF whose pruned matrices are dense F32, equal to prune() of the original; the report says they are dense', async () => {
+      const o = path.join(tmp, 'stories-2of4.gguf');
+      const r = await compressModel({ input: STORIES, output: o, recipe: '2of4', measureError: true });
+      expect(r.output.format).to.equal('gguf');
+      const pruned = r.tensors.filter((t) => t.method === 'prune');
+      expect(pruned).to.have.length(35);
+      for (const t of pruned) expect(t.reason, t.name).to.equal('GGUF has no sparse tensor type: the pruned tensor is written dense');
+      expect(r.warnings.join('\n')).to.include('35 pruned tensors (2:4) are written dense');
+      const [a, b] = [await GGUFReader.open(STORIES), await GGUFReader.open(o)];
+      try {
+        for (const t of a.tensors) {
+          const orig = await a.readTensor(t.name);
+          const got = await b.readTensor(t.name);
+          expect(b.tensor(t.name)?.type, t.name).to.equal(t.type);
+          if (pruned.some((p) => p.name === t.name)) {
+            expect(bytesOf(got.data), t.name).to.deep.equal(bytesOf(pruneSync(orig as Tensor, { pattern: '2:4' }).tensor.data));
+            expect(new Set(keptPerGroup(got as Tensor, 4)), t.name).to.deep.equal(new Set([2]));
+            expect(pruned.find((p) => p.name === t.name)?.error?.rmse, t.name).to.be.closeTo(rmseOf(orig as Tensor, got as Tensor), 1e-9);
+          } else {
+            expect(bytesOf(got.data), t.name).to.deep.equal(bytesOf(orig.data));
+          }
+        }
+      } finally {
+        await a.close();
+        await b.close();
+      }
+    });
+
+    it('1:4 and 4:8 recipes write pruned dense tensors with exactly N kept in every group of M (safetensors and GGUF)', async () => {
+      for (const [pattern, n, m] of [['1:4', 1, 4], ['4:8', 4, 8]] as const) {
+        const recipe = { rules: [{ match: '*norm*', method: 'keep' as const }, { match: '*', method: 'prune' as const, options: { pattern } }] };
+        const o = path.join(tmp, `hf-${n}of${m}`);
+        const r = await compressModel({ input: hfDir, output: o, recipe });
+        expect(r.output.format, pattern).to.equal('safetensors');
+        expect(r.warnings.join('\n'), pattern).to.include(`6 pruned tensors (${pattern}) are written dense`);
+        const st = await SafetensorsModel.open(o);
+        try {
+          for (const t of hfT.filter((x) => x.shape.length === 2)) {
+            const got = await st.readTensor(t.name);
+            expect(got.dtype, t.name).to.equal('f16');
+            expect(new Set(keptPerGroup(got, m)), `${pattern} ${t.name}`).to.deep.equal(new Set([n]));
+            expect(bytesOf(got.data), `${pattern} ${t.name}`).to.deep.equal(bytesOf(pruneSync(f16Tensor(t), { pattern }).tensor.data));
+            expect(r.tensors.find((x) => x.name === t.name)?.pruned).to.deep.equal({ pattern, layout: 'dense', kept: (t.values.length / m) * n, total: t.values.length });
+          }
+        } finally {
+          await st.close();
+        }
+        const g = path.join(tmp, `${n}of${m}.gguf`);
+        await compressModel({ input: ggufFile, output: g, recipe });
+        const gr = await GGUFReader.open(g);
+        try {
+          for (const t of ggufT.filter((x) => x.shape.length === 2)) {
+            const got = (await gr.readTensor(t.name)) as Tensor;
+            expect(new Set(keptPerGroup(got, m)), `${pattern} ${t.name}`).to.deep.equal(new Set([n]));
+            expect(bytesOf(got.data), `${pattern} ${t.name}`).to.deep.equal(bytesOf(pruneSync(Tensor.from(t.values, t.shape), { pattern }).tensor.data));
+          }
+        } finally {
+          await gr.close();
+        }
+      }
+    });
+
+    it('a NaN in a pruned tensor fails naming it; abort mid-run leaves the output folder as it was', async () => {
+      const dir = path.join(tmp, 'prune-fail');
+      await fsp.mkdir(dir);
+      const bad = hfTensors();
+      (bad[3] as GeneratedTensor).values[5] = NaN; // model.layers.0.self_attn.k_proj.weight
+      const input = path.join(dir, 'in');
+      await writeHFFolder(input, bad, 'F16', 2);
+      const before = await listing(dir);
+      const e = await rejected(compressModel({ input, output: path.join(dir, 'out'), recipe: '2of4', memoryLimit: 4096 }));
+      expect(e.code).to.equal('ERR_VALUE');
+      expect(e.message).to.include("tensor 'model.layers.0.self_attn.k_proj.weight' (prune)").and.include('NaN');
+      expect(await listing(dir)).to.deep.equal(before);
+      for (const [output, src] of [
+        [path.join(dir, 'out'), hfDir],
+        [path.join(dir, 'out.gguf'), ggufFile],
+      ] as const) {
+        const ac = new AbortController();
+        let err: unknown;
+        let written = 0;
+        await compressModel({
+          input: src,
+          output,
+          recipe: '2of4',
+          memoryLimit: 4096,
+          signal: ac.signal,
+          onProgress: (p) => {
+            if (p.phase === 'tensor' && ++written === 3) ac.abort();
+          },
+        }).catch((x: unknown) => (err = x));
+        expect((err as Error).name, src).to.equal('AbortError');
+        expect(written, src).to.be.below(5);
+        expect(await listing(dir), src).to.deep.equal(before);
+      }
+    });
+  });
+
   describe('failures leave nothing behind', () => {
-    it('GGUF out from safetensors in, prune, lowrank into GGUF or by energy: ERR_UNSUPPORTED before anything is written', async () => {
+    it('GGUF out from safetensors in, prune with quantize, lowrank into GGUF or by energy: ERR_UNSUPPORTED before anything is written', async () => {
       const before = await listing(tmp);
       for (const [input, recipe, msg] of [
         [hfDir, 'q4_0', "convert_hf_to_gguf"],
-        [hfDir, '2of4', 'not built yet'],
+        [hfDir, { extends: '2of4', rules: [{ match: 'lm_head.weight', method: 'quantize', options: { format: 'int8' } }] }, 'not supported'],
         [ggufFile, { rules: [{ match: 'blk.*', method: 'lowrank', options: { rank: 4 } }] }, 'gguf output cannot hold them'],
         [hfDir, { format: 'safetensors', rules: [{ match: '*.q_proj.weight', method: 'lowrank', options: { energy: 0.9 } }] }, 'use "rank" or "ratio"'],
       ] as const) {

@@ -2,15 +2,11 @@
 // pack-quantized Linear weight and the quantization_config of config.json
 // (shared/reference/FORMATS.md), and the way back (decoding a folder's
 // tensors into QuantizedTensors, for reports).
-//
-// Extension point for the sparsity issue: sparse-24-bitmask stores
-// `<prefix>.compressed`, `<prefix>.bitmask` and `<prefix>.shape` per weight
-// and adds `sparsity_config` to quantization_config. It belongs here as a
-// second WeightCodec beside PACK_QUANTIZED (plan + encode), chosen by the
-// pipeline for the 'prune' method, with `sparsityConfig()` filling the
-// config; nothing of it is built yet.
+// Beside pack-quantized, sparse-24-bitmask (2:4 sparse weights, in the
+// compressed-tensors convention: the module prefix, `.weight` dropped).
 import { SlimTensorError } from '../errors';
 import { QuantizedTensor, type FloatDType } from '../quantize';
+import { Sparse24Tensor } from '../sparsity';
 import { Tensor } from '../tensor';
 import { quoteName } from './gguf-header';
 import { DTYPE_TO_SAFETENSORS, type PlannedTensor } from './safetensors-header';
@@ -245,4 +241,93 @@ export function schemeFromConfig(config: unknown, prefix: string): { num_bits?: 
     }
   }
   return (byRegex ?? byClass) as { num_bits?: number; symmetric?: boolean; strategy?: string } | undefined;
+}
+
+// ---- sparse-24-bitmask ----------------------------------------------------------------
+
+/** quantization_config.sparsity_config.format of 2:4 weights stored as kept values + bitmask. */
+export const SPARSE_24_BITMASK_FORMAT = 'sparse-24-bitmask';
+
+/** Tensor names of one sparse-24-bitmask weight, in the order they are planned and encoded. */
+export function sparse24Names(prefix: string): { compressed: string; bitmask: string; shape: string } {
+  return { compressed: `${prefix}.compressed`, bitmask: `${prefix}.bitmask`, shape: `${prefix}.shape` };
+}
+
+/**
+ * The tensors of a 2:4 weight [rows, cols]: `.compressed` (the kept values in
+ * the weight's dtype, [rows, cols/2]), `.bitmask` (U8 [rows, ceil(cols/8)],
+ * little bit order) and `.shape` (I64 [2, 1], the dense shape).
+ */
+export function planSparse24(prefix: string, shape: readonly number[], dtype: FloatDType): PlannedTensor[] {
+  if (shape.length !== 2) throw new SlimTensorError(`compressed-tensors: ${quoteName(prefix)} is ${shape.length}-D; sparse-24-bitmask stores 2-D Linear weights [out, in]`, 'ERR_SHAPE');
+  const [rows, cols] = shape as [number, number];
+  if (cols % 4 !== 0) throw new SlimTensorError(`compressed-tensors: ${quoteName(prefix)} has rows of ${cols} values; 2:4 needs a multiple of 4`, 'ERR_SHAPE');
+  const n = sparse24Names(prefix);
+  return [
+    { name: n.compressed, dtype: DTYPE_TO_SAFETENSORS[dtype], shape: [rows, cols / 2] },
+    { name: n.bitmask, dtype: 'U8', shape: [rows, Math.ceil(cols / 8)] },
+    { name: n.shape, dtype: 'I64', shape: [2, 1] },
+  ];
+}
+
+/** The bytes of planSparse24's tensors for a float Sparse24Tensor with a bitmask (compress24's result). */
+export function encodeSparse24(s: Sparse24Tensor): ArrayBufferView[] {
+  if (s.quantized || s.bitmask === undefined || s.shape.length !== 2) throw new SlimTensorError('compressed-tensors: sparse-24-bitmask encodes a 2-D float Sparse24Tensor with a bitmask', 'ERR_VALUE');
+  return [(s.values as Tensor).data, s.bitmask.data, new BigInt64Array(s.shape.map((d) => BigInt(d)))];
+}
+
+/** The parts of one sparse-24-bitmask weight found in a folder. */
+export interface Sparse24BitmaskParts {
+  prefix: string;
+  compressed: Tensor;
+  bitmask: Tensor;
+  shape: Tensor;
+}
+
+/** Module prefixes with `.compressed` and `.bitmask` tensors among `names`. */
+export function sparse24Prefixes(names: Iterable<string>): string[] {
+  const set = new Set(names);
+  const out: string[] = [];
+  for (const n of set) {
+    if (!n.endsWith('.compressed')) continue;
+    const prefix = n.slice(0, -'.compressed'.length);
+    if (set.has(`${prefix}.bitmask`)) out.push(prefix);
+  }
+  return out;
+}
+
+/** Rebuilds the Sparse24Tensor a sparse-24-bitmask weight stores (shapes and dtypes validated; decompress24 checks the bits). */
+export function decodeSparse24Bitmask(p: Sparse24BitmaskParts): Sparse24Tensor {
+  const where = `compressed-tensors ${quoteName(p.prefix)} (sparse-24-bitmask)`;
+  const fail: (m: string) => never = (m) => {
+    throw new SlimTensorError(`${where}: ${m}`, 'ERR_FORMAT');
+  };
+  if (p.shape.dtype !== 'i64' && p.shape.dtype !== 'i32') fail(`.shape must be I64, got ${p.shape.dtype}`);
+  if (p.shape.size !== 2) fail(`.shape must hold 2 values (a 2-D weight), got ${p.shape.size}`);
+  const dims = Array.from(p.shape.data as ArrayLike<number | bigint>, Number);
+  if (!dims.every((d) => Number.isSafeInteger(d) && d >= 0)) fail(`.shape [${dims.join(', ')}] is not a shape`);
+  const [rows, cols] = dims as [number, number];
+  if (cols % 4 !== 0) fail(`the dense shape [${rows}, ${cols}] has rows that are not a multiple of 4`);
+  const c = p.compressed;
+  if (c.dtype !== 'f32' && c.dtype !== 'f16' && c.dtype !== 'bf16') fail(`.compressed must be F32, F16 or BF16, got ${c.dtype}`);
+  if (c.shape.length !== 2 || c.shape[0] !== rows || c.shape[1] !== cols / 2) fail(`.compressed must be [${rows}, ${cols / 2}], got [${c.shape.join(', ')}]`);
+  const b = p.bitmask;
+  if (b.dtype !== 'u8' || b.shape.length !== 2 || b.shape[0] !== rows || b.shape[1] !== Math.ceil(cols / 8)) fail(`.bitmask must be U8 [${rows}, ${Math.ceil(cols / 8)}], got ${b.dtype} [${b.shape.join(', ')}]`);
+  return new Sparse24Tensor({ shape: [rows, cols], values: c as Tensor<FloatDType>, bitmask: b as Tensor<'u8'> });
+}
+
+/**
+ * quantization_config.sparsity_config for 2:4 weights. Like the quantization
+ * config, the class "Linear" is targeted and the Linear-like weights left
+ * dense are listed in `ignore`; global_sparsity is the fraction of zero
+ * weights in the whole model, as llm-compressor computes it.
+ */
+export function sparsityConfig(ignore: readonly string[], globalSparsity: number): Record<string, unknown> {
+  return {
+    format: SPARSE_24_BITMASK_FORMAT,
+    sparsity_structure: '2:4',
+    targets: ['Linear'],
+    ignore: ignore.slice(),
+    global_sparsity: globalSparsity,
+  };
 }

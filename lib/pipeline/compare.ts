@@ -1,14 +1,16 @@
 // compareModels: how far a compressed model is from its original, tensor by
 // tensor (RMSE, SQNR, cosine, size), reading one tensor of each at a time.
 // Understands GGUF blocks (Q4_0/Q4_1/Q8_0), compressed-tensors
-// pack-quantized weights (weight_packed + weight_scale [+ weight_zero_point])
-// and plain float tensors. For the HTML report it also bins the weights of
+// pack-quantized weights (weight_packed + weight_scale [+ weight_zero_point]),
+// sparse-24-bitmask weights (compressed + bitmask + shape, decompressed to
+// dense) and plain float tensors. For the HTML report it also bins the weights of
 // the worst tensors, raw and in units of their quantization step, so the
 // code grid can be drawn under them.
 import { SlimTensorError } from '../errors';
-import { decodePackQuantized, modulePrefix, schemeFromConfig } from '../formats/compressed-tensors';
+import { decodePackQuantized, decodeSparse24Bitmask, modulePrefix, schemeFromConfig, sparse24Names } from '../formats/compressed-tensors';
 import { quoteName } from '../formats/gguf-header';
 import { dequantize, quantizationError, QuantizedTensor, type FloatDType, type QuantizationError } from '../quantize';
+import { decompress24 } from '../sparsity';
 import { Tensor } from '../tensor';
 import { f16ToF32, bf16ToF32 } from '../half';
 import { toFloat32 } from './convert';
@@ -66,7 +68,7 @@ export interface CompareOptions {
 }
 
 interface Located {
-  kind: 'same' | 'packed' | 'missing';
+  kind: 'same' | 'packed' | 'sparse24' | 'missing';
   names: string[];
 }
 
@@ -76,6 +78,10 @@ function locate(orig: SourceTensor, comp: ModelSource): Located {
   const has = (suffix: string): boolean => comp.tensors.some((t) => t.name === `${prefix}.${suffix}`);
   if (orig.name.endsWith('.weight') && has('weight_packed')) {
     return { kind: 'packed', names: ['weight_packed', 'weight_scale', 'weight_zero_point', 'weight_shape'].filter(has).map((s) => `${prefix}.${s}`) };
+  }
+  if (orig.name.endsWith('.weight') && has('compressed') && has('bitmask') && has('shape')) {
+    const n = sparse24Names(prefix);
+    return { kind: 'sparse24', names: [n.compressed, n.bitmask, n.shape] };
   }
   return { kind: 'missing', names: [] };
 }
@@ -104,6 +110,19 @@ async function loadCompressed(comp: ModelSource, loc: Located, config: unknown, 
     return { value: await readTensor(comp, orig.name), type: t.storage, bytes };
   }
   const prefix = modulePrefix(orig.name);
+  if (loc.kind === 'sparse24') {
+    const [compressed, bitmask, shape] = (await Promise.all(loc.names.map((n) => readTensor(comp, n)))) as [Tensor, Tensor, Tensor];
+    const s = decodeSparse24Bitmask({ prefix, compressed, bitmask, shape });
+    let dense: Tensor;
+    try {
+      dense = (await decompress24(s)) as Tensor;
+    } catch (e) {
+      // a bitmask group without exactly two bits: the file is at fault
+      if (e instanceof SlimTensorError) throw new SlimTensorError(`compressed-tensors ${quoteName(prefix)} (sparse-24-bitmask) in ${comp.path}: ${e.message}`, 'ERR_FORMAT');
+      throw e;
+    }
+    return { value: dense, type: `sparse-24-bitmask ${compressed.dtype.toUpperCase()}`, bytes };
+  }
   const get = async (s: string): Promise<Tensor | undefined> => (loc.names.includes(`${prefix}.${s}`) ? ((await readTensor(comp, `${prefix}.${s}`)) as Tensor) : undefined);
   const scheme = schemeFromConfig(config, prefix);
   const bits = scheme?.num_bits === 4 || scheme?.num_bits === 8 ? scheme.num_bits : undefined;

@@ -12,10 +12,13 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { SlimTensorError } from '../errors';
 import {
+  encodeSparse24,
   modulePrefix,
   PACK_QUANTIZED,
+  planSparse24,
   quantizationConfig,
   schemeKey,
+  sparsityConfig,
   type CTGroup,
   type CTScheme,
 } from '../formats/compressed-tensors';
@@ -25,11 +28,12 @@ import type { GGMLTypeName } from '../formats/gguf-types';
 import { DTYPE_TO_SAFETENSORS, plannedBytes, SAFETENSORS_INDEX, ShardedSafetensorsWriter, type PlannedTensor } from '../formats/safetensors';
 import { lowRank, matmul, rankForRatio } from '../lowrank';
 import { quantizationError, quantize, QuantizedTensor, type FloatDType, type QuantizeOptions } from '../quantize';
+import { compress24, decompress24, prune, type SparsityScore } from '../sparsity';
 import { dtypeSize, Tensor } from '../tensor';
 import { convertFloats } from './convert';
 import { BufferPool, Gate, poolSize } from './memory';
 import { sizeOnDisk, stageOutput } from './output';
-import { describeAction, planTensor, resolveRecipe, type OutputFormat, type Recipe, type TensorPlan } from './recipe';
+import { describeAction, planTensor, resolveRecipe, type OutputFormat, type Recipe, type TensorAction, type TensorPlan } from './recipe';
 import { floatDtypeOf, openModel, viewStored, type ModelSource, type SourceTensor } from './source';
 import { denseError } from './error';
 
@@ -80,7 +84,7 @@ export interface TensorRecord {
   from: string;
   /** What it became: 'Q4_0', 'int4 g128 sym', 'F16', or the stored type when kept. */
   to: string;
-  method: 'quantize' | 'keep' | 'convert' | 'lowrank';
+  method: 'quantize' | 'keep' | 'convert' | 'lowrank' | 'prune';
   /** The rule that decided (undefined: none matched). */
   rule: string | undefined;
   /** Why it was kept or converted. */
@@ -88,7 +92,9 @@ export interface TensorRecord {
   fallback?: { from: string; to: string; reason: string };
   bytesIn: number;
   bytesOut: number;
-  /** With measureError, for quantized, converted and low-rank tensors. */
+  /** Pruned tensors: the pattern, how they are stored, and how many weights were kept of how many. */
+  pruned?: { pattern: string; layout: 'sparse-24-bitmask' | 'dense'; kept: number; total: number };
+  /** With measureError, for quantized, converted, pruned and low-rank tensors. */
   error?: { rmse: number; maxAbs: number; sqnrDb: number; cosine: number };
 }
 
@@ -99,7 +105,7 @@ export interface CompressReport {
   tensors: TensorRecord[];
   /** Tensors whose rule's setting did not fit and used the next format that fits. */
   fallbacks: { name: string; from: string; to: string; reason: string }[];
-  /** Things a user should know (e.g. names kept in GGUF spelling). */
+  /** Things a user should know (e.g. names kept in GGUF spelling, pruned tensors written dense). */
   warnings: string[];
   /** input bytes / output bytes (files on disk). */
   ratio: number;
@@ -124,12 +130,16 @@ interface Entry {
   /** Buffer bytes this tensor holds in the pipeline (input + output). */
   need: number;
   record: TensorRecord;
+  /** Zero weights among `elements` in what was written (float tensors; counted for sparsity_config's global_sparsity). */
+  zeros: number;
+  elements: number;
 }
 
 type Result =
   | { kind: 'raw'; bytes: Uint8Array }
   | { kind: 'quant'; q: QuantizedTensor }
-  | { kind: 'lowrank'; parts: ArrayBufferView[] };
+  /** Several output tensors, in the order of Entry.st. */
+  | { kind: 'parts'; parts: ArrayBufferView[] };
 
 const GGUF_TYPE_OF_DTYPE: Record<FloatDType, GGMLTypeName> = { f32: 'F32', f16: 'F16', bf16: 'BF16' };
 
@@ -192,7 +202,8 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
     format = chooseFormat(format, source, (f) =>
       source.tensors.some((t) => {
         try {
-          return planTensor(planInputOf(t), recipe, f).action.kind === 'quantize';
+          const a = planTensor(planInputOf(t), recipe, f).action;
+          return a.kind === 'quantize' || (a.kind === 'prune' && a.sparse24);
         } catch {
           return false;
         }
@@ -211,10 +222,12 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
     const entries = source.tensors.map((t) => planEntry(t, recipe, format));
     const ctGroups = new Map<string, CTGroup>();
     const ignore: string[] = [];
+    let sparse24 = 0;
     if (format === 'compressed-tensors') {
       for (const e of entries) {
         const a = e.plan.action;
-        if (a.kind === 'quantize') {
+        if (a.kind === 'prune' && a.sparse24) sparse24++;
+        else if (a.kind === 'quantize') {
           const s = schemeOfOptions(a.options);
           const g = ctGroups.get(schemeKey(s)) ?? { scheme: s, modules: [] };
           g.modules.push(modulePrefix(e.src.name));
@@ -228,7 +241,12 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
     // ---- the source folder's config.json (compressed-tensors adds quantization_config to it)
     let config: Record<string, unknown> | undefined;
     if (source.folder !== undefined) config = await readConfig(path.join(source.folder, 'config.json'));
-    if (format === 'compressed-tensors' && ctGroups.size > 0 && config?.quantization_config !== undefined) {
+    const dense = entries.filter((e) => e.plan.action.kind === 'prune' && !e.plan.action.sparse24);
+    if (dense.length > 0) {
+      const a = (dense[0] as Entry).plan.action as { pattern: string; dense: string };
+      warnings.push(`${dense.length} pruned tensor${dense.length === 1 ? '' : 's'} (${a.pattern}) ${dense.length === 1 ? 'is' : 'are'} written dense, the pruned weights stored as zeros (${a.dense.replace(/: the pruned tensor is written dense$/, '')}); the file is no smaller than the input`);
+    }
+    if (format === 'compressed-tensors' && (ctGroups.size > 0 || sparse24 > 0) && config?.quantization_config !== undefined) {
       throw new SlimTensorError(`compressModel: ${o.input} is already quantized (config.json has quantization_config)`, 'ERR_UNSUPPORTED');
     }
 
@@ -240,14 +258,15 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
       const sink = await createSink(format, staged.tmp, entries, source, o.maxShardBytes ?? recipe.maxShardBytes);
       files = format === 'gguf' ? [path.basename(staged.output)] : sink.files;
       try {
-        await runPipeline(entries, source, sink, pool, { memoryLimit, maxInFlight, threads: o.threads, measureError: o.measureError === true, signal, onProgress: o.onProgress, started });
+        await runPipeline(entries, source, sink, pool, { memoryLimit, maxInFlight, threads: o.threads, measureError: o.measureError === true, countZeros: sparse24 > 0, signal, onProgress: o.onProgress, started });
         await sink.finish();
       } catch (e) {
         await sink.abort();
         throw e;
       }
       if (format !== 'gguf') {
-        files.push(...(await finishFolder(format, staged.tmp, source, config, [...ctGroups.values()], ignore)));
+        const sparsity = sparse24 > 0 ? sparsityConfig(ignore, globalSparsity(entries)) : undefined;
+        files.push(...(await finishFolder(format, staged.tmp, source, config, [...ctGroups.values()], ignore, sparsity)));
       }
       signal?.throwIfAborted();
       await staged.commit();
@@ -309,6 +328,22 @@ function planEntry(src: SourceTensor, recipe: ReturnType<typeof resolveRecipe>, 
     extra = poolSize(b.data) + (b.scales > 0 ? poolSize(b.scales) : 0) + (b.zeros > 0 ? poolSize(b.zeros) : 0);
     if (format === 'gguf') gguf = { name: src.name, shape: src.shape, type: a.options.format.toUpperCase() as GGMLTypeName };
     else st = PACK_QUANTIZED.plan(modulePrefix(src.name), src.shape, schemeOfOptions(a.options), a.options.scaleDtype as FloatDType);
+  } else if (a.kind === 'prune') {
+    const dtype = floatDtypeOf(src) as FloatDType;
+    const n = src.byteLength / dtypeSize(dtype);
+    const cols = src.shape[src.shape.length - 1] as number;
+    const maskBytes = (n / cols) * Math.ceil(cols / 8);
+    if (a.sparse24) {
+      st = planSparse24(modulePrefix(src.name), src.shape, dtype);
+      // compress24's values, bitmask and meta (allocated by it, outside the pool)
+      extra = (n / 2) * dtypeSize(dtype) + maskBytes + (n / cols) * Math.ceil(cols / 16) * 2;
+    } else {
+      dense(undefined);
+      // prune's dense copy and mask (allocated by it)
+      extra = src.byteLength + maskBytes;
+    }
+    // the dense reconstruction, when the error is measured
+    extra += src.byteLength;
   } else {
     // Two plain tensors, <name>.lowrank_left [m, r] and <name>.lowrank_right
     // [r, n], in the source's float dtype (W ≈ left · right). The writer
@@ -341,8 +376,13 @@ function planEntry(src: SourceTensor, recipe: ReturnType<typeof resolveRecipe>, 
     bytesOut: outBytes,
   };
   if (a.kind === 'keep' || a.kind === 'convert') record.reason = a.reason;
+  if (a.kind === 'prune') {
+    const total = src.shape.reduce((x, d) => x * d, 1);
+    record.pruned = { pattern: a.pattern, layout: a.sparse24 ? 'sparse-24-bitmask' : 'dense', kept: (total / a.m) * a.n, total };
+    if (a.dense !== undefined) record.reason = a.dense;
+  }
   if (plan.fallback !== undefined) record.fallback = plan.fallback;
-  return { src, plan, st, gguf, outBytes, need: poolSize(src.byteLength) + extra, record };
+  return { src, plan, st, gguf, outBytes, need: poolSize(src.byteLength) + extra, record, zeros: 0, elements: 0 };
 }
 
 async function readConfig(file: string): Promise<Record<string, unknown> | undefined> {
@@ -381,7 +421,7 @@ async function createSink(format: OutputFormat, tmp: string, entries: readonly E
       write: async (e, r) => {
         if (r.kind === 'raw') await w.write(e.src.name, r.bytes);
         else if (r.kind === 'quant') await w.write(e.src.name, r.q.data);
-        else throw new SlimTensorError('compressModel: GGUF output cannot hold low-rank factors', 'ERR_UNSUPPORTED');
+        else throw new SlimTensorError('compressModel: GGUF output holds one tensor per input tensor (no low-rank factors or sparse parts)', 'ERR_UNSUPPORTED');
       },
       finish: () => w.close(),
       abort: () => w.abort(),
@@ -425,10 +465,21 @@ function mainFileType(tensors: readonly GGUFPlannedTensor[]): number | undefined
 }
 
 /** config.json and the source folder's other files (tokenizer, generation config, ...). */
-async function finishFolder(format: OutputFormat, tmp: string, source: ModelSource, config: Record<string, unknown> | undefined, groups: CTGroup[], ignore: string[]): Promise<string[]> {
+async function finishFolder(
+  format: OutputFormat,
+  tmp: string,
+  source: ModelSource,
+  config: Record<string, unknown> | undefined,
+  groups: CTGroup[],
+  ignore: string[],
+  sparsity: Record<string, unknown> | undefined,
+): Promise<string[]> {
   const written: string[] = [];
   let cfg = config;
   if (format === 'compressed-tensors' && groups.length > 0) cfg = { ...(cfg ?? {}), quantization_config: quantizationConfig(groups, ignore) };
+  // A sparse-only model: compressed-tensors writes quant_method and
+  // sparsity_config, with no quantization fields (recipes never mix the two).
+  if (format === 'compressed-tensors' && sparsity !== undefined) cfg = { ...(cfg ?? {}), quantization_config: { quant_method: 'compressed-tensors', sparsity_config: sparsity } };
   if (cfg !== undefined) {
     await fsp.writeFile(path.join(tmp, 'config.json'), `${JSON.stringify(cfg, null, 2)}\n`);
     written.push('config.json');
@@ -448,6 +499,8 @@ interface RunOptions {
   maxInFlight: number;
   threads: number | undefined;
   measureError: boolean;
+  /** Count the zero weights each tensor is written with (Entry.zeros). */
+  countZeros: boolean;
   signal: AbortSignal | undefined;
   onProgress: ((p: CompressProgress) => void) | undefined;
   started: number;
@@ -531,16 +584,22 @@ async function runPipeline(entries: readonly Entry[], source: ModelSource, sink:
 
 async function compressOne(e: Entry, input: Uint8Array, take: (n: number) => Uint8Array, ro: RunOptions): Promise<Result> {
   const a = e.plan.action;
-  if (a.kind === 'keep') return { kind: 'raw', bytes: input };
+  if (a.kind === 'keep') {
+    const dt = floatDtypeOf(e.src);
+    if (ro.countZeros && dt !== undefined) countZerosInto(e, input, dt);
+    return { kind: 'raw', bytes: input };
+  }
   const from = floatDtypeOf(e.src) as FloatDType;
   const n = e.src.byteLength / dtypeSize(from);
   if (a.kind === 'convert') {
     const out = take(n * dtypeSize(a.dtype));
     convertFloats(input, from, out, a.dtype, n);
     if (ro.measureError) e.record.error = denseError(Tensor.from(input, e.src.shape, from), Tensor.from(out, e.src.shape, a.dtype));
+    if (ro.countZeros) countZerosInto(e, out, a.dtype);
     return { kind: 'raw', bytes: out };
   }
   if (a.kind === 'lowrank') return lowRankOne(e, input, take, ro, from, a.options);
+  if (a.kind === 'prune') return pruneOne(e, input, ro, from, a);
   const t = viewStored(e.src, input) as Tensor;
   const o = a.options;
   const b = quantBytes(e.src.shape, o);
@@ -564,6 +623,55 @@ async function compressOne(e: Entry, input: Uint8Array, take: (n: number) => Uin
   const q = await quantize(t, { ...o, out, ...(ro.threads !== undefined ? { threads: ro.threads } : {}) });
   if (ro.measureError) e.record.error = await quantizationError(t, q);
   return { kind: 'quant', q };
+}
+
+/** Adds a float tensor's zeros (either sign) and element count to the entry. */
+function countZerosInto(e: Entry, bytes: Uint8Array, dtype: FloatDType): void {
+  let zeros = 0;
+  if (dtype === 'f32') {
+    const u = new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+    for (let i = 0; i < u.length; i++) if (((u[i] as number) & 0x7fffffff) === 0) zeros++;
+  } else {
+    const u = new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2);
+    for (let i = 0; i < u.length; i++) if (((u[i] as number) & 0x7fff) === 0) zeros++;
+  }
+  e.zeros += zeros;
+  e.elements += bytes.byteLength / dtypeSize(dtype);
+}
+
+/** sparsity_config.global_sparsity: zero weights over all float weights written. */
+function globalSparsity(entries: readonly Entry[]): number {
+  const total = entries.reduce((s, e) => s + e.elements, 0);
+  return total === 0 ? 0 : entries.reduce((s, e) => s + e.zeros, 0) / total;
+}
+
+/**
+ * N:M pruning on the thread pool: 2:4 weights bound for sparse-24-bitmask
+ * go through the fused prune + compress (no dense copy), the others through
+ * prune() and are written dense.
+ */
+async function pruneOne(e: Entry, input: Uint8Array, ro: RunOptions, dtype: FloatDType, a: Extract<TensorAction, { kind: 'prune' }>): Promise<Result> {
+  const w = viewStored(e.src, input) as Tensor;
+  const score: SparsityScore = a.activationNorms === undefined ? 'magnitude' : { activationNorms: a.activationNorms };
+  const threads = ro.threads !== undefined ? { threads: ro.threads } : {};
+  if (a.sparse24) {
+    const s = await compress24(w, { prune: true, score, ...threads });
+    if (ro.measureError || ro.countZeros) {
+      // the kept values' zeros plus the pruned half
+      if (ro.countZeros) {
+        countZerosInto(e, new Uint8Array((s.values as Tensor).data.buffer, (s.values as Tensor).data.byteOffset, (s.values as Tensor).data.byteLength), dtype);
+        e.zeros += w.size / 2;
+        e.elements += w.size / 2;
+      }
+      if (ro.measureError) e.record.error = denseError(w, (await decompress24(s, threads)) as Tensor);
+    }
+    return { kind: 'parts', parts: encodeSparse24(s) };
+  }
+  const r = await prune(w, { pattern: a.pattern, score, ...threads });
+  const out = new Uint8Array(r.tensor.data.buffer, r.tensor.data.byteOffset, r.tensor.data.byteLength);
+  if (ro.measureError) e.record.error = denseError(w, r.tensor);
+  if (ro.countZeros) countZerosInto(e, out, dtype);
+  return { kind: 'raw', bytes: out };
 }
 
 const LOWRANK_PIPELINE_OPTIONS = ['rank', 'ratio', 'energy', 'method', 'oversample', 'powerIters', 'seed', 'kernel'];
@@ -610,7 +718,7 @@ async function lowRankOne(e: Entry, input: Uint8Array, take: (n: number) => Uint
     const approx = await matmul(Tensor.from(parts[0] as Uint8Array, left.shape, dtype), Tensor.from(parts[1] as Uint8Array, right.shape, dtype));
     e.record.error = denseError(w, approx);
   }
-  return { kind: 'lowrank', parts };
+  return { kind: 'parts', parts };
 }
 
 

@@ -24,7 +24,8 @@ export interface RecipeRule {
   /**
    * quantize: { format, groupSize?, symmetric?, search?, scaleDtype? }
    * keep: { dtype?: 'f32' | 'f16' | 'bf16' } (convert float tensors)
-   * prune: { pattern?: '2:4' } · lowrank: { rank | energy | ratio, ... }
+   * prune: { pattern?: 'N:M' (default '2:4'), score?: 'magnitude' | { activationNorms: { [tensor]: number[] } } }
+   * lowrank: { rank | energy | ratio, ... }
    */
   options?: Record<string, unknown>;
 }
@@ -77,6 +78,27 @@ function ctPreset(name: string, description: string, format: 'int4' | 'int8', sy
   };
 }
 
+/**
+ * N:M pruning of every matrix but norms, embedding and head. No fixed
+ * output format: a GGUF input gives a GGUF file (pruned tensors dense, as
+ * GGUF has no sparse type), a Hugging Face input a compressed-tensors folder
+ * (2:4 weights as sparse-24-bitmask, other patterns dense).
+ */
+export function pruneRecipe(pattern: string): Recipe {
+  const name = pattern === '2:4' ? '2of4' : `prune-${pattern.replace(':', 'of')}`;
+  return {
+    name,
+    description:
+      pattern === '2:4'
+        ? '2:4 structured sparsity by magnitude: compressed-tensors sparse-24-bitmask (GGUF: pruned, written dense); embedding, head and norms kept'
+        : `${pattern} structured sparsity by magnitude, written dense; embedding, head and norms kept`,
+    rules: [
+      { match: [...NORM_GLOBS, ...EMBED_GLOBS, ...HEAD_GLOBS], method: 'keep' },
+      { match: '*', method: 'prune', options: { pattern } },
+    ],
+  };
+}
+
 /** The built-in recipes (`--preset`). */
 export const PRESETS: Readonly<Record<string, Recipe>> = {
   q4_0: ggufPreset('q4_0', 'GGUF Q4_0 (4.5 bits/weight); embedding and output head Q8_0; norms and 1-D tensors kept'),
@@ -85,15 +107,7 @@ export const PRESETS: Readonly<Record<string, Recipe>> = {
   w4a16: ctPreset('w4a16', 'compressed-tensors W4A16: INT4 symmetric, groups of 128; embedding, head and norms kept', 'int4', true),
   'w4a16-asym': ctPreset('w4a16-asym', 'compressed-tensors W4A16_ASYM: INT4 with zero points, groups of 128; embedding, head and norms kept', 'int4', false),
   w8a16: ctPreset('w8a16', 'compressed-tensors W8A16: INT8 symmetric, groups of 128; embedding, head and norms kept', 'int8', true),
-  '2of4': {
-    name: '2of4',
-    description: '2:4 structured sparsity (compressed-tensors sparse-24-bitmask): not built yet (issue 3)',
-    format: 'compressed-tensors',
-    rules: [
-      { match: [...NORM_GLOBS, ...EMBED_GLOBS, ...HEAD_GLOBS], method: 'keep' },
-      { match: '*', method: 'prune', options: { pattern: '2:4' } },
-    ],
-  },
+  '2of4': pruneRecipe('2:4'),
 };
 export const PRESET_NAMES: readonly string[] = Object.keys(PRESETS);
 
@@ -145,6 +159,7 @@ export interface ResolvedRecipe {
 
 const QUANT_OPTION_KEYS = ['format', 'groupSize', 'symmetric', 'search', 'scaleDtype'];
 const KEEP_OPTION_KEYS = ['dtype'];
+const PRUNE_OPTION_KEYS = ['pattern', 'score'];
 const FLOAT_DTYPES: readonly FloatDType[] = ['f32', 'f16', 'bf16'];
 const GGUF_QUANTS: readonly QuantFormat[] = ['q4_0', 'q4_1', 'q8_0'];
 const RECIPE_KEYS = ['name', 'description', 'extends', 'format', 'rules', 'search', 'maxShardBytes'];
@@ -179,11 +194,66 @@ function compileRule(r: unknown, label: string, search: unknown): CompiledRule {
     if (GGUF_QUANTS.includes(options.format as QuantFormat) && (options.groupSize !== undefined || options.symmetric !== undefined)) {
       throw new SlimTensorError(`recipe ${label}: ${String(options.format)} has fixed blocks of 32; groupSize and symmetric do not apply`, 'ERR_VALUE');
     }
+  } else if (method === 'prune') {
+    checkKeys(options, PRUNE_OPTION_KEYS, `recipe ${label} options`);
+    options.pattern ??= '2:4';
+    const nm = parsePrunePattern(options.pattern, `recipe ${label}`);
+    options.pattern = `${nm.n}:${nm.m}`;
+    options.score = compileScore(options.score, label);
   } else if (method === 'keep') {
     checkKeys(options, KEEP_OPTION_KEYS, `recipe ${label} options`);
     if (options.dtype !== undefined && !FLOAT_DTYPES.includes(options.dtype as FloatDType)) throw new SlimTensorError(`recipe ${label}: keep options.dtype must be f32, f16 or bf16`, 'ERR_VALUE');
   }
   return { label, match: (n) => matchers.some((m) => m(n)), pattern: patterns.map(String).join(' | '), method: method as RecipeMethod, options };
+}
+
+const MAX_M = 32;
+
+/** 'N:M' -> { n, m } (1 <= N <= M <= 32, the range prune() takes). */
+export function parsePrunePattern(p: unknown, where: string): { n: number; m: number } {
+  const m = typeof p === 'string' ? /^\s*(\d+)\s*:\s*(\d+)\s*$/.exec(p) : null;
+  if (m === null) throw new SlimTensorError(`${where}: prune options.pattern must be 'N:M' (e.g. '2:4', '1:4', '4:8'); got ${JSON.stringify(p)}`, 'ERR_VALUE');
+  const n = Number(m[1]);
+  const mm = Number(m[2]);
+  if (!(n >= 1 && n <= mm && mm <= MAX_M)) throw new SlimTensorError(`${where}: prune options.pattern ${String(p)}: need 1 <= N <= M <= ${MAX_M}`, 'ERR_VALUE');
+  return { n, m: mm };
+}
+
+/** How a prune rule ranks weights: magnitude, or Wanda with one norm vector per tensor name. */
+export type PruneScore = 'magnitude' | { activationNorms: ReadonlyMap<string, Float32Array> };
+
+function compileScore(score: unknown, label: string): PruneScore {
+  if (score === undefined || score === 'magnitude') return 'magnitude';
+  const where = `recipe ${label}: prune options.score`;
+  if (typeof score !== 'object' || score === null || Array.isArray(score)) throw new SlimTensorError(`${where} must be 'magnitude' or { activationNorms: { <tensor name>: [norm per input channel] } }`, 'ERR_VALUE');
+  checkKeys(score as Record<string, unknown>, ['activationNorms'], where);
+  const norms = (score as { activationNorms?: unknown }).activationNorms;
+  if (norms instanceof Map) return { activationNorms: norms as ReadonlyMap<string, Float32Array> };
+  if (typeof norms !== 'object' || norms === null || Array.isArray(norms)) throw new SlimTensorError(`${where}.activationNorms must map tensor names to arrays of norms (one per input channel)`, 'ERR_VALUE');
+  const map = new Map<string, Float32Array>();
+  for (const [name, v] of Object.entries(norms as Record<string, unknown>)) {
+    if (!(v instanceof Float32Array) && !(Array.isArray(v) && v.every((x) => typeof x === 'number'))) {
+      throw new SlimTensorError(`${where}.activationNorms[${JSON.stringify(name)}] must be an array of numbers or a Float32Array`, 'ERR_VALUE');
+    }
+    map.set(name, v instanceof Float32Array ? v : Float32Array.from(v as number[]));
+  }
+  return { activationNorms: map };
+}
+
+/**
+ * A tensor gets its first matching rule only, so a recipe with both prune
+ * and quantize rules never prunes and quantizes the same weight; and the
+ * layouts that would store such a weight (compressed-tensors' marlin-24,
+ * sparse-24-bitmask stacked on quantized codes) are not in FORMATS.md.
+ */
+function refusePruneWithQuantize(rules: readonly CompiledRule[]): void {
+  const p = rules.find((r) => r.method === 'prune');
+  const q = rules.find((r) => r.method === 'quantize');
+  if (p === undefined || q === undefined) return;
+  throw new SlimTensorError(
+    `recipe ${p.label} prunes (${p.pattern}) and ${q.label} quantizes (${q.pattern}): pruning and quantizing in one recipe is not supported — a tensor takes only its first matching rule, and no sparse + quantized layout (such as compressed-tensors' marlin-24) is among the formats slimtensor writes; prune and quantize in separate recipes`,
+    'ERR_UNSUPPORTED',
+  );
 }
 
 /** Validates a recipe (an object, a JSON text, or a preset name) and compiles its rules. */
@@ -216,6 +286,7 @@ export function resolveRecipe(recipe: Recipe | string): ResolvedRecipe {
     format ??= base.format;
   }
   if (rules.length === 0) throw new SlimTensorError('recipe: no rules (give rules, or extends a preset)', 'ERR_VALUE');
+  refusePruneWithQuantize(rules);
   return { name: recipe.name ?? recipe.extends ?? 'custom', format, rules, maxShardBytes: recipe.maxShardBytes };
 }
 
@@ -234,7 +305,20 @@ export type TensorAction =
   | { kind: 'keep'; reason: string }
   | { kind: 'convert'; dtype: FloatDType; reason: string }
   | { kind: 'quantize'; options: QuantizeOptions }
-  | { kind: 'lowrank'; options: Record<string, unknown> };
+  | { kind: 'lowrank'; options: Record<string, unknown> }
+  | {
+      kind: 'prune';
+      /** 'N:M', normalised. */
+      pattern: string;
+      n: number;
+      m: number;
+      /** Wanda's per-input-channel norms for this tensor; undefined: magnitude. */
+      activationNorms: Float32Array | undefined;
+      /** Written as compressed-tensors sparse-24-bitmask (else: the pruned tensor, dense). */
+      sparse24: boolean;
+      /** Why a pruned tensor is written dense. */
+      dense?: string;
+    };
 
 export interface TensorPlan {
   name: string;
@@ -267,17 +351,12 @@ export function planTensor(t: PlanInput, recipe: ResolvedRecipe, format: OutputF
     }
     return { ...base, action: { kind: 'keep', reason: `${rule.label} keeps it` } };
   }
-  if (rule.method === 'prune') {
-    throw new SlimTensorError(
-      `recipe ${rule.label} prunes tensor '${t.name}': 2:4 sparsity ('prune', preset 2of4) is not built yet (issue 3, the sparsity room); compressed-tensors' sparse-24-bitmask output will come with it`,
-      'ERR_UNSUPPORTED',
-    );
-  }
   // quantize and lowrank need a floating-point matrix.
   if (t.floatDtype === undefined) return { ...base, action: { kind: 'keep', reason: `stored as ${t.storage}${t.storage.startsWith('Q') ? ' (already quantized)' : ''}: only F32/F16/BF16 tensors are compressed` } };
   if (t.shape.length < 2) return { ...base, action: { kind: 'keep', reason: `${t.shape.length}-D: only matrices are compressed` } };
   if (t.shape.some((d) => d === 0)) return { ...base, action: { kind: 'keep', reason: 'empty tensor' } };
   if (rule.method === 'lowrank') return { ...base, action: { kind: 'lowrank', options: rule.options } };
+  if (rule.method === 'prune') return planPrune(t, rule, format, base);
 
   const o = rule.options as QuantizeOptions & Record<string, unknown>;
   const cols = t.shape[t.shape.length - 1] as number;
@@ -313,6 +392,32 @@ export function planTensor(t: PlanInput, recipe: ResolvedRecipe, format: OutputF
   return { ...base, action: { kind: 'quantize', options } };
 }
 
+function planPrune(t: PlanInput, rule: CompiledRule, format: OutputFormat, base: { name: string; rule: string | undefined }): TensorPlan {
+  const pattern = rule.options.pattern as string;
+  const { n, m } = parsePrunePattern(pattern, `recipe ${rule.label}`);
+  const cols = t.shape[t.shape.length - 1] as number;
+  if (cols % m !== 0) {
+    const reason = `rows of ${cols} values are not a multiple of M = ${m} (pattern ${pattern})`;
+    return { ...base, action: { kind: 'keep', reason }, fallback: { from: `prune ${pattern}`, to: `${t.storage} (not pruned)`, reason } };
+  }
+  const score = rule.options.score as PruneScore;
+  let activationNorms: Float32Array | undefined;
+  if (score !== 'magnitude') {
+    activationNorms = score.activationNorms.get(t.name);
+    if (activationNorms === undefined) throw new SlimTensorError(`recipe ${rule.label} prunes '${t.name}' by Wanda scores, but options.score.activationNorms has no entry for it`, 'ERR_VALUE');
+    if (activationNorms.length !== cols) throw new SlimTensorError(`recipe ${rule.label}: options.score.activationNorms['${t.name}'] has ${activationNorms.length} norms; the tensor has ${cols} input channels (shape ${shapeText(t.shape)})`, 'ERR_SHAPE');
+  }
+  const action = { kind: 'prune' as const, pattern, n, m, activationNorms };
+  // compressed-tensors' sparse-24-bitmask holds 2-D 2:4 weights only.
+  let dense: string | undefined;
+  if (format === 'gguf') dense = 'GGUF has no sparse tensor type';
+  else if (format === 'safetensors') dense = 'plain safetensors has no sparse layout';
+  else if (n !== 2 || m !== 4) dense = `compressed-tensors' sparse-24-bitmask stores 2:4 only, not ${pattern}`;
+  else if (t.shape.length !== 2) dense = `${t.shape.length}-D: sparse-24-bitmask stores 2-D Linear weights`;
+  if (dense !== undefined) return { ...base, action: { ...action, sparse24: false, dense: `${dense}: the pruned tensor is written dense` } };
+  return { ...base, action: { ...action, sparse24: true } };
+}
+
 /** A short name of an action's output: 'Q4_0', 'int4 g128 sym', 'F16', 'kept'. */
 export function describeAction(a: TensorAction, storage: string): string {
   switch (a.kind) {
@@ -322,6 +427,8 @@ export function describeAction(a: TensorAction, storage: string): string {
       return a.dtype.toUpperCase();
     case 'lowrank':
       return 'low-rank';
+    case 'prune':
+      return a.sparse24 ? `${a.pattern} sparse-24-bitmask` : `${a.pattern} pruned ${storage}`;
     case 'quantize': {
       const o = a.options;
       if (GGUF_QUANTS.includes(o.format)) return o.format.toUpperCase();

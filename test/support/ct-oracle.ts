@@ -54,3 +54,26 @@ export function unpack(words: Int32Array, rowWords: number, row: number, col: nu
   const u = (w >>> (bits * (col % perWord))) & ((1 << bits) - 1);
   return u - 2 ** (bits - 1);
 }
+
+/**
+ * Dense elements of a sparse-24-bitmask weight, decoded from the published
+ * layout alone: row r's k-th set bit (bit j of byte b is column 8b+j) takes
+ * compressed[r, k]; unset positions are 0. Elements are raw (f32 values or
+ * f16/bf16 bits), so the result compares bit for bit. Throws when a row's
+ * bit count is not cols/2.
+ */
+export function decodeSparse24Bitmask<T extends Float32Array | Uint16Array>(compressed: T, bitmask: Uint8Array, rows: number, cols: number): T {
+  const out = new (compressed.constructor as new (n: number) => T)(rows * cols);
+  const bytesPerRow = Math.ceil(cols / 8);
+  for (let r = 0; r < rows; r++) {
+    let k = 0;
+    for (let c = 0; c < cols; c++) {
+      if ((((bitmask[r * bytesPerRow + (c >> 3)] as number) >> (c & 7)) & 1) === 0) continue;
+      if (k >= cols / 2) throw new Error(`row ${r}: more than ${cols / 2} bits set`);
+      out[r * cols + c] = compressed[r * (cols / 2) + k] as number;
+      k++;
+    }
+    if (k !== cols / 2) throw new Error(`row ${r}: ${k} bits set, want ${cols / 2}`);
+  }
+  return out;
+}
