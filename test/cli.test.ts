@@ -7,7 +7,11 @@ import { gguf as hfGguf } from '@huggingface/gguf';
 import { parseSize } from '../lib/cli/model-commands';
 import type { CompressReport } from '../lib/pipeline/compress';
 import type { ComparisonReport } from '../lib/pipeline/compare';
-import { GGML, writeGGUF } from './support/gguf-writer';
+import { pruneSync, Tensor } from '../lib/index';
+import { SafetensorsModel } from '../lib/formats/safetensors';
+import { f16ToF32 } from '../lib/half';
+import { decodeSparse24Bitmask } from './support/ct-oracle';
+import { f32ToF16Bits, GGML, writeGGUF } from './support/gguf-writer';
 import { hfTensors, listing, writeHFFolder } from './support/models';
 
 const ROOT = path.join(__dirname, '..');
@@ -146,7 +150,79 @@ describe('slimtensor CLI: model commands', function () {
     expect(rc.stdout).to.match(/^model\.layers\.0\.self_attn\.q_proj\.weight\s+F16 -> int8 g128 sym/m);
   });
 
-  it('exit codes: 2 for usage errors, 1 for failures (with the error code), prune says it is not built', async () => {
+  it('prune stories260K (GGUF): exit 0, a GGUF with the pruned matrices dense, a report saying so; report compares it', async () => {
+    const out = path.join(tmp, 'stories-2of4.gguf');
+    const r = await cli(['prune', MODEL, '-o', out, '--json', '--threads', '1']);
+    expect(r.code, r.stderr).to.equal(0);
+    const report = JSON.parse(r.stdout) as CompressReport;
+    expect(report.recipe).to.equal('2of4');
+    expect(report.output.format).to.equal('gguf');
+    expect(report.tensors.filter((t) => t.to === '2:4 pruned F32')).to.have.length(35);
+    expect(report.warnings.join('\n')).to.include('written dense').and.include('GGUF has no sparse tensor type');
+    const g = await hfGguf(out, { allowLocalFile: true });
+    expect(g.tensorInfos.map((t) => t.dtype)).to.deep.equal(new Array(48).fill(GGML.F32));
+    const rep = await cli(['report', MODEL, out]);
+    expect(rep.code, rep.stderr).to.equal(0);
+    expect(rep.stdout).to.match(/^blk\.0\.attn_q\.weight\s+F32 -> F32\s+\[64, 64\]/m);
+  });
+
+  it('prune a Hugging Face folder: sparse-24-bitmask; inspect lists each sparse weight with its dense shape and sizes; report decodes it', async () => {
+    const out = path.join(tmp, 'hf-2of4');
+    const r = await cli(['prune', hf, '-o', out]);
+    expect(r.code, r.stderr).to.equal(0);
+    expect(r.stdout).to.include('recipe 2of4').and.match(/^2:4 sparse-24-bitmask\s+4\s/m);
+    const ins = await cli(['inspect', out]);
+    expect(ins.code, ins.stderr).to.equal(0);
+    expect(ins.stdout).to.include('sparsity_config (config.json): sparse-24-bitmask 2:4').and.include('sparse-24-bitmask weights: 4');
+    expect(ins.stdout).to.match(/^model\.layers\.0\.self_attn\.q_proj\s+F16\s+\[128, 128\]\s+18\.0 KiB\s+32\.0 KiB$/m);
+    expect(ins.stdout).to.match(/^model\.layers\.0\.mlp\.down_proj\.bitmask\s+U8\s+\[128, 12\]/m);
+    const j = JSON.parse((await cli(['inspect', out, '--json'])).stdout) as { sparse24: { module: string; shape: number[]; bytes: number; denseBytes: number }[] };
+    expect(j.sparse24.map((w) => [w.module, w.shape])).to.deep.equal([
+      ['model.layers.0.self_attn.q_proj', [128, 128]],
+      ['model.layers.0.self_attn.k_proj', [32, 128]],
+      ['model.layers.0.mlp.up_proj', [96, 128]],
+      ['model.layers.0.mlp.down_proj', [128, 96]],
+    ]);
+    // report: errors from the decoded weights, checked against prune() of the original and an independent decode of the files
+    const rep = await cli(['report', hf, out, '--json']);
+    expect(rep.code, rep.stderr).to.equal(0);
+    const cmp = JSON.parse(rep.stdout) as ComparisonReport;
+    const t = hfTensors().find((x) => x.name === 'model.layers.0.mlp.up_proj.weight');
+    const orig = Tensor.from(Uint16Array.from(t?.values ?? [], f32ToF16Bits), [96, 128], 'f16');
+    const pruned = pruneSync(orig, { pattern: '2:4' }).tensor.data as Uint16Array;
+    const m = await SafetensorsModel.open(out);
+    const decoded = decodeSparse24Bitmask((await m.readTensor('model.layers.0.mlp.up_proj.compressed')).data as Uint16Array, (await m.readTensor('model.layers.0.mlp.up_proj.bitmask')).data as Uint8Array, 96, 128);
+    await m.close();
+    expect(Buffer.from(decoded.buffer)).to.deep.equal(Buffer.from(pruned.buffer, pruned.byteOffset, pruned.byteLength));
+    let se = 0;
+    const o = orig.data as Uint16Array;
+    for (let i = 0; i < o.length; i++) se += (f16ToF32(o[i] as number) - f16ToF32(decoded[i] as number)) ** 2;
+    const row = cmp.tensors.find((x) => x.name === 'model.layers.0.mlp.up_proj.weight');
+    expect(row?.compressedType).to.equal('sparse-24-bitmask F16');
+    expect(row?.error?.rmse).to.be.closeTo(Math.sqrt(se / o.length), 1e-9);
+    const text = await cli(['report', hf, out]);
+    expect(text.stdout).to.match(/^model\.layers\.0\.self_attn\.q_proj\.weight\s+F16 -> sparse-24-bitmask F16\s+\[128, 128\]/m);
+  });
+
+  it('prune --pattern 1:4 writes pruned dense tensors and says so; bad patterns are usage errors', async () => {
+    const out = path.join(tmp, 'hf-1of4');
+    const r = await cli(['prune', hf, '-o', out, '--pattern', '1:4', '--json', '-q']);
+    expect(r.code, r.stderr).to.equal(0);
+    const report = JSON.parse(r.stdout) as CompressReport;
+    expect(report.recipe).to.equal('prune-1of4');
+    expect(report.output.format).to.equal('safetensors');
+    const q = report.tensors.find((x) => x.name === 'model.layers.0.self_attn.q_proj.weight');
+    expect(q?.pruned).to.deep.equal({ pattern: '1:4', layout: 'dense', kept: 128 * 32, total: 128 * 128 });
+    expect(report.warnings.join('\n')).to.include('4 pruned tensors (1:4) are written dense');
+    for (const bad of ['5:4', 'two', '2:64']) {
+      const u = await cli(['prune', hf, '-o', path.join(tmp, 'never'), '--pattern', bad]);
+      expect(u.code, bad).to.equal(2);
+      expect(u.stderr, bad).to.include('--pattern');
+    }
+    expect(await listing(tmp)).not.to.include('never');
+  });
+
+  it('exit codes: 2 for usage errors, 1 for failures (with the error code)', async () => {
     for (const args of [
       ['quantize', MODEL],
       ['quantize', MODEL, '-o', path.join(tmp, 'x.gguf'), '--preset', 'q5_k'],
@@ -159,9 +235,11 @@ describe('slimtensor CLI: model commands', function () {
       expect(r.code, args.join(' ')).to.equal(2);
       expect(r.stderr, args.join(' ')).to.match(/^slimtensor: /);
     }
-    const prune = await cli(['prune', MODEL, '-o', path.join(tmp, 'p')]);
-    expect(prune.code).to.equal(1);
-    expect(prune.stderr).to.include('not built yet').and.include('[ERR_UNSUPPORTED]');
+    const recipe = path.join(tmp, 'prune-and-quantize.json');
+    await fsp.writeFile(recipe, JSON.stringify({ extends: '2of4', rules: [{ match: 'output.weight', method: 'quantize', options: { format: 'q8_0' } }] }));
+    const both = await cli(['compress', MODEL, '-o', path.join(tmp, 'p'), '--recipe', recipe]);
+    expect(both.code).to.equal(1);
+    expect(both.stderr).to.include('pruning and quantizing in one recipe is not supported').and.include('[ERR_UNSUPPORTED]');
     const ggufFromHf = await cli(['quantize', hf, '-o', path.join(tmp, 'x.gguf'), '-p', 'q4_0']);
     expect(ggufFromHf.code).to.equal(1);
     expect(ggufFromHf.stderr).to.include('convert_hf_to_gguf');

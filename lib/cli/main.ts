@@ -9,7 +9,7 @@ import { DEMO_PRESET_IDS, runDemo, selectPresets } from '../demo';
 import { SlimTensorError } from '../errors';
 import { renderDemo } from './demo-output';
 import { EXIT_INTERRUPTED, inspect, lowrankRecipe, parseSize, presets, readRecipeFile, report, runCompression, type RunOptions } from './model-commands';
-import { PRESET_NAMES } from '../pipeline/recipe';
+import { parsePrunePattern, PRESET_NAMES, pruneRecipe } from '../pipeline/recipe';
 
 const EXIT_ERROR = 1;
 const EXIT_USAGE = 2;
@@ -124,9 +124,22 @@ function buildParser(argv: string[]) {
     )
     .command(
       'prune <input>',
-      '2:4 structured sparsity (not built yet: issue 3)',
-      (y) => runOptions(y.positional('input', { type: 'string', demandOption: true })).option('pattern', { type: 'string', default: '2:4', choices: ['2:4'] }),
-      async (args) => print(await runCompression(toRunOptions(args as unknown as RunArgs, '2of4'))),
+      'N:M structured sparsity by magnitude of every matrix but norms, embedding and head: a Hugging Face folder becomes compressed-tensors (2:4 as sparse-24-bitmask), a GGUF file stays GGUF (pruned tensors dense)',
+      (y) =>
+        runOptions(y.positional('input', { type: 'string', demandOption: true, describe: 'GGUF file, .safetensors file or Hugging Face folder' }))
+          .option('pattern', { type: 'string', default: '2:4', describe: "Keep N of every M consecutive weights along a row ('2:4', '1:4', '4:8', ...)" })
+          .check((a) => {
+            try {
+              parsePrunePattern(a.pattern, '--pattern');
+            } catch (e) {
+              throw new UsageError((e as Error).message);
+            }
+            return true;
+          }),
+      async (args) => {
+        const { n, m } = parsePrunePattern(args.pattern, '--pattern');
+        print(await runCompression(toRunOptions(args as unknown as RunArgs, pruneRecipe(`${n}:${m}`))));
+      },
     )
     .command(
       'lowrank <input>',

@@ -10,7 +10,9 @@ import { compressModel, type CompressReport } from '../pipeline/compress';
 import { renderReportHtml } from '../pipeline/html';
 import { LIVE_TEMPS } from '../pipeline/output';
 import { EMBED_GLOBS, HEAD_GLOBS, NORM_GLOBS, PRESETS, type Recipe } from '../pipeline/recipe';
-import { openModel } from '../pipeline/source';
+import { openModel, type ModelSource } from '../pipeline/source';
+import { sparse24Names, sparse24Prefixes } from '../formats/compressed-tensors';
+import * as path from 'node:path';
 import { progressReporter } from './progress';
 import { formatBytes, formatMs, renderTable, type Column } from './table';
 
@@ -44,6 +46,60 @@ const TENSOR_COLUMNS: readonly Column[] = [
   { header: 'bytes', align: 'right' },
 ];
 
+const SPARSE_COLUMNS: readonly Column[] = [
+  { header: 'weight', align: 'left' },
+  { header: 'dtype', align: 'left' },
+  { header: 'dense shape', align: 'left' },
+  { header: 'stored', align: 'right' },
+  { header: 'dense', align: 'right' },
+];
+
+interface SparseWeight {
+  /** The module prefix: `<prefix>.compressed`, `.bitmask`, `.shape`. */
+  module: string;
+  dtype: string;
+  shape: number[];
+  /** Bytes of the three tensors. */
+  bytes: number;
+  /** Bytes of the dense weight. */
+  denseBytes: number;
+}
+
+/** The sparse-24-bitmask weights of a safetensors model: each one's three tensors read as one dense weight. */
+async function sparseWeights(m: ModelSource): Promise<SparseWeight[]> {
+  const out: SparseWeight[] = [];
+  const byName = new Map(m.tensors.map((t) => [t.name, t]));
+  for (const prefix of sparse24Prefixes(byName.keys())) {
+    const n = sparse24Names(prefix);
+    const c = byName.get(n.compressed);
+    const b = byName.get(n.bitmask);
+    const sh = byName.get(n.shape);
+    if (c === undefined || b === undefined || sh === undefined || c.dtype === undefined) continue;
+    // The dense shape from the .shape tensor (16 bytes); a malformed one falls back to what .compressed implies.
+    let shape = [c.shape[0] ?? 0, (c.shape[1] ?? 0) * 2];
+    if ((sh.dtype === 'i64' || sh.dtype === 'i32') && sh.shape.reduce((a, d) => a * d, 1) === 2) {
+      const bytes = await m.readBytes(n.shape);
+      const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      shape = sh.dtype === 'i64' ? [Number(dv.getBigInt64(0, true)), Number(dv.getBigInt64(8, true))] : [dv.getInt32(0, true), dv.getInt32(4, true)];
+    }
+    const elem = c.byteLength / Math.max(1, c.shape.reduce((a, d) => a * d, 1));
+    out.push({ module: prefix, dtype: c.storage, shape, bytes: c.byteLength + b.byteLength + sh.byteLength, denseBytes: shape.reduce((a, d) => a * d, 1) * elem });
+  }
+  return out;
+}
+
+/** config.json's quantization_config.sparsity_config of a folder, if any. */
+async function sparsityConfigOf(folder: string | undefined): Promise<Record<string, unknown> | undefined> {
+  if (folder === undefined) return undefined;
+  try {
+    const cfg = JSON.parse(await fsp.readFile(path.join(folder, 'config.json'), 'utf8')) as { quantization_config?: { sparsity_config?: unknown } };
+    const sc = cfg.quantization_config?.sparsity_config;
+    return typeof sc === 'object' && sc !== null ? (sc as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** `inspect`: metadata and a tensor table of a GGUF file, safetensors file or folder. */
 export async function inspect(p: string, json: boolean): Promise<string> {
   const m = await openModel(p);
@@ -52,10 +108,22 @@ export async function inspect(p: string, json: boolean): Promise<string> {
     const total = tensors.reduce((s, t) => s + t.bytes, 0);
     const g: GGUFReader | undefined = m.gguf;
     const st = m.safetensors;
+    const sparse = st !== undefined ? await sparseWeights(m) : [];
+    const sparsityConfig = await sparsityConfigOf(m.folder);
     if (json) {
       const metadata = g !== undefined ? Object.fromEntries(g.entries.map((e) => [e.key, jsonable(e.value)])) : { ...(st?.metadata ?? {}) };
       return JSON.stringify(
-        { path: p, format: m.format, ...(g ? { version: g.version, alignment: g.alignment } : {}), ...(st ? { shards: st.shards } : {}), metadata, tensorBytes: total, tensors },
+        {
+          path: p,
+          format: m.format,
+          ...(g ? { version: g.version, alignment: g.alignment } : {}),
+          ...(st ? { shards: st.shards } : {}),
+          metadata,
+          ...(sparsityConfig !== undefined ? { sparsityConfig } : {}),
+          tensorBytes: total,
+          tensors,
+          ...(sparse.length > 0 ? { sparse24: sparse } : {}),
+        },
         null,
         2,
       );
@@ -69,7 +137,18 @@ export async function inspect(p: string, json: boolean): Promise<string> {
       out.push('', 'metadata:');
       for (const [k, v] of Object.entries(st.metadata)) out.push(`  ${k} = ${metaValue(v)}`);
     }
+    if (sparsityConfig !== undefined) {
+      const sc = sparsityConfig;
+      const gs = typeof sc.global_sparsity === 'number' ? `, global sparsity ${(sc.global_sparsity * 100).toFixed(1)} %` : '';
+      out.push('', `sparsity_config (config.json): ${String(sc.format)} ${String(sc.sparsity_structure)}${gs}; targets ${JSON.stringify(sc.targets)}, ignore ${JSON.stringify(sc.ignore)}`);
+    }
     out.push('', renderTable(TENSOR_COLUMNS, tensors.map((t) => [t.name, t.dtype, `[${t.shape.join(', ')}]`, formatBytes(t.bytes)])));
+    if (sparse.length > 0) {
+      const stored = sparse.reduce((a, w) => a + w.bytes, 0);
+      const dense = sparse.reduce((a, w) => a + w.denseBytes, 0);
+      out.push('', `sparse-24-bitmask weights: ${sparse.length} (each <module>.compressed kept values + .bitmask + .shape), ${formatBytes(stored)} stored for ${formatBytes(dense)} dense (${(dense / Math.max(stored, 1)).toFixed(2)}x)`);
+      out.push(renderTable(SPARSE_COLUMNS, sparse.map((w) => [w.module, w.dtype, `[${w.shape.join(', ')}]`, formatBytes(w.bytes), formatBytes(w.denseBytes)])));
+    }
     return out.join('\n');
   } finally {
     await m.close();
@@ -276,6 +355,6 @@ export async function report(original: string, compressed: string, html: string 
 export function presets(json: boolean): string {
   if (json) return JSON.stringify(PRESETS, null, 2);
   return Object.entries(PRESETS)
-    .map(([name, r]) => `${name.padEnd(11)} ${r.format?.padEnd(19) ?? ''} ${r.description ?? ''}`)
+    .map(([name, r]) => `${name.padEnd(11)} ${(r.format ?? "input's family").padEnd(19)} ${r.description ?? ''}`)
     .join('\n');
 }
