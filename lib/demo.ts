@@ -10,7 +10,7 @@ import { backends } from './backend';
 import { SlimTensorError } from './errors';
 import { GGUFReader } from './formats/gguf';
 import { compressModel, type CompressReport } from './pipeline/compress';
-import type { OutputFormat, Recipe } from './pipeline/recipe';
+import { pruneRecipe, type OutputFormat, type Recipe } from './pipeline/recipe';
 
 /** The package root: this file is lib/demo.ts (tsx) or dist/demo.js (built). */
 export const PACKAGE_ROOT = path.join(__dirname, '..');
@@ -38,6 +38,9 @@ export const DEMO_PRESETS: readonly DemoPreset[] = [
   { id: 'w4a16-mse', description: 'compressed-tensors INT4, groups of 128, MSE-searched scales', recipe: { name: 'w4a16-mse', extends: 'w4a16', search: 'mse' } },
   { id: 'w4a16-asym', description: 'compressed-tensors INT4 with zero points, groups of 128', recipe: 'w4a16-asym' },
   { id: 'w8a16', description: 'compressed-tensors INT8 symmetric, groups of 128', recipe: 'w8a16' },
+  // From a GGUF model the 2of4 preset writes GGUF, where pruned tensors stay
+  // dense; the demo asks for compressed-tensors to show what 2:4 stores.
+  { id: '2of4', description: 'compressed-tensors sparse-24-bitmask: 2:4 pruned by magnitude', recipe: { ...pruneRecipe('2:4'), format: 'compressed-tensors' } },
 ];
 
 export const DEMO_PRESET_IDS: readonly string[] = DEMO_PRESETS.map((p) => p.id);
@@ -62,7 +65,7 @@ export interface DemoFormatResult {
   description: string;
   /** What the recipe writes. */
   format: OutputFormat;
-  /** Tensors quantized. */
+  /** Tensors quantized (pruned, for the 2:4 recipe). */
   quantized: number;
   /** Tensors left as stored (norms, 1-D, what the recipe keeps), each with the reason. */
   kept: DemoSkip[];
@@ -124,7 +127,7 @@ function summarise(p: DemoPreset, r: CompressReport): DemoFormatResult {
   const kept: DemoSkip[] = [];
   for (const t of r.tensors) {
     if (t.method === 'keep') kept.push({ name: t.name, reason: t.reason ?? 'kept' });
-    if (t.method !== 'quantize') continue;
+    if (t.method !== 'quantize' && t.method !== 'prune') continue;
     const n = t.shape.reduce((a, d) => a * d, 1);
     quantized++;
     weights += n;

@@ -100,6 +100,7 @@ export {
   compressModel,
   PRESETS,
   PRESET_NAMES,
+  pruneRecipe,
   resolveRecipe,
   openModel,
   type CompressOptions,

@@ -4,6 +4,7 @@ export {
   PRESETS,
   PRESET_NAMES,
   OUTPUT_FORMATS,
+  pruneRecipe,
   resolveRecipe,
   planTensor,
   type Recipe,
@@ -13,5 +14,6 @@ export {
   type ResolvedRecipe,
   type TensorPlan,
   type TensorAction,
+  type PruneScore,
 } from './recipe';
 export { openModel, type ModelSource, type SourceTensor, type SourceFormat } from './source';

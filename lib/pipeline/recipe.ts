@@ -337,8 +337,9 @@ function shapeText(s: readonly number[]): string {
 
 /**
  * The action for one tensor: the first matching rule's method, adjusted to
- * what the tensor and the output format allow. Throws ERR_UNSUPPORTED for
- * methods not built yet and ERR_VALUE for settings the output cannot hold.
+ * what the tensor and the output format allow. Throws ERR_VALUE for
+ * settings the output cannot hold (and for Wanda norms missing for a
+ * pruned tensor), ERR_SHAPE for norms of the wrong length.
  */
 export function planTensor(t: PlanInput, recipe: ResolvedRecipe, format: OutputFormat): TensorPlan {
   const rule = recipe.rules.find((r) => r.match(t.name));
