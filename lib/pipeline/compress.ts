@@ -241,10 +241,18 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
     // ---- the source folder's config.json (compressed-tensors adds quantization_config to it)
     let config: Record<string, unknown> | undefined;
     if (source.folder !== undefined) config = await readConfig(path.join(source.folder, 'config.json'));
-    const dense = entries.filter((e) => e.plan.action.kind === 'prune' && !e.plan.action.sparse24);
-    if (dense.length > 0) {
-      const a = (dense[0] as Entry).plan.action as { pattern: string; dense: string };
-      warnings.push(`${dense.length} pruned tensor${dense.length === 1 ? '' : 's'} (${a.pattern}) ${dense.length === 1 ? 'is' : 'are'} written dense, the pruned weights stored as zeros (${a.dense.replace(/: the pruned tensor is written dense$/, '')}); the file is no smaller than the input`);
+    // One line per reason a pruned tensor is written dense.
+    const dense = new Map<string, number>();
+    for (const e of entries) {
+      const a = e.plan.action;
+      if (a.kind === 'prune' && a.dense !== undefined) {
+        const key = `${a.pattern}\u0000${a.dense.replace(/: the pruned tensor is written dense$/, '')}`;
+        dense.set(key, (dense.get(key) ?? 0) + 1);
+      }
+    }
+    for (const [key, n] of dense) {
+      const [pattern, why] = key.split('\u0000') as [string, string];
+      warnings.push(`${n} pruned tensor${n === 1 ? '' : 's'} (${pattern}) ${n === 1 ? 'is' : 'are'} written dense, the pruned weights stored as zeros (${why}): ${n === 1 ? 'it takes' : 'they take'} as many bytes as before`);
     }
     if (format === 'compressed-tensors' && (ctGroups.size > 0 || sparse24 > 0) && config?.quantization_config !== undefined) {
       throw new SlimTensorError(`compressModel: ${o.input} is already quantized (config.json has quantization_config)`, 'ERR_UNSUPPORTED');
@@ -656,15 +664,14 @@ async function pruneOne(e: Entry, input: Uint8Array, ro: RunOptions, dtype: Floa
   const threads = ro.threads !== undefined ? { threads: ro.threads } : {};
   if (a.sparse24) {
     const s = await compress24(w, { prune: true, score, ...threads });
-    if (ro.measureError || ro.countZeros) {
-      // the kept values' zeros plus the pruned half
-      if (ro.countZeros) {
-        countZerosInto(e, new Uint8Array((s.values as Tensor).data.buffer, (s.values as Tensor).data.byteOffset, (s.values as Tensor).data.byteLength), dtype);
-        e.zeros += w.size / 2;
-        e.elements += w.size / 2;
-      }
-      if (ro.measureError) e.record.error = denseError(w, (await decompress24(s, threads)) as Tensor);
+    const values = (s.values as Tensor).data;
+    if (ro.countZeros) {
+      // the kept values' zeros, plus the pruned half
+      countZerosInto(e, new Uint8Array(values.buffer, values.byteOffset, values.byteLength), dtype);
+      e.zeros += w.size / 2;
+      e.elements += w.size / 2;
     }
+    if (ro.measureError) e.record.error = denseError(w, (await decompress24(s, threads)) as Tensor);
     return { kind: 'parts', parts: encodeSparse24(s) };
   }
   const r = await prune(w, { pattern: a.pattern, score, ...threads });
