@@ -403,9 +403,34 @@ export function compress24Sync(t: Tensor | QuantizedTensor, options?: Compress24
   return result;
 }
 
-function planDecompress24(a: Sparse24Tensor, options: Decompress24Options | undefined, where: string): { args: NativeArgs; result: Tensor<FloatDType> | QuantizedTensor } {
+/**
+ * The parts of `a` still hold what its shape needs: a buffer detached since
+ * construction is ERR_DETACHED here, before the native side sees it.
+ */
+function checkIntact(a: Sparse24Tensor, where: string): void {
+  const [rows, cols] = rowsCols(a.shape);
+  const v = a.values;
+  if (v instanceof QuantizedTensor) {
+    const bits = v.format === 'int4' ? 4 : 8;
+    const want = rows * Math.ceil(((cols / 2) * bits) / 32) * 4;
+    if (v.data.byteLength !== want) fail(where, 'ERR_DETACHED', `a.values holds ${v.data.byteLength} bytes of codes but its shape needs ${want} (was its buffer detached?)`);
+    if (v.scales) checkTensor(v.scales, where, 'a.values.scales');
+    if (v.zeros) checkTensor(v.zeros, where, 'a.values.zeros');
+  } else {
+    checkTensor(v, where, 'a.values');
+  }
+  if (a.meta !== undefined) {
+    const want = rows * metaWords(cols, a.quantized ? 4 : 2);
+    if (a.meta.length !== want) fail(where, 'ERR_DETACHED', `a.meta holds ${a.meta.length} words but [${a.shape.join(', ')}] needs ${want} (was its buffer detached?)`);
+  }
+  if (a.bitmask !== undefined) checkTensor(a.bitmask, where, 'a.bitmask');
+}
+
+/** @internal Validates a decompress24 call and builds the native arguments (exported for tests). */
+export function planDecompress24(a: Sparse24Tensor, options: Decompress24Options | undefined, where: string): { args: NativeArgs; result: Tensor<FloatDType> | QuantizedTensor } {
   if (!(a instanceof Sparse24Tensor)) fail(where, 'ERR_VALUE', 'expected a Sparse24Tensor (from compress24())');
   const o = checkOptions(options, where, ['threads']) as Decompress24Options;
+  checkIntact(a, where);
   const [rows, cols] = rowsCols(a.shape);
   const base: NativeArgs = {
     rows,
@@ -454,6 +479,7 @@ export function planSpmm24(a: Sparse24Tensor, x: Tensor, options: Spmm24Options 
   const o = checkOptions(options, where, ['transB', 'out', 'accumulate', 'kernel', 'threads']) as Spmm24Options;
   if (a.quantized) fail(where, 'ERR_UNSUPPORTED', 'spmm24 multiplies float values; dequantize(a.values) into a float Sparse24Tensor first');
   if (a.meta === undefined) fail(where, 'ERR_VALUE', 'a has no meta (the 2-bit indices spmm24 reads); compress24 makes both');
+  checkIntact(a, where);
   checkTensor(x, where, 'x', ['f32']);
   if (x.shape.length !== 2) fail(where, 'ERR_SHAPE', `x must be 2-D, got [${x.shape.join(', ')}]`);
   for (const [k, v] of [['transB', o.transB], ['accumulate', o.accumulate]] as const) {
@@ -521,7 +547,8 @@ function roundHalfEven(x: number): number {
   return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
 
-function planUnstructured(input: Tensor | readonly Tensor[], options: PruneUnstructuredOptions, where: string): { args: NativeArgs; results: Omit<UnstructuredResult, 'threshold' | 'pruned'>[]; single: boolean } {
+/** @internal Validates a pruneUnstructured call and builds the native arguments (exported for tests). */
+export function planUnstructured(input: Tensor | readonly Tensor[], options: PruneUnstructuredOptions, where: string): { args: NativeArgs; results: Omit<UnstructuredResult, 'threshold' | 'pruned'>[]; single: boolean } {
   const single = !Array.isArray(input);
   const list = (single ? [input] : input) as readonly Tensor[];
   if (options === undefined) fail(where, 'ERR_VALUE', 'options.sparsity is required (a fraction in [0, 1])');
