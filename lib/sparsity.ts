@@ -80,7 +80,11 @@ export interface UnstructuredResult {
   tensor: Tensor<FloatDType>;
   /** 1 = kept, the layout of PruneResult.mask. */
   mask: Tensor<'u8'>;
-  /** The largest pruned |w| (0 when nothing was pruned): the cut. */
+  /**
+   * The cut: the largest pruned |w| of the selection — of this tensor
+   * ('layer'), or of all of them ('global', the same number for each) — or
+   * 0 when the selection prunes nothing.
+   */
   threshold: number;
   /** Elements zeroed in this tensor. */
   pruned: number;
@@ -100,9 +104,8 @@ function parsePattern(p: unknown, where: string): { n: number; m: number } {
 
 function rowsCols(shape: readonly number[]): [number, number] {
   if (shape.length === 0) return [1, 1];
-  const cols = shape[shape.length - 1] as number;
-  const n = shapeSize(shape);
-  return [cols === 0 ? 0 : n / cols, cols];
+  // From the leading dimensions: a [5, 0] matrix still has 5 rows (spmm24's output is [5, n]).
+  return [shapeSize(shape.slice(0, -1)), shape[shape.length - 1] as number];
 }
 
 /** An Int16Array whose contents are unspecified (the kernel writes every word; see Tensor.uninitialized). */
@@ -259,6 +262,7 @@ export class Sparse24Tensor {
     if (v instanceof QuantizedTensor) {
       if (v.format !== 'int4' && v.format !== 'int8') fail(where, 'ERR_VALUE', `quantized values must be int4 or int8, got ${v.format}`);
       if (!sameShape(v.shape, vshape)) fail(where, 'ERR_SHAPE', `values is [${v.shape.join(', ')}]; a 2:4 tensor of [${shape.join(', ')}] keeps [${vshape.join(', ')}]`);
+      if (v.groupSize % 2 !== 0) fail(where, 'ERR_SHAPE', `values has group size ${v.groupSize}; the dense group (${2 * v.groupSize}) must be a multiple of 4, whole 2:4 groups`);
     } else {
       checkTensor(v, where, 'values', FLOAT_DTYPES);
       if (!sameShape(v.shape, vshape)) fail(where, 'ERR_SHAPE', `values is [${v.shape.join(', ')}]; a 2:4 tensor of [${shape.join(', ')}] keeps [${vshape.join(', ')}]`);
@@ -524,7 +528,8 @@ export function planSpmm24(a: Sparse24Tensor, x: Tensor, options: Spmm24Options 
  * [cols, n] (or [n, cols] with transB), reading only the kept values and
  * their indices. Each output is one fused-multiply-add chain over the row's
  * kept values in column order: for finite x the same bits as
- * matmul(decompress24(a), x) on every kernel and thread count. Meant for a
+ * matmul(decompress24(a), x) on every kernel and thread count (except that,
+ * with accumulate, an output of -0 can stay -0 where matmul gives +0). Meant for a
  * few columns (1–16: a batch of activation vectors). On the thread pool.
  */
 export async function spmm24(a: Sparse24Tensor, x: Tensor, options?: Spmm24Options): Promise<Tensor<'f32'>> {
