@@ -37,7 +37,7 @@ export interface NativeLowRank {
 }
 
 export interface NativeUnstructured {
-  /** Per tensor: the largest pruned |w| (0 when none). */
+  /** Per tensor: the largest pruned |w| of its selection (the tensor, or all of them when global; 0 when none). */
   thresholds: number[];
   pruned: number[];
 }

@@ -80,7 +80,11 @@ export interface UnstructuredResult {
   tensor: Tensor<FloatDType>;
   /** 1 = kept, the layout of PruneResult.mask. */
   mask: Tensor<'u8'>;
-  /** The largest pruned |w| (0 when nothing was pruned): the cut. */
+  /**
+   * The cut: the largest pruned |w| of the selection — of this tensor
+   * ('layer'), or of all of them ('global', the same number for each) — or
+   * 0 when the selection prunes nothing.
+   */
   threshold: number;
   /** Elements zeroed in this tensor. */
   pruned: number;
@@ -100,9 +104,8 @@ function parsePattern(p: unknown, where: string): { n: number; m: number } {
 
 function rowsCols(shape: readonly number[]): [number, number] {
   if (shape.length === 0) return [1, 1];
-  const cols = shape[shape.length - 1] as number;
-  const n = shapeSize(shape);
-  return [cols === 0 ? 0 : n / cols, cols];
+  // From the leading dimensions: a [5, 0] matrix still has 5 rows (spmm24's output is [5, n]).
+  return [shapeSize(shape.slice(0, -1)), shape[shape.length - 1] as number];
 }
 
 /** An Int16Array whose contents are unspecified (the kernel writes every word; see Tensor.uninitialized). */
@@ -259,6 +262,7 @@ export class Sparse24Tensor {
     if (v instanceof QuantizedTensor) {
       if (v.format !== 'int4' && v.format !== 'int8') fail(where, 'ERR_VALUE', `quantized values must be int4 or int8, got ${v.format}`);
       if (!sameShape(v.shape, vshape)) fail(where, 'ERR_SHAPE', `values is [${v.shape.join(', ')}]; a 2:4 tensor of [${shape.join(', ')}] keeps [${vshape.join(', ')}]`);
+      if (v.groupSize % 2 !== 0) fail(where, 'ERR_SHAPE', `values has group size ${v.groupSize}; the dense group (${2 * v.groupSize}) must be a multiple of 4, whole 2:4 groups`);
     } else {
       checkTensor(v, where, 'values', FLOAT_DTYPES);
       if (!sameShape(v.shape, vshape)) fail(where, 'ERR_SHAPE', `values is [${v.shape.join(', ')}]; a 2:4 tensor of [${shape.join(', ')}] keeps [${vshape.join(', ')}]`);
@@ -403,9 +407,34 @@ export function compress24Sync(t: Tensor | QuantizedTensor, options?: Compress24
   return result;
 }
 
-function planDecompress24(a: Sparse24Tensor, options: Decompress24Options | undefined, where: string): { args: NativeArgs; result: Tensor<FloatDType> | QuantizedTensor } {
+/**
+ * The parts of `a` still hold what its shape needs: a buffer detached since
+ * construction is ERR_DETACHED here, before the native side sees it.
+ */
+function checkIntact(a: Sparse24Tensor, where: string): void {
+  const [rows, cols] = rowsCols(a.shape);
+  const v = a.values;
+  if (v instanceof QuantizedTensor) {
+    const bits = v.format === 'int4' ? 4 : 8;
+    const want = rows * Math.ceil(((cols / 2) * bits) / 32) * 4;
+    if (v.data.byteLength !== want) fail(where, 'ERR_DETACHED', `a.values holds ${v.data.byteLength} bytes of codes but its shape needs ${want} (was its buffer detached?)`);
+    if (v.scales) checkTensor(v.scales, where, 'a.values.scales');
+    if (v.zeros) checkTensor(v.zeros, where, 'a.values.zeros');
+  } else {
+    checkTensor(v, where, 'a.values');
+  }
+  if (a.meta !== undefined) {
+    const want = rows * metaWords(cols, a.quantized ? 4 : 2);
+    if (a.meta.length !== want) fail(where, 'ERR_DETACHED', `a.meta holds ${a.meta.length} words but [${a.shape.join(', ')}] needs ${want} (was its buffer detached?)`);
+  }
+  if (a.bitmask !== undefined) checkTensor(a.bitmask, where, 'a.bitmask');
+}
+
+/** @internal Validates a decompress24 call and builds the native arguments (exported for tests). */
+export function planDecompress24(a: Sparse24Tensor, options: Decompress24Options | undefined, where: string): { args: NativeArgs; result: Tensor<FloatDType> | QuantizedTensor } {
   if (!(a instanceof Sparse24Tensor)) fail(where, 'ERR_VALUE', 'expected a Sparse24Tensor (from compress24())');
   const o = checkOptions(options, where, ['threads']) as Decompress24Options;
+  checkIntact(a, where);
   const [rows, cols] = rowsCols(a.shape);
   const base: NativeArgs = {
     rows,
@@ -454,6 +483,7 @@ export function planSpmm24(a: Sparse24Tensor, x: Tensor, options: Spmm24Options 
   const o = checkOptions(options, where, ['transB', 'out', 'accumulate', 'kernel', 'threads']) as Spmm24Options;
   if (a.quantized) fail(where, 'ERR_UNSUPPORTED', 'spmm24 multiplies float values; dequantize(a.values) into a float Sparse24Tensor first');
   if (a.meta === undefined) fail(where, 'ERR_VALUE', 'a has no meta (the 2-bit indices spmm24 reads); compress24 makes both');
+  checkIntact(a, where);
   checkTensor(x, where, 'x', ['f32']);
   if (x.shape.length !== 2) fail(where, 'ERR_SHAPE', `x must be 2-D, got [${x.shape.join(', ')}]`);
   for (const [k, v] of [['transB', o.transB], ['accumulate', o.accumulate]] as const) {
@@ -498,7 +528,8 @@ export function planSpmm24(a: Sparse24Tensor, x: Tensor, options: Spmm24Options 
  * [cols, n] (or [n, cols] with transB), reading only the kept values and
  * their indices. Each output is one fused-multiply-add chain over the row's
  * kept values in column order: for finite x the same bits as
- * matmul(decompress24(a), x) on every kernel and thread count. Meant for a
+ * matmul(decompress24(a), x) on every kernel and thread count (except that,
+ * with accumulate, an output of -0 can stay -0 where matmul gives +0). Meant for a
  * few columns (1–16: a batch of activation vectors). On the thread pool.
  */
 export async function spmm24(a: Sparse24Tensor, x: Tensor, options?: Spmm24Options): Promise<Tensor<'f32'>> {
@@ -521,7 +552,8 @@ function roundHalfEven(x: number): number {
   return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
 
-function planUnstructured(input: Tensor | readonly Tensor[], options: PruneUnstructuredOptions, where: string): { args: NativeArgs; results: Omit<UnstructuredResult, 'threshold' | 'pruned'>[]; single: boolean } {
+/** @internal Validates a pruneUnstructured call and builds the native arguments (exported for tests). */
+export function planUnstructured(input: Tensor | readonly Tensor[], options: PruneUnstructuredOptions, where: string): { args: NativeArgs; results: Omit<UnstructuredResult, 'threshold' | 'pruned'>[]; single: boolean } {
   const single = !Array.isArray(input);
   const list = (single ? [input] : input) as readonly Tensor[];
   if (options === undefined) fail(where, 'ERR_VALUE', 'options.sparsity is required (a fraction in [0, 1])');

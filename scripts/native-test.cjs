@@ -1,8 +1,8 @@
 #!/usr/bin/env node
-// Builds the quant and distill cores' native tests with AddressSanitizer and
-// UndefinedBehaviorSanitizer and runs them; also checks that the AVX2
-// object defines no weak (linker-mergeable) symbols, which could otherwise
-// smuggle AVX2 code into the baseline paths. Skips with a message when no
+// Builds the quant, distill, lowrank and sparse cores' native tests with
+// AddressSanitizer and UndefinedBehaviorSanitizer and runs them; also checks
+// that the SIMD objects define no weak (linker-mergeable) symbols, which
+// could otherwise smuggle AVX2 code into the baseline paths. Skips with a message when no
 // C++ compiler is available (the addon build would have failed anyway).
 'use strict';
 const { spawn, spawnSync } = require('node:child_process');
@@ -113,5 +113,35 @@ Promise.all(distillBuilds).then((codes) => {
     run(lowrankExe, [], { env });
     run(lowrankExe, [], { env: { ...env, SLIMTENSOR_ISA: 'avx2' } });
     run(lowrankExe, [], { env: { ...env, SLIMTENSOR_ISA: 'scalar' } });
+  });
+}
+
+// The sparse core: selection (AVX2) and spmm24 (AVX2, AVX-512) against the
+// reference bit for bit with poisoned outputs, int4/int8 compression and
+// expansion, unstructured pruning, errors. Compiled in the background like
+// lowrank; run on every ISA the CPU has, then AVX2 alone, then the scalar
+// reference alone (where the SIMD kernels must refuse to run).
+{
+  const sparseOut = path.join(out, 'sparse');
+  fs.mkdirSync(sparseOut, { recursive: true });
+  const avx2 = ['-mavx2', '-mfma', '-mf16c'];
+  const sparseSimd = [
+    ['sparse_avx2', avx2],
+    ['sparse_avx512', ['-mavx512f', '-mavx512bw', '-mavx512vl', ...avx2]],
+  ];
+  const sparseSources = ['native/core/cpu.cc', 'native/core/cuda_stub.cc', 'native/core/sparse/sparse.cc', 'native/core/sparse/sparse_ref.cc', 'test/native/sparse_core_test.cc'];
+  const objectOf = (f) => path.join(sparseOut, `${path.basename(f, '.cc')}.o`);
+  const builds = [
+    ...sparseSimd.map(([name, isa]) => background([...absFlags, ...isa, '-c', path.join(root, `native/core/sparse/${name}.cc`), '-o', path.join(sparseOut, `${name}.o`)], root)),
+    ...sparseSources.map((f) => background([...absFlags, '-c', path.join(root, f), '-o', objectOf(f)], root)),
+  ];
+  Promise.all(builds).then((codes) => {
+    if (codes.some((c) => c !== 0)) process.exit(1);
+    for (const [name] of sparseSimd) checkNoWeakSymbols(name, path.join(sparseOut, `${name}.o`));
+    const sparseExe = path.join(out, 'sparse_core_test');
+    run(cxx, [...flags, ...sparseSources.map(objectOf), ...sparseSimd.map(([name]) => path.join(sparseOut, `${name}.o`)), '-o', sparseExe, '-lpthread']);
+    run(sparseExe, [], { env });
+    run(sparseExe, [], { env: { ...env, SLIMTENSOR_ISA: 'avx2' } });
+    run(sparseExe, [], { env: { ...env, SLIMTENSOR_ISA: 'scalar' } });
   });
 }

@@ -138,7 +138,9 @@ class ExpandJob : public Job {
     if (a_.meta_word_bytes != 2 && a_.meta_word_bytes != 4) throw_error(env, Code::Value, "metaWordBytes must be 2 or 4");
     a_.meta = static_cast<const uint8_t*>(pin_optional(env, o.Get("meta"), "meta", checked_mul(env, u(a_.rows), u(meta_row_bytes(a_.cols, a_.meta_word_bytes)), "meta")));
     a_.mask = static_cast<const uint8_t*>(pin_optional(env, o.Get("mask"), "bitmask", checked_mul(env, u(a_.rows), u(bitmask_row_bytes(a_.cols)), "bitmask")));
-    if (!a_.meta && !a_.mask) throw_error(env, Code::Value, "decompress24 needs the meta or the bitmask");
+    const bool meta_given = !o.Get("meta").IsNull() && !o.Get("meta").IsUndefined();
+    const bool mask_given = !o.Get("mask").IsNull() && !o.Get("mask").IsUndefined();
+    if (!meta_given && !mask_given) throw_error(env, Code::Value, "decompress24 needs the meta or the bitmask");
     a_.out = pin_output(env, o.Get("out"), "output", out_bytes);
   }
   Status run() override { return sparse_expand(a_); }

@@ -108,14 +108,16 @@ Status check_select(const SelectArgs& a) {
     return Status::Error(Code::Shape, "row length " + std::to_string(a.src.cols) + " is not a multiple of M = " + std::to_string(a.m) + " (pattern " +
                                           pattern(a.n, a.m) + ")");
   }
+  if (a.meta_word_bytes != 2 && a.meta_word_bytes != 4) return Status::Error(Code::Value, "meta words are 2 or 4 bytes");
+  if (static_cast<int32_t>(a.score) < 0 || static_cast<int32_t>(a.score) > 3) return Status::Error(Code::Value, "unknown score");
+  // An empty matrix has empty (null) buffers: nothing below applies.
+  if (a.src.rows == 0 || a.src.cols == 0) return Status::Ok();
   const bool compress = a.values || a.meta;
   if (compress && (a.n != 2 || a.m != 4)) return Status::Error(Code::Value, "compressed output is 2:4 only, got pattern " + pattern(a.n, a.m));
   if (compress && (!a.values || !a.meta)) return Status::Error(Code::Value, "compressed output needs both values and meta");
-  if (a.meta_word_bytes != 2 && a.meta_word_bytes != 4) return Status::Error(Code::Value, "meta words are 2 or 4 bytes");
   if (!a.mask && !a.dense && !compress) return Status::Error(Code::Value, "no output");
   if (a.score == SparseScore::Wanda && !a.norms) return Status::Error(Code::Value, "the Wanda score needs activation norms");
   if (a.score == SparseScore::Mask && !a.mask_in) return Status::Error(Code::Value, "score 'mask' needs a mask");
-  if (static_cast<int32_t>(a.score) < 0 || static_cast<int32_t>(a.score) > 3) return Status::Error(Code::Value, "unknown score");
   return Status::Ok();
 }
 
@@ -198,13 +200,18 @@ Status sparse_expand(const ExpandArgs& a) {
   if (a.cols % 4 != 0) return Status::Error(Code::Shape, "row length " + std::to_string(a.cols) + " is not a multiple of 4");
   if (a.bits != 0 && a.bits != 4 && a.bits != 8) return Status::Error(Code::Value, "codes must be 4 or 8 bits");
   if (a.bits == 0 && !is_float_dtype(a.dtype)) return Status::Error(Code::DType, "values must be f32, f16 or bf16");
-  if (a.bits != 0 && (a.group <= 0 || a.cols % a.group != 0)) return Status::Error(Code::Shape, "bad quantization group");
-  if (!a.meta && !a.mask) return Status::Error(Code::Value, "decompress24 needs the meta or the bitmask");
-  if (a.meta && a.meta_word_bytes != 2 && a.meta_word_bytes != 4) return Status::Error(Code::Value, "meta words are 2 or 4 bytes");
+  // A group of 4 columns reads one zero point, and the kept codes share
+  // scales with half the group: both need groups of whole 2:4 groups.
+  if (a.bits != 0 && (a.group <= 0 || a.cols % a.group != 0 || a.group % 4 != 0)) {
+    return Status::Error(Code::Shape, "the quantization group (" + std::to_string(a.group) + ") must divide the row (" + std::to_string(a.cols) +
+                                          ") and be a multiple of 4");
+  }
+  if (a.meta_word_bytes != 2 && a.meta_word_bytes != 4) return Status::Error(Code::Value, "meta words are 2 or 4 bytes");
   if (a.kernel == Kernel::Cuda) return Status::Error(Code::Unsupported, "decompress24 has no CUDA kernel; use the CPU ('auto')");
   Status st = check_cpu_kernel(a.kernel, "decompress24", false);
   if (!st.ok()) return st;
-  if (a.rows == 0 || a.cols == 0) return Status::Ok();
+  if (a.rows == 0 || a.cols == 0) return Status::Ok();  // empty buffers are null
+  if (!a.meta && !a.mask) return Status::Error(Code::Value, "decompress24 needs the meta or the bitmask");
   FirstBad bad;
   const int64_t row_bytes = a.bits == 0 ? a.cols * static_cast<int64_t>(dtype_size(a.dtype)) : a.cols * a.bits / 8;
   parallel_for(a.rows, row_grain(row_bytes), [&](int64_t r0, int64_t r1) {
@@ -471,7 +478,7 @@ Status prune_unstructured(UnstructuredArgs* a) {
     const MatrixView& m = a->src[t];
     if (!is_float_dtype(m.dtype)) return Status::Error(Code::DType, "tensor " + std::to_string(t) + " must be f32, f16 or bf16");
     if (m.rows < 0 || m.cols < 0) return Status::Error(Code::Shape, "negative dimension");
-    if (!a->dense[t]) return Status::Error(Code::Value, "no output for tensor " + std::to_string(t));
+    if (!a->dense[t] && m.rows * m.cols > 0) return Status::Error(Code::Value, "no output for tensor " + std::to_string(t));
     total += m.rows * m.cols;
     if (!a->global && (a->k[t] < 0 || a->k[t] > m.rows * m.cols)) return Status::Error(Code::Value, "count to prune out of range");
   }

@@ -7,10 +7,9 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <string>
 
-#include "../cuda.h"
+#include "../cuda_util.cuh"
 #include "sparse_cuda.h"
 #include "sparse_math.h"
 
@@ -19,7 +18,6 @@ namespace st {
 namespace {
 
 constexpr int kThreadsPerBlock = 128;
-constexpr int64_t kChunkBytes = int64_t{256} << 20;  // device memory per chunk of rows
 constexpr unsigned long long kNoBad = ~0ull;
 
 __global__ void select_kernel(sm::SelectCtx c, int64_t rows, int64_t spans, unsigned long long* first_bad) {
@@ -28,48 +26,6 @@ __global__ void select_kernel(sm::SelectCtx c, int64_t rows, int64_t spans, unsi
   const int64_t row = item / spans, span = item % spans;
   const int64_t bad = sm::select_span(c, row, span);
   if (bad >= 0) atomicMin(first_bad, static_cast<unsigned long long>(row * c.cols + bad));
-}
-
-Status cuda_status(const char* call, cudaError_t e) {
-  const bool unusable = e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver ||
-                        e == cudaErrorNoKernelImageForDevice || e == cudaErrorMemoryAllocation;
-  return Status::Error(unusable ? Code::Unsupported : Code::Internal,
-                       std::string("CUDA: ") + call + " failed: " + cudaGetErrorString(e) + " (" + cudaGetErrorName(e) + ")");
-}
-
-#define ST_CUDA_CHECK(call)                                                   \
-  do {                                                                        \
-    const cudaError_t st_cuda_err_ = (call);                                  \
-    if (st_cuda_err_ != cudaSuccess) return cuda_status(#call, st_cuda_err_); \
-  } while (0)
-
-class DeviceBuffer {
- public:
-  DeviceBuffer() = default;
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  ~DeviceBuffer() {
-    if (p_) cudaFree(p_);
-  }
-  Status alloc(size_t bytes) {
-    if (bytes == 0) return Status::Ok();
-    ST_CUDA_CHECK(cudaMalloc(&p_, bytes));
-    return Status::Ok();
-  }
-  template <class T>
-  T* get() const { return static_cast<T*>(p_); }
-
- private:
-  void* p_ = nullptr;
-};
-
-int64_t chunk_rows(int64_t rows, int64_t row_bytes) {
-  int64_t budget = kChunkBytes;
-  if (const char* env = std::getenv("SLIMTENSOR_CUDA_CHUNK_BYTES")) {
-    const long long v = std::atoll(env);
-    if (v > 0) budget = v;
-  }
-  return std::max<int64_t>(1, std::min<int64_t>(rows, budget / std::max<int64_t>(1, row_bytes)));
 }
 
 Status copy_out(void* host, const void* dev, int64_t r0, int64_t rows, int64_t row_bytes) {
@@ -81,8 +37,8 @@ Status copy_out(void* host, const void* dev, int64_t r0, int64_t rows, int64_t r
 }  // namespace
 
 Status cuda_sparse_select(const SelectArgs& a) {
-  std::string why;
-  if (!cuda_available(&why)) return Status::Error(Code::Unsupported, "the CUDA kernel is not usable: " + why);
+  Status st = device_ready();
+  if (!st.ok()) return st;
   const sm::SelectCtx host = sm::make_ctx(a);
   const int64_t rows = a.src.rows, cols = a.src.cols;
   const int64_t in_row = cols * host.esize;
@@ -95,7 +51,6 @@ Status cuda_sparse_select(const SelectArgs& a) {
   const int64_t n = chunk_rows(rows, in_row + min_row + out_mask_row + dense_row + values_row + meta_row);
 
   DeviceBuffer src, norms, mask_in, mask, dense, values, meta, first_bad;
-  Status st;
   if (!(st = src.alloc(static_cast<size_t>(n * in_row))).ok()) return st;
   if (!(st = mask_in.alloc(static_cast<size_t>(n * min_row))).ok()) return st;
   if (!(st = mask.alloc(static_cast<size_t>(n * out_mask_row))).ok()) return st;

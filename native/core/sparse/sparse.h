@@ -106,7 +106,9 @@ Status sparse_expand(const ExpandArgs& a);
 //
 // which is the chain of the dense GEMM (lowrank/gemm.h) over the
 // decompressed row with its zero terms left out: for finite X both give the
-// same bits. Every kernel and thread count gives the same bits too.
+// same bits (a zero term leaves any accumulator but -0 unchanged, and a chain
+// from +0 never reaches -0; so with accumulate, a Y element of -0 may end -0
+// here and +0 in the GEMM). Every kernel and thread count gives the same bits.
 struct Spmm24Args {
   int64_t rows = 0, cols = 0, n = 0;
   DType dtype = DType::F32;           // of the values
@@ -137,7 +139,8 @@ struct UnstructuredArgs {
   std::vector<void*> dense;           // per tensor: [rows, cols] of its dtype
   std::vector<uint8_t*> mask;         // per tensor: bitmask, may be null
   // Results: per tensor, the |w| at the cut (as f32 bits: the largest pruned
-  // magnitude, 0 when nothing is pruned) and the number pruned.
+  // magnitude of the tensor's selection — every tensor's when global — or 0
+  // when the selection prunes nothing) and the number pruned from it.
   std::vector<uint32_t> threshold_bits;
   std::vector<int64_t> pruned;
 };

@@ -50,7 +50,8 @@ inline __m256i scores(const void* src, const float* norms, int64_t e, int64_t i)
   const __m256i mag = _mm256_and_si256(_mm256_castps_si256(load_pair<T>(src, e + i)), absmask);
   if (S == SparseScore::Magnitude) return mag;
   if (S == SparseScore::NonZero) return _mm256_add_epi32(_mm256_cmpeq_epi32(mag, _mm256_setzero_si256()), _mm256_set1_epi32(1));
-  const __m256 nv = load_pair<DType::F32>(norms, i);
+  // The norms are per column: the same offset as the row's elements.
+  const __m256 nv = load_pair<DType::F32>(norms, e + i);
   return _mm256_and_si256(_mm256_castps_si256(_mm256_mul_ps(_mm256_castsi256_ps(mag), nv)), absmask);
 }
 

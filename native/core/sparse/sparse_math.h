@@ -166,7 +166,7 @@ ST_HD int64_t select_span(const SelectCtx& c, int64_t row, int64_t span) {
         const float w = raw_to_f32(load_raw(c.src, c.esize, base + col), c.dtype);
         s[i] = score_bits(w, c.score, c.score == SparseScore::Wanda ? c.norms[col] : 1.0f);
         if (s[i] > kInfBits) return col;
-        nonzero += static_cast<int>(s[i]);
+        nonzero += s[i] != 0 ? 1 : 0;  // not the score itself: magnitudes would overflow an int sum
       }
       if (c.score == SparseScore::NonZero && nonzero > c.n) return g0;
       keep = select_group(s, c.n, c.m);
