@@ -5,7 +5,7 @@ import { fail } from './errors';
 import { binding, callAsync, callSync, type NativeArgs } from './native';
 import { checkOptions, FLOAT_DTYPES, kernelCode, sameShape, threadCount, type Kernel } from './options';
 import type { FloatDType } from './tensor';
-import { assertFixedLength, checkTensor, dtypeCode, Tensor, uninitializedArray } from './tensor';
+import { assertFixedLength, checkTensor, dtypeCode, overlaps, Tensor, uninitializedArray } from './tensor';
 
 /** The distillation term D: KL(p‖q) (Hinton), KL(q‖p), or the β-skewed Jensen–Shannon divergence. */
 export type Divergence = 'forward-kl' | 'reverse-kl' | 'jsd';
@@ -83,10 +83,6 @@ function number(value: unknown, fallback: number, ok: (v: number) => boolean, wh
   return value;
 }
 
-/** True when two views share bytes. */
-function overlaps(a: ArrayBufferView, b: ArrayBufferView): boolean {
-  return a.buffer === b.buffer && a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
-}
 
 function labelArray(labels: Labels, rows: number, where: string): Int32Array {
   let out: Int32Array;

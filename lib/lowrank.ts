@@ -3,7 +3,7 @@
 // (native/core/lowrank/).
 import { fail } from './errors';
 import { binding, callAsync, callSync, type NativeArgs, type NativeLowRank, type NativeSvd } from './native';
-import { assertFixedLength, checkTensor, dtypeCode, Tensor } from './tensor';
+import { assertFixedLength, checkTensor, dtypeCode, overlaps, Tensor } from './tensor';
 import { checkOptions, FLOAT_DTYPES, kernelCode, threadCount, type Kernel } from './options';
 
 /**
@@ -159,7 +159,7 @@ export function planMatmul(a: Tensor, b: Tensor, options: MatmulOptions | undefi
     if (out.shape.length !== 2 || out.shape[0] !== m || out.shape[1] !== n) {
       fail(where, 'ERR_SHAPE', `options.out is [${out.shape.join(', ')}]; the product is [${m}, ${n}]`);
     }
-    if (out.data.buffer === a.data.buffer || out.data.buffer === b.data.buffer) fail(where, 'ERR_VALUE', 'options.out shares memory with an input');
+    if (overlaps(out.data, a.data) || overlaps(out.data, b.data)) fail(where, 'ERR_VALUE', 'options.out shares memory with an input');
   } else {
     if (accumulate) fail(where, 'ERR_VALUE', 'options.accumulate adds to options.out, which is missing');
     // Every element is written (k = 0 writes zeros).

@@ -4,7 +4,7 @@
 import { fail } from './errors';
 import { binding, callAsync, callSync, type ErrorSums, type NativeArgs } from './native';
 import { checkOptions, FLOAT_DTYPES, kernelCode, sameShape, threadCount, type Kernel } from './options';
-import { assertFixedLength, checkTensor, dtypeCode, shapeSize, Tensor, uninitializedArray, type DType, type FloatDType } from './tensor';
+import { assertFixedLength, checkTensor, dtypeCode, overlaps, shapeSize, Tensor, uninitializedArray, type DType, type FloatDType } from './tensor';
 
 export type QuantFormat = 'q4_0' | 'q4_1' | 'q8_0' | 'int4' | 'int8';
 
@@ -260,7 +260,7 @@ function checkOut(out: unknown, t: Tensor, format: QuantFormat, group: number, s
   const got = `${out.format}${FORMATS[out.format].ggml ? '' : ` group ${out.groupSize} ${out.symmetric ? 'symmetric' : 'asymmetric'} ${out.scales?.dtype} scales`} [${out.shape.join(', ')}]`;
   if (want !== got) fail(where, 'ERR_SHAPE', `options.out is ${got}; this call writes ${want}`);
   for (const part of [out.data, out.scales?.data, out.zeros?.data]) {
-    if (part && part.buffer === t.data.buffer) fail(where, 'ERR_VALUE', 'options.out shares memory with the input');
+    if (part && overlaps(part, t.data)) fail(where, 'ERR_VALUE', 'options.out shares memory with the input');
     if (part) assertFixedLength(part, where, 'options.out');
   }
   return out;
@@ -317,7 +317,7 @@ export function planDequantize(q: QuantizedTensor, options: DequantizeOptions | 
     out = checkTensor(o.out, where, 'options.out', [dtype]) as Tensor<FloatDType>;
     if (!sameShape(out.shape, q.shape)) fail(where, 'ERR_SHAPE', `options.out is [${out.shape.join(', ')}]; the quantized tensor is [${q.shape.join(', ')}]`);
     for (const part of [q.data, q.scales?.data, q.zeros?.data]) {
-      if (part && part.buffer === out.data.buffer) fail(where, 'ERR_VALUE', 'options.out shares memory with the quantized tensor');
+      if (part && overlaps(part, out.data)) fail(where, 'ERR_VALUE', 'options.out shares memory with the quantized tensor');
     }
   } else {
     out = Tensor.uninitialized(q.shape, dtype);

@@ -6,7 +6,7 @@ import { fail } from './errors';
 import { binding, callAsync, callSync, type NativeArgs, type NativeUnstructured } from './native';
 import { checkOptions, FLOAT_DTYPES, kernelCode, sameShape, threadCount, type Kernel } from './options';
 import { QuantizedTensor } from './quantize';
-import { assertFixedLength, checkTensor, dtypeCode, shapeSize, Tensor, uninitializedArray, type FloatDType } from './tensor';
+import { assertFixedLength, checkTensor, dtypeCode, overlaps, shapeSize, Tensor, uninitializedArray, type FloatDType } from './tensor';
 
 /**
  * How the kept elements of each group are chosen: 'magnitude' (default,
@@ -500,7 +500,7 @@ export function planSpmm24(a: Sparse24Tensor, x: Tensor, options: Spmm24Options 
     out = checkTensor(o.out, where, 'options.out', ['f32']) as Tensor<'f32'>;
     if (out.shape.length !== 2 || out.shape[0] !== rows || out.shape[1] !== n) fail(where, 'ERR_SHAPE', `options.out is [${out.shape.join(', ')}]; the product is [${rows}, ${n}]`);
     for (const part of [values.data, a.meta, x.data]) {
-      if (part.buffer === out.data.buffer) fail(where, 'ERR_VALUE', 'options.out shares memory with an input');
+      if (overlaps(part, out.data)) fail(where, 'ERR_VALUE', 'options.out shares memory with an input');
     }
   } else {
     if (o.accumulate === true) fail(where, 'ERR_VALUE', 'options.accumulate adds to options.out, which is missing');

@@ -85,6 +85,11 @@ export function shapeSize(shape: readonly number[], where = 'Tensor', what = 'sh
  * ArrayBuffers and growable SharedArrayBuffers (a shrink during an async
  * call would leave the native side reading freed memory).
  */
+/** True when two views share at least one byte (slices of one pooled Buffer may not). */
+export function overlaps(a: ArrayBufferView, b: ArrayBufferView): boolean {
+  return a.buffer === b.buffer && a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
+}
+
 export function assertFixedLength(view: ArrayBufferView, where: string, what: string): void {
   const buf = view.buffer as ArrayBufferLike & { resizable?: boolean; growable?: boolean; detached?: boolean };
   if (buf.resizable === true || buf.growable === true) {
