@@ -322,7 +322,8 @@ export function planCompress24(t: Tensor | QuantizedTensor, options: Compress24O
     if (t.format !== 'int4' && t.format !== 'int8') fail(where, 'ERR_VALUE', `quantized inputs must be int4 or int8 (compressed-tensors), got ${t.format}`);
     if (o.prune === true) fail(where, 'ERR_VALUE', 'a quantized tensor is compressed as it is (or by options.mask); prune the float tensor, then quantize it');
     const kernel = kernelCode(o.kernel, where);
-    if (kernel === kernelCode('cuda', where) || kernel === kernelCode('avx512', where)) fail(where, 'ERR_UNSUPPORTED', `quantized inputs are compressed by the CPU reference loop; kernel ${String(o.kernel)} has none`);
+    // Only the scalar loop handles packed codes: pinning any other kernel would silently not run it.
+    if (kernel !== kernelCode('auto', where) && kernel !== kernelCode('reference', where)) fail(where, 'ERR_UNSUPPORTED', `quantized inputs are compressed by the CPU reference loop; kernel ${String(o.kernel)} has none`);
     checkColumns(t.shape, 4, '2:4', where);
     const [rows, cols] = rowsCols(t.shape);
     if (t.groupSize % 4 !== 0) fail(where, 'ERR_SHAPE', `the group size ${t.groupSize} is not a multiple of 4: a group would not keep exactly half its codes`);
