@@ -198,24 +198,34 @@ namespace {
 
 // ---- spmm24 -------------------------------------------------------------------
 
-template <DType T>
-void spmm_t(const Spmm24Plan& p, int64_t i0, int64_t i1) {
-  using Rows = void (*)(const Spmm24Plan&, int64_t, int, int64_t);
-  static constexpr Rows kRows[8] = {simd::rows8<1, T>, simd::rows8<2, T>, simd::rows8<3, T>, simd::rows8<4, T>,
-                                    simd::rows8<5, T>, simd::rows8<6, T>, simd::rows8<7, T>, simd::rows8<8, T>};
-  for (int64_t j0 = 0; j0 < p.n; j0 += 8) {
-    const int J = static_cast<int>(p.n - j0 < 8 ? p.n - j0 : 8);
-    for (int64_t i = i0; i < i1; i += 8) kRows[J - 1](p, i, static_cast<int>(i1 - i < 8 ? i1 - i : 8), j0);
-  }
-}
+// The traits of sparse_simd.h's loop: 8 rows per ymm, 8 columns of Y per
+// chunk (8 accumulators, the group's two value and index vectors, the
+// broadcast and its two permutations: 15 of the 16 registers).
+struct Isa {
+  static constexpr int kLanes = 8;
+  static constexpr int kChunk = 8;
+  using V = __m256;
+  using Vi = __m256i;
+  static V load(const float* p) { return _mm256_load_ps(p); }
+  static void store(float* p, V v) { _mm256_store_ps(p, v); }
+  static Vi loadi(const int32_t* p) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(p)); }
+  static Vi srli(Vi v, int s) { return _mm256_srli_epi32(v, s); }
+  static V bcast4(const float* p) { return _mm256_broadcast_ps(reinterpret_cast<const __m128*>(p)); }
+  static V perm(V v, Vi idx) { return _mm256_permutevar_ps(v, idx); }
+  static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
 
-void spmm_rows(const Spmm24Plan& p, int64_t i0, int64_t i1) {
-  switch (p.dtype) {
-    case DType::F16: return spmm_t<DType::F16>(p, i0, i1);
-    case DType::BF16: return spmm_t<DType::BF16>(p, i0, i1);
-    default: return spmm_t<DType::F32>(p, i0, i1);
+  // Kept values 8w..8w+7 of the block's rows, transposed (vb[q·8 + r]:
+  // value 8w+q of row r), and the rows' meta words w (mb[r]).
+  template <DType T>
+  static void load_word(const simd::Block& b, int64_t meta_row_bytes, int64_t w, float* vb, int32_t* mb) {
+    (void)meta_row_bytes;
+    __m256 v[8];
+    for (int r = 0; r < 8; ++r) v[r] = simd::load8<T>(b.vrow[r], 8 * w);
+    simd::transpose8(v);
+    for (int q = 0; q < 8; ++q) _mm256_store_ps(vb + 8 * q, v[q]);
+    for (int r = 0; r < 8; ++r) mb[r] = static_cast<int32_t>(simd::u16_at(b.mrow[r] + 2 * w));
   }
-}
+};
 
 }  // namespace
 
@@ -229,7 +239,7 @@ SelectRowFn select_row_fn(const SelectArgs& a) {
   }
 }
 
-Spmm24Fn spmm24_fn() { return spmm_rows; }
+Spmm24Fn spmm24_fn() { return simd::spmm_rows<Isa>; }
 
 }  // namespace avx2
 }  // namespace st
