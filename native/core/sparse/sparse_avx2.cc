@@ -29,6 +29,10 @@ namespace {
 // ---- selection ------------------------------------------------------------
 
 constexpr int64_t kPrefetchAhead = 2048;  // elements
+// A dense output this large is written with non-temporal stores: it cannot
+// stay in the caches anyway, and ordinary stores read every line before
+// writing it (a third stream of traffic beside the input and the output).
+constexpr int64_t kStreamBytes = int64_t{32} << 20;
 
 // Elements i..i+3 and i+16..i+19 (groups g and g+4 of a 32-column step) as f32.
 template <DType T>
@@ -63,7 +67,6 @@ inline uint32_t score1(const sm::SelectCtx& c, int64_t base, int64_t col) {
 
 template <DType T, SparseScore S>
 int64_t select24_row(const SelectArgs& a, const sm::SelectCtx& c, int64_t row) {
-  (void)a;
   constexpr int esize = T == DType::F32 ? 4 : 2;
   const int64_t cols = c.cols;
   const int64_t full = (cols / 32) * 32;
@@ -73,6 +76,8 @@ int64_t select24_row(const SelectArgs& a, const sm::SelectCtx& c, int64_t row) {
   uint8_t* meta = c.meta ? c.meta + row * c.meta_row_bytes : nullptr;
   char* dense = c.dense ? static_cast<char*>(c.dense) + base * esize : nullptr;
   char* vals = c.values ? static_cast<char*>(c.values) + row * (cols / 2) * esize : nullptr;
+  // 16-byte stores: every one aligned when the output and the row length are.
+  const bool stream = dense && a.src.rows * cols * esize >= kStreamBytes && (reinterpret_cast<uintptr_t>(c.dense) & 15) == 0 && (cols * esize) % 16 == 0;
   const __m256i nv = _mm256_set1_epi32(c.n);
   const __m256i one = _mm256_set1_epi32(1), two = _mm256_set1_epi32(2), three = _mm256_set1_epi32(3);
   // Within each 128-bit lane, byte 4e+g (element e of group g) goes to byte 4g+e.
@@ -128,7 +133,14 @@ int64_t select24_row(const SelectArgs& a, const sm::SelectCtx& c, int64_t row) {
           const __m256 v = _mm256_loadu_ps(static_cast<const float*>(src) + i);
           if (dense) {
             const __m256 m = _mm256_castsi256_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(L.mask32[b])));
-            _mm256_storeu_ps(reinterpret_cast<float*>(dense) + i, _mm256_and_ps(v, m));
+            const __m256 kept = _mm256_and_ps(v, m);
+            float* d = reinterpret_cast<float*>(dense) + i;
+            if (stream) {
+              _mm_stream_ps(d, _mm256_castps256_ps128(kept));
+              _mm_stream_ps(d + 4, _mm256_extractf128_ps(kept, 1));
+            } else {
+              _mm256_storeu_ps(d, kept);
+            }
           }
           if (vals) {
             const __m256 pk = _mm256_permutevar8x32_ps(v, _mm256_load_si256(reinterpret_cast<const __m256i*>(L.perm32[b])));
@@ -138,7 +150,9 @@ int64_t select24_row(const SelectArgs& a, const sm::SelectCtx& c, int64_t row) {
           const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(src) + i));
           if (dense) {
             const __m128i m = _mm_load_si128(reinterpret_cast<const __m128i*>(L.mask16[b]));
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(reinterpret_cast<uint16_t*>(dense) + i), _mm_and_si128(v, m));
+            __m128i* d = reinterpret_cast<__m128i*>(reinterpret_cast<uint16_t*>(dense) + i);
+            if (stream) _mm_stream_si128(d, _mm_and_si128(v, m));
+            else _mm_storeu_si128(d, _mm_and_si128(v, m));
           }
           if (vals) {
             const __m128i pk = _mm_shuffle_epi8(v, _mm_load_si128(reinterpret_cast<const __m128i*>(L.shuf16[b])));
@@ -148,6 +162,9 @@ int64_t select24_row(const SelectArgs& a, const sm::SelectCtx& c, int64_t row) {
       }
     }
   }
+  // The streamed lines are weakly ordered: make them visible before the
+  // row counts as done (another thread may read the output next).
+  if (stream) _mm_sfence();
   // A NaN score or a group with too many non-zeros in the vector part: the
   // first one, by the reference's rules.
   if (S != SparseScore::NonZero) {
