@@ -217,10 +217,12 @@ namespace {
 
 // The traits of sparse_simd.h's loop: 8 rows per ymm, 8 columns of Y per
 // chunk (8 accumulators, the group's two value and index vectors, the
-// broadcast and its two permutations: 15 of the 16 registers).
+// broadcast and its two permutations: 15 of the 16 registers); up to 3
+// columns with a word's 8 value vectors kept in registers too.
 struct Isa {
   static constexpr int kLanes = 8;
   static constexpr int kChunk = 8;
+  static constexpr int kDirect = 3;
   using V = __m256;
   using Vi = __m256i;
   static V load(const float* p) { return _mm256_load_ps(p); }
@@ -231,17 +233,22 @@ struct Isa {
   static V perm(V v, Vi idx) { return _mm256_permutevar_ps(v, idx); }
   static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
 
-  // Kept values 8w..8w+7 of the block's rows, transposed (vb[q·8 + r]:
-  // value 8w+q of row r), and the rows' meta words w (mb[r]).
+  // Kept values 8w..8w+7 of the block's rows, transposed: v[q] lane r is
+  // value 8w+q of row r.
   template <DType T>
-  static void load_word(const simd::Block& b, int64_t meta_row_bytes, int64_t w, float* vb, int32_t* mb) {
-    (void)meta_row_bytes;
-    __m256 v[8];
+  static void word_values(const simd::Block& b, int64_t w, V v[8]) {
     for (int r = 0; r < 8; ++r) v[r] = simd::load8<T>(b.vrow[r], 8 * w);
     simd::transpose8(v);
-    for (int q = 0; q < 8; ++q) _mm256_store_ps(vb + 8 * q, v[q]);
-    for (int r = 0; r < 8; ++r) mb[r] = static_cast<int32_t>(simd::u16_at(b.mrow[r] + 2 * w));
   }
+  // The rows' meta words w, one per lane.
+  static Vi word_meta(const simd::Block& b, int64_t meta_row_bytes, int64_t w) {
+    (void)meta_row_bytes;
+    return _mm256_setr_epi32(static_cast<int>(simd::u16_at(b.mrow[0] + 2 * w)), static_cast<int>(simd::u16_at(b.mrow[1] + 2 * w)),
+                             static_cast<int>(simd::u16_at(b.mrow[2] + 2 * w)), static_cast<int>(simd::u16_at(b.mrow[3] + 2 * w)),
+                             static_cast<int>(simd::u16_at(b.mrow[4] + 2 * w)), static_cast<int>(simd::u16_at(b.mrow[5] + 2 * w)),
+                             static_cast<int>(simd::u16_at(b.mrow[6] + 2 * w)), static_cast<int>(simd::u16_at(b.mrow[7] + 2 * w)));
+  }
+  static void store_i(int32_t* p, Vi v) { _mm256_store_si256(reinterpret_cast<__m256i*>(p), v); }
 };
 
 }  // namespace

@@ -45,10 +45,12 @@ inline void transpose8x2(__m512 r[8]) {
 
 // The traits of sparse_simd.h's loop: 16 rows per zmm, up to 16 columns of
 // Y per chunk (16 accumulators and 7 working registers of the 32), so a
-// batch of 16 is one chunk.
+// batch of 16 is one chunk; up to 4 columns with a word's 8 value vectors
+// kept in registers too.
 struct Isa {
   static constexpr int kLanes = 16;
   static constexpr int kChunk = 16;
+  static constexpr int kDirect = 4;
   using V = __m512;
   using Vi = __m512i;
   static V load(const float* p) { return _mm512_load_ps(p); }
@@ -59,33 +61,29 @@ struct Isa {
   static V perm(V v, Vi idx) { return _mm512_permutevar_ps(v, idx); }
   static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
 
-  // Kept values 8w..8w+7 of the block's 16 rows, transposed (vb[q·16 + r]:
-  // value 8w+q of row r), and the rows' meta words w (mb[r], bits above
-  // the word unspecified: the loop reads bits 0..15).
+  // Kept values 8w..8w+7 of the block's 16 rows, transposed: v[q] lane r
+  // is value 8w+q of row r.
   template <DType T>
-  static void load_word(const simd::Block& b, int64_t meta_row_bytes, int64_t w, float* vb, int32_t* mb) {
-    __m512 v[8];
+  static void word_values(const simd::Block& b, int64_t w, V v[8]) {
     for (int r = 0; r < 8; ++r) {
       v[r] = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(simd::load8<T>(b.vrow[r], 8 * w))),
                                                  _mm256_castps_pd(simd::load8<T>(b.vrow[r + 8], 8 * w)), 1));
     }
     transpose8x2(v);
-    for (int q = 0; q < 8; ++q) _mm512_store_ps(vb + 16 * q, v[q]);
-    // One gather of the 16 rows' words: the 4 bytes ending with word w
-    // (never past the row's end), or for w = 0 the first 4 bytes when the
-    // row has them.
-    const __m512i offs = _mm512_load_si512(b.moff);
-    __m512i mv;
-    if (w > 0) {
-      mv = _mm512_srli_epi32(_mm512_i32gather_epi32(offs, b.meta0 + 2 * w - 2, 1), 16);
-    } else if (meta_row_bytes >= 4) {
-      mv = _mm512_i32gather_epi32(offs, b.meta0, 1);
-    } else {
-      for (int r = 0; r < 16; ++r) mb[r] = static_cast<int32_t>(simd::u16_at(b.mrow[r]));
-      return;
-    }
-    _mm512_store_si512(mb, mv);
   }
+  // The 16 rows' meta words w, one per lane (bits above the word
+  // unspecified: the loop reads bits 0..15). One gather: the 4 bytes ending
+  // with word w (never past the row's end), or for w = 0 the first 4 bytes
+  // when the row has them.
+  static Vi word_meta(const simd::Block& b, int64_t meta_row_bytes, int64_t w) {
+    const __m512i offs = _mm512_load_si512(b.moff);
+    if (w > 0) return _mm512_srli_epi32(_mm512_i32gather_epi32(offs, b.meta0 + 2 * w - 2, 1), 16);
+    if (meta_row_bytes >= 4) return _mm512_i32gather_epi32(offs, b.meta0, 1);
+    alignas(64) int32_t words0[16];
+    for (int r = 0; r < 16; ++r) words0[r] = static_cast<int32_t>(simd::u16_at(b.mrow[r]));
+    return _mm512_load_si512(words0);
+  }
+  static void store_i(int32_t* p, Vi v) { _mm512_store_si512(p, v); }
 };
 
 }  // namespace

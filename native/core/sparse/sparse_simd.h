@@ -18,7 +18,9 @@
 // runs over the whole panel with its accumulators in registers, kept in a
 // per-block tile between panels. (Running a pass over the weight per 8
 // columns made batch 9–16 read it twice and redo every transpose: slower
-// than the dense GEMM.)
+// than the dense GEMM.) Up to I::kDirect columns skip the panel: each
+// word's transposed values stay in registers, as the buffer's stores and
+// reloads would cost as much as the few fmas they feed.
 //
 // X arrives grouped, [cols/4][n][4] (Spmm24Plan::xg): the broadcasts of a
 // group for consecutive columns of Y read consecutive 16 bytes, where rows
@@ -149,6 +151,45 @@ void run_chunk(const float* vb, const int32_t* mb, int pw, const float* x, int64
   for (int j = 0; j < J; ++j) I::store(tile + j * L, acc[j]);
 }
 
+// Up to I::kDirect columns of Y, [j0, j0 + J), over the whole row: each
+// word's transposed values stay in registers (no panel buffer: for a few
+// columns its stores and reloads cost as much as the arithmetic). x: X's
+// first group at column j0.
+template <class I, int J, DType T>
+void run_direct(const Block& b, int64_t meta_row_bytes, int64_t words, const float* x, int64_t gstride, float* tile) {
+  constexpr int L = I::kLanes;
+  constexpr int esize = T == DType::F32 ? 4 : 2;
+  typename I::V acc[J];
+  for (int j = 0; j < J; ++j) acc[j] = I::load(tile + j * L);
+  for (int64_t w = 0; w < words; ++w) {
+    prefetch_rows(b, L, w, esize);
+    typename I::V v[8];
+    I::template word_values<T>(b, w, v);
+    const typename I::Vi mv = I::word_meta(b, meta_row_bytes, w);
+    for (int g = 0; g < 4; ++g) {
+      const typename I::Vi idx0 = I::srli(mv, 4 * g), idx1 = I::srli(mv, 4 * g + 2);
+      const float* xp = x + (4 * w + g) * gstride;
+      for (int j = 0; j < J; ++j) {
+        const typename I::V xv = I::bcast4(xp + 4 * j);
+        acc[j] = I::fma(v[2 * g], I::perm(xv, idx0), acc[j]);
+        acc[j] = I::fma(v[2 * g + 1], I::perm(xv, idx1), acc[j]);
+      }
+    }
+  }
+  for (int j = 0; j < J; ++j) I::store(tile + j * L, acc[j]);
+}
+
+template <class I, DType T>
+inline void run_direct_any(int J, const Block& b, int64_t meta_row_bytes, int64_t words, const float* x, int64_t gstride, float* tile) {
+  static_assert(I::kDirect >= 1 && I::kDirect <= 4, "direct paths exist for 1 to 4 columns");
+  switch (J) {
+    case 1: return run_direct<I, 1, T>(b, meta_row_bytes, words, x, gstride, tile);
+    case 2: return run_direct<I, 2 <= I::kDirect ? 2 : 1, T>(b, meta_row_bytes, words, x, gstride, tile);
+    case 3: return run_direct<I, 3 <= I::kDirect ? 3 : 1, T>(b, meta_row_bytes, words, x, gstride, tile);
+    default: return run_direct<I, 4 <= I::kDirect ? 4 : 1, T>(b, meta_row_bytes, words, x, gstride, tile);
+  }
+}
+
 template <class I, int... Js>
 struct ChunkTable {
   using Fn = void (*)(const float*, const int32_t*, int, const float*, int64_t, float*);
@@ -189,11 +230,17 @@ void block_rows(const Spmm24Plan& p, int64_t i0, int nr) {
     for (int j = 0; j < np; ++j) {
       for (int r = 0; r < L; ++r) tile[j * L + r] = p.accumulate && r < nr ? p.y[(i0 + r) * p.n + jp + j] : 0.0f;
     }
-    for (int64_t w0 = 0; w0 < words; w0 += kPanel) {
+    if (np <= I::kDirect) {
+      run_direct_any<I, T>(np, b, p.meta_row_bytes, words, p.xg + jp * 4, 4 * p.n, tile);
+    }
+    for (int64_t w0 = 0; np > I::kDirect && w0 < words; w0 += kPanel) {
       const int pw = static_cast<int>(words - w0 < kPanel ? words - w0 : kPanel);
       for (int wi = 0; wi < pw; ++wi) {
         prefetch_rows(b, L, w0 + wi, esize);
-        I::template load_word<T>(b, p.meta_row_bytes, w0 + wi, vbuf + wi * 8 * L, mbuf + wi * L);
+        typename I::V v[8];
+        I::template word_values<T>(b, w0 + wi, v);
+        for (int q = 0; q < 8; ++q) I::store(vbuf + (wi * 8 + q) * L, v[q]);
+        I::store_i(mbuf + wi * L, I::word_meta(b, p.meta_row_bytes, w0 + wi));
       }
       const float* x = p.xg + (4 * w0 * p.n + jp) * 4;
       for (int jc = 0; jc < np; jc += I::kChunk) {
