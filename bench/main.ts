@@ -9,10 +9,11 @@ import { searchFloorBench } from './search-floor';
 import { pipelineBench } from './pipeline';
 import { distillBench } from './distill';
 import { lowrankBench } from './lowrank';
+import { sparsityBench } from './sparsity';
 
 // The registry: later benchmarks (sparsity, lowrank, distill, pipeline) add
 // one line here and one module beside this file.
-const BENCHMARKS: readonly Benchmark[] = [quantizeBench, searchFloorBench, pipelineBench, distillBench, lowrankBench];
+const BENCHMARKS: readonly Benchmark[] = [quantizeBench, searchFloorBench, sparsityBench, pipelineBench, distillBench, lowrankBench];
 
 const DEFAULT_RUNS = 7;
 const QUICK_RUNS = 3;

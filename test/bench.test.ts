@@ -108,3 +108,56 @@ describe('bench: search-floor --quick', function () {
     }
   });
 });
+
+describe('bench: sparsity --quick --json', function () {
+  interface Rate {
+    threads: number;
+    gbps: number;
+    copyRatio: number;
+    jsRatio: number;
+  }
+  interface SparsityReport {
+    benchmarks: {
+      sparsity: {
+        copy: { threads: number; gbps: number }[];
+        prune: { id: string; jsGbps: number; identical: { bytes: number; mismatches: number }; perThreads: Rate[]; reuse: Rate[] }[];
+        spmm: { identical: { n: number; mismatches: number }[]; rows: { n: number; threads: number; kernel: string; speedup: number; sparseGbps: number; denseGbps: number }[] };
+      };
+    };
+  }
+  let report: SparsityReport['benchmarks']['sparsity'];
+
+  before(async function () {
+    const { stdout } = await promisify(execFile)(
+      process.execPath,
+      ['--import', 'tsx', path.join('bench', 'main.ts'), 'sparsity', '--quick', '--json', '--runs', '1'],
+      { cwd: root, maxBuffer: 16 * 1024 * 1024 },
+    );
+    report = (JSON.parse(stdout) as SparsityReport).benchmarks.sparsity;
+  });
+
+  it('reports prune and prune + compress at every thread count, with a JS baseline that matches the native bytes', function () {
+    const threads = report.copy.map((c) => c.threads);
+    expect(threads[0]).to.equal(1);
+    expect(report.prune.map((c) => c.id)).to.deep.equal(['prune-compress24', 'prune24']);
+    for (const c of report.prune) {
+      expect(positiveFinite(c.jsGbps), c.id).to.equal(true);
+      expect(c.identical.bytes, c.id).to.be.greaterThan(0);
+      expect(c.identical.mismatches, `${c.id}: bytes differing from native`).to.equal(0);
+      for (const list of [c.perThreads, c.reuse]) {
+        expect(list.map((p) => p.threads), c.id).to.deep.equal(threads);
+        for (const p of list) expect(positiveFinite(p.gbps) && positiveFinite(p.copyRatio) && positiveFinite(p.jsRatio), `${c.id} at ${p.threads}`).to.equal(true);
+      }
+    }
+  });
+
+  it('compares spmm24 with the dense GEMM at batch 1, 8 and 16, with the same bits', function () {
+    expect(report.spmm.identical.map((i) => i.n)).to.deep.equal([1, 8, 16]);
+    for (const i of report.spmm.identical) expect(i.mismatches, `batch ${i.n}`).to.equal(0);
+    expect([...new Set(report.spmm.rows.map((r) => r.n))]).to.deep.equal([1, 8, 16]);
+    for (const r of report.spmm.rows) {
+      expect(['reference', 'avx2', 'avx512'], `batch ${r.n}`).to.include(r.kernel);
+      expect(positiveFinite(r.speedup) && positiveFinite(r.sparseGbps) && positiveFinite(r.denseGbps), `batch ${r.n} ${r.kernel} ${r.threads}T`).to.equal(true);
+    }
+  });
+});

@@ -291,17 +291,21 @@ Status spmm24(const Spmm24Args& a) {
   p.meta_row_bytes = meta_row_bytes(a.cols, 2);
   p.y = a.y;
   p.accumulate = a.accumulate;
-  // X as [n, cols]: the caller's memory when it already is (trans_x, or one
-  // column), else transposed once (n·cols floats, small beside A).
-  std::vector<float> xt;
-  if (a.trans_x || a.n == 1) {
-    p.xt = a.x;
+  // X grouped, [cols/4][n][4]: the caller's memory when it already is (one
+  // column), else rearranged once (n·cols floats, small beside A).
+  std::vector<float> xg;
+  if (a.n == 1) {
+    p.xg = a.x;
   } else {
-    xt.resize(static_cast<size_t>(a.n * a.cols));
-    for (int64_t p0 = 0; p0 < a.cols; ++p0) {
-      for (int64_t j = 0; j < a.n; ++j) xt[static_cast<size_t>(j * a.cols + p0)] = a.x[p0 * a.n + j];
+    xg.resize(static_cast<size_t>(a.n * a.cols));
+    const int64_t groups = a.cols / 4;
+    for (int64_t g = 0; g < groups; ++g) {
+      for (int64_t j = 0; j < a.n; ++j) {
+        float* dst = xg.data() + (g * a.n + j) * 4;
+        for (int64_t c = 0; c < 4; ++c) dst[c] = a.trans_x ? a.x[j * a.cols + 4 * g + c] : a.x[(4 * g + c) * a.n + j];
+      }
     }
-    p.xt = xt.data();
+    p.xg = xg.data();
   }
   // Blocks of 8 rows (the SIMD kernels' lanes), ~256 KiB of values per chunk.
   const int64_t blocks = (a.rows + 7) / 8;

@@ -29,6 +29,10 @@ namespace {
 // ---- selection ------------------------------------------------------------
 
 constexpr int64_t kPrefetchAhead = 2048;  // elements
+// A dense output this large is written with non-temporal stores: it cannot
+// stay in the caches anyway, and ordinary stores read every line before
+// writing it (a third stream of traffic beside the input and the output).
+constexpr int64_t kStreamBytes = int64_t{32} << 20;
 
 // Elements i..i+3 and i+16..i+19 (groups g and g+4 of a 32-column step) as f32.
 template <DType T>
@@ -64,7 +68,6 @@ inline uint32_t score1(const sm::SelectCtx& c, int64_t base, int64_t col) {
 
 template <DType T, SparseScore S>
 int64_t select24_row(const SelectArgs& a, const sm::SelectCtx& c, int64_t row) {
-  (void)a;
   constexpr int esize = T == DType::F32 ? 4 : 2;
   const int64_t cols = c.cols;
   const int64_t full = (cols / 32) * 32;
@@ -74,6 +77,8 @@ int64_t select24_row(const SelectArgs& a, const sm::SelectCtx& c, int64_t row) {
   uint8_t* meta = c.meta ? c.meta + row * c.meta_row_bytes : nullptr;
   char* dense = c.dense ? static_cast<char*>(c.dense) + base * esize : nullptr;
   char* vals = c.values ? static_cast<char*>(c.values) + row * (cols / 2) * esize : nullptr;
+  // 16-byte stores: every one aligned when the output and the row length are.
+  const bool stream = dense && a.src.rows * cols * esize >= kStreamBytes && (reinterpret_cast<uintptr_t>(c.dense) & 15) == 0 && (cols * esize) % 16 == 0;
   const __m256i nv = _mm256_set1_epi32(c.n);
   const __m256i one = _mm256_set1_epi32(1), two = _mm256_set1_epi32(2), three = _mm256_set1_epi32(3);
   // Within each 128-bit lane, byte 4e+g (element e of group g) goes to byte 4g+e.
@@ -129,7 +134,14 @@ int64_t select24_row(const SelectArgs& a, const sm::SelectCtx& c, int64_t row) {
           const __m256 v = _mm256_loadu_ps(static_cast<const float*>(src) + i);
           if (dense) {
             const __m256 m = _mm256_castsi256_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(L.mask32[b])));
-            _mm256_storeu_ps(reinterpret_cast<float*>(dense) + i, _mm256_and_ps(v, m));
+            const __m256 kept = _mm256_and_ps(v, m);
+            float* d = reinterpret_cast<float*>(dense) + i;
+            if (stream) {
+              _mm_stream_ps(d, _mm256_castps256_ps128(kept));
+              _mm_stream_ps(d + 4, _mm256_extractf128_ps(kept, 1));
+            } else {
+              _mm256_storeu_ps(d, kept);
+            }
           }
           if (vals) {
             const __m256 pk = _mm256_permutevar8x32_ps(v, _mm256_load_si256(reinterpret_cast<const __m256i*>(L.perm32[b])));
@@ -139,7 +151,9 @@ int64_t select24_row(const SelectArgs& a, const sm::SelectCtx& c, int64_t row) {
           const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(src) + i));
           if (dense) {
             const __m128i m = _mm_load_si128(reinterpret_cast<const __m128i*>(L.mask16[b]));
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(reinterpret_cast<uint16_t*>(dense) + i), _mm_and_si128(v, m));
+            __m128i* d = reinterpret_cast<__m128i*>(reinterpret_cast<uint16_t*>(dense) + i);
+            if (stream) _mm_stream_si128(d, _mm_and_si128(v, m));
+            else _mm_storeu_si128(d, _mm_and_si128(v, m));
           }
           if (vals) {
             const __m128i pk = _mm_shuffle_epi8(v, _mm_load_si128(reinterpret_cast<const __m128i*>(L.shuf16[b])));
@@ -149,6 +163,9 @@ int64_t select24_row(const SelectArgs& a, const sm::SelectCtx& c, int64_t row) {
       }
     }
   }
+  // The streamed lines are weakly ordered: make them visible before the
+  // row counts as done (another thread may read the output next).
+  if (stream) _mm_sfence();
   // A NaN score or a group with too many non-zeros in the vector part: the
   // first one, by the reference's rules.
   if (S != SparseScore::NonZero) {
@@ -199,24 +216,41 @@ namespace {
 
 // ---- spmm24 -------------------------------------------------------------------
 
-template <DType T>
-void spmm_t(const Spmm24Plan& p, int64_t i0, int64_t i1) {
-  using Rows = void (*)(const Spmm24Plan&, int64_t, int, int64_t);
-  static constexpr Rows kRows[8] = {simd::rows8<1, T>, simd::rows8<2, T>, simd::rows8<3, T>, simd::rows8<4, T>,
-                                    simd::rows8<5, T>, simd::rows8<6, T>, simd::rows8<7, T>, simd::rows8<8, T>};
-  for (int64_t j0 = 0; j0 < p.n; j0 += 8) {
-    const int J = static_cast<int>(p.n - j0 < 8 ? p.n - j0 : 8);
-    for (int64_t i = i0; i < i1; i += 8) kRows[J - 1](p, i, static_cast<int>(i1 - i < 8 ? i1 - i : 8), j0);
-  }
-}
+// The traits of sparse_simd.h's loop: 8 rows per ymm, 8 columns of Y per
+// chunk (8 accumulators, the group's two value and index vectors, the
+// broadcast and its two permutations: 15 of the 16 registers); up to 3
+// columns with a word's 8 value vectors kept in registers too.
+struct Isa {
+  static constexpr int kLanes = 8;
+  static constexpr int kChunk = 8;
+  static constexpr int kDirect = 3;
+  using V = __m256;
+  using Vi = __m256i;
+  static V load(const float* p) { return _mm256_load_ps(p); }
+  static void store(float* p, V v) { _mm256_store_ps(p, v); }
+  static Vi loadi(const int32_t* p) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(p)); }
+  static Vi srli(Vi v, int s) { return _mm256_srli_epi32(v, s); }
+  static V bcast4(const float* p) { return _mm256_broadcast_ps(reinterpret_cast<const __m128*>(p)); }
+  static V perm(V v, Vi idx) { return _mm256_permutevar_ps(v, idx); }
+  static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
 
-void spmm_rows(const Spmm24Plan& p, int64_t i0, int64_t i1) {
-  switch (p.dtype) {
-    case DType::F16: return spmm_t<DType::F16>(p, i0, i1);
-    case DType::BF16: return spmm_t<DType::BF16>(p, i0, i1);
-    default: return spmm_t<DType::F32>(p, i0, i1);
+  // Kept values 8w..8w+7 of the block's rows, transposed: v[q] lane r is
+  // value 8w+q of row r.
+  template <DType T>
+  static void word_values(const simd::Block& b, int64_t w, V v[8]) {
+    for (int r = 0; r < 8; ++r) v[r] = simd::load8<T>(b.vrow[r], 8 * w);
+    simd::transpose8(v);
   }
-}
+  // The rows' meta words w, one per lane.
+  static Vi word_meta(const simd::Block& b, int64_t meta_row_bytes, int64_t w) {
+    (void)meta_row_bytes;
+    return _mm256_setr_epi32(static_cast<int>(simd::u16_at(b.mrow[0] + 2 * w)), static_cast<int>(simd::u16_at(b.mrow[1] + 2 * w)),
+                             static_cast<int>(simd::u16_at(b.mrow[2] + 2 * w)), static_cast<int>(simd::u16_at(b.mrow[3] + 2 * w)),
+                             static_cast<int>(simd::u16_at(b.mrow[4] + 2 * w)), static_cast<int>(simd::u16_at(b.mrow[5] + 2 * w)),
+                             static_cast<int>(simd::u16_at(b.mrow[6] + 2 * w)), static_cast<int>(simd::u16_at(b.mrow[7] + 2 * w)));
+  }
+  static void store_i(int32_t* p, Vi v) { _mm256_store_si256(reinterpret_cast<__m256i*>(p), v); }
+};
 
 }  // namespace
 
@@ -230,7 +264,7 @@ SelectRowFn select_row_fn(const SelectArgs& a) {
   }
 }
 
-Spmm24Fn spmm24_fn() { return spmm_rows; }
+Spmm24Fn spmm24_fn() { return simd::spmm_rows<Isa>; }
 
 }  // namespace avx2
 }  // namespace st

@@ -20,8 +20,6 @@ namespace avx512 {
 
 namespace {
 
-using simd::load8;
-
 // Within each 256-bit half, r[q] lane t becomes r[t] lane q (two 8×8 transposes).
 inline void transpose8x2(__m512 r[8]) {
   const __m512 t0 = _mm512_unpacklo_ps(r[0], r[1]), t1 = _mm512_unpackhi_ps(r[0], r[1]);
@@ -45,115 +43,52 @@ inline void transpose8x2(__m512 r[8]) {
   r[7] = _mm512_permutex2var_ps(u3, hi, u7);
 }
 
-// Rows i0..i0+nr-1 (nr <= 16) and columns j0..j0+J-1 (J <= 8) of Y; X from
-// p.xt. From 4 columns on, the transposed values and index vectors go
-// through an aligned stack buffer (as simd::rows8).
-template <int J, DType T>
-void rows16(const Spmm24Plan& p, int64_t i0, int nr, int64_t j0) {
-  constexpr int esize = T == DType::F32 ? 4 : 2;
-  constexpr bool kBuffered = J >= 4;
-  const int64_t half = p.cols / 2, groups = p.cols / 4, words = groups / 4;
-  const char* vrow[16];
-  alignas(64) int32_t moff[16];
-  for (int r = 0; r < 16; ++r) {
-    const int64_t rr = r < nr ? r : nr - 1;  // missing lanes repeat the last row; never stored
-    vrow[r] = static_cast<const char*>(p.values) + (i0 + rr) * half * esize;
-    moff[r] = static_cast<int32_t>(rr * p.meta_row_bytes);
-  }
-  const uint8_t* meta0 = p.meta + i0 * p.meta_row_bytes;
-  const __m512i offs = _mm512_load_si512(moff);
-  const float* x[J];
-  for (int j = 0; j < J; ++j) x[j] = p.xt + (j0 + j) * p.cols;
-  alignas(64) float tmp[16];
-  alignas(64) float vbuf[8][16];
-  alignas(64) int32_t ibuf[8][16];
-  __m512 acc[J];
-  for (int j = 0; j < J; ++j) {
-    if (p.accumulate) {
-      for (int r = 0; r < 16; ++r) tmp[r] = r < nr ? p.y[(i0 + r) * p.n + j0 + j] : 0.0f;
-      acc[j] = _mm512_load_ps(tmp);
-    } else {
-      acc[j] = _mm512_setzero_ps();
-    }
-  }
-  const uint8_t* mrow[16];
-  for (int r = 0; r < 16; ++r) mrow[r] = meta0 + moff[r];
-  for (int64_t w = 0; w < words; ++w) {
-    simd::prefetch_rows(vrow, mrow, 16, w, esize);
-    __m512 v[8];
+// The traits of sparse_simd.h's loop: 16 rows per zmm, up to 16 columns of
+// Y per chunk (16 accumulators and 7 working registers of the 32), so a
+// batch of 16 is one chunk; up to 4 columns with a word's 8 value vectors
+// kept in registers too.
+struct Isa {
+  static constexpr int kLanes = 16;
+  static constexpr int kChunk = 16;
+  static constexpr int kDirect = 4;
+  using V = __m512;
+  using Vi = __m512i;
+  static V load(const float* p) { return _mm512_load_ps(p); }
+  static void store(float* p, V v) { _mm512_store_ps(p, v); }
+  static Vi loadi(const int32_t* p) { return _mm512_load_si512(p); }
+  static Vi srli(Vi v, int s) { return _mm512_srli_epi32(v, static_cast<unsigned>(s)); }
+  static V bcast4(const float* p) { return _mm512_broadcast_f32x4(_mm_loadu_ps(p)); }
+  static V perm(V v, Vi idx) { return _mm512_permutevar_ps(v, idx); }
+  static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+
+  // Kept values 8w..8w+7 of the block's 16 rows, transposed: v[q] lane r
+  // is value 8w+q of row r.
+  template <DType T>
+  static void word_values(const simd::Block& b, int64_t w, V v[8]) {
     for (int r = 0; r < 8; ++r) {
-      v[r] = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(load8<T>(vrow[r], 8 * w))),
-                                                 _mm256_castps_pd(load8<T>(vrow[r + 8], 8 * w)), 1));
+      v[r] = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(simd::load8<T>(b.vrow[r], 8 * w))),
+                                                 _mm256_castps_pd(simd::load8<T>(b.vrow[r + 8], 8 * w)), 1));
     }
-    transpose8x2(v);  // v[q] lane r: kept value 8w+q of row r
-    // Each row's meta word w: 4 bytes ending with it (never past the row's
-    // end), or for w = 0 the first 4 bytes when the row has them.
-    __m512i mv;
-    if (w > 0) {
-      mv = _mm512_srli_epi32(_mm512_i32gather_epi32(offs, meta0 + 2 * w - 2, 1), 16);
-    } else if (p.meta_row_bytes >= 4) {
-      mv = _mm512_i32gather_epi32(offs, meta0, 1);
-    } else {
-      alignas(64) int32_t words0[16];
-      for (int r = 0; r < 16; ++r) words0[r] = static_cast<int32_t>(simd::u16_at(meta0 + moff[r]));
-      mv = _mm512_load_si512(words0);
-    }
-    if (!kBuffered) {
-      for (int g = 0; g < 4; ++g) {
-        const __m512i idx0 = _mm512_srli_epi32(mv, 4 * g), idx1 = _mm512_srli_epi32(mv, 4 * g + 2);
-        const int64_t col = 4 * (4 * w + g);
-        for (int j = 0; j < J; ++j) {
-          const __m512 xg = _mm512_broadcast_f32x4(_mm_loadu_ps(x[j] + col));
-          acc[j] = _mm512_fmadd_ps(v[2 * g], _mm512_permutevar_ps(xg, idx0), acc[j]);
-          acc[j] = _mm512_fmadd_ps(v[2 * g + 1], _mm512_permutevar_ps(xg, idx1), acc[j]);
-        }
-      }
-    } else {
-      for (int q = 0; q < 8; ++q) {
-        _mm512_store_ps(vbuf[q], v[q]);
-        _mm512_store_si512(ibuf[q], _mm512_srli_epi32(mv, 2 * q));
-      }
-      for (int g = 0; g < 4; ++g) {
-        const int64_t col = 4 * (4 * w + g);
-        for (int j = 0; j < J; ++j) {
-          const __m512 xg = _mm512_broadcast_f32x4(_mm_loadu_ps(x[j] + col));
-          acc[j] = _mm512_fmadd_ps(_mm512_load_ps(vbuf[2 * g]), _mm512_permutevar_ps(xg, _mm512_load_si512(ibuf[2 * g])), acc[j]);
-          acc[j] = _mm512_fmadd_ps(_mm512_load_ps(vbuf[2 * g + 1]), _mm512_permutevar_ps(xg, _mm512_load_si512(ibuf[2 * g + 1])), acc[j]);
-        }
-      }
-    }
+    transpose8x2(v);
   }
-  for (int j = 0; j < J; ++j) {
-    _mm512_store_ps(tmp, acc[j]);
-    for (int r = 0; r < nr; ++r) p.y[(i0 + r) * p.n + j0 + j] = tmp[r];
+  // The 16 rows' meta words w, one per lane (bits above the word
+  // unspecified: the loop reads bits 0..15). One gather: the 4 bytes ending
+  // with word w (never past the row's end), or for w = 0 the first 4 bytes
+  // when the row has them.
+  static Vi word_meta(const simd::Block& b, int64_t meta_row_bytes, int64_t w) {
+    const __m512i offs = _mm512_load_si512(b.moff);
+    if (w > 0) return _mm512_srli_epi32(_mm512_i32gather_epi32(offs, b.meta0 + 2 * w - 2, 1), 16);
+    if (meta_row_bytes >= 4) return _mm512_i32gather_epi32(offs, b.meta0, 1);
+    alignas(64) int32_t words0[16];
+    for (int r = 0; r < 16; ++r) words0[r] = static_cast<int32_t>(simd::u16_at(b.mrow[r]));
+    return _mm512_load_si512(words0);
   }
-  if (words * 4 < groups) {
-    for (int r = 0; r < nr; ++r) simd::finish_row<T>(p, i0 + r, words * 4, j0, J);
-  }
-}
-
-template <DType T>
-void spmm_t(const Spmm24Plan& p, int64_t i0, int64_t i1) {
-  using Rows = void (*)(const Spmm24Plan&, int64_t, int, int64_t);
-  static constexpr Rows kRows[8] = {rows16<1, T>, rows16<2, T>, rows16<3, T>, rows16<4, T>,
-                                    rows16<5, T>, rows16<6, T>, rows16<7, T>, rows16<8, T>};
-  for (int64_t j0 = 0; j0 < p.n; j0 += 8) {
-    const int J = static_cast<int>(p.n - j0 < 8 ? p.n - j0 : 8);
-    for (int64_t i = i0; i < i1; i += 16) kRows[J - 1](p, i, static_cast<int>(i1 - i < 16 ? i1 - i : 16), j0);
-  }
-}
-
-void spmm_rows(const Spmm24Plan& p, int64_t i0, int64_t i1) {
-  switch (p.dtype) {
-    case DType::F16: return spmm_t<DType::F16>(p, i0, i1);
-    case DType::BF16: return spmm_t<DType::BF16>(p, i0, i1);
-    default: return spmm_t<DType::F32>(p, i0, i1);
-  }
-}
+  static void store_i(int32_t* p, Vi v) { _mm512_store_si512(p, v); }
+};
 
 }  // namespace
 
-Spmm24Fn spmm24_fn() { return spmm_rows; }
+Spmm24Fn spmm24_fn() { return simd::spmm_rows<Isa>; }
 
 }  // namespace avx512
 }  // namespace st

@@ -27,15 +27,16 @@ extern const SparseLuts kSparseLuts;
 // select_span reports for the row's first bad span.
 using SelectRowFn = int64_t (*)(const SelectArgs& a, const sm::SelectCtx& c, int64_t row);
 
-// What spmm24 kernels read: X as f32 [n, cols] (transposed and converted
-// once by the driver).
+// What spmm24 kernels read: X as f32 grouped by 4 columns of A, [cols/4][n][4]
+// (X(c, j) at xg[((c/4)·n + j)·4 + c%4]), rearranged once by the driver so
+// the SIMD loops read a group's X for consecutive j from consecutive bytes.
 struct Spmm24Plan {
   int64_t rows = 0, cols = 0, n = 0;
   DType dtype = DType::F32;
   const void* values = nullptr;
   const uint8_t* meta = nullptr;
   int64_t meta_row_bytes = 0;
-  const float* xt = nullptr;   // [n, cols]
+  const float* xg = nullptr;   // [cols/4][n][4]
   float* y = nullptr;          // [rows, n]
   bool accumulate = false;
 };

@@ -59,14 +59,14 @@ void spmm24_rows(const Spmm24Plan& p, int64_t i0, int64_t i1) {
   for (int64_t i = i0; i < i1; ++i) {
     const uint8_t* meta = p.meta + i * p.meta_row_bytes;
     for (int64_t j = 0; j < p.n; ++j) {
-      const float* x = p.xt + j * p.cols;
       float acc = p.accumulate ? p.y[i * p.n + j] : 0.0f;
       for (int64_t g = 0; g < groups; ++g) {
         const uint32_t code = (meta[g >> 1] >> (4 * (g & 1))) & 15u;
+        const float* x = p.xg + (g * p.n + j) * 4;  // X(4g .. 4g+3, j)
         const float v0 = sm::raw_to_f32(sm::load_raw(p.values, esize, i * half + 2 * g), p.dtype);
         const float v1 = sm::raw_to_f32(sm::load_raw(p.values, esize, i * half + 2 * g + 1), p.dtype);
-        acc = std::fma(v0, x[4 * g + (code & 3u)], acc);
-        acc = std::fma(v1, x[4 * g + (code >> 2)], acc);
+        acc = std::fma(v0, x[code & 3u], acc);
+        acc = std::fma(v1, x[code >> 2], acc);
       }
       p.y[i * p.n + j] = acc;
     }
