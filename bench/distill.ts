@@ -4,8 +4,10 @@
 // a memcpy moving the same number of bytes in the same run (the kernel is
 // meant to be memory-bound: read both logit rows once, write the gradient
 // once) and against a plain-JS implementation (bench/baseline-distill.ts).
+// Every case runs on each SIMD kernel the machine has (AVX2, AVX-512), so
+// the two builds of the same kernel are compared in the same run.
 import * as os from 'node:os';
-import { distillLoss, Tensor, type DistillLossOptions, type TopKTeacher } from '../lib/index';
+import { backends, distillLoss, Tensor, type DistillLossOptions, type TopKTeacher } from '../lib/index';
 import { distillForwardKl } from './baseline-distill';
 import {
   copier,
@@ -78,9 +80,17 @@ export interface ThreadResult {
   jsRatio: number | null;
 }
 
+/** The CPU kernels compared: each SIMD build the machine runs, 'auto' (the reference) on one without. */
+type BenchKernel = 'auto' | 'avx2' | 'avx512';
+function benchKernels(): BenchKernel[] {
+  const k = backends().cpu.kernel;
+  return k === 'avx512' ? ['avx2', 'avx512'] : k === 'avx2' ? ['avx2'] : ['auto'];
+}
+
 export interface CaseResult {
   id: string;
   label: string;
+  kernel: BenchKernel;
   rows: number;
   cols: number;
   dtype: string;
@@ -101,7 +111,9 @@ export interface DistillBenchResult {
   quick: boolean;
   copy: { threads: number; gbps: number }[];
   cases: CaseResult[];
-  headline: { ms: number; target: number; copyRatio: number; copyTarget: number; vsPytorch: { low: number; high: number } } | null;
+  /** Per case with both kernels: AVX-512's × copy / AVX2's × copy, per thread count (> 1: AVX-512 faster). */
+  avx512VsAvx2: { id: string; label: string; shape: string; perThreads: { threads: number; ratio: number }[] }[];
+  headline: { kernel: string; ms: number; target: number; copyRatio: number; copyTarget: number; vsPytorch: { low: number; high: number } } | null;
   /** 1-minute load average before and after the run, and the core count: other work on the machine skews the all-threads column. */
   load: { before: number; after: number; cores: number };
 }
@@ -166,36 +178,50 @@ function copierOf(bytes: number): (threads: number) => void {
   return c;
 }
 
-async function measureCase(c: Case, shape: Shape, inputs: Inputs, rng: Rng, o: BenchOptions): Promise<CaseResult> {
+interface Baseline {
+  jsGbps: number;
+  /** Native vs plain-JS loss on the baseline's rows (relative difference). */
+  jsLossRelDiff: number;
+}
+
+async function measureBaseline(c: Case, shape: Shape, inputs: Inputs, o: BenchOptions): Promise<Baseline> {
+  const { cols } = shape;
+  const br = shape.baselineRows;
+  const z = inputs.student.subarray(0, br * cols);
+  const t = inputs.teacher.subarray(0, br * cols);
+  const y = inputs.labels.subarray(0, br);
+  const g = new Float32Array(br * cols);
+  const T = c.options.temperature ?? 1;
+  const js = await timeRuns(() => distillForwardKl(z, t, y, br, cols, T, 0.5, g), Math.max(1, Math.min(o.runs, 3)), 1);
+  const native = await distillLoss(Tensor.from(z, [br, cols]), Tensor.from(t, [br, cols]), { labels: y, temperature: T });
+  const base = distillForwardKl(z, t, y, br, cols, T, 0.5, g);
+  return { jsGbps: gbps(bytesOf(br, cols, 4, undefined), js.seconds), jsLossRelDiff: Math.abs(native.loss - base.loss) / Math.abs(base.loss) };
+}
+
+async function measureCase(
+  c: Case,
+  shape: Shape,
+  inputs: Inputs,
+  topk: TopKTeacher | undefined,
+  kernel: BenchKernel,
+  withFresh: boolean,
+  baseline: Baseline | null,
+  o: BenchOptions,
+): Promise<CaseResult> {
   const { rows, cols } = shape;
   const elem = c.dtype === 'f32' ? 4 : 2;
   const student = c.dtype === 'f32' ? Tensor.from(inputs.student, [rows, cols]) : Tensor.from(inputs.studentBf16, [rows, cols], 'bf16');
-  const teacher: Tensor | TopKTeacher = c.topk
-    ? topkTeacher(rng, rows, cols, c.topk)
+  const teacher: Tensor | TopKTeacher = topk
+    ? topk
     : c.dtype === 'f32'
       ? Tensor.from(inputs.teacher, [rows, cols])
       : Tensor.from(inputs.teacherBf16, [rows, cols], 'bf16');
   const bytes = bytesOf(rows, cols, elem, c.topk);
-  const options: DistillLossOptions = { labels: inputs.labels, ...c.options };
+  const options: DistillLossOptions = { labels: inputs.labels, ...c.options, kernel };
   const grad = Tensor.uninitialized([rows, cols], c.dtype);
   // A copy of half the bytes reads and writes as many bytes as the kernel.
   const copy = copierOf(Math.round(bytes / 2));
-
-  let jsGbps: number | null = null;
-  let jsLossRelDiff: number | null = null;
-  if (c.baseline) {
-    const br = shape.baselineRows;
-    const z = inputs.student.subarray(0, br * cols);
-    const t = inputs.teacher.subarray(0, br * cols);
-    const y = inputs.labels.subarray(0, br);
-    const g = new Float32Array(br * cols);
-    const T = c.options.temperature ?? 1;
-    const js = await timeRuns(() => distillForwardKl(z, t, y, br, cols, T, 0.5, g), Math.max(1, Math.min(o.runs, 3)), 1);
-    jsGbps = gbps(bytesOf(br, cols, 4, undefined), js.seconds);
-    const native = await distillLoss(Tensor.from(z, [br, cols]), Tensor.from(t, [br, cols]), { labels: y, temperature: T });
-    const base = distillForwardKl(z, t, y, br, cols, T, 0.5, g);
-    jsLossRelDiff = Math.abs(native.loss - base.loss) / Math.abs(base.loss);
-  }
+  const jsGbps = baseline ? baseline.jsGbps : null;
 
   const perThreads: ThreadResult[] = [];
   let loss = NaN;
@@ -211,14 +237,27 @@ async function measureCase(c: Case, shape: Shape, inputs: Inputs, rng: Rng, o: B
     perThreads.push({ threads, ms: timing.seconds * 1e3, gbps: rate, copyRatio: timing.copyRatio, jsRatio: jsGbps === null ? null : rate / jsGbps });
   }
   let fresh: ThreadResult | null = null;
-  if (c.fresh) {
+  if (c.fresh && withFresh) {
     const threads = threadCounts()[threadCounts().length - 1] as number;
     const timing = await timePairedWithCopy(() => distillLoss(student, teacher, { ...options, threads }), () => copy(threads), o.runs);
     const rate = gbps(bytes, timing.seconds);
     fresh = { threads, ms: timing.seconds * 1e3, gbps: rate, copyRatio: timing.copyRatio, jsRatio: jsGbps === null ? null : rate / jsGbps };
   }
-  o.log(`  ${c.label} ${rows}×${cols}: ${perThreads.map((p) => `${p.ms.toFixed(0)} ms @${p.threads}T`).join(', ')}`);
-  return { id: c.id, label: c.label, rows, cols, dtype: c.dtype, bytes, perThreads, fresh, jsGbps, jsLossRelDiff, loss };
+  o.log(`  ${c.label} ${rows}×${cols} (${kernel}): ${perThreads.map((p) => `${p.ms.toFixed(0)} ms @${p.threads}T`).join(', ')}`);
+  return {
+    id: c.id,
+    label: c.label,
+    kernel,
+    rows,
+    cols,
+    dtype: c.dtype,
+    bytes,
+    perThreads,
+    fresh,
+    jsGbps,
+    jsLossRelDiff: baseline ? baseline.jsLossRelDiff : null,
+    loss,
+  };
 }
 
 export async function runDistillBench(o: BenchOptions): Promise<DistillBenchResult> {
@@ -242,17 +281,35 @@ export async function runDistillBench(o: BenchOptions): Promise<DistillBenchResu
         copyRates.push({ threads, gbps: gbps(bytes, t.seconds) });
       }
     }
-    for (const c of selected) cases.push(await measureCase(c, shape, inputs, rng, o));
+    const kernels = benchKernels();
+    for (const c of selected) {
+      const baseline = c.baseline ? await measureBaseline(c, shape, inputs, o) : null;
+      const topk = c.topk ? topkTeacher(rng, shape.rows, shape.cols, c.topk) : undefined;
+      // The fresh-buffer timing only for the kernel 'auto' picks (the last).
+      for (const [i, kernel] of kernels.entries()) cases.push(await measureCase(c, shape, inputs, topk, kernel, i === kernels.length - 1, baseline, o));
+    }
     copiers.clear();
   }
-  const head = cases.find((c) => c.id === 'fwd-t1');
+  const avx512VsAvx2: DistillBenchResult['avx512VsAvx2'] = [];
+  for (const a of cases.filter((c) => c.kernel === 'avx512')) {
+    const b = cases.find((c) => c.kernel === 'avx2' && c.id === a.id);
+    if (!b) continue;
+    avx512VsAvx2.push({
+      id: a.id,
+      label: a.label,
+      shape: `${a.rows}×${a.cols} ${a.dtype}`,
+      perThreads: a.perThreads.map((p, i) => ({ threads: p.threads, ratio: p.copyRatio / (b.perThreads[i] as ThreadResult).copyRatio })),
+    });
+  }
+  // The headline is the kernel 'auto' runs: the last one measured.
+  const head = [...cases].reverse().find((c) => c.id === 'fwd-t1');
   const all = head?.perThreads[head.perThreads.length - 1];
   const headline =
     head && all && !o.quick
-      ? { ms: all.ms, target: TARGET_MS, copyRatio: all.copyRatio, copyTarget: TARGET_COPY, vsPytorch: { low: PYTORCH_MS.low / all.ms, high: PYTORCH_MS.high / all.ms } }
+      ? { kernel: head.kernel, ms: all.ms, target: TARGET_MS, copyRatio: all.copyRatio, copyTarget: TARGET_COPY, vsPytorch: { low: PYTORCH_MS.low / all.ms, high: PYTORCH_MS.high / all.ms } }
       : null;
   const load = { before: loadBefore, after: os.loadavg()[0] as number, cores: os.cpus().length };
-  return { runs: o.runs, quick: o.quick, copy: copyRates, cases, headline, load };
+  return { runs: o.runs, quick: o.quick, copy: copyRates, cases, avx512VsAvx2, headline, load };
 }
 
 const threadsLabel = (n: number): string => `${n} thread${n === 1 ? '' : 's'}`;
@@ -270,15 +327,26 @@ export function formatDistillBench(r: DistillBenchResult): string {
   for (const c of r.copy) out.push(`- ${threadsLabel(c.threads)}: ${fmtGBs(c.gbps)} GB/s`);
   out.push('');
   const threads = r.cases[0]?.perThreads.map((p) => p.threads) ?? [];
-  const headers = ['case', 'shape', 'moved'];
+  const headers = ['case', 'kernel', 'shape', 'moved'];
   for (const t of threads) headers.push(`${threadsLabel(t)} ms`, 'GB/s', '× copy', '× JS');
   const rows = r.cases.map((c) => {
-    const cells = [c.label, `${c.rows}×${c.cols} ${c.dtype}`, fmtBytes(c.bytes)];
+    const cells = [c.label, c.kernel, `${c.rows}×${c.cols} ${c.dtype}`, fmtBytes(c.bytes)];
     for (const p of c.perThreads) cells.push(p.ms.toFixed(0), fmtGBs(p.gbps), `${(p.copyRatio * 100).toFixed(0)} %`, fmtRatio(p.jsRatio));
     return cells;
   });
   out.push(markdownTable(headers, rows));
   out.push('');
+  if (r.avx512VsAvx2.length > 0) {
+    out.push('AVX-512 against AVX2 (the same kernel, 16 logits per zmm register instead of two ymm): × copy of the AVX-512 row / × copy of the AVX2 row, above 1 when AVX-512 is faster:');
+    out.push('');
+    out.push(
+      markdownTable(
+        ['case', 'shape', ...threads.map((t) => threadsLabel(t))],
+        r.avx512VsAvx2.map((x) => [x.label, x.shape, ...x.perThreads.map((p) => `${p.ratio.toFixed(2)}×`)]),
+      ),
+    );
+    out.push('');
+  }
   const fresh = r.cases.filter((c) => c.fresh !== null);
   if (fresh.length > 0) {
     out.push('With `grad: true` (a new gradient buffer each call, so its pages are faulted in fresh), all threads:');
@@ -288,13 +356,13 @@ export function formatDistillBench(r: DistillBenchResult): string {
         ['case', 'shape', 'ms', 'GB/s', '× copy'],
         fresh.map((c) => {
           const f = c.fresh as ThreadResult;
-          return [c.label, `${c.rows}×${c.cols} ${c.dtype}`, f.ms.toFixed(0), fmtGBs(f.gbps), `${(f.copyRatio * 100).toFixed(0)} %`];
+          return [`${c.label} (${c.kernel})`, `${c.rows}×${c.cols} ${c.dtype}`, f.ms.toFixed(0), fmtGBs(f.gbps), `${(f.copyRatio * 100).toFixed(0)} %`];
         }),
       ),
     );
     out.push('');
   }
-  const checks = r.cases.filter((c) => c.jsLossRelDiff !== null);
+  const checks = r.cases.filter((c, i) => c.jsLossRelDiff !== null && r.cases.findIndex((d) => d.id === c.id) === i);
   if (checks.length > 0) {
     out.push(
       `Plain JS (bench/baseline-distill.ts, one thread): ${checks
@@ -306,7 +374,7 @@ export function formatDistillBench(r: DistillBenchResult): string {
   if (r.headline) {
     const h = r.headline;
     out.push(
-      `2048×32000 f32, all threads, reused gradient: ${h.ms.toFixed(0)} ms (target <= ${h.target} ms: ${h.ms <= h.target ? 'met' : 'missed'}), ` +
+      `2048×32000 f32, all threads, reused gradient, ${h.kernel}: ${h.ms.toFixed(0)} ms (target <= ${h.target} ms: ${h.ms <= h.target ? 'met' : 'missed'}), ` +
         `${(h.copyRatio * 100).toFixed(0)} % of copy bandwidth (target >= ${h.copyTarget * 100} %: ${h.copyRatio >= h.copyTarget ? 'met' : 'missed'}), ` +
         `${h.vsPytorch.low.toFixed(0)}–${h.vsPytorch.high.toFixed(0)}× faster than eager PyTorch's 2.3–3.0 s on this machine (issue 5).`,
     );
@@ -317,6 +385,7 @@ export function formatDistillBench(r: DistillBenchResult): string {
       'moved / GB/s: bytes read (student, teacher, labels) + bytes written (gradient, row losses), 1 GB = 10⁹ B; a top-k teacher reads k indices and logprobs per row instead of a logit row. ' +
       '× copy: time of a memcpy moving as many bytes (half as many copied: each is read once and written once) / time of the call, each call timed back to back with one copy, median of the ratios. ' +
       '× JS: against the plain-JS forward-kl (bench/baseline-distill.ts) on the first rows, per byte. ' +
+      'kernel: options.kernel (auto picks the last one listed). ' +
       'Default options otherwise: labels on every row, alpha 0.5, reduction mean.',
   );
   return out.join('\n');

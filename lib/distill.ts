@@ -48,7 +48,7 @@ export interface DistillLossOptions {
    * itself, for an in-place update, but must not otherwise overlap an input).
    */
   grad?: boolean | Tensor;
-  /** Which implementation runs: 'auto' (default) picks AVX2 when the CPU has it. */
+  /** Which implementation runs: 'auto' (default) picks AVX-512, else AVX2, where the CPU has them; 'avx512' gives the same bits as 'avx2' (ERR_UNSUPPORTED without AVX-512). */
   kernel?: Kernel;
   /** Threads for this call (default: setThreads / all cores). */
   threads?: number;

@@ -5,11 +5,14 @@ import { execFile } from 'node:child_process';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { expect } from 'chai';
+import { backends } from '../lib/index';
 
 const root = path.join(__dirname, '..');
 
 // The cases the table promises (bench/distill.ts), listed here so dropping one fails.
 const CASE_IDS = ['fwd-t1', 'fwd-t2', 'rev-t2', 'jsd-t2', 'topk64-t2', 'fwd-t1-bf16', 'fwd-t1-128k'];
+// Each case runs on every SIMD kernel the machine has, AVX2 first.
+const KERNELS = backends().cpu.kernel === 'avx512' ? ['avx2', 'avx512'] : backends().cpu.kernel === 'avx2' ? ['avx2'] : ['auto'];
 
 interface ThreadResult {
   threads: number;
@@ -22,7 +25,8 @@ interface Report {
   benchmarks: {
     distill: {
       copy: { threads: number; gbps: number }[];
-      cases: { id: string; bytes: number; loss: number; perThreads: ThreadResult[]; fresh: ThreadResult | null; jsGbps: number | null; jsLossRelDiff: number | null }[];
+      avx512VsAvx2: { id: string; perThreads: { threads: number; ratio: number }[] }[];
+      cases: { id: string; kernel: string; bytes: number; loss: number; perThreads: ThreadResult[]; fresh: ThreadResult | null; jsGbps: number | null; jsLossRelDiff: number | null }[];
     };
   };
 }
@@ -43,7 +47,7 @@ describe('bench: distill --quick --json', function () {
   it('reports every case at 1 thread first, with positive times, rates and ratios', function () {
     const r = report.benchmarks.distill;
     expect(r.copy[0]?.threads).to.equal(1);
-    expect(r.cases.map((c) => c.id)).to.deep.equal(CASE_IDS);
+    expect(r.cases.map((c) => `${c.id} ${c.kernel}`)).to.deep.equal(CASE_IDS.flatMap((id) => KERNELS.map((k) => `${id} ${k}`)));
     for (const c of r.cases) {
       expect(positive(c.bytes), c.id).to.equal(true);
       expect(Number.isFinite(c.loss), c.id).to.equal(true);
@@ -54,9 +58,23 @@ describe('bench: distill --quick --json', function () {
     }
   });
 
+  it('AVX-512 and AVX2 compute the same loss on each case, and their ratio is reported (where the CPU has AVX-512)', function () {
+    const r = report.benchmarks.distill;
+    if (!KERNELS.includes('avx512')) {
+      expect(r.avx512VsAvx2).to.deep.equal([]);
+      return;
+    }
+    for (const id of CASE_IDS) {
+      const [a, b] = KERNELS.map((k) => r.cases.find((c) => c.id === id && c.kernel === k));
+      expect(a?.loss, id).to.equal(b?.loss);
+    }
+    expect(r.avx512VsAvx2.map((x) => x.id)).to.deep.equal(CASE_IDS);
+    for (const x of r.avx512VsAvx2) for (const p of x.perThreads) expect(positive(p.ratio), x.id).to.equal(true);
+  });
+
   it('the plain-JS baseline agrees with the native loss where it runs', function () {
     const withJs = report.benchmarks.distill.cases.filter((c) => c.jsGbps !== null);
-    expect(withJs.map((c) => c.id)).to.deep.equal(['fwd-t1', 'fwd-t2', 'fwd-t1-128k']);
+    expect(withJs.map((c) => c.id)).to.deep.equal(['fwd-t1', 'fwd-t2', 'fwd-t1-128k'].flatMap((id) => KERNELS.map(() => id)));
     for (const c of withJs) {
       expect(c.jsLossRelDiff as number, c.id).to.be.below(1e-5);
       for (const p of c.perThreads) expect(positive(p.jsRatio), c.id).to.equal(true);

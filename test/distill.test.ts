@@ -1,7 +1,9 @@
 // distillLoss: the PyTorch reference cases, a float64 oracle on random
-// cases, AVX2 vs the scalar reference, 16-bit inputs, finite differences,
-// ignored rows, in place, extreme logits, errors, and the CUDA build.
+// cases, AVX2 and AVX-512 vs the scalar reference, AVX-512 vs AVX2 bit for
+// bit, 16-bit inputs, finite differences, ignored rows, in place, extreme
+// logits, errors, SLIMTENSOR_ISA, and the CUDA build.
 import { expect } from 'chai';
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
@@ -27,8 +29,14 @@ import { oracle, type OracleCase } from './support/kd-oracle';
 import { Rng } from './support/random';
 
 const FIXTURES = path.join(__dirname, 'fixtures', 'kd');
-const hasAvx2 = backends().cpu.kernel !== 'scalar';
-const KERNELS = hasAvx2 ? (['reference', 'avx2'] as const) : (['reference'] as const);
+// The kernels that may run here: backends().cpu.kernel is what is enabled
+// (SLIMTENSOR_ISA=avx2 turns AVX-512 off even where cpu.features lists it).
+const CPU = backends().cpu;
+const hasAvx2 = CPU.kernel !== 'scalar';
+const hasAvx512 = CPU.kernel === 'avx512';
+type CpuKernel = 'reference' | 'avx2' | 'avx512';
+const SIMD_KERNELS: readonly ('avx2' | 'avx512')[] = hasAvx512 ? ['avx2', 'avx512'] : hasAvx2 ? ['avx2'] : [];
+const KERNELS: readonly CpuKernel[] = ['reference', ...SIMD_KERNELS];
 const DIVERGENCES: Divergence[] = ['forward-kl', 'reverse-kl', 'jsd'];
 
 // ---------------------------------------------------------------------------
@@ -45,6 +53,7 @@ const FIX_GRAD_ABS = 1e-6;
 // rounded exp): ~3 ulps, 3.6e-7. A gradient element is a difference of
 // such terms, so it is bounded relative to the size of its parts (the
 // oracle's `scale`), not to itself. Measured worst: 1.2e-6 and 3.9e-7.
+// The AVX-512 kernel gives the AVX2 bits (tested below), so the same bounds.
 const AVX2_GRAD_REL = 2e-6;
 const AVX2_LOSS_REL = 2e-6;
 // Against the float64 oracle on the same f32 inputs: the f32 arithmetic
@@ -282,38 +291,144 @@ describe('distillLoss: random cases against a float64 oracle of the formulas', (
   }
 });
 
-describe('distillLoss: AVX2 kernel vs the scalar reference', function () {
-  before(function () {
-    if (!hasAvx2) this.skip();
+for (const simd of SIMD_KERNELS) {
+  describe(`distillLoss: ${simd === 'avx2' ? 'AVX2' : 'AVX-512'} kernel vs the scalar reference`, () => {
+    it(`loss within ${AVX2_LOSS_REL} relative; each gradient element within ${AVX2_GRAD_REL} of the size of its parts`, () => {
+      const problems: string[] = [];
+      for (const v of [...variants(21), ...variants(22)]) {
+        const ref = run(v, { kernel: 'reference' });
+        const avx = run(v, { kernel: simd });
+        const o = oracleOf(v.c, v.options);
+        if (!(Math.abs(avx.loss - ref.loss) <= AVX2_LOSS_REL * Math.abs(ref.loss) + 1e-7 * v.c.rows)) problems.push(`${v.label}: loss ${avx.loss} vs ${ref.loss}`);
+        for (const d of gradDiffs(gradF32(avx), gradF32(ref), o.scale, AVX2_GRAD_REL, 1e-12)) problems.push(`${v.label}: grad ${d}`);
+      }
+      expect(problems).to.deep.equal([]);
+    });
+
+    it('long rows (32000 logits, every divergence; 128000, forward-kl): same bounds', () => {
+      const rng = new Rng(5);
+      const problems: string[] = [];
+      for (const cols of [32000, 128000]) {
+        for (const divergence of cols === 32000 ? DIVERGENCES : (['forward-kl'] as Divergence[])) {
+          const c = randomCase(rng, 2, cols, 3, { masked: true });
+          const v: Variant = { label: `${cols} ${divergence}`, c, options: { temperature: 1.5, alpha: 0.6, beta: 0.5, divergence, reduction: 'mean' } };
+          const ref = run(v, { kernel: 'reference' });
+          const avx = run(v, { kernel: simd });
+          const o = oracleOf(c, v.options);
+          if (!(relErr(avx.loss, ref.loss) <= AVX2_LOSS_REL)) problems.push(`${v.label}: loss ${avx.loss} vs ${ref.loss}`);
+          if (!(relErr(ref.loss, o.loss) <= ORACLE_LOSS_REL)) problems.push(`${v.label}: reference loss ${ref.loss} vs oracle ${o.loss}`);
+          for (const d of gradDiffs(gradF32(avx), gradF32(ref), o.scale, AVX2_GRAD_REL, 1e-15)) problems.push(`${v.label}: grad ${d}`);
+        }
+      }
+      expect(problems).to.deep.equal([]);
+    });
   });
-  it(`loss within ${AVX2_LOSS_REL} relative; each gradient element within ${AVX2_GRAD_REL} of the size of its parts`, () => {
-    const problems: string[] = [];
-    for (const v of [...variants(21), ...variants(22)]) {
-      const ref = run(v, { kernel: 'reference' });
-      const avx = run(v, { kernel: 'avx2' });
-      const o = oracleOf(v.c, v.options);
-      if (!(Math.abs(avx.loss - ref.loss) <= AVX2_LOSS_REL * Math.abs(ref.loss) + 1e-7 * v.c.rows)) problems.push(`${v.label}: loss ${avx.loss} vs ${ref.loss}`);
-      for (const d of gradDiffs(gradF32(avx), gradF32(ref), o.scale, AVX2_GRAD_REL, 1e-12)) problems.push(`${v.label}: grad ${d}`);
+}
+
+describe('distillLoss: AVX-512 kernel vs AVX2, bit for bit', () => {
+  // The AVX-512 build runs the AVX2 kernel's operations in the same order
+  // (distill_simd.h); its exp uses VSCALEFPS and mask registers where AVX2
+  // multiplies and clamps, which cannot change a result.
+  const needAvx512 = (ctx: Mocha.Context): void => {
+    if (!hasAvx512) skip(ctx, CPU.features.some((f) => f.startsWith('avx512')) ? 'AVX-512 turned off by SLIMTENSOR_ISA' : 'no AVX-512 on this CPU');
+  };
+  const same = (a: DistillLossResult, b: DistillLossResult): boolean =>
+    a.loss === b.loss && bytesOf(a.rowLoss).equals(bytesOf(b.rowLoss)) && bytesOf(a.grad?.data).equals(bytesOf(b.grad?.data));
+
+  it('random cases: every divergence, top-k, temperature, alpha, reduction, ragged row length', function () {
+    needAvx512(this);
+    const diffs: string[] = [];
+    for (const v of [...variants(21), ...variants(22), ...variants(23)]) {
+      if (!same(run(v, { kernel: 'avx512' }), run(v, { kernel: 'avx2' }))) diffs.push(v.label);
     }
-    expect(problems).to.deep.equal([]);
+    expect(diffs).to.deep.equal([]);
   });
 
-  it('long rows (32000 logits, every divergence; 128000, forward-kl): same bounds', () => {
-    const rng = new Rng(5);
-    const problems: string[] = [];
-    for (const cols of [32000, 128000]) {
-      for (const divergence of cols === 32000 ? DIVERGENCES : (['forward-kl'] as Divergence[])) {
-        const c = randomCase(rng, 2, cols, 3, { masked: true });
-        const v: Variant = { label: `${cols} ${divergence}`, c, options: { temperature: 1.5, alpha: 0.6, beta: 0.5, divergence, reduction: 'mean' } };
-        const ref = run(v, { kernel: 'reference' });
-        const avx = run(v, { kernel: 'avx2' });
-        const o = oracleOf(c, v.options);
-        if (!(relErr(avx.loss, ref.loss) <= AVX2_LOSS_REL)) problems.push(`${v.label}: loss ${avx.loss} vs ${ref.loss}`);
-        if (!(relErr(ref.loss, o.loss) <= ORACLE_LOSS_REL)) problems.push(`${v.label}: reference loss ${ref.loss} vs oracle ${o.loss}`);
-        for (const d of gradDiffs(gradF32(avx), gradF32(ref), o.scale, AVX2_GRAD_REL, 1e-15)) problems.push(`${v.label}: grad ${d}`);
+  it('row lengths around the 16-logit vector and the 128-logit block, long rows, logits of ±1e4', function () {
+    needAvx512(this);
+    const rng = new Rng(24);
+    const diffs: string[] = [];
+    for (const cols of [15, 16, 17, 127, 128, 129, 255, 257, 4111, 32000]) {
+      for (const divergence of DIVERGENCES) {
+        for (const temperature of [1, 2, 0.6]) {
+          const c = randomCase(rng, 3, cols, cols === 129 ? 3000 : 2.5, { masked: true, ignore: true });
+          const v: Variant = { label: `${cols} ${divergence} T=${temperature}`, c, options: { temperature, alpha: 0.5, beta: 0.3, divergence, reduction: 'sum' } };
+          if (!same(run(v, { kernel: 'avx512' }), run(v, { kernel: 'avx2' }))) diffs.push(v.label);
+        }
       }
     }
-    expect(problems).to.deep.equal([]);
+    expect(diffs).to.deep.equal([]);
+  });
+
+  it('f16 and bf16 students and teachers: the same 16-bit gradients', function () {
+    needAvx512(this);
+    const rng = new Rng(25);
+    const diffs: string[] = [];
+    for (const dtype of ['f16', 'bf16'] as const) {
+      const enc = dtype === 'f16' ? f32ToF16 : f32ToBf16;
+      for (const cols of [9, 33, 1000]) {
+        for (const divergence of DIVERGENCES) {
+          const c = randomCase(rng, 4, cols, 2, { ignore: true });
+          const student = Tensor.from(Uint16Array.from(c.student, enc), [4, cols], dtype);
+          const teacher = Tensor.from(Uint16Array.from(c.teacher, enc), [4, cols], dtype);
+          const options: DistillLossOptions = { labels: c.labels, temperature: 2, divergence };
+          if (!same(distillLossSync(student, teacher, { ...options, kernel: 'avx512' }), distillLossSync(student, teacher, { ...options, kernel: 'avx2' }))) {
+            diffs.push(`${dtype} ${cols} ${divergence}`);
+          }
+        }
+      }
+    }
+    expect(diffs).to.deep.equal([]);
+  });
+});
+
+describe("distillLoss: kernel 'avx512' where it cannot run", () => {
+  const hwAvx512 = CPU.features.some((f) => f.startsWith('avx512'));
+  const why = hwAvx512 ? /the AVX-512 kernel is turned off \(SLIMTENSOR_ISA\); use 'avx2' or 'auto'/ : /the AVX-512 kernel is not available on this CPU or build; use 'avx2' or 'auto'/;
+  // The same inputs here and in the child process below.
+  const rows = 5;
+  const cols = 300;
+  const inputs = (): { student: Tensor; teacher: Tensor; labels: Int32Array } => {
+    const rng = new Rng(73);
+    return { student: Tensor.from(rng.normals(rows * cols, 2), [rows, cols]), teacher: Tensor.from(rng.normals(rows * cols, 2), [rows, cols]), labels: Int32Array.from([3, 299, -100, 0, 150]) };
+  };
+
+  it('rejects with ERR_UNSUPPORTED naming why, sync and async', async function () {
+    if (hasAvx512) skip(this, 'AVX-512 is enabled here; the SLIMTENSOR_ISA=avx2 test below turns it off');
+    const { student, teacher, labels } = inputs();
+    const e = await rejected(distillLoss(student, teacher, { labels, kernel: 'avx512' }));
+    expect(e.code).to.equal('ERR_UNSUPPORTED');
+    expect(e.message).to.match(/^distillLoss: /).and.match(why);
+    const s = thrown(() => distillLossSync(student, teacher, { labels, kernel: 'avx512' }));
+    expect(s.code).to.equal('ERR_UNSUPPORTED');
+    expect(s.message).to.match(/^distillLossSync: /).and.match(why);
+  });
+
+  it("SLIMTENSOR_ISA=avx2 (a child process): 'avx512' rejects with ERR_UNSUPPORTED, 'auto' gives the AVX2 bytes", function () {
+    if (!hasAvx2) skip(this, 'no AVX2 on this CPU: SLIMTENSOR_ISA=avx2 changes nothing');
+    const code = `
+      const st = require('./lib/index');
+      const { Rng } = require('./test/support/random');
+      const rng = new Rng(73);
+      const student = st.Tensor.from(rng.normals(${rows * cols}, 2), [${rows}, ${cols}]);
+      const teacher = st.Tensor.from(rng.normals(${rows * cols}, 2), [${rows}, ${cols}]);
+      const labels = Int32Array.from([3, 299, -100, 0, 150]);
+      const out = { kernel: st.backends().cpu.kernel };
+      try { st.distillLossSync(student, teacher, { labels, kernel: 'avx512' }); out.code = 'none'; } catch (e) { out.code = e.code; out.message = e.message; }
+      const r = st.distillLossSync(student, teacher, { labels, temperature: 2, divergence: 'jsd' });
+      out.loss = r.loss;
+      out.grad = Buffer.from(r.grad.data.buffer).toString('base64');
+      console.log(JSON.stringify(out));`;
+    const child = JSON.parse(
+      execFileSync(process.execPath, ['--import', 'tsx', '-e', code], { env: { ...process.env, SLIMTENSOR_ISA: 'avx2' }, cwd: path.join(__dirname, '..'), encoding: 'utf8' }),
+    ) as { kernel: string; code: string; message?: string; loss: number; grad: string };
+    expect(child.kernel).to.equal('avx2');
+    expect(child.code).to.equal('ERR_UNSUPPORTED');
+    expect(child.message).to.match(/^distillLossSync: /).and.match(why);
+    const { student, teacher, labels } = inputs();
+    const here = distillLossSync(student, teacher, { labels, temperature: 2, divergence: 'jsd', kernel: 'avx2' });
+    expect(child.loss).to.equal(here.loss);
+    expect(child.grad).to.equal(bytesOf(here.grad?.data).toString('base64'));
   });
 });
 
@@ -380,7 +495,7 @@ describe('distillLoss: the gradient is the derivative of the loss (finite differ
   for (const { label, opts, k } of cases) {
     for (const kernel of KERNELS) {
       it(`${label} (${kernel})`, () => {
-        const rng = new Rng(label.length * 7 + (kernel === 'avx2' ? 1 : 0));
+        const rng = new Rng(label.length * 7 + KERNELS.indexOf(kernel));
         const c = randomCase(rng, 3, 9, 1.5, { ignore: true, k });
         const v: Variant = { label, c, options: { temperature: 1, alpha: 0.5, beta: 0.5, divergence: 'forward-kl', reduction: 'mean', ...opts } };
         const g = gradF32(run(v, { kernel }));
@@ -495,18 +610,39 @@ describe('distillLoss: ignored rows, in place, threads, every output written', (
       for (let i = 0; i < x.length; i++) o[i] = (u[i] as number) >>> 16;
       return o;
     };
-    for (const [dtype, rows] of [['f32', 260], ['bf16', 520]] as const) {
-      const cols = 32770; // rows not a multiple of 8 logits: streamed vectors and a scalar tail
+    // The AVX-512 streamer writes whole 64-byte lines and joins vectors when
+    // a row starts 4, 8 or 12 floats past a line: rows of 32770 logits (a
+    // 2-logit tail; the start moves 8 bytes a row), of 20 (one vector and a
+    // tail), of 13 (a tail only), and of 2048 with the gradient placed 0,
+    // 16, 32 and 48 bytes into a buffer (every row at the same offset).
+    const cases: { dtype: 'f32' | 'bf16'; rows: number; cols: number; offsets: number[] }[] = [
+      { dtype: 'f32', rows: 260, cols: 32770, offsets: [0] },
+      { dtype: 'bf16', rows: 520, cols: 32770, offsets: [0] },
+      { dtype: 'f32', rows: 420000, cols: 20, offsets: [0] },
+      { dtype: 'f32', rows: 650000, cols: 13, offsets: [0] },
+      { dtype: 'f32', rows: 4100, cols: 2048, offsets: [0, 16, 32, 48] },
+    ];
+    for (const { dtype, rows, cols, offsets } of cases) {
       const z = uniform(rows * cols, 1);
       const t = uniform(rows * cols, 2);
       const enc = (x: Float32Array): Float32Array | Uint16Array => (dtype === 'f32' ? x.slice() : truncBf16(x));
       const labels = Int32Array.from({ length: rows }, (_, r) => (r * 7919) % cols);
       const teacher = Tensor.from(enc(t), [rows, cols], dtype);
-      const fresh = distillLossSync(Tensor.from(enc(z), [rows, cols], dtype), teacher, { labels, temperature: 2 });
-      const student = Tensor.from(enc(z), [rows, cols], dtype);
-      const inPlace = distillLossSync(student, teacher, { labels, temperature: 2, grad: student });
-      expect(fresh.loss, dtype).to.equal(inPlace.loss);
-      expect(bytesOf(fresh.grad?.data).equals(bytesOf(student.data)), dtype).to.equal(true);
+      const perKernel: Buffer[] = [];
+      for (const kernel of SIMD_KERNELS.length > 0 ? SIMD_KERNELS : (['reference'] as const)) {
+        const what = `${dtype} ${rows}×${cols} (${kernel})`;
+        const student = Tensor.from(enc(z), [rows, cols], dtype);
+        const inPlace = distillLossSync(student, teacher, { labels, temperature: 2, kernel, grad: student });
+        for (const offset of offsets) {
+          const buf = new ArrayBuffer(rows * cols * (dtype === 'f32' ? 4 : 2) + 64);
+          const g = dtype === 'f32' ? new Float32Array(buf, offset, rows * cols) : new Uint16Array(buf, offset, rows * cols);
+          const fresh = distillLossSync(Tensor.from(enc(z), [rows, cols], dtype), teacher, { labels, temperature: 2, kernel, grad: Tensor.from(g, [rows, cols], dtype) });
+          expect(fresh.loss, what).to.equal(inPlace.loss);
+          expect(bytesOf(g).equals(bytesOf(student.data)), `${what} at byte offset ${offset}`).to.equal(true);
+        }
+        perKernel.push(bytesOf(student.data));
+      }
+      if (perKernel.length === 2) expect((perKernel[0] as Buffer).equals(perKernel[1] as Buffer), `${dtype} ${rows}×${cols}: AVX-512 vs AVX2`).to.equal(true);
     }
   });
 

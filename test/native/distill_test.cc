@@ -1,9 +1,12 @@
 // Native tests of the distill core, built with AddressSanitizer and
 // UndefinedBehaviorSanitizer by scripts/native-test.cjs: the accuracy of the
-// AVX2 kernel's exp and log1p, the AVX2 kernel against the scalar reference
-// (every divergence, dtype, temperature, top-k, ragged row lengths, ignored
-// rows, in place), every gradient element written, results independent of
-// the thread count, and the first bad input named.
+// AVX2 and AVX-512 kernels' exp and log1p, both kernels against the scalar
+// reference (every divergence, dtype, temperature, top-k, ragged row
+// lengths, ignored rows, in place), AVX-512 against AVX2 bit for bit
+// (including the non-temporal gradient stores at every row alignment),
+// every gradient element written, results independent of the thread count,
+// and the first bad input named. native-test.cjs runs it twice: with every
+// ISA the CPU has, and with SLIMTENSOR_ISA=avx2 (the AVX-512 tests skip).
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -47,11 +50,29 @@ constexpr double kGradTol = 2e-6;
 constexpr double kLossTol = 2e-6;
 constexpr double kLossAbs = 1e-7;  // per row
 
-void test_exp_accuracy() {
-  if (!cpu_features().avx2) {
-    std::printf("exp accuracy: skipped (no AVX2)\n");
-    return;
-  }
+// The SIMD builds of the kernel and their array forms of exp and log1p.
+struct Isa {
+  const char* name;
+  Kernel kernel;
+  bool (*exp)(const float*, float*, int64_t);
+  bool (*log1p01)(const float*, float*, int64_t);
+};
+const Isa kAvx2{"AVX2", Kernel::Avx2, avx2::exp_array, avx2::log1p01_array};
+const Isa kAvx512{"AVX-512", Kernel::Avx512, avx512::exp_array, avx512::log1p01_array};
+
+// Whether `isa` may run here; if not, says why `what` is skipped (the
+// binary also runs under SLIMTENSOR_ISA=avx2, which turns AVX-512 off on a
+// CPU that has it).
+bool usable(const Isa& isa, const char* what) {
+  const bool avx512 = isa.kernel == Kernel::Avx512;
+  if (avx512 ? cpu_enabled().avx512 : cpu_enabled().avx2) return true;
+  const bool hw = avx512 ? cpu_features().avx512 : cpu_features().avx2;
+  std::printf("%s (%s): skipped, %s\n", what, isa.name, hw ? "turned off by SLIMTENSOR_ISA" : "not on this CPU");
+  return false;
+}
+
+void test_exp_accuracy(const Isa& isa) {
+  if (!usable(isa, "exp and log1p accuracy")) return;
   // Every 499th f32 in [-87.33, 88] (about 4.5 million values), every
   // f32 near the ends of the range, and around the worst input found by the
   // exhaustive measurement.
@@ -68,7 +89,7 @@ void test_exp_accuracy() {
   add_range(-87.3f, -87.33f, 1);
   add_range(-5.8911f, -5.8912f, 1);
   std::vector<float> y(x.size());
-  avx2::exp_array(x.data(), y.data(), static_cast<int64_t>(x.size()));
+  check(isa.exp(x.data(), y.data(), static_cast<int64_t>(x.size())), std::string(isa.name) + " exp built");
   double worst = 0;
   float worst_x = 0;
   for (size_t i = 0; i < x.size(); ++i) {
@@ -76,8 +97,8 @@ void test_exp_accuracy() {
     const double rel = std::fabs(static_cast<double>(y[i]) - e) / e;
     if (rel > worst) { worst = rel; worst_x = x[i]; }
   }
-  std::printf("exp: max relative error %.3g at x = %.9g over %zu inputs\n", worst, worst_x, x.size());
-  check(worst <= kExpMaxRelErr, "exp max relative error " + std::to_string(worst));
+  std::printf("%s exp: max relative error %.3g at x = %.9g over %zu inputs\n", isa.name, worst, worst_x, x.size());
+  check(worst <= kExpMaxRelErr, std::string(isa.name) + " exp max relative error " + std::to_string(worst));
 
   // Below the normal range: results of [-87.5, -87.33] are subnormals
   // rounded once (within 2^-149 of the truth); below -87.5 the result is 0
@@ -90,25 +111,25 @@ void test_exp_accuracy() {
   xs.push_back(-INFINITY);
   xs.push_back(NAN);
   std::vector<float> ys(xs.size());
-  avx2::exp_array(xs.data(), ys.data(), static_cast<int64_t>(xs.size()));
+  isa.exp(xs.data(), ys.data(), static_cast<int64_t>(xs.size()));
   double worst_abs = 0;
   bool flushed = true;
   for (size_t i = 0; i < xs.size(); ++i) {
     if (xs[i] >= -87.5f) worst_abs = std::max(worst_abs, std::fabs(static_cast<double>(ys[i]) - std::exp(static_cast<double>(xs[i]))));
     else flushed = flushed && ys[i] == 0.0f;
   }
-  check(worst_abs <= std::ldexp(1.0, -149), "exp subnormal results within 2^-149");
-  check(flushed, "exp below -87.5, of -Infinity and of NaN is 0");
+  check(worst_abs <= std::ldexp(1.0, -149), std::string(isa.name) + " exp subnormal results within 2^-149");
+  check(flushed, std::string(isa.name) + " exp below -87.5, of -Infinity and of NaN is 0");
   const float big[2] = {88.0f, 1e30f};
   float ybig[2];
-  avx2::exp_array(big, ybig, 2);
-  check(std::isfinite(ybig[0]) && ybig[1] == ybig[0], "exp saturates at e^88");
+  isa.exp(big, ybig, 2);
+  check(std::isfinite(ybig[0]) && ybig[1] == ybig[0], std::string(isa.name) + " exp saturates at e^88");
 
   std::vector<float> e;
   for (uint32_t u = 0; u <= f32_bits(1.0f); u += 401) e.push_back(bits_f32(u));
   e.push_back(1.0f);
   std::vector<float> l(e.size());
-  avx2::log1p01_array(e.data(), l.data(), static_cast<int64_t>(e.size()));
+  check(isa.log1p01(e.data(), l.data(), static_cast<int64_t>(e.size())), std::string(isa.name) + " log1p built");
   double worst_l = 0, worst_lrel = 0;
   for (size_t i = 0; i < e.size(); ++i) {
     const double t = std::log1p(static_cast<double>(e[i]));
@@ -116,8 +137,59 @@ void test_exp_accuracy() {
     worst_l = std::max(worst_l, d);
     if (t > 1e-30) worst_lrel = std::max(worst_lrel, d / t);
   }
-  std::printf("log1p on [0, 1]: max absolute error %.3g, relative %.3g over %zu inputs\n", worst_l, worst_lrel, e.size());
-  check(worst_l <= kLog1pMaxAbsErr, "log1p max absolute error " + std::to_string(worst_l));
+  std::printf("%s log1p on [0, 1]: max absolute error %.3g, relative %.3g over %zu inputs\n", isa.name, worst_l, worst_lrel, e.size());
+  check(worst_l <= kLog1pMaxAbsErr, std::string(isa.name) + " log1p max absolute error " + std::to_string(worst_l));
+}
+
+// The AVX-512 exp and log1p restate the AVX2 ones with VSCALEFPS and mask
+// registers (distill_avx512.cc): the same bits on every input class. exp:
+// a strided walk over all 2^32 patterns (both signs, NaNs, infinities,
+// subnormal inputs), every f32 whose result is subnormal or about to be
+// flushed ([-88, -87.3]), and every f32 next to the upper clamp; log1p: a
+// strided walk of [0, 1] and both ends exhaustively.
+void test_avx512_exp_bits() {
+  if (!usable(kAvx2, "AVX-512 vs AVX2 exp and log1p bits") || !usable(kAvx512, "AVX-512 vs AVX2 exp and log1p bits")) return;
+  size_t n_in = 0, n_diff = 0;
+  float first_bad = 0;
+  auto compare = [&](const std::vector<float>& x, bool log1p) {
+    std::vector<float> a(x.size()), b(x.size());
+    const int64_t n = static_cast<int64_t>(x.size());
+    if (log1p) {
+      avx2::log1p01_array(x.data(), a.data(), n);
+      avx512::log1p01_array(x.data(), b.data(), n);
+    } else {
+      avx2::exp_array(x.data(), a.data(), n);
+      avx512::exp_array(x.data(), b.data(), n);
+    }
+    for (size_t i = 0; i < x.size(); ++i) {
+      if (f32_bits(a[i]) != f32_bits(b[i])) {
+        if (n_diff++ == 0) first_bad = x[i];
+      }
+    }
+    n_in += x.size();
+  };
+  auto walk = [](uint32_t lo, uint32_t hi, uint32_t stride) {
+    std::vector<float> x;
+    for (uint64_t u = lo; u <= hi; u += stride) x.push_back(bits_f32(static_cast<uint32_t>(u)));
+    return x;
+  };
+  // All 2^32 patterns, stride 251, in 16 slices (bounded memory); odd
+  // slice sizes exercise the masked tail.
+  for (uint64_t s = 0; s < 16; ++s) compare(walk(static_cast<uint32_t>(s << 28) + static_cast<uint32_t>(s), static_cast<uint32_t>(((s + 1) << 28) - 1), 251), false);
+    compare(walk(f32_bits(-87.3f), f32_bits(-88.0f), 1), false);                // [-88, -87.3]
+  compare(walk(f32_bits(87.9f), f32_bits(88.01f), 1), false);               // the upper clamp
+  compare({0.0f, -0.0f, INFINITY, -INFINITY, NAN, -NAN, bits_f32(0x7f800001u), bits_f32(0xffc00001u), -87.5f, std::nextafter(-87.5f, -100.0f),
+           std::nextafter(-87.5f, 0.0f), 88.0f, std::nextafter(88.0f, 100.0f), 1e-45f, -1e-45f, 1e-38f, -1e-38f},
+          false);
+  const size_t exp_in = n_in, exp_diff = n_diff;
+  check(exp_diff == 0, "AVX-512 exp differs from AVX2 on " + std::to_string(exp_diff) + " inputs, first x = " + std::to_string(first_bad));
+  n_in = n_diff = 0;
+  compare(walk(0, f32_bits(1.0f), 97), true);
+  compare(walk(0, 0x00100000u, 1), true);                                // 0 and the subnormals / tiny values
+  compare(walk(f32_bits(0.41421356f) - 4096, f32_bits(0.41421356f) + 4096, 1), true);  // around the k = 0 / 1 switch
+  compare(walk(f32_bits(1.0f) - 65536, f32_bits(1.0f), 1), true);
+  check(n_diff == 0, "AVX-512 log1p differs from AVX2 on " + std::to_string(n_diff) + " inputs, first e = " + std::to_string(first_bad));
+  std::printf("AVX-512 vs AVX2: exp identical on %zu inputs, log1p on %zu\n", exp_in, n_in);
 }
 
 // ---------------------------------------------------------------------------
@@ -266,11 +338,11 @@ std::vector<double> elem_scale(const Case& c, const Inputs& in, double scale) {
 }
 
 
-void test_avx2_matches_reference() {
-  if (!cpu_features().avx2) {
-    std::printf("AVX2 vs reference: skipped (no AVX2)\n");
-    return;
-  }
+// Every divergence, dtype pair, temperature (1, 2: the squared-exp path,
+// 0.7), alpha (including 0 and 1), reduction, top-k, ignored rows, row
+// lengths around the 16-lane vector and 128-logit block, large logits and
+// vocabulary-sized rows.
+std::vector<Case> kernel_cases() {
   std::vector<Case> cases;
   const int64_t lens[] = {1, 7, 8, 9, 63, 64, 65, 200, 1031};
   const DType dts[] = {DType::F32, DType::F16, DType::BF16};
@@ -294,16 +366,22 @@ void test_avx2_matches_reference() {
   cases.push_back({3, 300, DType::F32, DType::F32, 3.0f, 0.5f, 0.4f, Divergence::JSD, Reduction::Mean, 0, false, 3000.0f});
   cases.push_back({2, 32000, DType::F32, DType::F32, 2.0f, 0.5f, 0.5f, Divergence::ForwardKL, Reduction::Mean, 0, false, 3.0f});
   cases.push_back({2, 32000, DType::F16, DType::F16, 1.0f, 0.5f, 0.5f, Divergence::JSD, Reduction::Mean, 0, false, 3.0f});
+  return cases;
+}
 
+void test_simd_matches_reference(const Isa& isa) {
+  if (!usable(isa, "kernel vs reference")) return;
+  const std::vector<Case> cases = kernel_cases();
   double worst_g = 0, worst_l = 0;
   uint32_t seed = 1;
   for (const Case& c : cases) {
     const Inputs in = make_inputs(c, seed++);
     const Result ref = run(c, in, Kernel::Reference, 1);
-    const Result avx = run(c, in, Kernel::Avx2, 2);
-    check(ref.st.ok() && avx.st.ok(), c.name() + ": " + ref.st.message + " / " + avx.st.message);
+    const Result avx = run(c, in, isa.kernel, 2);
+    const std::string tag = std::string(isa.name) + " " + c.name();
+    check(ref.st.ok() && avx.st.ok(), tag + ": " + ref.st.message + " / " + avx.st.message);
     if (!ref.st.ok() || !avx.st.ok()) continue;
-    check(ref.res.kept_rows == avx.res.kept_rows, c.name() + ": kept rows");
+    check(ref.res.kept_rows == avx.res.kept_rows, tag + ": kept rows");
     // Relative, with an absolute floor for losses that are themselves
     // rounding noise (e.g. jsd of a one-logit vocabulary, exactly 0).
     auto loss_ok = [&](double a, double b, double rows) {
@@ -311,9 +389,9 @@ void test_avx2_matches_reference() {
       if (std::fabs(b) > 0.1) worst_l = std::max(worst_l, d / std::fabs(b));
       return d <= kLossTol * std::fabs(b) + kLossAbs * rows;
     };
-    check(loss_ok(avx.res.loss, ref.res.loss, c.red == Reduction::Mean ? 1.0 : static_cast<double>(c.rows)), c.name() + ": loss " + std::to_string(ref.res.loss) + " vs " + std::to_string(avx.res.loss));
+    check(loss_ok(avx.res.loss, ref.res.loss, c.red == Reduction::Mean ? 1.0 : static_cast<double>(c.rows)), tag + ": loss " + std::to_string(ref.res.loss) + " vs " + std::to_string(avx.res.loss));
     for (int64_t r = 0; r < c.rows; ++r) {
-      check(loss_ok(avx.rows[static_cast<size_t>(r)], ref.rows[static_cast<size_t>(r)], 1.0), c.name() + ": row loss " + std::to_string(r));
+      check(loss_ok(avx.rows[static_cast<size_t>(r)], ref.rows[static_cast<size_t>(r)], 1.0), tag + ": row loss " + std::to_string(r));
     }
     const double scale = c.red == Reduction::Mean && ref.res.kept_rows > 0 ? 1.0 / static_cast<double>(ref.res.kept_rows) : 1.0;
     const std::vector<double> es = elem_scale(c, in, scale);
@@ -331,10 +409,110 @@ void test_avx2_matches_reference() {
       if (d > allowed) ++bad;
     }
     if (c.zt == DType::F32) worst_g = std::max(worst_g, worst_case);
-    check(bad == 0, c.name() + ": " + std::to_string(bad) + " gradient elements differ beyond the tolerance (worst " + std::to_string(worst_case) + ")");
+    check(bad == 0, tag + ": " + std::to_string(bad) + " gradient elements differ beyond the tolerance (worst " + std::to_string(worst_case) + ")");
   }
-  std::printf("AVX2 vs reference over %zu cases: worst loss relative difference %.3g (losses > 0.1), worst f32 gradient difference %.3g of the element's scale\n",
-              cases.size(), worst_l, worst_g);
+  std::printf("%s vs reference over %zu cases: worst loss relative difference %.3g (losses > 0.1), worst f32 gradient difference %.3g of the element's scale\n",
+              isa.name, cases.size(), worst_l, worst_g);
+}
+
+// AVX-512 against AVX2: every loss, row loss and gradient byte equal, on
+// the reference-comparison cases and on row lengths around the 16-lane
+// vector and the 128-logit block (the masked tails of the AVX-512 build,
+// the buffered ones of AVX2), at several temperatures including the
+// T = 2 squared-exp path.
+void test_avx512_matches_avx2() {
+  if (!usable(kAvx2, "AVX-512 vs AVX2 bits") || !usable(kAvx512, "AVX-512 vs AVX2 bits")) return;
+  std::vector<Case> cases = kernel_cases();
+  const DType dts[] = {DType::F32, DType::F16, DType::BF16};
+  const Divergence divs[] = {Divergence::ForwardKL, Divergence::ReverseKL, Divergence::JSD};
+  const float temps[] = {1.0f, 2.0f, 0.5f, 3.0f};
+  const float alphas[] = {0.5f, 1.0f, 0.0f, 0.8f};
+  int i = 0;
+  for (int64_t v : {15, 16, 17, 31, 127, 128, 129, 255, 256, 257, 2049}) {
+    for (Divergence d : divs) {
+      ++i;
+      cases.push_back({4, v, dts[i % 3], dts[(i / 3) % 3], temps[i % 4], alphas[(i / 4) % 4], 0.25f, d, static_cast<Reduction>(i % 3), 0, i % 2 == 1,
+                       i % 5 == 0 ? 4000.0f : 2.5f});
+    }
+    cases.push_back({5, v, dts[i % 3], DType::F32, 2.0f, 0.5f, 0.5f, Divergence::ForwardKL, Reduction::Mean, std::min<int64_t>(v, 40), true, 2.0f});
+  }
+  int same = 0;
+  uint32_t seed = 1000;
+  for (const Case& c : cases) {
+    const Inputs in = make_inputs(c, seed++);
+    const Result a = run(c, in, Kernel::Avx2, 2);
+    const Result b = run(c, in, Kernel::Avx512, 2, 0x5a);
+    check(a.st.ok() && b.st.ok(), "AVX-512 vs AVX2 " + c.name() + ": " + a.st.message + " / " + b.st.message);
+    const bool eq = a.res.loss == b.res.loss && a.res.kept_rows == b.res.kept_rows && a.grad_raw == b.grad_raw &&
+                    std::memcmp(a.rows.data(), b.rows.data(), a.rows.size() * sizeof(float)) == 0;
+    check(eq, "AVX-512 vs AVX2 " + c.name() + ": not the same bits");
+    same += eq;
+  }
+  std::printf("AVX-512 vs AVX2: %d of %zu cases identical bit for bit\n", same, cases.size());
+}
+
+// Large out-of-place gradients (>= 32 MiB) leave through non-temporal
+// stores. The AVX-512 streamer writes whole 64-byte lines, joining two
+// vectors when a row starts 4, 8 or 12 floats past a line boundary, and
+// stores a row that is not 16-byte aligned normally; 16-bit gradients go
+// out 16 bytes at a time. Each kernel's streamed gradient must equal its
+// in-place gradient (ordinary stores) byte for byte, and AVX-512 the AVX2
+// bytes, at every line offset of the buffer.
+void test_streamed_gradients() {
+  if (!usable(kAvx2, "streamed gradients")) return;
+  const bool with512 = usable(kAvx512, "streamed gradients");
+  struct Big {
+    Case c;
+    std::vector<size_t> offsets;  // of the gradient buffer past a 64-byte boundary
+  };
+  const Big bigs[] = {
+      // every row at the same line offset: o = 0, 4, 8, 12 floats
+      {{4100, 2048, DType::F32, DType::F32, 2.0f, 0.5f, 0.5f, Divergence::ForwardKL, Reduction::Mean, 0, true, 2.0f}, {0, 16, 32, 48}},
+      // 2 logits past a multiple of 16: the line offset moves by 8 bytes a row,
+      // so rows alternate between unaligned (ordinary stores) and o = 0, 4, 8,
+      // 12, each with a 2-float tail. (Rows shorter than a vector, a million
+      // of them to reach 32 MiB, take a minute under the sanitizers:
+      // test/distill.test.ts covers those.)
+      {{260, 32770, DType::F32, DType::F32, 2.0f, 0.7f, 0.5f, Divergence::ReverseKL, Reduction::Mean, 0, false, 3.0f}, {16}},
+      {{520, 32770, DType::BF16, DType::BF16, 2.0f, 0.5f, 0.5f, Divergence::ForwardKL, Reduction::Mean, 0, true, 3.0f}, {16}},
+      {{8200, 2050, DType::F16, DType::F32, 1.0f, 0.5f, 0.5f, Divergence::JSD, Reduction::None, 0, false, 2.0f}, {48}},
+  };
+  for (const Big& big : bigs) {
+    const Case& c = big.c;
+    const Inputs in = make_inputs(c, 4242);
+    const size_t bytes = static_cast<size_t>(c.rows * c.cols) * dtype_size(c.zt);
+    check(bytes >= (size_t{32} << 20), c.name() + ": large enough to stream");
+    std::vector<std::vector<uint8_t>> grads;  // per kernel
+    for (Kernel k : {Kernel::Avx2, Kernel::Avx512}) {
+      if (k == Kernel::Avx512 && !with512) continue;
+      const std::string tag = std::string(k == Kernel::Avx2 ? "AVX2 " : "AVX-512 ") + c.name();
+      Inputs io = in;
+      DistillArgs ap = make_args(c, io);
+      ap.kernel = k;
+      ap.grad = io.z.data();
+      DistillResult rp;
+      check(distill_loss(ap, &rp).ok(), tag + ": in place runs");
+      std::vector<uint8_t> buf(bytes + 128);
+      uint8_t* line = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(buf.data()) + 63) & ~uintptr_t{63});
+      for (size_t off : big.offsets) {
+        std::memset(buf.data(), 0xa5, buf.size());
+        DistillArgs a = make_args(c, in);
+        a.kernel = k;
+        a.grad = line + off;
+        DistillResult r;
+        check(distill_loss(a, &r).ok(), tag + ": runs");
+        check(std::memcmp(line + off, io.z.data(), bytes) == 0 && r.loss == rp.loss,
+              tag + " at line offset " + std::to_string(off) + ": streamed gradient equals the in-place one");
+        bool fence = true;  // nothing written before or after the gradient
+        for (uint8_t* q = buf.data(); q < line + off; ++q) fence = fence && *q == 0xa5;
+        for (uint8_t* q = line + off + bytes; q < buf.data() + buf.size(); ++q) fence = fence && *q == 0xa5;
+        check(fence, tag + " at line offset " + std::to_string(off) + ": writes stay inside the gradient");
+      }
+      grads.push_back(io.z);
+    }
+    if (grads.size() == 2) check(grads[0] == grads[1], c.name() + ": AVX-512 and AVX2 gradients are the same bytes");
+  }
+  std::printf("streamed gradients: %zu sizes checked%s\n", sizeof bigs / sizeof bigs[0], with512 ? " (AVX2 and AVX-512)" : " (AVX2)");
 }
 
 void test_every_gradient_written_and_threads() {
@@ -342,8 +520,8 @@ void test_every_gradient_written_and_threads() {
   const Case ck{9, 77, DType::BF16, DType::F32, 1.0f, 0.4f, 0.5f, Divergence::ForwardKL, Reduction::Sum, 6, true, 1.5f};
   for (const Case& cc : {c, ck}) {
     const Inputs in = make_inputs(cc, 99);
-    for (Kernel k : {Kernel::Reference, Kernel::Avx2}) {
-      if (k == Kernel::Avx2 && !cpu_features().avx2) continue;
+    for (Kernel k : {Kernel::Reference, Kernel::Avx2, Kernel::Avx512}) {
+      if ((k == Kernel::Avx2 && !cpu_enabled().avx2) || (k == Kernel::Avx512 && !cpu_enabled().avx512)) continue;
       const Result a = run(cc, in, k, 1, 0x00);
       const Result b = run(cc, in, k, 2, 0xff);
       check(a.st.ok() && b.st.ok(), cc.name() + ": runs");
@@ -374,8 +552,8 @@ void test_first_bad_input() {
   put(in.z, 33 * 50 + 7, NAN);
   put(in.t, 21 * 50 + 9, INFINITY);
   for (int64_t j = 0; j < 50; ++j) put(in.t, 37 * 50 + j, -INFINITY);
-  for (Kernel k : {Kernel::Reference, Kernel::Avx2}) {
-    if (k == Kernel::Avx2 && !cpu_features().avx2) continue;
+  for (Kernel k : {Kernel::Reference, Kernel::Avx2, Kernel::Avx512}) {
+    if ((k == Kernel::Avx2 && !cpu_enabled().avx2) || (k == Kernel::Avx512 && !cpu_enabled().avx512)) continue;
     const Result r = run(c, in, k, 2);
     check(r.st.code == Code::Value && r.st.message.find("teacher[21, 9] is Infinity") != std::string::npos,
           "first bad input named: " + r.st.message);
@@ -391,8 +569,11 @@ void test_first_bad_input() {
 }  // namespace
 
 int main() {
-  test_exp_accuracy();
-  test_avx2_matches_reference();
+  for (const Isa* isa : {&kAvx2, &kAvx512}) test_exp_accuracy(*isa);
+  test_avx512_exp_bits();
+  for (const Isa* isa : {&kAvx2, &kAvx512}) test_simd_matches_reference(*isa);
+  test_avx512_matches_avx2();
+  test_streamed_gradients();
   test_every_gradient_written_and_threads();
   test_first_bad_input();
   std::printf("native distill core: %d checks, %d failures\n", g_checks, g_failures);

@@ -1,7 +1,7 @@
-// The row-kernel interface shared by the reference, AVX2 and CUDA
+// The row-kernel interface shared by the reference, AVX2, AVX-512 and CUDA
 // implementations; distill.cc validates, plans, dispatches and threads over
 // rows. The scalar helpers declared here are defined in distill_ref.cc (a
-// baseline translation unit) and called by the AVX2 kernel too, so the few
+// baseline translation unit) and called by the SIMD kernels too, so the few
 // values they produce (top-k terms, the gradient at the label and at the
 // top-k indices) are the same arithmetic on every CPU path.
 #pragma once
@@ -61,9 +61,12 @@ bool log1p01_array(const float* x, float* y, int64_t n);
 
 namespace avx512 {
 // The same kernel on 16-logit zmm vectors (distill_avx512.cc), bit for bit
-// the AVX2 one; null when the file was built without AVX-512 support.
+// the AVX2 one (loss, row losses, every gradient byte: distill_test.cc
+// test_avx512_matches_avx2 and test_streamed_gradients, test/distill.test.ts);
+// null when the file was built without AVX-512 support.
 DistillRowFn distill_row_fn(const DistillArgs& a);
-// Its exp and log1p, over arrays (false when built without AVX-512).
+// Its exp and log1p, over arrays (false when built without AVX-512): the
+// AVX2 functions' bits on every input (distill_test.cc test_avx512_exp_bits).
 bool exp_array(const float* x, float* y, int64_t n);
 bool log1p01_array(const float* x, float* y, int64_t n);
 }  // namespace avx512

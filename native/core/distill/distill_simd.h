@@ -17,18 +17,17 @@
 // The order, which both traits reproduce exactly:
 //   - a row is cut into blocks of kBlock = 128 logits (the last one holds
 //     the rest, possibly fewer); element j belongs to lane j % 16;
-//   - sweep 1, per block: each lane's maximum over the block's elements, the
-//     lane's running maximum raised to it (its double sum multiplied by
-//     exp((old − new)/T) when any lane grows), then one exp per element
-//     against the running maximum, summed per lane in f32 in element order
-//     starting from 0, and that block sum added to the lane's double sum;
-//     the 16 lanes are merged at the end of the row with dm::lse_merge,
-//     lane 0 first;
+//   - sweep 0: the row maxima of z (and of t for a dense teacher), exact in
+//     any order;
+//   - sweep 1, per block: one exp per element against the row maximum,
+//     summed per lane in f32 in element order starting from 0, and that
+//     block sum added to the lane's double sum; the 16 lane sums are added
+//     as a tree (tree_sum below);
 //   - sweeps 1b and 2: probabilities are sweep 1's exps times one factor per
-//     block and lane, exp((block max − row max)/T − log Σ); divergence terms
-//     are summed per lane in f32 over the block, then per lane in double,
-//     and the 16 lane sums are added as a tree: lane i + lane i+8, then
-//     i + i+4, then i + i+2, then the two left.
+//     row (1/S, folded in double into the gradient's coefficients and
+//     rounded once); divergence terms are summed per lane in f32 over the
+//     block, then per lane in double, and the 16 lane sums are added as a
+//     tree: lane i + lane i+8, then i + i+4, then i + i+2, then the two left.
 #pragma once
 #include <cmath>
 #include <cstdint>
