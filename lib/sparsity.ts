@@ -93,12 +93,16 @@ export interface UnstructuredResult {
 const SCORES = { magnitude: 0, wanda: 1, nonzero: 2, mask: 3 } as const;
 const MAX_M = 32;
 
-function parsePattern(p: unknown, where: string): { n: number; m: number } {
+/**
+ * 'N:M' -> { n, m } (1 <= N <= M <= 32), or ERR_VALUE `${where}: ${what} ...`.
+ * The recipe and CLI checks use it too, so a pattern is valid everywhere or nowhere.
+ */
+export function parsePattern(p: unknown, where: string, what = 'options.pattern'): { n: number; m: number } {
   const m = typeof p === 'string' ? /^\s*(\d+)\s*:\s*(\d+)\s*$/.exec(p) : null;
-  if (m === null) fail(where, 'ERR_VALUE', `options.pattern must be 'N:M' (e.g. '2:4'); got ${JSON.stringify(p)}`);
+  if (m === null) fail(where, 'ERR_VALUE', `${what} must be 'N:M' (e.g. '2:4', '1:4', '4:8'); got ${JSON.stringify(p)}`);
   const n = Number(m[1]);
   const mm = Number(m[2]);
-  if (!(n >= 1 && n <= mm && mm <= MAX_M)) fail(where, 'ERR_VALUE', `options.pattern ${p as string}: need 1 <= N <= M <= ${MAX_M}`);
+  if (!(n >= 1 && n <= mm && mm <= MAX_M)) fail(where, 'ERR_VALUE', `${what} ${p as string}: need 1 <= N <= M <= ${MAX_M}`);
   return { n, m: mm };
 }
 

@@ -4,6 +4,7 @@
 // defaults need when a row does not fit a block or group).
 import { SlimTensorError } from '../errors';
 import { QUANT_FORMATS, type FloatDType, type QuantFormat, type QuantizeOptions } from '../quantize';
+import { parsePattern } from '../sparsity';
 
 /** What a compressed model is written as. */
 export type OutputFormat = 'gguf' | 'compressed-tensors' | 'safetensors';
@@ -207,16 +208,9 @@ function compileRule(r: unknown, label: string, search: unknown): CompiledRule {
   return { label, match: (n) => matchers.some((m) => m(n)), pattern: patterns.map(String).join(' | '), method: method as RecipeMethod, options };
 }
 
-const MAX_M = 32;
-
-/** 'N:M' -> { n, m } (1 <= N <= M <= 32, the range prune() takes). */
+/** prune()'s pattern rule ('N:M', 1 <= N <= M <= 32), worded for a recipe rule or a CLI flag. */
 export function parsePrunePattern(p: unknown, where: string): { n: number; m: number } {
-  const m = typeof p === 'string' ? /^\s*(\d+)\s*:\s*(\d+)\s*$/.exec(p) : null;
-  if (m === null) throw new SlimTensorError(`${where}: prune options.pattern must be 'N:M' (e.g. '2:4', '1:4', '4:8'); got ${JSON.stringify(p)}`, 'ERR_VALUE');
-  const n = Number(m[1]);
-  const mm = Number(m[2]);
-  if (!(n >= 1 && n <= mm && mm <= MAX_M)) throw new SlimTensorError(`${where}: prune options.pattern ${String(p)}: need 1 <= N <= M <= ${MAX_M}`, 'ERR_VALUE');
-  return { n, m: mm };
+  return parsePattern(p, where, 'prune options.pattern');
 }
 
 /** How a prune rule ranks weights: magnitude, or Wanda with one norm vector per tensor name. */
