@@ -22,6 +22,7 @@ import {
   type Benchmark,
   type BenchOptions,
   type BenchOutcome,
+  threadsLabel,
 } from './harness';
 import { Rng } from '../test/support/random';
 
@@ -312,7 +313,6 @@ export async function runDistillBench(o: BenchOptions): Promise<DistillBenchResu
   return { runs: o.runs, quick: o.quick, copy: copyRates, cases, avx512VsAvx2, headline, load };
 }
 
-const threadsLabel = (n: number): string => `${n} thread${n === 1 ? '' : 's'}`;
 
 export function formatDistillBench(r: DistillBenchResult): string {
   const out: string[] = [];

@@ -194,6 +194,11 @@ export function markdownTable(headers: readonly string[], rows: readonly (readon
 }
 
 /** GB/s to 2 decimals: enough to see a 1 % change at typical rates. */
+/** '1 thread', '2 threads': the column and line labels of every bench. */
+export function threadsLabel(n: number): string {
+  return `${n} thread${n === 1 ? '' : 's'}`;
+}
+
 export function fmtGBs(v: number): string {
   return v.toFixed(2);
 }

@@ -20,6 +20,7 @@ import {
   type BenchOptions,
   type BenchOutcome,
   type CopyBandwidth,
+  threadsLabel,
 } from './harness';
 import { Rng } from '../test/support/random';
 
@@ -218,7 +219,6 @@ export async function runQuantizeBench(o: BenchOptions): Promise<QuantizeBenchRe
   };
 }
 
-const threadsLabel = (n: number): string => `${n} thread${n === 1 ? '' : 's'}`;
 
 export function formatQuantizeBench(r: QuantizeBenchResult): string {
   const { rows, cols, bytes } = r.input;

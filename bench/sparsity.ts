@@ -39,6 +39,7 @@ import {
   type BenchOptions,
   type BenchOutcome,
   type CopyBandwidth,
+  threadsLabel,
 } from './harness';
 import { Rng } from '../test/support/random';
 
@@ -317,7 +318,6 @@ export async function runSparsityBench(o: BenchOptions): Promise<SparsityBenchRe
   };
 }
 
-const threadsLabel = (n: number): string => `${n} thread${n === 1 ? '' : 's'}`;
 const pct = (v: number): string => `${(100 * v).toFixed(0)} %`;
 
 export function formatSparsityBench(r: SparsityBenchResult): string {
