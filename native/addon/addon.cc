@@ -15,6 +15,8 @@ void register_lowrank(Napi::Env env, Napi::Object exports);
 void register_sparse(Napi::Env env, Napi::Object exports);
 void lowrank_backends(Napi::Env env, Napi::Object cuda);
 Napi::Value set_error_class(const Napi::CallbackInfo& info);
+Napi::Value set_buffer_guard(const Napi::CallbackInfo& info);
+void capture_builtins(Napi::Env env);
 
 namespace {
 
@@ -42,6 +44,11 @@ Napi::Value backends(const Napi::CallbackInfo& info) {
   Napi::Object r = Napi::Object::New(env);
   r.Set("cpu", cpu);
   r.Set("cuda", cuda);
+  const BufferPolicy policy = buffer_policy(env);
+  Napi::Object buffers = Napi::Object::New(env);
+  buffers.Set("async", policy.copy ? "copy" : "mark");
+  buffers.Set("reason", policy.reason);
+  r.Set("buffers", buffers);
   return r;
 }
 
@@ -72,6 +79,8 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("setThreads", Napi::Function::New(env, set_threads_js, "setThreads"));
   exports.Set("getThreads", Napi::Function::New(env, get_threads_js, "getThreads"));
   exports.Set("setErrorClass", Napi::Function::New(env, set_error_class, "setErrorClass"));
+  exports.Set("setBufferGuard", Napi::Function::New(env, set_buffer_guard, "setBufferGuard"));
+  capture_builtins(env);
   register_quant(env, exports);
   register_distill(env, exports);
   register_lowrank(env, exports);

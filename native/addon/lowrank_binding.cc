@@ -85,7 +85,7 @@ class MatmulJob : public Job {
     g_.ldc = std::max<int64_t>(g_.n, 1);
     const uint64_t cn = checked_mul(env, static_cast<uint64_t>(g_.m), static_cast<uint64_t>(g_.n), "output");
     const uint64_t bytes = checked_mul(env, cn, 4, "output");
-    g_.c = static_cast<float*>(g_.accumulate ? pin(env, o.Get("out"), "output", bytes) : pin_output(env, o.Get("out"), "output", bytes));
+    g_.c = static_cast<float*>(g_.accumulate ? pin_inout(env, o.Get("out"), "output", bytes) : pin_output(env, o.Get("out"), "output", bytes));
   }
   Status run() override { return gemm(g_); }
 
