@@ -50,7 +50,7 @@ describe('safety: plain JS racing an async call', () => {
   let reports: Record<string, Report> = {};
   before(function () {
     this.timeout(180000);
-    reports = runChild(['labels', 'topk', 'unstructured', 'refused', 'terminate', 'transfer']);
+    reports = runChild(['labels', 'topk', 'unstructured', 'refused', 'terminate', 'transfer', 'exitDuringCall']);
   });
 
   it('labels rewritten mid-call (2e9, C+3): the sync result, and nothing written past the gradient', () => {
@@ -93,6 +93,10 @@ describe('safety: plain JS racing an async call', () => {
     expect(r.runs).to.have.length(2);
     for (const run of r.runs) expect(run).to.match(/^(resolve|reject): (terminated|settled before terminate)$/);
     expect(r.after).to.equal(2 * 34 * 4); // q8_0 of [4, 64] in the same thread afterwards
+  });
+
+  it('process.exit() during an async call: exit status 0', () => {
+    expect(reports.exitDuringCall).to.deep.equal({ started: true }); // and runChild saw status 0
   });
 
   it(`a buffer transferred mid-call, receiver collected: no crash, the sync result (this runtime: ${backends().buffers.async})`, () => {

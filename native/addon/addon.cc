@@ -63,14 +63,16 @@ Napi::Value get_threads_js(const Napi::CallbackInfo& info) { return Napi::Number
 // on `threads` threads. Synchronous on purpose: it is timed by the caller.
 Napi::Value parallel_copy_js(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!info[0].IsTypedArray() || !info[1].IsTypedArray()) throw_error(env, Code::Value, "parallelCopy(dst, src, threads) takes two TypedArrays");
-  Napi::TypedArray dst = info[0].As<Napi::TypedArray>(), src = info[1].As<Napi::TypedArray>();
-  if (dst.ByteLength() != src.ByteLength()) throw_error(env, Code::Shape, "parallelCopy: dst and src differ in byte length");
-  if (dst.ByteLength() == 0) return env.Undefined();
-  uint8_t* d = static_cast<uint8_t*>(dst.ArrayBuffer().Data()) + dst.ByteOffset();
-  const uint8_t* s = static_cast<const uint8_t*>(src.ArrayBuffer().Data()) + src.ByteOffset();
-  parallel_copy(d, s, dst.ByteLength(), info[2].IsNumber() ? info[2].As<Napi::Number>().Int32Value() : 0);
-  return env.Undefined();
+  return guard(env, [&]() -> Napi::Value {
+    if (!info[0].IsTypedArray() || !info[1].IsTypedArray()) throw_error(env, Code::Value, "parallelCopy(dst, src, threads) takes two TypedArrays");
+    Napi::TypedArray dst = info[0].As<Napi::TypedArray>(), src = info[1].As<Napi::TypedArray>();
+    if (dst.ByteLength() != src.ByteLength()) throw_error(env, Code::Shape, "parallelCopy: dst and src differ in byte length");
+    if (dst.ByteLength() == 0) return env.Undefined();
+    uint8_t* d = static_cast<uint8_t*>(dst.ArrayBuffer().Data()) + dst.ByteOffset();
+    const uint8_t* s = static_cast<const uint8_t*>(src.ArrayBuffer().Data()) + src.ByteOffset();
+    parallel_copy(d, s, dst.ByteLength(), info[2].IsNumber() ? info[2].As<Napi::Number>().Int32Value() : 0);
+    return env.Undefined();
+  });
 }
 
 Napi::Object init(Napi::Env env, Napi::Object exports) {

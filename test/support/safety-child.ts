@@ -343,7 +343,17 @@ async function threads(): Promise<Outcome> {
   return { same: [sameBytes(sync.data, want.data), sameBytes(asyncResult.data, want.data)] };
 }
 
-const SCENARIOS: Record<string, () => Promise<Outcome>> = { labels, topk, unstructured, terminate, refused, transfer, degenerate, outOfMemory, threads };
+// 4. The process exits while an async call runs: nothing may throw out of
+// the addon during teardown. Prints its report first, then exits; the
+// parent checks the exit status.
+async function exitDuringCall(): Promise<Outcome> {
+  const t = logits(1024, 1024);
+  void quantize(t, { format: 'q4_1', search: 'mse', threads: 1 });
+  setImmediate(() => process.exit(0));
+  return { started: true };
+}
+
+const SCENARIOS: Record<string, () => Promise<Outcome>> = { labels, topk, unstructured, terminate, refused, transfer, degenerate, outOfMemory, threads, exitDuringCall };
 
 async function main(): Promise<void> {
   for (const name of process.argv.slice(2)) {
