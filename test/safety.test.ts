@@ -124,6 +124,20 @@ describe('safety: async calls on private copies (SLIMTENSOR_ASYNC_BUFFERS=copy)'
   });
 });
 
+describe('safety: the buffer policy follows what ArrayBuffer.prototype.transfer does to a marked buffer', () => {
+  it('a transfer() that detaches it (Node 21+ without detach keys): copy', () => {
+    const r = runChild(['probe'], { SAFETY_TRANSFER: 'detaches' }).probe;
+    expect(r).to.deep.equal({ async: 'copy', reason: 'ArrayBuffer.prototype.transfer detaches buffers marked untransferable on this runtime', same: true });
+  });
+
+  it('a transfer() that refuses (a detach key): mark', () => {
+    const r = runChild(['probe'], { SAFETY_TRANSFER: 'refuses' }).probe;
+    expect(r.async).to.equal('mark');
+    expect(r.reason).to.match(/detach key/);
+    expect(r.same).to.equal(true);
+  });
+});
+
 describe('safety: failures inside the native code (under an address-space limit)', () => {
   let reports: Record<string, Report> = {};
   before(function () {

@@ -353,7 +353,35 @@ async function exitDuringCall(): Promise<Outcome> {
   return { started: true };
 }
 
-const SCENARIOS: Record<string, () => Promise<Outcome>> = { labels, topk, unstructured, terminate, refused, transfer, degenerate, outOfMemory, threads, exitDuringCall };
+// The policy probe, on what a newer runtime does (this machine may not have
+// it): SAFETY_TRANSFER=detaches installs an ArrayBuffer.prototype.transfer
+// that detaches even a marked buffer (as Node 21+ without detach keys
+// does; a byte stream takes the memory), =refuses one that throws (as with
+// a detach key). Must run before anything asks for the policy.
+async function probe(): Promise<Outcome> {
+  const detaches = process.env.SAFETY_TRANSFER === 'detaches';
+  Object.defineProperty(ArrayBuffer.prototype, 'transfer', {
+    configurable: true,
+    writable: true,
+    value: detaches
+      ? function (this: ArrayBuffer) {
+          const b = this;
+          new ReadableStream({ type: 'bytes', start: (c) => c.enqueue(new Uint8Array(b)) });
+          return new ArrayBuffer(0);
+        }
+      : function () {
+          throw new TypeError('Cannot perform ArrayBuffer.prototype.transfer on a non-detachable ArrayBuffer');
+        },
+  });
+  const buffers = backends().buffers;
+  // And the chosen mode works: an async call gives the sync result.
+  const t = logits(64, 256);
+  const same = sameBytes((await quantize(t, { format: 'q4_0' })).data, quantizeSync(t, { format: 'q4_0' }).data);
+  return { ...buffers, same };
+}
+
+const SCENARIOS: Record<string, () => Promise<Outcome>> = {
+  probe, labels, topk, unstructured, terminate, refused, transfer, degenerate, outOfMemory, threads, exitDuringCall };
 
 async function main(): Promise<void> {
   for (const name of process.argv.slice(2)) {
