@@ -314,6 +314,7 @@ const LowrankLaunch kFakeLaunch = {
 // The fake cuSOLVER: what it was asked, what it found wrong.
 struct FakeSolver {
   int handles = 0, gesvdj = 0, gesvd = 0, xgesvdr = 0, max_sweeps = 0;
+  double tolerance = 0;
   bool gesvdj_converges = true;
   int xgesvdr_status = 0;  // returned by cusolverDnXgesvdr (e.g. 2, ALLOC_FAILED)
   int64_t k = -1, p = -1;  // Xgesvdr's
@@ -383,7 +384,10 @@ cusolver::Api fake_solver_api() {
     return 0;
   };
   api.destroy_gesvdj_info = [](cusolver::GesvdjInfo) { return 0; };
-  api.gesvdj_set_tolerance = [](cusolver::GesvdjInfo, double) { return 0; };
+  api.gesvdj_set_tolerance = [](cusolver::GesvdjInfo, double tol) {
+    g_solver.tolerance = tol;
+    return 0;
+  };
   api.gesvdj_set_max_sweeps = [](cusolver::GesvdjInfo, int sweeps) {
     g_solver.max_sweeps = sweeps;
     return 0;
@@ -567,6 +571,9 @@ MatrixView test_matrix(std::mt19937& rng, int64_t m, int64_t n, DType dt, std::v
 // lowRank's device path against the CPU's exact factorization: the same
 // singular values and the same product L·R (the vectors' signs may differ).
 void test_device_factor() {
+  // The tolerance: f32's rounding over a column (1 ulp for one element, √R
+  // ulps for 11008 rows: 1.25e-5), never looser than that.
+  check(gesvdj_tolerance(1) == 0x1p-23 && std::fabs(gesvdj_tolerance(11008) - 1.2507e-5) < 1e-8, "gesvdj tolerance");
   std::mt19937 rng(12);
   const cusolver::Api api = fake_solver_api();
   struct Run {
@@ -619,7 +626,8 @@ void test_device_factor() {
       check(g_solver.k == run.k && g_solver.p == p && out.samples == run.k + p,
             std::string(tag) + ": Xgesvdr given k = " + std::to_string(g_solver.k) + ", p = " + std::to_string(g_solver.p));
     } else {
-      check(g_solver.max_sweeps == kGesvdjMaxSweeps, std::string(tag) + ": gesvdj's sweep limit set");
+      check(g_solver.max_sweeps == kGesvdjMaxSweeps && g_solver.tolerance == gesvdj_tolerance(std::max(run.m, run.n)),
+            std::string(tag) + ": gesvdj's sweep limit and tolerance set");
     }
     // The CPU's exact factorization of the same values.
     LowRankArgs la;

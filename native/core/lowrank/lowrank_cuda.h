@@ -4,6 +4,7 @@
 // which the native tests run on a fake device and a fake cuSOLVER
 // (test/native/fake_device.h, lowrank_core_test.cc).
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -56,12 +57,22 @@ Status cuda_svd(const MatrixView& a, int64_t k, SvdResult* out);
 
 // ---- the host side (lowrank_device.cc) and what it shares with the kernels
 
-// gesvdj's sweep limit. Jacobi converges quadratically once the
-// off-diagonal mass is small; f32 matrices of LLM sizes need about 10
-// sweeps. A matrix that has not converged after 30 has stalled at the
-// rounding level of f32, and the QR-based gesvd finishes it instead (the
-// README's CUDA section has the arithmetic).
+// gesvdj's parameters. Its defaults are a tolerance of machine epsilon
+// (1 ulp of 1 in f32) and 100 sweeps. Computed in f32 over columns of
+// length R, the residual the sweeps drive down carries rounding of about
+// √R ulps, so on a large tall matrix the default tolerance may never be met
+// and all 100 sweeps (about 10x the work of a converged run) end in
+// info = min(m,n) + 1. Here the tolerance is that rounding level, which the
+// sweeps can reach and which is far below what a low-rank truncation
+// changes; and the sweep limit is 30: Jacobi converges quadratically once
+// the off-diagonal mass is small (about 10 sweeps for these sizes), so a
+// matrix not converged after 30 has stalled, and the QR-based gesvd
+// finishes it instead. The README's CUDA section has the arithmetic.
 constexpr int kGesvdjMaxSweeps = 30;
+inline double gesvdj_tolerance(int64_t rows) {
+  const double eps = 1.1920928955078125e-07;  // FLT_EPSILON
+  return rows > 1 ? std::sqrt(static_cast<double>(rows)) * eps : eps;
+}
 
 // The GEMM kernel's tile: a 16 x 16 thread block per 16 x 16 block of C.
 constexpr int64_t kGemmTile = 16;

@@ -134,6 +134,7 @@ Status device_svd(gpu::DeviceCall& call, const cusolver::Api& api, const Lowrank
       sv.jacobi = nullptr;
       return call.solver_failed("cusolverDnCreateGesvdjInfo", e);
     }
+    if (int e = api.gesvdj_set_tolerance(sv.jacobi, gesvdj_tolerance(R))) return call.solver_failed("cusolverDnXgesvdjSetTolerance", e);
     if (int e = api.gesvdj_set_max_sweeps(sv.jacobi, kGesvdjMaxSweeps)) return call.solver_failed("cusolverDnXgesvdjSetMaxSweeps", e);
     int lwork = 0;
     if (int e = api.sgesvdj_buffer_size(sv.h, cusolver::kEigModeVector, 1, r32, c32, t, r32, s, u, r32, v, c32, &lwork, sv.jacobi)) {
