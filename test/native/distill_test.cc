@@ -595,32 +595,14 @@ void fake_distill_launch(const DistillChunk& c, gpu::Stream s) {
   });
 }
 
-// The plan distill_loss() makes for these arguments (its planning is not
-// exported; the device path only needs a valid plan, the same on both sides
-// of each comparison).
+// The plan distill_loss() runs with.
 DistillPlan plan_for(const DistillArgs& a) {
   int64_t kept = a.student.rows;
   if (a.labels) {
     kept = 0;
     for (int64_t r = 0; r < a.student.rows; ++r) kept += a.labels[r] != a.ignore_index;
   }
-  DistillPlan p;
-  const float scale = a.reduction == Reduction::Mean && kept > 0 ? static_cast<float>(1.0 / static_cast<double>(kept)) : 1.0f;
-  p.c = dm::make_coeffs(a.temperature, a.alpha, a.beta, scale);
-  p.div = a.divergence;
-  p.kd = a.alpha > 0.0f;
-  p.ce = a.alpha < 1.0f;
-  p.t1 = a.temperature == 1.0f;
-  p.topk = a.teacher.data == nullptr;
-  p.grad = a.grad != nullptr;
-  p.kd_weight = static_cast<double>(a.alpha) * a.temperature * a.temperature;
-  p.ce_weight = 1.0 - static_cast<double>(a.alpha);
-  if (p.kd && !p.topk) {
-    p.term = a.divergence == Divergence::ReverseKL ? dm::TeacherTerm::Reverse
-             : a.divergence == Divergence::JSD    ? dm::TeacherTerm::Jsd
-                                                  : dm::TeacherTerm::Forward;
-  }
-  return p;
+  return distill_plan(a, kept);
 }
 
 // SLIMTENSOR_CUDA_CHUNK_BYTES for chunks of `rows` rows of this call.
