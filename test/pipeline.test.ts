@@ -592,11 +592,15 @@ describe('pipeline', function () {
       for (const t of pruned) expect(t.reason, t.name).to.equal('GGUF has no sparse tensor type: the pruned tensor is written dense');
       expect(r.warnings).to.deep.equal(['35 pruned tensors (2:4) are written dense, the pruned weights stored as zeros (GGUF has no sparse tensor type): they take as many bytes as before']);
       const [a, b] = [await GGUFReader.open(STORIES), await GGUFReader.open(o)];
+      let zeros = 0;
+      let total = 0;
       try {
         for (const t of a.tensors) {
           const orig = await a.readTensor(t.name);
           const got = await b.readTensor(t.name);
           expect(b.tensor(t.name)?.type, t.name).to.equal(t.type);
+          for (const x of (got as Tensor).data as Float32Array) if (x === 0) zeros++;
+          total += (got as Tensor).size;
           if (pruned.some((p) => p.name === t.name)) {
             expect(bytesOf(got.data), t.name).to.deep.equal(bytesOf(pruneSync(orig as Tensor, { pattern: '2:4' }).tensor.data));
             expect(new Set(keptPerGroup(got as Tensor, 4)), t.name).to.deep.equal(new Set([2]));
@@ -609,6 +613,8 @@ describe('pipeline', function () {
         await a.close();
         await b.close();
       }
+      // the report's sparsity: the f32 weights counted one by one here
+      expect(r.sparsity).to.deep.equal({ tensors: 35, prunedWeights: pruned.reduce((n, t) => n + t.shape.reduce((x, d) => x * d, 1) / 2, 0), globalSparsity: zeros / total });
     });
 
     it('1:4 and 4:8 recipes write pruned dense tensors with exactly N kept in every group of M (safetensors and GGUF)', async () => {
