@@ -87,7 +87,6 @@ function notLinear(m: ModuleOfTensor, modules: ModelModules): string {
   const where = modules.table ? '' : ` (${modules.architecture ?? 'the model'} is not in the architecture table: conservative rule by name)`;
   if (m.kind === 'head') return `the output head stays dense and is listed in ignore, as llm-compressor does${where}`;
   if (m.kind === 'embedding') return `an embedding, not a Linear layer: compressed-tensors quantizes Linear layers${where}`;
-  if (m.kind === 'linear') return 'a Linear layer';
   return `not a Linear layer of an attention or MLP block${where}: its consumers would look for its .weight`;
 }
 
@@ -137,7 +136,8 @@ export function planModules(inputs: readonly PlanInput[], plans: readonly Tensor
       }
       const schemes = members.map((i) => {
         const o = ((out[i] as TensorPlan).action as Extract<TensorAction, { kind: 'quantize' }>).options;
-        return { scheme: schemeOfOptions(o), key: `${schemeKey(schemeOfOptions(o))}:${o.scaleDtype}` };
+        const scheme = schemeOfOptions(o);
+        return { scheme, key: `${schemeKey(scheme)}:${o.scaleDtype}` };
       });
       if (new Set(schemes.map((s) => s.key)).size > 1) {
         throw new SlimTensorError(`target 'vllm': ${label} needs one quantization scheme for all its shards; the recipe gives ${members.map((i) => `'${(inputs[i] as PlanInput).name}' ${describeAction((out[i] as TensorPlan).action, '')}`).join(', ')}`, 'ERR_VALUE');
