@@ -14,8 +14,9 @@ import { SlimTensorError } from '../errors';
 import type { GGUFMetadataEntry, GGUFValue } from '../formats/gguf';
 import { compiledPatterns, preTokenizer, splitWords, type PreTokenizer } from './pre-tokenizers';
 
-/** GGUF tokenizer.ggml.token_type values (llama.cpp's llama_token_type). */
-export const TOKEN_TYPES = { undefined: 0, normal: 1, unknown: 2, control: 3, userDefined: 4, unused: 5, byte: 6 } as const;
+import { TOKEN_TYPES } from './token-types';
+
+export { TOKEN_TYPES } from './token-types';
 
 // llama.cpp's token attributes (bit flags).
 const ATTR_UNKNOWN = 1 << 0;
@@ -501,7 +502,8 @@ export class Tokenizer {
     const out = new IdSink();
     const v = this.v;
     if (addSpecial && v.addBos) out.push(v.ids.bos as number);
-    const fragments = text === '' ? [] : this.partition(text, parseSpecial);
+    // llama.cpp sees the text's UTF-8, where a lone surrogate is U+FFFD.
+    const fragments = text === '' ? [] : this.partition(wellFormed(text), parseSpecial);
     let prevSpecial = true;
     for (const f of fragments) {
       if (typeof f === 'number') {
@@ -601,7 +603,7 @@ export class Tokenizer {
    * out whole). The leading-space rule applies to the first token pushed.
    */
   decoder(options: { special?: boolean } = {}): { push(id: number): string; flush(): string } {
-    const td = new TextDecoder('utf-8');
+    const td = new TextDecoder('utf-8', { ignoreBOM: true });
     let first = this.v.addSpacePrefix;
     return {
       push: (id: number): string => {
@@ -806,7 +808,14 @@ export class Tokenizer {
 }
 
 const EMPTY = new Uint8Array(0);
-const textDecoder = new TextDecoder('utf-8');
+
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
+
+function wellFormed(s: string): string {
+  return /[\ud800-\udfff]/.test(s) ? s.replace(LONE_SURROGATE, '\ufffd') : s;
+}
+// ignoreBOM: a leading U+FEFF is text (a token of its own), not a byte-order mark.
+const textDecoder = new TextDecoder('utf-8', { ignoreBOM: true });
 
 /** A byte-level token's text back to bytes; characters outside the mapping become llama.cpp's [UNK_BYTE_...] marker. */
 function byteDecode(text: string): Uint8Array {
