@@ -12,7 +12,7 @@ import { SlimTensorError } from '../lib/errors';
 import { GGUFReader, type GGUFMetadataEntry, type GGUFValue } from '../lib/formats/gguf';
 import { ggufTokenizerMetadata } from '../lib/convert/tokenizer-metadata';
 import { parseSentencePieceModel } from '../lib/convert/sentencepiece-model';
-import { tokenizerFromGguf, tokenizerFromHfFolder, TOKEN_TYPES, type Tokenizer } from '../lib/model/tokenizer';
+import { mergeShort, mergeSymbols, tokenizerFromGguf, tokenizerFromHfFolder, TOKEN_TYPES, type Tokenizer } from '../lib/model/tokenizer';
 import { rejected, thrown } from './support/assert';
 import { sentencePieceModelBytes } from './support/sentencepiece-writer';
 
@@ -153,6 +153,27 @@ describe('tokenizer: special tokens and decoding', () => {
 
   it('lone surrogates are encoded as U+FFFD, like llama.cpp given the UTF-8 of the text', () => {
     expect(ids(spm.encode('a\ud800b', { addSpecial: false }))).to.deep.equal(ids(spm.encode('a\ufffdb', { addSpecial: false })));
+  });
+});
+
+describe('tokenizer: bigram merging', () => {
+  it('the heap (long words) and the scan (short words) merge identically: lowest priority first, leftmost on ties', () => {
+    fc.assert(
+      fc.property(fc.array(fc.constantFrom('a', 'b', 'c'), { minLength: 25, maxLength: 80 }), fc.integer({ min: 0, max: 1e6 }), (chars, seed) => {
+        const word = chars.join('');
+        // A deterministic, tie-rich priority over pairs that only allows short results.
+        const priority = (x: string, y: string): number => {
+          const s = x + y;
+          if (s.length > 6) return Infinity;
+          let h = seed;
+          for (const ch of s) h = (h * 31 + ch.charCodeAt(0)) % 7;
+          return h === 6 ? Infinity : h;
+        };
+        const starts = chars.map((_, i) => i);
+        expect(mergeSymbols(word, starts, priority)).to.deep.equal(mergeShort(word, starts, priority));
+      }),
+      { numRuns: RUNS },
+    );
   });
 });
 

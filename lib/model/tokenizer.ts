@@ -299,6 +299,43 @@ class IdSink {
   }
 }
 
+/** Words up to this many symbols merge by scanning (cheaper than the heap's allocations). */
+const SHORT_WORD = 24;
+
+/**
+ * mergeSymbols for short words: the same choice (lowest priority, then
+ * leftmost) found by a scan over the current pairs instead of a heap.
+ */
+export function mergeShort(word: string, starts: number[], priority: (a: string, b: string) => number): number[] {
+  const n = starts.length;
+  const bounds = starts.slice();
+  bounds.push(word.length);
+  const text: string[] = [];
+  for (let i = 0; i < n; i++) text.push(word.slice(bounds[i], bounds[i + 1]));
+  const pri: number[] = [];
+  for (let i = 0; i + 1 < n; i++) pri.push(priority(text[i] as string, text[i + 1] as string));
+  for (;;) {
+    let best = -1;
+    let bp = Infinity;
+    for (let i = 0; i < pri.length; i++) {
+      if ((pri[i] as number) < bp) {
+        bp = pri[i] as number;
+        best = i;
+      }
+    }
+    if (best < 0) break;
+    text[best] = (text[best] as string) + (text[best + 1] as string);
+    text.splice(best + 1, 1);
+    bounds.splice(best + 1, 1);
+    pri.splice(best, 1);
+    if (best > 0) pri[best - 1] = priority(text[best - 1] as string, text[best] as string);
+    if (best < text.length - 1) pri[best] = priority(text[best] as string, text[best + 1] as string);
+  }
+  const out: number[] = [];
+  for (let i = 0; i < text.length; i++) out.push(bounds[i] as number, bounds[i + 1] as number);
+  return out;
+}
+
 /**
  * Bigram merging as llama.cpp does it, for both models: repeatedly merge
  * the adjacent pair with the best priority (lowest value; ties go to the
@@ -306,8 +343,9 @@ class IdSink {
  * Infinity for pairs that may not merge. Returns the final symbols as
  * [start, end) offsets into `word`.
  */
-function mergeSymbols(word: string, starts: number[], priority: (a: string, b: string) => number): number[] {
+export function mergeSymbols(word: string, starts: number[], priority: (a: string, b: string) => number): number[] {
   const n = starts.length;
+  if (n <= SHORT_WORD) return mergeShort(word, starts, priority);
   const start = Int32Array.from(starts);
   const end = new Int32Array(n);
   for (let i = 0; i < n; i++) end[i] = i + 1 < n ? (starts[i + 1] as number) : word.length;
@@ -535,31 +573,29 @@ export class Tokenizer {
   /** decode() without the final UTF-8 step. */
   decodeBytes(ids: ArrayLike<number>, options: DecodeOptions = {}): Uint8Array {
     const v = this.v;
-    let list = Array.from(ids as ArrayLike<number>);
-    list.forEach((id, i) => this.checkId(id, `Tokenizer.decode: ids[${i}]`));
+    let from = 0;
+    let to = ids.length;
+    for (let i = 0; i < to; i++) this.checkId(ids[i] as number, `Tokenizer.decode: ids[${i}]`);
     let removeSpace = v.addSpacePrefix;
-    if (options.removeSpecial && v.addBos && list.length > 0 && list[0] === v.ids.bos) {
+    if (options.removeSpecial && v.addBos && to > 0 && ids[0] === v.ids.bos) {
       removeSpace = false;
-      list = list.slice(1);
+      from = 1;
     }
-    if (options.removeSpecial && v.addEos && list.length > 0 && list[list.length - 1] === v.ids.eos) list = list.slice(0, -1);
-    const parts: Uint8Array[] = [];
+    if (options.removeSpecial && v.addEos && to > from && ids[to - 1] === v.ids.eos) to--;
+    const special = options.special ?? false;
     let total = 0;
-    for (const id of list) {
-      let piece = this.pieceBytes(id, options.special ?? false);
+    for (let i = from; i < to; i++) total += this.pieceBytes(ids[i] as number, special).length;
+    const bytes = new Uint8Array(total);
+    let at = 0;
+    for (let i = from; i < to; i++) {
+      let piece = this.pieceBytes(ids[i] as number, special);
       if (removeSpace && piece.length > 0 && piece[0] === 0x20) piece = piece.subarray(1);
       removeSpace = false;
-      parts.push(piece);
-      total += piece.length;
+      bytes.set(piece, at);
+      at += piece.length;
     }
-    let bytes: Uint8Array = new Uint8Array(total);
-    let at = 0;
-    for (const p of parts) {
-      bytes.set(p, at);
-      at += p.length;
-    }
-    if (v.cleanSpaces) bytes = cleanSpaces(bytes);
-    return bytes;
+    const out = bytes.subarray(0, at);
+    return v.cleanSpaces ? cleanSpaces(out) : out;
   }
 
   /** The text of one token as decoding shows it, with control tokens rendered (U+FFFD for a lone byte token). */
@@ -831,47 +867,49 @@ function byteDecode(text: string): Uint8Array {
   return Uint8Array.from(out);
 }
 
-/** llama.cpp's clean_up_tokenization_spaces: three passes over the bytes. */
-function cleanSpaces(a: Uint8Array): Uint8Array {
+/**
+ * llama.cpp's clean_up_tokenization_spaces: three passes over the bytes,
+ * in place, in llama.cpp's order (each pass reads what the previous wrote).
+ */
+function cleanSpaces(t: Uint8Array): Uint8Array {
   const SPACE = 0x20;
   const APOS = 0x27;
+  let total = t.length;
   // 1: " ?", " !", " .", " ," lose the space.
-  let out: number[] = [];
-  for (let i = 0; i < a.length; i++) {
-    const x = a[i] as number;
-    if (i > 0 && a[i - 1] === SPACE && (x === 0x3f || x === 0x21 || x === 0x2e || x === 0x2c)) out.pop();
-    out.push(x);
+  let n = total;
+  total = n > 0 ? 1 : 0;
+  for (let i = 1; i < n; i++) {
+    const x = t[i] as number;
+    if (t[i - 1] === SPACE && (x === 0x3f || x === 0x21 || x === 0x2e || x === 0x2c)) total--;
+    t[total++] = x;
   }
   // 2: a lone apostrophe between spaces loses both spaces.
-  let b = out.slice();
-  out = [];
-  for (let i = 0; i < b.length; i++) {
-    const x = b[i] as number;
-    if (i > 0 && x === APOS && i + 1 < b.length && b[i - 1] === SPACE && b[i + 1] === SPACE) {
-      out.pop();
-      b[i + 1] = 0;
-      out.push(x);
-      i++;
-      continue;
+  n = total;
+  total = n > 0 ? 1 : 0;
+  for (let i = 1; i < n; i++) {
+    const x = t[i] as number;
+    if (x === APOS && i + 1 < n && t[i - 1] === SPACE && t[i + 1] === SPACE) {
+      total--;
+      t[++i] = 0;
     }
-    out.push(x);
+    t[total++] = x;
   }
   // 3: " 's", " 'm", " 're", " 've" lose the space.
-  b = out;
-  out = [];
-  for (let i = 0; i < b.length; i++) {
-    const x = b[i] as number;
-    if (i > 0 && b[i - 1] === SPACE && x === APOS && i + 1 < b.length) {
-      const x1 = b[i + 1] as number;
-      if (x1 === 0x73 || x1 === 0x6d) out.pop();
-      else if (x1 !== 0x74 && x1 !== 0x64 && i + 2 < b.length) {
-        const x2 = b[i + 2] as number;
-        if ((x1 === 0x72 && x2 === 0x65) || (x1 === 0x76 && x2 === 0x65)) out.pop();
+  n = total;
+  total = n > 0 ? 1 : 0;
+  for (let i = 1; i < n; i++) {
+    const x = t[i] as number;
+    if (t[i - 1] === SPACE && x === APOS && i + 1 < n) {
+      const x1 = t[i + 1] as number;
+      if (x1 === 0x73 || x1 === 0x6d) total--;
+      else if (x1 !== 0x74 && x1 !== 0x64 && i + 2 < n) {
+        const x2 = t[i + 2] as number;
+        if ((x1 === 0x72 && x2 === 0x65) || (x1 === 0x76 && x2 === 0x65)) total--;
       }
     }
-    out.push(x);
+    t[total++] = x;
   }
-  return Uint8Array.from(out);
+  return t.subarray(0, total);
 }
 
 /**
