@@ -13,7 +13,6 @@ import { ggufTokenizerMetadata } from '../convert/tokenizer-metadata';
 import { SlimTensorError } from '../errors';
 import type { GGUFMetadataEntry, GGUFValue } from '../formats/gguf';
 import { compiledPatterns, preTokenizer, splitWords, type PreTokenizer } from './pre-tokenizers';
-
 import { TOKEN_TYPES } from './token-types';
 
 export { TOKEN_TYPES } from './token-types';
