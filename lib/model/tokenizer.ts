@@ -228,10 +228,15 @@ function markSpecialTexts(v: Vocab): void {
     }
     return undefined;
   };
-  if (v.ids.eot === undefined) v.ids.eot = firstOf(EOT_TEXTS);
-  if (v.ids.eot !== undefined) forceControl(v.ids.eot);
-  if (v.ids.eom === undefined) v.ids.eom = firstOf(EOM_TEXTS);
-  if (v.ids.eom !== undefined) forceControl(v.ids.eom);
+  // Found by text (not given by the metadata): made control tokens too.
+  if (v.ids.eot === undefined) {
+    v.ids.eot = firstOf(EOT_TEXTS);
+    if (v.ids.eot !== undefined) forceControl(v.ids.eot);
+  }
+  if (v.ids.eom === undefined) {
+    v.ids.eom = firstOf(EOM_TEXTS);
+    if (v.ids.eom !== undefined) forceControl(v.ids.eom);
+  }
   FIM_TEXTS.forEach((group, k) => {
     const id = firstOf(group);
     if (id === undefined) return;
