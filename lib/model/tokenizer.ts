@@ -81,6 +81,8 @@ export interface DecodeOptions {
 interface Vocab {
   model: TokenizerModel;
   tokens: string[];
+  /** Token text -> id (texts are unique: duplicates are rejected). */
+  toId: Map<string, number>;
   attrs: Uint8Array;
   scores: Float32Array;
   merges: Map<string, number>;
@@ -137,6 +139,12 @@ function readVocab(md: ReadonlyMap<string, GGUFValue>): Vocab {
   if (n > 0x7fffffff) throw formatError('tokenizer.ggml.tokens', 'has more tokens than int32 ids allow');
   // llama.cpp renames empty tokens so they stay unique and never match.
   const tokens = (rawTokens as string[]).map((t, i) => (t === '' ? `[EMPTY_${i}]` : t));
+  const toId = new Map<string, number>();
+  tokens.forEach((t, i) => {
+    const j = toId.get(t);
+    if (j !== undefined) throw formatError('tokenizer.ggml.tokens', `has the token ${JSON.stringify(t.slice(0, 64))} twice (ids ${j} and ${i})`);
+    toId.set(t, i);
+  });
 
   const scores = new Float32Array(n);
   const rawScores = md.get('tokenizer.ggml.scores');
@@ -197,6 +205,7 @@ function readVocab(md: ReadonlyMap<string, GGUFValue>): Vocab {
   const vocab: Vocab = {
     model,
     tokens,
+    toId,
     attrs,
     scores,
     merges,
@@ -216,8 +225,7 @@ function readVocab(md: ReadonlyMap<string, GGUFValue>): Vocab {
 
 /** llama.cpp's load-time fix-ups by token text: EOT/EOM/FIM/EOG tokens become control tokens, a few are always rendered. */
 function markSpecialTexts(v: Vocab): void {
-  const byText = new Map<string, number>();
-  v.tokens.forEach((t, i) => byText.set(t, i));
+  const byText = v.toId;
   const forceControl = (id: number): void => {
     v.attrs[id] = (v.attrs[id] as number) | ATTR_CONTROL;
   };
@@ -479,7 +487,7 @@ export class Tokenizer {
   readonly eogIds: ReadonlySet<number>;
 
   private readonly v: Vocab;
-  private readonly toId = new Map<string, number>();
+  private readonly toId: Map<string, number>;
   private readonly specialTrie: TrieNode = { next: new Map(), id: -1 };
   /** Rank of each special token in llama.cpp's order (longest text first). */
   private readonly specialRank = new Map<number, number>();
@@ -506,13 +514,8 @@ export class Tokenizer {
     this.addEos = v.addEos;
     this.addSpacePrefix = v.addSpacePrefix;
     this.eogIds = v.eog;
-    let cut = v.model === 'llama';
-    v.tokens.forEach((t, i) => {
-      if (this.toId.has(t)) throw formatError('tokenizer.ggml.tokens', `has the token ${JSON.stringify(t.slice(0, 64))} twice (ids ${this.toId.get(t)} and ${i})`);
-      this.toId.set(t, i);
-      if (cut && t.length > 1 && /[^\u2581]\u2581/u.test(t)) cut = false;
-    });
-    this.spmCutAtSpaces = cut;
+    this.toId = v.toId;
+    this.spmCutAtSpaces = v.model === 'llama' && !v.tokens.some((t) => t.length > 1 && t.indexOf(SPM_SPACE, 1) > 0 && /[^\u2581]\u2581/u.test(t));
     // Special tokens: control, user-defined and unknown ones, longest first.
     const special: number[] = [];
     for (let i = 0; i < v.tokens.length; i++) if ((v.attrs[i] as number) & (ATTR_CONTROL | ATTR_USER_DEFINED | ATTR_UNKNOWN)) special.push(i);
