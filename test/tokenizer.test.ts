@@ -412,6 +412,7 @@ describe('tokenizer metadata: tokenizer.json checks', () => {
       // found by the fuzz test below: a type that is not a string must not break the message
       [{ 'tokenizer.json': { ...tj, pre_tokenizer: { type: { toString: null } } } }, 'ERR_UNSUPPORTED', /pre_tokenizer \{"toString":null\} does not end in ByteLevel/],
     ];
+    expect((await rejected(tokenizerFromHfFolder(path.join(tmp, 'no-such-folder')))).message).to.match(/no-such-folder is not a folder/);
     for (const [files, code, re] of cases) {
       const e = await rejected(ggufTokenizerMetadata(await folder(files)));
       expect(e.code, e.message).to.equal(code);
