@@ -111,6 +111,8 @@ export {
   type RecipeRule,
   type RecipeMethod,
   type OutputFormat,
+  type Target,
+  type PruneLayout,
 } from './pipeline/index';
 export { compareModels, type ComparisonReport, type TensorComparison, type CompareOptions } from './pipeline/compare';
 export { renderReportHtml } from './pipeline/html';
