@@ -116,3 +116,13 @@ export {
 } from './pipeline/index';
 export { compareModels, type ComparisonReport, type TensorComparison, type CompareOptions } from './pipeline/compare';
 export { renderReportHtml } from './pipeline/html';
+export {
+  Tokenizer,
+  tokenizerFromGguf,
+  tokenizerFromHfFolder,
+  TOKEN_TYPES,
+  type EncodeOptions,
+  type DecodeOptions,
+  type TokenizerModel,
+} from './model/tokenizer';
+export { ggufTokenizerMetadata, type TokenizerMetadataOptions } from './convert/tokenizer-metadata';
