@@ -1,0 +1,94 @@
+// The Redis connection every queue object uses, and BullMQ itself, loaded
+// only when a queue is used: `require('slimtensor')` must not pay for it
+// (BullMQ and ioredis take longer to load than the rest of slimtensor).
+import { SlimTensorError } from '../errors';
+import { DEFAULT_QUEUE } from './job';
+
+/** Where the queue lives. */
+export interface QueueLocation {
+  /** redis://[user:password@]host:port[/db] or rediss:// (TLS). */
+  redis: string;
+  /** The queue's name. Default 'slimtensor'. */
+  queue?: string;
+  /** BullMQ's key prefix in Redis. Default 'bull'. */
+  prefix?: string;
+  /** Longest wait between attempts to reach Redis while it is unavailable, in ms. Default 2000. */
+  maxBackoffMs?: number;
+}
+
+const DEFAULT_MAX_BACKOFF_MS = 2000;
+
+/** The location's maxBackoffMs, checked. */
+export function maxBackoffOf(l: QueueLocation, where: string): number {
+  const v = l.maxBackoffMs;
+  if (v === undefined) return DEFAULT_MAX_BACKOFF_MS;
+  if (!(typeof v === 'number' && Number.isFinite(v) && v >= 1)) throw new SlimTensorError(`${where}: maxBackoffMs must be a number of milliseconds >= 1, got ${String(v)}`, 'ERR_VALUE');
+  return v;
+}
+
+export type BullMQ = typeof import('bullmq');
+
+let loaded: BullMQ | undefined;
+
+/** The bullmq module, loaded on first use. */
+export function bullmq(): BullMQ {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  loaded ??= require('bullmq') as BullMQ;
+  return loaded;
+}
+
+/** Checks a redis:// URL; returns it without a trailing slash, and a form safe to print (no password). */
+export function checkRedisUrl(url: unknown, where: string): { url: string; shown: string } {
+  if (typeof url !== 'string') throw new SlimTensorError(`${where}: redis must be a redis:// URL`, 'ERR_VALUE');
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new SlimTensorError(`${where}: ${JSON.stringify(url)} is not a URL; expected redis://host:port`, 'ERR_VALUE');
+  }
+  if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') throw new SlimTensorError(`${where}: ${JSON.stringify(url)} must start with redis:// or rediss://`, 'ERR_VALUE');
+  if (u.hostname === '') throw new SlimTensorError(`${where}: ${JSON.stringify(url)} names no host`, 'ERR_VALUE');
+  if (u.pathname !== '' && u.pathname !== '/' && !/^\/[0-9]+$/.test(u.pathname)) throw new SlimTensorError(`${where}: ${JSON.stringify(url)}: the path must be a database number (/0 .. /15)`, 'ERR_VALUE');
+  const shown = new URL(url);
+  if (shown.password !== '') shown.password = '***';
+  return { url, shown: shown.toString().replace(/\/$/, '') };
+}
+
+export function queueName(q: unknown, where: string): string {
+  if (q === undefined) return DEFAULT_QUEUE;
+  if (typeof q !== 'string' || !/^[A-Za-z0-9_.-]{1,100}$/.test(q)) throw new SlimTensorError(`${where}: queue must be 1 to 100 letters, digits, '.', '_' or '-', got ${JSON.stringify(q)}`, 'ERR_VALUE');
+  return q;
+}
+
+/** Reconnection delays: 0.1 s doubling up to `maxMs` (ioredis' retryStrategy). */
+export function backoffMs(attempt: number, maxMs: number): number {
+  return Math.min(maxMs, 100 * 2 ** Math.min(attempt - 1, 20));
+}
+
+/**
+ * BullMQ connection options for `url`: ioredis reconnects forever with
+ * backoff, and `onRetry` hears each attempt (a worker logs it). BullMQ opens
+ * several connections; each retries on its own.
+ */
+export function connectionOptions(url: string, maxBackoffMs: number, onRetry?: (attempt: number, delayMs: number) => void): import('bullmq').ConnectionOptions {
+  return {
+    url,
+    maxRetriesPerRequest: null,
+    retryStrategy: (attempt: number) => {
+      const delay = backoffMs(attempt, maxBackoffMs);
+      onRetry?.(attempt, delay);
+      return delay;
+    },
+  };
+}
+
+/** Keeps the first line of a repeated message per `intervalMs` (connection errors arrive from every connection at once). */
+export function throttledLog(log: (line: string) => void, intervalMs: number): (key: string, line: string) => void {
+  const last = new Map<string, number>();
+  return (key, line) => {
+    const now = Date.now();
+    if (now - (last.get(key) ?? -Infinity) < intervalMs) return;
+    last.set(key, now);
+    log(line);
+  };
+}
