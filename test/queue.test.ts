@@ -163,6 +163,22 @@ describe('job queue: requests, job ids and errors (no Redis)', () => {
     expect(err).to.be.instanceOf(SlimTensorError);
     expect((err as Error).message).to.include('must be an absolute path');
   });
+
+  it('submitting to an address where no Redis answers fails within connectTimeoutMs, naming the address and the error', async () => {
+    const t0 = Date.now();
+    let err: unknown;
+    try {
+      // Port 1: nothing listens there (connection refused).
+      await enqueueCompression({ input: '/m.gguf', output: '/o.gguf', recipe: 'q4_0' }, { redis: 'redis://:secret@127.0.0.1:1', connectTimeoutMs: 300 });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).to.be.instanceOf(SlimTensorError);
+    expect((err as SlimTensorError).code).to.equal('ERR_VALUE');
+    expect((err as Error).message).to.match(/^cannot reach Redis at redis:\/\/:\*\*\*@127\.0\.0\.1:1 within 0\.3 s \(connect ECONNREFUSED 127\.0\.0\.1:1\)/);
+    expect((err as Error).message).to.not.include('secret');
+    expect(Date.now() - t0).to.be.below(10_000);
+  });
 });
 
 const binary = redisServerBinary();

@@ -269,7 +269,7 @@ function buildParser(argv: string[]) {
           .option('memory', { type: 'string', describe: "Each job's tensor buffer budget, e.g. 2GiB (default 1GiB); counts against the worker's --memory" })
           .option('threads', { type: 'number', describe: 'Threads per operation (default: the worker\'s)' })
           .option('shard-size', { type: 'string', describe: 'safetensors outputs: largest shard, e.g. 5GB' })
-          .option('attempts', { type: 'number', describe: 'Tries per job for failures that may pass (I/O errors, dead workers); bad inputs fail at once (default 3)' })
+          .option('attempts', { type: 'number', describe: "Tries per job for failures that may pass (I/O errors); bad inputs fail at once, and a worker's death is counted by the worker's --max-stalled instead (default 3)" })
           .option('priority', { type: 'number', describe: 'BullMQ priority, 1 = highest' })
           .option('wait', { type: 'boolean', default: false, describe: 'Follow the jobs (progress on stderr) and print their reports or errors' })
           .option('json', { type: 'boolean', default: false, describe: 'Print the jobs (or with --wait, the results) as JSON' })

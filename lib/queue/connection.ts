@@ -14,6 +14,12 @@ export interface QueueLocation {
   prefix?: string;
   /** Longest wait between attempts to reach Redis while it is unavailable, in ms. Default 2000. */
   maxBackoffMs?: number;
+  /**
+   * Submitting side (CompressionQueue, enqueueCompression): how long to try
+   * reaching Redis before a call fails, in ms. Default 10000. (A worker
+   * waits for Redis as long as it takes.)
+   */
+  connectTimeoutMs?: number;
 }
 
 const DEFAULT_MAX_BACKOFF_MS = 2000;
@@ -24,6 +30,35 @@ export function maxBackoffOf(l: QueueLocation, where: string): number {
   if (v === undefined) return DEFAULT_MAX_BACKOFF_MS;
   if (!(typeof v === 'number' && Number.isFinite(v) && v >= 1)) throw new SlimTensorError(`${where}: maxBackoffMs must be a number of milliseconds >= 1, got ${String(v)}`, 'ERR_VALUE');
   return v;
+}
+
+const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+
+/** The location's connectTimeoutMs, checked. */
+export function connectTimeoutOf(l: QueueLocation, where: string): number {
+  const v = l.connectTimeoutMs;
+  if (v === undefined) return DEFAULT_CONNECT_TIMEOUT_MS;
+  if (!(typeof v === 'number' && Number.isFinite(v) && v >= 1)) throw new SlimTensorError(`${where}: connectTimeoutMs must be a number of milliseconds >= 1, got ${String(v)}`, 'ERR_VALUE');
+  return v;
+}
+
+/**
+ * Resolves when `ready` does; rejects with a SlimTensorError naming the
+ * server and the last connection error when it has not within `timeoutMs`.
+ */
+export async function readyWithin(ready: Promise<unknown>, timeoutMs: number, shown: string, lastError: () => Error | undefined): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      const e = lastError();
+      reject(new SlimTensorError(`cannot reach Redis at ${shown} within ${(timeoutMs / 1000).toFixed(1)} s${e !== undefined ? ` (${e.message})` : ''}; is redis-server running there, and is the address right?`, 'ERR_VALUE'));
+    }, timeoutMs);
+  });
+  try {
+    await Promise.race([ready, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 export type BullMQ = typeof import('bullmq');

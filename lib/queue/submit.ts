@@ -5,11 +5,11 @@
 // does not redo a job whose output is already there and complete.
 import type { Job, Queue, QueueEvents } from 'bullmq';
 import { SlimTensorError } from '../errors';
-import { bullmq, checkRedisUrl, connectionOptions, maxBackoffOf, queueName, type QueueLocation } from './connection';
+import { bullmq, checkRedisUrl, connectionOptions, connectTimeoutOf, maxBackoffOf, queueName, readyWithin, type QueueLocation } from './connection';
 import { checkRequest, failureError, jobIdOf, type CompressionJobData, type CompressionProgress, type CompressionRequest, type CompressionResult } from './job';
 
 export interface EnqueueOptions {
-  /** Tries per job for failures that may pass (I/O errors, a worker killed twice): SlimTensorErrors are not retried. Default 3. */
+  /** Tries per job for failures that may pass (I/O errors): SlimTensorErrors are not retried, and a worker's death is counted by its maxStalledCount instead. Default 3. */
   attempts?: number;
   /** Delay before the first retry in ms, doubling after each. Default 5000. */
   backoffMs?: number;
@@ -56,7 +56,10 @@ export class CompressionQueue {
   private readonly queue: Queue<CompressionJobData, CompressionResult>;
   private readonly location: QueueLocation;
   private readonly maxBackoffMs: number;
+  private readonly connectTimeoutMs: number;
   private events: Promise<QueueEvents> | undefined;
+  private lastError: Error | undefined;
+  private ready: Promise<void> | undefined;
 
   private constructor(location: QueueLocation) {
     const { url, shown } = checkRedisUrl(location.redis, 'CompressionQueue');
@@ -64,11 +67,24 @@ export class CompressionQueue {
     this.redis = shown;
     this.location = { ...location, redis: url };
     this.maxBackoffMs = maxBackoffOf(location, 'CompressionQueue');
+    this.connectTimeoutMs = connectTimeoutOf(location, 'CompressionQueue');
     const { Queue } = bullmq();
     this.queue = new Queue<CompressionJobData, CompressionResult>(this.name, { connection: connectionOptions(url, this.maxBackoffMs), ...(location.prefix !== undefined ? { prefix: location.prefix } : {}) });
-    // Connection errors surface on the calls that need Redis; this keeps an
-    // unheard 'error' event from ending the process.
-    this.queue.on('error', () => undefined);
+    // Connection errors surface on the calls that need Redis (connected()
+    // names the last one); this also keeps an unheard 'error' event from
+    // ending the process.
+    this.queue.on('error', (e: Error) => (this.lastError = e));
+  }
+
+  /** Resolves once Redis has been reached; a SlimTensorError when not within connectTimeoutMs. Later outages make calls wait. */
+  private connected(): Promise<void> {
+    this.ready ??= readyWithin(this.queue.waitUntilReady(), this.connectTimeoutMs, this.redis, () => this.lastError);
+    const ready = this.ready;
+    // A failed first attempt is not cached: the next call tries again.
+    ready.catch(() => {
+      if (this.ready === ready) this.ready = undefined;
+    });
+    return ready;
   }
 
   /** Opens the queue (connecting happens on first use). */
@@ -83,6 +99,7 @@ export class CompressionQueue {
     // Check every request before adding any.
     const datas = list.map((r, i) => checkRequest(r, list.length === 1 ? 'enqueueCompression' : `enqueueCompression: request #${i + 1}`));
     const keep = { age: options.keepSeconds ?? DEFAULT_KEEP_SECONDS };
+    await this.connected();
     const out: EnqueuedJob[] = [];
     for (const data of datas) {
       const id = jobIdOf(data);
@@ -112,11 +129,13 @@ export class CompressionQueue {
 
   /** The job (BullMQ's object: state, progress, returnvalue, failedReason), or undefined. */
   async job(id: string): Promise<Job<CompressionJobData, CompressionResult> | undefined> {
+    await this.connected();
     return this.queue.getJob(id);
   }
 
   /** Job counts by state. */
   async counts(): Promise<Record<string, number>> {
+    await this.connected();
     return this.queue.getJobCounts('waiting', 'active', 'completed', 'failed', 'delayed', 'prioritized');
   }
 
@@ -187,20 +206,25 @@ export class CompressionQueue {
 
   private queueEvents(): Promise<QueueEvents> {
     this.events ??= (async () => {
+      await this.connected();
       const { QueueEvents } = bullmq();
       const e = new QueueEvents(this.name, { connection: connectionOptions(this.location.redis, this.maxBackoffMs), ...(this.location.prefix !== undefined ? { prefix: this.location.prefix } : {}) });
       e.on('error', () => undefined);
       await e.waitUntilReady();
       return e;
     })();
-    return this.events;
+    const events = this.events;
+    events.catch(() => {
+      if (this.events === events) this.events = undefined;
+    });
+    return events;
   }
 
   /** Closes the connections. */
   async close(): Promise<void> {
     const events = this.events;
     this.events = undefined;
-    await Promise.all([this.queue.close(), events?.then((e) => e.close())]);
+    await Promise.all([this.queue.close(), events?.then((e) => e.close(), () => undefined)]);
   }
 }
 
