@@ -303,6 +303,35 @@ if (binary === undefined && !redisRequired()) {
       }
     });
 
+    it("the worker's memory budget bounds concurrency: two jobs taken at once whose limits do not fit together run one after the other", async () => {
+      const out = await outDir('out');
+      const q = openQueue();
+      await q.subscribe();
+      const budget = 64 * 2 ** 20;
+      const jobs = await q.enqueue([
+        { input: slow, output: path.join(out, 'a'), recipe: SLOW_RECIPE, memoryLimit: budget },
+        { input: slow, output: path.join(out, 'b'), recipe: SLOW_RECIPE, memoryLimit: 2 * budget },
+      ]);
+      const logs: string[] = [];
+      worker({ concurrency: 2, memory: budget, logs });
+      const events: [string, string][] = [];
+      const outcomes = await q.wait(
+        jobs.map((j) => j.id),
+        { onProgress: (id, p) => events.push([id, p.phase]) },
+      );
+      expect(outcomes.map((o) => o.ok)).to.deep.equal([true, true]);
+      // Both were taken (waiting for memory) before either finished: concurrency 2 ...
+      const firstDone = events.findIndex(([, ph]) => ph === 'done');
+      expect(new Set(events.slice(0, firstDone).filter(([, ph]) => ph === 'memory').map(([id]) => id)).size).to.equal(2);
+      // ... but the compressions did not overlap: each job's start..done has no other job's event.
+      const running = events.filter(([, ph]) => ph !== 'memory').map(([id]) => id);
+      const order = running.filter((id, i) => i === 0 || running[i - 1] !== id);
+      expect(order).to.have.length(2);
+      expect(logs.join('\n')).to.include("memoryLimit 0.13 GiB is over this worker's budget; running with 0.06 GiB");
+      await expectSameOutput(path.join(out, 'a'), slowRef);
+      await expectSameOutput(path.join(out, 'b'), slowRef);
+    });
+
     it('a bad input fails its job with ERR_FORMAT and no retry; an output folder the worker lacks fails up front; the other jobs go on', async () => {
       const out = await outDir('out');
       const bad = path.join(tmp, 'in', `${queueName}-bad.gguf`);
