@@ -164,6 +164,17 @@ describe('job queue: requests, job ids and errors (no Redis)', () => {
     expect((err as Error).message).to.include('must be an absolute path');
   });
 
+  it('a worker with no Redis to reach says so, keeps retrying, and still stops when closed', async () => {
+    const logs: string[] = [];
+    const w = createWorker({ redis: 'redis://127.0.0.1:1', maxBackoffMs: 200, log: (l) => logs.push(l) });
+    await until('the worker to report the outage', () => logs.some((l) => l.includes('unavailable; retrying the connection in')), 10_000);
+    const t0 = Date.now();
+    await w.close(30_000);
+    expect(Date.now() - t0, 'close() does not wait for Redis or the grace period when no job runs').to.be.below(5000);
+    expect(logs).to.include('redis redis://127.0.0.1:1 is unavailable: stopping without it');
+    expect(logs.at(-1)).to.match(/^worker \S+ stopped$/);
+  });
+
   it('submitting to an address where no Redis answers fails within connectTimeoutMs, naming the address and the error', async () => {
     const t0 = Date.now();
     let err: unknown;

@@ -101,15 +101,17 @@ export function backoffMs(attempt: number, maxMs: number): number {
 }
 
 /**
- * BullMQ connection options for `url`: ioredis reconnects forever with
- * backoff, and `onRetry` hears each attempt (a worker logs it). BullMQ opens
- * several connections; each retries on its own.
+ * BullMQ connection options for `url`: ioredis reconnects with backoff until
+ * `giveUp()` (default: forever), and `onRetry` hears each attempt (a worker
+ * logs it). BullMQ opens several connections; each retries on its own.
  */
-export function connectionOptions(url: string, maxBackoffMs: number, onRetry?: (attempt: number, delayMs: number) => void): import('bullmq').ConnectionOptions {
+export function connectionOptions(url: string, maxBackoffMs: number, onRetry?: (attempt: number, delayMs: number) => void, giveUp?: () => boolean): import('bullmq').ConnectionOptions {
   return {
     url,
     maxRetriesPerRequest: null,
     retryStrategy: (attempt: number) => {
+      // null ends the connection: commands waiting for it fail.
+      if (giveUp?.() === true) return null;
       const delay = backoffMs(attempt, maxBackoffMs);
       onRetry?.(attempt, delay);
       return delay;

@@ -68,6 +68,8 @@ export interface CompressionWorker {
 const DEFAULT_GRACE_MS = 30_000;
 const DEFAULT_MAX_STALLED = 2;
 const DEFAULT_PROGRESS_MS = 250;
+/** close() with Redis away: how long past the grace period to wait for jobs stuck on Redis calls. */
+const FORCE_AFTER_GRACE_MS = 10_000;
 
 /** Why a job was aborted by close(): it goes back to the queue. */
 class ShutdownAbort extends Error {
@@ -158,13 +160,15 @@ export function createWorker(options: WorkerOptions): CompressionWorker {
   // worker knows (and says) Redis is back. BullMQ duplicates it for its
   // blocking connection; both reconnect with the same backoff.
   let down = false;
+  // close() with Redis away: stop reconnecting, so that what waits for Redis fails and close() can end.
+  let givingUp = false;
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const IORedis = (require('ioredis') as typeof import('ioredis')).Redis;
   const client: Redis = new IORedis(url, {
     ...(connectionOptions(url, maxBackoff, (attempt, delay) => {
       down = true;
       say('retry', `redis ${shown} unavailable; retrying the connection in ${(delay / 1000).toFixed(1)} s (attempt ${attempt})`);
-    }) as object),
+    }, () => givingUp) as object),
   });
   client.on('error', (e: Error) => say(`error:${e.message}`, `redis ${shown}: ${e.message}`));
   client.on('ready', () => {
@@ -239,8 +243,13 @@ export function createWorker(options: WorkerOptions): CompressionWorker {
     } catch (e) {
       if (ac.signal.aborted && ac.signal.reason instanceof ShutdownAbort) {
         // compressModel removed its temporary output; the job waits for another worker.
-        await job.moveToWait(token);
-        log(`job ${id} returned to the queue (shutdown)`);
+        if (client.status === 'ready') {
+          await job.moveToWait(token);
+          log(`job ${id} returned to the queue (shutdown)`);
+        } else {
+          // Moving it needs Redis; its lock expiring does the same.
+          log(`job ${id} aborted (shutdown); Redis is unavailable, so it returns to the queue when its lock expires`);
+        }
         throw new WaitingError();
       }
       const message = failureMessage(e);
@@ -299,11 +308,34 @@ export function createWorker(options: WorkerOptions): CompressionWorker {
       closing ??= (async () => {
         shuttingDown = true;
         if (running.size > 0) log(`stopping: no new jobs; ${running.size} running get ${(graceMs / 1000).toFixed(1)} s to finish, then go back to the queue`);
+        // BullMQ's close() waits for Redis to hear how each job ended. With
+        // Redis away that is forever: once no job runs (or the grace period
+        // is long over), stop without it. The jobs' locks then expire and
+        // another worker's stalled-job check hands them on (a completed
+        // output is found complete there, not redone).
+        const graceful = worker.close();
+        graceful.catch(() => undefined);
+        let settled = false;
+        const withoutRedis = (async () => {
+          while (!settled) {
+            await new Promise((r) => setTimeout(r, 100));
+            if (client.status !== 'ready' && (running.size === 0 || Date.now() > deadline + FORCE_AFTER_GRACE_MS)) return true;
+          }
+          return false;
+        })();
         try {
-          await worker.close();
+          if (await Promise.race([graceful.then(() => false), withoutRedis])) {
+            log(`redis ${shown} is unavailable: stopping without it${running.size > 0 ? `; ${running.size} job(s) go back to the queue when their locks expire` : ''}`);
+            givingUp = true;
+            client.disconnect();
+            await worker.disconnect().catch(() => undefined);
+            await graceful.catch(() => undefined);
+          }
         } finally {
+          settled = true;
           clearTimeout(graceTimer);
-          await client.quit().catch(() => client.disconnect());
+          if (client.status === 'ready') await client.quit().catch(() => client.disconnect());
+          else client.disconnect();
         }
         log(`worker ${name} stopped`);
       })();
