@@ -24,22 +24,22 @@ export interface QueueLocation {
 
 const DEFAULT_MAX_BACKOFF_MS = 2000;
 
-/** The location's maxBackoffMs, checked. */
-export function maxBackoffOf(l: QueueLocation, where: string): number {
-  const v = l.maxBackoffMs;
-  if (v === undefined) return DEFAULT_MAX_BACKOFF_MS;
-  if (!(typeof v === 'number' && Number.isFinite(v) && v >= 1)) throw new SlimTensorError(`${where}: maxBackoffMs must be a number of milliseconds >= 1, got ${String(v)}`, 'ERR_VALUE');
-  return v;
-}
 
 const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 
-/** The location's connectTimeoutMs, checked. */
-export function connectTimeoutOf(l: QueueLocation, where: string): number {
-  const v = l.connectTimeoutMs;
-  if (v === undefined) return DEFAULT_CONNECT_TIMEOUT_MS;
-  if (!(typeof v === 'number' && Number.isFinite(v) && v >= 1)) throw new SlimTensorError(`${where}: connectTimeoutMs must be a number of milliseconds >= 1, got ${String(v)}`, 'ERR_VALUE');
+/** A duration option in milliseconds, checked; undefined when not given. */
+export function msOption(v: unknown, where: string, what: string, min = 0): number | undefined {
+  if (v === undefined) return undefined;
+  if (!(typeof v === 'number' && Number.isFinite(v) && v >= min)) throw new SlimTensorError(`${where}: ${what} must be a number of milliseconds >= ${min}, got ${String(v)}`, 'ERR_VALUE');
   return v;
+}
+
+/** The location's maxBackoffMs and connectTimeoutMs, checked, with their defaults. */
+export function timingsOf(l: QueueLocation, where: string): { maxBackoffMs: number; connectTimeoutMs: number } {
+  return {
+    maxBackoffMs: msOption(l.maxBackoffMs, where, 'maxBackoffMs', 1) ?? DEFAULT_MAX_BACKOFF_MS,
+    connectTimeoutMs: msOption(l.connectTimeoutMs, where, 'connectTimeoutMs', 1) ?? DEFAULT_CONNECT_TIMEOUT_MS,
+  };
 }
 
 /**

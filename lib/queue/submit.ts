@@ -5,7 +5,7 @@
 // does not redo a job whose output is already there and complete.
 import type { Job, Queue, QueueEvents } from 'bullmq';
 import { SlimTensorError } from '../errors';
-import { bullmq, checkRedisUrl, connectionOptions, connectTimeoutOf, maxBackoffOf, queueName, readyWithin, type QueueLocation } from './connection';
+import { bullmq, checkRedisUrl, connectionOptions, queueName, readyWithin, timingsOf, type QueueLocation } from './connection';
 import { checkRequest, failureError, jobIdOf, type CompressionJobData, type CompressionProgress, type CompressionRequest, type CompressionResult } from './job';
 
 export interface EnqueueOptions {
@@ -66,8 +66,7 @@ export class CompressionQueue {
     this.name = queueName(location.queue, 'CompressionQueue');
     this.redis = shown;
     this.location = { ...location, redis: url };
-    this.maxBackoffMs = maxBackoffOf(location, 'CompressionQueue');
-    this.connectTimeoutMs = connectTimeoutOf(location, 'CompressionQueue');
+    ({ maxBackoffMs: this.maxBackoffMs, connectTimeoutMs: this.connectTimeoutMs } = timingsOf(location, 'CompressionQueue'));
     const { Queue } = bullmq();
     this.queue = new Queue<CompressionJobData, CompressionResult>(this.name, { connection: connectionOptions(url, this.maxBackoffMs), ...(location.prefix !== undefined ? { prefix: location.prefix } : {}) });
     // Connection errors surface on the calls that need Redis (connected()

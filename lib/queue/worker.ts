@@ -25,7 +25,7 @@ import { compressModel, type CompressProgress } from '../pipeline/compress';
 import { Gate } from '../pipeline/memory';
 import { removeTemps } from '../pipeline/output';
 import { openModel } from '../pipeline/source';
-import { bullmq, checkRedisUrl, connectionOptions, maxBackoffOf, queueName, throttledLog, type QueueLocation } from './connection';
+import { bullmq, checkRedisUrl, connectionOptions, msOption, queueName, throttledLog, timingsOf, type QueueLocation } from './connection';
 import { checkRequest, DEFAULT_JOB_MEMORY, failureMessage, tempTagOf, type CompressionJobData, type CompressionProgress, type CompressionResult } from './job';
 
 export interface WorkerOptions extends QueueLocation {
@@ -85,12 +85,6 @@ function positiveInt(v: unknown, where: string, what: string, max = Number.MAX_S
   return v as number;
 }
 
-function msOption(v: unknown, where: string, what: string, min = 0): number | undefined {
-  if (v === undefined) return undefined;
-  if (!(typeof v === 'number' && Number.isFinite(v) && v >= min)) throw new SlimTensorError(`${where}: ${what} must be a number of milliseconds >= ${min}, got ${String(v)}`, 'ERR_VALUE');
-  return v;
-}
-
 function gib(n: number): string {
   return `${(n / 1024 ** 3).toFixed(n >= 1024 ** 3 ? 1 : 2)} GiB`;
 }
@@ -148,7 +142,7 @@ export function createWorker(options: WorkerOptions): CompressionWorker {
   const lockDuration = msOption(options.lockDurationMs, where, 'lockDurationMs', 100);
   const stalledInterval = msOption(options.stalledIntervalMs, where, 'stalledIntervalMs', 100);
   const maxStalledCount = options.maxStalledCount === undefined ? DEFAULT_MAX_STALLED : positiveInt(options.maxStalledCount, where, 'maxStalledCount', 1000);
-  const maxBackoff = maxBackoffOf(options, where);
+  const maxBackoff = timingsOf(options, where).maxBackoffMs;
   const progressMs = msOption(options.progressIntervalMs, where, 'progressIntervalMs') ?? DEFAULT_PROGRESS_MS;
   const name = options.name ?? `${os.hostname()}:${process.pid}`;
   if (typeof name !== 'string' || name === '') throw new SlimTensorError(`${where}: name must be a non-empty string`, 'ERR_VALUE');
