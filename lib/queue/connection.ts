@@ -23,8 +23,6 @@ export interface QueueLocation {
 }
 
 const DEFAULT_MAX_BACKOFF_MS = 2000;
-
-
 const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 
 /** A duration option in milliseconds, checked; undefined when not given. */
