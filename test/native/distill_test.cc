@@ -14,24 +14,16 @@
 #include <string>
 #include <vector>
 
+#include "check.h"
 #include "cpu.h"
 #include "distill/distill.h"
 #include "distill/distill_kernels.h"
 #include "numeric.h"
 
 using namespace st;
+using st::test::check;
 
 namespace {
-
-int g_failures = 0, g_checks = 0;
-
-void check(bool ok, const std::string& what) {
-  ++g_checks;
-  if (!ok) {
-    ++g_failures;
-    std::fprintf(stderr, "FAIL: %s\n", what.c_str());
-  }
-}
 
 // The bounds stated in the README (measured once over every f32 input
 // with a normal result, in [-87.33, 88]: see the README); log1p on [0, 1]
@@ -60,15 +52,11 @@ struct Isa {
 const Isa kAvx2{"AVX2", Kernel::Avx2, avx2::exp_array, avx2::log1p01_array};
 const Isa kAvx512{"AVX-512", Kernel::Avx512, avx512::exp_array, avx512::log1p01_array};
 
-// Whether `isa` may run here; if not, says why `what` is skipped (the
-// binary also runs under SLIMTENSOR_ISA=avx2, which turns AVX-512 off on a
-// CPU that has it).
+// Whether `isa` may run here; if not, records `what` as skipped and why
+// (the binary also runs under SLIMTENSOR_ISA=avx2, which turns AVX-512 off
+// on a CPU that has it).
 bool usable(const Isa& isa, const char* what) {
-  const bool avx512 = isa.kernel == Kernel::Avx512;
-  if (avx512 ? cpu_enabled().avx512 : cpu_enabled().avx2) return true;
-  const bool hw = avx512 ? cpu_features().avx512 : cpu_features().avx2;
-  std::printf("%s (%s): skipped, %s\n", what, isa.name, hw ? "turned off by SLIMTENSOR_ISA" : "not on this CPU");
-  return false;
+  return st::test::isa_usable(isa.kernel == Kernel::Avx512 ? st::test::Isa::Avx512 : st::test::Isa::Avx2, what);
 }
 
 void test_exp_accuracy(const Isa& isa) {
@@ -518,10 +506,11 @@ void test_streamed_gradients() {
 void test_every_gradient_written_and_threads() {
   const Case c{9, 77, DType::F16, DType::BF16, 2.0f, 0.4f, 0.5f, Divergence::JSD, Reduction::Mean, 0, true, 1.5f};
   const Case ck{9, 77, DType::BF16, DType::F32, 1.0f, 0.4f, 0.5f, Divergence::ForwardKL, Reduction::Sum, 6, true, 1.5f};
+  const bool avx2 = usable(kAvx2, "every gradient written, thread counts"), avx512 = usable(kAvx512, "every gradient written, thread counts");
   for (const Case& cc : {c, ck}) {
     const Inputs in = make_inputs(cc, 99);
     for (Kernel k : {Kernel::Reference, Kernel::Avx2, Kernel::Avx512}) {
-      if ((k == Kernel::Avx2 && !cpu_enabled().avx2) || (k == Kernel::Avx512 && !cpu_enabled().avx512)) continue;
+      if ((k == Kernel::Avx2 && !avx2) || (k == Kernel::Avx512 && !avx512)) continue;
       const Result a = run(cc, in, k, 1, 0x00);
       const Result b = run(cc, in, k, 2, 0xff);
       check(a.st.ok() && b.st.ok(), cc.name() + ": runs");
@@ -552,8 +541,9 @@ void test_first_bad_input() {
   put(in.z, 33 * 50 + 7, NAN);
   put(in.t, 21 * 50 + 9, INFINITY);
   for (int64_t j = 0; j < 50; ++j) put(in.t, 37 * 50 + j, -INFINITY);
+  const bool avx2 = usable(kAvx2, "first bad input named"), avx512 = usable(kAvx512, "first bad input named");
   for (Kernel k : {Kernel::Reference, Kernel::Avx2, Kernel::Avx512}) {
-    if ((k == Kernel::Avx2 && !cpu_enabled().avx2) || (k == Kernel::Avx512 && !cpu_enabled().avx512)) continue;
+    if ((k == Kernel::Avx2 && !avx2) || (k == Kernel::Avx512 && !avx512)) continue;
     const Result r = run(c, in, k, 2);
     check(r.st.code == Code::Value && r.st.message.find("teacher[21, 9] is Infinity") != std::string::npos,
           "first bad input named: " + r.st.message);
@@ -576,6 +566,5 @@ int main() {
   test_streamed_gradients();
   test_every_gradient_written_and_threads();
   test_first_bad_input();
-  std::printf("native distill core: %d checks, %d failures\n", g_checks, g_failures);
-  return g_failures == 0 ? 0 : 1;
+  return st::test::finish("native distill core");
 }
