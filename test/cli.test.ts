@@ -249,7 +249,12 @@ describe('slimtensor CLI: model commands', function () {
     const notModel = await cli(['inspect', path.join(ROOT, 'package.json')]);
     expect(notModel.code).to.equal(1);
     expect(notModel.stderr).to.include('[ERR_FORMAT]');
-    expect(await listing(tmp)).not.to.include.members(['x.gguf', 'p', 'x']);
+    // Each output named above, and its staging file (.<name>.slimtensor-*.tmp), is absent.
+    const left = await listing(tmp);
+    for (const name of ['x.gguf', 'p', 'x']) {
+      expect(left, `${name} left behind`).not.to.include(name);
+      expect(left.filter((f) => f.startsWith(`.${name}.slimtensor-`)), `staging file of ${name} left behind`).to.deep.equal([]);
+    }
   });
 
   it('Ctrl-C (SIGINT) mid-run: exit 130 and the output folder as it was', async function () {
