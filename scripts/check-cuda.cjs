@@ -16,7 +16,7 @@ const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { findNvcc, onPath, touch } = require('./native-build.cjs');
+const { findNvcc, onPath, touch } = require('./builds.cjs');
 
 const root = path.join(__dirname, '..');
 const out = path.join(root, 'build-cuda');

@@ -27,7 +27,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 
-const { addon, rebuildStaleAddon, root } = require('./native-build.cjs');
+const { addon, rebuildStaleAddon, root } = require('./builds.cjs');
 
 const out = path.join(root, 'build', 'native-test');
 const summaryFile = path.join(root, '.tmp', 'native-summary.json');

@@ -14,7 +14,7 @@ const { spawn, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { rebuildStaleAddon } = require('./native-build.cjs');
+const { rebuildStaleAddon } = require('./builds.cjs');
 
 const root = path.join(__dirname, '..');
 const tmp = path.join(root, '.tmp');

@@ -10,8 +10,9 @@ import type { NativeBackends } from '../../lib/native';
 import { skip } from './skip';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
-const build = require('../../scripts/native-build.cjs') as {
-  staleness(output: string, buildFile: string): string | null;
+const build = require('../../scripts/builds.cjs') as {
+  staleness(output: string, inputs: string[]): string | null;
+  nativeInputs(buildFile: string): string[];
   findNvcc(): string | null;
 };
 
@@ -34,7 +35,7 @@ function load(): CudaBuild<RawAddon> {
   const unusable = (why: string): CudaBuild<RawAddon> =>
     nvcc ? { fail: `${why}; nvcc is installed (${nvcc}): run node scripts/check-cuda.cjs (npm test does)` } : { skip: `${why} and there is no nvcc to build it` };
   if (!fs.existsSync(CUDA_ADDON)) return nvcc ? unusable(`${rel} not found`) : { skip: `${rel} not found (node scripts/check-cuda.cjs builds it where nvcc is installed)` };
-  const stale = build.staleness(CUDA_ADDON, 'CMakeLists.txt');
+  const stale = build.staleness(CUDA_ADDON, build.nativeInputs('CMakeLists.txt'));
   if (stale) return unusable(`${rel} is stale: ${stale}`);
   try {
     // A second, independent instance of the addon (its own thread pool and

@@ -1,33 +1,35 @@
-// What the native builds read, whether a build on disk predates it, and
-// where nvcc is. Shared by scripts/test.cjs (rebuilds build/ before
-// testing), scripts/check-cuda.cjs and the tests that load build-cuda/
-// (test/support/cuda-build.ts).
+// What the builds read, whether a build on disk predates it, and where nvcc
+// is. Shared by scripts/test.cjs (rebuilds build/ before testing),
+// scripts/native-test.cjs, scripts/check-cuda.cjs, and the tests that load
+// build-cuda/ or run dist/ (test/support/cuda-build.ts, test/support/cli.ts).
 'use strict';
 const fs = require('node:fs');
 const path = require('node:path');
 
 const root = path.join(__dirname, '..');
 
-/** Every file under native/, plus `buildFile` (binding.gyp or CMakeLists.txt). */
-function nativeInputs(buildFile) {
-  const files = [path.join(root, buildFile)];
-  const walk = (dir) => {
-    for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
-      const p = path.join(dir, e.name);
-      if (e.isDirectory()) walk(p);
-      else files.push(p);
-    }
+/** Every file under each of `inputs` (paths relative to the repository; files or folders). */
+function filesOf(inputs) {
+  const files = [];
+  const walk = (p) => {
+    const st = fs.statSync(p);
+    if (!st.isDirectory()) return files.push(p);
+    for (const e of fs.readdirSync(p)) walk(path.join(p, e));
   };
-  walk(path.join(root, 'native'));
+  for (const i of inputs) walk(path.join(root, i));
   return files;
 }
 
+/** What a build of the addon reads: native/ and its build file (binding.gyp or CMakeLists.txt). */
+const nativeInputs = (buildFile) => ['native', buildFile];
+
 /**
- * Why the build output `output` (a .node) is out of date with its inputs
- * (native/ and `buildFile`), or null when it is current. Modification
- * times: a checkout or an edit makes a file newer than the build.
+ * Why the build output `output` is out of date with `inputs` (files or
+ * folders, relative to the repository), or null when it is current.
+ * Modification times: a checkout or an edit makes a file newer than the
+ * build.
  */
-function staleness(output, buildFile) {
+function staleness(output, inputs) {
   const rel = (p) => path.relative(process.cwd(), p) || p;
   let built;
   try {
@@ -36,7 +38,7 @@ function staleness(output, buildFile) {
     return `${rel(output)} does not exist`;
   }
   let newest = null;
-  for (const f of nativeInputs(buildFile)) {
+  for (const f of filesOf(inputs)) {
     const m = fs.statSync(f).mtimeMs;
     if (m > built && (!newest || m > newest.m)) newest = { f, m };
   }
@@ -83,7 +85,7 @@ const addon = path.join(root, 'build', 'Release', 'slimtensor.node');
  * fails. `jobs`: make's parallelism.
  */
 function rebuildStaleAddon(jobs) {
-  const why = staleness(addon, 'binding.gyp');
+  const why = staleness(addon, nativeInputs('binding.gyp'));
   if (!why) return null;
   const { spawnSync } = require('node:child_process');
   const nodeGyp = path.join(path.dirname(require.resolve('node-gyp/package.json', { paths: [root] })), 'bin', 'node-gyp.js');
@@ -102,4 +104,4 @@ function rebuildStaleAddon(jobs) {
   return why;
 }
 
-module.exports = { root, addon, staleness, touch, onPath, findNvcc, rebuildStaleAddon };
+module.exports = { root, addon, staleness, nativeInputs, touch, onPath, findNvcc, rebuildStaleAddon };
