@@ -75,11 +75,11 @@ const ROOMS = [
       ['native/core/distill/distill_avx512.cc', AVX512],
     ],
     isas: ['all', 'avx2'],
-    // Its runs are long (exp over 4.5 million inputs, 32 MiB gradients):
-    // -Og halves them (2 x 23 s of CPU against 2 x 45 s) for 15 s more
+    // Its first run is long (exp over 4.5 million inputs, 32 MiB
+    // gradients): -Og halves it (21 s of CPU against 45 s) for 15 s more
     // compiling.
     opt: '-Og',
-    runSeconds: 20,
+    runSeconds: 15,
   },
   {
     name: 'lowrank',
