@@ -69,7 +69,7 @@ const ROOMS = [
   {
     name: 'distill',
     test: 'test/native/distill_test.cc',
-    sources: ['native/core/distill/distill.cc', 'native/core/distill/distill_ref.cc'],
+    sources: ['native/core/distill/distill.cc', 'native/core/distill/distill_ref.cc', 'native/core/device.cc', 'native/core/distill/distill_device.cc'],
     simd: [
       ['native/core/distill/distill_avx2.cc', AVX2],
       ['native/core/distill/distill_avx512.cc', AVX512],
@@ -90,6 +90,8 @@ const ROOMS = [
       'native/core/lowrank/la_ref.cc',
       'native/core/lowrank/linalg.cc',
       'native/core/lowrank/lowrank.cc',
+      'native/core/device.cc',
+      'native/core/lowrank/lowrank_device.cc',
     ],
     simd: [
       ['native/core/lowrank/gemm_avx2.cc', AVX2],
@@ -107,6 +109,15 @@ const ROOMS = [
       ['native/core/sparse/sparse_avx512.cc', AVX512],
     ],
     isas: ['all', 'avx2', 'scalar'],
+  },
+  {
+    // The thread pool alone (cpu.cc): exceptions thrown by bodies reach the
+    // caller. It runs no kernel, so one ISA setting is enough.
+    name: 'pool',
+    test: 'test/native/pool_test.cc',
+    sources: [],
+    simd: [],
+    isas: ['all'],
   },
 ];
 
