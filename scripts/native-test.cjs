@@ -8,8 +8,8 @@
 // baseline paths. `node scripts/native-test.cjs quant sparse` runs some rooms.
 //
 // Adding a room's test is one entry in ROOMS below. The build is a small job
-// graph run on every core: each object is compiled once (cpu.cc and
-// cuda_stub.cc serve every room), the slowest chains first, and kept in
+// graph run on every core: each object is compiled once (cpu.cc,
+// cuda_stub.cc and device.cc serve every room), the slowest chains first, and kept in
 // build/native-test/ with a stamp (compiler, flags, and a hash of the source
 // and every header it read), so a run without native changes compiles
 // nothing. Writes .tmp/native-summary.json (passed, failed, skipped: the
@@ -38,8 +38,9 @@ const x64 = process.arch === 'x64';
 const AVX2 = x64 ? ['-mavx2', '-mfma', '-mf16c'] : [];
 const AVX512 = x64 ? ['-mavx512f', '-mavx512bw', '-mavx512vl', '-mavx2', '-mfma', '-mf16c'] : [];
 
-// Linked into every room's test.
-const COMMON = ['native/core/cpu.cc', 'native/core/cuda_stub.cc'];
+// Linked into every room's test (device.cc: the host side of device calls,
+// which the CUDA rooms' tests drive through a fake runtime, fake_device.h).
+const COMMON = ['native/core/cpu.cc', 'native/core/cuda_stub.cc', 'native/core/device.cc'];
 
 // One entry per room:
 //   test     the test's main (includes check.h, ends with st::test::finish)
@@ -69,7 +70,7 @@ const ROOMS = [
   {
     name: 'distill',
     test: 'test/native/distill_test.cc',
-    sources: ['native/core/distill/distill.cc', 'native/core/distill/distill_ref.cc', 'native/core/device.cc', 'native/core/distill/distill_device.cc'],
+    sources: ['native/core/distill/distill.cc', 'native/core/distill/distill_ref.cc', 'native/core/distill/distill_device.cc'],
     simd: [
       ['native/core/distill/distill_avx2.cc', AVX2],
       ['native/core/distill/distill_avx512.cc', AVX512],
@@ -90,7 +91,6 @@ const ROOMS = [
       'native/core/lowrank/la_ref.cc',
       'native/core/lowrank/linalg.cc',
       'native/core/lowrank/lowrank.cc',
-      'native/core/device.cc',
       'native/core/lowrank/lowrank_device.cc',
     ],
     simd: [
