@@ -62,6 +62,18 @@ inline bool isa_usable(Isa isa, const std::string& what) {
   return false;
 }
 
+// Whether a check that SLIMTENSOR_ISA cannot change (it calls no
+// ISA-dispatched code, or names its kernels) should run in this process:
+// it runs once, in the run without SLIMTENSOR_ISA (native-test.cjs runs
+// every test that way too); under SLIMTENSOR_ISA it is recorded as skipped.
+// For the expensive checks: running them again would repeat the same code.
+inline bool isa_independent(const std::string& what) {
+  const char* env = std::getenv("SLIMTENSOR_ISA");
+  if (!env) return true;
+  skip(what, std::string("SLIMTENSOR_ISA=") + env + " cannot change what it runs; it runs without SLIMTENSOR_ISA");
+  return false;
+}
+
 // Prints the closing line and returns main()'s exit status.
 inline int finish(const std::string& name) {
   const Counts& c = counts();

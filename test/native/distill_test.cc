@@ -453,13 +453,9 @@ void test_avx512_matches_avx2() {
 //
 // The heaviest check here, and one that names each kernel: SLIMTENSOR_ISA
 // (which only changes what Kernel::Auto picks and whether AVX-512 may run)
-// cannot change what it computes, so it runs once, in the run without
-// SLIMTENSOR_ISA (native-test.cjs runs that one too).
+// cannot change what it computes, so it runs once.
 void test_streamed_gradients() {
-  if (const char* isa = std::getenv("SLIMTENSOR_ISA")) {
-    st::test::skip("streamed gradients", std::string("SLIMTENSOR_ISA=") + isa + " cannot change a check that names its kernels; it runs without SLIMTENSOR_ISA");
-    return;
-  }
+  if (!st::test::isa_independent("streamed gradients")) return;
   if (!usable(kAvx2, "streamed gradients")) return;
   const bool with512 = usable(kAvx512, "streamed gradients");
   struct Big {
