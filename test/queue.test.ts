@@ -5,8 +5,8 @@
 // about a second on one thread: long enough to kill, stop or cut off
 // Redis in the middle of a job.
 import { expect } from 'chai';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, promises as fsp, readdirSync, statSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { compressModel, CompressionQueue, createWorker, enqueueCompression, SlimTensorError, type CompressionRequest, type CompressionResult, type CompressionWorker, type Recipe, type WorkerOptions } from '../lib/index';
@@ -14,23 +14,10 @@ import { parseDuration, submitRequests } from '../lib/cli/queue-commands';
 import { checkRequest, failureError, failureMessage, jobIdOf } from '../lib/queue/job';
 import { ggufTensors, writeGGUFModel, type GeneratedTensor } from './support/models';
 import { Rng } from './support/random';
+import { runCli, type CliRun } from './support/cli';
+import { skip } from './support/skip';
 import { redisRequired, RedisServer, redisServerBinary } from './support/redis';
 
-const ROOT = path.join(__dirname, '..');
-const DIST_MAIN = path.join(ROOT, 'dist', 'cli', 'main.js');
-
-/** Newest modification time under `dir` (files only). */
-function newest(dir: string): number {
-  let t = 0;
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const p = path.join(dir, e.name);
-    t = Math.max(t, e.isDirectory() ? newest(p) : statSync(p).mtimeMs);
-  }
-  return t;
-}
-
-/** The CLI as the package ships it (dist/, built by npm test) when current with lib/, else lib/ under tsx: a process starts in a quarter of the time. */
-const CLI_ENTRY = existsSync(DIST_MAIN) && statSync(DIST_MAIN).mtimeMs >= newest(path.join(ROOT, 'lib')) ? [DIST_MAIN] : ['--import', 'tsx', path.join(ROOT, 'lib', 'cli', 'main.ts')];
 /** A recipe slow enough to act in the middle of a job: rank-128 factors of 16 matrices 512x512 on one thread (~1 s). */
 const SLOW_RECIPE: Recipe = { name: 'lowrank128', format: 'safetensors', rules: [{ match: '*', method: 'lowrank', options: { rank: 128 } }] };
 
@@ -68,35 +55,26 @@ function slowTensors(seed: number): GeneratedTensor[] {
   return Array.from({ length: 16 }, (_, i) => ({ name: `blk.${i}.attn_q.weight`, shape: [512, 512], values: rng.normals(512 * 512, 0.05) }));
 }
 
-/** A `slimtensor worker` process; `lines` holds its stderr lines. */
+/** A `slimtensor worker` process (through runCli: the package's bin when current). */
 class WorkerProcess {
-  readonly child: ChildProcess;
+  /** Known from its first line on stderr (every worker writes one as it starts). */
+  child: ChildProcess | undefined;
   stderr = '';
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  done = false;
+  readonly exited: Promise<CliRun>;
 
   constructor(args: string[]) {
-    this.child = spawn(process.execPath, [...CLI_ENTRY, 'worker', ...args], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
-    this.child.stderr?.on('data', (d: Buffer) => (this.stderr += d.toString()));
-    this.exited = new Promise((resolve) => this.child.once('exit', (code, signal) => resolve({ code, signal })));
+    this.exited = runCli(['worker', ...args], (text, child) => {
+      this.stderr = text;
+      this.child = child;
+    });
+    void this.exited.then(() => (this.done = true));
   }
 
   async ready(): Promise<void> {
-    await until('the worker to connect', () => / on redis:\/\/\S+, queue /.test(this.stderr) || this.child.exitCode !== null, 30_000, 20);
-    if (this.child.exitCode !== null) throw new Error(`worker exited: ${this.stderr}`);
+    await until('the worker to connect', () => / on redis:\/\/\S+, queue /.test(this.stderr) || this.done, 30_000, 20);
+    if (this.done) throw new Error(`worker exited: ${this.stderr}`);
   }
-}
-
-/** Runs the CLI to the end. */
-function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...CLI_ENTRY, ...args], { cwd: ROOT });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
 }
 
 describe('job queue: requests, job ids and errors (no Redis)', () => {
@@ -195,8 +173,8 @@ describe('job queue: requests, job ids and errors (no Redis)', () => {
 const binary = redisServerBinary();
 if (binary === undefined && !redisRequired()) {
   describe('job queue on Redis', () => {
-    it('— skipped: no redis-server here (Debian package redis-server; .ci/run installs it)', function () {
-      this.skip();
+    it('runs against a real redis-server', function () {
+      skip(this, 'no redis-server here (Debian package redis-server; .ci/run installs it)');
     });
   });
 } else {
@@ -233,7 +211,7 @@ if (binary === undefined && !redisRequired()) {
       queueName = `t${++queueNo}`;
     });
     afterEach(async () => {
-      for (const p of procs.splice(0)) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
+      for (const p of procs.splice(0)) if (!p.done) p.child?.kill('SIGKILL');
       await Promise.all(workers.splice(0).map((w) => w.close(0)));
       await Promise.all(queues.splice(0).map((q) => q.close()));
     });
@@ -390,8 +368,8 @@ if (binary === undefined && !redisRequired()) {
         const t = await temporaries(out);
         return t.length === 1 && (await fsp.readdir(path.join(out, t[0] as string))).length > 0;
       });
-      doomed.child.kill('SIGKILL');
-      expect((await doomed.exited).signal).to.equal('SIGKILL');
+      doomed.child?.kill('SIGKILL');
+      expect((await doomed.exited).code, 'killed by the signal').to.equal(null);
       const left = await temporaries(out);
       expect(left, 'the killed worker left its partial output').to.have.length(1);
       expect(left[0]).to.match(/^\.slow\.slimtensor-qc[0-9a-f]{32}-[0-9a-z]+\.tmp$/);
@@ -418,7 +396,7 @@ if (binary === undefined && !redisRequired()) {
       await w.ready();
       const [job] = await q.enqueue({ input: slow, output, recipe: SLOW_RECIPE });
       await until('the job to start', async () => (await temporaries(out)).length === 1);
-      w.child.kill('SIGTERM');
+      w.child?.kill('SIGTERM');
       const exit = await w.exited;
       expect(exit.code, w.stderr).to.equal(0);
       expect(w.stderr).to.include('SIGTERM: stopping').and.include('returned to the queue (shutdown)');
@@ -456,7 +434,7 @@ if (binary === undefined && !redisRequired()) {
       const bad = path.join(tmp, 'in', `${queueName}-bad.gguf`);
       await fsp.writeFile(bad, 'GGUF but not really');
       worker();
-      const r = await cli(['submit', '--redis', redis.url, '--queue', queueName, tiny[3] as string, bad, '-o', path.join(out, '{name}-{preset}.gguf'), '-p', 'q8_0', '--wait', '--attempts', '2']);
+      const r = await runCli(['submit', '--redis', redis.url, '--queue', queueName, tiny[3] as string, bad, '-o', path.join(out, '{name}-{preset}.gguf'), '-p', 'q8_0', '--wait', '--attempts', '2']);
       expect(r.code, r.stderr).to.equal(1);
       expect(r.stdout).to.include(`${path.join(out, 'tiny3-q8_0.gguf')} (gguf,`).and.include('recipe q8_0:');
       expect(r.stderr).to.match(/taken by a worker/).and.match(/ (\d+)\/\1 tensors.*, done/);

@@ -184,14 +184,13 @@ export class CompressionQueue {
     try {
       if (ids.length === 0) finishedAll();
       for (const id of new Set(ids)) {
-        const job = await this.queue.getJob(id);
-        if (job === undefined) {
-          settle({ id, ok: false, error: new SlimTensorError(`job ${id} is not in queue ${this.name}`, 'ERR_VALUE'), attempts: 0 });
-          continue;
-        }
-        const state = await job.getState();
-        if (state === 'completed') settle({ id, ok: true, result: job.returnvalue });
-        else if (state === 'failed') settle(await failed(id));
+        // The state first, then the job: a job read before it completed has no result yet.
+        const state = await this.queue.getJobState(id);
+        if (state === 'unknown') settle({ id, ok: false, error: new SlimTensorError(`job ${id} is not in queue ${this.name}`, 'ERR_VALUE'), attempts: 0 });
+        else if (state === 'completed') {
+          const job = await this.queue.getJob(id);
+          if (job !== undefined) settle({ id, ok: true, result: job.returnvalue });
+        } else if (state === 'failed') settle(await failed(id));
       }
       await Promise.race([allDone, aborted]);
       return ids.map((id) => outcomes.get(id) as JobOutcome);
