@@ -46,7 +46,8 @@ const PROBE = (importLine: string): string =>
 
 describe('prebuild: the packed package installs and runs without a compiler', function () {
   this.timeout(240000);
-  const supported = os.platform() === 'linux' && os.arch() === 'x64' && !fs.existsSync('/etc/alpine-release');
+  const musl = fs.existsSync('/etc/alpine-release');
+  const supported = os.platform() === 'linux' && os.arch() === 'x64' && !musl;
   let tmp: string;
   let app: string;
   let env: NodeJS.ProcessEnv;
@@ -62,10 +63,16 @@ describe('prebuild: the packed package installs and runs without a compiler', fu
     }
   };
 
-  before(function () {
+  const unsupported = `the package carries a linux-x64 glibc prebuild only; on ${os.platform()}-${os.arch()}${musl ? ' (musl)' : ''} npm install compiles`;
+  beforeEach(function () {
     if (!supported) {
-      this.skip(); // the package carries a linux-x64 (glibc) prebuild only; elsewhere npm install compiles
+      this.currentTest!.title += ` — skipped: ${unsupported}`;
+      this.skip();
     }
+  });
+
+  before(function () {
+    if (!supported) return;
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'slimtensor-prebuild-'));
     // prepack, as npm pack runs it
     expect(pkg.scripts.prepack).to.equal('node scripts/prebuild.cjs');
