@@ -10,20 +10,20 @@
 // run time from cpuid, as always; N-API, so one file serves every Node
 // version that has N-API 8), never a cmake-js build with CUDA.
 //
-// Reuse, and why it cannot be stale: when build/ holds a node-gyp build,
-// `node-gyp build` first brings it up to date — make recompiles exactly the
-// objects whose sources or included headers changed since they were built
-// (the .d dependency files gyp writes), regenerates the Makefile when
-// binding.gyp changed, and does nothing when nothing did — and the result
-// is copied. Without a usable build/ (none, one configured in another
-// directory, a cmake-js build), prebuildify builds from scratch
-// (node-gyp rebuild). Either way the binary is loaded before it is kept: it
+// Reuse, and why it cannot be stale: when build/ holds a node-gyp build, it
+// is first brought up to date as npm test does (scripts/builds.cjs: rebuilt
+// when a file under native/ or binding.gyp is newer than the addon,
+// configured again when binding.gyp is; nothing is run when nothing is), and
+// the result is copied. Without a usable build/ (none, or one node-gyp
+// cannot build even after configuring), prebuildify builds from scratch
+// (node-gyp rebuild); a cmake-js build/ (CUDA) is refused. Either way the binary is loaded before it is kept: it
 // must report no CUDA kernels.
 'use strict';
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
+const { rebuildStaleAddon } = require('./builds.cjs');
 
 const root = path.join(__dirname, '..');
 const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'));
@@ -63,13 +63,14 @@ function updateBuild() {
   if (fs.existsSync(path.join(build, 'CMakeCache.txt'))) {
     fail('build/ holds a cmake-js build (npm run build:cuda); a prebuild is the CPU addon: run `npm run build` (node-gyp) or remove build/ first');
   }
-  log('bringing build/ up to date (node-gyp build: only what changed is compiled)');
-  const r = spawnSync(process.execPath, [binOf('node-gyp', 'bin/node-gyp.js'), 'build'], { cwd: root, stdio: 'inherit', env: gypEnv() });
-  if (r.status !== 0) {
+  try {
+    const why = rebuildStaleAddon(os.availableParallelism ? os.availableParallelism() : os.cpus().length);
+    log(why ? `rebuilt build/ (${why})` : 'build/ is current with native/ and binding.gyp: reused as it is');
+    return true;
+  } catch {
     log('node-gyp build failed (build/ configured elsewhere?): building from scratch');
     return false;
   }
-  return true;
 }
 
 function buildFromScratch() {
