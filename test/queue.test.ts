@@ -436,9 +436,9 @@ if (binary === undefined && !redisRequired()) {
       worker();
       const r = await runCli(['submit', '--redis', redis.url, '--queue', queueName, tiny[3] as string, bad, '-o', path.join(out, '{name}-{preset}.gguf'), '-p', 'q8_0', '--wait', '--attempts', '2']);
       expect(r.code, r.stderr).to.equal(1);
-      expect(r.stdout).to.include(`${path.join(out, 'tiny3-q8_0.gguf')} (gguf,`).and.include('recipe q8_0:');
+      expect(r.stdout, r.stderr).to.include(`${path.join(out, 'tiny3-q8_0.gguf')} (gguf,`).and.include('recipe q8_0:');
       expect(r.stderr).to.match(/taken by a worker/).and.match(/ (\d+)\/\1 tensors.*, done/);
-      expect(r.stderr).to.match(new RegExp(`job c[0-9a-f]{32} \\(${bad.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} -> .*bad-q8_0\\.gguf \\(q8_0\\)\\) failed after 1 attempt: .*\\[ERR_FORMAT\\]`));
+      expect(r.stderr, r.stdout).to.match(new RegExp(`job c[0-9a-f]{32} \\(${bad.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} -> .*bad-q8_0\\.gguf \\(q8_0\\)\\) failed after 1 attempt: .*\\[ERR_FORMAT\\]`));
       expect((await fsp.readdir(out)).sort()).to.deep.equal(['tiny3-q8_0.gguf']);
     });
 

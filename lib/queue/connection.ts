@@ -117,6 +117,23 @@ export function connectionOptions(url: string, maxBackoffMs: number, onRetry?: (
   };
 }
 
+/**
+ * An ioredis client for `url` with connectionOptions' reconnection (ioredis
+ * loaded now). BullMQ objects given it share it and leave closing it to us;
+ * closeClient does.
+ */
+export function redisClient(url: string, maxBackoffMs: number, onRetry?: (attempt: number, delayMs: number) => void, giveUp?: () => boolean): import('ioredis').Redis {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const IORedis = (require('ioredis') as typeof import('ioredis')).Redis;
+  return new IORedis(url, connectionOptions(url, maxBackoffMs, onRetry, giveUp) as object);
+}
+
+/** Closes a client: QUIT when connected, else drop it (QUIT would wait for Redis). */
+export async function closeClient(client: import('ioredis').Redis): Promise<void> {
+  if (client.status === 'ready') await client.quit().catch(() => client.disconnect());
+  else client.disconnect();
+}
+
 /** Keeps the first line of a repeated message per `intervalMs` (connection errors arrive from every connection at once). */
 export function throttledLog(log: (line: string) => void, intervalMs: number): (key: string, line: string) => void {
   const last = new Map<string, number>();

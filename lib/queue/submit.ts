@@ -5,7 +5,7 @@
 // does not redo a job whose output is already there and complete.
 import type { Job, Queue, QueueEvents } from 'bullmq';
 import { SlimTensorError } from '../errors';
-import { bullmq, checkRedisUrl, connectionOptions, queueName, readyWithin, timingsOf, type QueueLocation } from './connection';
+import { bullmq, checkRedisUrl, closeClient, connectionOptions, queueName, readyWithin, redisClient, timingsOf, type QueueLocation } from './connection';
 import { checkRequest, failureError, jobIdOf, type CompressionJobData, type CompressionProgress, type CompressionRequest, type CompressionResult } from './job';
 
 export interface EnqueueOptions {
@@ -54,6 +54,8 @@ export class CompressionQueue {
   readonly name: string;
   readonly redis: string;
   private readonly queue: Queue<CompressionJobData, CompressionResult>;
+  /** The queue's connection (ours, shared with BullMQ): also reads where the event stream ends. */
+  private readonly client: import('ioredis').Redis;
   private readonly location: QueueLocation;
   private readonly maxBackoffMs: number;
   private readonly connectTimeoutMs: number;
@@ -68,10 +70,12 @@ export class CompressionQueue {
     this.location = { ...location, redis: url };
     ({ maxBackoffMs: this.maxBackoffMs, connectTimeoutMs: this.connectTimeoutMs } = timingsOf(location, 'CompressionQueue'));
     const { Queue } = bullmq();
-    this.queue = new Queue<CompressionJobData, CompressionResult>(this.name, { connection: connectionOptions(url, this.maxBackoffMs), ...(location.prefix !== undefined ? { prefix: location.prefix } : {}) });
+    this.client = redisClient(url, this.maxBackoffMs);
+    this.queue = new Queue<CompressionJobData, CompressionResult>(this.name, { connection: this.client, ...(location.prefix !== undefined ? { prefix: location.prefix } : {}) });
     // Connection errors surface on the calls that need Redis (connected()
     // names the last one); this also keeps an unheard 'error' event from
     // ending the process.
+    this.client.on('error', (e: Error) => (this.lastError = e));
     this.queue.on('error', (e: Error) => (this.lastError = e));
   }
 
@@ -205,8 +209,13 @@ export class CompressionQueue {
   private queueEvents(): Promise<QueueEvents> {
     this.events ??= (async () => {
       await this.connected();
+      // Read from where the stream ends now, not from '$' when the first
+      // XREAD reaches Redis, which may be later: an event in between (a job
+      // completing as wait() starts) would be lost.
+      const last = await this.client.xrevrange(this.queue.keys.events as string, '+', '-', 'COUNT', 1);
+      const lastEventId = last[0]?.[0] ?? '0-0';
       const { QueueEvents } = bullmq();
-      const e = new QueueEvents(this.name, { connection: connectionOptions(this.location.redis, this.maxBackoffMs), ...(this.location.prefix !== undefined ? { prefix: this.location.prefix } : {}) });
+      const e = new QueueEvents(this.name, { connection: connectionOptions(this.location.redis, this.maxBackoffMs), lastEventId, ...(this.location.prefix !== undefined ? { prefix: this.location.prefix } : {}) });
       e.on('error', () => undefined);
       await e.waitUntilReady();
       return e;
@@ -223,6 +232,7 @@ export class CompressionQueue {
     const events = this.events;
     this.events = undefined;
     await Promise.all([this.queue.close(), events?.then((e) => e.close(), () => undefined)]);
+    await closeClient(this.client);
   }
 }
 

@@ -25,7 +25,7 @@ import { compressModel, type CompressProgress } from '../pipeline/compress';
 import { Gate } from '../pipeline/memory';
 import { removeTemps } from '../pipeline/output';
 import { openModel } from '../pipeline/source';
-import { bullmq, checkRedisUrl, connectionOptions, msOption, queueName, throttledLog, timingsOf, type QueueLocation } from './connection';
+import { bullmq, checkRedisUrl, closeClient, msOption, queueName, redisClient, throttledLog, timingsOf, type QueueLocation } from './connection';
 import { checkRequest, DEFAULT_JOB_MEMORY, failureMessage, tempTagOf, type CompressionJobData, type CompressionProgress, type CompressionResult } from './job';
 
 export interface WorkerOptions extends QueueLocation {
@@ -156,14 +156,15 @@ export function createWorker(options: WorkerOptions): CompressionWorker {
   let down = false;
   // close() with Redis away: stop reconnecting, so that what waits for Redis fails and close() can end.
   let givingUp = false;
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const IORedis = (require('ioredis') as typeof import('ioredis')).Redis;
-  const client: Redis = new IORedis(url, {
-    ...(connectionOptions(url, maxBackoff, (attempt, delay) => {
+  const client: Redis = redisClient(
+    url,
+    maxBackoff,
+    (attempt, delay) => {
       down = true;
       say('retry', `redis ${shown} unavailable; retrying the connection in ${(delay / 1000).toFixed(1)} s (attempt ${attempt})`);
-    }, () => givingUp) as object),
-  });
+    },
+    () => givingUp,
+  );
   client.on('error', (e: Error) => say(`error:${e.message}`, `redis ${shown}: ${e.message}`));
   client.on('ready', () => {
     if (down) log(`redis ${shown} is back; going on`);
@@ -328,8 +329,7 @@ export function createWorker(options: WorkerOptions): CompressionWorker {
         } finally {
           settled = true;
           clearTimeout(graceTimer);
-          if (client.status === 'ready') await client.quit().catch(() => client.disconnect());
-          else client.disconnect();
+          await closeClient(client);
         }
         log(`worker ${name} stopped`);
       })();
