@@ -282,6 +282,8 @@ describe('safetensors', () => {
         ['dup', { weight_map: { a: '1.safetensors' } }, { '1.safetensors': fa, '2.safetensors': fa }, ''],
         ['noindex', undefined, { '1.safetensors': fa, '2.safetensors': fb }, 'no model.safetensors.index.json'],
         ['badindex', { weight_map: [1] }, {}, 'weight_map must be an object'],
+        // Found by npm run fuzz: a shard the folder lacks was a bare ENOENT.
+        ['missingshard', { weight_map: { a: '1.safetensors', b: '3.safetensors' } }, { '1.safetensors': fa, '2.safetensors': fb }, "weight_map names the shard '3.safetensors', which is not in the folder"],
       ];
       for (const [name, index, shards, msg] of cases) {
         const dir = await mk(name, index, shards);

@@ -234,7 +234,12 @@ export class SafetensorsModel {
         return new SafetensorsModel(p, p, true, files, undefined);
       }
       const index = await readIndex(indexPath);
-      for (const shard of index.shards) files.set(shard, await SafetensorsFile.open(path.join(p, shard)));
+      for (const shard of index.shards) {
+        // A shard the index names but the folder lacks is a broken model, not an I/O failure.
+        const shardStat = await fsp.lstat(path.join(p, shard)).catch(() => undefined);
+        if (shardStat === undefined) throw new SlimTensorError(`safetensors ${indexPath}: weight_map names the shard ${quoteName(shard)}, which is not in the folder`, 'ERR_FORMAT');
+        files.set(shard, await SafetensorsFile.open(path.join(p, shard)));
+      }
       // Every indexed tensor is in its shard, and every shard tensor is indexed there.
       for (const [name, shard] of index.weightMap) {
         if ((files.get(shard) as SafetensorsFile).tensor(name) === undefined) {
