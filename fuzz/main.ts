@@ -223,7 +223,7 @@ async function replay(dir: string): Promise<number> {
     await fsp.cp(path.join(dir, 'input'), path.join(caseDir, 'input'), { recursive: true });
     const input = path.join(caseDir, 'input', (await fsp.readdir(path.join(caseDir, 'input')))[0] as string);
     process.stdout.write(`replaying ${info.target} case ${info.index} (seed ${info.seed}): ${info.file} <- ${info.ops.join('; ')}\n`);
-    const results = await runEntries(spec, input, caseDir, info.index, (name) => process.stdout.write(`  ${name} ... `));
+    const results = await runEntries(spec, input, caseDir, info.index);
     let failed = 0;
     for (const r of results) {
       process.stdout.write(`  ${r.entry}: ${r.outcome}${r.failure ? ` ${r.failure.kind}: ${r.failure.message}\n${r.failure.stack ?? ''}` : ''}\n`);

@@ -13,6 +13,8 @@ import { SELFTEST_TARGET, seedFiles, TARGETS } from '../fuzz/targets';
 import { inspect } from '../lib/cli/model-commands';
 import { compareModels } from '../lib/pipeline/compare';
 import { compressModel } from '../lib/pipeline/compress';
+import { openModel } from '../lib/pipeline/source';
+import { SafetensorsWriter } from '../lib/formats/safetensors';
 import { rejected } from './support/assert';
 
 const ROOT = path.join(__dirname, '..');
@@ -118,5 +120,30 @@ describe('bugs the fuzzer found', () => {
     expect(text.tensors.length).to.be.greaterThan(0);
     const r = await compareModels(path.join(ROOT, 'test/fixtures/fuzz/safetensors/hf-folder'), input);
     expect(r.tensors.length).to.be.greaterThan(0);
+  });
+
+  it('a tensor named __proto__ (and such a key in config.json): compressModel writes a folder that reads back with it (the writers used to drop it)', async () => {
+    const src = path.join(tmp, 'proto-src');
+    await fsp.mkdir(src);
+    const w = await SafetensorsWriter.create(path.join(src, 'model.safetensors'), [
+      { name: 'model.layers.0.mlp.up_proj.weight', dtype: 'F32', shape: [64, 128] },
+      { name: '__proto__', dtype: 'F32', shape: [2] },
+    ]);
+    await w.write('model.layers.0.mlp.up_proj.weight', new Float32Array(64 * 128).map((_, i) => Math.sin(i)));
+    await w.write('__proto__', new Float32Array([1, 2]));
+    await w.close();
+    await fsp.writeFile(path.join(src, 'config.json'), '{"architectures": ["LlamaForCausalLM"], "__proto__": {"kept": true}}');
+    const out = path.join(tmp, 'proto-out');
+    const r = await compressModel({ input: src, output: out, recipe: 'w4a16', target: 'transformers' });
+    expect(r.tensors.find((t) => t.name === 'model.layers.0.mlp.up_proj.weight')?.method).to.equal('quantize');
+    const m = await openModel(out);
+    try {
+      expect(m.tensors.map((t) => t.name)).to.include('__proto__');
+      expect(Array.from(new Float32Array((await m.readBytes('__proto__')).slice().buffer))).to.deep.equal([1, 2]);
+    } finally {
+      await m.close();
+    }
+    const text = await fsp.readFile(path.join(out, 'config.json'), 'utf8');
+    expect(Object.keys(JSON.parse(text) as object)).to.deep.equal(['__proto__', 'architectures', 'quantization_config']);
   });
 });

@@ -19,3 +19,12 @@ export function jsonTooDeep(v: unknown, limit: number = MAX_JSON_DEPTH): boolean
   }
   return false;
 }
+
+/**
+ * obj[key] = value as an own property, whatever the key: names come from
+ * files, and a plain assignment of `__proto__` sets the object's prototype
+ * instead (the key vanishes from JSON.stringify and Object.keys).
+ */
+export function setOwn<T>(obj: Record<string, T>, key: string, value: T): void {
+  Object.defineProperty(obj, key, { value, enumerable: true, writable: true, configurable: true });
+}

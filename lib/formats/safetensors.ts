@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { SlimTensorError } from '../errors';
 import { Tensor, type DType } from '../tensor';
 import { quoteName } from './gguf-header';
+import { setOwn } from './json';
 import {
   buildSafetensorsHeader,
   headerLength,
@@ -483,7 +484,7 @@ export class ShardedSafetensorsWriter {
       let total = 0;
       plan.forEach((shard, i) => {
         for (const t of shard) {
-          weightMap[t.name] = files[i] as string;
+          setOwn(weightMap, t.name, files[i] as string);
           total += plannedBytes(t);
         }
       });
