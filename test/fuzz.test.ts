@@ -122,6 +122,15 @@ describe('bugs the fuzzer found', () => {
     expect(r.tensors.length).to.be.greaterThan(0);
   });
 
+  it('config.json holding null or a list: compare reads the folder as one without a config (was a TypeError)', async () => {
+    for (const text of ['null', '[1]', '"x"']) {
+      const input = await seedCopy('test/fixtures/fuzz/compressed-tensors/w4a16', { 'config.json': text });
+      const r = await compareModels(path.join(ROOT, 'test/fixtures/fuzz/safetensors/hf-folder'), input);
+      expect(r.compressed.format, text).to.equal('safetensors');
+      expect(r.tensors.length).to.be.greaterThan(0);
+    }
+  });
+
   it('a tensor named __proto__ (and such a key in config.json): compressModel writes a folder that reads back with it (the writers used to drop it)', async () => {
     const src = path.join(tmp, 'proto-src');
     await fsp.mkdir(src);

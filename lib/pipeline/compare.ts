@@ -91,8 +91,8 @@ async function readConfig(folder: string | undefined): Promise<unknown> {
   if (folder === undefined) return undefined;
   try {
     const config: unknown = JSON.parse(await fsp.readFile(path.join(folder, 'config.json'), 'utf8'));
-    // Like an unreadable one: what is walked later must not nest without bound.
-    return jsonTooDeep(config) ? undefined : config;
+    // Like an unreadable one: a config.json that is not an object (null, a list), or nests without bound.
+    return typeof config === 'object' && config !== null && !Array.isArray(config) && !jsonTooDeep(config) ? config : undefined;
   } catch {
     return undefined;
   }
