@@ -23,7 +23,7 @@ import { sizeOnDisk } from '../lib/pipeline/output';
 import { fmtBytes, fmtGBs, fmtRatio, gbps, markdownTable, median, type Benchmark, type BenchOptions, type BenchOutcome } from './harness';
 import { Rng } from '../test/support/random';
 
-interface Shape {
+export interface Shape {
   layers: number;
   hidden: number;
   ffn: number;
@@ -76,7 +76,8 @@ async function generateSafetensors(dir: string, s: Shape, blockBytes: number): P
   await fsp.writeFile(path.join(dir, 'config.json'), JSON.stringify({ architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: s.hidden, intermediate_size: s.ffn, num_hidden_layers: s.layers, vocab_size: s.vocab, torch_dtype: 'float16' }, null, 2));
 }
 
-async function generateGGUF(file: string, s: Shape, blockBytes: number): Promise<void> {
+/** A Llama-shaped F32 GGUF whose tensors repeat one random block of `blockBytes`. */
+export async function generateGGUF(file: string, s: Shape, blockBytes: number): Promise<void> {
   const block = new Rng(8).normals(blockBytes / 4, 0.02);
   const bytes = new Uint8Array(block.buffer);
   const tensors = llamaTensors(s, true).map(([name, shape]) => ({ name, shape, type: 'F32' as const }));

@@ -116,6 +116,23 @@ export {
 } from './pipeline/index';
 export { compareModels, type ComparisonReport, type TensorComparison, type CompareOptions } from './pipeline/compare';
 export { renderReportHtml } from './pipeline/html';
+// BullMQ and ioredis load on first use of the queue, not with slimtensor.
+export {
+  CompressionQueue,
+  enqueueCompression,
+  createWorker,
+  DEFAULT_QUEUE,
+  type CompressionRequest,
+  type CompressionProgress,
+  type CompressionResult,
+  type CompressionWorker,
+  type WorkerOptions,
+  type EnqueueOptions,
+  type EnqueuedJob,
+  type JobOutcome,
+  type WaitOptions,
+  type QueueLocation,
+} from './queue/index';
 export {
   Tokenizer,
   tokenizerFromGguf,

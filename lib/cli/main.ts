@@ -10,12 +10,46 @@ import { SlimTensorError } from '../errors';
 import { renderDemo } from './demo-output';
 import { EXIT_INTERRUPTED, inspect, lowrankRecipe, parseSize, presets, readRecipeFile, report, runCompression, type RunOptions } from './model-commands';
 import { parsePrunePattern, PRESET_NAMES, PRUNE_LAYOUTS, pruneRecipe, TARGETS, type PruneLayout, type Target } from '../pipeline/recipe';
+import { parseDuration, runSubmit, runWorker } from './queue-commands';
 
 const EXIT_ERROR = 1;
 const EXIT_USAGE = 2;
 
 /** A command-line mistake: printed with the usage hint, exit code 2. */
 class UsageError extends Error {}
+
+/** A failure the command has already explained on stderr: exit code 1, nothing more printed. */
+class ReportedFailure extends Error {}
+
+/** A size or duration option, a usage error when malformed. */
+function optionValue<T>(v: string | undefined, what: string, parse: (v: string, what: string) => T): T | undefined {
+  if (v === undefined) return undefined;
+  try {
+    return parse(v, what);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}
+
+/** An integer option in min..max, a usage error otherwise. */
+function intOption(v: number | undefined, what: string, min: number, max: number): number | undefined {
+  if (v !== undefined && !(Number.isInteger(v) && v >= min && v <= max)) throw new UsageError(`${what} must be an integer in ${min}..${max}, got ${v}`);
+  return v;
+}
+
+/** --redis, or $SLIMTENSOR_REDIS. */
+function redisUrl(v: string | undefined): string {
+  const url = v ?? process.env.SLIMTENSOR_REDIS;
+  if (url === undefined || url === '') throw new UsageError('give --redis redis://HOST:PORT (or set SLIMTENSOR_REDIS)');
+  return url;
+}
+
+/** Options of both queue commands. */
+function queueOptions<T>(y: import('yargs').Argv<T>) {
+  return y
+    .option('redis', { type: 'string', describe: 'The Redis server holding the queue, redis://HOST:PORT[/DB] (default: $SLIMTENSOR_REDIS)' })
+    .option('queue', { type: 'string', describe: 'Queue name (default slimtensor)' });
+}
 
 /** `--formats a,b --formats c` -> ['a', 'b', 'c'], checked against the presets. */
 function parseFormats(v: unknown): string[] | undefined {
@@ -194,6 +228,89 @@ function buildParser(argv: string[]) {
       },
     )
     .command(
+      'worker',
+      'Take compression jobs from a BullMQ queue on Redis and run them, until SIGTERM/SIGINT (running jobs then finish within --grace or go back to the queue)',
+      (y) =>
+        queueOptions(y)
+          .option('concurrency', { type: 'number', describe: 'Jobs at once (default 1); also bounded by --memory' })
+          .option('memory', { type: 'string', describe: "Tensor buffer budget of all running jobs, e.g. 8GiB; a job's memory limit counts against it (default: half the machine's memory)" })
+          .option('threads', { type: 'number', describe: 'Threads per operation for jobs that do not set theirs (default: all cores)' })
+          .option('name', { type: 'string', describe: 'Worker name in logs and job results (default HOST:PID)' })
+          .option('grace', { type: 'string', default: '30s', describe: 'On SIGTERM/SIGINT: how long running jobs get to finish before they are aborted and returned to the queue' })
+          .option('lock-duration', { type: 'string', describe: "BullMQ lockDuration: a job whose worker stops renewing its lock this long (it died) is stalled and handed to another worker (default 30s)" })
+          .option('stalled-interval', { type: 'string', describe: 'BullMQ stalledInterval: how often to look for stalled jobs (default 30s)' })
+          .option('max-stalled', { type: 'number', describe: 'Stalls (worker deaths) a job survives before it fails (default 2)' })
+          .option('max-backoff', { type: 'string', describe: 'Longest wait between attempts to reach Redis while it is unavailable (default 2s)' }),
+      async (args) => {
+        await runWorker({
+          redis: redisUrl(args.redis),
+          queue: args.queue,
+          concurrency: intOption(args.concurrency, '--concurrency', 1, 1024),
+          memory: optionValue(args.memory, '--memory', parseSize),
+          threads: intOption(args.threads, '--threads', 1, 1024),
+          name: args.name,
+          graceMs: optionValue(args.grace, '--grace', parseDuration) as number,
+          lockDurationMs: optionValue(args['lock-duration'], '--lock-duration', parseDuration),
+          stalledIntervalMs: optionValue(args['stalled-interval'], '--stalled-interval', parseDuration),
+          maxStalled: intOption(args['max-stalled'], '--max-stalled', 1, 1000),
+          maxBackoffMs: optionValue(args['max-backoff'], '--max-backoff', parseDuration),
+        });
+      },
+    )
+    .command(
+      'submit <inputs..>',
+      'Add compression jobs to a BullMQ queue on Redis, one per input and preset (paths must be on storage every worker sees); --wait follows them',
+      (y) =>
+        targetOption(queueOptions(y.positional('inputs', { type: 'string', array: true, demandOption: true, describe: 'GGUF files, .safetensors files or Hugging Face folders' })))
+          .option('output', { alias: 'o', type: 'string', demandOption: true, describe: "Output path; {preset} is replaced by the preset's name, {name} by the input's name without extension (needed with several presets or inputs)" })
+          .option('preset', { alias: 'p', type: 'string', array: true, choices: PRESET_NAMES, describe: 'A built-in recipe; repeat for several outputs' })
+          .option('recipe', { alias: 'r', type: 'string', describe: 'Recipe file (JSON) instead of presets' })
+          .option('force', { alias: 'f', type: 'boolean', default: false, describe: 'Replace existing outputs (else a complete output is not redone)' })
+          .option('memory', { type: 'string', describe: "Each job's tensor buffer budget, e.g. 2GiB (default 1GiB); counts against the worker's --memory" })
+          .option('threads', { type: 'number', describe: 'Threads per operation (default: the worker\'s)' })
+          .option('shard-size', { type: 'string', describe: 'safetensors outputs: largest shard, e.g. 5GB' })
+          .option('attempts', { type: 'number', describe: "Tries per job for failures that may pass (I/O errors); bad inputs fail at once, and a worker's death is counted by the worker's --max-stalled instead (default 3)" })
+          .option('priority', { type: 'number', describe: 'BullMQ priority, 1 = highest' })
+          .option('wait', { type: 'boolean', default: false, describe: 'Follow the jobs (progress on stderr) and print their reports or errors' })
+          .option('json', { type: 'boolean', default: false, describe: 'Print the jobs (or with --wait, the results) as JSON' })
+          .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'No progress output' })
+          .option('verbose', { alias: 'v', type: 'boolean', default: false, describe: 'List every tensor in the reports' })
+          .check((a) => {
+            if ((a.recipe === undefined) === (a.preset === undefined)) throw new UsageError('give --preset <name> (one or more) or --recipe <file>');
+            return true;
+          }),
+      async (args) => {
+        const recipes = args.recipe !== undefined ? [await readRecipeFile(args.recipe)] : (args.preset as string[]);
+        let r: { text: string; failed: number };
+        try {
+          r = await runSubmit({
+            redis: redisUrl(args.redis),
+            queue: args.queue,
+            inputs: args.inputs as string[],
+            output: args.output,
+            recipes,
+            target: args.target as Target | undefined,
+            shardSize: optionValue(args['shard-size'], '--shard-size', parseSize),
+            memory: optionValue(args.memory, '--memory', parseSize),
+            threads: intOption(args.threads, '--threads', 1, 1024),
+            force: args.force,
+            attempts: intOption(args.attempts, '--attempts', 1, 100),
+            priority: intOption(args.priority, '--priority', 1, 2 ** 21),
+            wait: args.wait,
+            json: args.json,
+            quiet: args.quiet,
+            verbose: args.verbose,
+          });
+        } catch (e) {
+          // Mistakes in -o templates are usage errors.
+          if (e instanceof SlimTensorError && e.message.startsWith('-o ')) throw new UsageError(e.message);
+          throw e;
+        }
+        if (r.text !== '') print(r.text);
+        if (r.failed > 0) throw new ReportedFailure(`${r.failed} job${r.failed === 1 ? '' : 's'} failed`);
+      },
+    )
+    .command(
       'report <original> <compressed>',
       'Per-tensor error (RMSE, SQNR, cosine) and size of a compressed model against its original',
       (y) =>
@@ -260,6 +377,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`slimtensor: ${e.message}\n`);
       return EXIT_INTERRUPTED;
     }
+    if (e instanceof ReportedFailure) return EXIT_ERROR;
     if (e instanceof UsageError) {
       process.stderr.write(`slimtensor: ${e.message}\nRun \`slimtensor --help\` for usage.\n`);
       return EXIT_USAGE;

@@ -226,8 +226,8 @@ export async function runCompression(o: RunOptions): Promise<string> {
 
 /** The abort reason of a Ctrl-C. */
 export class InterruptedError extends Error {
-  constructor() {
-    super('interrupted (SIGINT); no output was written');
+  constructor(message = 'interrupted (SIGINT); no output was written') {
+    super(message);
     this.name = 'AbortError';
   }
 }

@@ -34,7 +34,7 @@ import { compress24, decompress24, prune, Sparse24Tensor, type SparsityScore } f
 import { dtypeSize, Tensor } from '../tensor';
 import { convertFloats } from './convert';
 import { BufferPool, Gate, poolSize } from './memory';
-import { sizeOnDisk, stageOutput } from './output';
+import { sizeOnDisk, stageOutput, TEMP_TAG } from './output';
 import { checkTarget, describeAction, planTensor, resolveRecipe, TARGETS, type OutputFormat, type Recipe, type Target, type TensorAction, type TensorPlan } from './recipe';
 import { modelModules, planModules, type ModelModules, type ModulePlan } from './linear-modules';
 import { SUPPORTED_GGUF_ARCHITECTURES, SUPPORTED_HF_CLASSES } from '../model/architectures';
@@ -68,6 +68,12 @@ export interface CompressOptions {
   target?: Target;
   /** safetensors outputs: largest shard in bytes; overrides the recipe's. */
   maxShardBytes?: number;
+  /**
+   * Goes into the temporary output's name (`.<output>.slimtensor-<tag>-<random>.tmp`;
+   * letters, digits, _), so a later run can remove what a killed one left
+   * (removeTemps in ./output). Default: the process id.
+   */
+  tempTag?: string;
 }
 
 export interface CompressProgress {
@@ -206,6 +212,7 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
   const maxInFlight = o.maxInFlight ?? DEFAULT_IN_FLIGHT;
   if (!(Number.isSafeInteger(maxInFlight) && maxInFlight >= 1)) throw new SlimTensorError('compressModel: maxInFlight must be an integer >= 1', 'ERR_VALUE');
   if (o.threads !== undefined && !(Number.isInteger(o.threads) && o.threads >= 1 && o.threads <= 1024)) throw new SlimTensorError(`compressModel: threads must be an integer in 1..1024, got ${String(o.threads)}`, 'ERR_VALUE');
+  if (o.tempTag !== undefined && !(typeof o.tempTag === 'string' && TEMP_TAG.test(o.tempTag))) throw new SlimTensorError(`compressModel: tempTag must be 1 to 64 letters, digits or _, got ${JSON.stringify(o.tempTag)}`, 'ERR_VALUE');
   const recipe = resolveRecipe(o.recipe);
   if (o.target !== undefined && !TARGETS.includes(o.target)) throw new SlimTensorError(`compressModel: target must be one of ${TARGETS.join(', ')}; got ${JSON.stringify(o.target)}`, 'ERR_VALUE');
   const target = o.target ?? recipe.target;
@@ -296,7 +303,7 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
       throw new SlimTensorError(`compressModel: ${o.input} is already quantized (config.json has quantization_config)`, 'ERR_UNSUPPORTED');
     }
 
-    const staged = await stageOutput(o.output, format === 'gguf' ? 'file' : 'folder', o.input, o.overwrite === true);
+    const staged = await stageOutput(o.output, format === 'gguf' ? 'file' : 'folder', o.input, o.overwrite === true, o.tempTag);
     const pool = new BufferPool(memoryLimit);
     let files: string[] = [];
     try {
