@@ -1045,7 +1045,12 @@ int64_t quantize_int_row(const QuantizeArgs& a, int64_t row) {
 
 template <DType T>
 QuantRowFn pick_for(const QuantizeArgs& a) {
-  if (qformat_traits(a.format).ggml) return quantize_ggml_row<T>;
+  if (qformat_traits(a.format).ggml) {
+    // The K-quants, Q5_0/Q5_1 and llama.cpp's weighted quantizers run the reference for now.
+    const bool legacy = a.format == QFormat::Q4_0 || a.format == QFormat::Q4_1 || a.format == QFormat::Q8_0;
+    const bool weighted = a.search == Search::None && a.importance && ggml_weighted(a.format);
+    return legacy && !weighted ? quantize_ggml_row<T> : ref::quantize_row;
+  }
   if (a.group % 8 != 0) return ref::quantize_row;  // odd per-channel widths: the reference handles them
   return quantize_int_row<T>;
 }
@@ -1131,7 +1136,10 @@ void dequantize_int_row(const DequantizeArgs& a, int64_t row, float* out) {
 }  // namespace
 
 DequantRowFn dequantize_row_fn(const DequantizeArgs& a) {
-  if (qformat_traits(a.format).ggml) return dequantize_ggml_row;
+  if (qformat_traits(a.format).ggml) {
+    const bool legacy = a.format == QFormat::Q4_0 || a.format == QFormat::Q4_1 || a.format == QFormat::Q8_0;
+    return legacy ? dequantize_ggml_row : ref::dequantize_row;
+  }
   return a.group % 8 == 0 ? dequantize_int_row : ref::dequantize_row;
 }
 
