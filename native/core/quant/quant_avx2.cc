@@ -11,6 +11,7 @@
 
 #include "../cpu.h"
 #include "quant_avx512.h"
+#include "quant_ksimd.h"
 #include "quant_math.h"
 #include "quant_search.h"
 
@@ -18,6 +19,45 @@ namespace st {
 namespace avx2 {
 
 namespace {
+
+// Eight lanes for quant_ksimd.h: a mask is a vector of all-ones / zero lanes.
+struct V8 {
+  static constexpr int N = 8;
+  static constexpr int kAll = 0xff;
+  using F = __m256;
+  using I = __m256i;
+  using M = __m256;
+  static F set1(float v) { return _mm256_set1_ps(v); }
+  static F zero() { return _mm256_setzero_ps(); }
+  static F load(const float* p) { return _mm256_load_ps(p); }
+  static void store(float* p, F v) { _mm256_store_ps(p, v); }
+  static F add(F a, F b) { return _mm256_add_ps(a, b); }
+  static F sub(F a, F b) { return _mm256_sub_ps(a, b); }
+  static F mul(F a, F b) { return _mm256_mul_ps(a, b); }
+  static F div(F a, F b) { return _mm256_div_ps(a, b); }
+  static F sqrt(F a) { return _mm256_sqrt_ps(a); }
+  static F abs(F a) { return _mm256_and_ps(a, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff))); }
+  static F neg(F a) { return _mm256_xor_ps(a, _mm256_set1_ps(-0.0f)); }
+  static F min(F a, F b) { return _mm256_min_ps(a, b); }
+  static F max(F a, F b) { return _mm256_max_ps(a, b); }
+  static M lt(F a, F b) { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
+  static M gt(F a, F b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
+  static M neq(F a, F b) { return _mm256_cmp_ps(a, b, _CMP_NEQ_UQ); }
+  static M mand(M a, M b) { return _mm256_and_ps(a, b); }
+  static M mor(M a, M b) { return _mm256_or_ps(a, b); }
+  static M mnot(M a) { return _mm256_xor_ps(a, _mm256_castsi256_ps(_mm256_set1_epi32(-1))); }
+  static M mfalse() { return _mm256_setzero_ps(); }
+  static int bits(M m) { return _mm256_movemask_ps(m); }
+  static F sel(M m, F t, F f) { return _mm256_blendv_ps(f, t, m); }
+  static I castfi(F a) { return _mm256_castps_si256(a); }
+  static I set1i(int v) { return _mm256_set1_epi32(v); }
+  static I iand(I a, I b) { return _mm256_and_si256(a, b); }
+  static I isub(I a, I b) { return _mm256_sub_epi32(a, b); }
+  static I imin(I a, I b) { return _mm256_min_epi32(a, b); }
+  static I imax(I a, I b) { return _mm256_max_epi32(a, b); }
+  static F cvt(I a) { return _mm256_cvtepi32_ps(a); }
+  static I cvtf(F a) { return _mm256_cvttps_epi32(a); }
+};
 
 // ---- loads with the dtype conversion fused in ------------------------------
 
@@ -1045,7 +1085,14 @@ int64_t quantize_int_row(const QuantizeArgs& a, int64_t row) {
 
 template <DType T>
 QuantRowFn pick_for(const QuantizeArgs& a) {
-  if (qformat_traits(a.format).ggml) return quantize_ggml_row<T>;
+  if (qformat_traits(a.format).ggml) {
+    if (!ks::handles(a)) return quantize_ggml_row<T>;
+    // ggml's searches: 16 lanes with AVX-512, else 8
+    if (avx512_allowed(a.kernel)) {
+      if (QuantRowFn f = avx512::ggml_search_row_fn(a)) return f;
+    }
+    return ks::row_fn<V8, 2>(a);
+  }
   if (a.group % 8 != 0) return ref::quantize_row;  // odd per-channel widths: the reference handles them
   return quantize_int_row<T>;
 }
@@ -1131,7 +1178,10 @@ void dequantize_int_row(const DequantizeArgs& a, int64_t row, float* out) {
 }  // namespace
 
 DequantRowFn dequantize_row_fn(const DequantizeArgs& a) {
-  if (qformat_traits(a.format).ggml) return dequantize_ggml_row;
+  if (qformat_traits(a.format).ggml) {
+    const bool legacy = a.format == QFormat::Q4_0 || a.format == QFormat::Q4_1 || a.format == QFormat::Q8_0;
+    return legacy ? dequantize_ggml_row : ref::dequantize_row;
+  }
   return a.group % 8 == 0 ? dequantize_int_row : ref::dequantize_row;
 }
 
