@@ -39,6 +39,10 @@ export const GGML_QUANT_FORMATS = QUANT_FORMATS.filter((f) => FORMATS[f].ggml);
 export function ggmlBlockSize(format: QuantFormat): number {
   return formatInfo(format, 'ggmlBlockSize').block;
 }
+/** Whether `search: 'mse'` is implemented for `format` (q4_0, q4_1, q8_0, int4, int8). */
+export function hasMseSearch(format: QuantFormat): boolean {
+  return formatInfo(format, 'hasMseSearch').search;
+}
 const DEFAULT_GROUP = 128;
 
 export interface QuantizeOptions {
