@@ -264,7 +264,7 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
       tensors = llamaQuantizeOrder(source.tensors);
       const mixRule = recipe.rules.find((r) => r.options.mix !== undefined);
       const hasImatrix = imatrixFor(mixRule?.options.importance as ImportanceSource, imatrices) !== undefined;
-      ctx.mix = planMix(recipe.mix, tensors, mixModelOf(source.gguf.metadata, o.input), hasImatrix);
+      ctx.mix = planMix(recipe.mix, tensors, mixModelOf(source.gguf.metadata, tensors.map((t) => t.name)), hasImatrix);
     }
     const inputs = tensors.map(planInputOf);
     let plans = inputs.map((t) => planTensor(t, { ...recipe, target }, format, ctx));

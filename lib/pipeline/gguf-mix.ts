@@ -50,6 +50,12 @@ export const GGUF_MIXES: Readonly<Record<MixName, MixInfo>> = {
 };
 export const MIX_NAMES = Object.keys(GGUF_MIXES) as MixName[];
 
+/** llama.cpp's name of a general.file_type value slimtensor knows ('Q4_K_M', 'F16'), or undefined. */
+export function fileTypeLabel(id: number): string | undefined {
+  const plain: Record<number, string> = { 0: 'F32', 1: 'F16', 32: 'BF16' };
+  return plain[id] ?? Object.values(GGUF_MIXES).find((m) => m.fileType === id)?.label;
+}
+
 export function isMixName(s: unknown): s is MixName {
   return typeof s === 'string' && Object.prototype.hasOwnProperty.call(GGUF_MIXES, s);
 }
@@ -75,13 +81,21 @@ function firstInt(v: GGUFValue | undefined): number | undefined {
   return undefined;
 }
 
-/** The model facts of a GGUF file's metadata; ERR_FORMAT naming `file` when llama.cpp's required keys are missing. */
-export function mixModelOf(metadata: ReadonlyMap<string, GGUFValue>, file: string): MixModel {
-  const arch = metadata.get('general.architecture');
-  if (typeof arch !== 'string') throw new SlimTensorError(`${file}: no general.architecture; llama-quantize's mixes need the model's architecture and block count`, 'ERR_FORMAT');
-  const key = (k: string): number | undefined => firstInt(metadata.get(`${arch}.${k}`));
-  const layers = key(GGUF_HPARAM_KEYS.blockCount);
-  if (layers === undefined || layers < 0) throw new SlimTensorError(`${file}: ${arch}.${GGUF_HPARAM_KEYS.blockCount} is missing or not a count; llama-quantize's mixes need it`, 'ERR_FORMAT');
+/**
+ * The model facts of a GGUF file's metadata. llama.cpp requires
+ * general.architecture and {arch}.block_count; a file without them (which
+ * llama-quantize refuses) gets the block count from its `blk.N.` tensor
+ * names and no architecture-specific rule.
+ */
+export function mixModelOf(metadata: ReadonlyMap<string, GGUFValue>, tensorNames: Iterable<string> = []): MixModel {
+  const archValue = metadata.get('general.architecture');
+  const arch = typeof archValue === 'string' ? archValue : '';
+  const key = (k: string): number | undefined => (arch === '' ? undefined : firstInt(metadata.get(`${arch}.${k}`)));
+  let layers = key(GGUF_HPARAM_KEYS.blockCount);
+  if (layers === undefined || layers < 0) {
+    layers = 0;
+    for (const n of tensorNames) layers = Math.max(layers, layerOf(n) + 1);
+  }
   const heads = key(GGUF_HPARAM_KEYS.headCount) ?? 0;
   const kvHeads = key(GGUF_HPARAM_KEYS.headCountKv) ?? heads;
   const experts = key(GGUF_HPARAM_KEYS.expertCount) ?? 0;

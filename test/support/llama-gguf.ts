@@ -27,6 +27,25 @@ export interface LlamaShape {
   tokenizer?: readonly GGUFMetadataEntry[];
 }
 
+/**
+ * A llama (SentencePiece) tokenizer of 259 tokens — <unk>, <s>, </s> and
+ * the 256 byte tokens — so llama.cpp tokenizes any text (byte fallback);
+ * enough for llama-imatrix to run a generated model.
+ */
+export function byteTokenizer(): GGUFMetadataEntry[] {
+  const hex = (i: number): string => `<0x${i.toString(16).toUpperCase().padStart(2, '0')}>`;
+  const tokens = ['<unk>', '<s>', '</s>', ...Array.from({ length: 256 }, (_, i) => hex(i))];
+  return [
+    { key: 'tokenizer.ggml.model', type: 'string', value: 'llama' },
+    { key: 'tokenizer.ggml.tokens', type: 'array', itemType: 'string', value: tokens },
+    { key: 'tokenizer.ggml.scores', type: 'array', itemType: 'f32', value: new Float32Array(tokens.length) },
+    { key: 'tokenizer.ggml.token_type', type: 'array', itemType: 'i32', value: Int32Array.from(tokens, (_, i) => (i === 0 ? 2 : i < 3 ? 3 : 6)) },
+    { key: 'tokenizer.ggml.unknown_token_id', type: 'u32', value: 0 },
+    { key: 'tokenizer.ggml.bos_token_id', type: 'u32', value: 1 },
+    { key: 'tokenizer.ggml.eos_token_id', type: 'u32', value: 2 },
+  ];
+}
+
 /** [name, shape] of every tensor, in the order llama.cpp's converter writes them. */
 export function llamaTensorShapes(s: LlamaShape): [string, number[]][] {
   const kvDim = (s.hidden / s.heads) * s.kvHeads;
