@@ -12,6 +12,8 @@ export interface BenchOptions {
   quick: boolean;
   /** Progress for the human waiting; goes to stderr so stdout stays clean. */
   log: (message: string) => void;
+  /** The llama-quantize binary to compare with (`--llama-quantize PATH`; the llama-quantize benchmark). */
+  llamaQuantize?: string;
 }
 
 export interface BenchOutcome {

@@ -11,10 +11,11 @@ import { distillBench } from './distill';
 import { lowrankBench } from './lowrank';
 import { sparsityBench } from './sparsity';
 import { tokenizerBench } from './tokenizer';
+import { llamaQuantizeBench } from './llama-quantize';
 
 // The registry: later benchmarks (sparsity, lowrank, distill, pipeline) add
 // one line here and one module beside this file.
-const BENCHMARKS: readonly Benchmark[] = [quantizeBench, searchFloorBench, sparsityBench, pipelineBench, distillBench, lowrankBench, tokenizerBench];
+const BENCHMARKS: readonly Benchmark[] = [quantizeBench, searchFloorBench, sparsityBench, pipelineBench, llamaQuantizeBench, distillBench, lowrankBench, tokenizerBench];
 
 const DEFAULT_RUNS = 7;
 const QUICK_RUNS = 3;
@@ -27,6 +28,7 @@ function usage(): string {
     '  --json     print one JSON document instead of markdown (use `npm run -s` to drop npm\'s banner)',
     `  --runs N   timed repetitions per measurement, median reported (default ${DEFAULT_RUNS}, ${QUICK_RUNS} with --quick)`,
     '  --quick    a small problem size: a smoke test, not a measurement',
+    '  --llama-quantize PATH   llama.cpp\'s llama-quantize for the llama-quantize benchmark (a peer, never a dependency)',
     '',
     'benchmarks:',
     names,
@@ -38,6 +40,7 @@ interface Args {
   json: boolean;
   runs: number;
   quick: boolean;
+  llamaQuantize: string | undefined;
 }
 
 function parse(argv: string[]): Args | string {
@@ -50,6 +53,7 @@ function parse(argv: string[]): Args | string {
         json: { type: 'boolean', default: false },
         quick: { type: 'boolean', default: false },
         runs: { type: 'string' },
+        'llama-quantize': { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
       },
     });
@@ -66,7 +70,7 @@ function parse(argv: string[]): Args | string {
     runs = Number(values.runs);
     if (!Number.isInteger(runs) || runs < 1 || runs > 1000) return `--runs must be an integer in 1..1000, got ${JSON.stringify(values.runs)}`;
   }
-  return { names: positionals, json: values.json, runs, quick: values.quick };
+  return { names: positionals, json: values.json, runs, quick: values.quick, llamaQuantize: values['llama-quantize'] };
 }
 
 async function main(): Promise<number> {
@@ -86,6 +90,7 @@ async function main(): Promise<number> {
     runs: args.runs,
     quick: args.quick,
     log: (m) => process.stderr.write(`${m}\n`),
+    ...(args.llamaQuantize !== undefined ? { llamaQuantize: args.llamaQuantize } : {}),
   };
   const machine = describeMachine();
   if (!args.json) process.stdout.write(`${formatMachine(machine)}\n\n`);
