@@ -12,6 +12,8 @@ export interface BenchOptions {
   quick: boolean;
   /** Progress for the human waiting; goes to stderr so stdout stays clean. */
   log: (message: string) => void;
+  /** `--ggml PATH`: ggml's quantizer benchmark (a benchmark-only peer) to compare against. */
+  ggml?: string;
 }
 
 export interface BenchOutcome {

@@ -21,11 +21,12 @@ const QUICK_RUNS = 3;
 function usage(): string {
   const names = BENCHMARKS.map((b) => `  ${b.name.padEnd(13)} ${b.description}`).join('\n');
   return [
-    'usage: npm run bench -- [name...] [--json] [--runs N] [--quick]',
+    'usage: npm run bench -- [name...] [--json] [--runs N] [--quick] [--ggml PATH]',
     '',
     '  --json     print one JSON document instead of markdown (use `npm run -s` to drop npm\'s banner)',
     `  --runs N   timed repetitions per measurement, median reported (default ${DEFAULT_RUNS}, ${QUICK_RUNS} with --quick)`,
     '  --quick    a small problem size: a smoke test, not a measurement',
+    '  --ggml P   quantize: ggml\'s quantizer benchmark to compare against (default: ../shared/peers/llama.cpp/ggml-quant-bench if present)',
     '',
     'benchmarks:',
     names,
@@ -37,6 +38,7 @@ interface Args {
   json: boolean;
   runs: number;
   quick: boolean;
+  ggml: string | undefined;
 }
 
 function parse(argv: string[]): Args | string {
@@ -49,6 +51,7 @@ function parse(argv: string[]): Args | string {
         json: { type: 'boolean', default: false },
         quick: { type: 'boolean', default: false },
         runs: { type: 'string' },
+        ggml: { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
       },
     });
@@ -65,7 +68,7 @@ function parse(argv: string[]): Args | string {
     runs = Number(values.runs);
     if (!Number.isInteger(runs) || runs < 1 || runs > 1000) return `--runs must be an integer in 1..1000, got ${JSON.stringify(values.runs)}`;
   }
-  return { names: positionals, json: values.json, runs, quick: values.quick };
+  return { names: positionals, json: values.json, runs, quick: values.quick, ggml: values.ggml };
 }
 
 async function main(): Promise<number> {
@@ -85,6 +88,7 @@ async function main(): Promise<number> {
     runs: args.runs,
     quick: args.quick,
     log: (m) => process.stderr.write(`${m}\n`),
+    ...(args.ggml !== undefined ? { ggml: args.ggml } : {}),
   };
   const machine = describeMachine();
   if (!args.json) process.stdout.write(`${formatMachine(machine)}\n\n`);
