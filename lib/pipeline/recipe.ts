@@ -3,7 +3,7 @@
 // concrete action for one tensor (with the fallbacks llama-quantize-like
 // defaults need when a row does not fit a block or group).
 import { SlimTensorError } from '../errors';
-import { QUANT_FORMATS, type FloatDType, type QuantFormat, type QuantizeOptions } from '../quantize';
+import { type FloatDType, type QuantFormat, type QuantizeOptions } from '../quantize';
 import { parsePattern } from '../sparsity';
 
 /** What a compressed model is written as. */
@@ -163,6 +163,9 @@ const KEEP_OPTION_KEYS = ['dtype'];
 const PRUNE_OPTION_KEYS = ['pattern', 'score'];
 const FLOAT_DTYPES: readonly FloatDType[] = ['f32', 'f16', 'bf16'];
 const GGUF_QUANTS: readonly QuantFormat[] = ['q4_0', 'q4_1', 'q8_0'];
+// The formats model files are written in so far (the K-quants and q5_0/q5_1
+// exist in quantize() but not yet in recipes, presets and the GGUF writer).
+const RECIPE_QUANTS: readonly QuantFormat[] = [...GGUF_QUANTS, 'int4', 'int8'];
 const RECIPE_KEYS = ['name', 'description', 'extends', 'format', 'rules', 'search', 'maxShardBytes'];
 
 function checkKeys(o: Record<string, unknown>, known: readonly string[], where: string): void {
@@ -185,7 +188,7 @@ function compileRule(r: unknown, label: string, search: unknown): CompiledRule {
   const options = { ...(opts as Record<string, unknown>) };
   if (method === 'quantize') {
     checkKeys(options, QUANT_OPTION_KEYS, `recipe ${label} options`);
-    if (!QUANT_FORMATS.includes(options.format as QuantFormat)) throw new SlimTensorError(`recipe ${label}: quantize needs options.format, one of ${QUANT_FORMATS.join(', ')}; got ${JSON.stringify(options.format)}`, 'ERR_VALUE');
+    if (!RECIPE_QUANTS.includes(options.format as QuantFormat)) throw new SlimTensorError(`recipe ${label}: quantize needs options.format, one of ${RECIPE_QUANTS.join(', ')}; got ${JSON.stringify(options.format)}`, 'ERR_VALUE');
     if (options.search === undefined && search !== undefined) options.search = search;
     if (options.search !== undefined && options.search !== 'none' && options.search !== 'mse') throw new SlimTensorError(`recipe ${label}: options.search must be 'none' or 'mse'`, 'ERR_VALUE');
     const g = options.groupSize;
