@@ -107,14 +107,11 @@ inline typename V::I nearest(typename V::F v) {
   return V::isub(V::iand(b, V::set1i(0x007fffff)), V::set1i(0x00400000));
 }
 
-// clamp(nearest_int(v), lo, hi) as a float. Fast: when |v| < 2^22 the
-// rounding is (v + 1.5·2^23) - 1.5·2^23, exact and the same integer.
+// clamp(nearest_int(v), lo, hi) as a float. Fast: when |v| < 2^22 ggml's
+// rounding gives round-half-even of v, one instruction.
 template <class V, bool Fast>
 inline typename V::F round_clamp(typename V::F v, typename V::F lo, typename V::F hi) {
-  if (Fast) {
-    const typename V::F m = V::set1(12582912.0f);
-    return V::min(V::max(V::sub(V::add(v, m), m), lo), hi);
-  }
+  if (Fast) return V::min(V::max(V::round(v), lo), hi);
   const typename V::I l = nearest<V>(v);
   return V::cvt(V::imax(V::imin(l, V::cvtf(hi)), V::cvtf(lo)));
 }
