@@ -44,7 +44,7 @@ E* scratch_of(int64_t n, int slot) {
     int64_t bytes = 0;
     ~Buf() { std::free(p); }
   };
-  thread_local Buf buf[6];
+  thread_local Buf buf[7];
   Buf& b = buf[slot];
   const int64_t bytes = n * static_cast<int64_t>(sizeof(E)) + 64;
   if (b.bytes < bytes) {
@@ -381,10 +381,17 @@ void search_q3(const float* X, int n, int nmax, typename V::F* scale_out, float*
       sl2[p] = V::add(sl2[p], V::mul(V::mul(wi, l), l));
     }
   }
+  // A group whose sweep changed nothing stops in the reference; another
+  // sweep over the same state would change nothing either, so a batch
+  // sweeps until its lanes all stopped (active), each batch on its own.
+  bool active[P];
+  ST_UNROLL_P for (int p = 0; p < P; ++p) active[p] = true;
   for (int sweep = 0; sweep < 5; ++sweep) {
-    int changed = 0;
+    int changed[P];
+    ST_UNROLL_P for (int p = 0; p < P; ++p) changed[p] = 0;
     for (int i = 0; i < n; ++i) {
       ST_UNROLL_P for (int p = 0; p < P; ++p) {
+        if (!active[p]) continue;
         float* L = Lt + p * n * N;
         const F xi = V::load(X + p * n * N + i * N), wi = V::load(ww[p] + i * N), wxi = V::load(wx[p] + i * N);
         const F li = V::load(L + i * N);
@@ -405,13 +412,16 @@ void search_q3(const float* X, int n, int nmax, typename V::F* scale_out, float*
           V::store(L + i * N, V::sel(take, nl, li));
           slx[p] = V::sel(take, tx, slx[p]);
           sl2[p] = V::sel(take, t2, sl2[p]);
-          changed |= t;
+          changed[p] |= t;
         }
       }
     }
-    // A group whose sweep changed nothing stops in the reference; another
-    // sweep over the same state changes nothing either.
-    if (changed == 0) break;
+    bool any = false;
+    ST_UNROLL_P for (int p = 0; p < P; ++p) {
+      active[p] = active[p] && changed[p] != 0;
+      any = any || active[p];
+    }
+    if (!any) break;
   }
   const F bias = V::set1(static_cast<float>(nmax));
   ST_UNROLL_P for (int p = 0; p < P; ++p) {
@@ -571,9 +581,10 @@ struct GroupResults {
   int8_t* codes;   // Q3_K reference: the codes of the coordinate descent
 };
 
-inline GroupResults group_results(int64_t ng, int n) {
-  float* f = scratch_of<float>(5 * ng, 1);
-  uint8_t* b = scratch_of<uint8_t>(ng + ng * n, 2);
+// slot: 0 for a row's groups, 1 for a second level (the super-blocks' scales).
+inline GroupResults group_results(int64_t ng, int n, int slot = 0) {
+  float* f = scratch_of<float>(5 * ng, 1 + 3 * slot);
+  uint8_t* b = scratch_of<uint8_t>(ng + ng * n, 2 + 3 * slot);
   return {f, f + ng, f + 2 * ng, f + 3 * ng, f + 4 * ng, b, reinterpret_cast<int8_t*>(b + ng)};
 }
 
@@ -737,12 +748,28 @@ void row_q3_k(const float* x, int64_t cols, const float* qw, uint8_t* out) {
   const SearchSpec sp = qw ? SearchSpec{Kind::Sym, 16, 4, 0, 0, 0, Weights::Llama, qw, sig, false}
                            : SearchSpec{Kind::Q3, 16, 4, 0, 0, 0, Weights::SquareX, nullptr, nullptr, false};
   search_groups<V, P>(x, ng, sp, r);
+  GroupResults top{};
+  if (qw) {
+    // The weighted header quantizes each super-block's 16 scales with the
+    // symmetric search weighted by the sub-blocks' Σw: one super-block per lane.
+    top = group_results(nsb, 16, 1);
+    search_groups<V, P>(r.scale, nsb, SearchSpec{Kind::Sym, 16, 32, 0, 0, 0, Weights::Importance, r.sw, nullptr, false}, top);
+  }
   for (int64_t s = 0; s < nsb; ++s) {
     const float* xs = x + s * qk::QK_K;
     uint8_t* y = out + s * qk::kQ3KBytes;
     const int64_t g = s * 16;
-    if (qw) qk::q3_k_header_weighted(r.scale + g, r.sw + g, y);
-    else qk::q3_k_header(r.scale + g, y);
+    if (qw) {
+      // qk::q3_k_header_weighted from the batched search's results
+      uint8_t ls[16];
+      codes_sym_search(r.scale + g, 16, top.lis[s], top.zero[s] != 0, 32, ls);
+      int l6[16];
+      for (int j = 0; j < 16; ++j) l6[j] = ls[j];
+      qk::pack_scales_q3(l6, y + 96);
+      qm::store_u16(y + 108, f32_to_f16(top.scale[s]));
+    } else {
+      qk::q3_k_header(r.scale + g, y);
+    }
     int8_t L[qk::QK_K];
     uint8_t* u = reinterpret_cast<uint8_t*>(L);
     for (int j = 0; j < 16; ++j) {
