@@ -474,26 +474,8 @@ void simd_asym_candidates(const float* x, const float* w, int n, float lo_x, flo
   }
 }
 
-// Per-thread scratch. Deliberately not std::vector: a template instantiated
-// in this AVX2-compiled file could be merged by the linker with the baseline
-// files' copy and then run on a CPU without AVX2 (scripts/native-test.cjs
-// checks this object defines no weak symbols).
-float* scratch(int64_t n, int slot) {
-  struct Buf {
-    float* p = nullptr;
-    int64_t n = 0;
-    ~Buf() { std::free(p); }
-  };
-  thread_local Buf buf[1];
-  Buf& b = buf[slot];
-  if (b.n < n) {
-    std::free(b.p);
-    b.p = static_cast<float*>(std::malloc(static_cast<size_t>(n) * sizeof(float)));
-    if (!b.p) std::abort();
-    b.n = n;
-  }
-  return b.p;
-}
+// Per-thread scratch for one group (quant_ksimd.h's pool, its slot 6).
+float* scratch(int64_t n) { return ks::scratch_of<float>(n, 6); }
 
 
 template <bool Weighted>
@@ -931,7 +913,7 @@ int64_t quantize_int_row_groupwise(const QuantizeArgs& a, int64_t row) {
   uint8_t* out = a.data + row * sz.data_row_bytes;
   const bool search = a.search == Search::Mse;
   const bool zmm = avx512_allowed(a.kernel);
-  float* xg = scratch(g, 0);
+  float* xg = scratch(g);
   for (int64_t gi = 0; gi < ng; ++gi) {
     const int64_t off = row * cols + gi * g;
     if (gi * g % 256 == 0) prefetch_ahead<T>(a.src.data, off);

@@ -35,7 +35,11 @@ constexpr int kMaxLanes = 16;
 #define ST_UNROLL_P _Pragma("GCC unroll 4")
 constexpr int kMaxGroup = 32;
 
-// ---- per-thread scratch (no std::vector in SIMD files: see quant_avx2.cc) ----
+// ---- per-thread scratch ----------------------------------------------------
+// Not std::vector: a template instantiated in a SIMD-compiled file could be
+// merged by the linker with the baseline files' copy and then run on a CPU
+// without the instructions (scripts/native-test.cjs checks the SIMD objects
+// define no weak symbols). Slots 0–5 are this file's; quant_avx2.cc uses 6.
 
 template <class E>
 E* scratch_of(int64_t n, int slot) {
@@ -561,6 +565,15 @@ inline void superblock_sum_squares(const float* x, int64_t nsb, float* out) {
   }
 }
 
+// llama.cpp's σ² of each super-block: factor·Σx²/256 (factor 1 for Q2_K, 2
+// for Q3_K, Q4_K, Q5_K), as the reference computes it.
+inline float* superblock_sigma2(const float* x, int64_t nsb, float factor) {
+  float* sig = scratch_of<float>(nsb, 3);
+  superblock_sum_squares(x, nsb, sig);
+  for (int64_t s = 0; s < nsb; ++s) sig[s] = factor * sig[s] / static_cast<float>(qk::QK_K);  // 1·s is s, exactly
+  return sig;
+}
+
 // How the weights of a search are made, per group (lane-wise, transposed).
 enum class Weights {
   AbsX,        // |x| (Q2_K)
@@ -709,12 +722,7 @@ template <class V, int P>
 void row_q2_k(const float* x, int64_t cols, const float* qw, uint8_t* out) {
   const int64_t nsb = cols / qk::QK_K, ng = cols / 16;
   const GroupResults r = group_results(ng, 16);
-  float* sig = nullptr;
-  if (qw) {
-    sig = scratch_of<float>(nsb, 3);
-    superblock_sum_squares(x, nsb, sig);
-    for (int64_t s = 0; s < nsb; ++s) sig[s] = sig[s] / static_cast<float>(qk::QK_K);
-  }
+  float* sig = qw ? superblock_sigma2(x, nsb, 1.0f) : nullptr;
   const SearchSpec sp = qw ? SearchSpec{Kind::Min, 16, 3, -0.9f, 0.05f, 36, Weights::Llama, qw, sig, false}
                            : SearchSpec{Kind::MinMad, 16, 3, -0.5f, 0.1f, 15, Weights::AbsX, nullptr, nullptr, false};
   search_groups<V, P>(x, ng, sp, r);
@@ -739,12 +747,7 @@ template <class V, int P>
 void row_q3_k(const float* x, int64_t cols, const float* qw, uint8_t* out) {
   const int64_t nsb = cols / qk::QK_K, ng = cols / 16;
   const GroupResults r = group_results(ng, 16);
-  float* sig = nullptr;
-  if (qw) {
-    sig = scratch_of<float>(nsb, 3);
-    superblock_sum_squares(x, nsb, sig);
-    for (int64_t s = 0; s < nsb; ++s) sig[s] = 2.0f * sig[s] / static_cast<float>(qk::QK_K);
-  }
+  float* sig = qw ? superblock_sigma2(x, nsb, 2.0f) : nullptr;
   const SearchSpec sp = qw ? SearchSpec{Kind::Sym, 16, 4, 0, 0, 0, Weights::Llama, qw, sig, false}
                            : SearchSpec{Kind::Q3, 16, 4, 0, 0, 0, Weights::SquareX, nullptr, nullptr, false};
   search_groups<V, P>(x, ng, sp, r);
@@ -786,12 +789,7 @@ template <class V, int P>
 void row_q45_k(const float* x, int64_t cols, const float* qw, int nmax, uint8_t* out) {
   const int64_t nsb = cols / qk::QK_K, ng = cols / 32;
   const GroupResults r = group_results(ng, 32);
-  float* sig = nullptr;
-  if (qw) {
-    sig = scratch_of<float>(nsb, 3);
-    superblock_sum_squares(x, nsb, sig);
-    for (int64_t s = 0; s < nsb; ++s) sig[s] = 2.0f * sig[s] / static_cast<float>(qk::QK_K);
-  }
+  float* sig = qw ? superblock_sigma2(x, nsb, 2.0f) : nullptr;
   const SearchSpec sp = qw ? SearchSpec{Kind::Min, 32, nmax, -0.9f, 0.05f, 36, Weights::Llama, qw, sig, false}
                            : SearchSpec{Kind::Min, 32, nmax, qk::q45_k_rmin(nmax), 0.1f, qk::q45_k_nstep(nmax),
                                         Weights::RmsPlusAbs, nullptr, nullptr, false};
