@@ -9,8 +9,8 @@
 // byte.
 //
 // The peer is a benchmark-only tool, never a dependency: --llama-quantize
-// PATH, else $LLAMA_QUANTIZE, else shared/peers/llama.cpp/llama-quantize in
-// a folder above the package. Without it slimtensor is measured alone. The
+// PATH, else ../shared/peers/llama.cpp/llama-quantize. Without it
+// slimtensor is measured alone. The
 // model is generated once into .tmp/bench/ (about 2.2 GB; ignored by git)
 // and reused; `--quick` uses a small model.
 import { execFile } from 'node:child_process';
@@ -20,24 +20,13 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { llamaTensorShapes, writeLlamaGguf, type LlamaShape } from '../test/support/llama-gguf';
-import { fmtBytes, fmtGBs, gbps, markdownTable, median, type Benchmark, type BenchOptions, type BenchOutcome } from './harness';
+import { findPeer, fmtBytes, fmtGBs, gbps, markdownTable, median, type Benchmark, type BenchOptions, type BenchOutcome } from './harness';
 
 const ROOT = path.join(__dirname, '..');
 const FULL: LlamaShape = { layers: 22, hidden: 2048, ffn: 5632, heads: 32, kvHeads: 4, vocab: 32000, dtype: 'F16', seed: 22, repeat: 1 << 24 };
 const QUICK: LlamaShape = { layers: 2, hidden: 256, ffn: 512, heads: 4, kvHeads: 1, vocab: 512, dtype: 'F16', seed: 22, repeat: 1 << 16 };
 const PRESET = 'q4_k_m';
 const GNU_TIME = '/usr/bin/time';
-
-/** The peer's path: the option, $LLAMA_QUANTIZE, or shared/peers/llama.cpp/llama-quantize above the package. */
-export function findLlamaQuantize(option: string | undefined): string | undefined {
-  if (option !== undefined) return option;
-  if (process.env.LLAMA_QUANTIZE) return process.env.LLAMA_QUANTIZE;
-  for (let dir = ROOT; ; dir = path.dirname(dir)) {
-    const p = path.join(dir, 'shared', 'peers', 'llama.cpp', 'llama-quantize');
-    if (existsSync(p)) return p;
-    if (path.dirname(dir) === dir) return undefined;
-  }
-}
 
 export interface ToolRun {
   seconds: number;
@@ -105,14 +94,15 @@ function summarise(tool: string, runs: ToolRun[], inputBytes: number, outputByte
   return { tool, runs, seconds, gbps: gbps(inputBytes, seconds), peakRss: Math.max(...runs.map((r) => r.peakRss)), outputBytes };
 }
 
-export async function runLlamaQuantizeBench(options: BenchOptions & { llamaQuantize?: string }): Promise<LlamaQuantizeResult> {
+export async function runLlamaQuantizeBench(options: BenchOptions): Promise<LlamaQuantizeResult> {
   const shape = options.quick ? QUICK : FULL;
   const runs = options.quick ? 1 : Math.min(options.runs, 3);
   const threads = os.availableParallelism();
   const input = await modelFile(shape, options.log);
   const inputBytes = (await fsp.stat(input)).size;
-  const peerPath = findLlamaQuantize(options.llamaQuantize);
-  const peerMissing = peerPath === undefined ? 'llama-quantize not found (--llama-quantize PATH or $LLAMA_QUANTIZE)' : existsSync(peerPath) ? undefined : `${peerPath} does not exist`;
+  const found = findPeer('llama-quantize', options.llamaQuantize, '--llama-quantize');
+  const peerPath = 'path' in found ? found.path : undefined;
+  const peerMissing = 'missing' in found ? found.missing : undefined;
   const tmp = await fsp.mkdtemp(path.join(ROOT, '.tmp', 'bench', 'out-'));
   const ours = path.join(tmp, 'slimtensor.gguf');
   const theirs = path.join(tmp, 'llama-quantize.gguf');

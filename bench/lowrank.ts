@@ -95,8 +95,8 @@ export interface LowrankBenchResult {
   rsvd: RsvdRow[];
 }
 
-/** Peak from the native probes: best of several short runs (least disturbed). */
-function measurePeak(runs: number): Peak {
+/** Peak from the native probes: best of several short runs (least disturbed). Also the quantize benchmark's ceiling. */
+export function measurePeak(runs: number): Peak {
   const iters = 20_000_000;
   let add = Infinity;
   let f256 = Infinity;

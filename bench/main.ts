@@ -23,12 +23,13 @@ const QUICK_RUNS = 3;
 function usage(): string {
   const names = BENCHMARKS.map((b) => `  ${b.name.padEnd(13)} ${b.description}`).join('\n');
   return [
-    'usage: npm run bench -- [name...] [--json] [--runs N] [--quick]',
+    'usage: npm run bench -- [name...] [--json] [--runs N] [--quick] [--ggml PATH] [--llama-quantize PATH]',
     '',
     '  --json     print one JSON document instead of markdown (use `npm run -s` to drop npm\'s banner)',
     `  --runs N   timed repetitions per measurement, median reported (default ${DEFAULT_RUNS}, ${QUICK_RUNS} with --quick)`,
     '  --quick    a small problem size: a smoke test, not a measurement',
     '  --llama-quantize PATH   llama.cpp\'s llama-quantize for the llama-quantize benchmark (a peer, never a dependency)',
+    '  --ggml P   quantize: ggml\'s quantizer benchmark to compare against (default: ../shared/peers/llama.cpp/ggml-quant-bench if present)',
     '',
     'benchmarks:',
     names,
@@ -41,6 +42,7 @@ interface Args {
   runs: number;
   quick: boolean;
   llamaQuantize: string | undefined;
+  ggml: string | undefined;
 }
 
 function parse(argv: string[]): Args | string {
@@ -54,6 +56,7 @@ function parse(argv: string[]): Args | string {
         quick: { type: 'boolean', default: false },
         runs: { type: 'string' },
         'llama-quantize': { type: 'string' },
+        ggml: { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
       },
     });
@@ -70,7 +73,7 @@ function parse(argv: string[]): Args | string {
     runs = Number(values.runs);
     if (!Number.isInteger(runs) || runs < 1 || runs > 1000) return `--runs must be an integer in 1..1000, got ${JSON.stringify(values.runs)}`;
   }
-  return { names: positionals, json: values.json, runs, quick: values.quick, llamaQuantize: values['llama-quantize'] };
+  return { names: positionals, json: values.json, runs, quick: values.quick, llamaQuantize: values['llama-quantize'], ggml: values.ggml };
 }
 
 async function main(): Promise<number> {
@@ -91,6 +94,7 @@ async function main(): Promise<number> {
     quick: args.quick,
     log: (m) => process.stderr.write(`${m}\n`),
     ...(args.llamaQuantize !== undefined ? { llamaQuantize: args.llamaQuantize } : {}),
+    ...(args.ggml !== undefined ? { ggml: args.ggml } : {}),
   };
   const machine = describeMachine();
   if (!args.json) process.stdout.write(`${formatMachine(machine)}\n\n`);

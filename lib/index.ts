@@ -10,6 +10,8 @@ export {
   quantizationErrorSync,
   QuantizedTensor,
   QUANT_FORMATS,
+  GGML_QUANT_FORMATS,
+  ggmlBlockSize,
   type QuantFormat,
   type QuantizeOptions,
   type DequantizeOptions,

@@ -228,8 +228,7 @@ Status cuda_quantize(const QuantizeArgs& a) {
   std::vector<float> ones;  // the search's weights without `importance` (copied from by the stream)
   gpu::DeviceCall call(gpu::cuda_runtime());
   ST_TRY(call.begin());
-  void *src = nullptr, *scratch = nullptr, *data = nullptr, *scales = nullptr, *zeros = nullptr, *weights = nullptr;
-  float* sigma2 = nullptr;
+  void *src = nullptr, *scratch = nullptr, *data = nullptr, *scales = nullptr, *zeros = nullptr, *weights = nullptr, *sigma2 = nullptr;
   unsigned long long* first_bad = nullptr;
   ST_TRY(call.alloc(static_cast<size_t>(n * in_row), &src));
   ST_TRY(call.alloc(static_cast<size_t>(n * scratch_row), &scratch));
@@ -248,9 +247,11 @@ Status cuda_quantize(const QuantizeArgs& a) {
     ST_TRY(call.to_device(weights, w, static_cast<size_t>(cols) * sizeof(float)));
   }
   if (c.ggml_weighted) {
+    // llama.cpp's weighted quantizers weigh by `importance`; the 32-value
+    // formats also need each row's Σx²/cols (row_sigma2_kernel).
     ST_TRY(call.alloc(static_cast<size_t>(cols) * sizeof(float), &weights));
     ST_TRY(call.to_device(weights, a.importance, static_cast<size_t>(cols) * sizeof(float)));
-    if (tr.block == qm::QK) ST_TRY(call.alloc(static_cast<size_t>(n), &sigma2));
+    if (tr.block == qm::QK) ST_TRY(call.alloc(static_cast<size_t>(n) * sizeof(float), &sigma2));
   }
   c.src = src;
   c.scratch = static_cast<float*>(scratch);
@@ -258,7 +259,7 @@ Status cuda_quantize(const QuantizeArgs& a) {
   c.scales = scales;
   c.zeros = static_cast<int8_t*>(zeros);
   c.weights = static_cast<const float*>(weights);
-  c.sigma2 = sigma2;
+  c.sigma2 = static_cast<float*>(sigma2);
 
   const int64_t items_per_row = (c.groups + c.groups_per_thread - 1) / c.groups_per_thread;
   for (int64_t r0 = 0; r0 < rows; r0 += n) {

@@ -20,7 +20,6 @@
 
 #include <cstdlib>
 #include <cstring>
-#include <type_traits>
 
 #include "quant_kernels.h"
 #include "quant_kmath.h"
@@ -30,9 +29,17 @@ namespace {
 namespace ks {
 
 constexpr int kMaxLanes = 16;
+
+// The loops over the P interleaved batches must be unrolled for their
+// accumulators (arrays of P vectors) to live in registers.
+#define ST_UNROLL_P _Pragma("GCC unroll 4")
 constexpr int kMaxGroup = 32;
 
-// ---- per-thread scratch (no std::vector in SIMD files: see quant_avx2.cc) ----
+// ---- per-thread scratch ----------------------------------------------------
+// Not std::vector: a template instantiated in a SIMD-compiled file could be
+// merged by the linker with the baseline files' copy and then run on a CPU
+// without the instructions (scripts/native-test.cjs checks the SIMD objects
+// define no weak symbols). Slots 0–5 are this file's; quant_avx2.cc uses 6.
 
 template <class E>
 E* scratch_of(int64_t n, int slot) {
@@ -41,7 +48,7 @@ E* scratch_of(int64_t n, int slot) {
     int64_t bytes = 0;
     ~Buf() { std::free(p); }
   };
-  thread_local Buf buf[6];
+  thread_local Buf buf[7];
   Buf& b = buf[slot];
   const int64_t bytes = n * static_cast<int64_t>(sizeof(E)) + 64;
   if (b.bytes < bytes) {
@@ -85,11 +92,15 @@ int64_t load_row(const void* src, int64_t off, int64_t n, float* out, NonFinite 
 // ---- batches: groups of n consecutive values, one group per lane ----------
 
 // Element i of group g0 + k at t[i * N + k]; groups past `count` read as 0.
+// n is a multiple of N: N x N tiles transposed in registers.
 template <class V>
 inline void transpose_in(const float* x, int64_t g0, int count, int n, float* t) {
-  for (int k = 0; k < V::N; ++k) {
-    const float* src = x + (g0 + k) * n;
-    for (int i = 0; i < n; ++i) t[i * V::N + k] = k < count ? src[i] : 0.0f;
+  constexpr int N = V::N;
+  for (int i0 = 0; i0 < n; i0 += N) {
+    typename V::F r[N];
+    for (int k = 0; k < N; ++k) r[k] = k < count ? V::loadu(x + (g0 + k) * n + i0) : V::zero();
+    V::transpose(r);
+    for (int j = 0; j < N; ++j) V::store(t + (i0 + j) * N, r[j]);
   }
 }
 
@@ -100,14 +111,11 @@ inline typename V::I nearest(typename V::F v) {
   return V::isub(V::iand(b, V::set1i(0x007fffff)), V::set1i(0x00400000));
 }
 
-// clamp(nearest_int(v), lo, hi) as a float. Fast: when |v| < 2^22 the
-// rounding is (v + 1.5·2^23) - 1.5·2^23, exact and the same integer.
+// clamp(nearest_int(v), lo, hi) as a float. Fast: when |v| < 2^22 ggml's
+// rounding gives round-half-even of v, one instruction.
 template <class V, bool Fast>
 inline typename V::F round_clamp(typename V::F v, typename V::F lo, typename V::F hi) {
-  if (Fast) {
-    const typename V::F m = V::set1(12582912.0f);
-    return V::min(V::max(V::sub(V::add(v, m), m), lo), hi);
-  }
+  if (Fast) return V::min(V::max(V::round(v), lo), hi);
   const typename V::I l = nearest<V>(v);
   return V::cvt(V::imax(V::imin(l, V::cvtf(hi)), V::cvtf(lo)));
 }
@@ -131,6 +139,38 @@ struct MinSearch {
   typename V::F scale, neg_min, lis, lmin;
 };
 
+// One candidate's sums: codes l = clamp(round(cis·(x − min)), 0, nmax) (kept
+// in lbuf for the error pass), Σw·l, Σw·l², Σw·l·x, left to right.
+template <class V, int P, bool Fast>
+inline void candidate_sums(const float* X, const float* W, int n, const typename V::F* cis, const typename V::F* min,
+                           typename V::F zero, typename V::F fn, float* lbuf, typename V::F* sl_out,
+                           typename V::F* sl2_out, typename V::F* sxl_out) {
+  using F = typename V::F;
+  constexpr int N = V::N;
+  F sl[P], sl2[P], sxl[P], c[P], m[P];
+  ST_UNROLL_P for (int p = 0; p < P; ++p) {
+    sl[p] = sl2[p] = sxl[p] = zero;
+    c[p] = cis[p];
+    m[p] = min[p];
+  }
+  for (int i = 0; i < n; ++i) {
+    ST_UNROLL_P for (int p = 0; p < P; ++p) {
+      const F xi = V::load(X + p * n * N + i * N), wi = V::load(W + p * n * N + i * N);
+      const F l = round_clamp<V, Fast>(V::mul(c[p], V::sub(xi, m[p])), zero, fn);
+      V::store(lbuf + p * kMaxGroup * kMaxLanes + i * N, l);
+      const F wl = V::mul(wi, l);
+      sl[p] = V::add(sl[p], wl);
+      sl2[p] = V::add(sl2[p], V::mul(wl, l));
+      sxl[p] = V::add(sxl[p], V::mul(wl, xi));
+    }
+  }
+  ST_UNROLL_P for (int p = 0; p < P; ++p) {
+    sl_out[p] = sl[p];
+    sl2_out[p] = sl2[p];
+    sxl_out[p] = sxl[p];
+  }
+}
+
 template <class V, int P, bool Mad>
 void search_min(const float* X, const float* W, int n, int nmax, float rmin, float rdelta, int nstep,
                 MinSearch<V>* out) {
@@ -139,7 +179,7 @@ void search_min(const float* X, const float* W, int n, int nmax, float rmin, flo
   const F zero = V::zero(), fn = V::set1(static_cast<float>(nmax));
   F lo[P], hi[P], sum_w[P], sum_x[P], min[P], best[P], scale[P], lis[P], lmin[P];
   typename V::M empty_m[P];
-  for (int p = 0; p < P; ++p) {
+  ST_UNROLL_P for (int p = 0; p < P; ++p) {
     const float* x = X + p * n * N;
     const float* w = W + p * n * N;
     lo[p] = hi[p] = V::load(x);
@@ -175,35 +215,21 @@ void search_min(const float* X, const float* W, int n, int nmax, float rmin, flo
   for (int k = 0; k <= nstep; ++k) {
     const F c = V::set1(rmin + rdelta * static_cast<float>(k) + static_cast<float>(nmax));
     F cis[P], sl[P], sl2[P], sxl[P];
-    for (int p = 0; p < P; ++p) {
+    ST_UNROLL_P for (int p = 0; p < P; ++p) {
       cis[p] = V::div(c, V::sub(hi[p], min[p]));
       sl[p] = sl2[p] = sxl[p] = zero;
     }
     // The fast rounding needs |cis * (x - min)| < 2^21 for x in [lo, hi].
     bool fast = true;
-    for (int p = 0; p < P; ++p) {
+    ST_UNROLL_P for (int p = 0; p < P; ++p) {
       const F span = V::max(V::abs(V::sub(hi[p], min[p])), V::abs(V::sub(lo[p], min[p])));
       fast = fast && all_small<V>(V::mul(V::abs(cis[p]), span), empty_m[p]);
     }
-    auto sums = [&](auto fast_tag) {
-      constexpr bool Fast = decltype(fast_tag)::value;
-      for (int i = 0; i < n; ++i) {
-        for (int p = 0; p < P; ++p) {
-          const F xi = V::load(X + p * n * N + i * N), wi = V::load(W + p * n * N + i * N);
-          const F l = round_clamp<V, Fast>(V::mul(cis[p], V::sub(xi, min[p])), zero, fn);
-          V::store(lbuf[p] + i * N, l);
-          const F wl = V::mul(wi, l);
-          sl[p] = V::add(sl[p], wl);
-          sl2[p] = V::add(sl2[p], V::mul(wl, l));
-          sxl[p] = V::add(sxl[p], V::mul(wl, xi));
-        }
-      }
-    };
-    if (fast) sums(std::true_type{});
-    else sums(std::false_type{});
+    if (fast) candidate_sums<V, P, true>(X, W, n, cis, min, zero, fn, lbuf[0], sl, sl2, sxl);
+    else candidate_sums<V, P, false>(X, W, n, cis, min, zero, fn, lbuf[0], sl, sl2, sxl);
     F cs[P], cm[P], err[P];
     typename V::M valid[P];
-    for (int p = 0; p < P; ++p) {
+    ST_UNROLL_P for (int p = 0; p < P; ++p) {
       const F det = V::sub(V::mul(sum_w[p], sl2[p]), V::mul(sl[p], sl[p]));
       valid[p] = V::gt(det, zero);
       cs[p] = V::div(V::sub(V::mul(sum_w[p], sxl[p]), V::mul(sum_x[p], sl[p])), det);
@@ -214,14 +240,14 @@ void search_min(const float* X, const float* W, int n, int nmax, float rmin, flo
       err[p] = zero;
     }
     for (int i = 0; i < n; ++i) {
-      for (int p = 0; p < P; ++p) {
+      ST_UNROLL_P for (int p = 0; p < P; ++p) {
         const F xi = V::load(X + p * n * N + i * N), wi = V::load(W + p * n * N + i * N);
         F e = V::sub(V::add(V::mul(cs[p], V::load(lbuf[p] + i * N)), cm[p]), xi);
         e = Mad ? V::abs(e) : V::mul(e, e);
         err[p] = V::add(err[p], V::mul(wi, e));
       }
     }
-    for (int p = 0; p < P; ++p) {
+    ST_UNROLL_P for (int p = 0; p < P; ++p) {
       const typename V::M better = V::mand(V::mand(valid[p], V::lt(err[p], best[p])), V::mnot(empty_m[p]));
       best[p] = V::sel(better, err[p], best[p]);
       scale[p] = V::sel(better, cs[p], scale[p]);
@@ -230,7 +256,7 @@ void search_min(const float* X, const float* W, int n, int nmax, float rmin, flo
       min[p] = V::sel(better, cm[p], min[p]);
     }
   }
-  for (int p = 0; p < P; ++p) {
+  ST_UNROLL_P for (int p = 0; p < P; ++p) {
     const typename V::M e = empty_m[p];
     out[p].scale = V::sel(e, zero, scale[p]);
     out[p].neg_min = V::neg(V::sel(e, lo[p], min[p]));
@@ -274,7 +300,7 @@ void search_sym(const float* X, const float* W, int n, int nmax, SymSearch<V>* o
   alignas(64) float wx[P][kMaxGroup * kMaxLanes], ww[P][kMaxGroup * kMaxLanes];
   F mx[P], scale[P], best[P], lis[P];
   typename V::M zm[P];
-  for (int p = 0; p < P; ++p) {
+  ST_UNROLL_P for (int p = 0; p < P; ++p) {
     const float* x = X + p * n * N;
     for (int i = 0; i < n; ++i) {
       const F xi = V::load(x + i * N);
@@ -302,25 +328,25 @@ void search_sym(const float* X, const float* W, int n, int nmax, SymSearch<V>* o
     if (k == 0) continue;
     const F c = V::set1(-(static_cast<float>(nmax) + 0.1f * static_cast<float>(k)));
     F cis[P], cx[P], c2[P];
-    for (int p = 0; p < P; ++p) {
+    ST_UNROLL_P for (int p = 0; p < P; ++p) {
       cis[p] = V::div(c, mx[p]);
       cx[p] = c2[p] = zero;
     }
     for (int i = 0; i < n; ++i) {
-      for (int p = 0; p < P; ++p) {
+      ST_UNROLL_P for (int p = 0; p < P; ++p) {
         const F l = round_clamp<V, true>(V::mul(cis[p], V::load(X + p * n * N + i * N)), lo, hi);
         cx[p] = V::add(cx[p], V::mul(V::load(wx[p] + i * N), l));
         c2[p] = V::add(c2[p], V::mul(V::mul(V::load(ww[p] + i * N), l), l));
       }
     }
-    for (int p = 0; p < P; ++p) {
+    ST_UNROLL_P for (int p = 0; p < P; ++p) {
       const typename V::M better = V::mand(V::gt(c2[p], zero), V::gt(V::mul(cx[p], cx[p]), V::mul(best[p], c2[p])));
       scale[p] = V::sel(better, V::div(cx[p], c2[p]), scale[p]);
       best[p] = V::sel(better, V::mul(scale[p], cx[p]), best[p]);
       lis[p] = V::sel(better, cis[p], lis[p]);
     }
   }
-  for (int p = 0; p < P; ++p) {
+  ST_UNROLL_P for (int p = 0; p < P; ++p) {
     const typename V::M z = zm[p];
     out[p].scale = V::sel(z, zero, scale[p]);
     out[p].lis = V::sel(z, zero, lis[p]);
@@ -341,7 +367,7 @@ void search_q3(const float* X, int n, int nmax, typename V::F* scale_out, float*
   alignas(64) float wx[P][kMaxGroup * kMaxLanes], ww[P][kMaxGroup * kMaxLanes];
   F slx[P], sl2[P];
   M zm[P];
-  for (int p = 0; p < P; ++p) {
+  ST_UNROLL_P for (int p = 0; p < P; ++p) {
     const float* x = X + p * n * N;
     float* L = Lt + p * n * N;
     F amax, mx;
@@ -359,10 +385,17 @@ void search_q3(const float* X, int n, int nmax, typename V::F* scale_out, float*
       sl2[p] = V::add(sl2[p], V::mul(V::mul(wi, l), l));
     }
   }
+  // A group whose sweep changed nothing stops in the reference; another
+  // sweep over the same state would change nothing either, so a batch
+  // sweeps until its lanes all stopped (active), each batch on its own.
+  bool active[P];
+  ST_UNROLL_P for (int p = 0; p < P; ++p) active[p] = true;
   for (int sweep = 0; sweep < 5; ++sweep) {
-    M changed = V::mfalse();
+    int changed[P];
+    ST_UNROLL_P for (int p = 0; p < P; ++p) changed[p] = 0;
     for (int i = 0; i < n; ++i) {
-      for (int p = 0; p < P; ++p) {
+      ST_UNROLL_P for (int p = 0; p < P; ++p) {
+        if (!active[p]) continue;
         float* L = Lt + p * n * N;
         const F xi = V::load(X + p * n * N + i * N), wi = V::load(ww[p] + i * N), wxi = V::load(wx[p] + i * N);
         const F li = V::load(L + i * N);
@@ -376,18 +409,26 @@ void search_q3(const float* X, int n, int nmax, typename V::F* scale_out, float*
         t2 = V::add(t2, V::mul(V::mul(wi, nl), nl));
         const M take = V::mand(V::mand(moved, V::gt(t2, zero)),
                                V::gt(V::mul(V::mul(tx, tx), sl2[p]), V::mul(V::mul(slx[p], slx[p]), t2)));
-        V::store(L + i * N, V::sel(take, nl, li));
-        slx[p] = V::sel(take, tx, slx[p]);
-        sl2[p] = V::sel(take, t2, sl2[p]);
-        changed = V::mor(changed, take);
+        // A branch, not only a blend: in the later sweeps almost no code
+        // moves, and a predicted branch lets the next elements start
+        // without waiting for this one's long chain (division included).
+        if (const int t = V::bits(take)) {
+          V::store(L + i * N, V::sel(take, nl, li));
+          slx[p] = V::sel(take, tx, slx[p]);
+          sl2[p] = V::sel(take, t2, sl2[p]);
+          changed[p] |= t;
+        }
       }
     }
-    // A group whose sweep changed nothing stops in the reference; another
-    // sweep over the same state changes nothing either.
-    if (V::bits(changed) == 0) break;
+    bool any = false;
+    ST_UNROLL_P for (int p = 0; p < P; ++p) {
+      active[p] = active[p] && changed[p] != 0;
+      any = any || active[p];
+    }
+    if (!any) break;
   }
   const F bias = V::set1(static_cast<float>(nmax));
-  for (int p = 0; p < P; ++p) {
+  ST_UNROLL_P for (int p = 0; p < P; ++p) {
     const M z = zm[p];
     float* L = Lt + p * n * N;
     for (int i = 0; i < n; ++i) V::store(L + i * N, V::sel(z, zero, V::add(V::load(L + i * N), bias)));
@@ -441,6 +482,71 @@ inline void codes_sym_search(const float* x, int n, float lis, bool zero, int nm
   codes8(x, n, [&](__m256 v) { return _mm256_mul_ps(vi, v); }, -nmax, nmax - 1, nmax, out);
 }
 
+// ---- packing the 256 codes of a super-block (twins of quant_kmath.h's) ----
+// Codes are bytes; a shift of whole 16-bit lanes is safe on them because
+// every value is masked to bits that stay inside their byte.
+
+inline __m256i load32(const uint8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+inline void store32(uint8_t* p, __m256i v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v); }
+inline __m256i bytes(int v) { return _mm256_set1_epi8(static_cast<char>(v)); }
+// (v & (1 << from)) moved to bit `to`, per byte.
+inline __m256i move_bit(__m256i v, int from, int to) {
+  const __m256i b = _mm256_and_si256(v, bytes(1 << from));
+  if (to >= from) return _mm256_sll_epi16(b, _mm_cvtsi32_si128(to - from));
+  return _mm256_srl_epi16(b, _mm_cvtsi32_si128(from - to));
+}
+
+// qk::pack_2bit; the codes are masked to their low two bits (Q3_K passes 3-bit codes).
+inline void pack_2bit_v(const uint8_t* L, uint8_t* qs) {
+  for (int h = 0; h < 2; ++h) {
+    const uint8_t* c = L + 128 * h;
+    const __m256i m = bytes(3);
+    __m256i v = _mm256_and_si256(load32(c), m);
+    v = _mm256_or_si256(v, _mm256_slli_epi16(_mm256_and_si256(load32(c + 32), m), 2));
+    v = _mm256_or_si256(v, _mm256_slli_epi16(_mm256_and_si256(load32(c + 64), m), 4));
+    v = _mm256_or_si256(v, _mm256_slli_epi16(_mm256_and_si256(load32(c + 96), m), 6));
+    store32(qs + 32 * h, v);
+  }
+}
+
+// qk::q3_k_pack: hmask bit k of byte l = bit 2 of code 32k + l; qs the low two bits.
+inline void q3_k_pack_v(const uint8_t* L, uint8_t* y) {
+  __m256i h = _mm256_setzero_si256();
+  for (int k = 0; k < 8; ++k) h = _mm256_or_si256(h, move_bit(load32(L + 32 * k), 2, k));
+  store32(y, h);
+  pack_2bit_v(L, y + 32);
+}
+
+// qk::q45_k_pack.
+inline void q45_k_pack_v(const uint8_t* L, int nmax, uint8_t* y) {
+  const bool five = nmax == 31;
+  uint8_t* qs = y + (five ? 48 : 16);
+  __m256i h = _mm256_setzero_si256();
+  const __m256i lo = bytes(0x0f);
+  for (int k = 0; k < 4; ++k) {
+    const __m256i a = load32(L + 64 * k), b = load32(L + 64 * k + 32);
+    store32(qs + 32 * k, _mm256_or_si256(_mm256_and_si256(a, lo), _mm256_slli_epi16(_mm256_and_si256(b, lo), 4)));
+    if (five) h = _mm256_or_si256(h, _mm256_or_si256(move_bit(a, 4, 2 * k), move_bit(b, 4, 2 * k + 1)));
+  }
+  if (five) store32(y + 16, h);
+}
+
+// qk::q6_k_pack.
+inline void q6_k_pack_v(const uint8_t* L, uint8_t* y) {
+  const __m256i lo = bytes(0x0f), hi2 = bytes(0x30);
+  for (int h = 0; h < 2; ++h) {
+    const uint8_t* c = L + 128 * h;
+    const __m256i c0 = load32(c), c1 = load32(c + 32), c2 = load32(c + 64), c3 = load32(c + 96);
+    store32(y + 64 * h, _mm256_or_si256(_mm256_and_si256(c0, lo), _mm256_slli_epi16(_mm256_and_si256(c2, lo), 4)));
+    store32(y + 64 * h + 32, _mm256_or_si256(_mm256_and_si256(c1, lo), _mm256_slli_epi16(_mm256_and_si256(c3, lo), 4)));
+    __m256i q = _mm256_srli_epi16(_mm256_and_si256(c0, hi2), 4);
+    q = _mm256_or_si256(q, _mm256_srli_epi16(_mm256_and_si256(c1, hi2), 2));
+    q = _mm256_or_si256(q, _mm256_and_si256(c2, hi2));
+    q = _mm256_or_si256(q, _mm256_slli_epi16(_mm256_and_si256(c3, hi2), 2));
+    store32(y + 128 + 32 * h, q);
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Batches over a row: groups of n consecutive values, G = P·N per batch.
 
@@ -457,6 +563,15 @@ inline void superblock_sum_squares(const float* x, int64_t nsb, float* out) {
     }
     for (int k = 0; k < m; ++k) out[s0 + k] = acc[k];
   }
+}
+
+// llama.cpp's σ² of each super-block: factor·Σx²/256 (factor 1 for Q2_K, 2
+// for Q3_K, Q4_K, Q5_K), as the reference computes it.
+inline float* superblock_sigma2(const float* x, int64_t nsb, float factor) {
+  float* sig = scratch_of<float>(nsb, 3);
+  superblock_sum_squares(x, nsb, sig);
+  for (int64_t s = 0; s < nsb; ++s) sig[s] = factor * sig[s] / static_cast<float>(qk::QK_K);  // 1·s is s, exactly
+  return sig;
 }
 
 // How the weights of a search are made, per group (lane-wise, transposed).
@@ -479,9 +594,10 @@ struct GroupResults {
   int8_t* codes;   // Q3_K reference: the codes of the coordinate descent
 };
 
-inline GroupResults group_results(int64_t ng, int n) {
-  float* f = scratch_of<float>(5 * ng, 1);
-  uint8_t* b = scratch_of<uint8_t>(ng + ng * n, 2);
+// slot: 0 for a row's groups, 1 for a second level (the super-blocks' scales).
+inline GroupResults group_results(int64_t ng, int n, int slot = 0) {
+  float* f = scratch_of<float>(5 * ng, 1 + 3 * slot);
+  uint8_t* b = scratch_of<uint8_t>(ng + ng * n, 2 + 3 * slot);
   return {f, f + ng, f + 2 * ng, f + 3 * ng, f + 4 * ng, b, reinterpret_cast<int8_t*>(b + ng)};
 }
 
@@ -507,7 +623,7 @@ void search_groups(const float* x, int64_t ng, const SearchSpec& sp, const Group
   alignas(64) float X[P * kMaxGroup * N], W[P * kMaxGroup * N], Q[P * kMaxGroup * N];
   for (int64_t g0 = 0; g0 < ng; g0 += P * N) {
     int count[P];
-    for (int p = 0; p < P; ++p) {
+    ST_UNROLL_P for (int p = 0; p < P; ++p) {
       const int64_t left = ng - (g0 + p * N);
       count[p] = static_cast<int>(left < 0 ? 0 : left < N ? left : N);
       transpose_in<V>(x, g0 + p * N, count[p], n, X + p * n * N);
@@ -558,7 +674,7 @@ void search_groups(const float* x, int64_t ng, const SearchSpec& sp, const Group
       MinSearch<V> res[P];
       if (sp.kind == Kind::MinMad) search_min<V, P, true>(X, W, n, sp.nmax, sp.rmin, sp.rdelta, sp.nstep, res);
       else search_min<V, P, false>(X, W, n, sp.nmax, sp.rmin, sp.rdelta, sp.nstep, res);
-      for (int p = 0; p < P; ++p) {
+      ST_UNROLL_P for (int p = 0; p < P; ++p) {
         V::store(lane[0], res[p].scale);
         V::store(lane[1], res[p].neg_min);
         V::store(lane[2], res[p].lis);
@@ -571,7 +687,7 @@ void search_groups(const float* x, int64_t ng, const SearchSpec& sp, const Group
     } else if (sp.kind == Kind::Sym) {
       SymSearch<V> res[P];
       search_sym<V, P>(X, sp.weights == Weights::SquareX ? nullptr : W, n, sp.nmax, res);
-      for (int p = 0; p < P; ++p) {
+      ST_UNROLL_P for (int p = 0; p < P; ++p) {
         V::store(lane[0], res[p].scale);
         V::store(lane[1], res[p].lis);
         scatter(p, 0, r.scale);
@@ -583,12 +699,15 @@ void search_groups(const float* x, int64_t ng, const SearchSpec& sp, const Group
       F sc[P];
       alignas(64) float Lt[P * kMaxGroup * N];
       search_q3<V, P>(X, n, sp.nmax, sc, Lt);
-      for (int p = 0; p < P; ++p) {
+      ST_UNROLL_P for (int p = 0; p < P; ++p) {
         V::store(lane[0], sc[p]);
         scatter(p, 0, r.scale);
-        for (int k = 0; k < count[p]; ++k) {
-          int8_t* c = r.codes + (g0 + p * N + k) * n;
-          for (int i = 0; i < n; ++i) c[i] = static_cast<int8_t>(Lt[p * n * N + i * N + k]);
+        // back to one group per vector, as bytes
+        for (int i0 = 0; i0 < n; i0 += N) {
+          F t[N];
+          for (int j = 0; j < N; ++j) t[j] = V::load(Lt + p * n * N + (i0 + j) * N);
+          V::transpose(t);
+          for (int k = 0; k < count[p]; ++k) V::store_i8(r.codes + (g0 + p * N + k) * n + i0, t[k]);
         }
       }
     }
@@ -603,12 +722,7 @@ template <class V, int P>
 void row_q2_k(const float* x, int64_t cols, const float* qw, uint8_t* out) {
   const int64_t nsb = cols / qk::QK_K, ng = cols / 16;
   const GroupResults r = group_results(ng, 16);
-  float* sig = nullptr;
-  if (qw) {
-    sig = scratch_of<float>(nsb, 3);
-    superblock_sum_squares(x, nsb, sig);
-    for (int64_t s = 0; s < nsb; ++s) sig[s] = sig[s] / static_cast<float>(qk::QK_K);
-  }
+  float* sig = qw ? superblock_sigma2(x, nsb, 1.0f) : nullptr;
   const SearchSpec sp = qw ? SearchSpec{Kind::Min, 16, 3, -0.9f, 0.05f, 36, Weights::Llama, qw, sig, false}
                            : SearchSpec{Kind::MinMad, 16, 3, -0.5f, 0.1f, 15, Weights::AbsX, nullptr, nullptr, false};
   search_groups<V, P>(x, ng, sp, r);
@@ -625,7 +739,7 @@ void row_q2_k(const float* x, int64_t cols, const float* qw, uint8_t* out) {
       if (d == 0.0f) codes_min_search(xs + 16 * j, 16, r.lis[g + j], r.lmin[g + j], 3, L + 16 * j);
       else codes_affine(xs + 16 * j, 16, d, m, 3, L + 16 * j);
     }
-    qk::pack_2bit(L, y + 16);
+    pack_2bit_v(L, y + 16);
   }
 }
 
@@ -633,21 +747,32 @@ template <class V, int P>
 void row_q3_k(const float* x, int64_t cols, const float* qw, uint8_t* out) {
   const int64_t nsb = cols / qk::QK_K, ng = cols / 16;
   const GroupResults r = group_results(ng, 16);
-  float* sig = nullptr;
-  if (qw) {
-    sig = scratch_of<float>(nsb, 3);
-    superblock_sum_squares(x, nsb, sig);
-    for (int64_t s = 0; s < nsb; ++s) sig[s] = 2.0f * sig[s] / static_cast<float>(qk::QK_K);
-  }
+  float* sig = qw ? superblock_sigma2(x, nsb, 2.0f) : nullptr;
   const SearchSpec sp = qw ? SearchSpec{Kind::Sym, 16, 4, 0, 0, 0, Weights::Llama, qw, sig, false}
                            : SearchSpec{Kind::Q3, 16, 4, 0, 0, 0, Weights::SquareX, nullptr, nullptr, false};
   search_groups<V, P>(x, ng, sp, r);
+  GroupResults top{};
+  if (qw) {
+    // The weighted header quantizes each super-block's 16 scales with the
+    // symmetric search weighted by the sub-blocks' Σw: one super-block per lane.
+    top = group_results(nsb, 16, 1);
+    search_groups<V, P>(r.scale, nsb, SearchSpec{Kind::Sym, 16, 32, 0, 0, 0, Weights::Importance, r.sw, nullptr, false}, top);
+  }
   for (int64_t s = 0; s < nsb; ++s) {
     const float* xs = x + s * qk::QK_K;
     uint8_t* y = out + s * qk::kQ3KBytes;
     const int64_t g = s * 16;
-    if (qw) qk::q3_k_header_weighted(r.scale + g, r.sw + g, y);
-    else qk::q3_k_header(r.scale + g, y);
+    if (qw) {
+      // qk::q3_k_header_weighted from the batched search's results
+      uint8_t ls[16];
+      codes_sym_search(r.scale + g, 16, top.lis[s], top.zero[s] != 0, 32, ls);
+      int l6[16];
+      for (int j = 0; j < 16; ++j) l6[j] = ls[j];
+      qk::pack_scales_q3(l6, y + 96);
+      qm::store_u16(y + 108, f32_to_f16(top.scale[s]));
+    } else {
+      qk::q3_k_header(r.scale + g, y);
+    }
     int8_t L[qk::QK_K];
     uint8_t* u = reinterpret_cast<uint8_t*>(L);
     for (int j = 0; j < 16; ++j) {
@@ -656,7 +781,7 @@ void row_q3_k(const float* x, int64_t cols, const float* qw, uint8_t* out) {
       else if (qw) codes_sym_search(xs + 16 * j, 16, r.lis[g + j], r.zero[g + j] != 0, 4, u + 16 * j);
       else for (int i = 0; i < 16; ++i) L[16 * j + i] = r.codes[(g + j) * 16 + i];
     }
-    qk::q3_k_pack(L, y);
+    q3_k_pack_v(u, y);
   }
 }
 
@@ -664,12 +789,7 @@ template <class V, int P>
 void row_q45_k(const float* x, int64_t cols, const float* qw, int nmax, uint8_t* out) {
   const int64_t nsb = cols / qk::QK_K, ng = cols / 32;
   const GroupResults r = group_results(ng, 32);
-  float* sig = nullptr;
-  if (qw) {
-    sig = scratch_of<float>(nsb, 3);
-    superblock_sum_squares(x, nsb, sig);
-    for (int64_t s = 0; s < nsb; ++s) sig[s] = 2.0f * sig[s] / static_cast<float>(qk::QK_K);
-  }
+  float* sig = qw ? superblock_sigma2(x, nsb, 2.0f) : nullptr;
   const SearchSpec sp = qw ? SearchSpec{Kind::Min, 32, nmax, -0.9f, 0.05f, 36, Weights::Llama, qw, sig, false}
                            : SearchSpec{Kind::Min, 32, nmax, qk::q45_k_rmin(nmax), 0.1f, qk::q45_k_nstep(nmax),
                                         Weights::RmsPlusAbs, nullptr, nullptr, false};
@@ -688,7 +808,7 @@ void row_q45_k(const float* x, int64_t cols, const float* qw, int nmax, uint8_t*
       if (d == 0.0f) codes_min_search(xs + 32 * j, 32, r.lis[g + j], r.lmin[g + j], nmax, L + 32 * j);
       else codes_affine(xs + 32 * j, 32, d, m, nmax, L + 32 * j);
     }
-    qk::q45_k_pack(L, nmax, y);
+    q45_k_pack_v(L, nmax, y);
   }
 }
 
@@ -710,7 +830,7 @@ void row_q6_k(const float* x, int64_t cols, const float* qw, uint8_t* out) {
       if (d != 0.0f) codes_sym(xs + 16 * j, 16, d, -32, 31, u + 16 * j);
       else codes_sym_search(xs + 16 * j, 16, r.lis[g + j], r.zero[g + j] != 0, 32, u + 16 * j);
     }
-    qk::q6_k_pack(L, y);
+    q6_k_pack_v(u, y);
   }
 }
 
@@ -807,7 +927,12 @@ int64_t quantize_row(const QuantizeArgs& a, int64_t row) {
   const float* qw = a.importance && ggml_weighted(a.format) ? a.importance : nullptr;
   switch (a.format) {
     case QFormat::Q2_K: row_q2_k<V, P>(x, cols, qw, out); break;
-    case QFormat::Q3_K: row_q3_k<V, P>(x, cols, qw, out); break;
+    case QFormat::Q3_K:
+      // Q3_K's coordinate descent is one long dependent chain per group:
+      // four interleaved batches when the row has the groups to fill them.
+      if (cols / 16 >= 4 * V::N) row_q3_k<V, 4>(x, cols, qw, out);
+      else row_q3_k<V, P>(x, cols, qw, out);
+      break;
     case QFormat::Q4_K: row_q45_k<V, P>(x, cols, qw, 15, out); break;
     case QFormat::Q5_K: row_q45_k<V, P>(x, cols, qw, 31, out); break;
     case QFormat::Q6_K: row_q6_k<V, P>(x, cols, qw, out); break;

@@ -42,6 +42,18 @@ ST_HD void pack_nibbles_split(const int* q, uint8_t* qs) {
   for (int j = 0; j < QK / 2; ++j) qs[j] = static_cast<uint8_t>((q[j] & 0xff) | ((q[j + QK / 2] & 0xff) << 4));
 }
 
+// The range: strict comparisons from the left, so the first of equal
+// extremes wins (ggml's references; decides the sign of a zero minimum).
+ST_HD void group_minmax(const float* x, int n, float* mn, float* mx) {
+  float lo = x[0], hi = x[0];
+  for (int j = 1; j < n; ++j) {
+    lo = x[j] < lo ? x[j] : lo;
+    hi = x[j] > hi ? x[j] : hi;
+  }
+  *mn = lo;
+  *mx = hi;
+}
+
 // The signed extreme: the first element (left to right) whose |x| is largest
 // keeps its sign; 0 when every element is zero.
 ST_HD float signed_absmax(const float* x, int n) {
@@ -64,13 +76,8 @@ ST_HD void q4_0_block(const float* x, uint8_t* y) {
 }
 
 ST_HD void q4_1_block(const float* x, uint8_t* y) {
-  // Strict comparisons from the left, as the reference: decides the sign of
-  // a zero minimum.
-  float min = 3.402823466e+38f, max = -3.402823466e+38f;
-  for (int j = 0; j < QK; ++j) {
-    if (x[j] < min) min = x[j];
-    if (x[j] > max) max = x[j];
-  }
+  float min, max;
+  group_minmax(x, QK, &min, &max);
   const float d = (max - min) / 15.0f;
   const float id = d != 0.0f ? 1.0f / d : 0.0f;
   store_u16(y, f32_to_f16(d));
@@ -123,11 +130,8 @@ ST_HD void q5_0_block(const float* x, uint8_t* y) {
 }
 
 ST_HD void q5_1_block(const float* x, uint8_t* y) {
-  float min = 3.402823466e+38f, max = -3.402823466e+38f;
-  for (int j = 0; j < QK; ++j) {
-    if (x[j] < min) min = x[j];
-    if (x[j] > max) max = x[j];
-  }
+  float min, max;
+  group_minmax(x, QK, &min, &max);
   const float d = (max - min) / 31.0f;
   const float id = d != 0.0f ? 1.0f / d : 0.0f;
   store_u16(y, f32_to_f16(d));
@@ -245,15 +249,6 @@ ST_HD int get_code(const uint8_t* row, int64_t col, int bits) {
   return u - 8;
 }
 
-ST_HD void group_minmax(const float* x, int n, float* mn, float* mx) {
-  float lo = x[0], hi = x[0];
-  for (int j = 1; j < n; ++j) {
-    lo = x[j] < lo ? x[j] : lo;
-    hi = x[j] > hi ? x[j] : hi;
-  }
-  *mn = lo;
-  *mx = hi;
-}
 
 }  // namespace qm
 
