@@ -26,7 +26,7 @@ import {
 import { quoteName, type GGUFMetadataEntry } from '../formats/gguf-header';
 import { GGUF_FILE_TYPES, GGUF_QUANTIZATION_VERSION, GGUFWriter, ggufTensorBytes, removeMetadata, setMetadata, type GGUFPlannedTensor } from '../formats/gguf-writer';
 import { ggmlTypeByName, type GGMLTypeName } from '../formats/gguf-types';
-import { imatrixWeights, readImatrix, type ImportanceMatrix } from '../formats/imatrix';
+import { imatrixWeights, readImatrix, type ImatrixEntry, type ImportanceMatrix } from '../formats/imatrix';
 import { DTYPE_TO_SAFETENSORS, plannedBytes, SAFETENSORS_INDEX, ShardedSafetensorsWriter, type PlannedTensor } from '../formats/safetensors';
 import { lowRank, matmul, rankForRatio } from '../lowrank';
 import { GGML_QUANT_FORMATS, quantizationError, quantize, QuantizedTensor, type FloatDType, type QuantizeOptions } from '../quantize';
@@ -156,8 +156,8 @@ const MAX_CONFIG_BYTES = 16 * 1024 * 1024;
 interface Entry {
   src: SourceTensor;
   plan: TensorPlan;
-  /** The importance weights of a quantized tensor (cols per matrix, matrices = experts of a 3-D weight). */
-  importance: Float32Array | undefined;
+  /** The imatrix entry of a quantized tensor (its weights are computed when it is quantized: cols per matrix, matrices = experts of a 3-D weight). */
+  importance: ImatrixEntry | undefined;
   /** Output tensors (safetensors names/dtypes, or one GGUF tensor). */
   st: PlannedTensor[];
   gguf: GGUFPlannedTensor | undefined;
@@ -443,7 +443,8 @@ function attachImportance(entries: readonly Entry[], m: Imatrices): CompressRepo
     }
     const shape = e.src.shape;
     const cols = shape[shape.length - 1] as number;
-    const experts = shape.length >= 3 ? (shape[shape.length - 3] as number) : 1;
+    // a 3-D weight holds one matrix per expert (llama-quantize: ne[0] × ne[2] values)
+    const experts = shape.length === 3 ? (shape[0] as number) : 1;
     if (entry.sums.length !== cols * experts) {
       if (e.src.name === 'token_embd.weight') {
         notCovered.push(e.src.name);
@@ -455,7 +456,7 @@ function attachImportance(entries: readonly Entry[], m: Imatrices): CompressRepo
         'ERR_SHAPE',
       );
     }
-    e.importance = imatrixWeights(entry);
+    e.importance = entry;
     e.record.imatrix = imatrixName(mat);
     used++;
   }
@@ -805,10 +806,10 @@ async function compressOne(e: Entry, input: Uint8Array, take: (n: number) => Uin
   const cols = e.src.shape[e.src.shape.length - 1] as number;
   const lead = e.src.shape.slice(0, -1);
   const threads = ro.threads !== undefined ? { threads: ro.threads } : {};
+  const w = e.importance === undefined ? undefined : imatrixWeights(e.importance);
   let out: QuantizedTensor;
   if (GGML_QUANT_FORMATS.includes(o.format)) {
     out = new QuantizedTensor({ format: o.format, shape: e.src.shape, data: take(b.data) });
-    const w = e.importance;
     if (w !== undefined && w.length > cols) {
       // A 3-D expert weight: each expert's matrix with its own weights, as llama-quantize does.
       const experts = w.length / cols;
@@ -836,7 +837,7 @@ async function compressOne(e: Entry, input: Uint8Array, take: (n: number) => Uin
       groupSize: o.groupSize === 'channel' ? cols : (o.groupSize as number),
     });
   }
-  const q = await quantize(t, { ...o, out, ...(e.importance !== undefined ? { importance: e.importance } : {}), ...threads });
+  const q = await quantize(t, { ...o, out, ...(w !== undefined ? { importance: w } : {}), ...threads });
   if (ro.measureError) e.record.error = await quantizationError(t, q);
   return { kind: 'quant', q };
 }
