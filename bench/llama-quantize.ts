@@ -73,9 +73,8 @@ async function sha256File(file: string): Promise<string> {
   return h.digest('hex');
 }
 
-/** The model file, generated once per shape and reused (its shape and size recorded beside it). */
-async function modelFile(s: LlamaShape, log: (m: string) => void): Promise<string> {
-  const dir = path.join(ROOT, '.tmp', 'bench');
+/** The model file in `dir`, generated once per shape and reused (its shape and size recorded beside it). */
+async function modelFile(dir: string, s: LlamaShape, log: (m: string) => void): Promise<string> {
   await fsp.mkdir(dir, { recursive: true });
   const file = path.join(dir, `llama-${s.layers}x${s.hidden}-${s.dtype.toLowerCase()}.gguf`);
   const stamp = `${file}.json`;
@@ -94,16 +93,17 @@ function summarise(tool: string, runs: ToolRun[], inputBytes: number, outputByte
   return { tool, runs, seconds, gbps: gbps(inputBytes, seconds), peakRss: Math.max(...runs.map((r) => r.peakRss)), outputBytes };
 }
 
-export async function runLlamaQuantizeBench(options: BenchOptions): Promise<LlamaQuantizeResult> {
+/** `dir`: where the model is generated and kept (default .tmp/bench in the package). */
+export async function runLlamaQuantizeBench(options: BenchOptions, dir = path.join(ROOT, '.tmp', 'bench')): Promise<LlamaQuantizeResult> {
   const shape = options.quick ? QUICK : FULL;
   const runs = options.quick ? 1 : Math.min(options.runs, 3);
   const threads = os.availableParallelism();
-  const input = await modelFile(shape, options.log);
+  const input = await modelFile(dir, shape, options.log);
   const inputBytes = (await fsp.stat(input)).size;
   const found = findPeer('llama-quantize', options.llamaQuantize, '--llama-quantize');
   const peerPath = 'path' in found ? found.path : undefined;
   const peerMissing = 'missing' in found ? found.missing : undefined;
-  const tmp = await fsp.mkdtemp(path.join(ROOT, '.tmp', 'bench', 'out-'));
+  const tmp = await fsp.mkdtemp(path.join(dir, 'out-'));
   const ours = path.join(tmp, 'slimtensor.gguf');
   const theirs = path.join(tmp, 'llama-quantize.gguf');
   try {

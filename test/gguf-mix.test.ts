@@ -16,6 +16,7 @@ import { rejected } from './support/assert';
 import { llamaTensorShapes, writeLlamaGguf, type LlamaShape } from './support/llama-gguf';
 import { FIXTURE_MODELS, FIXTURE_PRESETS, FIXTURES, fixtureImatrixArg, sha256, tensorHashes, WHOLE_OUTPUTS, type Manifest } from './support/llama-quantize-fixtures';
 import { Rng } from './support/random';
+import { runLlamaQuantizeBench } from '../bench/llama-quantize';
 
 // ---- llama.cpp's rules for a dense Llama model, written out ---------------
 //
@@ -309,5 +310,15 @@ describe('gguf mixes (llama-quantize file types)', function () {
     const e = await rejected(compressModel({ input: file, output: path.join(tmp, 'bad.gguf'), recipe: 'q4_k_s', imatrix: bad }));
     expect(e.code).to.equal('ERR_SHAPE');
     expect(e.message).to.include('blk.0.ffn_down_exps.weight').and.include('3 experts');
+  });
+
+  it('the llama-quantize benchmark runs end to end (--quick; without the peer, slimtensor alone)', async () => {
+    const r = await runLlamaQuantizeBench({ runs: 1, quick: true, log: () => undefined, llamaQuantize: path.join(tmp, 'no-llama-quantize') }, path.join(tmp, 'bench'));
+    expect(r.peer).to.deep.equal({ missing: `--llama-quantize ${path.join(tmp, 'no-llama-quantize')} does not exist` });
+    expect([r.speedup, r.identical]).to.deep.equal([null, null]);
+    expect(r.slimtensor.runs).to.have.length(1);
+    expect(r.slimtensor.seconds).to.be.above(0);
+    expect(r.slimtensor.outputBytes).to.be.above(0).and.below(r.model.bytes);
+    expect(r.model).to.include({ layers: 2, hidden: 256 });
   });
 });
