@@ -20,6 +20,7 @@ import {
   fmtRatio,
   gbps,
   markdownTable,
+  median,
   copier,
   measureCopyBandwidth,
   threadCounts,
@@ -244,6 +245,8 @@ export interface GgmlPeerType {
   /** ggml's best single-thread time over the peer's runs, its GB/s of f32 input and RMSE. */
   seconds: number;
   gbps: number;
+  /** gbps × the run's wall/CPU time ratio: its rate per second of CPU time (the peer times itself by the wall clock). */
+  cpuGbps: number;
   rmse: number;
 }
 
@@ -265,10 +268,12 @@ export interface GgmlCaseResult {
   perThreads: ThreadResult[];
   /** The AVX2 kernel at 1 thread (null without AVX2 kernels). */
   avx2: ThreadResult | null;
-  /** GB/s at 1 thread / ggml's reference quantizer of the type (no importance: ggml-quant-bench times from_float_ref); null without the peer. */
+  /** 1 thread, per second of CPU time (on a shared machine the wall clock also counts other processes' turns). */
+  cpuGbps: number;
+  /** cpuGbps / ggml's reference quantizer of the type per second of CPU time (ggml-quant-bench times from_float_ref); null without the peer. */
   ggmlRatio: number | null;
   opsPerValue: number | null;
-  /** 4 bytes × per-core FMA peak (flop/s) / opsPerValue, GB/s, and the fraction the 1-thread run reaches; null without a search. */
+  /** 4 bytes × per-core FMA peak (flop/s) / opsPerValue, GB/s, and the fraction cpuGbps reaches; null without a search. */
   ceilingGbps: number | null;
   ofCeiling: number | null;
 }
@@ -292,23 +297,45 @@ function ggmlPeer(o: BenchOptions): { path: string } | { missing: string } {
 
 /**
  * Runs the peer twice (its K-quants are timed once per run) and keeps each
- * type's best time. Its lines: "TYPE SECONDS s GBPS GB/s-in rmse RMSE".
+ * type's best time. Its lines: "TYPE SECONDS s GBPS GB/s-in rmse RMSE". It
+ * times itself by the wall clock; run under bash, `times` also gives its
+ * CPU time, and wall/CPU of the whole run rescales its rates to per second
+ * of CPU time, comparable with cpuGbps on a machine others share.
  */
 function runPeer(peerPath: string, o: BenchOptions): GgmlPeer {
   const types: Record<string, GgmlPeerType> = {};
   for (let run = 0; run < 2; run++) {
     o.log(`quantize: ggml reference quantizers (${peerPath}), run ${run + 1} of 2`);
-    const out = execFileSync(peerPath, ['3'], { encoding: 'utf8', maxBuffer: 1 << 20 });
+    const t0 = process.hrtime.bigint();
+    const out = execFileSync('bash', ['-c', '"$0" 3; times', peerPath], { encoding: 'utf8', maxBuffer: 1 << 20 });
+    const wall = Number(process.hrtime.bigint() - t0) / 1e9;
+    // `times`: the shell's user and system time, then its children's
+    const child = out.trim().split('\n').pop()?.match(/(\d+)m([\d.]+)s\s+(\d+)m([\d.]+)s/);
+    const cpu = child ? 60 * Number(child[1]) + Number(child[2]) + 60 * Number(child[3]) + Number(child[4]) : wall;
+    const share = Math.min(1, cpu / wall);
     for (const line of out.split('\n')) {
       const m = /^(\S+) ([\d.]+) s ([\d.]+) GB\/s-in rmse ([\d.]+)/.exec(line.trim());
       const name = m ? PEER_NAMES[m[1] as string] : undefined;
       if (!m || !name) continue;
-      const t: GgmlPeerType = { seconds: Number(m[2]), gbps: Number(m[3]), rmse: Number(m[4]) };
+      const t: GgmlPeerType = { seconds: Number(m[2]), gbps: Number(m[3]), cpuGbps: Number(m[3]) / share, rmse: Number(m[4]) };
       const prev = types[name];
-      if (!prev || t.seconds < prev.seconds) types[name] = t;
+      if (!prev || t.cpuGbps > prev.cpuGbps) types[name] = t;
     }
   }
   return { path: peerPath, rows: 4096, cols: 4096, types };
+}
+
+/** Median GB/s of `fn` per second of the process's CPU time (one worker thread busy, the main thread waiting). */
+async function cpuTimeGbps(fn: () => Promise<unknown>, bytes: number, runs: number): Promise<number> {
+  await fn();
+  const rates: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const t0 = process.cpuUsage();
+    await fn();
+    const d = process.cpuUsage(t0);
+    rates.push(gbps(bytes, (d.user + d.system) / 1e6));
+  }
+  return median(rates);
 }
 
 async function measureGgml(full: Input, copy: readonly CopyBandwidth[], copyFn: (threads: number) => void, o: BenchOptions): Promise<GgmlBenchResult> {
@@ -343,10 +370,11 @@ async function measureGgml(full: Input, copy: readonly CopyBandwidth[], copyFn: 
         avx2 = { threads: 1, seconds: timing.seconds, gbps: gbps(t.byteLength, timing.seconds), copyRatio: timing.copyRatio, jsRatio: null };
       }
       if (!last) throw new Error(`quantize benchmark: ${format} never ran`);
-      const one = perThreads[0] as ThreadResult;
+      const cpuGbps = await cpuTimeGbps(() => quantize(t, { ...base, threads: 1 }), t.byteLength, o.runs);
       const ops = (OPS_PER_VALUE[format] as { plain: number | null; weighted: number })[weighted ? 'weighted' : 'plain'];
       const ceilingGbps = ops === null ? null : (4 * peakGflops) / ops;
       const peerType = peer?.types[format];
+      const one = perThreads[0] as ThreadResult;
       const err = await quantizationError(t, last);
       cases.push({
         id: `${format}${weighted ? '-imatrix' : ''}`,
@@ -356,12 +384,13 @@ async function measureGgml(full: Input, copy: readonly CopyBandwidth[], copyFn: 
         rmse: err.rmse,
         perThreads,
         avx2,
-        ggmlRatio: peerType ? one.gbps / peerType.gbps : null,
+        cpuGbps,
+        ggmlRatio: peerType ? cpuGbps / peerType.cpuGbps : null,
         opsPerValue: ops,
         ceilingGbps,
-        ofCeiling: ceilingGbps === null ? null : one.gbps / ceilingGbps,
+        ofCeiling: ceilingGbps === null ? null : cpuGbps / ceilingGbps,
       });
-      o.log(`  ${format}${weighted ? ' imatrix' : ''}: ${perThreads.map((p) => `${fmtGBs(p.gbps)} GB/s @${p.threads}T`).join(', ')}${peerType ? ` (ggml ${fmtGBs(peerType.gbps)})` : ''}`);
+      o.log(`  ${format}${weighted ? ' imatrix' : ''}: ${perThreads.map((p) => `${fmtGBs(p.gbps)} GB/s @${p.threads}T`).join(', ')}, ${fmtGBs(cpuGbps)} per CPU second @1T${peerType ? ` (ggml ${fmtGBs(peerType.cpuGbps)})` : ''} (wall ${fmtGBs(one.gbps)})`);
     }
   }
   return { kernel, peak, peakGflops, peer, peerMissing: 'missing' in found ? found.missing : null, cases };
@@ -461,12 +490,12 @@ function formatGgml(g: GgmlBenchResult, r: QuantizeBenchResult): string[] {
   out.push('');
   const headers = ['format', 'importance', 'bits/weight'];
   for (const c of r.copy) headers.push(`${threadsLabel(c.threads)} GB/s`, '× copy');
-  headers.push('AVX2 1T GB/s', 'ggml 1T GB/s', '× ggml (1T)', 'ops/value', 'ceiling 1T GB/s', 'of ceiling', 'RMSE', 'ggml RMSE');
+  headers.push('1T GB/s per CPU s', 'AVX2 1T GB/s', 'ggml 1T GB/s per CPU s', '× ggml (1T)', 'ops/value', 'ceiling 1T GB/s', 'of ceiling', 'RMSE', 'ggml RMSE');
   const rows = g.cases.map((c) => {
     const cells = [c.format, c.importance ? 'yes' : '—', c.bitsPerWeight.toFixed(4).replace(/0+$/, '').replace(/\.$/, '')];
     for (const p of c.perThreads) cells.push(fmtGBs(p.gbps), fmtRatio(p.copyRatio));
     const pt = peer?.types[c.format];
-    cells.push(c.avx2 ? fmtGBs(c.avx2.gbps) : '—', pt ? pt.gbps.toFixed(3) : '—', c.ggmlRatio === null ? '—' : `${c.ggmlRatio.toFixed(1)}×`);
+    cells.push(fmtGBs(c.cpuGbps), c.avx2 ? fmtGBs(c.avx2.gbps) : '—', pt ? pt.cpuGbps.toFixed(3) : '—', c.ggmlRatio === null ? '—' : `${c.ggmlRatio.toFixed(1)}×`);
     cells.push(c.opsPerValue === null ? '—' : String(c.opsPerValue), c.ceilingGbps === null ? '—' : fmtGBs(c.ceilingGbps));
     cells.push(c.ofCeiling === null ? '—' : `${(100 * c.ofCeiling).toFixed(0)}%`, c.rmse.toPrecision(4), pt ? pt.rmse.toPrecision(4) : '—');
     return cells;
@@ -474,7 +503,8 @@ function formatGgml(g: GgmlBenchResult, r: QuantizeBenchResult): string[] {
   out.push(markdownTable(headers, rows));
   out.push('');
   out.push(
-    '× ggml: slimtensor at one thread (auto kernel) ÷ ggml\'s reference quantizer of the same type at one thread; rows with importance are compared with that same reference quantizer ' +
+    'GB/s: wall clock (median); per CPU s: the same call\'s bytes per second of CPU time, which a busy shared machine does not inflate (ggml\'s: its wall-clock rates × its run\'s CPU/wall share). ' +
+      '× ggml: slimtensor at one thread (auto kernel) ÷ ggml\'s reference quantizer of the same type at one thread, both per CPU second; rows with importance are compared with that same reference quantizer ' +
       '(the peer does not time ggml\'s importance-weighted path, which is slower still: see the README). Every output is byte-identical to ggml\'s (test/quantize-ggml.test.ts). ' +
       'ops/value: the f32 operations each search performs per input value (bench/quantize.ts OPS_PER_VALUE); the ceiling counts each as one flop against the FMA peak, which on this core is also the rate of separate multiply and add ports together.',
   );
