@@ -9,8 +9,14 @@
 // quantizer of the same type, timed in the same run by the benchmark-only
 // peer ggml-quant-bench (../shared/peers/llama.cpp, or --ggml PATH), and
 // with the arithmetic ceiling of each search (its f32 operations per value
-// against the measured FMA peak).
+// against the measured FMA peak). A second peer, bench/peers/ggml-chunk.c
+// (compiled here against the same ggml library), runs ggml_quantize_chunk on
+// this benchmark's own input, without and with its importance, so every row
+// is compared with ggml's same path, time and bytes.
 import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { backends, quantizationError, quantize, Tensor, type QuantFormat, type QuantizedTensor, type QuantizeOptions } from '../lib/index';
 import { measurePeak, type Peak } from './lowrank';
 import { quantizeIntSymmetric, quantizeQ4_0, quantizeQ4_1, quantizeQ8_0 } from './baseline-js';
@@ -272,6 +278,12 @@ export interface GgmlCaseResult {
   cpuGbps: number;
   /** cpuGbps / ggml's reference quantizer of the type per second of CPU time (ggml-quant-bench times from_float_ref); null without the peer. */
   ggmlRatio: number | null;
+  /**
+   * ggml_quantize_chunk on the same input with the same importance (or none),
+   * one thread, per second of thread CPU time; the ratio cpuGbps / that rate;
+   * whether ggml's blocks equal slimtensor's. Null without the chunk peer.
+   */
+  ggmlSamePath: { cpuGbps: number; ratio: number; identical: boolean } | null;
   opsPerValue: number | null;
   /** 4 bytes × per-core FMA peak (flop/s) / opsPerValue, GB/s, and the fraction cpuGbps reaches; null without a search. */
   ceilingGbps: number | null;
@@ -286,6 +298,8 @@ export interface GgmlBenchResult {
   peer: GgmlPeer | null;
   /** Why there is no peer, when there is none. */
   peerMissing: string | null;
+  /** The ggml library the chunk peer ran on, or why it did not run. */
+  chunkPeer: { library: string; runs: number } | { missing: string };
   cases: GgmlCaseResult[];
 }
 
@@ -325,6 +339,50 @@ function runPeer(peerPath: string, o: BenchOptions): GgmlPeer {
   return { path: peerPath, rows: 4096, cols: 4096, types };
 }
 
+interface ChunkPeer {
+  library: string;
+  runs: number;
+  dir: string;
+  /** Thread CPU seconds by `${format}.${'plain' | 'imatrix'}`. */
+  cpuSeconds: Record<string, number>;
+}
+
+/**
+ * Builds bench/peers/ggml-chunk.c against the ggml library beside the
+ * ggml-quant-bench peer (the d99724f build the test vectors come from) and
+ * runs it on the benchmark's input and importance; its blocks stay in a
+ * temporary folder for the byte comparison (removed by the caller).
+ */
+function runChunkPeer(peerPath: string, full: Input, importance: Float32Array, o: BenchOptions): ChunkPeer | { missing: string } {
+  const libDir = path.dirname(peerPath);
+  const lib = ['libggml-base-d99724f.so', 'libggml-base.so'].find((l) => fs.existsSync(path.join(libDir, l)));
+  if (!lib) return { missing: `no libggml-base beside ${peerPath}` };
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'slimtensor-ggml-chunk-'));
+  const exe = path.join(dir, 'ggml-chunk');
+  try {
+    execFileSync('cc', ['-O2', '-std=c11', '-D_POSIX_C_SOURCE=200809L', '-o', exe, path.join(__dirname, 'peers', 'ggml-chunk.c'),
+      `-L${libDir}`, `-l:${lib}`, `-Wl,-rpath,${libDir}`], { stdio: ['ignore', 'ignore', 'pipe'] });
+  } catch (e) {
+    fs.rmSync(dir, { recursive: true, force: true });
+    return { missing: `cannot build bench/peers/ggml-chunk.c with cc: ${(e as Error).message.split('\n')[0]}` };
+  }
+  const write = (name: string, a: Float32Array): string => {
+    const file = path.join(dir, name);
+    fs.writeFileSync(file, new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
+    return file;
+  };
+  const runs = 2;
+  o.log(`quantize: ggml_quantize_chunk without and with importance (${path.join(libDir, lib)}), best of ${runs} runs`);
+  const out = execFileSync(exe, [write('x.f32', full.values), write('importance.f32', importance), String(full.rows), String(full.cols),
+    String(runs), dir, ...GGML_CASES], { encoding: 'utf8', maxBuffer: 1 << 20 });
+  const cpuSeconds: Record<string, number> = {};
+  for (const line of out.split('\n')) {
+    const m = /^(\S+) (plain|imatrix) ([\d.]+) ([\d.]+)$/.exec(line.trim());
+    if (m) cpuSeconds[`${m[1]}.${m[2]}`] = Number(m[3]);
+  }
+  return { library: path.join(libDir, lib), runs, dir, cpuSeconds };
+}
+
 /** Median GB/s of `fn` per second of the process's CPU time (one worker thread busy, the main thread waiting). */
 async function cpuTimeGbps(fn: () => Promise<unknown>, bytes: number, runs: number): Promise<number> {
   await fn();
@@ -347,53 +405,68 @@ async function measureGgml(full: Input, copy: readonly CopyBandwidth[], copyFn: 
   const found = o.quick && o.ggml === undefined ? { missing: 'not run with --quick (pass --ggml PATH to run it)' } : ggmlPeer(o);
   const peer = 'path' in found ? runPeer(found.path, o) : null;
   const importance = benchImportance(full.cols);
+  const chunk = 'path' in found ? runChunkPeer(found.path, full, importance, o) : found;
   const t = full.tensor;
   const cases: GgmlCaseResult[] = [];
-  for (const format of GGML_CASES) {
-    for (const weighted of [false, true]) {
-      const base: QuantizeOptions = weighted ? { format, importance } : { format };
-      const perThreads: ThreadResult[] = [];
-      let last: QuantizedTensor | undefined;
-      for (const { threads } of copy) {
-        const timing = await timePairedWithCopy(
-          async () => {
-            last = await quantize(t, { ...base, threads });
-          },
-          () => copyFn(threads),
-          o.runs,
-        );
-        perThreads.push({ threads, seconds: timing.seconds, gbps: gbps(t.byteLength, timing.seconds), copyRatio: timing.copyRatio, jsRatio: null });
+  try {
+    for (const format of GGML_CASES) {
+      for (const weighted of [false, true]) {
+        const base: QuantizeOptions = weighted ? { format, importance } : { format };
+        const perThreads: ThreadResult[] = [];
+        let last: QuantizedTensor | undefined;
+        for (const { threads } of copy) {
+          const timing = await timePairedWithCopy(
+            async () => {
+              last = await quantize(t, { ...base, threads });
+            },
+            () => copyFn(threads),
+            o.runs,
+          );
+          perThreads.push({ threads, seconds: timing.seconds, gbps: gbps(t.byteLength, timing.seconds), copyRatio: timing.copyRatio, jsRatio: null });
+        }
+        let avx2: ThreadResult | null = null;
+        if (kernel !== 'scalar') {
+          const timing = await timePairedWithCopy(() => quantize(t, { ...base, threads: 1, kernel: 'avx2' }), () => copyFn(1), o.runs);
+          avx2 = { threads: 1, seconds: timing.seconds, gbps: gbps(t.byteLength, timing.seconds), copyRatio: timing.copyRatio, jsRatio: null };
+        }
+        if (!last) throw new Error(`quantize benchmark: ${format} never ran`);
+        const cpuGbps = await cpuTimeGbps(() => quantize(t, { ...base, threads: 1 }), t.byteLength, o.runs);
+        const ops = (OPS_PER_VALUE[format] as { plain: number | null; weighted: number })[weighted ? 'weighted' : 'plain'];
+        const ceilingGbps = ops === null ? null : (4 * peakGflops) / ops;
+        const peerType = peer?.types[format];
+        const one = perThreads[0] as ThreadResult;
+        const err = await quantizationError(t, last);
+        let ggmlSamePath: GgmlCaseResult['ggmlSamePath'] = null;
+        const key = `${format}.${weighted ? 'imatrix' : 'plain'}`;
+        const chunkSeconds = 'dir' in chunk ? chunk.cpuSeconds[key] : undefined;
+        if ('dir' in chunk && chunkSeconds !== undefined) {
+          const theirs = fs.readFileSync(path.join(chunk.dir, key));
+          const chunkGbps = gbps(t.byteLength, chunkSeconds);
+          ggmlSamePath = { cpuGbps: chunkGbps, ratio: cpuGbps / chunkGbps, identical: Buffer.compare(theirs, Buffer.from(bytesOf(last.data))) === 0 };
+        }
+        cases.push({
+          id: `${format}${weighted ? '-imatrix' : ''}`,
+          format,
+          importance: weighted,
+          bitsPerWeight: last.bitsPerWeight,
+          rmse: err.rmse,
+          perThreads,
+          avx2,
+          cpuGbps,
+          ggmlRatio: peerType ? cpuGbps / peerType.cpuGbps : null,
+          ggmlSamePath,
+          opsPerValue: ops,
+          ceilingGbps,
+          ofCeiling: ceilingGbps === null ? null : cpuGbps / ceilingGbps,
+        });
+        o.log(`  ${format}${weighted ? ' imatrix' : ''}: ${perThreads.map((p) => `${fmtGBs(p.gbps)} GB/s @${p.threads}T`).join(', ')}, ${fmtGBs(cpuGbps)} per CPU second @1T${peerType ? ` (ggml ${fmtGBs(peerType.cpuGbps)})` : ''}${ggmlSamePath ? ` (ggml same path ${ggmlSamePath.cpuGbps.toFixed(3)}, ${ggmlSamePath.identical ? 'identical bytes' : 'BYTES DIFFER'})` : ''} (wall ${fmtGBs(one.gbps)})`);
       }
-      let avx2: ThreadResult | null = null;
-      if (kernel !== 'scalar') {
-        const timing = await timePairedWithCopy(() => quantize(t, { ...base, threads: 1, kernel: 'avx2' }), () => copyFn(1), o.runs);
-        avx2 = { threads: 1, seconds: timing.seconds, gbps: gbps(t.byteLength, timing.seconds), copyRatio: timing.copyRatio, jsRatio: null };
-      }
-      if (!last) throw new Error(`quantize benchmark: ${format} never ran`);
-      const cpuGbps = await cpuTimeGbps(() => quantize(t, { ...base, threads: 1 }), t.byteLength, o.runs);
-      const ops = (OPS_PER_VALUE[format] as { plain: number | null; weighted: number })[weighted ? 'weighted' : 'plain'];
-      const ceilingGbps = ops === null ? null : (4 * peakGflops) / ops;
-      const peerType = peer?.types[format];
-      const one = perThreads[0] as ThreadResult;
-      const err = await quantizationError(t, last);
-      cases.push({
-        id: `${format}${weighted ? '-imatrix' : ''}`,
-        format,
-        importance: weighted,
-        bitsPerWeight: last.bitsPerWeight,
-        rmse: err.rmse,
-        perThreads,
-        avx2,
-        cpuGbps,
-        ggmlRatio: peerType ? cpuGbps / peerType.cpuGbps : null,
-        opsPerValue: ops,
-        ceilingGbps,
-        ofCeiling: ceilingGbps === null ? null : cpuGbps / ceilingGbps,
-      });
-      o.log(`  ${format}${weighted ? ' imatrix' : ''}: ${perThreads.map((p) => `${fmtGBs(p.gbps)} GB/s @${p.threads}T`).join(', ')}, ${fmtGBs(cpuGbps)} per CPU second @1T${peerType ? ` (ggml ${fmtGBs(peerType.cpuGbps)})` : ''} (wall ${fmtGBs(one.gbps)})`);
     }
+  } finally {
+    if ('dir' in chunk) fs.rmSync(chunk.dir, { recursive: true, force: true });
   }
-  return { kernel, peak, peakGflops, peer, peerMissing: 'missing' in found ? found.missing : null, cases };
+  const chunkPeer = 'dir' in chunk ? { library: chunk.library, runs: chunk.runs } : chunk;
+  return { kernel, peak, peakGflops, peer, peerMissing: 'missing' in found ? found.missing : null, chunkPeer, cases };
 }
 
 export async function runQuantizeBench(o: BenchOptions): Promise<QuantizeBenchResult> {
@@ -485,17 +558,25 @@ function formatGgml(g: GgmlBenchResult, r: QuantizeBenchResult): string[] {
       : `ggml: not measured — ${g.peerMissing}.`,
   );
   out.push(
+    'library' in g.chunkPeer
+      ? `ggml same path: bench/peers/ggml-chunk.c on ${g.chunkPeer.library}, ggml_quantize_chunk on this input with this importance (or none), one thread, best of ${g.chunkPeer.runs} runs by thread CPU time, its blocks compared with slimtensor's.`
+      : `ggml same path: not measured — ${g.chunkPeer.missing}.`,
+  );
+  out.push(
     `Ceiling: per-core FMA peak ${g.peakGflops.toFixed(1)} GFLOP/s (clock ${g.peak.clockGHz.toFixed(2)} GHz × FMA ports × lanes × 2) × 4 bytes ÷ f32 operations per value.`,
   );
   out.push('');
   const headers = ['format', 'importance', 'bits/weight'];
   for (const c of r.copy) headers.push(`${threadsLabel(c.threads)} GB/s`, '× copy');
-  headers.push('1T GB/s per CPU s', 'AVX2 1T GB/s', 'ggml 1T GB/s per CPU s', '× ggml (1T)', 'ops/value', 'ceiling 1T GB/s', 'of ceiling', 'RMSE', 'ggml RMSE');
+  headers.push('1T GB/s per CPU s', 'AVX2 1T GB/s', 'ggml ref 1T GB/s per CPU s', '× ggml ref (1T)', 'ggml same path 1T GB/s per CPU s', '× ggml same path (1T)', 'bytes vs ggml');
+  headers.push('ops/value', 'ceiling 1T GB/s', 'of ceiling', 'RMSE', 'ggml RMSE');
   const rows = g.cases.map((c) => {
     const cells = [c.format, c.importance ? 'yes' : '—', c.bitsPerWeight.toFixed(4).replace(/0+$/, '').replace(/\.$/, '')];
     for (const p of c.perThreads) cells.push(fmtGBs(p.gbps), fmtRatio(p.copyRatio));
     const pt = peer?.types[c.format];
     cells.push(fmtGBs(c.cpuGbps), c.avx2 ? fmtGBs(c.avx2.gbps) : '—', pt ? pt.cpuGbps.toFixed(3) : '—', c.ggmlRatio === null ? '—' : `${c.ggmlRatio.toFixed(1)}×`);
+    const sp = c.ggmlSamePath;
+    cells.push(sp ? sp.cpuGbps.toFixed(3) : '—', sp ? `${sp.ratio.toFixed(1)}×` : '—', sp ? (sp.identical ? 'identical' : 'DIFFER') : '—');
     cells.push(c.opsPerValue === null ? '—' : String(c.opsPerValue), c.ceilingGbps === null ? '—' : fmtGBs(c.ceilingGbps));
     cells.push(c.ofCeiling === null ? '—' : `${(100 * c.ofCeiling).toFixed(0)}%`, c.rmse.toPrecision(4), pt ? pt.rmse.toPrecision(4) : '—');
     return cells;
@@ -504,8 +585,8 @@ function formatGgml(g: GgmlBenchResult, r: QuantizeBenchResult): string[] {
   out.push('');
   out.push(
     'GB/s: wall clock (median); per CPU s: the same call\'s bytes per second of CPU time, which a busy shared machine does not inflate (ggml\'s: its wall-clock rates × its run\'s CPU/wall share). ' +
-      '× ggml: slimtensor at one thread (auto kernel) ÷ ggml\'s reference quantizer of the same type at one thread, both per CPU second; rows with importance are compared with that same reference quantizer ' +
-      '(the peer does not time ggml\'s importance-weighted path, which is slower still: see the README). Every output is byte-identical to ggml\'s (test/quantize-ggml.test.ts). ' +
+      '× ggml ref: slimtensor at one thread (auto kernel) ÷ ggml\'s reference quantizer of the same type at one thread, both per CPU second (rows with importance too). ' +
+      '× ggml same path: ÷ ggml_quantize_chunk with the same importance (none: the reference quantizer again, timed on this input), per CPU second; bytes vs ggml: that call\'s blocks against slimtensor\'s. ' +
       'ops/value: the f32 operations each search performs per input value (bench/quantize.ts OPS_PER_VALUE); the ceiling counts each as one flop against the FMA peak, which on this core is also the rate of separate multiply and add ports together.',
   );
   out.push('');
