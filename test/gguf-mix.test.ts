@@ -24,6 +24,7 @@ import { runLlamaQuantizeBench } from '../bench/llama-quantize';
 // every third layer between), for the layer counts tested:
 const MORE_BITS: Record<number, readonly number[]> = {
   4: [2, 3],
+  8: [0, 3, 6, 7],
   12: [0, 3, 6, 9, 10, 11],
   22: [0, 1, 4, 7, 10, 13, 16, 19, 20, 21],
   32: [0, 1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 28, 29, 30, 31],
@@ -254,6 +255,30 @@ describe('gguf mixes (llama-quantize file types)', function () {
         }
       }
     });
+  });
+
+  it('writes a q4_k_m file whose tensors, read back, have llama.cpp\'s types (a 256-wide Llama GGUF)', async () => {
+    const s: LlamaShape = { layers: 8, hidden: 256, ffn: 256, heads: 4, kvHeads: 2, vocab: 300, dtype: 'F16', seed: 7 };
+    const input = path.join(tmp, 'types-f16.gguf');
+    const out = path.join(tmp, 'types-q4_k_m.gguf');
+    await writeLlamaGguf(input, s);
+    await compressModel({ input, output: out, recipe: 'q4_k_m' });
+    const m = modelOf(s);
+    const src = await GGUFReader.open(input);
+    const g = await GGUFReader.open(out);
+    try {
+      expect(g.tensors.map((t) => t.name).sort()).to.deep.equal(src.tensors.map((t) => t.name).sort());
+      const types = Object.fromEntries(g.tensors.map((t) => [t.name, t.type]));
+      for (const t of src.tensors) expect(types[t.name], t.name).to.equal(expected('q4_k_m', t.name, m, false) ?? t.type);
+      // what the rules promote, seen in the file
+      expect(types['output.weight']).to.equal('Q6_K');
+      expect([0, 3, 6, 7].map((i) => types[`blk.${i}.ffn_down.weight`])).to.deep.equal(['Q6_K', 'Q6_K', 'Q6_K', 'Q6_K']);
+      expect(types['blk.1.attn_v.weight']).to.equal('Q4_K');
+      expect(g.metadata.get('general.file_type')).to.equal(FILE_TYPE.q4_k_m);
+    } finally {
+      await g.close();
+      await src.close();
+    }
   });
 
   it('writes general.file_type as llama.cpp numbers it', async () => {
