@@ -373,8 +373,14 @@ function runChunkPeer(peerPath: string, full: Input, importance: Float32Array, o
   };
   const runs = 2;
   o.log(`quantize: ggml_quantize_chunk without and with importance (${path.join(libDir, lib)}), best of ${runs} runs`);
-  const out = execFileSync(exe, [write('x.f32', full.values), write('importance.f32', importance), String(full.rows), String(full.cols),
-    String(runs), dir, ...GGML_CASES], { encoding: 'utf8', maxBuffer: 1 << 20 });
+  let out: string;
+  try {
+    out = execFileSync(exe, [write('x.f32', full.values), write('importance.f32', importance), String(full.rows), String(full.cols),
+      String(runs), dir, ...GGML_CASES], { encoding: 'utf8', maxBuffer: 1 << 20, stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (e) {
+    fs.rmSync(dir, { recursive: true, force: true });
+    return { missing: `bench/peers/ggml-chunk.c failed: ${(e as Error).message.split('\n')[0]}` };
+  }
   const cpuSeconds: Record<string, number> = {};
   for (const line of out.split('\n')) {
     const m = /^(\S+) (plain|imatrix) ([\d.]+) ([\d.]+)$/.exec(line.trim());
