@@ -274,7 +274,7 @@ export interface GgmlCaseResult {
   perThreads: ThreadResult[];
   /** The AVX2 kernel at 1 thread (null without AVX2 kernels). */
   avx2: ThreadResult | null;
-  /** 1 thread, per second of CPU time (on a shared machine the wall clock also counts other processes' turns). */
+  /** 1 thread, per second of CPU time (on a shared machine the wall clock also counts other processes' turns), into a reused output as the ggml peers. */
   cpuGbps: number;
   /** cpuGbps / ggml's reference quantizer of the type per second of CPU time (ggml-quant-bench times from_float_ref); null without the peer. */
   ggmlRatio: number | null;
@@ -436,7 +436,11 @@ async function measureGgml(full: Input, copy: readonly CopyBandwidth[], copyFn: 
           avx2 = { threads: 1, seconds: timing.seconds, gbps: gbps(t.byteLength, timing.seconds), copyRatio: timing.copyRatio, jsRatio: null };
         }
         if (!last) throw new Error(`quantize benchmark: ${format} never ran`);
-        const cpuGbps = await cpuTimeGbps(() => quantize(t, { ...base, threads: 1 }), t.byteLength, o.runs);
+        // Into a reused output, as both ggml peers quantize into one buffer
+        // across their runs: first-touch page faults of a fresh output cost
+        // up to 40 % of a K-quant call on this VM and are not the kernel's.
+        const out = last;
+        const cpuGbps = await cpuTimeGbps(() => quantize(t, { ...base, threads: 1, out }), t.byteLength, o.runs);
         const ops = (OPS_PER_VALUE[format] as { plain: number | null; weighted: number })[weighted ? 'weighted' : 'plain'];
         const ceilingGbps = ops === null ? null : (4 * peakGflops) / ops;
         const peerType = peer?.types[format];
@@ -590,7 +594,8 @@ function formatGgml(g: GgmlBenchResult, r: QuantizeBenchResult): string[] {
   out.push(markdownTable(headers, rows));
   out.push('');
   out.push(
-    'GB/s: wall clock (median); per CPU s: the same call\'s bytes per second of CPU time, which a busy shared machine does not inflate (ggml\'s: its wall-clock rates × its run\'s CPU/wall share). ' +
+    'GB/s: wall clock (median), into a fresh output; per CPU s: the same call\'s bytes per second of CPU time, which a busy shared machine does not inflate (ggml\'s: its wall-clock rates × its run\'s CPU/wall share, or its thread CPU time), ' +
+      'into a reused output (`options.out`) as both ggml peers reuse theirs. ' +
       '× ggml ref: slimtensor at one thread (auto kernel) ÷ ggml\'s reference quantizer of the same type at one thread, both per CPU second (rows with importance too). ' +
       '× ggml same path: ÷ ggml_quantize_chunk with the same importance (none: the reference quantizer again, timed on this input), per CPU second; bytes vs ggml: that call\'s blocks against slimtensor\'s. ' +
       'ops/value: the f32 operations each search performs per input value (bench/quantize.ts OPS_PER_VALUE); the ceiling counts each as one flop against the FMA peak, which on this core is also the rate of separate multiply and add ports together.',
