@@ -7,7 +7,6 @@ import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
-  backends,
   dequantize,
   dequantizeSync,
   f16ToF32,
@@ -22,6 +21,7 @@ import {
   type QuantizeOptions,
 } from '../lib/index';
 import { bytesOf } from './support/assert';
+import { kernelsHere, simdUnavailable, skip } from './support/skip';
 import { Rng } from './support/random';
 
 const FIXTURES = path.join(__dirname, 'fixtures', 'ggml');
@@ -33,22 +33,9 @@ const BLOCK: Record<Ggml, [values: number, bytes: number]> = {
   q4_0: [32, 18], q4_1: [32, 20], q5_0: [32, 22], q5_1: [32, 24], q8_0: [32, 34],
   q2_k: [256, 84], q3_k: [256, 110], q4_k: [256, 144], q5_k: [256, 176], q6_k: [256, 210],
 };
-const cpuKernel = backends().cpu.kernel;
 const KERNELS = ['reference', 'avx2', 'avx512'] as const;
-type CpuKernel = (typeof KERNELS)[number];
-
-/** Why `kernel` cannot run here, or undefined when it can. */
-function unavailable(kernel: CpuKernel): string | undefined {
-  if (kernel === 'avx2' && cpuKernel === 'scalar') return 'this CPU or build has no AVX2 kernels';
-  if (kernel === 'avx512' && cpuKernel !== 'avx512') return `this CPU or build has no AVX-512 kernels (cpu kernel: ${cpuKernel})`;
-  return undefined;
-}
-
-/** Marks the running test pending, naming the reason in its title. */
-function skip(ctx: Mocha.Context, why: string): never {
-  if (ctx.test) ctx.test.title += ` — skipped: ${why}`;
-  return ctx.skip();
-}
+// The CPU kernels this process can run; the others are reported as skipped tests with the reason.
+const HERE = kernelsHere('GGUF formats', KERNELS);
 
 function readF32(file: string): Float32Array {
   const b = fs.readFileSync(path.join(FIXTURES, file));
@@ -64,12 +51,8 @@ function sameBytes(a: ArrayBufferView, b: ArrayBufferView, what: string): void {
 }
 
 describe('GGUF formats: ggml vectors byte for byte (quantize with and without importance, dequantize)', () => {
-  for (const kernel of KERNELS) {
+  for (const kernel of HERE) {
     describe(`${kernel} kernel`, () => {
-      before(function () {
-        const why = unavailable(kernel);
-        if (why) skip(this, why);
-      });
       for (const name of ['normal', 'edge', 'heavy']) {
         for (const format of GGML) {
           it(`${name} ${format}`, () => {
@@ -139,8 +122,8 @@ describe('GGUF formats: AVX2 and AVX-512 kernels are bit-identical to the scalar
   for (const kernel of ['avx2', 'avx512'] as const) {
     for (const format of GGML) {
       it(`${format} (${kernel}): f32/f16/bf16 inputs, with and without importance`, function () {
-        const why = unavailable(kernel);
-        if (why) skip(this, why);
+        const why = simdUnavailable(kernel);
+        if (why !== null) skip(this, why);
         for (const { rows, cols, x: xs, importance } of inputs) {
           for (const x of xs) {
             for (const dtype of ['f32', 'f16', 'bf16'] as const) {
@@ -244,8 +227,7 @@ describe('GGUF formats: dequantization of arbitrary blocks matches an independen
       const q = new QuantizedTensor({ format, shape: [rows, cols], data });
       const want = new Float32Array(rows * cols);
       for (let b = 0; b < data.length / bytes; b++) decodeBlock(format, data.subarray(b * bytes, (b + 1) * bytes), want.subarray(b * n, (b + 1) * n));
-      for (const kernel of KERNELS) {
-        if (unavailable(kernel)) continue;
+      for (const kernel of HERE) {
         sameBytes(dequantizeSync(q, { kernel }).data, want, `${kernel} kernel`);
       }
     });
@@ -361,8 +343,8 @@ describe('GGUF formats: K-quants and Q5 options, shapes and non-finite values', 
     const tt = Tensor.from(x, [4, 256]);
     for (const format of NEW) {
       const ref = quantizeSync(tt, { format, kernel: 'reference' });
-      for (const kernel of ['avx2', 'avx512'] as const) {
-        if (!unavailable(kernel)) sameQuantized(quantizeSync(tt, { format, kernel }), ref, `${format} ${kernel}`);
+      for (const kernel of HERE.filter((k) => k !== 'reference')) {
+        sameQuantized(quantizeSync(tt, { format, kernel }), ref, `${format} ${kernel}`);
       }
     }
   });
