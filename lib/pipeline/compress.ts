@@ -24,6 +24,7 @@ import {
   type CTGroup,
 } from '../formats/compressed-tensors';
 import { quoteName, type GGUFMetadataEntry } from '../formats/gguf-header';
+import { jsonTooDeep, MAX_JSON_DEPTH } from '../formats/json';
 import { GGUF_FILE_TYPES, GGUF_QUANTIZATION_VERSION, GGUFWriter, ggufTensorBytes, removeMetadata, setMetadata, type GGUFPlannedTensor } from '../formats/gguf-writer';
 import { ggmlTypeByName, type GGMLTypeName } from '../formats/gguf-types';
 import { imatrixWeights, readImatrix, type ImatrixEntry, type ImportanceMatrix } from '../formats/imatrix';
@@ -555,6 +556,7 @@ async function readConfig(file: string): Promise<Record<string, unknown> | undef
     throw new SlimTensorError(`${file}: not valid JSON (${(e as Error).message})`, 'ERR_FORMAT');
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new SlimTensorError(`${file}: config.json must hold a JSON object`, 'ERR_FORMAT');
+  if (jsonTooDeep(parsed)) throw new SlimTensorError(`${file}: nests arrays or objects more than ${MAX_JSON_DEPTH} deep`, 'ERR_FORMAT');
   return parsed as Record<string, unknown>;
 }
 
