@@ -12,10 +12,11 @@ import { lowrankBench } from './lowrank';
 import { sparsityBench } from './sparsity';
 import { tokenizerBench } from './tokenizer';
 import { queueBench } from './queue';
+import { llamaQuantizeBench } from './llama-quantize';
 
 // The registry: later benchmarks (sparsity, lowrank, distill, pipeline) add
 // one line here and one module beside this file.
-const BENCHMARKS: readonly Benchmark[] = [quantizeBench, searchFloorBench, sparsityBench, pipelineBench, distillBench, lowrankBench, tokenizerBench, queueBench];
+const BENCHMARKS: readonly Benchmark[] = [quantizeBench, searchFloorBench, sparsityBench, pipelineBench, llamaQuantizeBench, distillBench, lowrankBench, tokenizerBench, queueBench];
 
 const DEFAULT_RUNS = 7;
 const QUICK_RUNS = 3;
@@ -23,11 +24,13 @@ const QUICK_RUNS = 3;
 function usage(): string {
   const names = BENCHMARKS.map((b) => `  ${b.name.padEnd(13)} ${b.description}`).join('\n');
   return [
-    'usage: npm run bench -- [name...] [--json] [--runs N] [--quick]',
+    'usage: npm run bench -- [name...] [--json] [--runs N] [--quick] [--ggml PATH] [--llama-quantize PATH]',
     '',
     '  --json     print one JSON document instead of markdown (use `npm run -s` to drop npm\'s banner)',
     `  --runs N   timed repetitions per measurement, median reported (default ${DEFAULT_RUNS}, ${QUICK_RUNS} with --quick)`,
     '  --quick    a small problem size: a smoke test, not a measurement',
+    '  --llama-quantize PATH   llama.cpp\'s llama-quantize for the llama-quantize benchmark (a peer, never a dependency)',
+    '  --ggml P   quantize: ggml\'s quantizer benchmark to compare against (default: ../shared/peers/llama.cpp/ggml-quant-bench if present)',
     '',
     'benchmarks:',
     names,
@@ -39,6 +42,8 @@ interface Args {
   json: boolean;
   runs: number;
   quick: boolean;
+  llamaQuantize: string | undefined;
+  ggml: string | undefined;
 }
 
 function parse(argv: string[]): Args | string {
@@ -51,6 +56,8 @@ function parse(argv: string[]): Args | string {
         json: { type: 'boolean', default: false },
         quick: { type: 'boolean', default: false },
         runs: { type: 'string' },
+        'llama-quantize': { type: 'string' },
+        ggml: { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
       },
     });
@@ -67,7 +74,7 @@ function parse(argv: string[]): Args | string {
     runs = Number(values.runs);
     if (!Number.isInteger(runs) || runs < 1 || runs > 1000) return `--runs must be an integer in 1..1000, got ${JSON.stringify(values.runs)}`;
   }
-  return { names: positionals, json: values.json, runs, quick: values.quick };
+  return { names: positionals, json: values.json, runs, quick: values.quick, llamaQuantize: values['llama-quantize'], ggml: values.ggml };
 }
 
 async function main(): Promise<number> {
@@ -87,6 +94,8 @@ async function main(): Promise<number> {
     runs: args.runs,
     quick: args.quick,
     log: (m) => process.stderr.write(`${m}\n`),
+    ...(args.llamaQuantize !== undefined ? { llamaQuantize: args.llamaQuantize } : {}),
+    ...(args.ggml !== undefined ? { ggml: args.ggml } : {}),
   };
   const machine = describeMachine();
   if (!args.json) process.stdout.write(`${formatMachine(machine)}\n\n`);

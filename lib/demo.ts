@@ -36,10 +36,18 @@ export interface DemoPreset {
 const forTransformers = (id: string, extra: Partial<Recipe> = {}): Recipe => ({ name: id, extends: id.replace(/-mse$/, ''), target: 'transformers', ...extra });
 
 export const DEMO_PRESETS: readonly DemoPreset[] = [
-  { id: 'q4_0', description: 'GGUF Q4_0 (embedding and head Q8_0)', recipe: 'q4_0' },
+  { id: 'q4_0', description: "GGUF Q4_0 as llama-quantize (head Q6_K, here Q8_0: rows of 64)", recipe: 'q4_0' },
   { id: 'q4_0-mse', description: 'GGUF Q4_0, MSE-searched scales', recipe: { name: 'q4_0-mse', extends: 'q4_0', search: 'mse' } },
   { id: 'q4_1', description: 'GGUF Q4_1 (scale + minimum)', recipe: 'q4_1' },
   { id: 'q8_0', description: 'GGUF Q8_0', recipe: 'q8_0' },
+  // The K-quant mixes: llama-quantize's Q4_K_M, Q5_K_M, Q6_K. The bundled
+  // model's rows of 64 and 172 values fit no 256-value super-block, so each
+  // of its tensors takes llama-quantize's fallback (Q4_K → Q5_0, Q5_K →
+  // Q5_1, Q6_K → Q8_0, F16 for the rows of 172): on a model 256 wide or
+  // wider (every released one) they are Q4_K/Q5_K/Q6_K.
+  { id: 'q4_k_m', description: "GGUF Q4_K_M as llama-quantize (here Q5_0 fallbacks: rows of 64)", recipe: 'q4_k_m' },
+  { id: 'q5_k_m', description: "GGUF Q5_K_M as llama-quantize (here Q5_1 / Q8_0 fallbacks)", recipe: 'q5_k_m' },
+  { id: 'q6_k', description: "GGUF Q6_K as llama-quantize (here Q8_0 fallbacks)", recipe: 'q6_k' },
   { id: 'w4a16', description: 'compressed-tensors INT4 symmetric, groups of 128', recipe: forTransformers('w4a16') },
   { id: 'w4a16-mse', description: 'compressed-tensors INT4, groups of 128, MSE-searched scales', recipe: forTransformers('w4a16-mse', { search: 'mse' }) },
   { id: 'w4a16-asym', description: 'compressed-tensors INT4 with zero points, groups of 128', recipe: forTransformers('w4a16-asym') },

@@ -10,6 +10,8 @@ export {
   quantizationErrorSync,
   QuantizedTensor,
   QUANT_FORMATS,
+  GGML_QUANT_FORMATS,
+  ggmlBlockSize,
   type QuantFormat,
   type QuantizeOptions,
   type DequantizeOptions,
@@ -96,6 +98,7 @@ export {
 } from './formats/safetensors';
 export { GGUFWriter, GGUF_FILE_TYPES, type GGUFPlannedTensor, type GGUFWriterPlan } from './formats/gguf-writer';
 export type { GGUFReadOptions } from './formats/gguf';
+export { readImatrix, parseImatrixDat, imatrixWeights, type ImportanceMatrix, type ImatrixEntry, type ImatrixReadOptions } from './formats/imatrix';
 export {
   compressModel,
   PRESETS,
@@ -113,6 +116,9 @@ export {
   type OutputFormat,
   type Target,
   type PruneLayout,
+  GGUF_MIXES,
+  MIX_NAMES,
+  type MixName,
 } from './pipeline/index';
 export { compareModels, type ComparisonReport, type TensorComparison, type CompareOptions } from './pipeline/compare';
 export { renderReportHtml } from './pipeline/html';

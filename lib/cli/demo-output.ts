@@ -66,9 +66,10 @@ export function renderDemo(r: DemoReport): string {
   out.push('');
   out.push('Each recipe ran through the streaming pipeline (slimtensor compress) into a GGUF file or a compressed-tensors folder.');
   out.push('size: the output on disk; ratio = input file / output. quantized: tensors quantized, or pruned by 2of4 (norms and 1-D');
-  out.push('tensors are kept; GGUF recipes store embedding and head at Q8_0, compressed-tensors recipes keep them). RMSE, max |err|');
-  out.push('and bits/w over those weights (2of4: the kept values in the model\'s dtype plus a 1-bit mask per weight). time: the');
-  out.push('whole run (read, compress, measure the error, write).');
+  out.push('tensors are kept; GGUF recipes choose every tensor\'s type as llama-quantize does, compressed-tensors recipes keep');
+  out.push('embedding and head). RMSE, max |err| and bits/w over those weights (2of4: the kept values in the model\'s dtype plus a');
+  out.push('1-bit mask per weight). time: the whole run (read, compress, measure the error, write). This model is 64 wide: the');
+  out.push('K-quant mixes (q4_k_m, q5_k_m, q6_k) need rows of 256, so every tensor here takes llama-quantize\'s fallback type.');
   const fallbacks = reasonLines(r.formats, (f) => f.fallbacks);
   if (fallbacks.length > 0) out.push('', 'fallbacks (rows that do not fit the block or group):', ...fallbacks);
   out.push('', `kernel: ${r.kernel}; total ${formatMs(r.totalMs)}`);

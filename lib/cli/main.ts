@@ -109,6 +109,15 @@ interface RunArgs {
   quiet: boolean;
   verbose: boolean;
   target?: string | undefined;
+  imatrix?: string | undefined;
+}
+
+/** `--imatrix`: llama.cpp's importance matrix for the quantizers. */
+function imatrixOption<T>(y: import('yargs').Argv<T>) {
+  return y.option('imatrix', {
+    type: 'string',
+    describe: "llama.cpp importance matrix (llama-imatrix's .dat or GGUF file): llama.cpp's importance-weighted quantizers, as llama-quantize --imatrix; tensors it does not cover are quantized without it (listed)",
+  });
 }
 
 /** `--target`: the consumer a compressed-tensors output is written for. */
@@ -142,6 +151,7 @@ function toRunOptions(a: RunArgs, recipe: RunOptions['recipe']): RunOptions {
     memory: size(a.memory, '--memory'),
     shardSize: size(a['shard-size'], '--shard-size'),
     target: a.target as Target | undefined,
+    imatrix: a.imatrix,
   };
 }
 
@@ -159,8 +169,8 @@ function buildParser(argv: string[]) {
       'quantize <input>',
       `Quantize a model with a preset (${QUANTIZE_PRESETS.join(', ')})`,
       (y) =>
-        targetOption(runOptions(y.positional('input', { type: 'string', demandOption: true, describe: 'GGUF file, .safetensors file or Hugging Face folder' })))
-          .option('preset', { alias: 'p', type: 'string', demandOption: true, choices: QUANTIZE_PRESETS, describe: 'The recipe to apply' })
+        imatrixOption(targetOption(runOptions(y.positional('input', { type: 'string', demandOption: true, describe: 'GGUF file, .safetensors file or Hugging Face folder' }))))
+          .option('preset', { alias: 'p', type: 'string', demandOption: true, choices: QUANTIZE_PRESETS, describe: 'The recipe to apply (GGUF: llama-quantize\'s file types; see `slimtensor presets`)' })
           .option('search', { type: 'string', choices: ['none', 'mse'], describe: 'Scale search (mse: slower, lower error)' }),
       async (args) => {
         const recipe = args.search === undefined ? args.preset : { extends: args.preset, search: args.search as 'none' | 'mse', name: `${args.preset}${args.search === 'mse' ? '-mse' : ''}` };
@@ -215,7 +225,7 @@ function buildParser(argv: string[]) {
       'compress <input>',
       'Compress a model with a recipe file (JSON rules) or a preset',
       (y) =>
-        targetOption(runOptions(y.positional('input', { type: 'string', demandOption: true })))
+        imatrixOption(targetOption(runOptions(y.positional('input', { type: 'string', demandOption: true }))))
           .option('recipe', { alias: 'r', type: 'string', describe: 'Recipe file (JSON)' })
           .option('preset', { alias: 'p', type: 'string', choices: PRESET_NAMES, describe: 'A built-in recipe instead of a file' })
           .check((a) => {

@@ -7,6 +7,7 @@ import { GGUFReader } from '../formats/gguf';
 import { jsonTooDeep } from '../formats/json';
 import type { GGUFValue } from '../formats/gguf-header';
 import { compareModels, type ComparisonReport } from '../pipeline/compare';
+import { fileTypeLabel } from '../pipeline/gguf-mix';
 import { compressModel, type CompressReport } from '../pipeline/compress';
 import { renderReportHtml } from '../pipeline/html';
 import { LIVE_TEMPS } from '../pipeline/output';
@@ -135,6 +136,14 @@ export async function inspect(p: string, json: boolean): Promise<string> {
     const out: string[] = [];
     out.push(`${p}: ${m.format === 'gguf' ? `GGUF v${g?.version}, alignment ${g?.alignment}` : `safetensors, ${st?.shards.length} file${st?.shards.length === 1 ? '' : 's'}`}; ${tensors.length} tensors, ${formatBytes(total)}`);
     if (g !== undefined) {
+      // What the file is "mostly", and its mix of types (a K-quant file mixes several).
+      const ft = g.metadata.get('general.file_type');
+      const label = typeof ft === 'number' ? fileTypeLabel(ft) : undefined;
+      const counts = new Map<string, number>();
+      for (const t of tensors) counts.set(t.dtype, (counts.get(t.dtype) ?? 0) + 1);
+      out.push(`${typeof ft === 'number' ? `file type ${ft}${label !== undefined ? ` (${label})` : ''}; ` : ''}tensor types: ${[...counts].map(([k, n]) => `${k} ×${n}`).join(', ')}`);
+    }
+    if (g !== undefined) {
       out.push('', 'metadata:');
       for (const e of g.entries) out.push(`  ${e.key} (${e.type}${e.itemType ? ` of ${e.itemType}` : ''}) = ${metaValue(e.value)}`);
     } else if (st !== undefined && Object.keys(st.metadata).length > 0) {
@@ -178,6 +187,7 @@ export interface RunOptions {
   shardSize?: number | undefined;
   verbose: boolean;
   target?: Target | undefined;
+  imatrix?: string | undefined;
 }
 
 /** The exit code for an interrupted run (128 + SIGINT). */
@@ -211,6 +221,7 @@ export async function runCompression(o: RunOptions): Promise<string> {
       ...(o.memory !== undefined ? { memoryLimit: o.memory } : {}),
       ...(o.shardSize !== undefined ? { maxShardBytes: o.shardSize } : {}),
       ...(o.target !== undefined ? { target: o.target } : {}),
+      ...(o.imatrix !== undefined ? { imatrix: o.imatrix } : {}),
       overwrite: o.force,
       signal: ac.signal,
       onProgress: progress,
@@ -281,6 +292,7 @@ export function renderCompressReport(r: CompressReport, verbose: boolean): strin
     }
     for (const [k, names] of by) out.push(`  ${names.length} tensor${names.length === 1 ? '' : 's'} (${names.slice(0, 3).join(', ')}${names.length > 3 ? ', ...' : ''}): ${k}`);
   }
+  if (r.imatrix !== undefined) out.push('', `imatrix ${r.imatrix.files.join(', ')}: ${r.imatrix.used} tensor${r.imatrix.used === 1 ? '' : 's'} quantized with it, ${r.imatrix.notCovered.length} not covered`);
   for (const w of r.warnings) out.push('', `note: ${w}`);
   if (r.sparsity !== undefined) {
     const s = r.sparsity;

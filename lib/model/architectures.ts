@@ -311,6 +311,8 @@ export const GGUF_HPARAM_KEYS = {
   keyLength: 'attention.key_length',
   valueLength: 'attention.value_length',
   vocabSize: 'vocab_size',
+  /** Mixture-of-experts models: experts per layer (absent for dense models). */
+  expertCount: 'expert_count',
   ropeScalingType: 'rope.scaling.type',
   ropeScalingFactor: 'rope.scaling.factor',
   ropeScalingOriginalContextLength: 'rope.scaling.original_context_length',

@@ -20,7 +20,7 @@ export interface SourceTensor {
   storage: string;
   /** Dense dtype when slimtensor can view it as a Tensor. */
   dtype: DType | undefined;
-  /** GGUF block format when stored quantized (Q8_0, Q4_0, Q4_1). */
+  /** GGUF block format when stored quantized (Q4_0 … Q8_0, Q2_K … Q6_K). */
   quant: QuantFormat | undefined;
   byteLength: number;
 }
