@@ -9,6 +9,7 @@ import { planModel, type ModelPlan, type PlanOptions, type TensorSpec, type Weig
 import type { Architecture } from './architectures';
 import type { ModelHyperparameters } from './hparams';
 import { createSampler, type SamplingOptions } from './sampling';
+import { perplexity, type PerplexityOptions, type PerplexityResult } from './evaluate';
 
 export interface LoadModelOptions extends PlanOptions {
   /** Positions of the KV cache. Default: the model's context length, at most 4096. */
@@ -156,13 +157,22 @@ export class Model {
     if (typeof options !== 'object' || options === null) fail(where, 'ERR_VALUE', 'options must be an object');
     const known = ['contextSize', 'batchSize', 'threads', 'kernel', 'activations', 'sparse', 'signal', 'hyperparameters'];
     for (const k of Object.keys(options)) if (!known.includes(k)) fail(where, 'ERR_VALUE', `unknown option ${JSON.stringify(k)}; known: ${known.join(', ')}`);
-    const kernel = kernelCode(options.kernel, where);
+    kernelCode(options.kernel, where);
     if (options.kernel === 'cuda') fail(where, 'ERR_UNSUPPORTED', "the runtime runs on the CPU; options.kernel 'cuda' is not available for models");
-    const threads = threadCount(options.threads, where);
+    threadCount(options.threads, where);
     if (options.activations !== undefined && options.activations !== 'auto' && options.activations !== 'f32') fail(where, 'ERR_VALUE', `options.activations must be 'auto' or 'f32', got ${JSON.stringify(options.activations)}`);
+    options.signal?.throwIfAborted();
+    const plan = await planModel(p, options.hyperparameters !== undefined ? { hyperparameters: options.hyperparameters } : {});
+    return Model.fromPlan(plan, options);
+  }
+
+  /** @internal Loads the tensors of a plan (planModel's result; the files must not have changed since). */
+  static async fromPlan(plan: ModelPlan, options: LoadModelOptions = {}): Promise<Model> {
+    const where = 'loadModel';
+    const kernel = kernelCode(options.kernel, where);
+    const threads = threadCount(options.threads, where);
     const signal = options.signal;
     signal?.throwIfAborted();
-    const plan = await planModel(p, options.hyperparameters !== undefined ? { hyperparameters: options.hyperparameters } : {});
     const h = plan.hparams;
     const contextSize = options.contextSize ?? Math.min(h.contextLength, 4096);
     if (!Number.isInteger(contextSize) || contextSize < 1 || contextSize > 1 << 22) fail(where, 'ERR_VALUE', `options.contextSize must be an integer in 1..4194304, got ${String(options.contextSize)}`);
@@ -222,7 +232,7 @@ export class Model {
    * Runs tokens at positions [position, position + n) and returns logits:
    * [vocab] for the last token, [n × vocab] for all, or an empty array.
    */
-  forward(tokens: ArrayLike<number>, options: ForwardOptions = {}): Promise<Float32Array> {
+  async forward(tokens: ArrayLike<number>, options: ForwardOptions = {}): Promise<Float32Array> {
     const where = 'Model.forward';
     const ids = tokenArray(tokens, this.hyperparameters.vocabSize, where);
     if (ids.length === 0) fail(where, 'ERR_VALUE', 'no tokens');
@@ -317,6 +327,15 @@ export class Model {
       logits = await this.forward([token], { position: pos, logits: 'last', ...(signal ? { signal } : {}) });
       pos++;
     }
+  }
+
+  /**
+   * Perplexity on token ids as llama.cpp's llama-perplexity computes it
+   * (chunks of ctx, the second half of each scored); with options.base, the
+   * KL divergence from the base model too. See evaluate.ts.
+   */
+  perplexity(tokens: ArrayLike<number>, options: PerplexityOptions = {}): Promise<PerplexityResult> {
+    return perplexity(this, tokens, options);
   }
 
   /** Frees the weights and the cache (waits for a running call, which is asked to stop). Safe to call twice. */
