@@ -28,6 +28,7 @@ Napi::Value backends(const Napi::CallbackInfo& info) {
   uint32_t i = 0;
   if (hw.avx2) feats.Set(i++, "avx2+fma+f16c");
   if (hw.avx512) feats.Set(i++, "avx512f+bw+vl");
+  if (hw.avx512vnni) feats.Set(i++, "avx512vnni");
   cpu.Set("features", feats);
   // avx512: the AVX2 kernels, with AVX-512 loops where they exist (the MSE search)
   cpu.Set("kernel", on.avx512 ? "avx512" : on.avx2 ? "avx2" : "scalar");
