@@ -10,10 +10,11 @@ import { pipelineBench } from './pipeline';
 import { distillBench } from './distill';
 import { lowrankBench } from './lowrank';
 import { sparsityBench } from './sparsity';
+import { inferBench } from './infer';
 
 // The registry: later benchmarks (sparsity, lowrank, distill, pipeline) add
 // one line here and one module beside this file.
-const BENCHMARKS: readonly Benchmark[] = [quantizeBench, searchFloorBench, sparsityBench, pipelineBench, distillBench, lowrankBench];
+const BENCHMARKS: readonly Benchmark[] = [quantizeBench, searchFloorBench, sparsityBench, pipelineBench, distillBench, lowrankBench, inferBench];
 
 const DEFAULT_RUNS = 7;
 const QUICK_RUNS = 3;

@@ -42,7 +42,13 @@ namespace {
 struct FreeDeleter {
   void operator()(void* p) const { std::free(p); }
 };
-using Buffer = std::unique_ptr<uint8_t, FreeDeleter>;
+// An owned allocation and its size.
+struct Buffer {
+  std::unique_ptr<uint8_t, FreeDeleter> p;
+  int64_t bytes = 0;
+  uint8_t* get() const { return p.get(); }
+  explicit operator bool() const { return p != nullptr; }
+};
 
 // 64-byte aligned, with transparent huge pages asked for (weights are
 // streamed once per token: fewer TLB misses).
@@ -50,11 +56,17 @@ Buffer alloc_bytes(int64_t bytes) {
   void* p = nullptr;
   const size_t n = static_cast<size_t>(std::max<int64_t>(bytes, 64));
   const size_t align = n >= (size_t{4} << 20) ? (size_t{2} << 20) : 64;
-  if (posix_memalign(&p, align, (n + 63) / 64 * 64) != 0) return Buffer(nullptr);
+  if (posix_memalign(&p, align, (n + 63) / 64 * 64) != 0) return Buffer{};
 #if defined(MADV_HUGEPAGE)
   if (align > 64) madvise(p, n / align * align, MADV_HUGEPAGE);
 #endif
-  return Buffer(static_cast<uint8_t*>(p));
+  return Buffer{std::unique_ptr<uint8_t, FreeDeleter>(static_cast<uint8_t*>(p)), bytes};
+}
+
+int64_t total_bytes(const std::vector<Buffer>& mem) {
+  int64_t n = 0;
+  for (const Buffer& b : mem) n += b.bytes;
+  return n;
 }
 
 template <class T>
@@ -135,6 +147,7 @@ struct State {
   std::vector<float*> scores;  // per thread: [ctx]
   std::vector<int32_t> tokens;
   std::atomic<bool> stop{false};
+  PointwiseKernels pk{};
 };
 
 Model::Model() = default;
@@ -441,12 +454,6 @@ void rms_norm(const float* x, const float* gamma, int64_t n, float eps, float* o
   for (int64_t i = 0; i < n; ++i) out[i] = (x[i] * r) * gamma[i];
 }
 
-float dot(const float* a, const float* b, int64_t n) {
-  float s = 0.0f;
-  for (int64_t i = 0; i < n; ++i) s = std::fma(a[i], b[i], s);
-  return s;
-}
-
 }  // namespace
 
 Status Model::create(const Config& c, const Options& o, const std::vector<FileSpec>& files, const std::vector<TensorSpec>& tensors,
@@ -552,7 +559,7 @@ Status Model::create(const Config& c, const Options& o, const std::vector<FileSp
       if (!(st = plan(*L)).ok()) return st;
     }
   }
-  m->weight_bytes_ = ld.bytes();
+  m->weight_bytes_ = total_bytes(s.mem);  // as held: 2:4 weights found at load count compressed
   // Rotary frequencies: base^(-2i/d) / factor_i, in double.
   s.inv_freq.resize(static_cast<size_t>(c.rope_dims / 2));
   for (int64_t i = 0; i < c.rope_dims / 2; ++i) {
@@ -584,6 +591,7 @@ Status Model::create(const Config& c, const Options& o, const std::vector<FileSp
     if (!p) return Status::Error(Code::Value, "out of memory for the KV cache and scratch (context " + std::to_string(o.ctx) + ", batch " + std::to_string(B) + ")");
   }
   if (!s.x.q || !s.x.d || !s.x.s || std::find(s.scores.begin(), s.scores.end(), nullptr) != s.scores.end()) return Status::Error(Code::Value, "out of memory for scratch");
+  s.pk = pointwise_kernels(o.kernel);
   m->team_.reset(new Team(threads));
   *out = std::move(m);
   return Status::Ok();
@@ -765,27 +773,7 @@ void Model::run_layer(int64_t l, const Capture* cap, int64_t l0, int ith) {
   for (int64_t item = ith; item < n * c.heads; item += nth) {
     const int64_t t = item / c.heads, h = item % c.heads, g = h / group;
     const int64_t last = step_pos_ + t;
-    const float* q = s.q + t * Hq + h * hd;
-    const float* kh = kc + g * ctx * hd;
-    const float* vh = vc + g * ctx * hd;
-    float mx = -INFINITY;
-    for (int64_t j = 0; j <= last; ++j) {
-      sc[j] = dot(q, kh + j * hd, hd) * scale;
-      mx = std::max(mx, sc[j]);
-    }
-    float sum = 0.0f;
-    for (int64_t j = 0; j <= last; ++j) {
-      sc[j] = std::exp(sc[j] - mx);
-      sum += sc[j];
-    }
-    const float inv = 1.0f / sum;
-    float* out = s.att + t * Hq + h * hd;
-    for (int64_t i = 0; i < hd; ++i) out[i] = 0.0f;
-    for (int64_t j = 0; j <= last; ++j) {
-      const float p = sc[j] * inv;
-      const float* vj = vh + j * hd;
-      for (int64_t i = 0; i < hd; ++i) out[i] = std::fma(p, vj[i], out[i]);
-    }
+    s.pk.attend(s.q + t * Hq + h * hd, kc + g * ctx * hd, vc + g * ctx * hd, last + 1, hd, scale, sc, s.att + t * Hq + h * hd);
   }
   team_->barrier();
 
@@ -806,12 +794,7 @@ void Model::run_layer(int64_t l, const Capture* cap, int64_t l0, int ith) {
   const Job gu[2] = {{&b.gate, s.g, F, false}, {&b.up, s.u, F, false}};
   run_linears(s, s.x.f, gu, 2, n, D, ith, nth);
   team_->barrier();
-  for (int64_t t = t0; t < t1; ++t) {
-    const float* g = s.g + t * F;
-    const float* u = s.u + t * F;
-    float* x = s.x.f + t * F;
-    for (int64_t i = 0; i < F; ++i) x[i] = mm::swiglu(g[i], u[i]);
-  }
+  for (int64_t t = t0; t < t1; ++t) s.pk.swiglu(s.g + t * F, s.u + t * F, F, s.x.f + t * F);
   if (b.down.plan.q8) quantize_rows(s, s.x.f, F, t0, t1);
   if (sites && sites[kFfnDown]) std::memcpy(sites[kFfnDown] + t0 * F, s.x.f + t0 * F, static_cast<size_t>((t1 - t0) * F) * 4);
   team_->barrier();

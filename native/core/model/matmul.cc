@@ -147,6 +147,18 @@ Status plan_linear(const Weight& w, Kernel kernel, ActMode act, LinearPlan* p) {
   return Status::Error(Code::Internal, std::string("no kernel for ") + format_info(w.format).name);
 }
 
+PointwiseKernels pointwise_kernels(Kernel kernel) {
+  const KernelSet* s = nullptr;
+  if (kernel == Kernel::Auto) {
+    s = set_for(Kernel::Avx512);
+    if (!s) s = set_for(Kernel::Avx2);
+  } else if (kernel == Kernel::Avx2 || kernel == Kernel::Avx512) {
+    s = set_for(kernel);
+  }
+  const KernelSet& r = ref::kernels();
+  return {s && s->attend ? s->attend : r.attend, s && s->swiglu ? s->swiglu : r.swiglu};
+}
+
 void quantize_act_row(const float* x, int64_t k, int8_t* q, float* d, float* s) {
   for (int64_t b = 0; b < k / mm::QK; ++b) mm::quantize_act_block(x + b * mm::QK, q + b * mm::QK, d + b, s + b);
 }

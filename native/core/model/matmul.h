@@ -36,5 +36,12 @@ struct LinearPlan {
 };
 Status plan_linear(const Weight& w, Kernel kernel, ActMode act, LinearPlan* p);
 
+// The attention and SwiGLU kernels of the widest set `kernel` allows.
+struct PointwiseKernels {
+  AttendFn attend;
+  SwigluFn swiglu;
+};
+PointwiseKernels pointwise_kernels(Kernel kernel);
+
 }  // namespace model
 }  // namespace st

@@ -13,6 +13,7 @@
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "../lowrank/gemm.h"
@@ -120,6 +121,12 @@ void tile(const MatmulArgs& a, int64_t r0, int64_t t0) {
   }
   const __m256i ones = _mm256_set1_epi16(1);
   for (int64_t b = 0; b < blocks; ++b) {
+    if (T == 1 && r0 + 2 * R <= w.rows) {
+      // One token: the weight is streamed once. The rows of the next tile
+      // (contiguous with this one's) are fetched while this tile runs.
+      const char* next = reinterpret_cast<const char*>(w.data + (r0 + R) * w.row_bytes) + (b * R * w.row_bytes) / blocks;
+      for (int64_t o = 0; o < (R * w.row_bytes + blocks - 1) / blocks + 64; o += 64) _mm_prefetch(next + o, _MM_HINT_T0);
+    }
     __m256i x[T];
     for (int t = 0; t < T; ++t) x[t] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.xq.q + (t0 + t) * a.xq.ld + 32 * b));
     for (int r = 0; r < R; ++r) {
@@ -181,8 +188,89 @@ void f32_floats(const MatmulArgs& a, int64_t r0, int64_t r1) {
   gemm(g);
 }
 
+// e^x for x in [-87, 88] (clamped outside): 2^n · p(r) as in the AVX-512
+// file, 2^n built in the exponent field.
+inline __m256 exp_ps(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187e-06f), r);
+  __m256 p = _mm256_set1_ps(1.0f / 720.0f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  // n in [-126, 127]: 2^n is exact as a normal float.
+  const __m256 two_n = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23));
+  return _mm256_mul_ps(p, two_n);
+}
+
+inline float hsum(__m256 v) {
+  const __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 q = _mm_add_ps(h, _mm_movehl_ps(h, h));
+  return _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)));
+}
+
+void swiglu(const float* g, const float* u, int64_t n, float* out) {
+  int64_t i = 0;
+  const __m256 one = _mm256_set1_ps(1.0f);
+  for (; i + 8 <= n; i += 8) {
+    const __m256 gv = _mm256_loadu_ps(g + i);
+    const __m256 e = exp_ps(_mm256_sub_ps(_mm256_setzero_ps(), gv));
+    _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_div_ps(gv, _mm256_add_ps(one, e)), _mm256_loadu_ps(u + i)));
+  }
+  for (; i < n; ++i) out[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+}
+
+template <int C>
+void attend_c(const float* q, const float* k, const float* v, int64_t len, float scale, float* sc, float* out) {
+  constexpr int64_t hd = 8 * C;
+  __m256 qv[C];
+  for (int c = 0; c < C; ++c) qv[c] = _mm256_loadu_ps(q + 8 * c);
+  float m = -INFINITY;
+  for (int64_t j = 0; j < len; ++j) {
+    __m256 a = _mm256_mul_ps(qv[0], _mm256_loadu_ps(k + j * hd));
+    for (int c = 1; c < C; ++c) a = _mm256_fmadd_ps(qv[c], _mm256_loadu_ps(k + j * hd + 8 * c), a);
+    sc[j] = hsum(a) * scale;
+    m = sc[j] > m ? sc[j] : m;
+  }
+  const __m256 mv = _mm256_set1_ps(m);
+  __m256 sum = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= len; i += 8) {
+    const __m256 e = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(sc + i), mv));
+    _mm256_storeu_ps(sc + i, e);
+    sum = _mm256_add_ps(sum, e);
+  }
+  float tail = 0.0f;
+  for (; i < len; ++i) {
+    sc[i] = std::exp(sc[i] - m);
+    tail += sc[i];
+  }
+  const float inv = 1.0f / (hsum(sum) + tail);
+  __m256 o[C];
+  for (int c = 0; c < C; ++c) o[c] = _mm256_setzero_ps();
+  for (int64_t j = 0; j < len; ++j) {
+    const __m256 p = _mm256_set1_ps(sc[j]);
+    for (int c = 0; c < C; ++c) o[c] = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + j * hd + 8 * c), o[c]);
+  }
+  const __m256 iv = _mm256_set1_ps(inv);
+  for (int c = 0; c < C; ++c) _mm256_storeu_ps(out + 8 * c, _mm256_mul_ps(o[c], iv));
+}
+
+void attend(const float* q, const float* k, const float* v, int64_t len, int64_t hd, float scale, float* sc, float* out) {
+  switch (hd) {
+    case 32: return attend_c<4>(q, k, v, len, scale, sc, out);
+    case 64: return attend_c<8>(q, k, v, len, scale, sc, out);
+    case 128: return attend_c<16>(q, k, v, len, scale, sc, out);
+    default: return ref::kernels().attend(q, k, v, len, hd, scale, sc, out);
+  }
+}
+
 KernelSet make() {
-  KernelSet k{"avx2", 4, {}, {}};
+  KernelSet k{"avx2", 4, {}, {}, attend, swiglu};
   k.f32[static_cast<int>(WFormat::F32)] = f32_floats;
   k.f32[static_cast<int>(WFormat::F16)] = f32_floats;
   k.f32[static_cast<int>(WFormat::BF16)] = f32_floats;

@@ -25,6 +25,7 @@
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__) && defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "../lowrank/gemm.h"
@@ -215,6 +216,12 @@ void tile(const MatmulArgs& a, int64_t r0, int64_t t0) {
     const bool single = 2 * p + 1 == blocks;
     TokPair tp[T];
     for (int t = 0; t < T; ++t) token_pair<F>(a.xq, t0 + t, p, single, &tp[t]);
+    if (T == 1 && r0 + 2 * R <= w.rows) {
+      // One token: the weight is streamed once. The rows of the next tile
+      // (contiguous with this one's) are fetched while this tile runs.
+      const char* next = reinterpret_cast<const char*>(w.data + (r0 + R) * w.row_bytes) + (p * R * w.row_bytes) / pairs;
+      for (int64_t o = 0; o < (R * w.row_bytes + pairs - 1) / pairs + 64; o += 64) _mm_prefetch(next + o, _MM_HINT_T0);
+    }
     for (int r = 0; r < R; ++r) {
       RowPair rp;
       F::pair(w, r0 + r, p, single, &rp);
@@ -280,8 +287,105 @@ void f32_floats(const MatmulArgs& a, int64_t r0, int64_t r1) {
   gemm(g);
 }
 
+// e^x for x in [-87, 88] (clamped outside): 2^n · p(r), r = x - n·ln 2 split
+// in two constants, p the degree-6 Taylor polynomial (~2 ulp): the
+// attention softmax and SiLU, where f32 rounding is already far below the
+// activations' own error.
+inline __m512 exp_ps(__m512 x) {
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);
+  __m512 p = _mm512_set1_ps(1.0f / 720.0f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(p, n);
+}
+
+void swiglu(const float* g, const float* u, int64_t n, float* out) {
+  int64_t i = 0;
+  const __m512 one = _mm512_set1_ps(1.0f);
+  for (; i + 16 <= n; i += 16) {
+    const __m512 gv = _mm512_loadu_ps(g + i);
+    const __m512 e = exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), gv));
+    _mm512_storeu_ps(out + i, _mm512_mul_ps(_mm512_div_ps(gv, _mm512_add_ps(one, e)), _mm512_loadu_ps(u + i)));
+  }
+  if (i < n) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
+    const __m512 gv = _mm512_maskz_loadu_ps(m, g + i);
+    const __m512 e = exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), gv));
+    _mm512_mask_storeu_ps(out + i, m, _mm512_mul_ps(_mm512_div_ps(gv, _mm512_add_ps(one, e)), _mm512_maskz_loadu_ps(m, u + i)));
+  }
+}
+
+// Head dimensions that are multiples of 16, up to 256 (the output stays in registers).
+template <int C>
+void attend_c(const float* q, const float* k, const float* v, int64_t len, float scale, float* sc, float* out) {
+  constexpr int64_t hd = 16 * C;
+  __m512 qv[C];
+  for (int c = 0; c < C; ++c) qv[c] = _mm512_loadu_ps(q + 16 * c);
+  __m512 mx = _mm512_set1_ps(-INFINITY);
+  int64_t j = 0;
+  // Four positions at a time: their dot products reduced together.
+  for (; j + 4 <= len; j += 4) {
+    __m512 a[4];
+    for (int t = 0; t < 4; ++t) {
+      a[t] = _mm512_mul_ps(qv[0], _mm512_loadu_ps(k + (j + t) * hd));
+      for (int c = 1; c < C; ++c) a[t] = _mm512_fmadd_ps(qv[c], _mm512_loadu_ps(k + (j + t) * hd + 16 * c), a[t]);
+    }
+    for (int t = 0; t < 4; ++t) sc[j + t] = _mm512_reduce_add_ps(a[t]) * scale;
+  }
+  for (; j < len; ++j) {
+    __m512 a = _mm512_mul_ps(qv[0], _mm512_loadu_ps(k + j * hd));
+    for (int c = 1; c < C; ++c) a = _mm512_fmadd_ps(qv[c], _mm512_loadu_ps(k + j * hd + 16 * c), a);
+    sc[j] = _mm512_reduce_add_ps(a) * scale;
+  }
+  int64_t i = 0;
+  for (; i + 16 <= len; i += 16) mx = _mm512_max_ps(mx, _mm512_loadu_ps(sc + i));
+  float m = _mm512_reduce_max_ps(mx);
+  for (; i < len; ++i) m = sc[i] > m ? sc[i] : m;
+  const __m512 mv = _mm512_set1_ps(m);
+  __m512 sum = _mm512_setzero_ps();
+  for (i = 0; i + 16 <= len; i += 16) {
+    const __m512 e = exp_ps(_mm512_sub_ps(_mm512_loadu_ps(sc + i), mv));
+    _mm512_storeu_ps(sc + i, e);
+    sum = _mm512_add_ps(sum, e);
+  }
+  if (i < len) {
+    const __mmask16 mk = static_cast<__mmask16>((1u << (len - i)) - 1);
+    const __m512 e = exp_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, sc + i), mv));
+    _mm512_mask_storeu_ps(sc + i, mk, e);
+    sum = _mm512_add_ps(sum, _mm512_maskz_mov_ps(mk, e));
+  }
+  const float inv = 1.0f / _mm512_reduce_add_ps(sum);
+  __m512 o[C];
+  for (int c = 0; c < C; ++c) o[c] = _mm512_setzero_ps();
+  for (j = 0; j < len; ++j) {
+    const __m512 p = _mm512_set1_ps(sc[j]);
+    for (int c = 0; c < C; ++c) o[c] = _mm512_fmadd_ps(p, _mm512_loadu_ps(v + j * hd + 16 * c), o[c]);
+  }
+  const __m512 iv = _mm512_set1_ps(inv);
+  for (int c = 0; c < C; ++c) _mm512_storeu_ps(out + 16 * c, _mm512_mul_ps(o[c], iv));
+}
+
+void attend(const float* q, const float* k, const float* v, int64_t len, int64_t hd, float scale, float* sc, float* out) {
+  switch (hd) {
+    case 32: return attend_c<2>(q, k, v, len, scale, sc, out);
+    case 64: return attend_c<4>(q, k, v, len, scale, sc, out);
+    case 80: return attend_c<5>(q, k, v, len, scale, sc, out);
+    case 96: return attend_c<6>(q, k, v, len, scale, sc, out);
+    case 128: return attend_c<8>(q, k, v, len, scale, sc, out);
+    case 256: return attend_c<16>(q, k, v, len, scale, sc, out);
+    default: return ref::kernels().attend(q, k, v, len, hd, scale, sc, out);
+  }
+}
+
 KernelSet make() {
-  KernelSet k{"avx512", 4, {}, {}};
+  KernelSet k{"avx512", 4, {}, {}, attend, swiglu};
   k.f32[static_cast<int>(WFormat::F32)] = f32_floats;
   k.f32[static_cast<int>(WFormat::F16)] = f32_floats;
   k.f32[static_cast<int>(WFormat::BF16)] = f32_floats;

@@ -125,8 +125,35 @@ void q8_ct(const MatmulArgs& a, int64_t r0, int64_t r1) {
   }
 }
 
+// The specification: scores one fma chain each, softmax against the
+// maximum, the output one fma chain per dimension in position order.
+void attend(const float* q, const float* k, const float* v, int64_t len, int64_t hd, float scale, float* sc, float* out) {
+  float mx = -INFINITY;
+  for (int64_t j = 0; j < len; ++j) {
+    float s = 0.0f;
+    for (int64_t i = 0; i < hd; ++i) s = std::fma(q[i], k[j * hd + i], s);
+    sc[j] = s * scale;
+    mx = sc[j] > mx ? sc[j] : mx;
+  }
+  float sum = 0.0f;
+  for (int64_t j = 0; j < len; ++j) {
+    sc[j] = std::exp(sc[j] - mx);
+    sum += sc[j];
+  }
+  const float inv = 1.0f / sum;
+  for (int64_t i = 0; i < hd; ++i) out[i] = 0.0f;
+  for (int64_t j = 0; j < len; ++j) {
+    const float p = sc[j] * inv;
+    for (int64_t i = 0; i < hd; ++i) out[i] = std::fma(p, v[j * hd + i], out[i]);
+  }
+}
+
+void swiglu(const float* g, const float* u, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = mm::swiglu(g[i], u[i]);
+}
+
 KernelSet make() {
-  KernelSet k{"reference", 1, {}, {}};
+  KernelSet k{"reference", 1, {}, {}, attend, swiglu};
   k.f32[static_cast<int>(WFormat::F32)] = f32_floats;
   k.f32[static_cast<int>(WFormat::F16)] = f32_floats;
   k.f32[static_cast<int>(WFormat::BF16)] = f32_floats;

@@ -103,7 +103,8 @@ class Model {
   const Options& options() const { return opt_; }
   // Positions of the KV cache holding a finished forward pass.
   int64_t filled() const { return filled_; }
-  // Bytes of weights held (as stored, plus what load derived: 2:4 meta, zero points).
+  // Bytes of weights held: as stored, except dense weights found 2:4 at load
+  // (held compressed), plus what load derived (2:4 meta, unpacked zero points).
   int64_t weight_bytes() const { return weight_bytes_; }
   // One line per linear weight: name, format, kernel, activations (for reports and tests).
   std::vector<std::string> describe() const;

@@ -72,6 +72,13 @@ struct MatmulArgs {
 };
 using MatmulFn = void (*)(const MatmulArgs& a, int64_t r0, int64_t r1);
 
+// Attention of one query head over `len` cached positions:
+//   out = Σ_j softmax_j(scale · q·K_j) · V_j
+// K and V rows of hd floats (row j at k + j*hd); scores: len floats of scratch.
+using AttendFn = void (*)(const float* q, const float* k, const float* v, int64_t len, int64_t hd, float scale, float* scores, float* out);
+// out[i] = silu(g[i]) · u[i] = g[i] / (1 + e^-g[i]) · u[i].
+using SwigluFn = void (*)(const float* g, const float* u, int64_t n, float* out);
+
 // One instruction set's kernels per format: f32[f] reads f32 activations,
 // q8[f] 8-bit blocks; null where the set has none (the driver falls back to
 // a narrower set, then to the reference). `rows` is the row granularity the
@@ -81,6 +88,8 @@ struct KernelSet {
   int rows;
   MatmulFn f32[kFormatCount];
   MatmulFn q8[kFormatCount];
+  AttendFn attend;  // null: the reference's
+  SwigluFn swiglu;
 };
 
 namespace ref {
