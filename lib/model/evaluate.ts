@@ -175,3 +175,36 @@ export async function perplexity(model: Model, tokens: ArrayLike<number>, option
   }
   return result;
 }
+
+/** A compressed model's quality against its original on the same tokens (report --eval, the demo). */
+export interface ModelEvaluation {
+  /** The token file (when read from one) and its length. */
+  tokens: { path?: string; count: number };
+  ctx: number;
+  chunks: number;
+  /** Tokens scored per model. */
+  scored: number;
+  original: { path: string; perplexity: number; perplexityError: number; tokensPerSecond: number };
+  compressed: { path: string; perplexity: number; perplexityError: number; tokensPerSecond: number };
+  /** compressed − original perplexity. */
+  deltaPerplexity: number;
+  /** KL(original ‖ compressed) per scored token, and top-1 agreement. */
+  kl: KlStats;
+}
+
+/** Evaluates `compressed` against `original` (the base) on `tokens`. */
+export async function evaluateAgainst(compressed: Model, original: Model, tokens: ArrayLike<number>, options: Omit<PerplexityOptions, 'base'> & { tokensPath?: string } = {}): Promise<ModelEvaluation> {
+  const { tokensPath, ...rest } = options;
+  const r = await perplexity(compressed, tokens, { ...rest, base: original });
+  const b = r.base as NonNullable<PerplexityResult['base']>;
+  return {
+    tokens: { ...(tokensPath !== undefined ? { path: tokensPath } : {}), count: tokens.length },
+    ctx: r.ctx,
+    chunks: r.chunks,
+    scored: r.count,
+    original: { path: original.path, perplexity: b.perplexity, perplexityError: b.perplexityError, tokensPerSecond: b.tokensPerSecond },
+    compressed: { path: compressed.path, perplexity: r.perplexity, perplexityError: r.perplexityError, tokensPerSecond: r.tokensPerSecond },
+    deltaPerplexity: b.deltaPerplexity,
+    kl: b.kl,
+  };
+}

@@ -1,0 +1,156 @@
+// `slimtensor eval`, `run` and `report --eval` on the bundled model and its
+// bundled evaluation tokens, in a child process as a user runs them; their
+// numbers are checked against the API (whose numbers model.test.ts checks
+// against the f64 reference) and against perplexity computed here from the
+// API's logits.
+import { expect } from 'chai';
+import { spawn } from 'node:child_process';
+import { promises as fsp, readFileSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { loadModel } from '../lib/model/model';
+import { readTokenFile, writeTokenFile } from '../lib/model/tokens';
+import { compressModel } from '../lib/pipeline/compress';
+import { nll } from './support/reference-llm';
+import { runDemo } from '../lib/demo';
+import { renderDemo } from '../lib/cli/demo-output';
+
+const ROOT = path.join(__dirname, '..');
+const MODEL = path.join(ROOT, 'models', 'stories260K.gguf');
+const TOKENS = path.join(ROOT, 'models', 'stories260K-eval.tokens');
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function cli(args: readonly string[]): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'lib', 'cli', 'main.ts'), ...args], { cwd: ROOT });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+describe('cli: eval, run, report --eval', function () {
+  this.timeout(120000);
+  let tmp: string;
+  let q8: string;
+  before(async () => {
+    tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'slimtensor-cli-rt-'));
+    q8 = path.join(tmp, 'q8.gguf');
+    await compressModel({ input: MODEL, output: q8, recipe: 'q8_0' });
+  });
+  after(async () => {
+    await fsp.rm(tmp, { recursive: true, force: true });
+  });
+
+  it('eval --json: llama-perplexity rule, recomputed here from the logits', async () => {
+    const r = await cli(['eval', MODEL, '--tokens', TOKENS, '--ctx', '128', '--chunks', '3', '--json']);
+    expect(r.code, r.stderr).to.equal(0);
+    const j = JSON.parse(r.stdout) as { perplexity: number; count: number; chunks: number; ctx: number; tokensPerSecond: number };
+    expect([j.chunks, j.ctx, j.count]).to.deep.equal([3, 128, 3 * 63]);
+    const ids = Array.from(await readTokenFile(TOKENS));
+    const m = await loadModel(MODEL);
+    let sum = 0;
+    for (let c = 0; c < 3; c++) {
+      const chunk = ids.slice(c * 128, (c + 1) * 128);
+      chunk[0] = 1;
+      const logits = await m.forward(chunk, { logits: 'all' });
+      for (let i = 64; i < 127; i++) sum += nll(logits.subarray(i * 512, (i + 1) * 512), chunk[i + 1] as number);
+    }
+    await m.dispose();
+    expect(j.perplexity).to.be.closeTo(Math.exp(sum / (3 * 63)), 1e-9 * j.perplexity);
+    expect(j.tokensPerSecond).to.be.above(0);
+  });
+
+  it('eval --base: KL 0 and full agreement against itself; a q8_0 copy differs a little', async () => {
+    let r = await cli(['eval', MODEL, '--tokens', TOKENS, '--ctx', '128', '--chunks', '2', '--base', MODEL, '--json']);
+    expect(r.code, r.stderr).to.equal(0);
+    let j = JSON.parse(r.stdout) as { deltaPerplexity: number; kl: { mean: number; p99: number; top1Agreement: number } };
+    expect(j.deltaPerplexity).to.equal(0);
+    expect(j.kl.mean).to.equal(0);
+    expect(j.kl.top1Agreement).to.equal(1);
+    r = await cli(['eval', q8, '--tokens', TOKENS, '--ctx', '128', '--chunks', '2', '--base', MODEL]);
+    expect(r.code, r.stderr).to.equal(0);
+    expect(r.stdout).to.match(/perplexity: [\d.]+ ± [\d.]+ \(base [\d.]+ ± [\d.]+\); ΔPPL/);
+    expect(r.stdout).to.match(/KL divergence from the base: mean 0\.0\d+, median [\d.]+, p99 [\d.]+/);
+    expect(r.stdout).to.match(/top-1 agreement with the base: [\d.]+ %/);
+    r = await cli(['eval', q8, '--tokens', TOKENS, '--ctx', '128', '--chunks', '2', '--base', MODEL, '--json']);
+    j = JSON.parse(r.stdout);
+    expect(j.kl.mean).to.be.above(0).and.below(0.2);
+    expect(j.kl.p99).to.be.at.least(j.kl.mean);
+    expect(j.kl.top1Agreement).to.be.above(0.5).and.below(1);
+  });
+
+  it('run: greedy tokens equal the API; prompt and generation speed', async () => {
+    const r = await cli(['run', MODEL, '--prompt-tokens', '1,100', '-n', '12', '--json']);
+    expect(r.code, r.stderr).to.equal(0);
+    const j = JSON.parse(r.stdout) as { tokens: number[]; promptTokens: number; generatedTokens: number; promptTokensPerSecond: number; generationTokensPerSecond: number };
+    const m = await loadModel(MODEL);
+    const want: number[] = [];
+    for await (const t of m.generate([1, 100], { temperature: 0, maxTokens: 12 })) want.push(t.token);
+    await m.dispose();
+    expect(j.tokens).to.deep.equal(want);
+    expect(j.promptTokens).to.equal(2);
+    expect(j.promptTokensPerSecond).to.be.above(0);
+    expect(j.generationTokensPerSecond).to.be.above(0);
+    const text = await cli(['run', MODEL, '--prompt-tokens', '1,100', '-n', '12']);
+    expect(text.stdout).to.include(want.join(' '));
+    expect(text.stdout).to.match(/prompt: 2 tokens, [\d.]+ tokens\/s; generation: 12 tokens, [\d.]+ tokens\/s/);
+  });
+
+  it('report --eval adds perplexity and KL (text, JSON, HTML)', async () => {
+    const html = path.join(tmp, 'r.html');
+    const r = await cli(['report', MODEL, q8, '--eval', TOKENS, '--ctx', '128', '--chunks', '2', '--html', html]);
+    expect(r.code, r.stderr).to.equal(0);
+    expect(r.stdout).to.match(/KL divergence from the base: mean/);
+    expect(readFileSync(html, 'utf8')).to.include('Quality on text').and.include('top-1 agreement');
+    const j = await cli(['report', MODEL, q8, '--eval', TOKENS, '--ctx', '128', '--chunks', '2', '--json']);
+    const e = (JSON.parse(j.stdout) as { evaluation: { scored: number; kl: { mean: number } } }).evaluation;
+    expect(e.scored).to.equal(2 * 63);
+    expect(e.kl.mean).to.be.above(0);
+  });
+
+  it('the demo shows perplexity and KL of each output on the bundled tokens', async () => {
+    const d = await runDemo({ formats: ['q8_0', 'w8a16'] });
+    const ev = d.evaluation as { originalPerplexity: number; count: number };
+    expect(ev.count).to.equal(2048);
+    const m = await loadModel(MODEL);
+    const own = await m.perplexity(await readTokenFile(TOKENS), { ctx: 128 });
+    await m.dispose();
+    expect(ev.originalPerplexity).to.equal(own.perplexity);
+    for (const f of d.formats) {
+      expect(Math.abs((f.perplexity as number) / ev.originalPerplexity - 1), f.id).to.be.below(0.1);
+      expect(f.kl?.mean, f.id).to.be.above(0).and.below(0.2);
+    }
+    expect(renderDemo(d)).to.match(/PPL\s+KL\s+top-1/);
+  });
+
+  it('errors: no tokenizer for text yet, bad token files, usage', async () => {
+    let r = await cli(['eval', MODEL, '--text', TOKENS]);
+    expect(r.code).to.equal(1);
+    expect(r.stderr).to.match(/needs a tokenizer.*\[ERR_UNSUPPORTED\]/);
+    const odd = path.join(tmp, 'odd.tokens');
+    await fsp.writeFile(odd, Buffer.alloc(7));
+    r = await cli(['eval', MODEL, '--tokens', odd]);
+    expect(r.code).to.equal(1);
+    expect(r.stderr).to.match(/not a whole number of little-endian int32 token ids \[ERR_FORMAT\]/);
+    const big = path.join(tmp, 'big.tokens');
+    await writeTokenFile(big, new Array(300).fill(999));
+    r = await cli(['eval', MODEL, '--tokens', big, '--ctx', '128']);
+    expect(r.stderr).to.match(/token 0 is 999, outside the vocabulary \(0\.\.511\) \[ERR_VALUE\]/);
+    r = await cli(['eval', MODEL, '--tokens', TOKENS, '--ctx', '256']);
+    expect(r.stderr).to.match(/ctx 256 is longer than the context/);
+    r = await cli(['eval', MODEL]);
+    expect(r.code).to.equal(2);
+    r = await cli(['run', MODEL, '--prompt-tokens', 'a,b']);
+    expect(r.code).to.equal(1);
+    expect(r.stderr).to.match(/comma-separated integer ids/);
+  });
+});
