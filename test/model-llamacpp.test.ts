@@ -1,0 +1,138 @@
+// The runtime against llama.cpp itself (node-llama-cpp's prebuilt CPU build,
+// a devDependency) on the bundled stories260K and its q8_0 copy: the same
+// greedy continuation, the same most likely tokens, and perplexity on the
+// bundled tokens within a small margin (llama.cpp rounds differently: its
+// RoPE angles in f32; in the q8_0 file it also rounds the activations of
+// the F16 tensors (ffn_down, rows of 172) to f16, where the runtime
+// multiplies f16 weights by f32 activations — a few percent of perplexity
+// on this tiny, sensitive model).
+import { expect } from 'chai';
+import { promises as fsp } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { loadModel } from '../lib/model/model';
+import { readTokenFile } from '../lib/model/tokens';
+import { compressModel } from '../lib/pipeline/compress';
+
+const ROOT = path.join(__dirname, '..');
+const MODEL = path.join(ROOT, 'models', 'stories260K.gguf');
+const TOKENS = path.join(ROOT, 'models', 'stories260K-eval.tokens');
+
+type Probabilities = Map<number, number>;
+interface Sequence {
+  evaluate(tokens: number[], o: object): AsyncGenerator<number>;
+  controlledEvaluate(input: (number | [number, object])[]): Promise<({ next?: { probabilities?: Probabilities } } | undefined)[]>;
+  clearHistory(): Promise<void>;
+}
+interface Llama {
+  loadModel(o: { modelPath: string }): Promise<{ createContext(o: object): Promise<{ getSequence(): Sequence; dispose(): Promise<void> }>; dispose(): Promise<void> }>;
+}
+
+describe('runtime vs llama.cpp (node-llama-cpp)', function () {
+  this.timeout(180000);
+  let llama: Llama | undefined;
+  let tmp: string;
+  let why = '';
+  before(async () => {
+    tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'slimtensor-llamacpp-'));
+    try {
+      const m = (await import('node-llama-cpp')) as unknown as { getLlama(o: object): Promise<Llama>; LlamaLogLevel: { error: unknown } };
+      llama = await m.getLlama({ gpu: false, build: 'never', logLevel: m.LlamaLogLevel.error });
+    } catch (e) {
+      why = `node-llama-cpp did not load (${(e as Error).message}); install the dev dependencies`;
+    }
+  });
+  after(async () => {
+    await fsp.rm(tmp, { recursive: true, force: true });
+  });
+
+  /** llama.cpp's next-token probabilities after each prefix of `chunk` at positions [from, to). */
+  async function llamaProbabilities(file: string, chunks: number[][], from: number, to: number): Promise<Probabilities[][]> {
+    const model = await (llama as Llama).loadModel({ modelPath: file });
+    const ctx = await model.createContext({ contextSize: 128, threads: 1 });
+    const seq = ctx.getSequence();
+    const out: Probabilities[][] = [];
+    try {
+      for (const chunk of chunks) {
+        await seq.clearHistory();
+        const res = await seq.controlledEvaluate(chunk.map((t, i): number | [number, object] => (i >= from && i < to ? [t, { generateNext: { probabilities: true } }] : t)));
+        out.push(res.slice(from, to).map((r) => r?.next?.probabilities as Probabilities));
+      }
+    } finally {
+      await ctx.dispose();
+      await model.dispose();
+    }
+    return out;
+  }
+
+  it('greedy continuation of BOS: the same 30 tokens', async function () {
+    if (!llama) this.skip();
+    const model = await llama.loadModel({ modelPath: MODEL });
+    const ctx = await model.createContext({ contextSize: 128, threads: 1 });
+    const want: number[] = [];
+    for await (const t of ctx.getSequence().evaluate([1], { temperature: 0 })) {
+      want.push(t);
+      if (want.length === 30) break;
+    }
+    await ctx.dispose();
+    await model.dispose();
+    const m = await loadModel(MODEL);
+    const got: number[] = [];
+    for await (const t of m.generate([1], { temperature: 0, maxTokens: 30, stop: [] })) got.push(t.token);
+    await m.dispose();
+    expect(got).to.deep.equal(want);
+  });
+
+  for (const variant of ['f32', 'q8_0'] as const) {
+    it(`${variant}: the same most likely tokens and perplexity within ${variant === 'f32' ? '0.1' : '3'} % on 4 chunks`, async function () {
+      if (!llama) {
+        this.skip();
+        return;
+      }
+      const file = variant === 'f32' ? MODEL : path.join(tmp, 'q8_0.gguf');
+      if (variant === 'q8_0') await compressModel({ input: MODEL, output: file, recipe: 'q8_0' });
+      const ids = Array.from(await readTokenFile(TOKENS));
+      const chunks = [0, 1, 2, 3].map((c) => {
+        const ch = ids.slice(c * 128, (c + 1) * 128);
+        ch[0] = 1;
+        return ch;
+      });
+      const theirs = await llamaProbabilities(file, chunks, 64, 127);
+      const m = await loadModel(file);
+      let ours = 0;
+      let ref = 0;
+      let sameTop = 0;
+      let positions = 0;
+      for (let c = 0; c < 4; c++) {
+        const chunk = chunks[c] as number[];
+        const logits = await m.forward(chunk, { logits: 'all' });
+        for (let i = 64; i < 127; i++) {
+          const row = logits.subarray(i * 512, (i + 1) * 512);
+          let mx = -Infinity;
+          for (const v of row) mx = Math.max(mx, v);
+          let s = 0;
+          for (const v of row) s += Math.exp(v - mx);
+          const next = chunk[i + 1] as number;
+          ours += Math.log(s) + mx - (row[next] as number);
+          const p = (theirs[c] as Probabilities[])[i - 64] as Probabilities;
+          ref -= Math.log(p.get(next) as number);
+          let ourTop = 0;
+          for (let j = 1; j < 512; j++) if ((row[j] as number) > (row[ourTop] as number)) ourTop = j;
+          const theirTop = [...p.entries()].reduce((a, b) => (b[1] > a[1] ? b : a))[0];
+          if (ourTop === theirTop) sameTop++;
+          positions++;
+        }
+      }
+      await m.dispose();
+      const pplOurs = Math.exp(ours / positions);
+      const pplTheirs = Math.exp(ref / positions);
+      expect(Math.abs(pplOurs / pplTheirs - 1), `ours ${pplOurs}, llama.cpp ${pplTheirs}`).to.be.below(variant === 'f32' ? 1e-3 : 3e-2);
+      expect(sameTop / positions).to.be.at.least(variant === 'f32' ? 0.99 : 0.95);
+    });
+  }
+
+  it('reports why when node-llama-cpp is missing', function () {
+    if (llama) this.skip();
+    expect(why).to.match(/node-llama-cpp/);
+  });
+});
