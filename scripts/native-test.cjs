@@ -145,3 +145,42 @@ Promise.all(distillBuilds).then((codes) => {
     run(sparseExe, [], { env: { ...env, SLIMTENSOR_ISA: 'scalar' } });
   });
 }
+
+// The runtime core (model room): the thread team, every weight format's
+// matmul on every kernel set against a double-precision product, a tiny
+// model from a file on each set, the errors. It links the rooms it calls
+// (quant for embedding rows, sparse for 2:4, lowrank's GEMM for float
+// weights). Compiled in the background; run on every ISA the CPU has, then
+// AVX2 alone, then the scalar reference alone.
+{
+  const modelOut = path.join(out, 'model');
+  fs.mkdirSync(modelOut, { recursive: true });
+  const avx2 = ['-mavx2', '-mfma', '-mf16c'];
+  const avx512 = ['-mavx512f', '-mavx512bw', '-mavx512vl', ...avx2];
+  const modelSimd = [
+    ['model/matmul_avx2', avx2],
+    ['model/matmul_avx512', [...avx512, '-mavx512vnni']],
+    ['quant/quant_avx2', avx2],
+    ['quant/quant_avx512', avx512],
+    ['sparse/sparse_avx2', avx2],
+    ['sparse/sparse_avx512', avx512],
+    ['lowrank/gemm_avx2', avx2],
+    ['lowrank/gemm_avx512', avx512],
+  ];
+  const modelSources = ['native/core/cpu.cc', 'native/core/cuda_stub.cc', 'native/core/quant/quant.cc', 'native/core/quant/quant_ref.cc', 'native/core/sparse/sparse.cc', 'native/core/sparse/sparse_ref.cc', 'native/core/lowrank/gemm.cc', 'native/core/lowrank/gemm_ref.cc', 'native/core/model/matmul.cc', 'native/core/model/matmul_ref.cc', 'native/core/model/forward.cc', 'native/core/model/team.cc', 'test/native/model_core_test.cc'];
+  const objectOf = (f) => path.join(modelOut, `${path.basename(f, '.cc')}.o`);
+  const simdObject = (name) => path.join(modelOut, `${path.basename(name)}.o`);
+  const builds = [
+    ...modelSimd.map(([name, isa]) => background([...absFlags, ...isa, '-c', path.join(root, `native/core/${name}.cc`), '-o', simdObject(name)], root)),
+    ...modelSources.map((f) => background([...absFlags, '-c', path.join(root, f), '-o', objectOf(f)], root)),
+  ];
+  Promise.all(builds).then((codes) => {
+    if (codes.some((c) => c !== 0)) process.exit(1);
+    for (const [name] of modelSimd.slice(0, 2)) checkNoWeakSymbols(path.basename(name), simdObject(name));
+    const modelExe = path.join(out, 'model_core_test');
+    run(cxx, [...flags, ...modelSources.map(objectOf), ...modelSimd.map(([name]) => simdObject(name)), '-o', modelExe, '-lpthread']);
+    run(modelExe, [], { env });
+    run(modelExe, [], { env: { ...env, SLIMTENSOR_ISA: 'avx2' } });
+    run(modelExe, [], { env: { ...env, SLIMTENSOR_ISA: 'scalar' } });
+  });
+}
