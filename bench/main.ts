@@ -10,11 +10,12 @@ import { pipelineBench } from './pipeline';
 import { distillBench } from './distill';
 import { lowrankBench } from './lowrank';
 import { sparsityBench } from './sparsity';
+import { tokenizerBench } from './tokenizer';
 import { inferBench } from './infer';
 
 // The registry: later benchmarks (sparsity, lowrank, distill, pipeline) add
 // one line here and one module beside this file.
-const BENCHMARKS: readonly Benchmark[] = [quantizeBench, searchFloorBench, sparsityBench, pipelineBench, distillBench, lowrankBench, inferBench];
+const BENCHMARKS: readonly Benchmark[] = [quantizeBench, searchFloorBench, sparsityBench, pipelineBench, distillBench, lowrankBench, tokenizerBench, inferBench];
 
 const DEFAULT_RUNS = 7;
 const QUICK_RUNS = 3;

@@ -36,19 +36,26 @@ export interface DemoPreset {
 }
 
 // GGUF presets first (what llama.cpp loads), then compressed-tensors (what
-// vLLM loads); each 'mse' row sits under its plain twin.
+// vLLM loads); each 'mse' row sits under its plain twin. The bundled model's
+// rows of 64 and 172 values fit no vLLM Marlin kernel, so the
+// compressed-tensors rows are written for transformers' reader (one group
+// per row where groups of 128 do not fit) — with the vLLM target the presets
+// would keep every layer.
+const forTransformers = (id: string, extra: Partial<Recipe> = {}): Recipe => ({ name: id, extends: id.replace(/-mse$/, ''), target: 'transformers', ...extra });
+
 export const DEMO_PRESETS: readonly DemoPreset[] = [
   { id: 'q4_0', description: 'GGUF Q4_0 (embedding and head Q8_0)', recipe: 'q4_0' },
   { id: 'q4_0-mse', description: 'GGUF Q4_0, MSE-searched scales', recipe: { name: 'q4_0-mse', extends: 'q4_0', search: 'mse' } },
   { id: 'q4_1', description: 'GGUF Q4_1 (scale + minimum)', recipe: 'q4_1' },
   { id: 'q8_0', description: 'GGUF Q8_0', recipe: 'q8_0' },
-  { id: 'w4a16', description: 'compressed-tensors INT4 symmetric, groups of 128', recipe: 'w4a16' },
-  { id: 'w4a16-mse', description: 'compressed-tensors INT4, groups of 128, MSE-searched scales', recipe: { name: 'w4a16-mse', extends: 'w4a16', search: 'mse' } },
-  { id: 'w4a16-asym', description: 'compressed-tensors INT4 with zero points, groups of 128', recipe: 'w4a16-asym' },
-  { id: 'w8a16', description: 'compressed-tensors INT8 symmetric, groups of 128', recipe: 'w8a16' },
+  { id: 'w4a16', description: 'compressed-tensors INT4 symmetric, groups of 128', recipe: forTransformers('w4a16') },
+  { id: 'w4a16-mse', description: 'compressed-tensors INT4, groups of 128, MSE-searched scales', recipe: forTransformers('w4a16-mse', { search: 'mse' }) },
+  { id: 'w4a16-asym', description: 'compressed-tensors INT4 with zero points, groups of 128', recipe: forTransformers('w4a16-asym') },
+  { id: 'w8a16', description: 'compressed-tensors INT8 symmetric, groups of 128', recipe: forTransformers('w8a16') },
   // From a GGUF model the 2of4 preset writes GGUF, where pruned tensors stay
-  // dense; the demo asks for compressed-tensors to show what 2:4 stores.
-  { id: '2of4', description: 'compressed-tensors sparse-24-bitmask: 2:4 pruned by magnitude', recipe: { ...pruneRecipe('2:4'), format: 'compressed-tensors' } },
+  // dense; the demo asks for compressed-tensors' sparse-24-bitmask (a layout
+  // only older vLLM/transformers releases read) to show what 2:4 stores.
+  { id: '2of4', description: 'compressed-tensors sparse-24-bitmask: 2:4 pruned by magnitude', recipe: { ...pruneRecipe('2:4', 'sparse-24-bitmask'), name: '2of4', format: 'compressed-tensors' } },
 ];
 
 export const DEMO_PRESET_IDS: readonly string[] = DEMO_PRESETS.map((p) => p.id);

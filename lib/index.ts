@@ -111,6 +111,18 @@ export {
   type RecipeRule,
   type RecipeMethod,
   type OutputFormat,
+  type Target,
+  type PruneLayout,
 } from './pipeline/index';
 export { compareModels, type ComparisonReport, type TensorComparison, type CompareOptions } from './pipeline/compare';
 export { renderReportHtml } from './pipeline/html';
+export {
+  Tokenizer,
+  tokenizerFromGguf,
+  tokenizerFromHfFolder,
+  TOKEN_TYPES,
+  type EncodeOptions,
+  type DecodeOptions,
+  type TokenizerModel,
+} from './model/tokenizer';
+export { ggufTokenizerMetadata, type TokenizerMetadataOptions } from './convert/tokenizer-metadata';

@@ -49,7 +49,7 @@ const distillOut = path.join(out, 'distill');
 fs.mkdirSync(distillOut, { recursive: true });
 const distillSimd = path.join(distillOut, 'distill_avx2.o');
 const distillSimd512 = path.join(distillOut, 'distill_avx512.o');
-const distillSources = ['native/core/cpu.cc', 'native/core/cuda_stub.cc', 'native/core/distill/distill.cc', 'native/core/distill/distill_ref.cc', 'test/native/distill_test.cc'];
+const distillSources = ['native/core/cpu.cc', 'native/core/cuda_stub.cc', 'native/core/distill/distill.cc', 'native/core/distill/distill_ref.cc', 'native/core/device.cc', 'native/core/distill/distill_device.cc', 'test/native/distill_test.cc'];
 const absFlags = flags.map((f) => (f === '-Inative/core' ? `-I${path.join(root, 'native', 'core')}` : f));
 function background(args, cwd) {
   const child = spawn(cxx, args, { cwd, stdio: 'inherit' });
@@ -99,7 +99,7 @@ Promise.all(distillBuilds).then((codes) => {
     ['la_avx2', avx2],
     ['gemm_avx512', ['-mavx512f', '-mavx512bw', '-mavx512vl', ...avx2]],
   ];
-  const lowrankSources = ['native/core/cpu.cc', 'native/core/cuda_stub.cc', 'native/core/lowrank/gemm.cc', 'native/core/lowrank/gemm_ref.cc', 'native/core/lowrank/la_ref.cc', 'native/core/lowrank/linalg.cc', 'native/core/lowrank/lowrank.cc', 'test/native/lowrank_core_test.cc'];
+  const lowrankSources = ['native/core/cpu.cc', 'native/core/cuda_stub.cc', 'native/core/lowrank/gemm.cc', 'native/core/lowrank/gemm_ref.cc', 'native/core/lowrank/la_ref.cc', 'native/core/lowrank/linalg.cc', 'native/core/lowrank/lowrank.cc', 'native/core/device.cc', 'native/core/lowrank/lowrank_device.cc', 'test/native/lowrank_core_test.cc'];
   const objectOf = (f) => path.join(lowrankOut, `${path.basename(f, '.cc')}.o`);
   const builds = [
     ...lowrankSimd.map(([name, isa]) => background([...absFlags, ...isa, '-c', path.join(root, `native/core/lowrank/${name}.cc`), '-o', path.join(lowrankOut, `${name}.o`)], root)),

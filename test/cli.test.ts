@@ -98,18 +98,23 @@ describe('slimtensor CLI: model commands', function () {
     }
   });
 
-  it('quantize a Hugging Face folder to compressed-tensors; text report; --force to replace; --quiet', async () => {
+  it('quantize a Hugging Face folder to compressed-tensors (for vLLM, --target transformers); text report; --force to replace; --quiet', async () => {
     const out = path.join(tmp, 'w4');
     const r = await cli(['quantize', hf, '-o', out, '-p', 'w4a16', '--shard-size', '40kB']);
     expect(r.code, r.stderr).to.equal(0);
-    expect(r.stdout).to.include('recipe w4a16').and.include('int4 g128 sym').and.include('fallbacks');
+    // this model's layers (rows of 96, merged q/k outputs of 160) fit no vLLM Marlin kernel: all kept, and the report says why, one line per tensor
+    expect(r.stdout).to.include('recipe w4a16').and.include('fallbacks').and.include("vLLM's Marlin kernel needs").and.include('nothing was quantized');
+    expect(r.stdout).to.include('compressed-tensors for vllm: LlamaForCausalLM, Linear layers by the architecture table; ignore: (none)');
+    expect(r.stdout).to.match(/^ {2}model\.layers\.0\.mlp\.down_proj\.weight \[128, 96\]: kept for vLLM: vLLM's Marlin kernel needs outputs a multiple of 64 and inputs a multiple of 128: 96 inputs are not a multiple of 128$/m);
+    expect(r.stdout).to.match(/^ {2}model\.embed_tokens\.weight \[64, 128\]: rule /m);
     expect(await listing(out)).to.include.members(['config.json', 'tokenizer.json', 'model.safetensors.index.json']);
     const again = await cli(['quantize', hf, '-o', out, '-p', 'w4a16']);
     expect(again.code).to.equal(1);
     expect(again.stderr).to.include('already exists').and.include('--force');
-    const forced = await cli(['quantize', hf, '-o', out, '-p', 'w4a16-asym', '--force', '--quiet']);
+    const forced = await cli(['quantize', hf, '-o', out, '-p', 'w4a16-asym', '--target', 'transformers', '--force', '--quiet']);
     expect(forced.code, forced.stderr).to.equal(0);
     expect(forced.stderr).to.equal('');
+    expect(forced.stdout).to.include('int4 g128 asym').and.include('compressed-tensors for transformers');
     const cfg = JSON.parse(await fsp.readFile(path.join(out, 'config.json'), 'utf8')) as { quantization_config: { config_groups: { group_0: { weights: { symmetric: boolean } } } } };
     expect(cfg.quantization_config.config_groups.group_0.weights.symmetric).to.equal(false);
   });
@@ -144,7 +149,7 @@ describe('slimtensor CLI: model commands', function () {
 
     // a compressed-tensors folder against its original
     const ct = path.join(tmp, 'w8');
-    expect((await cli(['compress', hf, '-o', ct, '--preset', 'w8a16', '-q'])).code).to.equal(0);
+    expect((await cli(['compress', hf, '-o', ct, '--preset', 'w8a16', '--target', 'transformers', '-q'])).code).to.equal(0);
     const rc = await cli(['report', hf, ct]);
     expect(rc.code, rc.stderr).to.equal(0);
     expect(rc.stdout).to.match(/^model\.layers\.0\.self_attn\.q_proj\.weight\s+F16 -> int8 g128 sym/m);
@@ -166,11 +171,16 @@ describe('slimtensor CLI: model commands', function () {
     expect(rep.stdout).to.match(/^blk\.0\.attn_q\.weight\s+F32 -> F32\s+\[64, 64\]/m);
   });
 
-  it('prune a Hugging Face folder: sparse-24-bitmask; inspect lists each sparse weight with its dense shape and sizes; report decodes it', async () => {
+  it('prune a Hugging Face folder: dense by default; --layout sparse-24-bitmask, which inspect lists with dense shapes and sizes and report decodes', async () => {
+    const plain = path.join(tmp, 'hf-2of4-dense');
+    const d = await cli(['prune', hf, '-o', plain]);
+    expect(d.code, d.stderr).to.equal(0);
+    expect(d.stdout).to.include('recipe 2of4').and.match(/^2:4 pruned F16\s+4\s/m).and.match(/^sparsity: 4 pruned tensors, 22528 weights zeroed; \d+\.\d % of all float weights written are zero$/m);
+    expect(JSON.parse(await fsp.readFile(path.join(plain, 'config.json'), 'utf8'))).not.to.have.property('quantization_config');
     const out = path.join(tmp, 'hf-2of4');
-    const r = await cli(['prune', hf, '-o', out]);
+    const r = await cli(['prune', hf, '-o', out, '--layout', 'sparse-24-bitmask']);
     expect(r.code, r.stderr).to.equal(0);
-    expect(r.stdout).to.include('recipe 2of4').and.match(/^2:4 sparse-24-bitmask\s+4\s/m);
+    expect(r.stdout).to.include('recipe 2of4-bitmask').and.match(/^2:4 sparse-24-bitmask\s+4\s/m).and.include('which only older releases read');
     const ins = await cli(['inspect', out]);
     expect(ins.code, ins.stderr).to.equal(0);
     expect(ins.stdout).to.include('sparsity_config (config.json): sparse-24-bitmask 2:4').and.include('sparse-24-bitmask weights: 4');

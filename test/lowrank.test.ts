@@ -660,7 +660,7 @@ describe('lowrank: CUDA (cuSOLVER loaded with dlopen)', function () {
     // Stand-ins: every entry point (returning "not supported"), or only some.
     const names = ['cusolverDnCreate', 'cusolverDnDestroy', 'cusolverDnSetStream', 'cusolverDnCreateGesvdjInfo', 'cusolverDnDestroyGesvdjInfo',
       'cusolverDnXgesvdjSetTolerance', 'cusolverDnXgesvdjSetMaxSweeps', 'cusolverDnSgesvdj_bufferSize', 'cusolverDnSgesvdj',
-      'cusolverDnCreateParams', 'cusolverDnDestroyParams', 'cusolverDnXgesvdr_bufferSize', 'cusolverDnXgesvdr'];
+      'cusolverDnSgesvd_bufferSize', 'cusolverDnSgesvd', 'cusolverDnCreateParams', 'cusolverDnDestroyParams', 'cusolverDnXgesvdr_bufferSize', 'cusolverDnXgesvdr'];
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'st-cusolver-'));
     const build = (file: string, fns: string[]): string => {
       const src = path.join(dir, `${file}.c`);

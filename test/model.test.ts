@@ -117,7 +117,8 @@ describe('runtime: stories260K against the f64 reference', function () {
   for (const preset of ['w4a16', 'w8a16'] as const) {
     it(`${preset} compressed-tensors written from the GGUF (llama.cpp names, hyper-parameters from the GGUF)`, async () => {
       const out = path.join(tmp, `${preset}-gguf-names`);
-      await compressModel({ input: STORIES, output: out, recipe: preset, format: 'compressed-tensors' });
+      // target 'transformers': every Linear quantized (vLLM's shape rules would keep stories260K's 64-wide layers)
+      await compressModel({ input: STORIES, output: out, recipe: { name: preset, extends: preset, target: 'transformers' }, format: 'compressed-tensors' });
       const exp = expected(await referenceWeightsOfFolder(out, STORIES), 2);
       const linears = await checkAgainst(out, exp, { hyperparameters: STORIES });
       expect(linears.some((l) => l.format === (preset === 'w4a16' ? 'int4' : 'int8'))).to.equal(true);
@@ -135,15 +136,18 @@ describe('runtime: stories260K against the f64 reference', function () {
     const exp = expected(await referenceWeightsOfGguf(STORIES), 2);
     await checkAgainst(twin, exp);
     for (const [preset, recipe] of [
-      ['w4a16', 'w4a16'],
-      ['w8a16', 'w8a16'],
-      ['2of4', { ...pruneRecipe('2:4'), format: 'compressed-tensors' as const }],
+      ['w4a16', { name: 'w4a16', extends: 'w4a16', target: 'transformers' as const }],
+      ['w8a16', { name: 'w8a16', extends: 'w8a16', target: 'transformers' as const }],
+      // 2:4 stored as sparse-24-bitmask, and stored dense (found 2:4 at load): both on spmm24
+      ['2of4-bitmask', { ...pruneRecipe('2:4', 'sparse-24-bitmask'), format: 'compressed-tensors' as const }],
+      ['2of4-dense', { ...pruneRecipe('2:4'), format: 'compressed-tensors' as const }],
     ] as const) {
       const out = path.join(tmp, `hf-${preset}`);
       await compressModel({ input: twin, output: out, recipe });
       const ref = await referenceWeightsOfFolder(out);
       const linears = await checkAgainst(out, expected(ref, 2));
-      if (preset === '2of4') expect(linears.filter((l) => l.format === '2:4 (f32)').length).to.be.above(30);
+      if (preset.startsWith('2of4')) expect(linears.filter((l) => l.format === '2:4 (f32)').length, preset).to.be.above(30);
+      if (preset === 'w4a16') expect(linears.filter((l) => l.format === 'int4').length).to.be.above(30);
     }
   });
 

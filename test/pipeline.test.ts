@@ -10,7 +10,7 @@ import { compressModel, type CompressProgress, type CompressReport } from '../li
 import { compareModels } from '../lib/pipeline/compare';
 import { renderReportHtml } from '../lib/pipeline/html';
 import { convertFloats } from '../lib/pipeline/convert';
-import { PRESETS, resolveRecipe, planTensor } from '../lib/pipeline/recipe';
+import { PRESETS, pruneRecipe, resolveRecipe, planTensor } from '../lib/pipeline/recipe';
 import { SafetensorsModel } from '../lib/formats/safetensors';
 import { f16ToF32, f32ToF16 } from '../lib/half';
 import { bytesOf, rejected } from './support/assert';
@@ -89,10 +89,13 @@ describe('pipeline', function () {
     it('rows that do not fit fall back to the next format that fits, and say so', () => {
       expect(plan('q4_0', 'blk.0.ffn_down.weight', [64, 48]).fallback).to.deep.equal({ from: 'q4_0', to: 'F16', reason: 'rows of 48 values are not a multiple of the 32-value block' });
       expect(plan('q4_0', 'blk.0.ffn_down.weight', [64, 48]).action.kind).to.equal('convert');
-      const p = plan('w4a16-asym', 'x.weight', [8, 96], 'compressed-tensors', 'f16');
+      const p = plan({ extends: 'w4a16-asym', target: 'transformers' }, 'x.weight', [8, 96], 'compressed-tensors', 'f16');
       expect(p.action).to.deep.include({ kind: 'quantize' });
       expect((p.action as { options: { groupSize: unknown } }).options.groupSize).to.equal('channel');
       expect(p.fallback?.reason).to.equal('rows of 96 values are not a multiple of the group size 128');
+      // for vLLM no per-row fallback: Marlin needs inputs a multiple of 128, so the layer planner keeps it (test/compressed-tensors.test.ts)
+      const v = plan('w4a16-asym', 'x.weight', [8, 96], 'compressed-tensors', 'f16');
+      expect([(v.action as { options: { groupSize: unknown } }).options.groupSize, v.fallback]).to.deep.equal([128, undefined]);
     });
 
     it('rules: first match wins, globs and /regex/, extends a preset, search for all', () => {
@@ -120,6 +123,11 @@ describe('pipeline', function () {
         [{ rules: [{ match: '*', method: 'prune', options: { pattern: '5:4' } }] }, 'need 1 <= N <= M <= 32'],
         [{ rules: [{ match: '*', method: 'prune', options: { pattern: '2:4', sparsity: 0.5 } }] }, 'unknown key "sparsity"'],
         [{ rules: [{ match: '*', method: 'prune', options: { score: 'wanda' } }] }, "options.score must be 'magnitude' or { activationNorms"],
+        [{ rules: [{ match: '*', method: 'prune', options: { layout: 'bitmask' } }] }, "prune options.layout must be one of dense, sparse-24-bitmask"],
+        [{ extends: 'w4a16', target: 'tgi' }, 'target must be one of vllm, transformers'],
+        // vLLM's Marlin kernel: group sizes 32, 64, 128 or per row; zero points with 4-bit weights only
+        [{ extends: 'w4a16', rules: [{ match: '*', method: 'quantize', options: { format: 'int4', groupSize: 256 } }] }, "rule #1: target 'vllm': vLLM's Marlin kernel takes group sizes 32, 64, 128 or one group per row, not 256"],
+        [{ extends: 'w8a16', rules: [{ match: '*', method: 'quantize', options: { format: 'int8', symmetric: false } }] }, "rule #1: target 'vllm': vLLM's Marlin kernel takes zero points with 4-bit weights only (uint4), not asymmetric INT8"],
       ];
       for (const [r, msg] of bad) {
         let e: unknown;
@@ -144,11 +152,22 @@ describe('pipeline', function () {
       }
       expect(() => plan({ rules: [{ match: '*', method: 'quantize', options: { format: 'int4' } }] }, 'w', [4, 32], 'gguf')).to.throw(SlimTensorError, 'compressed-tensors format');
       expect(Object.keys(PRESETS)).to.deep.equal(['q4_0', 'q4_1', 'q8_0', 'w4a16', 'w4a16-asym', 'w8a16', '2of4']);
+      // the same schemes are fine for compressed-tensors' own readers, and presets say whom they are for
+      expect(resolveRecipe({ extends: 'w4a16', target: 'transformers', rules: [{ match: '*', method: 'quantize', options: { format: 'int4', groupSize: 256 } }] }).target).to.equal('transformers');
+      expect(['w4a16', 'w4a16-asym', 'w8a16', '2of4', 'q4_0'].map((p) => resolveRecipe(p).target)).to.deep.equal(['vllm', 'vllm', 'vllm', 'transformers', 'transformers']);
+      expect(resolveRecipe({ extends: 'w8a16', rules: [{ match: 'x', method: 'keep' }] }).target).to.equal('vllm');
     });
 
-    it('2of4: sparse-24-bitmask for compressed-tensors, the pruned tensor dense for GGUF and other patterns; rows that do not fit M are kept and say so', () => {
+    it('2of4: pruned weights dense by default; sparse-24-bitmask only when asked, for compressed-tensors 2:4; rows that do not fit M are kept and say so', () => {
       const q = 'model.layers.0.self_attn.q_proj.weight';
-      expect(plan('2of4', q, [128, 128], 'compressed-tensors', 'f16').action).to.deep.equal({ kind: 'prune', pattern: '2:4', n: 2, m: 4, activationNorms: undefined, sparse24: true });
+      expect(plan('2of4', q, [128, 128], 'compressed-tensors', 'f16').action).to.deep.equal({
+        kind: 'prune', pattern: '2:4', n: 2, m: 4, activationNorms: undefined, layout: 'dense', sparse24: false,
+        dense: "the default layout 'dense': every consumer loads dense weights, and current vLLM and transformers read no sparse layout: the pruned tensor is written dense",
+      });
+      const bitmask = pruneRecipe('2:4', 'sparse-24-bitmask');
+      expect(bitmask.name).to.equal('2of4-bitmask');
+      expect(plan(bitmask, q, [128, 128], 'compressed-tensors', 'f16').action).to.deep.equal({ kind: 'prune', pattern: '2:4', n: 2, m: 4, activationNorms: undefined, layout: 'sparse-24-bitmask', sparse24: true });
+      expect(plan(bitmask, 'blk.0.attn_q.weight', [64, 64]).action).to.deep.include({ sparse24: false, dense: 'GGUF has no sparse tensor type: the pruned tensor is written dense' });
       const g = plan('2of4', 'blk.0.attn_q.weight', [64, 64]).action;
       expect(g).to.deep.include({ kind: 'prune', sparse24: false, dense: 'GGUF has no sparse tensor type: the pruned tensor is written dense' });
       for (const name of ['blk.0.attn_norm.weight', 'token_embd.weight', 'output.weight', 'model.embed_tokens.weight', 'lm_head.weight']) expect(plan('2of4', name, [96, 64]).action.kind, name).to.equal('keep');
@@ -156,7 +175,7 @@ describe('pipeline', function () {
       const odd = plan('2of4', q, [8, 70], 'compressed-tensors', 'f16');
       expect(odd.action.kind).to.equal('keep');
       expect(odd.fallback).to.deep.equal({ from: 'prune 2:4', to: 'F16 (not pruned)', reason: 'rows of 70 values are not a multiple of M = 4 (pattern 2:4)' });
-      const r14 = { rules: [{ match: '*', method: 'prune' as const, options: { pattern: ' 4 : 8 ' } }] };
+      const r14 = { rules: [{ match: '*', method: 'prune' as const, options: { pattern: ' 4 : 8 ', layout: 'sparse-24-bitmask' } }] };
       expect(plan(r14, q, [16, 64], 'compressed-tensors', 'f16').action).to.deep.include({ pattern: '4:8', n: 4, m: 8, sparse24: false, dense: "compressed-tensors' sparse-24-bitmask stores 2:4 only, not 4:8: the pruned tensor is written dense" });
       expect(plan(r14, q, [16, 60], 'compressed-tensors', 'f16').fallback?.reason).to.equal('rows of 60 values are not a multiple of M = 8 (pattern 4:8)');
       // Wanda: norms per tensor name; a missing or mis-sized entry names the tensor
@@ -248,10 +267,13 @@ describe('pipeline', function () {
   });
 
   describe('compressed-tensors out', () => {
+    // This model's rows of 96 and merged q/k outputs of 160 fit no vLLM Marlin
+    // kernel (test/compressed-tensors.test.ts covers that target): written for
+    // transformers, every matrix is quantized, down_proj with one group per row.
     let out: string;
     before(async () => {
       out = path.join(tmp, 'w4asym');
-      await compressModel({ input: hfDir, output: out, recipe: 'w4a16-asym', maxShardBytes: 24 * 1024 });
+      await compressModel({ input: hfDir, output: out, recipe: { extends: 'w4a16-asym', target: 'transformers' }, maxShardBytes: 24 * 1024 });
     });
 
     it('writes a Hugging Face folder: shards with an index, config.json with quantization_config, the other files unchanged', async () => {
@@ -263,8 +285,13 @@ describe('pipeline', function () {
       const cfg = JSON.parse(await fsp.readFile(path.join(out, 'config.json'), 'utf8')) as Record<string, unknown> & { quantization_config: Record<string, unknown> };
       for (const [k, v] of Object.entries(CONFIG)) expect(cfg[k]).to.deep.equal(v);
       const qc = cfg.quantization_config;
-      expect(qc).to.deep.include({ quant_method: 'compressed-tensors', format: 'pack-quantized', quantization_status: 'compressed' });
-      expect(qc.ignore).to.deep.equal(['model.embed_tokens', 'lm_head']);
+      // the fields compressed-tensors' ModelCompressor.update_config writes, keys sorted as its json.dump(sort_keys=True)
+      expect(qc).to.deep.include({ quant_method: 'compressed-tensors', format: 'pack-quantized', quantization_status: 'compressed', version: '0.18.0', sparsity_config: {}, transform_config: {}, global_compression_ratio: null, kv_cache_scheme: null });
+      expect(Object.keys(qc)).to.deep.equal(Object.keys(qc).slice().sort());
+      expect(Object.keys(cfg)).to.deep.equal(Object.keys(cfg).slice().sort());
+      // ignore lists the Linear modules left unquantized (the head), not the embedding: llm-compressor
+      // lists only modules of a class some group targets
+      expect(qc.ignore).to.deep.equal(['lm_head']);
       const groups = Object.values(qc.config_groups as Record<string, { targets: string[]; weights: Record<string, unknown> }>);
       // group 128 for q/k/up (rows of 128), channel for down_proj (rows of 96)
       expect(groups).to.have.length(2);
@@ -350,7 +377,7 @@ describe('pipeline', function () {
       expect(JSON.parse(await fsp.readFile(path.join(copy, 'config.json'), 'utf8'))).to.deep.equal(CONFIG);
       // w8a16 from BF16: scales in BF16
       const w8 = path.join(tmp, 'w8');
-      await compressModel({ input: bf, output: w8, recipe: 'w8a16' });
+      await compressModel({ input: bf, output: w8, recipe: 'w8a16', target: 'transformers' });
       const m = await SafetensorsModel.open(w8);
       expect(m.tensor('model.layers.0.self_attn.q_proj.weight_scale')?.dtype).to.equal('BF16');
       expect(m.tensor('model.layers.0.self_attn.q_proj.weight_packed')?.shape).to.deep.equal([128, 32]);
@@ -398,10 +425,38 @@ describe('pipeline', function () {
     let report: CompressReport;
     before(async () => {
       out = path.join(tmp, '2of4');
-      report = await compressModel({ input: hfDir, output: out, recipe: '2of4', measureError: true, maxShardBytes: 24 * 1024 });
+      report = await compressModel({ input: hfDir, output: out, recipe: pruneRecipe('2:4', 'sparse-24-bitmask'), measureError: true, maxShardBytes: 24 * 1024 });
     });
 
-    it('2of4 on a Hugging Face folder: sparse-24-bitmask tensors named, typed and shaped as compressed-tensors does; kept tensors as stored', async () => {
+    it('2of4 (the default, dense) on a Hugging Face folder: a plain folder with config.json as it was, the pruned weights dense, the sparsity in the report', async () => {
+      const o = path.join(tmp, '2of4-dense');
+      const r = await compressModel({ input: hfDir, output: o, recipe: '2of4' });
+      expect(r.output.format).to.equal('safetensors');
+      expect(await fsp.readFile(path.join(o, 'config.json'), 'utf8')).to.equal(`${JSON.stringify(CONFIG, null, 2)}\n`);
+      const m = await SafetensorsModel.open(o);
+      let zeros = 0;
+      let total = 0;
+      try {
+        expect(m.tensors.map((t) => t.name).sort()).to.deep.equal(hfT.map((t) => t.name).sort());
+        for (const t of hfT) {
+          const got = await m.readTensor(t.name);
+          const want = matrices(hfT).includes(t) ? pruneSync(f16Tensor(t), { pattern: '2:4' }).tensor : f16Tensor(t);
+          expect(bytesOf(got.data), t.name).to.deep.equal(bytesOf(want.data));
+          for (const h of got.data as Uint16Array) if ((h & 0x7fff) === 0) zeros++;
+          total += got.size;
+        }
+      } finally {
+        await m.close();
+      }
+      const prunedWeights = matrices(hfT).reduce((a, t) => a + t.values.length / 2, 0);
+      expect(r.sparsity).to.deep.equal({ tensors: 4, prunedWeights, globalSparsity: zeros / total });
+      for (const t of matrices(hfT)) expect(r.tensors.find((x) => x.name === t.name)?.pruned, t.name).to.deep.include({ pattern: '2:4', layout: 'dense' });
+      expect(r.warnings).to.deep.equal([
+        "4 pruned tensors (2:4) are written dense, the pruned weights stored as zeros (the default layout 'dense': every consumer loads dense weights, and current vLLM and transformers read no sparse layout): they take as many bytes as before",
+      ]);
+    });
+
+    it('2of4 with layout sparse-24-bitmask on a Hugging Face folder: tensors named, typed and shaped as compressed-tensors does; kept tensors as stored', async () => {
       expect(report.output.format).to.equal('compressed-tensors');
       const m = await SafetensorsModel.open(out);
       try {
@@ -454,7 +509,7 @@ describe('pipeline', function () {
       const gs = cfg.quantization_config.sparsity_config.global_sparsity;
       expect(cfg.quantization_config).to.deep.equal({
         quant_method: 'compressed-tensors',
-        sparsity_config: { format: 'sparse-24-bitmask', sparsity_structure: '2:4', targets: ['Linear'], ignore: ['model.embed_tokens', 'lm_head'], global_sparsity: gs },
+        sparsity_config: { format: 'sparse-24-bitmask', global_sparsity: gs, ignore: ['lm_head'], sparsity_structure: '2:4', targets: ['Linear'] },
       });
       // zero weights over all float weights, counted from the decoded files
       const m = await SafetensorsModel.open(out);
@@ -489,7 +544,8 @@ describe('pipeline', function () {
         expect(rec?.error?.rmse, t.name).to.be.closeTo(rmseOf(orig, pruneSync(orig, { pattern: '2:4' }).tensor), 1e-9);
       }
       expect(report.tensors.find((r) => r.name === 'lm_head.weight')?.method).to.equal('keep');
-      expect(report.warnings).to.deep.equal([]);
+      expect(report.warnings).to.have.length(1);
+      expect(report.warnings[0]).to.include('4 weights are stored as sparse-24-bitmask, which only older releases read: vLLM before 0.19.1').and.include("the default layout 'dense' loads everywhere");
       expect(report.ratio).to.be.above(1.2);
     });
 
@@ -512,7 +568,7 @@ describe('pipeline', function () {
       const t = hfT.find((x) => x.name === 'model.layers.0.self_attn.k_proj.weight') as GeneratedTensor;
       const norms = Array.from({ length: t.shape[1] as number }, (_, j) => (j % 7) + 0.5);
       const o = path.join(tmp, 'wanda');
-      await compressModel({ input: hfDir, output: o, recipe: { rules: [{ match: t.name, method: 'prune', options: { score: { activationNorms: { [t.name]: norms } } } }] } });
+      await compressModel({ input: hfDir, output: o, recipe: { rules: [{ match: t.name, method: 'prune', options: { layout: 'sparse-24-bitmask', score: { activationNorms: { [t.name]: norms } } } }] } });
       const m = await SafetensorsModel.open(o);
       try {
         const prefix = 'model.layers.0.self_attn.k_proj';
@@ -536,11 +592,15 @@ describe('pipeline', function () {
       for (const t of pruned) expect(t.reason, t.name).to.equal('GGUF has no sparse tensor type: the pruned tensor is written dense');
       expect(r.warnings).to.deep.equal(['35 pruned tensors (2:4) are written dense, the pruned weights stored as zeros (GGUF has no sparse tensor type): they take as many bytes as before']);
       const [a, b] = [await GGUFReader.open(STORIES), await GGUFReader.open(o)];
+      let zeros = 0;
+      let total = 0;
       try {
         for (const t of a.tensors) {
           const orig = await a.readTensor(t.name);
           const got = await b.readTensor(t.name);
           expect(b.tensor(t.name)?.type, t.name).to.equal(t.type);
+          for (const x of (got as Tensor).data as Float32Array) if (x === 0) zeros++;
+          total += (got as Tensor).size;
           if (pruned.some((p) => p.name === t.name)) {
             expect(bytesOf(got.data), t.name).to.deep.equal(bytesOf(pruneSync(orig as Tensor, { pattern: '2:4' }).tensor.data));
             expect(new Set(keptPerGroup(got as Tensor, 4)), t.name).to.deep.equal(new Set([2]));
@@ -553,6 +613,8 @@ describe('pipeline', function () {
         await a.close();
         await b.close();
       }
+      // the report's sparsity: the f32 weights counted one by one here
+      expect(r.sparsity).to.deep.equal({ tensors: 35, prunedWeights: pruned.reduce((n, t) => n + t.shape.reduce((x, d) => x * d, 1) / 2, 0), globalSparsity: zeros / total });
     });
 
     it('1:4 and 4:8 recipes write pruned dense tensors with exactly N kept in every group of M (safetensors and GGUF)', async () => {

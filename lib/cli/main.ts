@@ -9,7 +9,7 @@ import { DEMO_PRESET_IDS, runDemo, selectPresets } from '../demo';
 import { SlimTensorError } from '../errors';
 import { renderDemo } from './demo-output';
 import { EXIT_INTERRUPTED, inspect, lowrankRecipe, parseSize, presets, readRecipeFile, report, runCompression, type RunOptions } from './model-commands';
-import { parsePrunePattern, PRESET_NAMES, pruneRecipe } from '../pipeline/recipe';
+import { parsePrunePattern, PRESET_NAMES, PRUNE_LAYOUTS, pruneRecipe, TARGETS, type PruneLayout, type Target } from '../pipeline/recipe';
 import { evalCommand, interruptible, runCommand, type ModelFlags } from './run-commands';
 
 const EXIT_ERROR = 1;
@@ -103,6 +103,16 @@ interface RunArgs {
   json: boolean;
   quiet: boolean;
   verbose: boolean;
+  target?: string | undefined;
+}
+
+/** `--target`: the consumer a compressed-tensors output is written for. */
+function targetOption<T>(y: import('yargs').Argv<T>) {
+  return y.option('target', {
+    type: 'string',
+    choices: TARGETS,
+    describe: "compressed-tensors outputs: the consumer ('vllm': only layers that fit vLLM's Marlin kernel are quantized; 'transformers': compressed-tensors' own rules). Default: the recipe's",
+  });
 }
 
 function toRunOptions(a: RunArgs, recipe: RunOptions['recipe']): RunOptions {
@@ -126,6 +136,7 @@ function toRunOptions(a: RunArgs, recipe: RunOptions['recipe']): RunOptions {
     verbose: a.verbose,
     memory: size(a.memory, '--memory'),
     shardSize: size(a['shard-size'], '--shard-size'),
+    target: a.target as Target | undefined,
   };
 }
 
@@ -143,7 +154,7 @@ function buildParser(argv: string[]) {
       'quantize <input>',
       `Quantize a model with a preset (${QUANTIZE_PRESETS.join(', ')})`,
       (y) =>
-        runOptions(y.positional('input', { type: 'string', demandOption: true, describe: 'GGUF file, .safetensors file or Hugging Face folder' }))
+        targetOption(runOptions(y.positional('input', { type: 'string', demandOption: true, describe: 'GGUF file, .safetensors file or Hugging Face folder' })))
           .option('preset', { alias: 'p', type: 'string', demandOption: true, choices: QUANTIZE_PRESETS, describe: 'The recipe to apply' })
           .option('search', { type: 'string', choices: ['none', 'mse'], describe: 'Scale search (mse: slower, lower error)' }),
       async (args) => {
@@ -153,10 +164,16 @@ function buildParser(argv: string[]) {
     )
     .command(
       'prune <input>',
-      'N:M structured sparsity by magnitude of every matrix but norms, embedding and head: a Hugging Face folder becomes compressed-tensors (2:4 as sparse-24-bitmask), a GGUF file stays GGUF (pruned tensors dense)',
+      'N:M structured sparsity by magnitude of every matrix but norms, embedding and head, the pruned weights written dense: a Hugging Face folder stays a Hugging Face folder, a GGUF file stays GGUF',
       (y) =>
         runOptions(y.positional('input', { type: 'string', demandOption: true, describe: 'GGUF file, .safetensors file or Hugging Face folder' }))
           .option('pattern', { type: 'string', default: '2:4', describe: "Keep N of every M consecutive weights along a row ('2:4', '1:4', '4:8', ...)" })
+          .option('layout', {
+            type: 'string',
+            choices: PRUNE_LAYOUTS,
+            default: 'dense',
+            describe: "How 2:4 Linear weights of a Hugging Face folder are stored: 'dense' (every consumer loads it) or compressed-tensors 'sparse-24-bitmask' (read only by vLLM before 0.19.1, transformers with compressed-tensors before its sparse removal, and slimtensor)",
+          })
           .check((a) => {
             try {
               parsePrunePattern(a.pattern, '--pattern');
@@ -167,7 +184,7 @@ function buildParser(argv: string[]) {
           }),
       async (args) => {
         const { n, m } = parsePrunePattern(args.pattern, '--pattern');
-        print(await runCompression(toRunOptions(args as unknown as RunArgs, pruneRecipe(`${n}:${m}`))));
+        print(await runCompression(toRunOptions(args as unknown as RunArgs, pruneRecipe(`${n}:${m}`, args.layout as PruneLayout))));
       },
     )
     .command(
@@ -193,7 +210,7 @@ function buildParser(argv: string[]) {
       'compress <input>',
       'Compress a model with a recipe file (JSON rules) or a preset',
       (y) =>
-        runOptions(y.positional('input', { type: 'string', demandOption: true }))
+        targetOption(runOptions(y.positional('input', { type: 'string', demandOption: true })))
           .option('recipe', { alias: 'r', type: 'string', describe: 'Recipe file (JSON)' })
           .option('preset', { alias: 'p', type: 'string', choices: PRESET_NAMES, describe: 'A built-in recipe instead of a file' })
           .check((a) => {

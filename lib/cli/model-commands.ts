@@ -10,7 +10,7 @@ import { compressModel, type CompressReport } from '../pipeline/compress';
 import { evaluateFiles, renderEvaluation, type ModelFlags } from './run-commands';
 import { renderReportHtml } from '../pipeline/html';
 import { LIVE_TEMPS } from '../pipeline/output';
-import { EMBED_GLOBS, HEAD_GLOBS, NORM_GLOBS, PRESETS, type Recipe } from '../pipeline/recipe';
+import { EMBED_GLOBS, HEAD_GLOBS, NORM_GLOBS, PRESETS, type Recipe, type Target } from '../pipeline/recipe';
 import { openModel, type ModelSource } from '../pipeline/source';
 import { sparse24Names, sparse24Prefixes } from '../formats/compressed-tensors';
 import * as path from 'node:path';
@@ -95,7 +95,8 @@ async function sparsityConfigOf(folder: string | undefined): Promise<Record<stri
   try {
     const cfg = JSON.parse(await fsp.readFile(path.join(folder, 'config.json'), 'utf8')) as { quantization_config?: { sparsity_config?: unknown } };
     const sc = cfg.quantization_config?.sparsity_config;
-    return typeof sc === 'object' && sc !== null ? (sc as Record<string, unknown>) : undefined;
+    // compressed-tensors writes `sparsity_config: {}` for a model without sparsity
+    return typeof sc === 'object' && sc !== null && Object.keys(sc).length > 0 ? (sc as Record<string, unknown>) : undefined;
   } catch {
     return undefined;
   }
@@ -174,6 +175,7 @@ export interface RunOptions {
   memory?: number | undefined;
   shardSize?: number | undefined;
   verbose: boolean;
+  target?: Target | undefined;
 }
 
 /** The exit code for an interrupted run (128 + SIGINT). */
@@ -206,6 +208,7 @@ export async function runCompression(o: RunOptions): Promise<string> {
       ...(o.threads !== undefined ? { threads: o.threads } : {}),
       ...(o.memory !== undefined ? { memoryLimit: o.memory } : {}),
       ...(o.shardSize !== undefined ? { maxShardBytes: o.shardSize } : {}),
+      ...(o.target !== undefined ? { target: o.target } : {}),
       overwrite: o.force,
       signal: ac.signal,
       onProgress: progress,
@@ -277,6 +280,18 @@ export function renderCompressReport(r: CompressReport, verbose: boolean): strin
     for (const [k, names] of by) out.push(`  ${names.length} tensor${names.length === 1 ? '' : 's'} (${names.slice(0, 3).join(', ')}${names.length > 3 ? ', ...' : ''}): ${k}`);
   }
   for (const w of r.warnings) out.push('', `note: ${w}`);
+  if (r.sparsity !== undefined) {
+    const s = r.sparsity;
+    out.push('', `sparsity: ${s.tensors} pruned tensor${s.tensors === 1 ? '' : 's'}, ${s.prunedWeights} weights zeroed; ${(s.globalSparsity * 100).toFixed(1)} % of all float weights written are zero`);
+  }
+  if (r.modules !== undefined) {
+    const m = r.modules;
+    out.push('', `compressed-tensors for ${m.target}: ${m.architecture ?? 'model class unknown'}, Linear layers by the ${m.rule === 'conservative' ? 'conservative rule (names of the usual projections)' : 'architecture table'}; ignore: ${m.ignore.length === 0 ? '(none)' : m.ignore.length > 6 ? `${m.ignore.slice(0, 6).join(', ')}, … (${m.ignore.length})` : m.ignore.join(', ')}`);
+    if (m.kept.length > 0) {
+      out.push('2-D tensors kept as they were:');
+      for (const k of m.kept) out.push(`  ${k.name} [${k.shape.join(', ')}]: ${k.reason}`);
+    }
+  }
   if (verbose) {
     out.push('', renderTable(DETAIL_COLUMNS, r.tensors.map((t) => [t.name, t.from, t.to, `[${t.shape.join(', ')}]`, formatBytes(t.bytesIn), formatBytes(t.bytesOut), t.error === undefined ? '-' : t.error.rmse.toExponential(3)])));
   }

@@ -5,7 +5,7 @@
 // Beside pack-quantized, sparse-24-bitmask (2:4 sparse weights, in the
 // compressed-tensors convention: the module prefix, `.weight` dropped).
 import { SlimTensorError } from '../errors';
-import { QuantizedTensor, type FloatDType } from '../quantize';
+import { QuantizedTensor, type FloatDType, type QuantizeOptions } from '../quantize';
 import { Sparse24Tensor } from '../sparsity';
 import { Tensor } from '../tensor';
 import { quoteName } from './gguf-header';
@@ -30,6 +30,12 @@ export function schemeOf(q: QuantizedTensor): CTScheme {
   const cols = q.shape[q.shape.length - 1] as number;
   const channel = q.groupSize === cols;
   return { bits: q.format === 'int4' ? 4 : 8, symmetric: q.symmetric, strategy: channel ? 'channel' : 'group', ...(channel ? {} : { groupSize: q.groupSize }) };
+}
+
+/** The scheme quantize() options (int4/int8) give. */
+export function schemeOfOptions(o: QuantizeOptions): CTScheme {
+  const channel = o.groupSize === 'channel';
+  return { bits: o.format === 'int4' ? 4 : 8, symmetric: o.symmetric !== false, strategy: channel ? 'channel' : 'group', ...(channel ? {} : { groupSize: o.groupSize as number }) };
 }
 
 /** `model.layers.0.mlp.up_proj.weight` -> `model.layers.0.mlp.up_proj`: the module compressed-tensors names. */
@@ -122,42 +128,112 @@ export interface CTGroup {
 }
 
 /**
- * config.json's quantization_config for these groups. The group with the
- * most modules targets the class "Linear"; the others list their modules by
- * name (an exact name outranks a class in compressed-tensors' matching).
- * `ignore` lists the Linear-like weights left unquantized.
+ * The compressed-tensors release whose writer (ModelCompressor.update_config)
+ * and readers the quantization_config is checked against; written as its
+ * `version` field, which readers discard.
  */
-export function quantizationConfig(groups: readonly CTGroup[], ignore: readonly string[], format = PACK_QUANTIZED.format): Record<string, unknown> {
+export const COMPRESSED_TENSORS_VERSION = '0.18.0';
+
+/**
+ * config.json's quantization_config for these groups, with the fields and
+ * the key order (sorted) compressed-tensors writes. The group with the most
+ * modules targets the class "Linear" and the others list their modules by
+ * name (an exact name outranks a class in compressed-tensors' and vLLM's
+ * matching). vLLM matches a merged layer (`qkv_proj`, `gate_up_proj`,
+ * FusedMoE experts) by class before it looks at its shards' names, so when
+ * a smaller group holds such a shard (`mergedShards`), every group lists its
+ * modules by name. `ignore` lists every Linear module left unquantized.
+ *
+ * Each weights entry omits `scale_dtype` and `zp_dtype` (added in
+ * compressed-tensors 0.13): older readers (vLLM 0.13 and before) reject the
+ * config with "Extra inputs are not permitted", newer ones default them to
+ * what would be written (no scale dtype: the model's; zero points int8).
+ */
+export function quantizationConfig(groups: readonly CTGroup[], ignore: readonly string[], mergedShards: ReadonlySet<string> = new Set(), format = PACK_QUANTIZED.format): Record<string, unknown> {
   const sorted = groups.slice().sort((a, b) => b.modules.length - a.modules.length);
+  const byName = sorted.slice(1).some((g) => g.modules.some((m) => mergedShards.has(m)));
   const configGroups: Record<string, unknown> = {};
   sorted.forEach((g, i) => {
     configGroups[`group_${i}`] = {
-      targets: i === 0 ? ['Linear'] : g.modules.slice(),
-      weights: {
-        num_bits: g.scheme.bits,
-        type: 'int',
-        symmetric: g.scheme.symmetric,
-        strategy: g.scheme.strategy,
-        group_size: g.scheme.strategy === 'group' ? (g.scheme.groupSize as number) : null,
-        block_structure: null,
-        dynamic: false,
-        actorder: null,
-        observer: 'minmax',
-        observer_kwargs: {},
-      },
+      format,
       input_activations: null,
       output_activations: null,
-      format,
+      targets: i === 0 && !byName ? ['Linear'] : g.modules.slice(),
+      weights: {
+        actorder: null,
+        block_structure: null,
+        dynamic: false,
+        group_size: g.scheme.strategy === 'group' ? (g.scheme.groupSize as number) : null,
+        num_bits: g.scheme.bits,
+        observer: 'minmax',
+        observer_kwargs: {},
+        strategy: g.scheme.strategy,
+        symmetric: g.scheme.symmetric,
+        type: 'int',
+      },
     };
   });
   return {
-    quant_method: 'compressed-tensors',
-    format,
-    quantization_status: 'compressed',
     config_groups: configGroups,
+    format,
+    global_compression_ratio: null,
     ignore: ignore.slice(),
     kv_cache_scheme: null,
+    quant_method: 'compressed-tensors',
+    quantization_status: 'compressed',
+    sparsity_config: {},
+    transform_config: {},
+    version: COMPRESSED_TENSORS_VERSION,
   };
+}
+
+/** A JSON value with every object's keys sorted, as Python's json.dump(sort_keys=True) writes config.json. */
+export function sortKeysDeep(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(sortKeysDeep);
+  if (typeof v !== 'object' || v === null) return v;
+  const o = v as Record<string, unknown>;
+  const out: Record<string, unknown> = {};
+  for (const k of Object.keys(o).sort()) out[k] = sortKeysDeep(o[k]);
+  return out;
+}
+
+// ---- what vLLM runs -------------------------------------------------------------------
+
+/**
+ * vLLM runs pack-quantized Linear layers (its WNA16 scheme) on the Marlin
+ * kernel on NVIDIA GPUs (vllm/model_executor/layers/quantization/utils/
+ * marlin_utils.py): output size per partition a multiple of
+ * GPTQ_MARLIN_MIN_THREAD_N = 64, input size per partition a multiple of
+ * GPTQ_MARLIN_MIN_THREAD_K = 128 and of the group size, group sizes
+ * MARLIN_SUPPORTED_GROUP_SIZES = [-1 (channel), 32, 64, 128], types uint4b8
+ * and uint8b128 (symmetric) or uint4 with zero points. Its other WNA16
+ * kernels are narrower (Exllama: fp16 activations, no zero points; Machete:
+ * Hopper only), so a layer outside these rules may find no kernel.
+ */
+export const MARLIN_MIN_N = 64;
+export const MARLIN_MIN_K = 128;
+export const MARLIN_GROUP_SIZES: readonly number[] = [32, 64, 128];
+
+/** Why vLLM's Marlin kernel cannot run a scheme (bits, symmetry, group size), or undefined. */
+export function marlinSchemeProblem(bits: 4 | 8, symmetric: boolean, groupSize: number | 'channel'): string | undefined {
+  if (bits === 8 && !symmetric) return "vLLM's Marlin kernel takes zero points with 4-bit weights only (uint4), not asymmetric INT8";
+  if (groupSize !== 'channel' && !MARLIN_GROUP_SIZES.includes(groupSize)) return `vLLM's Marlin kernel takes group sizes ${MARLIN_GROUP_SIZES.join(', ')} or one group per row, not ${groupSize}`;
+  return undefined;
+}
+
+/**
+ * Why vLLM's Marlin kernel cannot run a layer [n, k] (a merged layer: the
+ * sum of its shards' n) with this scheme, checked for one GPU (tensor
+ * parallel size 1), or undefined.
+ */
+export function marlinShapeProblem(n: number, k: number, scheme: CTScheme): string | undefined {
+  const s = marlinSchemeProblem(scheme.bits, scheme.symmetric, scheme.strategy === 'channel' ? 'channel' : (scheme.groupSize as number));
+  if (s !== undefined) return s;
+  const bad: string[] = [];
+  if (n % MARLIN_MIN_N !== 0) bad.push(`${n} outputs are not a multiple of ${MARLIN_MIN_N}`);
+  // (a multiple of 128 is one of every Marlin group size too)
+  if (k % MARLIN_MIN_K !== 0) bad.push(`${k} inputs are not a multiple of ${MARLIN_MIN_K}`);
+  return bad.length === 0 ? undefined : `vLLM's Marlin kernel needs outputs a multiple of ${MARLIN_MIN_N} and inputs a multiple of ${MARLIN_MIN_K}: ${bad.join(' and ')}`;
 }
 
 /** The parts of one pack-quantized weight found in a folder. */

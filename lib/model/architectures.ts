@@ -30,6 +30,13 @@ export interface TensorRole {
   kind: TensorKind;
   /** Needed for the architecture to run (biases and q/k norms are required where the architecture has them). */
   required: boolean;
+  /**
+   * vLLM loads this Linear as one shard of a merged layer of that name in the
+   * same module (QKVParallelLinear `qkv_proj`, MergedColumnParallelLinear
+   * `gate_up_proj`): the shards of one merged layer take one quantization
+   * scheme, and kernel shape rules apply to the merged layer.
+   */
+  vllmMerged?: string;
 }
 
 export interface Architecture {
@@ -58,19 +65,19 @@ const LLAMA_GLOBAL: readonly TensorRole[] = [
   { gguf: 'rope_freqs.weight', hf: '', kind: 'rope', required: false },
 ];
 
-function blockRole(gguf: string, hf: string, kind: TensorKind, required = true): TensorRole {
-  return { gguf: `blk.{L}.${gguf}`, hf: `model.layers.{L}.${hf}`, kind, required };
+function blockRole(gguf: string, hf: string, kind: TensorKind, required = true, vllmMerged?: string): TensorRole {
+  return { gguf: `blk.{L}.${gguf}`, hf: `model.layers.{L}.${hf}`, kind, required, ...(vllmMerged !== undefined ? { vllmMerged } : {}) };
 }
 
 const LLAMA_BLOCK: readonly TensorRole[] = [
   blockRole('attn_norm.weight', 'input_layernorm.weight', 'norm'),
-  blockRole('attn_q.weight', 'self_attn.q_proj.weight', 'linear'),
-  blockRole('attn_k.weight', 'self_attn.k_proj.weight', 'linear'),
-  blockRole('attn_v.weight', 'self_attn.v_proj.weight', 'linear'),
+  blockRole('attn_q.weight', 'self_attn.q_proj.weight', 'linear', true, 'qkv_proj'),
+  blockRole('attn_k.weight', 'self_attn.k_proj.weight', 'linear', true, 'qkv_proj'),
+  blockRole('attn_v.weight', 'self_attn.v_proj.weight', 'linear', true, 'qkv_proj'),
   blockRole('attn_output.weight', 'self_attn.o_proj.weight', 'linear'),
   blockRole('ffn_norm.weight', 'post_attention_layernorm.weight', 'norm'),
-  blockRole('ffn_gate.weight', 'mlp.gate_proj.weight', 'linear'),
-  blockRole('ffn_up.weight', 'mlp.up_proj.weight', 'linear'),
+  blockRole('ffn_gate.weight', 'mlp.gate_proj.weight', 'linear', true, 'gate_up_proj'),
+  blockRole('ffn_up.weight', 'mlp.up_proj.weight', 'linear', true, 'gate_up_proj'),
   blockRole('ffn_down.weight', 'mlp.down_proj.weight', 'linear'),
 ];
 
@@ -200,6 +207,73 @@ export const GENERIC_LINEAR_SUFFIXES: readonly string[] = [
   'query_key_value.weight', 'dense.weight', 'dense_h_to_4h.weight', 'dense_4h_to_h.weight',
   'fc1.weight', 'fc2.weight',
 ];
+
+/**
+ * Hugging Face names of embedding tables outside the table (token, position
+ * and token-type embeddings of GPT-2, BERT, OPT, Falcon-style models): 2-D
+ * weights that are not Linear layers.
+ */
+export const GENERIC_EMBEDDING_SUFFIXES: readonly string[] = [
+  'embed_tokens.weight', 'embed_positions.weight', 'wte.weight', 'wpe.weight', 'tok_embeddings.weight',
+  'word_embeddings.weight', 'position_embeddings.weight', 'token_type_embeddings.weight',
+];
+
+/** `name` is `suffix` or ends with `.suffix` (a whole module path component). */
+function endsWithComponent(name: string, suffix: string): boolean {
+  return name === suffix || name.endsWith(`.${suffix}`);
+}
+
+/**
+ * What a tensor is under the conservative rule for architectures not in
+ * the table, with its role when one is known. GGUF names are llama.cpp's,
+ * shared across architectures, so they resolve against every entry;
+ * Hugging Face names match GENERIC_LINEAR_SUFFIXES (linear),
+ * GENERIC_EMBEDDING_SUFFIXES (embedding) or `lm_head.weight` (head).
+ * Undefined: not recognised.
+ */
+export function genericTensorKind(name: string, naming: 'gguf' | 'hf'): { kind: TensorKind; role: TensorRole | undefined } | undefined {
+  if (naming === 'gguf') {
+    for (const a of Object.values(ARCHITECTURES)) {
+      const r = resolveTensor(a, name, 'gguf');
+      if (r !== undefined) return { kind: r.role.kind, role: r.role };
+    }
+    return undefined;
+  }
+  if (GENERIC_LINEAR_SUFFIXES.some((s) => endsWithComponent(name, s))) return { kind: 'linear', role: undefined };
+  if (GENERIC_EMBEDDING_SUFFIXES.some((s) => endsWithComponent(name, s))) return { kind: 'embedding', role: undefined };
+  if (name === GENERIC_HEAD.hf) return { kind: 'head', role: GENERIC_HEAD };
+  return undefined;
+}
+
+/** The output head in both spellings, for architectures outside the table: llama.cpp's `output`, transformers' `lm_head`. */
+const GENERIC_HEAD = LLAMA_GLOBAL.find((r) => r.kind === 'head') as TensorRole;
+
+/** The output head role of an architecture (the generic `output` / `lm_head` when it is not in the table). */
+export function headRole(arch: Architecture | undefined): TensorRole {
+  return arch?.global.find((r) => r.kind === 'head') ?? GENERIC_HEAD;
+}
+
+/** vLLM's usual merged layers (its packed_modules_mapping) by leaf module name, for Hugging Face names outside the table. */
+const GENERIC_VLLM_MERGED: Readonly<Record<string, string>> = { q_proj: 'qkv_proj', k_proj: 'qkv_proj', v_proj: 'qkv_proj', gate_proj: 'gate_up_proj', up_proj: 'gate_up_proj' };
+
+/**
+ * The merged vLLM layer a Linear module loads into, named by its full path
+ * (`model.layers.0.self_attn.qkv_proj`), or undefined when vLLM loads it
+ * alone. `role` is the module's role when the architecture is in the table.
+ * Outside the table: experts of a mixture-of-experts block (`….experts.N.*`)
+ * all load into one FusedMoE layer (`….experts`), and q/k/v and gate/up
+ * projections merge as in vLLM's Llama-like models.
+ */
+export function vllmMergedLayer(module: string, role: TensorRole | undefined): string | undefined {
+  const dot = module.lastIndexOf('.');
+  const parent = dot < 0 ? '' : `${module.slice(0, dot)}.`;
+  if (role?.vllmMerged !== undefined) return `${parent}${role.vllmMerged}`;
+  const experts = /^(.*\.experts)\.(?:0|[1-9][0-9]*)\.[^.]+$/.exec(module);
+  if (experts !== null) return experts[1];
+  const leaf = module.slice(dot + 1);
+  const merged = Object.prototype.hasOwnProperty.call(GENERIC_VLLM_MERGED, leaf) ? GENERIC_VLLM_MERGED[leaf] : undefined;
+  return merged === undefined ? undefined : `${parent}${merged}`;
+}
 
 /** Llama-family hyper-parameters, as the runtime and the converter use them. */
 export interface Hyperparameters {

@@ -19,8 +19,9 @@ import {
   quantizationConfig,
   schemeKey,
   sparsityConfig,
+  schemeOfOptions,
+  sortKeysDeep,
   type CTGroup,
-  type CTScheme,
 } from '../formats/compressed-tensors';
 import { quoteName, type GGUFMetadataEntry } from '../formats/gguf-header';
 import { GGUF_FILE_TYPES, GGUF_QUANTIZATION_VERSION, GGUFWriter, ggufTensorBytes, setMetadata, type GGUFPlannedTensor } from '../formats/gguf-writer';
@@ -33,7 +34,9 @@ import { dtypeSize, Tensor } from '../tensor';
 import { convertFloats } from './convert';
 import { BufferPool, Gate, poolSize } from './memory';
 import { sizeOnDisk, stageOutput } from './output';
-import { describeAction, planTensor, resolveRecipe, type OutputFormat, type Recipe, type TensorAction, type TensorPlan } from './recipe';
+import { checkTarget, describeAction, planTensor, resolveRecipe, TARGETS, type OutputFormat, type Recipe, type Target, type TensorAction, type TensorPlan } from './recipe';
+import { modelModules, planModules, type ModelModules, type ModulePlan } from './linear-modules';
+import { SUPPORTED_GGUF_ARCHITECTURES, SUPPORTED_HF_CLASSES } from '../model/architectures';
 import { floatDtypeOf, openModel, viewStored, type ModelSource, type SourceTensor } from './source';
 import { denseError } from './error';
 
@@ -60,6 +63,8 @@ export interface CompressOptions {
   measureError?: boolean;
   /** Output format; overrides the recipe's. */
   format?: OutputFormat;
+  /** compressed-tensors outputs: the consumer they are written for ('vllm': Marlin's rules; 'transformers'); overrides the recipe's. */
+  target?: Target;
   /** safetensors outputs: largest shard in bytes; overrides the recipe's. */
   maxShardBytes?: number;
 }
@@ -107,6 +112,20 @@ export interface CompressReport {
   fallbacks: { name: string; from: string; to: string; reason: string }[];
   /** Things a user should know (e.g. names kept in GGUF spelling, pruned tensors written dense). */
   warnings: string[];
+  /** compressed-tensors outputs: how the Linear layers were chosen and what config.json lists (no ignore when nothing was quantized: no quantization_config is written). */
+  modules?: {
+    /** config.json `architectures[0]` or GGUF `general.architecture`. */
+    architecture: string | undefined;
+    /** 'architecture table' (lib/model/architectures.ts) or 'conservative' (names of the usual Linear projections). */
+    rule: 'architecture table' | 'conservative';
+    target: Target;
+    /** quantization_config.ignore (or sparsity_config.ignore). */
+    ignore: string[];
+    /** Every 2-D tensor written as it was, with the reason. */
+    kept: { name: string; shape: number[]; reason: string }[];
+  };
+  /** When tensors were pruned: how many, how many weights were zeroed, and the zero fraction of all float weights written. */
+  sparsity?: { tensors: number; prunedWeights: number; globalSparsity: number };
   /** input bytes / output bytes (files on disk). */
   ratio: number;
   timeMs: number;
@@ -163,11 +182,6 @@ function quantBytes(shape: readonly number[], o: QuantizeOptions): { data: numbe
   return { data: rows * Math.ceil((cols * bits) / 32) * 4, scales: rows * groups * dtypeSize(sd), zeros: o.symmetric === false ? rows * groups : 0, groups };
 }
 
-function schemeOfOptions(o: QuantizeOptions): CTScheme {
-  const channel = o.groupSize === 'channel';
-  return { bits: o.format === 'int4' ? 4 : 8, symmetric: o.symmetric !== false, strategy: channel ? 'channel' : 'group', ...(channel ? {} : { groupSize: o.groupSize as number }) };
-}
-
 /** Wraps a failure with the tensor and the step it happened in. */
 function tensorError(e: unknown, name: string, step: string): unknown {
   const prefix = `compressModel: tensor ${quoteName(name)} (${step})`;
@@ -192,6 +206,9 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
   if (!(Number.isSafeInteger(maxInFlight) && maxInFlight >= 1)) throw new SlimTensorError('compressModel: maxInFlight must be an integer >= 1', 'ERR_VALUE');
   if (o.threads !== undefined && !(Number.isInteger(o.threads) && o.threads >= 1 && o.threads <= 1024)) throw new SlimTensorError(`compressModel: threads must be an integer in 1..1024, got ${String(o.threads)}`, 'ERR_VALUE');
   const recipe = resolveRecipe(o.recipe);
+  if (o.target !== undefined && !TARGETS.includes(o.target)) throw new SlimTensorError(`compressModel: target must be one of ${TARGETS.join(', ')}; got ${JSON.stringify(o.target)}`, 'ERR_VALUE');
+  const target = o.target ?? recipe.target;
+  if (o.target !== undefined) checkTarget({ ...recipe, target });
   const signal = o.signal;
   signal?.throwIfAborted();
 
@@ -219,28 +236,48 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
     if (format !== 'gguf' && source.format === 'gguf') {
       warnings.push(`the ${format} output keeps the GGUF tensor names and layouts (llama.cpp's); Hugging Face loaders such as vLLM expect the model's own names`);
     }
-    const entries = source.tensors.map((t) => planEntry(t, recipe, format));
-    const ctGroups = new Map<string, CTGroup>();
-    const ignore: string[] = [];
-    let sparse24 = 0;
-    if (format === 'compressed-tensors') {
-      for (const e of entries) {
-        const a = e.plan.action;
-        if (a.kind === 'prune' && a.sparse24) sparse24++;
-        else if (a.kind === 'quantize') {
-          const s = schemeOfOptions(a.options);
-          const g = ctGroups.get(schemeKey(s)) ?? { scheme: s, modules: [] };
-          g.modules.push(modulePrefix(e.src.name));
-          ctGroups.set(schemeKey(s), g);
-        } else if (e.src.shape.length === 2 && e.src.name.endsWith('.weight')) {
-          ignore.push(modulePrefix(e.src.name));
-        }
-      }
-    }
-
-    // ---- the source folder's config.json (compressed-tensors adds quantization_config to it)
+    // The source folder's config.json: the model class, and what compressed-tensors adds quantization_config to.
     let config: Record<string, unknown> | undefined;
     if (source.folder !== undefined) config = await readConfig(path.join(source.folder, 'config.json'));
+    const inputs = source.tensors.map(planInputOf);
+    let plans = inputs.map((t) => planTensor(t, { ...recipe, target }, format));
+    let modulePlan: ModulePlan | undefined;
+    let modules: ModelModules | undefined;
+    if (format === 'compressed-tensors') {
+      modules = modelModules(source, config);
+      modulePlan = planModules(inputs, plans, modules, target);
+      plans = modulePlan.plans;
+    }
+    const entries = source.tensors.map((t, i) => planEntry(t, plans[i] as TensorPlan, format));
+    const ctGroups = new Map<string, CTGroup>();
+    let sparse24 = 0;
+    let pruned = 0;
+    for (const e of entries) {
+      const a = e.plan.action;
+      if (a.kind === 'prune') pruned++;
+      if (format !== 'compressed-tensors') continue;
+      if (a.kind === 'prune' && a.sparse24) sparse24++;
+      else if (a.kind === 'quantize') {
+        const s = schemeOfOptions(a.options);
+        const g = ctGroups.get(schemeKey(s)) ?? { scheme: s, modules: [] };
+        g.modules.push(modulePrefix(e.src.name));
+        ctGroups.set(schemeKey(s), g);
+      }
+    }
+    const ignore = modulePlan?.ignore ?? [];
+    if (modules !== undefined && !modules.table) {
+      warnings.push(
+        `${modules.architecture ?? 'this model'} is not in slimtensor's architecture table (${(source.format === 'gguf' ? SUPPORTED_GGUF_ARCHITECTURES : SUPPORTED_HF_CLASSES).join(', ')}): only Linear projections with the usual names (q_proj, …, down_proj, fc1, fc2, dense…) are compressed, every other 2-D tensor is kept (listed in the report) and listed in ignore unless it is an embedding`,
+      );
+    }
+    if (format === 'compressed-tensors' && ctGroups.size === 0 && sparse24 === 0) {
+      warnings.push('nothing was quantized (no tensor is a Linear weight the recipe quantizes): the folder holds the model as it was, and config.json gets no quantization_config');
+    }
+    if (sparse24 > 0) {
+      warnings.push(
+        `${sparse24} weight${sparse24 === 1 ? ' is' : 's are'} stored as sparse-24-bitmask, which only older releases read: vLLM before 0.19.1 (Sparse24 removed, vllm#36799), transformers before #46342 with compressed-tensors before #610, and slimtensor; current vLLM and transformers cannot load this folder — the default layout 'dense' loads everywhere`,
+      );
+    }
     // One line per reason a pruned tensor is written dense.
     const dense = new Map<string, number>();
     for (const e of entries) {
@@ -266,7 +303,7 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
       const sink = await createSink(format, staged.tmp, entries, source, o.maxShardBytes ?? recipe.maxShardBytes);
       files = format === 'gguf' ? [path.basename(staged.output)] : sink.files;
       try {
-        await runPipeline(entries, source, sink, pool, { memoryLimit, maxInFlight, threads: o.threads, measureError: o.measureError === true, countZeros: sparse24 > 0, signal, onProgress: o.onProgress, started });
+        await runPipeline(entries, source, sink, pool, { memoryLimit, maxInFlight, threads: o.threads, measureError: o.measureError === true, countZeros: pruned > 0, signal, onProgress: o.onProgress, started });
         await sink.finish();
       } catch (e) {
         await sink.abort();
@@ -274,7 +311,7 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
       }
       if (format !== 'gguf') {
         const sparsity = sparse24 > 0 ? sparsityConfig(ignore, globalSparsity(entries)) : undefined;
-        files.push(...(await finishFolder(format, staged.tmp, source, config, [...ctGroups.values()], ignore, sparsity)));
+        files.push(...(await finishFolder(format, staged.tmp, source, config, [...ctGroups.values()], ignore, modulePlan?.mergedShards ?? new Set(), sparsity)));
       }
       signal?.throwIfAborted();
       await staged.commit();
@@ -295,6 +332,12 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
       tensors: records,
       fallbacks: records.filter((r) => r.fallback !== undefined).map((r) => ({ name: r.name, ...(r.fallback as { from: string; to: string; reason: string }) })),
       warnings,
+      ...(modules !== undefined && modulePlan !== undefined
+        ? { modules: { architecture: modules.architecture, rule: modules.table ? ('architecture table' as const) : ('conservative' as const), target, ignore: ctGroups.size > 0 || sparse24 > 0 ? ignore : [], kept: modulePlan.kept } }
+        : {}),
+      ...(pruned > 0
+        ? { sparsity: { tensors: pruned, prunedWeights: records.reduce((n, r) => n + (r.pruned === undefined ? 0 : r.pruned.total - r.pruned.kept), 0), globalSparsity: globalSparsity(entries) } }
+        : {}),
       ratio: outputBytes === 0 ? 0 : inputBytes / outputBytes,
       timeMs: performance.now() - started,
       memory: { limit: memoryLimit, peakBytes: pool.peak, largestTensorBytes: Math.max(0, ...entries.map((e) => e.need)), allocations: pool.allocations },
@@ -310,8 +353,7 @@ function planInputOf(t: SourceTensor): { name: string; shape: readonly number[];
   return { name: t.name, shape: t.shape, floatDtype: floatDtypeOf(t), storage: t.storage };
 }
 
-function planEntry(src: SourceTensor, recipe: ReturnType<typeof resolveRecipe>, format: OutputFormat): Entry {
-  const plan = planTensor(planInputOf(src), recipe, format);
+function planEntry(src: SourceTensor, plan: TensorPlan, format: OutputFormat): Entry {
   const a = plan.action;
   let st: PlannedTensor[] = [];
   let gguf: GGUFPlannedTensor | undefined;
@@ -480,14 +522,16 @@ async function finishFolder(
   config: Record<string, unknown> | undefined,
   groups: CTGroup[],
   ignore: string[],
+  mergedShards: ReadonlySet<string>,
   sparsity: Record<string, unknown> | undefined,
 ): Promise<string[]> {
   const written: string[] = [];
   let cfg = config;
-  if (format === 'compressed-tensors' && groups.length > 0) cfg = { ...(cfg ?? {}), quantization_config: quantizationConfig(groups, ignore) };
-  // A sparse-only model: compressed-tensors writes quant_method and
+  // compressed-tensors rewrites the whole config.json with sorted keys.
+  if (format === 'compressed-tensors' && groups.length > 0) cfg = sortKeysDeep({ ...(cfg ?? {}), quantization_config: quantizationConfig(groups, ignore, mergedShards) }) as Record<string, unknown>;
+  // A sparse-only model: compressed-tensors wrote quant_method and
   // sparsity_config, with no quantization fields (recipes never mix the two).
-  if (format === 'compressed-tensors' && sparsity !== undefined) cfg = { ...(cfg ?? {}), quantization_config: { quant_method: 'compressed-tensors', sparsity_config: sparsity } };
+  if (format === 'compressed-tensors' && sparsity !== undefined) cfg = sortKeysDeep({ ...(cfg ?? {}), quantization_config: { quant_method: 'compressed-tensors', sparsity_config: sparsity } }) as Record<string, unknown>;
   if (cfg !== undefined) {
     await fsp.writeFile(path.join(tmp, 'config.json'), `${JSON.stringify(cfg, null, 2)}\n`);
     written.push('config.json');
@@ -635,13 +679,26 @@ async function compressOne(e: Entry, input: Uint8Array, take: (n: number) => Uin
 
 /** Adds a float tensor's zeros (either sign) and element count to the entry. */
 function countZerosInto(e: Entry, bytes: Uint8Array, dtype: FloatDType): void {
+  // Branch-free (((x & ~sign) - 1) >>> 31 is 1 for ±0, else 0): every pruned
+  // run counts every weight, and half of them are zero in no predictable order.
   let zeros = 0;
   if (dtype === 'f32') {
     const u = new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
-    for (let i = 0; i < u.length; i++) if (((u[i] as number) & 0x7fffffff) === 0) zeros++;
+    for (let i = 0; i < u.length; i++) zeros += (((u[i] as number) & 0x7fffffff) - 1) >>> 31;
   } else {
+    let at = 0;
+    if (bytes.byteOffset % 4 === 0) {
+      // two 16-bit weights per 32-bit word
+      const w = new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >>> 2);
+      for (let i = 0; i < w.length; i++) {
+        const x = w[i] as number;
+        zeros += ((x & 0x7fff) - 1) >>> 31;
+        zeros += (((x >>> 16) & 0x7fff) - 1) >>> 31;
+      }
+      at = w.length * 2;
+    }
     const u = new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2);
-    for (let i = 0; i < u.length; i++) if (((u[i] as number) & 0x7fff) === 0) zeros++;
+    for (let i = at; i < u.length; i++) zeros += (((u[i] as number) & 0x7fff) - 1) >>> 31;
   }
   e.zeros += zeros;
   e.elements += bytes.byteLength / dtypeSize(dtype);

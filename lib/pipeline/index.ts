@@ -4,6 +4,8 @@ export {
   PRESETS,
   PRESET_NAMES,
   OUTPUT_FORMATS,
+  TARGETS,
+  PRUNE_LAYOUTS,
   pruneRecipe,
   resolveRecipe,
   planTensor,
@@ -15,5 +17,7 @@ export {
   type TensorPlan,
   type TensorAction,
   type PruneScore,
+  type Target,
+  type PruneLayout,
 } from './recipe';
 export { openModel, type ModelSource, type SourceTensor, type SourceFormat } from './source';

@@ -3,12 +3,27 @@
 // concrete action for one tensor (with the fallbacks llama-quantize-like
 // defaults need when a row does not fit a block or group).
 import { SlimTensorError } from '../errors';
+import { marlinSchemeProblem } from '../formats/compressed-tensors';
 import { QUANT_FORMATS, type FloatDType, type QuantFormat, type QuantizeOptions } from '../quantize';
 import { parsePattern } from '../sparsity';
 
 /** What a compressed model is written as. */
 export type OutputFormat = 'gguf' | 'compressed-tensors' | 'safetensors';
 export const OUTPUT_FORMATS: readonly OutputFormat[] = ['gguf', 'compressed-tensors', 'safetensors'];
+
+/**
+ * Which consumer a compressed-tensors output is written for. 'vllm': every
+ * quantized layer fits vLLM's Marlin kernel (shape and group rules; layers
+ * that do not are kept and reported). 'transformers': compressed-tensors'
+ * own rules (transformers decompresses any layout it writes), a group size
+ * that does not divide a row falling back to one group per row.
+ */
+export type Target = 'vllm' | 'transformers';
+export const TARGETS: readonly Target[] = ['vllm', 'transformers'];
+
+/** How pruned 2:4 weights are stored in a compressed-tensors output. */
+export type PruneLayout = 'dense' | 'sparse-24-bitmask';
+export const PRUNE_LAYOUTS: readonly PruneLayout[] = ['dense', 'sparse-24-bitmask'];
 
 export type RecipeMethod = 'quantize' | 'prune' | 'lowrank' | 'keep';
 const METHODS: readonly RecipeMethod[] = ['quantize', 'prune', 'lowrank', 'keep'];
@@ -25,7 +40,8 @@ export interface RecipeRule {
   /**
    * quantize: { format, groupSize?, symmetric?, search?, scaleDtype? }
    * keep: { dtype?: 'f32' | 'f16' | 'bf16' } (convert float tensors)
-   * prune: { pattern?: 'N:M' (default '2:4'), score?: 'magnitude' | { activationNorms: { [tensor]: number[] } } }
+   * prune: { pattern?: 'N:M' (default '2:4'), score?: 'magnitude' | { activationNorms: { [tensor]: number[] } },
+   *          layout?: 'dense' (default) | 'sparse-24-bitmask' }
    * lowrank: { rank | energy | ratio, ... }
    */
   options?: Record<string, unknown>;
@@ -38,6 +54,8 @@ export interface Recipe {
   extends?: string;
   /** Output format; default: the extended preset's, else the input's family. */
   format?: OutputFormat;
+  /** compressed-tensors outputs: the consumer (see Target); default: the extended preset's, else 'transformers'. */
+  target?: Target;
   rules?: readonly RecipeRule[];
   /** Applied to every quantize rule that does not set search. */
   search?: 'none' | 'mse';
@@ -69,10 +87,13 @@ function ctPreset(name: string, description: string, format: 'int4' | 'int8', sy
     name,
     description,
     format: 'compressed-tensors',
+    target: 'vllm',
     rules: [
       { match: NORM_GLOBS, method: 'keep' },
-      // vLLM applies compressed-tensors schemes to Linear layers: the
-      // embedding is not one, and the head is left out as llm-compressor does.
+      // Only Linear layers of attention and MLP blocks are quantized (the
+      // pipeline decides that from the model's modules); these rules say the
+      // same by name for a recipe's readers: the embedding is not a Linear,
+      // and the head is left out as llm-compressor does.
       { match: [...EMBED_GLOBS, ...HEAD_GLOBS], method: 'keep' },
       { match: '*', method: 'quantize', options: { format, groupSize: 128, symmetric } },
     ],
@@ -81,21 +102,24 @@ function ctPreset(name: string, description: string, format: 'int4' | 'int8', sy
 
 /**
  * N:M pruning of every matrix but norms, embedding and head. No fixed
- * output format: a GGUF input gives a GGUF file (pruned tensors dense, as
- * GGUF has no sparse type), a Hugging Face input a compressed-tensors folder
- * (2:4 weights as sparse-24-bitmask, other patterns dense).
+ * output format: a GGUF input gives a GGUF file, a Hugging Face input a
+ * Hugging Face folder; the pruned weights are written dense (every
+ * consumer loads them, the N:M structure intact). Layout
+ * 'sparse-24-bitmask' writes 2:4 Linear weights of a Hugging Face input
+ * as compressed-tensors' sparse-24-bitmask instead, which only older vLLM
+ * and transformers releases (and slimtensor) read.
  */
-export function pruneRecipe(pattern: string): Recipe {
-  const name = pattern === '2:4' ? '2of4' : `prune-${pattern.replace(':', 'of')}`;
+export function pruneRecipe(pattern: string, layout: PruneLayout = 'dense'): Recipe {
+  const bitmask = layout === 'sparse-24-bitmask';
+  const name = `${pattern === '2:4' ? '2of4' : `prune-${pattern.replace(':', 'of')}`}${bitmask ? '-bitmask' : ''}`;
   return {
     name,
-    description:
-      pattern === '2:4'
-        ? '2:4 structured sparsity by magnitude: compressed-tensors sparse-24-bitmask (GGUF: pruned, written dense); embedding, head and norms kept'
-        : `${pattern} structured sparsity by magnitude, written dense; embedding, head and norms kept`,
+    description: bitmask
+      ? `${pattern} structured sparsity by magnitude: 2:4 Linear weights as compressed-tensors sparse-24-bitmask (older vLLM/transformers only; GGUF: written dense); embedding, head and norms kept`
+      : `${pattern} structured sparsity by magnitude, pruned weights written dense (loadable everywhere); embedding, head and norms kept`,
     rules: [
       { match: [...NORM_GLOBS, ...EMBED_GLOBS, ...HEAD_GLOBS], method: 'keep' },
-      { match: '*', method: 'prune', options: { pattern } },
+      { match: '*', method: 'prune', options: bitmask ? { pattern, layout } : { pattern } },
     ],
   };
 }
@@ -105,9 +129,9 @@ export const PRESETS: Readonly<Record<string, Recipe>> = {
   q4_0: ggufPreset('q4_0', 'GGUF Q4_0 (4.5 bits/weight); embedding and output head Q8_0; norms and 1-D tensors kept'),
   q4_1: ggufPreset('q4_1', 'GGUF Q4_1 (5 bits/weight); embedding and output head Q8_0; norms and 1-D tensors kept'),
   q8_0: ggufPreset('q8_0', 'GGUF Q8_0 (8.5 bits/weight); norms and 1-D tensors kept'),
-  w4a16: ctPreset('w4a16', 'compressed-tensors W4A16: INT4 symmetric, groups of 128; embedding, head and norms kept', 'int4', true),
-  'w4a16-asym': ctPreset('w4a16-asym', 'compressed-tensors W4A16_ASYM: INT4 with zero points, groups of 128; embedding, head and norms kept', 'int4', false),
-  w8a16: ctPreset('w8a16', 'compressed-tensors W8A16: INT8 symmetric, groups of 128; embedding, head and norms kept', 'int8', true),
+  w4a16: ctPreset('w4a16', 'compressed-tensors W4A16 for vLLM: INT4 symmetric, groups of 128, Linear layers that fit Marlin; embedding, head and norms kept', 'int4', true),
+  'w4a16-asym': ctPreset('w4a16-asym', 'compressed-tensors W4A16_ASYM for vLLM: INT4 with zero points, groups of 128, Linear layers that fit Marlin; embedding, head and norms kept', 'int4', false),
+  w8a16: ctPreset('w8a16', 'compressed-tensors W8A16 for vLLM: INT8 symmetric, groups of 128, Linear layers that fit Marlin; embedding, head and norms kept', 'int8', true),
   '2of4': pruneRecipe('2:4'),
 };
 export const PRESET_NAMES: readonly string[] = Object.keys(PRESETS);
@@ -154,16 +178,17 @@ export interface CompiledRule {
 export interface ResolvedRecipe {
   name: string;
   format: OutputFormat | undefined;
+  target: Target;
   rules: CompiledRule[];
   maxShardBytes: number | undefined;
 }
 
 const QUANT_OPTION_KEYS = ['format', 'groupSize', 'symmetric', 'search', 'scaleDtype'];
 const KEEP_OPTION_KEYS = ['dtype'];
-const PRUNE_OPTION_KEYS = ['pattern', 'score'];
+const PRUNE_OPTION_KEYS = ['pattern', 'score', 'layout'];
 const FLOAT_DTYPES: readonly FloatDType[] = ['f32', 'f16', 'bf16'];
 const GGUF_QUANTS: readonly QuantFormat[] = ['q4_0', 'q4_1', 'q8_0'];
-const RECIPE_KEYS = ['name', 'description', 'extends', 'format', 'rules', 'search', 'maxShardBytes'];
+const RECIPE_KEYS = ['name', 'description', 'extends', 'format', 'target', 'rules', 'search', 'maxShardBytes'];
 
 function checkKeys(o: Record<string, unknown>, known: readonly string[], where: string): void {
   for (const k of Object.keys(o)) if (!known.includes(k)) throw new SlimTensorError(`${where}: unknown key ${JSON.stringify(k)}; known: ${known.join(', ')}`, 'ERR_VALUE');
@@ -201,6 +226,8 @@ function compileRule(r: unknown, label: string, search: unknown): CompiledRule {
     const nm = parsePrunePattern(options.pattern, `recipe ${label}`);
     options.pattern = `${nm.n}:${nm.m}`;
     options.score = compileScore(options.score, label);
+    options.layout ??= 'dense';
+    if (!PRUNE_LAYOUTS.includes(options.layout as PruneLayout)) throw new SlimTensorError(`recipe ${label}: prune options.layout must be one of ${PRUNE_LAYOUTS.join(', ')}; got ${JSON.stringify(options.layout)}`, 'ERR_VALUE');
   } else if (method === 'keep') {
     checkKeys(options, KEEP_OPTION_KEYS, `recipe ${label} options`);
     if (options.dtype !== undefined && !FLOAT_DTYPES.includes(options.dtype as FloatDType)) throw new SlimTensorError(`recipe ${label}: keep options.dtype must be f32, f16 or bf16`, 'ERR_VALUE');
@@ -272,16 +299,36 @@ export function resolveRecipe(recipe: Recipe | string): ResolvedRecipe {
   if (recipe.maxShardBytes !== undefined && !(Number.isSafeInteger(recipe.maxShardBytes) && recipe.maxShardBytes > 0)) throw new SlimTensorError('recipe: maxShardBytes must be a positive integer', 'ERR_VALUE');
   if (recipe.rules !== undefined && !Array.isArray(recipe.rules)) throw new SlimTensorError('recipe: rules must be an array', 'ERR_VALUE');
   const rules = (recipe.rules ?? []).map((r, i) => compileRule(r, `rule #${i + 1}`, recipe.search));
+  if (recipe.target !== undefined && !TARGETS.includes(recipe.target)) throw new SlimTensorError(`recipe: target must be one of ${TARGETS.join(', ')}; got ${JSON.stringify(recipe.target)}`, 'ERR_VALUE');
   let format = recipe.format;
+  let target = recipe.target;
   if (recipe.extends !== undefined) {
     const base = PRESETS[recipe.extends];
     if (base === undefined || !Object.prototype.hasOwnProperty.call(PRESETS, recipe.extends)) throw new SlimTensorError(`recipe: extends names unknown preset ${JSON.stringify(recipe.extends)}; presets: ${PRESET_NAMES.join(', ')}`, 'ERR_VALUE');
     rules.push(...(base.rules ?? []).map((r, i) => compileRule(r, `preset ${recipe.extends} rule #${i + 1}`, recipe.search)));
     format ??= base.format;
+    target ??= base.target;
   }
   if (rules.length === 0) throw new SlimTensorError('recipe: no rules (give rules, or extends a preset)', 'ERR_VALUE');
   refusePruneWithQuantize(rules);
-  return { name: recipe.name ?? recipe.extends ?? 'custom', format, rules, maxShardBytes: recipe.maxShardBytes };
+  const resolved: ResolvedRecipe = { name: recipe.name ?? recipe.extends ?? 'custom', format, target: target ?? 'transformers', rules, maxShardBytes: recipe.maxShardBytes };
+  checkTarget(resolved);
+  return resolved;
+}
+
+/**
+ * For target 'vllm', every compressed-tensors quantize rule asks for a
+ * scheme vLLM's Marlin kernel runs (ERR_VALUE naming the rule otherwise);
+ * layer shapes are checked per tensor when planning.
+ */
+export function checkTarget(r: ResolvedRecipe): void {
+  if (r.target !== 'vllm') return;
+  for (const rule of r.rules) {
+    const o = rule.options;
+    if (rule.method !== 'quantize' || (o.format !== 'int4' && o.format !== 'int8')) continue;
+    const problem = marlinSchemeProblem(o.format === 'int4' ? 4 : 8, o.symmetric !== false, (o.groupSize as number | 'channel' | undefined) ?? 128);
+    if (problem !== undefined) throw new SlimTensorError(`recipe ${rule.label}: target 'vllm': ${problem}; use target 'transformers' to write it for compressed-tensors' own readers`, 'ERR_VALUE');
+  }
 }
 
 /** What the planner needs to know about a source tensor. */
@@ -310,6 +357,8 @@ export type TensorAction =
       activationNorms: Float32Array | undefined;
       /** Written as compressed-tensors sparse-24-bitmask (else: the pruned tensor, dense). */
       sparse24: boolean;
+      /** The layout the rule asked for. */
+      layout: PruneLayout;
       /** Why a pruned tensor is written dense. */
       dense?: string;
     };
@@ -379,7 +428,10 @@ export function planTensor(t: PlanInput, recipe: ResolvedRecipe, format: OutputF
   options.scaleDtype = o.scaleDtype ?? t.floatDtype;
   const g = o.groupSize ?? 128;
   options.groupSize = g;
-  if (g !== 'channel' && cols % g !== 0) {
+  // For vLLM the layer is kept instead (Marlin needs inputs a multiple of
+  // 128, so a group that does not divide them means no kernel): the
+  // compressed-tensors planner (linear-modules.ts) decides, per vLLM layer.
+  if (g !== 'channel' && cols % g !== 0 && !(format === 'compressed-tensors' && recipe.target === 'vllm')) {
     const reason = `rows of ${cols} values are not a multiple of the group size ${g}`;
     options.groupSize = 'channel';
     return { ...base, action: { kind: 'quantize', options }, fallback: { from: `${o.format} group ${g}`, to: `${o.format} channel (one group per row)`, reason } };
@@ -402,10 +454,12 @@ function planPrune(t: PlanInput, rule: CompiledRule, format: OutputFormat, base:
     if (activationNorms === undefined) throw new SlimTensorError(`recipe ${rule.label} prunes '${t.name}' by Wanda scores, but options.score.activationNorms has no entry for it`, 'ERR_VALUE');
     if (activationNorms.length !== cols) throw new SlimTensorError(`recipe ${rule.label}: options.score.activationNorms['${t.name}'] has ${activationNorms.length} norms; the tensor has ${cols} input channels (shape ${shapeText(t.shape)})`, 'ERR_SHAPE');
   }
-  const action = { kind: 'prune' as const, pattern, n, m, activationNorms };
+  const layout = rule.options.layout as PruneLayout;
+  const action = { kind: 'prune' as const, pattern, n, m, activationNorms, layout };
   // compressed-tensors' sparse-24-bitmask holds 2-D 2:4 weights only.
   let dense: string | undefined;
   if (format === 'gguf') dense = 'GGUF has no sparse tensor type';
+  else if (layout === 'dense') dense = "the default layout 'dense': every consumer loads dense weights, and current vLLM and transformers read no sparse layout";
   else if (format === 'safetensors') dense = 'plain safetensors has no sparse layout';
   else if (n !== 2 || m !== 4) dense = `compressed-tensors' sparse-24-bitmask stores 2:4 only, not ${pattern}`;
   else if (t.shape.length !== 2) dense = `${t.shape.length}-D: sparse-24-bitmask stores 2-D Linear weights`;

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "cuda.h"
+#include "device.h"
 
 #ifndef ST_CUDA_MIN_CC
 #define ST_CUDA_MIN_CC 0  // unknown: set by CMakeLists.txt from CMAKE_CUDA_ARCHITECTURES
@@ -23,6 +24,36 @@ std::string cuda_error(const char* call, cudaError_t e) {
 }  // namespace
 
 bool cuda_compiled() { return true; }
+
+// The values device.h's host logic uses, as the runtime defines them.
+static_assert(gpu::kSuccess == cudaSuccess && gpu::kErrorMemoryAllocation == cudaErrorMemoryAllocation &&
+                  gpu::kErrorInsufficientDriver == cudaErrorInsufficientDriver && gpu::kErrorNoDevice == cudaErrorNoDevice &&
+                  gpu::kErrorNoKernelImageForDevice == cudaErrorNoKernelImageForDevice,
+              "cudaError_t values");
+static_assert(static_cast<int>(gpu::Copy::HostToDevice) == cudaMemcpyHostToDevice &&
+                  static_cast<int>(gpu::Copy::DeviceToHost) == cudaMemcpyDeviceToHost,
+              "cudaMemcpyKind values");
+
+const gpu::Runtime& gpu::cuda_runtime() {
+  static const Runtime rt = {
+      [](void** p, size_t bytes) -> int { return cudaMalloc(p, bytes); },
+      [](void* p) -> int { return cudaFree(p); },
+      [](Stream* s) -> int { return cudaStreamCreateWithFlags(s, cudaStreamNonBlocking); },
+      [](Stream s) -> int { return cudaStreamDestroy(s); },
+      [](Stream s) -> int { return cudaStreamSynchronize(s); },
+      [](void* dst, const void* src, size_t bytes, Copy kind, Stream s) -> int {
+        return cudaMemcpyAsync(dst, src, bytes, static_cast<cudaMemcpyKind>(kind), s);
+      },
+      [](void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height, Copy kind, Stream s) -> int {
+        return cudaMemcpy2DAsync(dst, dpitch, src, spitch, width, height, static_cast<cudaMemcpyKind>(kind), s);
+      },
+      [](void* p, int value, size_t bytes, Stream s) -> int { return cudaMemsetAsync(p, value, bytes, s); },
+      []() -> int { return cudaGetLastError(); },
+      [](int e) { return cudaGetErrorName(static_cast<cudaError_t>(e)); },
+      [](int e) { return cudaGetErrorString(static_cast<cudaError_t>(e)); },
+  };
+  return rt;
+}
 
 bool cuda_available(std::string* why) {
   std::string reason;

@@ -16,7 +16,9 @@
 
 #include "cpu.h"
 #include "distill/distill.h"
+#include "distill/distill_cuda.h"
 #include "distill/distill_kernels.h"
+#include "fake_device.h"
 #include "numeric.h"
 
 using namespace st;
@@ -566,6 +568,204 @@ void test_first_bad_input() {
   check(r3.st.message.find("teacher row 37 is all -Infinity") != std::string::npos, "teacher row without mass: " + r3.st.message);
 }
 
+// ---------------------------------------------------------------------------
+// The CUDA path's host side (distill_rows_on_device) on the fake device.
+// The kernel's stand-in runs the scalar reference on the chunk's device
+// copies: the CUDA kernel's contract is the reference's (a failing row
+// returns before writing any gradient), so the device path must give the
+// reference's bytes, chunk by chunk.
+
+void fake_distill_launch(const DistillChunk& c, gpu::Stream s) {
+  fake::device().launch(s, [c] {
+    DistillArgs a;
+    a.student = {c.z, c.zt, c.rows, c.cols};
+    a.teacher = {c.t, c.tt, c.rows, c.cols};
+    a.topk_indices = c.idx;
+    a.topk_logprobs = c.lp;
+    a.k = c.k;
+    a.labels = c.labels;
+    a.ignore_index = c.ignore;
+    a.beta = c.beta;
+    a.grad = c.grad;
+    for (int64_t r = 0; r < c.rows; ++r) {
+      const RowOut o = ref::distill_row(a, c.p, r);
+      c.loss[r] = o.loss;
+      c.err[r] = static_cast<int32_t>(o.error);
+    }
+  });
+}
+
+// The plan distill_loss() runs with.
+DistillPlan plan_for(const DistillArgs& a) {
+  int64_t kept = a.student.rows;
+  if (a.labels) {
+    kept = 0;
+    for (int64_t r = 0; r < a.student.rows; ++r) kept += a.labels[r] != a.ignore_index;
+  }
+  return distill_plan(a, kept);
+}
+
+// SLIMTENSOR_CUDA_CHUNK_BYTES for chunks of `rows` rows of this call.
+void set_chunk_rows(const DistillArgs& a, const DistillPlan& p, int64_t rows) {
+  const int64_t zrow = a.student.cols * static_cast<int64_t>(dtype_size(a.student.dtype));
+  const int64_t trow = p.topk ? 0 : a.student.cols * static_cast<int64_t>(dtype_size(a.teacher.dtype));
+  const int64_t row = zrow + trow + (p.topk ? a.k * 12 : 0) + (p.grad ? zrow : 0) + 16;
+  setenv("SLIMTENSOR_CUDA_CHUNK_BYTES", std::to_string(row * rows).c_str(), 1);
+}
+
+// No contract broken, nothing left allocated, the stream destroyed, the
+// error slot clear; then a fresh fake.
+void expect_clean(const std::string& tag) {
+  fake::Device& d = fake::device();
+  for (const std::string& v : d.violations) check(false, tag + ": fake device: " + v);
+  check(d.allocs.empty(), tag + ": every device allocation freed");
+  check(!d.stream_live && d.streams_created == d.streams_destroyed, tag + ": the stream destroyed");
+  check(d.pending == 0, tag + ": the runtime's last-error slot is clear after the call");
+  d.reset();
+}
+
+void test_device_matches_reference() {
+  const Case cases[] = {
+      {11, 37, DType::F32, DType::F16, 2.0f, 0.5f, 0.5f, Divergence::JSD, Reduction::Mean, 0, true, 2.0f},
+      {9, 64, DType::F16, DType::F32, 1.0f, 0.3f, 0.5f, Divergence::ReverseKL, Reduction::Sum, 0, false, 1.5f},
+      {10, 40, DType::BF16, DType::F32, 1.5f, 0.7f, 0.5f, Divergence::ForwardKL, Reduction::Mean, 6, true, 2.0f},
+  };
+  uint32_t seed = 300;
+  for (const Case& c : cases) {
+    for (int64_t chunk : {1, 4, 100}) {
+      for (bool in_place : {false, true}) {
+        const std::string tag = "device path " + c.name() + " chunk " + std::to_string(chunk) + (in_place ? " in place" : "");
+        const Inputs in = make_inputs(c, seed);
+        // The reference on the host, row by row.
+        Inputs ri = in;
+        DistillArgs ra = make_args(c, ri);
+        std::vector<uint8_t> want_grad(ri.z.size(), 0x3c);
+        ra.grad = in_place ? static_cast<void*>(ri.z.data()) : want_grad.data();
+        const DistillPlan p = plan_for(ra);
+        std::vector<RowOut> want(static_cast<size_t>(c.rows));
+        for (int64_t r = 0; r < c.rows; ++r) want[static_cast<size_t>(r)] = ref::distill_row(ra, p, r);
+        if (in_place) want_grad = ri.z;
+        // The device path.
+        Inputs di = in;
+        DistillArgs da = make_args(c, di);
+        std::vector<uint8_t> got_grad(di.z.size(), 0x3c);
+        da.grad = in_place ? static_cast<void*>(di.z.data()) : got_grad.data();
+        std::vector<RowOut> got(static_cast<size_t>(c.rows));
+        set_chunk_rows(da, p, chunk);
+        const Status st = distill_rows_on_device(fake::runtime(), fake_distill_launch, da, p, got.data());
+        unsetenv("SLIMTENSOR_CUDA_CHUNK_BYTES");
+        check(st.ok(), tag + ": " + st.message);
+        if (in_place) got_grad = di.z;
+        check(got_grad == want_grad, tag + ": the reference's gradient bytes");
+        bool rows_eq = true;
+        for (size_t r = 0; r < got.size(); ++r) rows_eq = rows_eq && got[r].loss == want[r].loss && got[r].error == want[r].error;
+        check(rows_eq, tag + ": the reference's row losses");
+        check(fake::device().launches == static_cast<int>((c.rows + std::min(chunk, c.rows) - 1) / std::min(chunk, c.rows)),
+              tag + ": one launch per chunk");
+        expect_clean(tag);
+      }
+    }
+    ++seed;
+  }
+}
+
+// A failing row in the middle of a chunk: the errors come back before any
+// gradient, only the rows before the failing one get their gradients, and
+// no later chunk runs. In place, the failing row (and those after it) still
+// hold the student logits distill_loss() describes the error from.
+void test_device_failing_row() {
+  const Case c{12, 50, DType::F32, DType::F32, 1.0f, 0.5f, 0.5f, Divergence::ForwardKL, Reduction::Mean, 0, false, 1.0f};
+  for (int variant = 0; variant < 2; ++variant) {
+    const bool in_place = variant == 0;
+    const std::string tag = std::string("device path, failing row 7 (") + (in_place ? "NaN student, in place)" : "teacher row all -Infinity)");
+    Inputs in = make_inputs(c, 41);
+    auto put = [](std::vector<uint8_t>& v, int64_t i, float x) { std::memcpy(v.data() + 4 * i, &x, 4); };
+    if (in_place) {
+      put(in.z, 7 * 50 + 13, NAN);
+    } else {
+      for (int64_t j = 0; j < 50; ++j) put(in.t, 7 * 50 + j, -INFINITY);
+    }
+    const std::vector<uint8_t> student = in.z;
+    // The reference gradients of rows 0..6 (rows before the failing one).
+    Inputs ri = in;
+    DistillArgs ra = make_args(c, ri);
+    std::vector<uint8_t> want(in.z.size(), 0);
+    ra.grad = want.data();
+    const DistillPlan p = plan_for(ra);
+    for (int64_t r = 0; r < 7; ++r) ref::distill_row(ra, p, r);
+
+    DistillArgs a = make_args(c, in);
+    std::vector<uint8_t> grad(in.z.size(), 0x3c);
+    a.grad = in_place ? static_cast<void*>(in.z.data()) : grad.data();
+    std::vector<RowOut> out(static_cast<size_t>(c.rows));
+    set_chunk_rows(a, p, 5);  // chunks: rows 0-4, 5-9 (row 7 fails), 10-11
+    const Status st = distill_rows_on_device(fake::runtime(), fake_distill_launch, a, p, out.data());
+    unsetenv("SLIMTENSOR_CUDA_CHUNK_BYTES");
+    check(st.ok(), tag + ": " + st.message);
+    const RowError e = in_place ? RowError::NonFinite : RowError::NoTeacher;
+    check(out[7].error == e, tag + ": row 7's error is reported");
+    int64_t first = -1;
+    for (int64_t r = 0; r < c.rows && first < 0; ++r) first = out[static_cast<size_t>(r)].error != RowError::Ok ? r : -1;
+    check(first == 7, tag + ": row 7 is the first failing row");
+    const std::vector<uint8_t>& g = in_place ? in.z : grad;
+    const size_t row_bytes = 50 * 4;
+    check(std::memcmp(g.data(), want.data(), 7 * row_bytes) == 0, tag + ": rows 0-6 hold the reference's gradients");
+    if (in_place) {
+      check(std::memcmp(g.data() + 7 * row_bytes, student.data() + 7 * row_bytes, 5 * row_bytes) == 0,
+            tag + ": rows 7-11 still hold the student logits (row 7 with its NaN, which distill_loss() names)");
+      float z = 0;
+      std::memcpy(&z, g.data() + (7 * 50 + 13) * 4, 4);
+      check(std::isnan(z), tag + ": student[7, 13] is still NaN");
+    } else {
+      bool untouched = true;
+      for (size_t i = 7 * row_bytes; i < g.size(); ++i) untouched = untouched && g[i] == 0x3c;
+      check(untouched, tag + ": the gradient of rows 7-11 is not written");
+    }
+    fake::Device& d = fake::device();
+    check(d.launches == 2, tag + ": the chunk after the failing one does not run");
+    // Copies to the host: per chunk errors, losses, then gradients; the
+    // failing chunk's gradient copy covers its 2 rows before row 7.
+    check(d.to_host.size() == 6 && d.to_host[0].second == 5 * 4 && d.to_host[2].second == 5 * row_bytes &&
+              d.to_host[3].second == 5 * 4 && d.to_host[5].second == 2 * row_bytes,
+          tag + ": errors first, then the gradients of the rows before the failing one");
+    expect_clean(tag);
+  }
+}
+
+// Every cudaMalloc failing in turn (out of memory, ERR_UNSUPPORTED: the
+// caller may fall back) and a failed launch (ERR_INTERNAL): the runtime's
+// last-error slot is clear afterwards, everything is freed, and the next
+// call on the same thread succeeds; before the fix a stale "out of memory"
+// failed that call's launch check.
+void test_device_errors_clear_the_runtime() {
+  const Case c{6, 30, DType::F16, DType::F16, 2.0f, 0.4f, 0.5f, Divergence::ForwardKL, Reduction::Mean, 4, true, 1.0f};
+  Inputs in = make_inputs(c, 77);
+  DistillArgs a = make_args(c, in);
+  std::vector<uint8_t> grad(in.z.size());
+  a.grad = grad.data();
+  const DistillPlan p = plan_for(a);
+  std::vector<RowOut> out(static_cast<size_t>(c.rows));
+  Status st = distill_rows_on_device(fake::runtime(), fake_distill_launch, a, p, out.data());
+  const int allocations = fake::device().mallocs;
+  check(st.ok() && allocations >= 8, "device path: a clean run (" + std::to_string(allocations) + " allocations)");
+  expect_clean("device path, clean run");
+  const std::vector<uint8_t> want = grad;
+  for (int fail = 0; fail <= allocations; ++fail) {
+    const bool launch = fail == allocations;
+    const std::string tag = launch ? "device path, failed launch" : "device path, cudaMalloc #" + std::to_string(fail) + " out of memory";
+    if (launch) fake::device().fail_launch_at = 0;
+    else fake::device().fail_malloc_at = fail;
+    std::fill(grad.begin(), grad.end(), 0);
+    st = distill_rows_on_device(fake::runtime(), fake_distill_launch, a, p, out.data());
+    check(launch ? st.code == Code::Internal : st.code == Code::Unsupported && st.message.find("out of memory") != std::string::npos,
+          tag + ": reported as " + std::string(code_name(st.code)) + ": " + st.message);
+    expect_clean(tag);
+    st = distill_rows_on_device(fake::runtime(), fake_distill_launch, a, p, out.data());
+    check(st.ok() && grad == want, tag + ": the next call succeeds: " + st.message);
+    expect_clean(tag + ", next call");
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -576,6 +776,9 @@ int main() {
   test_streamed_gradients();
   test_every_gradient_written_and_threads();
   test_first_bad_input();
+  test_device_matches_reference();
+  test_device_failing_row();
+  test_device_errors_clear_the_runtime();
   std::printf("native distill core: %d checks, %d failures\n", g_checks, g_failures);
   return g_failures == 0 ? 0 : 1;
 }

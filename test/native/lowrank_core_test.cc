@@ -4,7 +4,11 @@
 // for bit with every output element written; the f64 Gram and level-1/2
 // kernels of each build against the baseline build; the exact SVD
 // (reconstruction, orthonormality) and the randomized one; argument errors;
-// concurrent calls from several threads.
+// concurrent calls from several threads. And the host side of the CUDA
+// path (lowrank_device.cc) on a fake device and a fake cuSOLVER: the GEMM's
+// ldc copies, the buffers and limits handed to cuSOLVER, the gesvdj → gesvd
+// fallback, the stream, and the runtime's error slot after failures.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -18,7 +22,9 @@
 #include "lowrank/gemm_kernels.h"
 #include "lowrank/la_kernels.h"
 #include "lowrank/linalg.h"
+#include "fake_device.h"
 #include "lowrank/lowrank.h"
+#include "lowrank/lowrank_cuda.h"
 #include "numeric.h"
 
 using namespace st;
@@ -269,6 +275,457 @@ void test_low_rank_and_threads() {
   check(low_rank(a, &e).code == Code::Value, "NaN input rejected");
 }
 
+// ---------------------------------------------------------------------------
+// The CUDA path's host side on the fake device (fake_device.h). The kernel
+// stand-ins run what the kernels run: the reference GEMM (the CUDA GEMM's
+// contract: its bits), lrd::tall_elem and lrd::factor_elem over every
+// element. The fake cuSOLVER below computes a true SVD (la::svd, f64) and
+// checks every argument against cuSOLVER's documentation.
+
+const LowrankLaunch kFakeLaunch = {
+    [](const GemmDev& g, gpu::Stream s) {
+      fake::device().launch(s, [g] {
+        GemmArgs a;
+        a.m = g.m;
+        a.n = g.n;
+        a.k = g.k;
+        a.a = {g.a, g.at, g.lda, g.ta};
+        a.b = {g.b, g.bt, g.ldb, g.tb};
+        a.c = g.c;
+        a.ldc = g.ldc;
+        a.accumulate = g.accumulate;
+        a.kernel = GemmKernel::Reference;
+        const Status st = gemm(a);
+        check(st.ok(), "fake gemm kernel: " + st.message);
+      });
+    },
+    [](const void* src, DType t, int64_t rows, int64_t cols, bool transpose, float* dst, gpu::Stream s) {
+      fake::device().launch(s, [=] {
+        for (int64_t i = 0; i < rows * cols; ++i) dst[i] = lrd::tall_elem(src, t, rows, cols, transpose, i);
+      });
+    },
+    [](DeviceVectors v, int64_t len, int64_t r, const float* scale, bool as_rows, float* dst, gpu::Stream s) {
+      fake::device().launch(s, [=] {
+        for (int64_t i = 0; i < len * r; ++i) lrd::factor_elem(v, len, r, scale, as_rows, dst, i);
+      });
+    },
+};
+
+// The fake cuSOLVER: what it was asked, what it found wrong.
+struct FakeSolver {
+  int handles = 0, gesvdj = 0, gesvd = 0, xgesvdr = 0, max_sweeps = 0;
+  double tolerance = 0;
+  bool gesvdj_converges = true;
+  int xgesvdr_status = 0;  // returned by cusolverDnXgesvdr (e.g. 2, ALLOC_FAILED)
+  int64_t k = -1, p = -1;  // Xgesvdr's
+  bool stream_set = false;
+  std::vector<std::string> violations;
+  int token = 0;
+};
+FakeSolver g_solver;
+
+void solver_violation(const std::string& what) { g_solver.violations.push_back(what); }
+
+void need_extent(const void* p, int64_t elems, size_t esize, const std::string& what) {
+  const size_t need = static_cast<size_t>(elems) * esize;
+  if (fake::device().extent(p) < need) {
+    solver_violation(what + ": needs " + std::to_string(need) + " bytes of device memory, has " + std::to_string(fake::device().extent(p)));
+  }
+}
+
+void need_stream_set() {
+  if (!g_solver.stream_set) solver_violation("work queued before cusolverDnSetStream: the legacy default stream");
+}
+
+// The thin SVD of the column-major m x n matrix a (m >= n), written as
+// cuSOLVER writes it: s (n values), U (columns 0..n-1, ldu) and V (as
+// columns, ldv) or Vᵀ (as rows, ldvt); then a destroyed (NaN).
+void fake_svd(float* a, int64_t m, int64_t n, int64_t lda, float* s, float* u, int64_t ldu, float* v, int64_t ldv, bool vt_rows) {
+  std::vector<double> x(static_cast<size_t>(m * n)), uu(static_cast<size_t>(m * n)), ss(static_cast<size_t>(n)), vt(static_cast<size_t>(n * n));
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = 0; j < n; ++j) x[static_cast<size_t>(i * n + j)] = a[i + j * lda];
+  }
+  const Status st = la::svd(x.data(), m, n, n, uu.data(), n, ss.data(), vt.data(), n, 1);
+  if (!st.ok()) solver_violation("the fake's SVD failed: " + st.message);
+  for (int64_t c = 0; c < n; ++c) {
+    s[c] = static_cast<float>(ss[static_cast<size_t>(c)]);
+    for (int64_t i = 0; i < m; ++i) u[i + c * ldu] = static_cast<float>(uu[static_cast<size_t>(i * n + c)]);
+    for (int64_t j = 0; j < n; ++j) {
+      const float e = static_cast<float>(vt[static_cast<size_t>(c * n + j)]);
+      if (vt_rows) v[c + j * ldv] = e;
+      else v[j + c * ldv] = e;
+    }
+  }
+  for (int64_t j = 0; j < n; ++j) {
+    for (int64_t i = 0; i < m; ++i) a[i + j * lda] = NAN;
+  }
+}
+
+cusolver::Api fake_solver_api() {
+  cusolver::Api api{};
+  api.create = [](cusolver::Handle* h) {
+    ++g_solver.handles;
+    *h = reinterpret_cast<cusolver::Handle>(&g_solver.token);
+    return 0;
+  };
+  api.destroy = [](cusolver::Handle) {
+    --g_solver.handles;
+    if (!fake::device().queue.empty()) solver_violation("cusolverDnDestroy while work is queued");
+    g_solver.stream_set = false;
+    return 0;
+  };
+  api.set_stream = [](cusolver::Handle, cusolver::Stream s) {
+    fake::device().need_stream(s, "cusolverDnSetStream");
+    g_solver.stream_set = true;
+    return 0;
+  };
+  api.create_gesvdj_info = [](cusolver::GesvdjInfo* p) {
+    *p = reinterpret_cast<cusolver::GesvdjInfo>(&g_solver.token);
+    return 0;
+  };
+  api.destroy_gesvdj_info = [](cusolver::GesvdjInfo) { return 0; };
+  api.gesvdj_set_tolerance = [](cusolver::GesvdjInfo, double tol) {
+    g_solver.tolerance = tol;
+    return 0;
+  };
+  api.gesvdj_set_max_sweeps = [](cusolver::GesvdjInfo, int sweeps) {
+    g_solver.max_sweeps = sweeps;
+    return 0;
+  };
+  api.sgesvdj_buffer_size = [](cusolver::Handle, int, int econ, int m, int n, const float*, int lda, const float*, const float*, int ldu,
+                               const float*, int ldv, int* lwork, cusolver::GesvdjInfo) {
+    if (econ != 1 || lda < m || ldu < m || ldv < n) solver_violation("gesvdj_bufferSize: econ / leading dimensions");
+    *lwork = 3 * m + n;
+    return 0;
+  };
+  api.sgesvdj = [](cusolver::Handle, int jobz, int econ, int m, int n, float* a, int lda, float* s, float* u, int ldu, float* v, int ldv,
+                   float* work, int lwork, int* info, cusolver::GesvdjInfo) {
+    ++g_solver.gesvdj;
+    need_stream_set();
+    const int mn = std::min(m, n);
+    if (jobz != cusolver::kEigModeVector || econ != 1 || m < n) solver_violation("gesvdj: jobz / econ / shape");
+    need_extent(a, int64_t{lda} * n, 4, "gesvdj A");
+    need_extent(s, mn, 4, "gesvdj S");
+    need_extent(u, int64_t{ldu} * mn, 4, "gesvdj U (econ: ldu x min(m,n))");
+    need_extent(v, int64_t{ldv} * mn, 4, "gesvdj V (econ: ldv x min(m,n))");
+    need_extent(work, lwork, 4, "gesvdj work");
+    need_extent(info, 1, 4, "gesvdj info");
+    const bool converges = g_solver.gesvdj_converges;
+    fake::device().enqueue([=] {
+      if (converges) fake_svd(a, m, n, lda, s, u, ldu, v, ldv, false);
+      else for (int64_t i = 0; i < int64_t{lda} * n; ++i) a[i] = NAN;  // destroyed, no result
+      *info = converges ? 0 : mn + 1;
+    });
+    return 0;
+  };
+  api.sgesvd_buffer_size = [](cusolver::Handle, int m, int n, int* lwork) {
+    *lwork = 5 * m + 2 * n;
+    return 0;
+  };
+  api.sgesvd = [](cusolver::Handle, signed char jobu, signed char jobvt, int m, int n, float* a, int lda, float* s, float* u, int ldu,
+                  float* vt, int ldvt, float* work, int lwork, float* rwork, int* info) {
+    ++g_solver.gesvd;
+    need_stream_set();
+    const int mn = std::min(m, n);
+    if (jobu != 'S' || jobvt != 'S' || m < n || lda < m || ldu < m || ldvt < mn) solver_violation("gesvd: jobs / shape / leading dimensions");
+    need_extent(a, int64_t{lda} * n, 4, "gesvd A");
+    need_extent(s, mn, 4, "gesvd S");
+    need_extent(u, int64_t{ldu} * mn, 4, "gesvd U ('S': ldu x min(m,n))");
+    need_extent(vt, int64_t{ldvt} * n, 4, "gesvd VT ('S': ldvt x n)");
+    need_extent(work, lwork, 4, "gesvd work");
+    need_extent(rwork, mn - 1, 4, "gesvd rwork");
+    fake::device().enqueue([=] {
+      fake_svd(a, m, n, lda, s, u, ldu, vt, ldvt, true);
+      *info = 0;
+    });
+    return 0;
+  };
+  api.create_params = [](cusolver::Params* p) {
+    *p = reinterpret_cast<cusolver::Params>(&g_solver.token);
+    return 0;
+  };
+  api.destroy_params = [](cusolver::Params) { return 0; };
+  // Xgesvdr: k < min(m,n) and k + p < min(m,n) (documented; the status
+  // INVALID_VALUE otherwise); U and V as for 'S': min(m,n) columns.
+  api.xgesvdr_buffer_size = [](cusolver::Handle, cusolver::Params, signed char jobu, signed char jobv, int64_t m, int64_t n, int64_t k,
+                               int64_t p, int64_t, int, const void*, int64_t lda, int, const void*, int, const void*, int64_t ldu, int,
+                               const void*, int64_t ldv, int, size_t* dbytes, size_t* hbytes) {
+    const int64_t mn = std::min(m, n);
+    if (jobu != 'S' || jobv != 'S' || lda < m || ldu < m || ldv < n) solver_violation("Xgesvdr_bufferSize: jobs / leading dimensions");
+    if (!(k >= 1 && k < mn && p >= 0 && k + p < mn)) {
+      solver_violation("Xgesvdr_bufferSize: k = " + std::to_string(k) + ", p = " + std::to_string(p) + " outside k < min(m,n), k + p < min(m,n) = " +
+                       std::to_string(mn));
+      return 3;
+    }
+    *dbytes = static_cast<size_t>(8 * m);
+    *hbytes = 24;
+    return 0;
+  };
+  api.xgesvdr = [](cusolver::Handle, cusolver::Params, signed char, signed char, int64_t m, int64_t n, int64_t k, int64_t p, int64_t, int,
+                   void* a, int64_t lda, int, void* s, int, void* u, int64_t ldu, int, void* v, int64_t ldv, int, void* dwork,
+                   size_t dbytes, void* hwork, size_t hbytes, int* info) {
+    ++g_solver.xgesvdr;
+    need_stream_set();
+    g_solver.k = k;
+    g_solver.p = p;
+    const int64_t mn = std::min(m, n);
+    if (!(k >= 1 && k < mn && p >= 0 && k + p < mn)) solver_violation("Xgesvdr: k / p outside the documented range");
+    need_extent(a, lda * n, 4, "Xgesvdr A");
+    need_extent(s, mn, 4, "Xgesvdr S");
+    need_extent(u, ldu * mn, 4, "Xgesvdr U ('S': min(m,n) columns)");
+    need_extent(v, ldv * mn, 4, "Xgesvdr V ('S': min(m,n) columns)");
+    need_extent(dwork, static_cast<int64_t>(dbytes), 1, "Xgesvdr device workspace");
+    if (hbytes > 0 && fake::device().on_device(hwork)) solver_violation("Xgesvdr host workspace in device memory");
+    if (g_solver.xgesvdr_status != 0) {
+      fake::device().pending = st::gpu::kErrorMemoryAllocation;  // as a failed allocation inside cuSOLVER leaves it
+      return g_solver.xgesvdr_status;
+    }
+    fake::device().enqueue([=] {
+      fake_svd(static_cast<float*>(a), m, n, lda, static_cast<float*>(s), static_cast<float*>(u), ldu, static_cast<float*>(v), ldv, false);
+      *info = 0;
+    });
+    return 0;
+  };
+  return api;
+}
+
+// Fake device and solver clean after a call: no contract broken, nothing
+// left allocated, the stream destroyed, the error slot clear.
+void expect_device_clean(const std::string& tag) {
+  fake::Device& d = fake::device();
+  for (const std::string& v : d.violations) check(false, tag + ": fake device: " + v);
+  for (const std::string& v : g_solver.violations) check(false, tag + ": fake cuSOLVER: " + v);
+  check(d.allocs.empty(), tag + ": every device allocation freed");
+  check(!d.stream_live && d.streams_created == d.streams_destroyed, tag + ": the stream destroyed");
+  check(d.pending == 0, tag + ": the runtime's last-error slot is clear after the call");
+  check(g_solver.handles == 0, tag + ": the cuSOLVER handle destroyed");
+  d.reset();
+  g_solver = FakeSolver();
+}
+
+// The largest |(L·R)_ij − (L'·R')_ij| of two factorizations (m x r · r x n).
+double product_diff(const std::vector<float>& l1, const std::vector<float>& r1, const std::vector<float>& l2, const std::vector<float>& r2,
+                    int64_t m, int64_t n, int64_t r) {
+  double worst = 0;
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = 0; j < n; ++j) {
+      double a = 0, b = 0;
+      for (int64_t c = 0; c < r; ++c) {
+        a += static_cast<double>(l1[i * r + c]) * r1[c * n + j];
+        b += static_cast<double>(l2[i * r + c]) * r2[c * n + j];
+      }
+      worst = std::max(worst, std::fabs(a - b));
+    }
+  }
+  return worst;
+}
+
+// C with ldc > n: the device's packed rows go to the host's strided rows
+// and the gaps between them keep their bytes, as the CPU leaves them.
+void test_device_gemm_ldc() {
+  std::mt19937 rng(11);
+  for (int variant = 0; variant < 4; ++variant) {
+    const bool acc = variant & 1, ta = variant & 2;
+    const int64_t m = 9, n = 7, k = 13, ldc = 12;
+    const int64_t lda = (ta ? m : k) + 2, ldb = n + 3;
+    std::vector<float> a = normals(rng, static_cast<size_t>((ta ? k : m) * lda)), b = normals(rng, static_cast<size_t>(k * ldb));
+    std::vector<float> init = normals(rng, static_cast<size_t>(m * ldc));
+    GemmArgs g;
+    g.m = m;
+    g.n = n;
+    g.k = k;
+    g.a = {a.data(), DType::F32, lda, ta};
+    g.b = {b.data(), DType::F32, ldb, false};
+    g.ldc = ldc;
+    g.accumulate = acc;
+    g.kernel = GemmKernel::Reference;
+    std::vector<float> want = init, got = init;
+    g.c = want.data();
+    check(gemm(g).ok(), "reference gemm");
+    g.c = got.data();
+    const std::string tag = std::string("device gemm ldc ") + std::to_string(ldc) + " > n " + std::to_string(n) + (acc ? ", accumulate" : "") +
+                            (ta ? ", A transposed" : "");
+    const Status st = gemm_on_device(fake::runtime(), kFakeLaunch, g);
+    check(st.ok(), tag + ": " + st.message);
+    check(std::memcmp(got.data(), want.data(), got.size() * 4) == 0, tag + ": the CPU's bits, and the gaps between rows untouched");
+    expect_device_clean(tag);
+  }
+}
+
+// A test matrix (m x n, f32 or bf16 bits) with a decaying spectrum.
+std::vector<uint16_t> g_bits;
+MatrixView test_matrix(std::mt19937& rng, int64_t m, int64_t n, DType dt, std::vector<float>* f) {
+  *f = normals(rng, static_cast<size_t>(m * n));
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = 0; j < n; ++j) (*f)[static_cast<size_t>(i * n + j)] *= 1.0f / static_cast<float>(1 + ((i + 2 * j) % 7));
+  }
+  if (dt == DType::F32) return {f->data(), DType::F32, m, n};
+  g_bits.resize(f->size());
+  for (size_t i = 0; i < f->size(); ++i) {
+    g_bits[i] = f32_to_bf16((*f)[i]);
+    (*f)[i] = bf16_to_f32(g_bits[i]);
+  }
+  return {g_bits.data(), DType::BF16, m, n};
+}
+
+// lowRank's device path against the CPU's exact factorization: the same
+// singular values and the same product L·R (the vectors' signs may differ).
+void test_device_factor() {
+  // The tolerance: f32's rounding over a column (1 ulp for one element, √R
+  // ulps for 11008 rows: 1.25e-5), never looser than that.
+  check(gesvdj_tolerance(1) == 0x1p-23 && std::fabs(gesvdj_tolerance(11008) - 1.2507e-5) < 1e-8, "gesvdj tolerance");
+  std::mt19937 rng(12);
+  const cusolver::Api api = fake_solver_api();
+  struct Run {
+    int64_t m, n;
+    DType dt;
+    bool exact;
+    int64_t k, oversample;
+    bool converges;
+    const char* expect;  // the routines that must run
+  };
+  const Run runs[] = {
+      {40, 24, DType::F32, true, 5, 10, true, "gesvdj"},            // tall
+      {24, 40, DType::BF16, true, 5, 10, true, "gesvdj"},           // wide: T = Xᵀ
+      {40, 24, DType::F32, true, 5, 10, false, "gesvdj gesvd"},     // no convergence: gesvd on a fresh T
+      {24, 40, DType::F32, true, 6, 10, false, "gesvdj gesvd"},     // ... with Vᵀ on the left side
+      {40, 24, DType::F32, false, 5, 10, true, "Xgesvdr"},          // p = 10
+      {24, 40, DType::BF16, false, 20, 10, true, "Xgesvdr"},        // p clamped to 24 - 20 - 1 = 3
+      {40, 24, DType::F32, false, 23, 10, true, "Xgesvdr"},         // k = C - 1: p = 0
+      {40, 24, DType::F32, false, 24, 10, true, "gesvdj"},          // k = C: not Xgesvdr's, exact instead
+      {24, 40, DType::F32, false, 30, 4, true, "gesvdj"},           // k > C
+  };
+  for (const Run& run : runs) {
+    std::vector<float> f;
+    const MatrixView x = test_matrix(rng, run.m, run.n, run.dt, &f);
+    const int64_t C = std::min(run.m, run.n), r = std::min(run.k, C);
+    char tag[200];
+    std::snprintf(tag, sizeof tag, "device factor %lldx%lld %s %s k=%lld p=%lld%s", static_cast<long long>(run.m),
+                  static_cast<long long>(run.n), dtype_name(run.dt), run.exact ? "exact" : "randomized", static_cast<long long>(run.k),
+                  static_cast<long long>(run.oversample), run.converges ? "" : " (gesvdj does not converge)");
+    g_solver.gesvdj_converges = run.converges;
+    CudaFactor cf;
+    cf.x = x;
+    cf.exact = run.exact;
+    cf.k = run.k;
+    cf.oversample = run.oversample;
+    cf.power_iters = 2;
+    cf.choose = [r](const std::vector<double>&) { return r; };
+    CudaFactorResult out;
+    const Status st = factor_on_device(fake::runtime(), api, kFakeLaunch, cf, &out);
+    check(st.ok(), std::string(tag) + ": " + st.message);
+    std::string ran;
+    for (int i = 0; i < g_solver.gesvdj; ++i) ran += " gesvdj";
+    for (int i = 0; i < g_solver.gesvd; ++i) ran += " gesvd";
+    for (int i = 0; i < g_solver.xgesvdr; ++i) ran += " Xgesvdr";
+    check(ran == std::string(" ") + run.expect, std::string(tag) + ": ran" + ran + ", expected " + run.expect);
+    const bool randomized = std::string(run.expect) == "Xgesvdr";
+    check(out.exact == !randomized, std::string(tag) + ": reports which SVD ran");
+    if (randomized) {
+      const int64_t p = std::min(run.oversample, C - 1 - run.k);
+      check(g_solver.k == run.k && g_solver.p == p && out.samples == run.k + p,
+            std::string(tag) + ": Xgesvdr given k = " + std::to_string(g_solver.k) + ", p = " + std::to_string(g_solver.p));
+    } else {
+      check(g_solver.max_sweeps == kGesvdjMaxSweeps && g_solver.tolerance == gesvdj_tolerance(std::max(run.m, run.n)),
+            std::string(tag) + ": gesvdj's sweep limit and tolerance set");
+    }
+    // The CPU's exact factorization of the same values.
+    LowRankArgs la;
+    la.w = x;
+    la.rule = RankRule::Rank;
+    la.rank = r;
+    la.method = LrMethod::Exact;
+    la.kernel = GemmKernel::Reference;
+    LowRankResult cpu;
+    check(low_rank(la, &cpu).ok(), std::string(tag) + ": CPU factorization");
+    check(out.rank == r && out.left.size() == static_cast<size_t>(run.m * r) && out.right.size() == static_cast<size_t>(r * run.n),
+          std::string(tag) + ": factor shapes");
+    const size_t nsig = randomized ? static_cast<size_t>(run.k) : static_cast<size_t>(C);
+    bool sig_ok = out.sigma.size() == nsig;
+    for (size_t i = 0; sig_ok && i < nsig; ++i) sig_ok = std::fabs(out.sigma[i] - cpu.sigma[i]) <= 1e-5 * cpu.sigma[0];
+    check(sig_ok, std::string(tag) + ": the CPU's singular values");
+    if (out.left.size() == cpu.left.size() && out.right.size() == cpu.right.size()) {
+      const double d = product_diff(out.left, out.right, cpu.left, cpu.right, run.m, run.n, r);
+      check(d < 1e-5, std::string(tag) + ": L·R equals the CPU's (max difference " + std::to_string(d) + ")");
+    }
+    expect_device_clean(tag);
+  }
+}
+
+// svd() on the device: the CPU's singular values, U·diag(s)·Vᵀ = X.
+void test_device_svd() {
+  std::mt19937 rng(13);
+  const cusolver::Api api = fake_solver_api();
+  for (const auto& dims : {std::pair<int64_t, int64_t>{30, 17}, {17, 30}}) {
+    const int64_t m = dims.first, n = dims.second, k = std::min(m, n);
+    std::vector<float> f;
+    const MatrixView x = test_matrix(rng, m, n, DType::F32, &f);
+    SvdResult out;
+    const std::string tag = "device svd " + std::to_string(m) + "x" + std::to_string(n);
+    const Status st = svd_on_device(fake::runtime(), api, kFakeLaunch, x, k, &out);
+    check(st.ok() && out.cuda && out.k == k, tag + ": " + st.message);
+    SvdArgs sa;
+    sa.a = x;
+    SvdResult cpu;
+    check(exact_svd(sa, &cpu).ok(), tag + ": CPU svd");
+    double ds = 0, rec = 0;
+    for (int64_t c = 0; c < k; ++c) ds = std::max(ds, std::fabs(out.s[c] - cpu.s[c]));
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t j = 0; j < n; ++j) {
+        double acc = 0;
+        for (int64_t c = 0; c < k; ++c) acc += static_cast<double>(out.u[i * k + c]) * out.s[c] * out.vt[c * n + j];
+        rec = std::max(rec, std::fabs(acc - f[static_cast<size_t>(i * n + j)]));
+      }
+    }
+    check(ds < 1e-5 * cpu.s[0] && rec < 1e-5, tag + ": singular values (" + std::to_string(ds) + ") and reconstruction (" + std::to_string(rec) + ")");
+    expect_device_clean(tag);
+  }
+}
+
+// Failures: every cudaMalloc in turn (out of memory: ERR_UNSUPPORTED, the
+// caller falls back to the CPU), Xgesvdr out of memory (cuSOLVER's
+// ALLOC_FAILED, the same code), a failed launch (ERR_INTERNAL). After each,
+// the error slot is clear, everything freed and destroyed, and the next
+// call succeeds.
+void test_device_errors() {
+  std::mt19937 rng(14);
+  const cusolver::Api api = fake_solver_api();
+  std::vector<float> f;
+  const MatrixView x = test_matrix(rng, 30, 20, DType::F32, &f);
+  CudaFactor cf;
+  cf.x = x;
+  cf.exact = false;
+  cf.k = 4;
+  cf.choose = [](const std::vector<double>&) { return int64_t{4}; };
+  CudaFactorResult out;
+  check(factor_on_device(fake::runtime(), api, kFakeLaunch, cf, &out).ok(), "device factor: a clean run");
+  const int allocations = fake::device().mallocs;
+  const std::vector<float> left = out.left;
+  expect_device_clean("device factor: a clean run");
+  for (int fail = 0; fail <= allocations + 1; ++fail) {
+    std::string tag;
+    if (fail < allocations) {
+      fake::device().fail_malloc_at = fail;
+      tag = "device factor: cudaMalloc #" + std::to_string(fail) + " out of memory";
+    } else if (fail == allocations) {
+      g_solver.xgesvdr_status = 2;
+      tag = "device factor: Xgesvdr ALLOC_FAILED";
+    } else {
+      fake::device().fail_launch_at = 1;
+      tag = "device factor: factor_kernel launch fails";
+    }
+    CudaFactorResult bad;
+    const Status st = factor_on_device(fake::runtime(), api, kFakeLaunch, cf, &bad);
+    const Code want = fail <= allocations ? Code::Unsupported : Code::Internal;
+    check(st.code == want, tag + ": " + code_name(st.code) + ": " + st.message);
+    expect_device_clean(tag);
+    CudaFactorResult again;
+    const Status st2 = factor_on_device(fake::runtime(), api, kFakeLaunch, cf, &again);
+    check(st2.ok() && again.left == left, tag + ": the next call succeeds: " + st2.message);
+    expect_device_clean(tag + ", next call");
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -277,6 +734,10 @@ int main() {
   test_gram_and_la_kernels();
   test_svd();
   test_low_rank_and_threads();
+  test_device_gemm_ldc();
+  test_device_factor();
+  test_device_svd();
+  test_device_errors();
   std::printf("native lowrank core (%s): %d checks, %d failures\n", gemm_kernel_name(GemmKernel::Auto), g_checks,
               g_failures);
   return g_failures == 0 ? 0 : 1;

@@ -196,19 +196,8 @@ Status describe_row_error(const DistillArgs& a, const DistillPlan& p, int64_t r,
 
 }  // namespace
 
-Status distill_loss(const DistillArgs& a, DistillResult* out) {
-  *out = DistillResult{};
-  Status st = check_args(a);
-  if (!st.ok()) return st;
-  const int64_t rows = a.student.rows;
-
+DistillPlan distill_plan(const DistillArgs& a, int64_t kept) {
   DistillPlan p;
-  int64_t kept = rows;
-  if (a.labels) {
-    kept = 0;
-    for (int64_t r = 0; r < rows; ++r) kept += a.labels[r] != a.ignore_index;
-  }
-  out->kept_rows = kept;
   const float scale = a.reduction == Reduction::Mean && kept > 0 ? static_cast<float>(1.0 / static_cast<double>(kept)) : 1.0f;
   p.c = dm::make_coeffs(a.temperature, a.alpha, a.beta, scale);
   p.div = a.divergence;
@@ -224,6 +213,22 @@ Status distill_loss(const DistillArgs& a, DistillResult* out) {
              : a.divergence == Divergence::JSD    ? dm::TeacherTerm::Jsd
                                                   : dm::TeacherTerm::Forward;
   }
+  return p;
+}
+
+Status distill_loss(const DistillArgs& a, DistillResult* out) {
+  *out = DistillResult{};
+  Status st = check_args(a);
+  if (!st.ok()) return st;
+  const int64_t rows = a.student.rows;
+
+  int64_t kept = rows;
+  if (a.labels) {
+    kept = 0;
+    for (int64_t r = 0; r < rows; ++r) kept += a.labels[r] != a.ignore_index;
+  }
+  out->kept_rows = kept;
+  const DistillPlan p = distill_plan(a, kept);
   if (rows == 0) return Status::Ok();
 
   std::vector<RowOut> res(static_cast<size_t>(rows));

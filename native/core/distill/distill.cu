@@ -7,11 +7,13 @@
 // in a fixed order. The results match the CPU within the tolerance of a
 // different summation order, not bit for bit.
 //
-// The host moves chunks of rows to the device (inputs, then the gradient
-// and per-row losses back), so device memory is bounded whatever N is. The
-// device reads its own copy of the student, so in place on the host needs
-// nothing special; the label and top-k values are written after the dense
-// sweep, behind a barrier.
+// The host side (distill_device.cc, plain C++ the native tests run on a
+// fake device) moves chunks of rows to the device (inputs; then the per-row
+// errors and losses back, then the gradients of the rows before the first
+// failing one), so device memory is bounded whatever N is. The device reads
+// its own copy of the student, so in place on the host needs nothing
+// special; the label and top-k values are written after the dense sweep,
+// behind a barrier.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -20,7 +22,6 @@
 #include <vector>
 
 #include "../cuda.h"
-#include "../cuda_util.cuh"
 #include "distill_cuda.h"
 
 namespace st {
@@ -29,25 +30,6 @@ namespace {
 
 constexpr int kBlock = 256;
 constexpr int64_t kWarpRowMax = 2048;                // rows up to this long: one warp each
-
-struct Chunk {
-  const void* z;
-  DType zt;
-  const void* t;  // dense teacher, or null
-  DType tt;
-  const int32_t* idx;  // top-k
-  const float* lp;
-  int64_t k;
-  const int32_t* labels;  // or null
-  int64_t ignore;
-  int64_t rows, cols;
-  void* grad;        // or null
-  float* topk_p;     // rows × k scratch
-  double* loss;      // per row
-  int32_t* err;      // per row: RowError
-  DistillPlan p;
-  float beta;
-};
 
 // ---- reductions over the TPR threads of a row --------------------------------
 // TPR == 32: one warp, xor shuffles (every lane gets the result).
@@ -105,7 +87,7 @@ __device__ void row_barrier() {
 // ---- the row kernel -----------------------------------------------------------
 
 template <int TPR>
-__global__ void distill_kernel(Chunk c) {
+__global__ void distill_kernel(DistillChunk c) {
   const int64_t row = static_cast<int64_t>(blockIdx.x) * (kBlock / TPR) + threadIdx.x / TPR;
   const int lane = static_cast<int>(threadIdx.x % TPR);
   if (row >= c.rows) return;  // whole warps (TPR 32) or never (TPR 256: one row per block)
@@ -264,89 +246,22 @@ __global__ void distill_kernel(Chunk c) {
   }
 }
 
-// ---- host side --------------------------------------------------------------------
+// ---- host side (distill_device.cc) ---------------------------------------------
+
+void launch_distill(const DistillChunk& c, gpu::Stream s) {
+  if (c.cols <= kWarpRowMax) {
+    const int64_t per_block = kBlock / 32;
+    distill_kernel<32><<<static_cast<unsigned int>((c.rows + per_block - 1) / per_block), kBlock, 0, s>>>(c);
+  } else {
+    distill_kernel<kBlock><<<static_cast<unsigned int>(c.rows), kBlock, 0, s>>>(c);
+  }
+}
 
 }  // namespace
 
 Status cuda_distill_rows(const DistillArgs& a, const DistillPlan& p, RowOut* out) {
-  Status ready = device_ready();
-  if (!ready.ok()) return ready;
-  const int64_t rows = a.student.rows, cols = a.student.cols;
-  const int64_t zrow = cols * static_cast<int64_t>(dtype_size(a.student.dtype));
-  const int64_t trow = p.topk ? 0 : cols * static_cast<int64_t>(dtype_size(a.teacher.dtype));
-  const int64_t krow = p.topk ? a.k * 12 : 0;  // indices, logprobs, probabilities
-  const int64_t grow = p.grad ? zrow : 0;
-  const int64_t n = chunk_rows(rows, zrow + trow + krow + grow + 4 + 8 + 4);
-
-  DeviceBuffer z, t, idx, lp, tp, labels, grad, loss, err;
-  Status st;
-  if (!(st = z.alloc(static_cast<size_t>(n * zrow))).ok()) return st;
-  if (!(st = t.alloc(static_cast<size_t>(n * trow))).ok()) return st;
-  if (p.topk) {
-    if (!(st = idx.alloc(static_cast<size_t>(n * a.k * 4))).ok()) return st;
-    if (!(st = lp.alloc(static_cast<size_t>(n * a.k * 4))).ok()) return st;
-    if (!(st = tp.alloc(static_cast<size_t>(n * a.k * 4))).ok()) return st;
-  }
-  if (a.labels && !(st = labels.alloc(static_cast<size_t>(n * 4))).ok()) return st;
-  if (!(st = grad.alloc(static_cast<size_t>(n * grow))).ok()) return st;
-  if (!(st = loss.alloc(static_cast<size_t>(n * 8))).ok()) return st;
-  if (!(st = err.alloc(static_cast<size_t>(n * 4))).ok()) return st;
-
-  Chunk c{};
-  c.z = z.get<const void>();
-  c.zt = a.student.dtype;
-  c.t = p.topk ? nullptr : t.get<const void>();
-  c.tt = a.teacher.dtype;
-  c.idx = idx.get<const int32_t>();
-  c.lp = lp.get<const float>();
-  c.topk_p = tp.get<float>();
-  c.k = a.k;
-  c.labels = a.labels ? labels.get<const int32_t>() : nullptr;
-  c.ignore = a.ignore_index;
-  c.cols = cols;
-  c.grad = p.grad ? grad.get<void>() : nullptr;
-  c.loss = loss.get<double>();
-  c.err = err.get<int32_t>();
-  c.p = p;
-  c.beta = a.beta;
-
-  const bool warp_rows = cols <= kWarpRowMax;
-  for (int64_t r0 = 0; r0 < rows; r0 += n) {
-    c.rows = std::min(n, rows - r0);
-    ST_CUDA_CHECK(cudaMemcpy(z.get<void>(), static_cast<const uint8_t*>(a.student.data) + r0 * zrow,
-                             static_cast<size_t>(c.rows * zrow), cudaMemcpyHostToDevice));
-    if (!p.topk) {
-      ST_CUDA_CHECK(cudaMemcpy(t.get<void>(), static_cast<const uint8_t*>(a.teacher.data) + r0 * trow,
-                               static_cast<size_t>(c.rows * trow), cudaMemcpyHostToDevice));
-    } else {
-      ST_CUDA_CHECK(cudaMemcpy(idx.get<void>(), a.topk_indices + r0 * a.k, static_cast<size_t>(c.rows * a.k * 4), cudaMemcpyHostToDevice));
-      ST_CUDA_CHECK(cudaMemcpy(lp.get<void>(), a.topk_logprobs + r0 * a.k, static_cast<size_t>(c.rows * a.k * 4), cudaMemcpyHostToDevice));
-    }
-    if (a.labels) {
-      ST_CUDA_CHECK(cudaMemcpy(labels.get<void>(), a.labels + r0, static_cast<size_t>(c.rows * 4), cudaMemcpyHostToDevice));
-    }
-    if (warp_rows) {
-      const int64_t per_block = kBlock / 32;
-      distill_kernel<32><<<static_cast<unsigned int>((c.rows + per_block - 1) / per_block), kBlock>>>(c);
-    } else {
-      distill_kernel<kBlock><<<static_cast<unsigned int>(c.rows), kBlock>>>(c);
-    }
-    ST_CUDA_CHECK(cudaGetLastError());
-    // Host copies wait for the kernel and report its execution errors.
-    if (p.grad) {
-      ST_CUDA_CHECK(cudaMemcpy(static_cast<uint8_t*>(a.grad) + r0 * zrow, grad.get<void>(), static_cast<size_t>(c.rows * zrow),
-                               cudaMemcpyDeviceToHost));
-    }
-    std::vector<double> hl(static_cast<size_t>(c.rows));
-    std::vector<int32_t> he(static_cast<size_t>(c.rows));
-    ST_CUDA_CHECK(cudaMemcpy(hl.data(), loss.get<void>(), static_cast<size_t>(c.rows * 8), cudaMemcpyDeviceToHost));
-    ST_CUDA_CHECK(cudaMemcpy(he.data(), err.get<void>(), static_cast<size_t>(c.rows * 4), cudaMemcpyDeviceToHost));
-    for (int64_t r = 0; r < c.rows; ++r) {
-      out[r0 + r].loss = hl[static_cast<size_t>(r)];
-      out[r0 + r].error = static_cast<RowError>(he[static_cast<size_t>(r)]);
-    }
-  }
-  return Status::Ok();
+  ST_TRY(gpu::device_ready());
+  return distill_rows_on_device(gpu::cuda_runtime(), launch_distill, a, p, out);
 }
 
 }  // namespace st

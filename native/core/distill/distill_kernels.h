@@ -29,6 +29,10 @@ struct DistillPlan {
   dm::TeacherTerm term = dm::TeacherTerm::Given;
 };
 
+// The plan distill_loss() runs with, for validated arguments with `kept`
+// rows not ignored (distill.cc).
+DistillPlan distill_plan(const DistillArgs& a, int64_t kept);
+
 // Why a row failed; the first failing row is described by distill.cc,
 // which scans it again (slowly, once).
 enum class RowError : int32_t {

@@ -86,6 +86,8 @@ Loaded load() {
     ok &= bind(lib, "cusolverDnXgesvdjSetMaxSweeps", &a.gesvdj_set_max_sweeps, &missing);
     ok &= bind(lib, "cusolverDnSgesvdj_bufferSize", &a.sgesvdj_buffer_size, &missing);
     ok &= bind(lib, "cusolverDnSgesvdj", &a.sgesvdj, &missing);
+    ok &= bind(lib, "cusolverDnSgesvd_bufferSize", &a.sgesvd_buffer_size, &missing);
+    ok &= bind(lib, "cusolverDnSgesvd", &a.sgesvd, &missing);
     ok &= bind(lib, "cusolverDnCreateParams", &a.create_params, &missing);
     ok &= bind(lib, "cusolverDnDestroyParams", &a.destroy_params, &missing);
     ok &= bind(lib, "cusolverDnXgesvdr_bufferSize", &a.xgesvdr_buffer_size, &missing);

@@ -11,13 +11,15 @@
 #include <cstdint>
 #include <string>
 
+#include "../device.h"
+
 namespace st {
 namespace cusolver {
 
 using Handle = struct cusolverDnContext*;
 using GesvdjInfo = struct gesvdjInfo*;
 using Params = struct cusolverDnParams*;
-using Stream = struct CUstream_st*;
+using Stream = gpu::Stream;
 using Status = int;                    // cusolverStatus_t: 0 is CUSOLVER_STATUS_SUCCESS
 constexpr int kEigModeVector = 1;      // CUSOLVER_EIG_MODE_VECTOR
 constexpr int kR32F = 0;               // cudaDataType CUDA_R_32F
@@ -34,6 +36,12 @@ struct Api {
                                 const float* u, int ldu, const float* v, int ldv, int* lwork, GesvdjInfo info);
   Status (*sgesvdj)(Handle, int jobz, int econ, int m, int n, float* a, int lda, float* s, float* u, int ldu, float* v,
                     int ldv, float* work, int lwork, int* dev_info, GesvdjInfo info);
+  // The QR-based SVD (jobu/jobvt 'S': U m x min(m,n), Vᵀ min(m,n) x n;
+  // needs m >= n): the fallback when gesvdj does not converge. rwork holds
+  // min(m,n) − 1 floats.
+  Status (*sgesvd_buffer_size)(Handle, int m, int n, int* lwork);
+  Status (*sgesvd)(Handle, signed char jobu, signed char jobvt, int m, int n, float* a, int lda, float* s, float* u, int ldu,
+                   float* vt, int ldvt, float* work, int lwork, float* rwork, int* dev_info);
   Status (*create_params)(Params*);
   Status (*destroy_params)(Params);
   Status (*xgesvdr_buffer_size)(Handle, Params, signed char jobu, signed char jobv, int64_t m, int64_t n, int64_t k,

@@ -612,8 +612,8 @@ Status low_rank(const LowRankArgs& a, LowRankResult* out) {
       out->sigma = std::move(cr.sigma);
       out->left = std::move(cr.left);
       out->right = std::move(cr.right);
-      out->method = cf.exact ? LrMethod::Exact : LrMethod::Randomized;
-      out->samples = cf.exact ? 0 : std::min(cf.k + a.oversample, full);
+      out->method = cr.exact ? LrMethod::Exact : LrMethod::Randomized;  // a k too large for Xgesvdr runs the exact SVD
+      out->samples = cr.samples;
       out->cuda = true;
       done = true;
       break;

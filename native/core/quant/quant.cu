@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "../cuda.h"
-#include "../cuda_util.cuh"
+#include "../device.h"
 #include "quant_cuda.h"
 #include "quant_math.h"
 #include "quant_search.h"
@@ -182,8 +182,7 @@ unsigned int grid_for(int64_t items) {
 }  // namespace
 
 Status cuda_quantize(const QuantizeArgs& a) {
-  Status st = device_ready();
-  if (!st.ok()) return st;
+  ST_TRY(gpu::device_ready());
   const QFormatTraits& tr = qformat_traits(a.format);
   const QuantSizes sz = quant_sizes(a.format, a.src.cols, a.group);
   const int64_t rows = a.src.rows, cols = a.src.cols;
@@ -191,7 +190,7 @@ Status cuda_quantize(const QuantizeArgs& a) {
   const int64_t scale_row = tr.ggml ? 0 : sz.groups_per_row * static_cast<int64_t>(dtype_size(a.scale_dtype));
   const int64_t zero_row = tr.ggml || a.symmetric ? 0 : sz.groups_per_row;
   const int64_t scratch_row = tr.ggml ? 0 : cols * 4;
-  const int64_t n = chunk_rows(rows, in_row + scratch_row + sz.data_row_bytes + scale_row + zero_row);
+  const int64_t n = gpu::chunk_rows(rows, in_row + scratch_row + sz.data_row_bytes + scale_row + zero_row);
 
   QuantChunk c{};
   c.dtype = a.src.dtype;
@@ -208,71 +207,68 @@ Status cuda_quantize(const QuantizeArgs& a) {
   c.search = a.search == Search::Mse;
   c.zero_non_finite = a.non_finite == NonFinite::Zero;
 
-  DeviceBuffer src, scratch, data, scales, zeros, weights, first_bad;
-  if (!(st = src.alloc(static_cast<size_t>(n * in_row))).ok()) return st;
-  if (!(st = scratch.alloc(static_cast<size_t>(n * scratch_row))).ok()) return st;
-  if (!(st = data.alloc(static_cast<size_t>(n * sz.data_row_bytes))).ok()) return st;
-  if (!(st = scales.alloc(static_cast<size_t>(n * scale_row))).ok()) return st;
-  if (!(st = zeros.alloc(static_cast<size_t>(n * zero_row))).ok()) return st;
-  if (!(st = first_bad.alloc(sizeof(unsigned long long))).ok()) return st;
+  std::vector<float> ones;  // the search's weights without `importance` (copied from by the stream)
+  gpu::DeviceCall call(gpu::cuda_runtime());
+  ST_TRY(call.begin());
+  void *src = nullptr, *scratch = nullptr, *data = nullptr, *scales = nullptr, *zeros = nullptr, *weights = nullptr;
+  unsigned long long* first_bad = nullptr;
+  ST_TRY(call.alloc(static_cast<size_t>(n * in_row), &src));
+  ST_TRY(call.alloc(static_cast<size_t>(n * scratch_row), &scratch));
+  ST_TRY(call.alloc(static_cast<size_t>(n * sz.data_row_bytes), &data));
+  ST_TRY(call.alloc(static_cast<size_t>(n * scale_row), &scales));
+  ST_TRY(call.alloc(static_cast<size_t>(n * zero_row), &zeros));
+  ST_TRY(call.alloc(1, &first_bad));
   if (c.search) {
     // The reference weighs by `importance`, or by ones without it.
-    if (!(st = weights.alloc(static_cast<size_t>(cols) * sizeof(float))).ok()) return st;
-    std::vector<float> ones;
+    ST_TRY(call.alloc(static_cast<size_t>(cols) * sizeof(float), &weights));
     const float* w = a.importance;
     if (!w) {
       ones.assign(static_cast<size_t>(cols), 1.0f);
       w = ones.data();
     }
-    ST_CUDA_CHECK(cudaMemcpy(weights.get<float>(), w, static_cast<size_t>(cols) * sizeof(float), cudaMemcpyHostToDevice));
+    ST_TRY(call.to_device(weights, w, static_cast<size_t>(cols) * sizeof(float)));
   }
-  c.src = src.get<const void>();
-  c.scratch = scratch.get<float>();
-  c.data = data.get<uint8_t>();
-  c.scales = scales.get<void>();
-  c.zeros = zeros.get<int8_t>();
-  c.weights = weights.get<const float>();
+  c.src = src;
+  c.scratch = static_cast<float*>(scratch);
+  c.data = static_cast<uint8_t*>(data);
+  c.scales = scales;
+  c.zeros = static_cast<int8_t*>(zeros);
+  c.weights = static_cast<const float*>(weights);
 
   const int64_t items_per_row = (c.groups + c.groups_per_thread - 1) / c.groups_per_thread;
   for (int64_t r0 = 0; r0 < rows; r0 += n) {
     c.rows = std::min(n, rows - r0);
-    ST_CUDA_CHECK(cudaMemcpy(src.get<void>(), static_cast<const uint8_t*>(a.src.data) + r0 * in_row,
-                             static_cast<size_t>(c.rows * in_row), cudaMemcpyHostToDevice));
-    if (!tr.ggml) ST_CUDA_CHECK(cudaMemset(data.get<void>(), 0, static_cast<size_t>(c.rows * sz.data_row_bytes)));
-    ST_CUDA_CHECK(cudaMemset(first_bad.get<void>(), 0xff, sizeof(unsigned long long)));
+    ST_TRY(call.to_device(src, static_cast<const uint8_t*>(a.src.data) + r0 * in_row, static_cast<size_t>(c.rows * in_row)));
+    if (!tr.ggml) ST_TRY(call.fill(data, 0, static_cast<size_t>(c.rows * sz.data_row_bytes)));
+    ST_TRY(call.fill(first_bad, 0xff, sizeof(unsigned long long)));
     const int64_t items = c.rows * items_per_row;
-    quantize_kernel<<<grid_for(items), kThreadsPerBlock>>>(c, items, tr.ggml, first_bad.get<unsigned long long>());
-    ST_CUDA_CHECK(cudaGetLastError());
-    // Waits for the kernel; reports its execution errors.
+    quantize_kernel<<<grid_for(items), kThreadsPerBlock, 0, call.stream()>>>(c, items, tr.ggml, first_bad);
+    ST_TRY(call.launched("quantize_kernel"));
     unsigned long long bad = kNoBad;
-    ST_CUDA_CHECK(cudaMemcpy(&bad, first_bad.get<void>(), sizeof bad, cudaMemcpyDeviceToHost));
+    ST_TRY(call.to_host(&bad, first_bad, sizeof bad));
+    ST_TRY(call.sync());  // the kernel's errors, and `bad`, are known here
     // Chunks run in row order, so the first chunk with a bad value holds the
     // first bad flat index, as the CPU reports it.
     if (bad != kNoBad) return non_finite_error(a.src, r0 * cols + static_cast<int64_t>(bad));
-    ST_CUDA_CHECK(cudaMemcpy(a.data + r0 * sz.data_row_bytes, data.get<void>(),
-                             static_cast<size_t>(c.rows * sz.data_row_bytes), cudaMemcpyDeviceToHost));
-    if (scale_row > 0) {
-      ST_CUDA_CHECK(cudaMemcpy(static_cast<uint8_t*>(a.scales) + r0 * scale_row, scales.get<void>(),
-                               static_cast<size_t>(c.rows * scale_row), cudaMemcpyDeviceToHost));
-    }
-    if (zero_row > 0) {
-      ST_CUDA_CHECK(cudaMemcpy(a.zeros + r0 * zero_row, zeros.get<void>(), static_cast<size_t>(c.rows * zero_row),
-                               cudaMemcpyDeviceToHost));
-    }
+    ST_TRY(call.to_host(a.data + r0 * sz.data_row_bytes, data, static_cast<size_t>(c.rows * sz.data_row_bytes)));
+    ST_TRY(call.to_host(static_cast<uint8_t*>(a.scales) + r0 * scale_row, scales, static_cast<size_t>(c.rows * scale_row)));
+    if (zero_row > 0) ST_TRY(call.to_host(a.zeros + r0 * zero_row, zeros, static_cast<size_t>(c.rows * zero_row)));
+    // The device buffers are reused by the next chunk (same stream: ordered
+    // after these copies); the host outputs are complete after this.
+    ST_TRY(call.sync());
   }
   return Status::Ok();
 }
 
 Status cuda_dequantize(const DequantizeArgs& a, void* out, DType out_dtype) {
-  Status st = device_ready();
-  if (!st.ok()) return st;
+  ST_TRY(gpu::device_ready());
   const QFormatTraits& tr = qformat_traits(a.format);
   const QuantSizes sz = quant_sizes(a.format, a.cols, a.group);
   const int64_t rows = a.rows, cols = a.cols;
   const int64_t scale_row = tr.ggml ? 0 : sz.groups_per_row * static_cast<int64_t>(dtype_size(a.scale_dtype));
   const int64_t zero_row = tr.ggml || !a.zeros ? 0 : sz.groups_per_row;
   const int64_t out_row = cols * static_cast<int64_t>(dtype_size(out_dtype));
-  const int64_t n = chunk_rows(rows, sz.data_row_bytes + scale_row + zero_row + out_row);
+  const int64_t n = gpu::chunk_rows(rows, sz.data_row_bytes + scale_row + zero_row + out_row);
 
   DequantChunk c{};
   c.format = a.format;
@@ -285,33 +281,28 @@ Status cuda_dequantize(const DequantizeArgs& a, void* out, DType out_dtype) {
   c.scale_dtype = a.scale_dtype;
   c.out_dtype = out_dtype;
 
-  DeviceBuffer data, scales, zeros, dout;
-  if (!(st = data.alloc(static_cast<size_t>(n * sz.data_row_bytes))).ok()) return st;
-  if (!(st = scales.alloc(static_cast<size_t>(n * scale_row))).ok()) return st;
-  if (!(st = zeros.alloc(static_cast<size_t>(n * zero_row))).ok()) return st;
-  if (!(st = dout.alloc(static_cast<size_t>(n * out_row))).ok()) return st;
-  c.data = data.get<const uint8_t>();
-  c.scales = scales.get<const void>();
-  c.zeros = zeros.get<const int8_t>();
-  c.out = dout.get<void>();
+  gpu::DeviceCall call(gpu::cuda_runtime());
+  ST_TRY(call.begin());
+  void *data = nullptr, *scales = nullptr, *zeros = nullptr, *dout = nullptr;
+  ST_TRY(call.alloc(static_cast<size_t>(n * sz.data_row_bytes), &data));
+  ST_TRY(call.alloc(static_cast<size_t>(n * scale_row), &scales));
+  ST_TRY(call.alloc(static_cast<size_t>(n * zero_row), &zeros));
+  ST_TRY(call.alloc(static_cast<size_t>(n * out_row), &dout));
+  c.data = static_cast<const uint8_t*>(data);
+  c.scales = scales;
+  c.zeros = static_cast<const int8_t*>(zeros);
+  c.out = dout;
 
   for (int64_t r0 = 0; r0 < rows; r0 += n) {
     c.rows = std::min(n, rows - r0);
-    ST_CUDA_CHECK(cudaMemcpy(data.get<void>(), a.data + r0 * sz.data_row_bytes,
-                             static_cast<size_t>(c.rows * sz.data_row_bytes), cudaMemcpyHostToDevice));
-    if (scale_row > 0) {
-      ST_CUDA_CHECK(cudaMemcpy(scales.get<void>(), static_cast<const uint8_t*>(a.scales) + r0 * scale_row,
-                               static_cast<size_t>(c.rows * scale_row), cudaMemcpyHostToDevice));
-    }
-    if (zero_row > 0) {
-      ST_CUDA_CHECK(cudaMemcpy(zeros.get<void>(), a.zeros + r0 * zero_row, static_cast<size_t>(c.rows * zero_row),
-                               cudaMemcpyHostToDevice));
-    }
+    ST_TRY(call.to_device(data, a.data + r0 * sz.data_row_bytes, static_cast<size_t>(c.rows * sz.data_row_bytes)));
+    ST_TRY(call.to_device(scales, static_cast<const uint8_t*>(a.scales) + r0 * scale_row, static_cast<size_t>(c.rows * scale_row)));
+    if (zero_row > 0) ST_TRY(call.to_device(zeros, a.zeros + r0 * zero_row, static_cast<size_t>(c.rows * zero_row)));
     const int64_t items = c.rows * c.groups;
-    dequantize_kernel<<<grid_for(items), kThreadsPerBlock>>>(c, items, tr.ggml);
-    ST_CUDA_CHECK(cudaGetLastError());
-    ST_CUDA_CHECK(cudaMemcpy(static_cast<uint8_t*>(out) + r0 * out_row, dout.get<void>(),
-                             static_cast<size_t>(c.rows * out_row), cudaMemcpyDeviceToHost));
+    dequantize_kernel<<<grid_for(items), kThreadsPerBlock, 0, call.stream()>>>(c, items, tr.ggml);
+    ST_TRY(call.launched("dequantize_kernel"));
+    ST_TRY(call.to_host(static_cast<uint8_t*>(out) + r0 * out_row, dout, static_cast<size_t>(c.rows * out_row)));
+    ST_TRY(call.sync());
   }
   return Status::Ok();
 }

@@ -9,7 +9,7 @@
 #include <algorithm>
 #include <string>
 
-#include "../cuda_util.cuh"
+#include "../device.h"
 #include "sparse_cuda.h"
 #include "sparse_math.h"
 
@@ -28,17 +28,10 @@ __global__ void select_kernel(sm::SelectCtx c, int64_t rows, int64_t spans, unsi
   if (bad >= 0) atomicMin(first_bad, static_cast<unsigned long long>(row * c.cols + bad));
 }
 
-Status copy_out(void* host, const void* dev, int64_t r0, int64_t rows, int64_t row_bytes) {
-  if (!host || row_bytes == 0) return Status::Ok();
-  ST_CUDA_CHECK(cudaMemcpy(static_cast<uint8_t*>(host) + r0 * row_bytes, dev, static_cast<size_t>(rows * row_bytes), cudaMemcpyDeviceToHost));
-  return Status::Ok();
-}
-
 }  // namespace
 
 Status cuda_sparse_select(const SelectArgs& a) {
-  Status st = device_ready();
-  if (!st.ok()) return st;
+  ST_TRY(gpu::device_ready());
   const sm::SelectCtx host = sm::make_ctx(a);
   const int64_t rows = a.src.rows, cols = a.src.cols;
   const int64_t in_row = cols * host.esize;
@@ -48,53 +41,62 @@ Status cuda_sparse_select(const SelectArgs& a) {
   const int64_t meta_row = a.meta ? host.meta_row_bytes : 0;
   const int64_t min_row = a.mask_in ? mask_row : 0;
   const int64_t out_mask_row = a.mask ? mask_row : 0;
-  const int64_t n = chunk_rows(rows, in_row + min_row + out_mask_row + dense_row + values_row + meta_row);
+  const int64_t n = gpu::chunk_rows(rows, in_row + min_row + out_mask_row + dense_row + values_row + meta_row);
 
-  DeviceBuffer src, norms, mask_in, mask, dense, values, meta, first_bad;
-  if (!(st = src.alloc(static_cast<size_t>(n * in_row))).ok()) return st;
-  if (!(st = mask_in.alloc(static_cast<size_t>(n * min_row))).ok()) return st;
-  if (!(st = mask.alloc(static_cast<size_t>(n * out_mask_row))).ok()) return st;
-  if (!(st = dense.alloc(static_cast<size_t>(n * dense_row))).ok()) return st;
-  if (!(st = values.alloc(static_cast<size_t>(n * values_row))).ok()) return st;
-  if (!(st = meta.alloc(static_cast<size_t>(n * meta_row))).ok()) return st;
-  if (!(st = first_bad.alloc(sizeof(unsigned long long))).ok()) return st;
+  gpu::DeviceCall call(gpu::cuda_runtime());
+  ST_TRY(call.begin());
+  void *src = nullptr, *norms = nullptr, *mask_in = nullptr, *mask = nullptr, *dense = nullptr, *values = nullptr, *meta = nullptr;
+  unsigned long long* first_bad = nullptr;
+  ST_TRY(call.alloc(static_cast<size_t>(n * in_row), &src));
+  ST_TRY(call.alloc(static_cast<size_t>(n * min_row), &mask_in));
+  ST_TRY(call.alloc(static_cast<size_t>(n * out_mask_row), &mask));
+  ST_TRY(call.alloc(static_cast<size_t>(n * dense_row), &dense));
+  ST_TRY(call.alloc(static_cast<size_t>(n * values_row), &values));
+  ST_TRY(call.alloc(static_cast<size_t>(n * meta_row), &meta));
+  ST_TRY(call.alloc(1, &first_bad));
   if (a.norms) {
-    if (!(st = norms.alloc(static_cast<size_t>(cols) * sizeof(float))).ok()) return st;
-    ST_CUDA_CHECK(cudaMemcpy(norms.get<float>(), a.norms, static_cast<size_t>(cols) * sizeof(float), cudaMemcpyHostToDevice));
+    ST_TRY(call.alloc(static_cast<size_t>(cols) * sizeof(float), &norms));
+    ST_TRY(call.to_device(norms, a.norms, static_cast<size_t>(cols) * sizeof(float)));
   }
   sm::SelectCtx c = host;
-  c.src = src.get<const void>();
-  c.norms = a.norms ? norms.get<const float>() : nullptr;
-  c.mask_in = a.mask_in ? mask_in.get<const uint8_t>() : nullptr;
-  c.mask = a.mask ? mask.get<uint8_t>() : nullptr;
-  c.dense = a.dense ? dense.get<void>() : nullptr;
-  c.values = a.values ? values.get<void>() : nullptr;
-  c.meta = a.meta ? meta.get<uint8_t>() : nullptr;
+  c.src = src;
+  c.norms = static_cast<const float*>(norms);
+  c.mask_in = static_cast<const uint8_t*>(mask_in);
+  c.mask = static_cast<uint8_t*>(mask);
+  c.dense = dense;
+  c.values = values;
+  c.meta = static_cast<uint8_t*>(meta);
   const int64_t spans = (cols + c.span - 1) / c.span;
+  // The outputs a chunk copies back: (host, device, bytes per row).
+  const struct {
+    void* host;
+    const void* dev;
+    int64_t row_bytes;
+  } outs[] = {{a.mask, mask, out_mask_row}, {a.dense, dense, dense_row}, {a.values, values, values_row}, {a.meta, meta, meta_row}};
   for (int64_t r0 = 0; r0 < rows; r0 += n) {
     const int64_t cr = std::min(n, rows - r0);
-    ST_CUDA_CHECK(cudaMemcpy(src.get<void>(), static_cast<const uint8_t*>(a.src.data) + r0 * in_row, static_cast<size_t>(cr * in_row),
-                             cudaMemcpyHostToDevice));
-    if (a.mask_in) {
-      ST_CUDA_CHECK(cudaMemcpy(mask_in.get<void>(), a.mask_in + r0 * mask_row, static_cast<size_t>(cr * mask_row), cudaMemcpyHostToDevice));
-    }
-    ST_CUDA_CHECK(cudaMemset(first_bad.get<void>(), 0xff, sizeof(unsigned long long)));
+    ST_TRY(call.to_device(src, static_cast<const uint8_t*>(a.src.data) + r0 * in_row, static_cast<size_t>(cr * in_row)));
+    if (a.mask_in) ST_TRY(call.to_device(mask_in, a.mask_in + r0 * mask_row, static_cast<size_t>(cr * mask_row)));
+    ST_TRY(call.fill(first_bad, 0xff, sizeof(unsigned long long)));
     const int64_t items = cr * spans;
-    select_kernel<<<static_cast<unsigned int>((items + kThreadsPerBlock - 1) / kThreadsPerBlock), kThreadsPerBlock>>>(
-        c, cr, spans, first_bad.get<unsigned long long>());
-    ST_CUDA_CHECK(cudaGetLastError());
+    select_kernel<<<static_cast<unsigned int>((items + kThreadsPerBlock - 1) / kThreadsPerBlock), kThreadsPerBlock, 0, call.stream()>>>(
+        c, cr, spans, first_bad);
+    ST_TRY(call.launched("select_kernel"));
     unsigned long long bad = kNoBad;
-    ST_CUDA_CHECK(cudaMemcpy(&bad, first_bad.get<void>(), sizeof bad, cudaMemcpyDeviceToHost));
+    ST_TRY(call.to_host(&bad, first_bad, sizeof bad));
+    ST_TRY(call.sync());
     // Chunks run in row order: the first chunk with a bad group holds the
     // first one, as the CPU reports it.
     if (bad != kNoBad) {
       const int64_t flat = static_cast<int64_t>(bad);
       return sparse_select_error(a, r0 + flat / cols, flat % cols);
     }
-    if (!(st = copy_out(a.mask, mask.get<void>(), r0, cr, out_mask_row)).ok()) return st;
-    if (!(st = copy_out(a.dense, dense.get<void>(), r0, cr, dense_row)).ok()) return st;
-    if (!(st = copy_out(a.values, values.get<void>(), r0, cr, values_row)).ok()) return st;
-    if (!(st = copy_out(a.meta, meta.get<void>(), r0, cr, meta_row)).ok()) return st;
+    for (const auto& o : outs) {
+      if (o.host && o.row_bytes > 0) {
+        ST_TRY(call.to_host(static_cast<uint8_t*>(o.host) + r0 * o.row_bytes, o.dev, static_cast<size_t>(cr * o.row_bytes)));
+      }
+    }
+    ST_TRY(call.sync());
   }
   return Status::Ok();
 }
