@@ -12,6 +12,7 @@ import { loadModel } from '../lib/model/model';
 import { readTokenFile, writeTokenFile } from '../lib/model/tokens';
 import { compressModel } from '../lib/pipeline/compress';
 import { nll } from './support/reference-llm';
+import { tinyGgufBytes, tinyTensors, type TinyConfig } from './support/tiny-models';
 import { runDemo } from '../lib/demo';
 import { renderDemo } from '../lib/cli/demo-output';
 
@@ -132,10 +133,35 @@ describe('cli: eval, run, report --eval', function () {
     expect(renderDemo(d)).to.match(/PPL\s+KL\s+top-1/);
   });
 
-  it('errors: no tokenizer for text yet, bad token files, usage', async () => {
-    let r = await cli(['eval', MODEL, '--text', TOKENS]);
+  it('eval --text and run --prompt tokenize with the model\'s tokenizer', async () => {
+    const text = path.join(tmp, 'story.txt');
+    const words = 'Once upon a time there was a little dog. He liked to play in the park with his friends. ';
+    await fsp.writeFile(text, words.repeat(12));
+    const r = await cli(['eval', MODEL, '--text', text, '--ctx', '128', '--json']);
+    expect(r.code, r.stderr).to.equal(0);
+    const j = JSON.parse(r.stdout) as { perplexity: number; tokens: { count: number } };
+    const m = await loadModel(MODEL);
+    const ids = m.tokenize(words.repeat(12));
+    expect(ids[0]).to.equal(1); // BOS, as llama-perplexity adds it
+    expect(j.tokens.count).to.equal(ids.length);
+    expect(j.perplexity).to.equal((await m.perplexity(ids, { ctx: 128 })).perplexity);
+    const want: number[] = [];
+    for await (const t of m.generate('Once upon', { temperature: 0, maxTokens: 8 })) want.push(t.token);
+    const run = await cli(['run', MODEL, '--prompt', 'Once upon', '-n', '8', '--json']);
+    const rj = JSON.parse(run.stdout) as { tokens: number[]; text: string };
+    expect(rj.tokens).to.deep.equal(want);
+    expect(rj.text).to.equal(m.detokenize(want));
+    await m.dispose();
+  });
+
+  it('errors: a model without a tokenizer, bad token files, usage', async () => {
+    // tiny-models' GGUF carries no tokenizer metadata
+    const bare = path.join(tmp, 'bare.gguf');
+    const c: TinyConfig = { arch: 'llama', vocab: 96, embd: 64, layers: 1, heads: 4, headsKv: 2, headDim: 16, ff: 96, eps: 1e-5, ropeBase: 10000, tied: true, ctx: 64 };
+    await fsp.writeFile(bare, tinyGgufBytes(c, tinyTensors(c, 1)));
+    let r = await cli(['eval', bare, '--text', MODEL]);
     expect(r.code).to.equal(1);
-    expect(r.stderr).to.match(/needs a tokenizer.*\[ERR_UNSUPPORTED\]/);
+    expect(r.stderr).to.match(/has no tokenizer the runtime can use.*pass token ids \[ERR_UNSUPPORTED\]/);
     const odd = path.join(tmp, 'odd.tokens');
     await fsp.writeFile(odd, Buffer.alloc(7));
     r = await cli(['eval', MODEL, '--tokens', odd]);

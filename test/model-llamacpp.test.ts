@@ -13,6 +13,51 @@ import * as path from 'node:path';
 import { loadModel } from '../lib/model/model';
 import { readTokenFile } from '../lib/model/tokens';
 import { compressModel } from '../lib/pipeline/compress';
+import { GGUFReader } from '../lib/formats/gguf';
+import { GGUFWriter, type GGUFPlannedTensor } from '../lib/formats/gguf-writer';
+import { Rng } from './support/random';
+
+/** A one-block llama 32 wide with random f32 weights and the tokenizer metadata of a vocabulary file. */
+async function writeRandomLlamaWithVocab(file: string, vocabFile: string): Promise<void> {
+  const v = await GGUFReader.open(vocabFile);
+  const tok = v.entries.filter((e) => e.key.startsWith('tokenizer.'));
+  const n = (v.metadata.get('tokenizer.ggml.tokens') as string[]).length;
+  await v.close();
+  const E = 32;
+  const F = 64;
+  const entries = [
+    { key: 'general.architecture', type: 'string' as const, value: 'llama' },
+    { key: 'llama.context_length', type: 'u32' as const, value: 64 },
+    { key: 'llama.embedding_length', type: 'u32' as const, value: E },
+    { key: 'llama.block_count', type: 'u32' as const, value: 1 },
+    { key: 'llama.feed_forward_length', type: 'u32' as const, value: F },
+    { key: 'llama.attention.head_count', type: 'u32' as const, value: 4 },
+    { key: 'llama.attention.head_count_kv', type: 'u32' as const, value: 2 },
+    { key: 'llama.attention.layer_norm_rms_epsilon', type: 'f32' as const, value: 1e-5 },
+    ...tok,
+  ];
+  const tensors: GGUFPlannedTensor[] = [
+    { name: 'token_embd.weight', shape: [n, E], type: 'F32' },
+    { name: 'output_norm.weight', shape: [E], type: 'F32' },
+    { name: 'output.weight', shape: [n, E], type: 'F32' },
+    { name: 'blk.0.attn_norm.weight', shape: [E], type: 'F32' },
+    { name: 'blk.0.attn_q.weight', shape: [E, E], type: 'F32' },
+    { name: 'blk.0.attn_k.weight', shape: [E / 2, E], type: 'F32' },
+    { name: 'blk.0.attn_v.weight', shape: [E / 2, E], type: 'F32' },
+    { name: 'blk.0.attn_output.weight', shape: [E, E], type: 'F32' },
+    { name: 'blk.0.ffn_norm.weight', shape: [E], type: 'F32' },
+    { name: 'blk.0.ffn_gate.weight', shape: [F, E], type: 'F32' },
+    { name: 'blk.0.ffn_up.weight', shape: [F, E], type: 'F32' },
+    { name: 'blk.0.ffn_down.weight', shape: [E, F], type: 'F32' },
+  ];
+  const rng = new Rng(9);
+  const w = await GGUFWriter.create(file, { entries, tensors });
+  for (const t of tensors) {
+    const count = t.shape.reduce((a, d) => a * d, 1);
+    await w.write(t.name, t.shape.length === 1 ? new Float32Array(count).fill(1) : rng.normals(count, 0.5));
+  }
+  await w.close();
+}
 
 const ROOT = path.join(__dirname, '..');
 const MODEL = path.join(ROOT, 'models', 'stories260K.gguf');
@@ -136,6 +181,44 @@ describe('runtime vs llama.cpp (node-llama-cpp)', function () {
       expect(sameTop / positions).to.be.at.least(variant === 'f32' ? 0.99 : 0.85);
     });
   }
+
+  it('text in, text out: a real SentencePiece vocabulary (llama.cpp\'s llama-spm) on random weights gives llama.cpp\'s tokens and text', async function () {
+    if (!llama) {
+      this.skip();
+      return;
+    }
+    const file = path.join(tmp, 'spm-random.gguf');
+    await writeRandomLlamaWithVocab(file, path.join(ROOT, 'test', 'fixtures', 'vocab', 'ggml-vocab-llama-spm.gguf'));
+    const prompt = 'Hello world, this is a test';
+    const lm = (await llama.loadModel({ modelPath: file })) as unknown as {
+      tokenize(text: string): number[];
+      detokenize(ids: number[]): string;
+      createContext(o: object): Promise<{ getSequence(): Sequence; dispose(): Promise<void> }>;
+      dispose(): Promise<void>;
+    };
+    const ctx = await lm.createContext({ contextSize: 64, threads: 1 });
+    const theirPrompt = lm.tokenize(prompt);
+    const theirs: number[] = [];
+    for await (const t of ctx.getSequence().evaluate([1, ...theirPrompt], { temperature: 0 })) {
+      theirs.push(t);
+      if (theirs.length === 16) break;
+    }
+    const theirText = lm.detokenize(theirs);
+    await ctx.dispose();
+    await lm.dispose();
+    const m = await loadModel(file);
+    expect(Array.from(m.tokenize(prompt))).to.deep.equal([1, ...theirPrompt]);
+    const ours: number[] = [];
+    let text = '';
+    for await (const t of m.generate(prompt, { temperature: 0, maxTokens: 16, stop: [] })) {
+      ours.push(t.token);
+      text += t.text;
+    }
+    expect(ours).to.deep.equal(theirs);
+    expect(text).to.equal(m.detokenize(ours));
+    expect(text.replace(/^ /, '')).to.equal(theirText.replace(/^ /, ''));
+    await m.dispose();
+  });
 
   it('reports why when node-llama-cpp is missing', function () {
     if (llama) this.skip();

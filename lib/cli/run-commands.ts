@@ -1,6 +1,7 @@
 // `slimtensor eval` (perplexity as llama-perplexity computes it; with --base
 // the KL divergence, top-1 agreement and ΔPPL against a base model) and
 // `slimtensor run` (generation), on the runtime (lib/model/).
+import { promises as fsp } from 'node:fs';
 import { SlimTensorError } from '../errors';
 import { evaluateAgainst, perplexity, type ModelEvaluation, type PerplexityResult } from '../model/evaluate';
 import { loadModel, type LoadModelOptions, type Model } from '../model/model';
@@ -59,11 +60,10 @@ function describeModel(m: Model): string {
   return `${m.path} (${m.architecture.gguf}; ${formatMix(m)}; ${formatBytes(m.weightBytes)} of weights; kernels ${kernels})`;
 }
 
-async function readInput(text: string | undefined, tokens: string | undefined): Promise<Int32Array> {
+/** The tokens to evaluate: a token file, or a text file tokenized as llama-perplexity does (BOS as the vocabulary asks). */
+async function readInput(m: Model, text: string | undefined, tokens: string | undefined): Promise<Int32Array> {
   if ((text === undefined) === (tokens === undefined)) throw new SlimTensorError('eval: give one of --text FILE or --tokens FILE', 'ERR_VALUE');
-  if (text !== undefined) {
-    throw new SlimTensorError('eval: --text needs a tokenizer, which this build of the runtime does not have yet; pass --tokens FILE (little-endian int32 ids)', 'ERR_UNSUPPORTED');
-  }
+  if (text !== undefined) return m.tokenize(await fsp.readFile(text, 'utf8'));
   return readTokenFile(tokens as string);
 }
 
@@ -79,22 +79,23 @@ export interface EvalArgs extends ModelFlags {
 
 /** `eval`: perplexity (and against --base: KL, top-1 agreement, ΔPPL) as text or JSON. */
 export async function evalCommand(a: EvalArgs): Promise<string> {
-  const ids = await readInput(a.text, a.tokens);
+  if ((a.text === undefined) === (a.tokens === undefined)) throw new SlimTensorError('eval: give one of --text FILE or --tokens FILE', 'ERR_VALUE');
   // A folder with llama.cpp's names takes its hyper-parameters from a GGUF base.
   const hparams = a.hparams ?? (a.base !== undefined && /\.gguf$/i.test(a.base) ? a.base : undefined);
   const model = await loadModel(a.model, loadOptions({ ...a, ...(hparams !== undefined ? { hparams } : {}) }));
   let base: Model | undefined;
   try {
+    const ids = await readInput(model, a.text, a.tokens);
     const ctx = a.ctx ?? Math.min(512, model.contextSize);
     const opts = { ctx, ...(a.chunks !== undefined ? { chunks: a.chunks } : {}), ...(a.signal ? { signal: a.signal } : {}) };
     if (a.base !== undefined) {
       base = await loadModel(a.base, loadOptions(a));
-      const e = await evaluateAgainst(model, base, ids, { ...opts, ...(a.tokens !== undefined ? { tokensPath: a.tokens } : {}) });
+      const e = await evaluateAgainst(model, base, ids, { ...opts, tokensPath: (a.tokens ?? a.text) as string });
       if (a.json) return JSON.stringify({ model: a.model, base: a.base, ...e }, null, 2);
       return [describeModel(model), `base: ${describeModel(base)}`, renderEvaluation(e)].join('\n');
     }
     const r = await perplexity(model, ids, opts);
-    if (a.json) return JSON.stringify({ model: a.model, tokens: { path: a.tokens, count: ids.length }, ...r }, null, 2);
+    if (a.json) return JSON.stringify({ model: a.model, tokens: { path: a.tokens ?? a.text, count: ids.length }, ...r }, null, 2);
     return [describeModel(model), renderPerplexity(r, ids.length)].join('\n');
   } finally {
     await model.dispose();
@@ -141,14 +142,16 @@ export interface RunArgs extends ModelFlags {
 /** `run`: generates after a prompt; prints the tokens and prompt / generation tokens/s. */
 export async function runCommand(a: RunArgs): Promise<string> {
   if ((a.prompt === undefined) === (a.promptTokens === undefined)) throw new SlimTensorError('run: give one of --prompt TEXT or --prompt-tokens ID,ID,...', 'ERR_VALUE');
-  if (a.prompt !== undefined) {
-    throw new SlimTensorError('run: --prompt needs a tokenizer, which this build of the runtime does not have yet; pass --prompt-tokens ID,ID,...', 'ERR_UNSUPPORTED');
+  let prompt: number[] = [];
+  if (a.promptTokens !== undefined) {
+    prompt = a.promptTokens.split(',').map((s) => s.trim()).filter((s) => s !== '').map(Number);
+    if (prompt.length === 0 || !prompt.every((t) => Number.isInteger(t))) throw new SlimTensorError(`run: --prompt-tokens must be comma-separated integer ids, got ${JSON.stringify(a.promptTokens)}`, 'ERR_VALUE');
   }
-  const prompt = (a.promptTokens as string).split(',').map((s) => s.trim()).filter((s) => s !== '').map(Number);
-  if (prompt.length === 0 || !prompt.every((t) => Number.isInteger(t))) throw new SlimTensorError(`run: --prompt-tokens must be comma-separated integer ids, got ${JSON.stringify(a.promptTokens)}`, 'ERR_VALUE');
   const m = await loadModel(a.model, loadOptions(a));
   try {
+    if (a.prompt !== undefined) prompt = Array.from(m.tokenize(a.prompt));
     const out: number[] = [];
+    let text = '';
     const t0 = performance.now();
     let first = 0;
     for await (const t of m.generate(prompt, {
@@ -161,6 +164,7 @@ export async function runCommand(a: RunArgs): Promise<string> {
     })) {
       if (out.length === 0) first = performance.now();
       out.push(t.token);
+      text += t.text;
     }
     const end = performance.now();
     // The first token comes with the prompt's pass; the rest are one pass each.
@@ -172,9 +176,10 @@ export async function runCommand(a: RunArgs): Promise<string> {
       generatedTokens: out.length,
       generationTokensPerSecond: out.length > 1 ? (out.length - 1) / genSeconds : null,
     };
-    if (a.json) return JSON.stringify({ model: a.model, prompt, tokens: out, ...stats }, null, 2);
+    const hasText = m.tokenizer !== undefined;
+    if (a.json) return JSON.stringify({ model: a.model, ...(a.prompt !== undefined ? { promptText: a.prompt } : {}), prompt, tokens: out, ...(hasText ? { text } : {}), ...stats }, null, 2);
     return [
-      out.join(' '),
+      hasText ? `${a.prompt ?? m.detokenize(prompt, { removeSpecial: true })}${text}` : out.join(' '),
       '',
       `prompt: ${stats.promptTokens} tokens, ${stats.promptTokensPerSecond.toFixed(1)} tokens/s; generation: ${stats.generatedTokens} tokens, ${stats.generationTokensPerSecond === null ? '–' : stats.generationTokensPerSecond.toFixed(2)} tokens/s`,
     ].join('\n');

@@ -10,6 +10,7 @@ import type { Architecture } from './architectures';
 import type { ModelHyperparameters } from './hparams';
 import { createSampler, type SamplingOptions } from './sampling';
 import { perplexity, type PerplexityOptions, type PerplexityResult } from './evaluate';
+import { tokenizerFromGguf, tokenizerFromHfFolder, type DecodeOptions, type EncodeOptions, type Tokenizer } from './tokenizer';
 
 export interface LoadModelOptions extends PlanOptions {
   /** Positions of the KV cache. Default: the model's context length, at most 4096. */
@@ -78,6 +79,11 @@ export interface GeneratedToken {
   token: number;
   /** Its position in the sequence. */
   position: number;
+  /**
+   * The text it completes (with a tokenizer): characters split over byte
+   * tokens come out whole, with the token that finishes them; '' otherwise.
+   */
+  text: string;
 }
 
 /** A linear weight as loaded: stored format and the kernel running it. */
@@ -124,13 +130,17 @@ export class Model {
   readonly eosId: number | undefined;
   /** The load plan (file layout of every tensor). */
   readonly plan: ModelPlan;
+  /** llama.cpp's tokenizer of the model (from the GGUF metadata or the folder's tokenizer files), when it has one. */
+  readonly tokenizer: Tokenizer | undefined;
+  /** Why there is no tokenizer. */
+  readonly tokenizerError: string | undefined;
 
   private readonly box: object;
   private tail: Promise<unknown> = Promise.resolve();
   private disposed = false;
   private filled = 0;
 
-  private constructor(plan: ModelPlan, box: object, info: NativeInfo, contextSize: number, batchSize: number) {
+  private constructor(plan: ModelPlan, box: object, info: NativeInfo, contextSize: number, batchSize: number, tokenizer: Tokenizer | undefined, tokenizerError: string | undefined) {
     this.plan = plan;
     this.path = plan.path;
     this.architecture = plan.architecture;
@@ -145,9 +155,12 @@ export class Model {
         return Object.freeze({ name, format, kernel });
       }),
     );
-    this.bosId = plan.bosId;
-    this.eosId = plan.eosId;
-    this.addBos = plan.addBos;
+    this.tokenizer = tokenizer;
+    this.tokenizerError = tokenizerError;
+    // The tokenizer's view wins: it reads the same metadata as llama.cpp does.
+    this.bosId = tokenizer ? tokenizer.bosId : plan.bosId;
+    this.eosId = tokenizer ? tokenizer.eosId : plan.eosId;
+    this.addBos = tokenizer ? tokenizer.addBos && tokenizer.bosId !== undefined : plan.addBos;
   }
 
   /** @internal Use loadModel(). */
@@ -209,13 +222,30 @@ export class Model {
           true,
         ),
       );
-      return new Model(plan, box, info, contextSize, Math.min(batchSize, contextSize));
+      const { tokenizer, error } = await tokenizerOf(plan);
+      return new Model(plan, box, info, contextSize, Math.min(batchSize, contextSize), tokenizer, error);
     } catch (e) {
       if (isAbort(e) && signal?.aborted) throw signal.reason;
       throw e;
     } finally {
       signal?.removeEventListener('abort', onAbort);
     }
+  }
+
+  /** Text to token ids with the model's tokenizer (BOS added as the vocabulary asks unless addSpecial: false). */
+  tokenize(text: string, options: EncodeOptions = {}): Int32Array {
+    if (typeof text !== 'string') fail('Model.tokenize', 'ERR_VALUE', 'text must be a string');
+    return this.requireTokenizer('Model.tokenize').encode(text, options);
+  }
+
+  /** Token ids to text with the model's tokenizer. */
+  detokenize(ids: ArrayLike<number>, options: DecodeOptions = {}): string {
+    return this.requireTokenizer('Model.detokenize').decode(ids, options);
+  }
+
+  private requireTokenizer(where: string): Tokenizer {
+    if (this.tokenizer === undefined) fail(where, 'ERR_UNSUPPORTED', `${this.path} has no tokenizer the runtime can use (${this.tokenizerError ?? 'none found'}); pass token ids`);
+    return this.tokenizer;
   }
 
   /** Positions of the cache filled by finished steps (where a continuation starts). */
@@ -305,24 +335,27 @@ export class Model {
   }
 
   /**
-   * Generates up to maxTokens tokens after `prompt` (token ids), yielding
-   * each as it comes. The prompt starts at position 0.
+   * Generates up to maxTokens tokens after `prompt` (text, tokenized with
+   * BOS as the vocabulary asks, or token ids), yielding each as it comes.
+   * The prompt starts at position 0. Generation stops at an end-of-generation
+   * token (the tokenizer's, else the EOS id) unless options.stop says otherwise.
    */
-  async *generate(prompt: ArrayLike<number>, options: GenerateOptions = {}): AsyncGenerator<GeneratedToken, void, undefined> {
+  async *generate(prompt: string | ArrayLike<number>, options: GenerateOptions = {}): AsyncGenerator<GeneratedToken, void, undefined> {
     const where = 'Model.generate';
-    const ids = tokenArray(prompt, this.hyperparameters.vocabSize, where);
+    const ids = typeof prompt === 'string' ? this.requireTokenizer(where).encode(prompt) : tokenArray(prompt, this.hyperparameters.vocabSize, where);
     if (ids.length === 0) fail(where, 'ERR_VALUE', 'the prompt is empty (start it with the BOS token)');
     const maxTokens = options.maxTokens ?? 64;
     if (!Number.isInteger(maxTokens) || maxTokens < 0) fail(where, 'ERR_VALUE', `maxTokens must be an integer >= 0, got ${String(options.maxTokens)}`);
-    const stop = options.stop ?? (this.eosId !== undefined ? [this.eosId] : []);
+    const stop = options.stop ?? (this.tokenizer ? [...this.tokenizer.eogIds] : this.eosId !== undefined ? [this.eosId] : []);
     const sampler = createSampler(options, where);
+    const text = this.tokenizer?.decoder();
     const signal = options.signal;
     let logits = await this.forward(ids, { position: 0, logits: 'last', ...(signal ? { signal } : {}) });
     let pos = ids.length;
     for (let i = 0; i < maxTokens; i++) {
       const token = sampler.next(logits);
       if (stop.includes(token)) return;
-      yield { token, position: pos };
+      yield { token, position: pos, text: text ? text.push(token) : '' };
       if (i + 1 === maxTokens || pos + 1 > this.contextSize) return;
       logits = await this.forward([token], { position: pos, logits: 'last', ...(signal ? { signal } : {}) });
       pos++;
@@ -372,6 +405,22 @@ export class Model {
     const p = this.tail.then(run, run);
     this.tail = p.catch(() => undefined);
     return p;
+  }
+}
+
+/** The tokenizer a plan's files describe (GGUF metadata, or the folder's tokenizer files), or why there is none. */
+async function tokenizerOf(plan: ModelPlan): Promise<{ tokenizer: Tokenizer | undefined; error: string | undefined }> {
+  try {
+    let t: Tokenizer | undefined;
+    if (plan.ggufMetadata?.has('tokenizer.ggml.model')) t = tokenizerFromGguf(plan.ggufMetadata);
+    else if (plan.naming === 'hf' && plan.folder !== undefined) t = await tokenizerFromHfFolder(plan.folder);
+    if (t === undefined) return { tokenizer: undefined, error: 'no tokenizer metadata' };
+    if (t.vocabSize > plan.hparams.vocabSize) {
+      return { tokenizer: undefined, error: `its tokenizer has ${t.vocabSize} tokens but the embedding only ${plan.hparams.vocabSize}` };
+    }
+    return { tokenizer: t, error: undefined };
+  } catch (e) {
+    return { tokenizer: undefined, error: e instanceof Error ? e.message : String(e) };
   }
 }
 
