@@ -149,6 +149,23 @@ describe('runtime kernels: one linear layer, every format and kernel set', () =>
     }
   });
 
+  it('CUDA: every format but 2:4 against the CPU reference', function () {
+    const cuda = backends().cuda;
+    if (!cuda.available) {
+      this.skip(); // no usable GPU: cuda.reason says why (the kernels are compiled by the CUDA check)
+      return;
+    }
+    const rng = new Rng(8);
+    const x = rng.normals(3 * 224, 1);
+    for (const c of cases(40, 224, 12)) {
+      for (const activations of ['auto', 'f32'] as const) {
+        const ref = linearSync(c.weight, x, 3, { kernel: 'reference', activations });
+        const got = linearSync(c.weight, x, 3, { kernel: 'cuda', activations });
+        got.forEach((v, i) => expect(v, `${c.name} ${activations} [${i}]`).to.be.closeTo(ref[i] as number, 1e-4 * Math.max(1, Math.abs(ref[i] as number))));
+      }
+    }
+  });
+
   it('which kernel a weight gets; errors', () => {
     expect(linearKernel('q4_0', 64, { kernel: 'reference' })).to.equal('reference/q8');
     expect(linearKernel('q4_0', 64, { kernel: 'reference', activations: 'f32' })).to.equal('reference/f32');

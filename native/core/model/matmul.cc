@@ -8,6 +8,7 @@
 #include "../cpu.h"
 #include "../sparse/sparse.h"
 #include "matmul.h"
+#include "model_cuda.h"
 #include "model_math.h"
 
 namespace st {
@@ -170,6 +171,7 @@ std::string linear_kernel_name(const Weight& w, Kernel kernel, ActMode act) {
 }
 
 Status linear(const Weight& w, const float* x, int64_t n, Kernel kernel, ActMode act, int threads, float* y) {
+  if (kernel == Kernel::Cuda) return cuda_linear(w, x, n, act, y);
   LinearPlan p;
   Status st = plan_linear(w, kernel, act, &p);
   if (!st.ok()) return st;
