@@ -79,7 +79,7 @@ describe('runtime kernels: one linear layer, every format and kernel set', () =>
     it(`${c.name}: f32 activations to f32 rounding; ${c.q8 ? '8-bit activations within the rounding bound' : 'no 8-bit path'}`, () => {
       const w = f32Of(c.weight);
       const rng = new Rng(5);
-      for (const n of [1, 5]) {
+      for (const n of [1, 5, 9]) { // 9: the prompt path (rows decoded once into a panel)
         const x = rng.normals(n * cols, 1);
         x[3] = 0; // a zero and a large value in the first block
         x[7] = 9;

@@ -159,7 +159,7 @@ void test_linear() {
     f16.w.row_bytes = cols * 2;
     cases.push_back(std::move(f16));
   }
-  for (const int64_t n : {int64_t{1}, int64_t{6}}) {
+  for (const int64_t n : {int64_t{1}, int64_t{6}, int64_t{11}}) {  // 11: the prompt path (panel), with a tail of 3
     std::vector<float> x(static_cast<size_t>(n * cols));
     for (float& v : x) v = N(rng);
     for (Built& c : cases) {
