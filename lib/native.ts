@@ -94,6 +94,8 @@ interface Binding {
   /** One linear layer Y = X·Wᵀ from buffers (tests, benchmarks). */
   modelLinear(args: NativeArgs, async: false): undefined;
   modelLinear(args: NativeArgs, async: true): Promise<undefined>;
+  /** Scores rows of logits (nll, and against base logits KL and top-1 agreement) into args' Float64Array/Uint8Array buffers. */
+  modelScore(args: NativeArgs, async: true): Promise<undefined>;
   /** The kernel set and activations a weight would run with ("avx512/q8", ...). */
   modelLinearKernel(args: NativeArgs): string;
   /** bench/: clock and FMA-throughput probes (seconds for `iterations`). */

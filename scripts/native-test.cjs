@@ -167,7 +167,7 @@ Promise.all(distillBuilds).then((codes) => {
     ['lowrank/gemm_avx2', avx2],
     ['lowrank/gemm_avx512', avx512],
   ];
-  const modelSources = ['native/core/cpu.cc', 'native/core/cuda_stub.cc', 'native/core/quant/quant.cc', 'native/core/quant/quant_ref.cc', 'native/core/sparse/sparse.cc', 'native/core/sparse/sparse_ref.cc', 'native/core/lowrank/gemm.cc', 'native/core/lowrank/gemm_ref.cc', 'native/core/model/matmul.cc', 'native/core/model/matmul_ref.cc', 'native/core/model/forward.cc', 'native/core/model/team.cc', 'test/native/model_core_test.cc'];
+  const modelSources = ['native/core/cpu.cc', 'native/core/cuda_stub.cc', 'native/core/quant/quant.cc', 'native/core/quant/quant_ref.cc', 'native/core/sparse/sparse.cc', 'native/core/sparse/sparse_ref.cc', 'native/core/lowrank/gemm.cc', 'native/core/lowrank/gemm_ref.cc', 'native/core/model/matmul.cc', 'native/core/model/matmul_ref.cc', 'native/core/model/forward.cc', 'native/core/model/team.cc', 'native/core/model/score.cc', 'test/native/model_core_test.cc'];
   const objectOf = (f) => path.join(modelOut, `${path.basename(f, '.cc')}.o`);
   const simdObject = (name) => path.join(modelOut, `${path.basename(name)}.o`);
   const builds = [

@@ -1,5 +1,6 @@
 // `slimtensor eval`, `run` and `report --eval` on the bundled model and its
-// bundled evaluation tokens, in a child process as a user runs them; their
+// bundled evaluation tokens, through the CLI's main() in this process (one
+// case in a child process, as a user runs it); their
 // numbers are checked against the API (whose numbers model.test.ts checks
 // against the f64 reference) and against perplexity computed here from the
 // API's logits.
@@ -14,6 +15,7 @@ import { compressModel } from '../lib/pipeline/compress';
 import { nll } from './support/reference-llm';
 import { tinyGgufBytes, tinyTensors, type TinyConfig } from './support/tiny-models';
 import { runDemo } from '../lib/demo';
+import { main } from '../lib/cli/main';
 import { renderDemo } from '../lib/cli/demo-output';
 
 const ROOT = path.join(__dirname, '..');
@@ -26,7 +28,25 @@ interface Run {
   stderr: string;
 }
 
-function cli(args: readonly string[]): Promise<Run> {
+/** The CLI in this process (main() as the bin calls it), its output captured: cheaper than a child per call. */
+async function cli(args: readonly string[]): Promise<Run> {
+  let stdout = '';
+  let stderr = '';
+  const out = process.stdout.write.bind(process.stdout);
+  const err = process.stderr.write.bind(process.stderr);
+  process.stdout.write = ((chunk: string | Uint8Array) => ((stdout += chunk.toString()), true)) as typeof process.stdout.write;
+  process.stderr.write = ((chunk: string | Uint8Array) => ((stderr += chunk.toString()), true)) as typeof process.stderr.write;
+  try {
+    const code = await main([...args]);
+    return { code, stdout, stderr };
+  } finally {
+    process.stdout.write = out;
+    process.stderr.write = err;
+  }
+}
+
+/** The real command in a child process, as a user runs it. */
+function cliChild(args: readonly string[]): Promise<Run> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'lib', 'cli', 'main.ts'), ...args], { cwd: ROOT });
     let stdout = '';
@@ -52,7 +72,7 @@ describe('cli: eval, run, report --eval', function () {
   });
 
   it('eval --json: llama-perplexity rule, recomputed here from the logits', async () => {
-    const r = await cli(['eval', MODEL, '--tokens', TOKENS, '--ctx', '128', '--chunks', '3', '--json']);
+    const r = await cliChild(['eval', MODEL, '--tokens', TOKENS, '--ctx', '128', '--chunks', '3', '--json']);
     expect(r.code, r.stderr).to.equal(0);
     const j = JSON.parse(r.stdout) as { perplexity: number; count: number; chunks: number; ctx: number; tokensPerSecond: number };
     expect([j.chunks, j.ctx, j.count]).to.deep.equal([3, 128, 3 * 63]);
@@ -87,6 +107,37 @@ describe('cli: eval, run, report --eval', function () {
     expect(j.kl.mean).to.be.above(0).and.below(0.2);
     expect(j.kl.p99).to.be.at.least(j.kl.mean);
     expect(j.kl.top1Agreement).to.be.above(0.5).and.below(1);
+    // KL(base ‖ q8_0) and top-1 agreement recomputed here (f64) from both models' logits
+    const ids = Array.from(await readTokenFile(TOKENS));
+    const [mb, mq] = [await loadModel(MODEL), await loadModel(q8)];
+    const kls: number[] = [];
+    let agree = 0;
+    const logSoftmax = (row: Float32Array): number[] => {
+      let mx = -Infinity;
+      for (const v of row) mx = Math.max(mx, v);
+      let s = 0;
+      for (const v of row) s += Math.exp(v - mx);
+      return Array.from(row, (v) => v - mx - Math.log(s));
+    };
+    const argmax = (a: number[]): number => a.reduce((b, v, i) => (v > (a[b] as number) ? i : b), 0);
+    for (let c = 0; c < 2; c++) {
+      const chunk = ids.slice(c * 128, (c + 1) * 128);
+      chunk[0] = 1;
+      const lb = await mb.forward(chunk, { logits: 'all' });
+      const lq = await mq.forward(chunk, { logits: 'all' });
+      for (let i = 64; i < 127; i++) {
+        const pb = logSoftmax(lb.subarray(i * 512, (i + 1) * 512));
+        const pq = logSoftmax(lq.subarray(i * 512, (i + 1) * 512));
+        kls.push(pb.reduce((a, v, t) => a + Math.exp(v) * (v - (pq[t] as number)), 0));
+        if (argmax(pb) === argmax(pq)) agree++;
+      }
+    }
+    await mb.dispose();
+    await mq.dispose();
+    const full = j as unknown as { kl: { mean: number; max: number; top1Agreement: number } };
+    expect(full.kl.mean).to.be.closeTo(kls.reduce((a, v) => a + v, 0) / kls.length, 1e-9);
+    expect(full.kl.max).to.be.closeTo(Math.max(...kls), 1e-9);
+    expect(full.kl.top1Agreement).to.equal(agree / kls.length);
   });
 
   it('run: greedy tokens equal the API; prompt and generation speed', async () => {
@@ -95,14 +146,21 @@ describe('cli: eval, run, report --eval', function () {
     const j = JSON.parse(r.stdout) as { tokens: number[]; promptTokens: number; generatedTokens: number; promptTokensPerSecond: number; generationTokensPerSecond: number };
     const m = await loadModel(MODEL);
     const want: number[] = [];
-    for await (const t of m.generate([1, 100], { temperature: 0, maxTokens: 12 })) want.push(t.token);
+    let wantText = '';
+    for await (const t of m.generate([1, 100], { temperature: 0, maxTokens: 12 })) {
+      want.push(t.token);
+      wantText += t.text;
+    }
+    const promptText = m.detokenize([1, 100], { removeSpecial: true });
     await m.dispose();
     expect(j.tokens).to.deep.equal(want);
     expect(j.promptTokens).to.equal(2);
     expect(j.promptTokensPerSecond).to.be.above(0);
     expect(j.generationTokensPerSecond).to.be.above(0);
     const text = await cli(['run', MODEL, '--prompt-tokens', '1,100', '-n', '12']);
-    expect(text.stdout).to.include(want.join(' '));
+    // The model has a tokenizer: the prompt's text and the generated text.
+    expect(wantText.length).to.be.above(0);
+    expect(text.stdout.startsWith(promptText + wantText + '\n'), text.stdout).to.equal(true);
     expect(text.stdout).to.match(/prompt: 2 tokens, [\d.]+ tokens\/s; generation: 12 tokens, [\d.]+ tokens\/s/);
   });
 
@@ -162,6 +220,13 @@ describe('cli: eval, run, report --eval', function () {
     let r = await cli(['eval', bare, '--text', MODEL]);
     expect(r.code).to.equal(1);
     expect(r.stderr).to.match(/has no tokenizer the runtime can use.*pass token ids \[ERR_UNSUPPORTED\]/);
+    // without a tokenizer, run prints the generated ids
+    r = await cli(['run', bare, '--prompt-tokens', '1,5', '-n', '4', '--json']);
+    expect(r.code, r.stderr).to.equal(0);
+    const ids = (JSON.parse(r.stdout) as { tokens: number[]; text?: string });
+    expect(ids.text).to.equal(undefined);
+    r = await cli(['run', bare, '--prompt-tokens', '1,5', '-n', '4']);
+    expect(r.stdout.split('\n')[0]).to.equal(ids.tokens.join(' '));
     const odd = path.join(tmp, 'odd.tokens');
     await fsp.writeFile(odd, Buffer.alloc(7));
     r = await cli(['eval', MODEL, '--tokens', odd]);

@@ -5,6 +5,7 @@
 // logits of the whole chunk computed, and the second half scored: the
 // logits at positions ctx/2 .. ctx-2 predict tokens ctx/2+1 .. ctx-1.
 import { fail } from '../errors';
+import { binding, callAsync } from '../native';
 import type { Model } from './model';
 
 export interface PerplexityOptions {
@@ -46,22 +47,6 @@ export interface PerplexityResult {
   tokensPerSecond: number;
   seconds: number;
   base?: { perplexity: number; perplexityError: number; nll: number; tokensPerSecond: number; kl: KlStats; deltaPerplexity: number };
-}
-
-/** log-softmax of a row into `out` (f64 sums). */
-function logSoftmax(row: Float32Array, out: Float64Array): void {
-  let mx = -Infinity;
-  for (let i = 0; i < row.length; i++) if ((row[i] as number) > mx) mx = row[i] as number;
-  let s = 0;
-  for (let i = 0; i < row.length; i++) s += Math.exp((row[i] as number) - mx);
-  const lse = mx + Math.log(s);
-  for (let i = 0; i < row.length; i++) out[i] = (row[i] as number) - lse;
-}
-
-function argmaxOf(a: Float64Array): number {
-  let b = 0;
-  for (let i = 1; i < a.length; i++) if ((a[i] as number) > (a[b] as number)) b = i;
-  return b;
 }
 
 function percentile(sorted: Float64Array, p: number): number {
@@ -112,39 +97,49 @@ export async function perplexity(model: Model, tokens: ArrayLike<number>, option
   const baseAcc: Accum = { sum: 0, sum2: 0, count: 0, seconds: 0 };
   const kls: number[] = [];
   let agree = 0;
-  const lp = new Float64Array(vocab);
-  const lpBase = new Float64Array(vocab);
   const run = async (m: Model, chunk: Int32Array, a: Accum): Promise<Float32Array> => {
     const t0 = performance.now();
     const logits = await m.forward(chunk, { position: 0, logits: 'all', ...(options.signal ? { signal: options.signal } : {}) });
     a.seconds += (performance.now() - t0) / 1000;
     return logits;
   };
+  // Logits at positions first .. ctx-2 predict tokens first+1 .. ctx-1: scored natively (log-softmax, KL) off the event loop.
+  const rows = ctx - 1 - first;
+  const nll = new Float64Array(rows);
+  const baseNll = new Float64Array(rows);
+  const kl = new Float64Array(rows);
+  const sameTop = new Uint8Array(rows);
   for (let c = 0; c < chunks; c++) {
     const chunk = ids.slice(c * ctx, (c + 1) * ctx);
     if (bos !== undefined) chunk[0] = bos;
     const logits = await run(model, chunk, acc);
     const baseLogits = base ? await run(base, chunk, baseAcc) : undefined;
-    for (let i = first; i < ctx - 1; i++) {
-      const next = chunk[i + 1] as number;
-      logSoftmax(logits.subarray(i * vocab, (i + 1) * vocab), lp);
-      const v = -(lp[next] as number);
+    await callAsync(where, () =>
+      binding.modelScore(
+        {
+          rows,
+          vocab,
+          logits: logits.subarray(first * vocab, (ctx - 1) * vocab),
+          targets: chunk.slice(first + 1, ctx),
+          nll,
+          threads: 0,
+          ...(baseLogits ? { base: baseLogits.subarray(first * vocab, (ctx - 1) * vocab), baseNll, kl, sameTop } : {}),
+        },
+        true,
+      ),
+    );
+    for (let i = 0; i < rows; i++) {
+      const v = nll[i] as number;
       acc.sum += v;
       acc.sum2 += v * v;
       acc.count++;
       if (baseLogits) {
-        logSoftmax(baseLogits.subarray(i * vocab, (i + 1) * vocab), lpBase);
-        const bv = -(lpBase[next] as number);
+        const bv = baseNll[i] as number;
         baseAcc.sum += bv;
         baseAcc.sum2 += bv * bv;
         baseAcc.count++;
-        let kl = 0;
-        for (let j = 0; j < vocab; j++) {
-          const lb = lpBase[j] as number;
-          kl += Math.exp(lb) * (lb - (lp[j] as number));
-        }
-        kls.push(Math.max(0, kl));
-        if (argmaxOf(lp) === argmaxOf(lpBase)) agree++;
+        kls.push(kl[i] as number);
+        agree += sameTop[i] as number;
       }
     }
     options.onProgress?.({ chunk: c + 1, chunks, perplexity: Math.exp(acc.sum / acc.count) });

@@ -15,6 +15,27 @@ function positiveInt(v: unknown): v is number {
   return typeof v === 'number' && Number.isSafeInteger(v) && v > 0;
 }
 
+/** Typed readers of one source's keys: `get` returns undefined for a missing key, `fail` names the key. */
+function readers(get: (k: string) => unknown, fail: (k: string, why: string) => never) {
+  return {
+    int(k: string, fallback?: number): number {
+      const v = get(k);
+      if (v === undefined || v === null) {
+        if (fallback === undefined) fail(k, 'is missing');
+        return fallback as number;
+      }
+      if (!positiveInt(v)) fail(k, `must be a positive integer, got ${typeof v === 'object' ? JSON.stringify(v) : String(v)}`);
+      return v as number;
+    },
+    num(k: string, fallback: number): number {
+      const v = get(k);
+      if (v === undefined || v === null) return fallback;
+      if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) fail(k, `must be a positive number, got ${typeof v === 'object' ? JSON.stringify(v) : String(v)}`);
+      return v as number;
+    },
+  };
+}
+
 /** From GGUF metadata (`${arch}.…` keys as llama.cpp reads them); `vocabFallback` when the file states none. */
 export function hyperparametersOfGguf(md: ReadonlyMap<string, GGUFValue>, arch: string, file: string, vocabFallback: number): ModelHyperparameters {
   const K = GGUF_HPARAM_KEYS;
@@ -22,21 +43,7 @@ export function hyperparametersOfGguf(md: ReadonlyMap<string, GGUFValue>, arch: 
   const fail = (k: string, why: string): never => {
     throw new SlimTensorError(`${file}: metadata ${key(k)} ${why}`, 'ERR_FORMAT');
   };
-  const int = (k: string, fallback?: number): number => {
-    const v = md.get(key(k));
-    if (v === undefined) {
-      if (fallback === undefined) fail(k, 'is missing');
-      return fallback as number;
-    }
-    if (!positiveInt(v)) fail(k, `must be a positive integer, got ${String(v)}`);
-    return v as number;
-  };
-  const num = (k: string, fallback: number): number => {
-    const v = md.get(key(k));
-    if (v === undefined) return fallback;
-    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) fail(k, `must be a positive number, got ${String(v)}`);
-    return v as number;
-  };
+  const { int, num } = readers((k) => md.get(key(k)), fail);
   const embeddingLength = int(K.embeddingLength);
   const headCount = int(K.headCount);
   const headDim = int(K.keyLength, Math.floor(embeddingLength / headCount));
@@ -76,21 +83,7 @@ export function hyperparametersOfHfConfig(config: Record<string, unknown>, file:
   const fail = (k: string, why: string): never => {
     throw new SlimTensorError(`${file}: ${k} ${why}`, 'ERR_FORMAT');
   };
-  const int = (k: string, fallback?: number): number => {
-    const v = config[k];
-    if (v === undefined || v === null) {
-      if (fallback === undefined) fail(k, 'is missing');
-      return fallback as number;
-    }
-    if (!positiveInt(v)) fail(k, `must be a positive integer, got ${JSON.stringify(v)}`);
-    return v as number;
-  };
-  const num = (k: string, fallback: number): number => {
-    const v = config[k];
-    if (v === undefined || v === null) return fallback;
-    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) fail(k, `must be a positive number, got ${JSON.stringify(v)}`);
-    return v as number;
-  };
+  const { int, num } = readers((k) => config[k], fail);
   const embeddingLength = int(K.embeddingLength);
   const headCount = int(K.headCount);
   const headDim = int(K.headDim, Math.floor(embeddingLength / headCount));

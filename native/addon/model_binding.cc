@@ -293,6 +293,33 @@ class LinearJob : public Job {
   float* y_ = nullptr;
 };
 
+// Perplexity / KL scoring of logits (lib/model/evaluate.ts).
+class ScoreJob : public Job {
+ public:
+  ScoreJob(Napi::Env env, const Napi::Object& o) {
+    a_.rows = get_int(o, "rows");
+    a_.vocab = get_int(o, "vocab");
+    if (a_.rows < 0 || a_.vocab < 1) throw_error(env, Code::Shape, "bad logits shape");
+    const uint64_t rows = static_cast<uint64_t>(a_.rows);
+    const uint64_t cells = checked_mul(env, checked_mul(env, rows, static_cast<uint64_t>(a_.vocab), "logits"), 4, "logits");
+    a_.logits = static_cast<const float*>(pin(env, o.Get("logits"), "logits", cells, false));
+    a_.targets = static_cast<const int32_t*>(pin(env, o.Get("targets"), "targets", rows * 4));
+    a_.nll = static_cast<double*>(pin_output(env, o.Get("nll"), "nll", rows * 8));
+    a_.threads = static_cast<int>(get_int(o, "threads"));
+    Napi::Value b = o.Get("base");
+    if (!b.IsNull() && !b.IsUndefined()) {
+      a_.base = static_cast<const float*>(pin(env, b, "base logits", cells, false));
+      a_.base_nll = static_cast<double*>(pin_output(env, o.Get("baseNll"), "baseNll", rows * 8));
+      a_.kl = static_cast<double*>(pin_output(env, o.Get("kl"), "kl", rows * 8));
+      a_.same_top = static_cast<uint8_t*>(pin_output(env, o.Get("sameTop"), "sameTop", rows));
+    }
+  }
+  Status run() override { return model::score_logits(a_); }
+
+ private:
+  model::ScoreArgs a_;
+};
+
 Napi::Value model_new(const Napi::CallbackInfo& info) {
   return Napi::External<ModelBox>::New(info.Env(), new ModelBox(), [](Napi::Env, ModelBox* b) { delete b; });
 }
@@ -342,6 +369,7 @@ void register_model(Napi::Env env, Napi::Object exports) {
   exports.Set("modelInfo", Napi::Function::New(env, model_info, "modelInfo"));
   exports.Set("modelLinear", Napi::Function::New(env, run_job<LinearJob>, "modelLinear"));
   exports.Set("modelLinearKernel", Napi::Function::New(env, linear_kernel, "modelLinearKernel"));
+  exports.Set("modelScore", Napi::Function::New(env, run_job<ScoreJob>, "modelScore"));
 }
 
 }  // namespace addon

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "../cpu.h"
+#include "../lowrank/gemm.h"
 #include "../sparse/sparse.h"
 #include "matmul.h"
 #include "model_cuda.h"
@@ -56,6 +57,28 @@ void sparse24_rows(const MatmulArgs& a, int64_t r0, int64_t r1) {
     }
   }
 }
+
+// Y = X·Wᵀ for f32/f16/bf16 weights: the lowrank room's GEMM (one fma chain
+// per output in column order on every kernel: the same bits), rows [r0, r1)
+// of W as the columns of its op(B), the conversion fused into its packing.
+void floats_gemm(const MatmulArgs& a, int64_t r0, int64_t r1) {
+  const Weight& w = *a.w;
+  GemmArgs g;
+  g.m = a.n;
+  g.n = r1 - r0;
+  g.k = w.cols;
+  g.a = GemmOperand{a.x, DType::F32, a.ldx, false};
+  const DType dt = w.format == WFormat::F32 ? DType::F32 : w.format == WFormat::F16 ? DType::F16 : DType::BF16;
+  g.b = GemmOperand{w.data + r0 * w.row_bytes, dt, w.cols, true};
+  g.c = a.y + r0;
+  g.ldc = a.ldy;
+  g.accumulate = a.accumulate;
+  g.kernel = a.kernel;
+  g.threads = 1;
+  gemm(g);  // arguments validated at load
+}
+
+bool is_float(WFormat f) { return f == WFormat::F32 || f == WFormat::F16 || f == WFormat::BF16; }
 
 const KernelSet* set_for(Kernel k) {
   const CpuFeatures& cpu = cpu_enabled();
@@ -132,6 +155,14 @@ Status plan_linear(const Weight& w, Kernel kernel, ActMode act, LinearPlan* p) {
     p->rows = 16;
     p->set = chain.front()->name;
     p->kernel = kernel == Kernel::Avx512 ? Kernel::Avx512 : kernel == Kernel::Avx2 ? Kernel::Avx2 : kernel == Kernel::Reference ? Kernel::Reference : Kernel::Auto;
+    return Status::Ok();
+  }
+  if (is_float(w.format)) {
+    // The GEMM picks its loop: pin it to the set asked for.
+    p->fn = floats_gemm;
+    p->rows = 16;
+    p->set = chain.front()->name;
+    p->kernel = kernel;  // Auto: the GEMM's widest loop
     return Status::Ok();
   }
   const bool want_q8 = act == ActMode::Auto && q8_layout_ok(w);

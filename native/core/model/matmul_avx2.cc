@@ -6,9 +6,9 @@
 // pair sums inside int16), vpmaddwd sums pairs into 8 int32 lanes, and
 // each block's lanes are converted and multiplied by scale_w·d_x into f32
 // accumulators (q4_1 adds m·s_x). Integer parts equal the reference's; the
-// float sums differ in order only. f32/f16/bf16 weights read f32
-// activations through the lowrank room's GEMM (the reference's bits).
+// float sums differ in order only.
 #include "model_kernels.h"
+#include "model_math.h"
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
@@ -16,31 +16,15 @@
 #include <cmath>
 #include <cstring>
 
-#include "../lowrank/gemm.h"
-
 namespace st {
 namespace model {
 namespace avx2 {
 
 namespace {
 
-inline uint16_t u16_at(const uint8_t* p) {
-  uint16_t v;
-  std::memcpy(&v, p, 2);
-  return v;
-}
-
-inline float f16(uint16_t h) { return _cvtsh_ss(h); }
-
-inline float load_scale(const void* s, int64_t i, DType t) {
-  if (t == DType::F32) return static_cast<const float*>(s)[i];
-  const uint16_t h = static_cast<const uint16_t*>(s)[i];
-  if (t == DType::F16) return f16(h);
-  uint32_t u = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
+inline float f16(uint16_t h) { return _cvtsh_ss(h); }  // F16C: the exact conversion, one instruction
+using mm::load_scale;
+inline uint16_t u16_at(const uint8_t* p) { return mm::load_u16(p); }
 
 // GGUF nibbles (low = elements 0..15, high = 16..31) in element order.
 inline __m256i nibbles_split(const uint8_t* qs) {
@@ -171,23 +155,6 @@ void q8_rows(const MatmulArgs& a, int64_t r0, int64_t r1) {
   for (; r < r1; ++r) tokens_of<F, 1>(a, r);
 }
 
-void f32_floats(const MatmulArgs& a, int64_t r0, int64_t r1) {
-  const Weight& w = *a.w;
-  GemmArgs g;
-  g.m = a.n;
-  g.n = r1 - r0;
-  g.k = w.cols;
-  g.a = GemmOperand{a.x, DType::F32, a.ldx, false};
-  const DType dt = w.format == WFormat::F32 ? DType::F32 : w.format == WFormat::F16 ? DType::F16 : DType::BF16;
-  g.b = GemmOperand{w.data + r0 * w.row_bytes, dt, w.cols, true};
-  g.c = a.y + r0;
-  g.ldc = a.ldy;
-  g.accumulate = a.accumulate;
-  g.kernel = Kernel::Avx2;
-  g.threads = 1;
-  gemm(g);
-}
-
 // e^x for x in [-87, 88] (clamped outside): 2^n · p(r) as in the AVX-512
 // file, 2^n built in the exponent field.
 inline __m256 exp_ps(__m256 x) {
@@ -271,9 +238,6 @@ void attend(const float* q, const float* k, const float* v, int64_t len, int64_t
 
 KernelSet make() {
   KernelSet k{"avx2", 4, {}, {}, attend, swiglu};
-  k.f32[static_cast<int>(WFormat::F32)] = f32_floats;
-  k.f32[static_cast<int>(WFormat::F16)] = f32_floats;
-  k.f32[static_cast<int>(WFormat::BF16)] = f32_floats;
   k.q8[static_cast<int>(WFormat::Q4_0)] = q8_rows<Q4_0>;
   k.q8[static_cast<int>(WFormat::Q4_1)] = q8_rows<Q4_1>;
   k.q8[static_cast<int>(WFormat::Q8_0)] = q8_rows<Q8_0>;

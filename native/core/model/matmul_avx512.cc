@@ -13,14 +13,13 @@
 // Each lane's int sum is converted and multiplied by its block's scale_w·d_x
 // into f32 accumulators, summed across lanes at the end of the row: the
 // integer parts equal the reference's; the float sums differ in order only.
-// f32/f16/bf16 weights read f32 activations through the lowrank room's GEMM
-// (one fma chain per output, the reference's bits).
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
 #include "model_kernels.h"
+#include "model_math.h"
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__) && defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
@@ -29,19 +28,14 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "../lowrank/gemm.h"
-
 namespace st {
 namespace model {
 namespace avx512 {
 
 namespace {
 
-inline uint16_t u16_at(const uint8_t* p) {
-  uint16_t v;
-  std::memcpy(&v, p, 2);
-  return v;
-}
+using mm::load_scale;
+inline uint16_t u16_at(const uint8_t* p) { return mm::load_u16(p); }
 
 // [a ×8, b ×8]
 inline __m512 pair_ps(float a, float b) {
@@ -52,16 +46,6 @@ inline __m512 pair_ps(float a, float b) {
 inline __m512 pair_f16(uint16_t a, uint16_t b) {
   const __m256i h = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16(static_cast<short>(a))), _mm_set1_epi16(static_cast<short>(b)), 1);
   return _mm512_cvtph_ps(h);
-}
-
-inline float load_scale(const void* s, int64_t i, DType t) {
-  if (t == DType::F32) return static_cast<const float*>(s)[i];
-  const uint16_t h = static_cast<const uint16_t*>(s)[i];
-  if (t == DType::F16) return _cvtsh_ss(h);
-  uint32_t u = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
 }
 
 // 32 nibbles of a GGUF block (low nibbles = elements 0..15, high = 16..31)
@@ -357,24 +341,6 @@ void q8_int4(const MatmulArgs& a, int64_t r0, int64_t r1) {
   else q8_rows<Int4Sym>(a, r0, r1);
 }
 
-// f32/f16/bf16 weights: the lowrank GEMM (Y = X · Wᵀ on rows [r0, r1) of W).
-void f32_floats(const MatmulArgs& a, int64_t r0, int64_t r1) {
-  const Weight& w = *a.w;
-  GemmArgs g;
-  g.m = a.n;
-  g.n = r1 - r0;
-  g.k = w.cols;
-  g.a = GemmOperand{a.x, DType::F32, a.ldx, false};
-  const DType dt = w.format == WFormat::F32 ? DType::F32 : w.format == WFormat::F16 ? DType::F16 : DType::BF16;
-  g.b = GemmOperand{w.data + r0 * w.row_bytes, dt, w.cols, true};
-  g.c = a.y + r0;
-  g.ldc = a.ldy;
-  g.accumulate = a.accumulate;
-  g.kernel = Kernel::Avx512;
-  g.threads = 1;
-  gemm(g);
-}
-
 // e^x for x in [-87, 88] (clamped outside): 2^n · p(r), r = x - n·ln 2 split
 // in two constants, p the degree-6 Taylor polynomial (~2 ulp): the
 // attention softmax and SiLU, where f32 rounding is already far below the
@@ -474,9 +440,6 @@ void attend(const float* q, const float* k, const float* v, int64_t len, int64_t
 
 KernelSet make() {
   KernelSet k{"avx512", 4, {}, {}, attend, swiglu};
-  k.f32[static_cast<int>(WFormat::F32)] = f32_floats;
-  k.f32[static_cast<int>(WFormat::F16)] = f32_floats;
-  k.f32[static_cast<int>(WFormat::BF16)] = f32_floats;
   k.q8[static_cast<int>(WFormat::Q4_0)] = q8_rows<Q4_0>;
   k.q8[static_cast<int>(WFormat::Q4_1)] = q8_rows<Q4_1>;
   k.q8[static_cast<int>(WFormat::Q8_0)] = q8_rows<Q8_0>;

@@ -1,7 +1,8 @@
-// The scalar reference matmul of every stored weight format: the
-// specification the SIMD kernels are tested against. f32 activations: each
-// output is one fma chain over the row's values (dequantized by the
-// model_math.h formulas) in column order. 8-bit activations: per block of 32
+// The scalar reference matmul of every quantized weight format: the
+// specification the SIMD kernels are tested against (f32/f16/bf16 weights
+// go through the lowrank room's GEMM, whose reference is its own). f32
+// activations: each output is one fma chain over the row's values
+// (dequantized by the model_math.h formulas) in column order. 8-bit activations: per block of 32
 // the exact integer sum, then acc += (scale_w · d_x) · isum (+ the format's
 // offset term) in block order.
 #include <cmath>
@@ -23,20 +24,6 @@ void store(const MatmulArgs& a, int64_t t, int64_t r, float v) {
 }
 
 // ---- f32 activations
-
-void f32_floats(const MatmulArgs& a, int64_t r0, int64_t r1) {
-  const Weight& w = *a.w;
-  const DType dt = w.format == WFormat::F32 ? DType::F32 : w.format == WFormat::F16 ? DType::F16 : DType::BF16;
-  for (int64_t r = r0; r < r1; ++r) {
-    const uint8_t* row = row_of(w, r);
-    for (int64_t t = 0; t < a.n; ++t) {
-      const float* x = a.x + t * a.ldx;
-      float acc = 0.0f;
-      for (int64_t k = 0; k < w.cols; ++k) acc = std::fma(mm::float_at(row, k, dt), x[k], acc);
-      store(a, t, r, acc);
-    }
-  }
-}
 
 template <void (*Values)(const uint8_t*, float*), int BlockBytes>
 void f32_blocks(const MatmulArgs& a, int64_t r0, int64_t r1) {
@@ -154,9 +141,6 @@ void swiglu(const float* g, const float* u, int64_t n, float* out) {
 
 KernelSet make() {
   KernelSet k{"reference", 1, {}, {}, attend, swiglu};
-  k.f32[static_cast<int>(WFormat::F32)] = f32_floats;
-  k.f32[static_cast<int>(WFormat::F16)] = f32_floats;
-  k.f32[static_cast<int>(WFormat::BF16)] = f32_floats;
   k.f32[static_cast<int>(WFormat::Q4_0)] = f32_blocks<mm::values_q4_0, 18>;
   k.f32[static_cast<int>(WFormat::Q4_1)] = f32_blocks<mm::values_q4_1, 20>;
   k.f32[static_cast<int>(WFormat::Q8_0)] = f32_blocks<mm::values_q8_0, 34>;

@@ -139,6 +139,23 @@ class Model {
   int64_t step_n_ = 0, step_pos_ = 0, next_layer_ = -1;
 };
 
+// Scores rows of logits [rows, vocab] against target tokens: nll[r] =
+// -log softmax(logits[r])[targets[r]]; with base logits also base_nll, kl[r]
+// = KL(softmax(base[r]) ‖ softmax(logits[r])) and same_top[r] (both argmaxes
+// equal, first index on ties). Doubles throughout.
+struct ScoreArgs {
+  const float* logits = nullptr;
+  const float* base = nullptr;  // optional
+  int64_t rows = 0, vocab = 0;
+  const int32_t* targets = nullptr;
+  double* nll = nullptr;
+  double* base_nll = nullptr;
+  double* kl = nullptr;
+  uint8_t* same_top = nullptr;
+  int threads = 0;
+};
+Status score_logits(const ScoreArgs& a);
+
 // Quantizes k activations (k a multiple of 32) into 8-bit blocks.
 void quantize_act_row(const float* x, int64_t k, int8_t* q, float* d, float* s);
 
