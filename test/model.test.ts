@@ -252,30 +252,64 @@ describe('runtime: API', function () {
     });
   });
 
-  it('the activation hook gets every linear input per block (and the same logits), cheap to leave out', async () => {
-    await withModel(STORIES, {}, async (m) => {
-      const plain = await m.forward(TOKENS.slice(0, 10), { logits: 'all' });
+  it('the activation hook: every linear input of every block and the head, batch by batch, equals the reference forward pass; async hooks awaited, a throwing hook rejects', async () => {
+    const ref = await referenceWeightsOfGguf(STORIES);
+    const toks = TOKENS.slice(0, 12);
+    toks[0] = BOS;
+    // the reference's linear inputs, by site, layer and position
+    const want = new Map<string, Float64Array>();
+    referenceForward(ref, toks, (layer, site, pos, x) => void want.set(`${layer}/${site}/${pos}`, x.slice()));
+    // batches of 4 tokens, then a continuation: each batch hooked with its positions
+    await withModel(STORIES, { batchSize: 4 }, async (m) => {
+      const plain = await m.forward(toks.slice(0, 10), { logits: 'all' });
       const seen: ActivationBatch[] = [];
-      const hooked = await m.forward(TOKENS.slice(0, 10), { logits: 'all', onActivation: (b) => void seen.push(b) });
+      const hooked = await m.forward(toks.slice(0, 10), { logits: 'all', onActivation: (b) => void seen.push(b) });
       expect(Array.from(hooked)).to.deep.equal(Array.from(plain));
-      expect(seen.length).to.equal(5 * 4 + 1);
+      await m.forward(toks.slice(10, 12), { position: 10, logits: 'last', onActivation: (b) => void seen.push(b) });
+      // 3 + 1 batches × (5 blocks × 4 sites + head)
+      expect(seen.length).to.equal(4 * (5 * 4 + 1));
       const first = seen[0] as ActivationBatch;
-      expect([first.layer, first.site, first.rows, first.width]).to.deep.equal([0, 'attn_in', 10, 64]);
+      expect([first.layer, first.site, first.position, first.rows, first.width]).to.deep.equal([0, 'attn_in', 0, 4, 64]);
       expect(first.weights).to.deep.equal(['blk.0.attn_q.weight', 'blk.0.attn_k.weight', 'blk.0.attn_v.weight']);
-      expect(seen.find((b) => b.site === 'ffn_down')?.width).to.equal(172);
-      expect(seen[seen.length - 1]?.site).to.equal('head_in');
-      // attn_in of block 0 is rmsnorm(embedding)·attn_norm, computed here again.
-      const ref = await referenceWeightsOfGguf(STORIES);
-      const tok = TOKENS[1] as number;
-      const x = ref.embed.subarray(tok * 64, tok * 64 + 64);
-      const r = 1 / Math.sqrt(x.reduce((s, v) => s + v * v, 0) / 64 + 1e-5);
-      const want = Array.from(x, (v, i) => v * r * (ref.layers[0]?.inputNorm[i] as number));
-      const got = Array.from(first.data.subarray(64, 128));
-      got.forEach((g, i) => expect(g).to.be.closeTo(want[i] as number, 1e-5));
-      // Only the sites asked for.
-      const few: ActivationBatch[] = [];
-      await m.forward(TOKENS.slice(0, 4), { logits: 'none', activationSites: ['ffn_down'], onActivation: (b) => void few.push(b) });
-      expect(few.map((b) => b.site)).to.deep.equal(Array(5).fill('ffn_down'));
+      const widths = { attn_in: 64, attn_out: 64, ffn_in: 64, ffn_down: 172, head_in: 64 };
+      const covered = new Set<string>();
+      for (const b of seen) {
+        expect(b.width, b.site).to.equal(widths[b.site]);
+        expect(b.data.length).to.equal(b.rows * b.width);
+        if (b.site === 'head_in') expect(b.weights).to.deep.equal(['output.weight']);
+        else expect(b.weights.every((w) => w.startsWith(`blk.${b.layer}.`))).to.equal(true);
+        for (let r = 0; r < b.rows; r++) {
+          const key = `${b.layer}/${b.site}/${b.position + r}`;
+          const x = want.get(key) as Float64Array;
+          const got = b.data.subarray(r * b.width, (r + 1) * b.width);
+          const scale = x.reduce((a, v) => Math.max(a, Math.abs(v)), 0);
+          const err = x.reduce((a, v, i) => Math.max(a, Math.abs(v - (got[i] as number))), 0);
+          expect(err / scale, key).to.be.below(1e-4);
+          covered.add(key);
+        }
+      }
+      // every block and site at every position; the head's input where logits were asked for (0..9 and 11)
+      expect(covered.size).to.equal(5 * 4 * 12 + 11);
+      // the hook's arrays and the logits are the caller's: transferable
+      expect(() => structuredClone(first.data.buffer, { transfer: [first.data.buffer] })).to.not.throw();
+      expect(() => structuredClone(hooked.buffer, { transfer: [hooked.buffer] })).to.not.throw();
+      // only the sites asked for; an async hook is awaited before the next block
+      const few: string[] = [];
+      await m.forward(toks.slice(0, 4), {
+        logits: 'none',
+        activationSites: ['ffn_down'],
+        onActivation: async (b) => {
+          await new Promise((r) => setTimeout(r, 1));
+          few.push(`${b.site}${b.layer}`);
+        },
+      });
+      expect(few).to.deep.equal(['ffn_down0', 'ffn_down1', 'ffn_down2', 'ffn_down3', 'ffn_down4']);
+      // a hook that throws rejects the forward with its error; the cache keeps the batches before
+      const boom = new Error('boom');
+      const e = await m.forward(toks.slice(0, 10), { onActivation: (b) => { if (b.position === 4) throw boom; } }).catch((err: unknown) => err);
+      expect(e).to.equal(boom);
+      expect(m.position).to.equal(4);
+      expect(Array.from(await m.forward(toks.slice(0, 10), { logits: 'all' }))).to.deep.equal(Array.from(plain));
     });
   });
 

@@ -124,6 +124,7 @@ export async function perplexity(model: Model, tokens: ArrayLike<number>, option
           nll,
           threads: 0,
           ...(baseLogits ? { base: baseLogits.subarray(first * vocab, (ctx - 1) * vocab), baseNll, kl, sameTop } : {}),
+          fresh: [nll, baseNll, kl, sameTop],
         },
         true,
       ),

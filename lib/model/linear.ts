@@ -23,12 +23,14 @@ function args(w: Tensor | QuantizedTensor | Sparse24Tensor, x: Float32Array, n: 
   if (shape.length !== 2) fail(where, 'ERR_SHAPE', `the weight must be 2-D [rows, cols], got [${shape.join(', ')}]`);
   const [rows, cols] = shape as [number, number];
   if (!Number.isInteger(n) || n < 1 || x.length !== n * cols) fail(where, 'ERR_SHAPE', `x must hold n × ${cols} values`);
+  const y = new Float32Array(n * rows);
   const base = {
     rows,
     cols,
     n,
     x,
-    y: new Float32Array(n * rows),
+    y,
+    fresh: [y],
     kernel: kernelCode(options.kernel, where),
     act: options.activations === 'f32' ? 1 : 0,
     threads: threadCount(options.threads, where),

@@ -300,9 +300,10 @@ export class Model {
       const wantLogits = mode === 'all' || (mode === 'last' && last);
       const logits = mode === 'all' ? out.subarray(start * vocab, (start + n) * vocab) : wantLogits ? out : undefined;
       const pos = position + start;
+      // `fresh`: outputs made here for the call, out of the caller's reach until it returns (native/addon/job.h).
       const base = { model: this.box, n, l0: 0, l1: 0, all: mode === 'all' };
       if (hook === undefined) {
-        this.filled = await callAsync(where, () => binding.modelStep({ ...base, begin: true, tokens: chunk, pos, l1: L, finish: true, logits }, true));
+        this.filled = await callAsync(where, () => binding.modelStep({ ...base, begin: true, tokens: chunk, pos, l1: L, finish: true, logits, fresh: logits ? [logits] : [] }, true));
         continue;
       }
       await callAsync(where, () => binding.modelStep({ ...base, begin: true, tokens: chunk, pos, finish: false }, true));
@@ -311,7 +312,7 @@ export class Model {
       for (let l = 0; l < L; l++) {
         signal?.throwIfAborted();
         const capture = widths.map((w, i) => (sites.includes(ACTIVATION_SITES[i] as ActivationSite) ? new Float32Array(n * w) : null));
-        await callAsync(where, () => binding.modelStep({ ...base, l0: l, l1: l + 1, capture, finish: false }, true));
+        await callAsync(where, () => binding.modelStep({ ...base, l0: l, l1: l + 1, capture, finish: false, fresh: capture.filter((c) => c !== null) }, true));
         for (let i = 0; i < 4; i++) {
           const data = capture[i];
           if (data) await hook({ layer: l, site: ACTIVATION_SITES[i] as ActivationSite, weights: this.weightsOf(l, i), position: pos, rows: n, width: widths[i] as number, data });
@@ -319,7 +320,7 @@ export class Model {
       }
       const outs = mode === 'all' ? n : 1;
       const headIn = sites.includes('head_in') && wantLogits ? new Float32Array(outs * h.embeddingLength) : null;
-      this.filled = await callAsync(where, () => binding.modelStep({ ...base, finish: true, logits, headIn }, true));
+      this.filled = await callAsync(where, () => binding.modelStep({ ...base, finish: true, logits, headIn, fresh: [logits, headIn].filter((c) => c != null) }, true));
       if (headIn) {
         const head = this.plan.tensors.find((t) => t.slot === 2) ?? (this.plan.tensors.find((t) => t.slot === 0) as TensorSpec);
         await hook({ layer: -1, site: 'head_in', weights: [head.name], position: pos + n - outs, rows: outs, width: h.embeddingLength, data: headIn });

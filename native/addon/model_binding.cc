@@ -200,7 +200,8 @@ class StepJob : public ModelJob {
     n_ = get_int(o, "n");  // tokens of the step (begin: of `tokens`)
     if (n_ < 1 || n_ > m->options().batch) throw_error(env, Code::Value, "a step takes 1.." + std::to_string(m->options().batch) + " tokens");
     if (begin_) {
-      tokens_ = static_cast<const int32_t*>(pin(env, o.Get("tokens"), "tokens", checked_mul(env, static_cast<uint64_t>(n_), 4, "tokens")));
+      // ids index the embedding table: copied, so what begin() checks is what it reads
+      tokens_ = static_cast<const int32_t*>(copy_in(env, o.Get("tokens"), "tokens", checked_mul(env, static_cast<uint64_t>(n_), 4, "tokens")));
       pos_ = get_int(o, "pos");
     }
     Napi::Value cap = o.Get("capture");
@@ -303,7 +304,7 @@ class ScoreJob : public Job {
     const uint64_t rows = static_cast<uint64_t>(a_.rows);
     const uint64_t cells = checked_mul(env, checked_mul(env, rows, static_cast<uint64_t>(a_.vocab), "logits"), 4, "logits");
     a_.logits = static_cast<const float*>(pin(env, o.Get("logits"), "logits", cells, false));
-    a_.targets = static_cast<const int32_t*>(pin(env, o.Get("targets"), "targets", rows * 4));
+    a_.targets = static_cast<const int32_t*>(copy_in(env, o.Get("targets"), "targets", rows * 4));  // indices: checked, then used
     a_.nll = static_cast<double*>(pin_output(env, o.Get("nll"), "nll", rows * 8));
     a_.threads = static_cast<int>(get_int(o, "threads"));
     Napi::Value b = o.Get("base");
