@@ -36,6 +36,21 @@ function readers(get: (k: string) => unknown, fail: (k: string, why: string) => 
   };
 }
 
+type Readers = ReturnType<typeof readers>;
+type CommonKeys = Record<'contextLength' | 'blockCount' | 'feedForwardLength' | 'headCountKv' | 'ropeFreqBase' | 'rmsNormEps', string>;
+
+/** The fields both sources state the same way (under their own key names). */
+function commonFields(r: Readers, K: CommonKeys, headCount: number, epsDefault: number) {
+  return {
+    contextLength: r.int(K.contextLength, 2048),
+    blockCount: r.int(K.blockCount),
+    feedForwardLength: r.int(K.feedForwardLength),
+    headCountKv: r.int(K.headCountKv, headCount),
+    ropeFreqBase: r.num(K.ropeFreqBase, 10000),
+    rmsNormEps: r.num(K.rmsNormEps, epsDefault),
+  };
+}
+
 /** From GGUF metadata (`${arch}.…` keys as llama.cpp reads them); `vocabFallback` when the file states none. */
 export function hyperparametersOfGguf(md: ReadonlyMap<string, GGUFValue>, arch: string, file: string, vocabFallback: number): ModelHyperparameters {
   const K = GGUF_HPARAM_KEYS;
@@ -43,7 +58,8 @@ export function hyperparametersOfGguf(md: ReadonlyMap<string, GGUFValue>, arch: 
   const fail = (k: string, why: string): never => {
     throw new SlimTensorError(`${file}: metadata ${key(k)} ${why}`, 'ERR_FORMAT');
   };
-  const { int, num } = readers((k) => md.get(key(k)), fail);
+  const r = readers((k) => md.get(key(k)), fail);
+  const { int, num } = r;
   const embeddingLength = int(K.embeddingLength);
   const headCount = int(K.headCount);
   const headDim = int(K.keyLength, Math.floor(embeddingLength / headCount));
@@ -62,16 +78,11 @@ export function hyperparametersOfGguf(md: ReadonlyMap<string, GGUFValue>, arch: 
   const vocab = md.get(key(K.vocabSize));
   return {
     vocabSize: vocab === undefined ? vocabFallback : int(K.vocabSize),
-    contextLength: int(K.contextLength, 2048),
+    ...commonFields(r, K, headCount, 1e-5),
     embeddingLength,
-    blockCount: int(K.blockCount),
-    feedForwardLength: int(K.feedForwardLength),
     headCount,
-    headCountKv: int(K.headCountKv, headCount),
     headDim,
-    ropeFreqBase: num(K.ropeFreqBase, 10000),
     ropeScaling,
-    rmsNormEps: num(K.rmsNormEps, 1e-5),
     tiedEmbeddings: false, // decided by the tensors (no output.weight)
     ropeDimensions: int(K.ropeDimensionCount, headDim),
   };
@@ -83,7 +94,8 @@ export function hyperparametersOfHfConfig(config: Record<string, unknown>, file:
   const fail = (k: string, why: string): never => {
     throw new SlimTensorError(`${file}: ${k} ${why}`, 'ERR_FORMAT');
   };
-  const { int, num } = readers((k) => config[k], fail);
+  const r = readers((k) => config[k], fail);
+  const { int } = r;
   const embeddingLength = int(K.embeddingLength);
   const headCount = int(K.headCount);
   const headDim = int(K.headDim, Math.floor(embeddingLength / headCount));
@@ -105,16 +117,11 @@ export function hyperparametersOfHfConfig(config: Record<string, unknown>, file:
   const tied = config[K.tiedEmbeddings];
   return {
     vocabSize: int(K.vocabSize),
-    contextLength: int(K.contextLength, 2048),
+    ...commonFields(r, K, headCount, 1e-6),
     embeddingLength,
-    blockCount: int(K.blockCount),
-    feedForwardLength: int(K.feedForwardLength),
     headCount,
-    headCountKv: int(K.headCountKv, headCount),
     headDim,
-    ropeFreqBase: num(K.ropeFreqBase, 10000),
     ropeScaling,
-    rmsNormEps: num(K.rmsNormEps, 1e-6),
     tiedEmbeddings: tied === true,
     ropeDimensions: headDim,
   };
