@@ -6,7 +6,7 @@
 // a tiny model loaded from a file and run on each kernel set (same logits
 // within float tolerance, one-pass and cached continuations equal); the
 // errors (shapes, byte sizes, a file changed after planning, tokens,
-// positions, the context, cancellation).
+// positions, the context, cancellation); perplexity/KL scoring of logits.
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -375,12 +375,78 @@ void test_model() {
   unlink(f.path.c_str());
 }
 
+// score_logits against a straightforward double computation: rows of very
+// different scales (a row of equal logits, one far above the rest), an
+// argmax tie (first index wins), targets out of range.
+void test_score() {
+  const int64_t rows = 5, vocab = 1000;
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.0f, 3.0f);
+  std::vector<float> lg(rows * vocab), base(rows * vocab);
+  for (auto& v : lg) v = nd(rng);
+  for (auto& v : base) v = nd(rng);
+  for (int64_t i = 0; i < vocab; ++i) lg[1 * vocab + i] = 2.5f;  // uniform row
+  lg[2 * vocab + 17] = 80.0f;                                     // one token dominates
+  base[3 * vocab + 4] = base[3 * vocab + 9] = 50.0f;               // a tie: index 4 is the argmax
+  lg[3 * vocab + 4] = 40.0f;
+  std::vector<int32_t> targets{3, 999, 17, 9, 0};
+  std::vector<double> nll(rows, -1), bnll(rows, -1), kl(rows, -1);
+  std::vector<uint8_t> same(rows, 7);
+  ScoreArgs a;
+  a.logits = lg.data();
+  a.base = base.data();
+  a.rows = rows;
+  a.vocab = vocab;
+  a.targets = targets.data();
+  a.nll = nll.data();
+  a.base_nll = bnll.data();
+  a.kl = kl.data();
+  a.same_top = same.data();
+  check(score_logits(a).ok(), "score: ok");
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* x = lg.data() + r * vocab;
+    const float* b = base.data() + r * vocab;
+    double zx = 0, zb = 0;
+    for (int64_t i = 0; i < vocab; ++i) {
+      zx += std::exp(static_cast<double>(x[i]) - 100.0);
+      zb += std::exp(static_cast<double>(b[i]) - 100.0);
+    }
+    const double lzx = 100.0 + std::log(zx), lzb = 100.0 + std::log(zb);
+    double want_kl = 0;
+    int64_t ax = 0, ab = 0;
+    for (int64_t i = 0; i < vocab; ++i) {
+      const double pb = std::exp(b[i] - lzb);
+      want_kl += pb * ((b[i] - lzb) - (x[i] - lzx));
+      if (x[i] > x[ax]) ax = i;
+      if (b[i] > b[ab]) ab = i;
+    }
+    const int32_t t = targets[static_cast<size_t>(r)];
+    const std::string row = "score row " + std::to_string(r);
+    check(std::fabs(nll[r] - (lzx - x[t])) < 1e-9 * std::max(1.0, std::fabs(nll[r])), row + " nll");
+    check(std::fabs(bnll[r] - (lzb - b[t])) < 1e-9 * std::max(1.0, std::fabs(bnll[r])), row + " base nll");
+    check(std::fabs(kl[r] - std::max(0.0, want_kl)) < 1e-9 * std::max(1.0, want_kl), row + " kl");
+    check(same[r] == (ax == ab ? 1 : 0), row + " top-1");
+  }
+  check(std::fabs(nll[1] - std::log(1000.0)) < 1e-9, "score: a uniform row's nll is log(vocab)");
+  check(same[3] == 1, "score: ties go to the first index");
+  // without a base only nll is written
+  std::vector<double> kl2(rows, -1);
+  a.base = nullptr;
+  a.kl = kl2.data();
+  check(score_logits(a).ok() && kl2[0] == -1, "score: no base, no kl");
+  targets[2] = 1000;
+  check_error(score_logits(a), Code::Value, "target 2 is outside the vocabulary", "score: target out of range");
+  targets[2] = -1;
+  check_error(score_logits(a), Code::Value, "target 2", "score: negative target");
+}
+
 }  // namespace
 
 int main() {
   test_team();
   test_linear();
   test_model();
+  test_score();
   std::printf("model core: %d checks, %d failures (kernels:", g_checks, g_failures);
   for (Kernel k : kernel_sets()) std::printf(" %s", kname(k));
   std::printf(")\n");
