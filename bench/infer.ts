@@ -287,14 +287,17 @@ export async function runInfer(options: BenchOptions): Promise<{ rows: InferRow[
       const llamaM = llama && c.llama ? await measureLlama(llama, c.file, t, prompt, gen, runs) : null;
       // llama.cpp reads the same weights (its file's tensor bytes).
       const fileBytes = (await fsp.stat(c.file)).size;
-      rows.push({
+      const row: InferRow = {
         model: c.model,
         file: path.basename(c.file),
         threads: t,
         weightBytes,
         slim: { ...slim, bandwidthShare: (slim.genTps * weightBytes) / bw },
         llama: llamaM ? { ...llamaM, bandwidthShare: (llamaM.genTps * fileBytes) / bw } : null,
-      });
+      };
+      rows.push(row);
+      // each row as it is measured: a long run shows what it has so far
+      options.log(`infer: ${c.model}, ${threadsLabel(t)}: prompt ${slim.promptTps.toFixed(1)} tok/s (llama.cpp ${llamaM ? llamaM.promptTps.toFixed(1) : '—'}), generation ${slim.genTps.toFixed(2)} tok/s (llama.cpp ${llamaM ? llamaM.genTps.toFixed(2) : '—'})`);
     }
   }
   return { rows, copy, shape: s, notes };
