@@ -100,6 +100,10 @@ describe('runtime: stories260K against the f64 reference', function () {
         const r = await m.perplexity(TOKENS, { ctx: CTX, chunks: 4 });
         expect(r.count).to.equal(4 * (CTX / 2 - 1));
         expect(Math.abs(r.perplexity / exp.ppl - 1)).to.be.below(5e-4);
+        // a team of 3 threads (this small model runs on 1 by default): each output has one owner, the same bits
+        await withModel(STORIES, { kernel, threads: 3 }, async (m3) => {
+          expect(Array.from(await m3.forward(TOKENS.slice(0, 40), { logits: 'all' }))).to.deep.equal(Array.from(await m.forward(TOKENS.slice(0, 40), { logits: 'all' })));
+        });
       });
     }
   });

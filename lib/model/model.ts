@@ -17,7 +17,12 @@ export interface LoadModelOptions extends PlanOptions {
   contextSize?: number;
   /** Most tokens per native step (longer inputs are split). Default 512. */
   batchSize?: number;
-  /** Threads of the model's team. Default: setThreads() / all cores. */
+  /**
+   * Threads of the model's team. Default: setThreads() / all cores, or 1
+   * for a model under 32 MiB of weights (stories260K), whose steps are too
+   * short for a team's barriers to pay, and on a busy machine cost a
+   * scheduler slice each.
+   */
   threads?: number;
   /** 'auto' (widest the CPU has), 'reference', 'avx2', 'avx512'. */
   kernel?: Kernel;
@@ -98,6 +103,9 @@ interface NativeInfo {
   filled: number;
   linears: string[];
 }
+
+/** Below this many bytes of weights a model runs on one thread unless told otherwise (see LoadModelOptions.threads). */
+const SMALL_MODEL_BYTES = 32 << 20;
 
 function isAbort(e: unknown): boolean {
   return e instanceof SlimTensorError && /(^|: )aborted$/.test(e.message);
@@ -183,7 +191,8 @@ export class Model {
   static async fromPlan(plan: ModelPlan, options: LoadModelOptions = {}): Promise<Model> {
     const where = 'loadModel';
     const kernel = kernelCode(options.kernel, where);
-    const threads = threadCount(options.threads, where);
+    const weightBytes = plan.tensors.reduce((a, t) => a + t.data.bytes + (t.scales?.bytes ?? 0) + (t.zeros?.bytes ?? 0) + (t.bitmask?.bytes ?? 0), 0);
+    const threads = options.threads === undefined && weightBytes < SMALL_MODEL_BYTES ? 1 : threadCount(options.threads, where);
     const signal = options.signal;
     signal?.throwIfAborted();
     const h = plan.hparams;
