@@ -345,8 +345,48 @@ describe('pipeline', function () {
       expect(r.tensors.map((t) => t.name)).to.deep.equal(hfT.map((t) => t.name));
       const q = r.tensors.find((t) => t.name === 'model.layers.0.self_attn.q_proj.weight');
       expect(q?.compressedType).to.equal('int4 g128 asym');
-      expect(q?.error?.sqnrDb).to.be.within(10, 30);
-      expect(q?.error?.cosine).to.be.above(0.95);
+      // The error of q_proj as decoded here from the file's codes, scales
+      // and zero points, in f64: x̂ = (code − zero)·scale.
+      const hq = hfT.find((t) => t.name === 'model.layers.0.self_attn.q_proj.weight') as GeneratedTensor;
+      const [n, k] = hq.shape as [number, number];
+      const x = stored(hq.values, 'F16');
+      const xh = new Float64Array(n * k);
+      const m = await SafetensorsModel.open(out);
+      try {
+        const prefix = 'model.layers.0.self_attn.q_proj';
+        const packed = (await m.readTensor(`${prefix}.weight_packed`)).data as Int32Array;
+        const scale = (await m.readTensor(`${prefix}.weight_scale`)).data as Uint16Array;
+        const zWords = (await m.readTensor(`${prefix}.weight_zero_point`)).data as Int32Array;
+        const groups = k / 128;
+        for (let row = 0; row < n; row++) {
+          for (let c = 0; c < k; c++) {
+            const g = Math.floor(c / 128);
+            const zero = (((zWords[Math.floor(row / 8) * groups + g] as number) >>> (4 * (row % 8))) & 15) - 8;
+            xh[row * k + c] = (unpack(packed, k / 8, row, c, 4) - zero) * f16ToF32(scale[row * groups + g] as number);
+          }
+        }
+      } finally {
+        await m.close();
+      }
+      let se = 0;
+      let sx = 0;
+      let sh = 0;
+      let dot = 0;
+      let maxAbs = 0;
+      for (let i = 0; i < n * k; i++) {
+        const a = x[i] as number;
+        const b = xh[i] as number;
+        se += (a - b) ** 2;
+        sx += a * a;
+        sh += b * b;
+        dot += a * b;
+        maxAbs = Math.max(maxAbs, Math.abs(a - b));
+      }
+      expect(se).to.be.above(0);
+      expect(q?.error?.rmse).to.be.closeTo(Math.sqrt(se / (n * k)), 1e-6 * Math.sqrt(se / (n * k)));
+      expect(q?.error?.maxAbs).to.be.closeTo(maxAbs, 1e-6 * maxAbs);
+      expect(q?.error?.sqnrDb).to.be.closeTo(10 * Math.log10(sx / se), 1e-5);
+      expect(q?.error?.cosine).to.be.closeTo(dot / Math.sqrt(sx * sh), 1e-7);
       const emb = r.tensors.find((t) => t.name === 'model.embed_tokens.weight');
       expect(emb?.error?.rmse).to.equal(0);
       expect(r.tensors.filter((t) => t.grid !== undefined)).to.have.length(2);
@@ -760,6 +800,41 @@ describe('pipeline', function () {
       ac.abort();
       expect(((await compressModel({ input: ggufFile, output: path.join(dir, 'x.gguf'), recipe: 'q4_0', signal: ac.signal }).catch((e: unknown) => e)) as Error).name).to.equal('AbortError');
       expect(await listing(dir)).to.deep.equal(['other.txt']);
+    });
+  });
+
+  describe('outputs from the pool', () => {
+    // memoryLimit 4096: every tensor runs alone and no released buffer is
+    // kept, so the peak is the largest tensor's own buffers, whole pages.
+    const page = (n: number): number => Math.max(4096, Math.ceil(n / 4096) * 4096);
+    const pruned = (t: GeneratedTensor): boolean => t.shape.length === 2 && !t.name.includes('embed') && !t.name.startsWith('lm_head');
+    const peakOf = (perTensor: (t: GeneratedTensor, rows: number, cols: number) => number): number =>
+      Math.max(...hfT.map((t) => (pruned(t) ? perTensor(t, t.shape[0] as number, t.shape[1] as number) : page(t.values.length * 2))));
+
+    it('prune and compress24 write into pool buffers: peakBytes counts input, outputs and the reconstruction', async () => {
+      const sparse = await compressModel({ input: hfDir, output: path.join(tmp, 'pool-24'), recipe: pruneRecipe('2:4', 'sparse-24-bitmask'), measureError: true, memoryLimit: 4096 });
+      // f16 input, values [rows, cols/2], bitmask, int16 meta, the dense reconstruction
+      const want24 = peakOf((_, r, c) => page(r * c * 2) + page(r * c) + page(r * Math.ceil(c / 8)) + page(r * Math.ceil(c / 16) * 2) + page(r * c * 2));
+      expect(sparse.memory.peakBytes).to.equal(want24);
+      const dense = await compressModel({ input: hfDir, output: path.join(tmp, 'pool-dense'), recipe: pruneRecipe('2:4', 'dense'), measureError: true, memoryLimit: 4096 });
+      // f16 input, the pruned copy (also what the error is measured on) and its mask
+      expect(dense.memory.peakBytes).to.equal(peakOf((_, r, c) => 2 * page(r * c * 2) + page(r * Math.ceil(c / 8))));
+    });
+
+    it('lowRank writes its factors into pool buffers: peakBytes counts them, converted, and the reconstruction', async () => {
+      const recipe = { format: 'safetensors' as const, rules: [{ match: '*_proj.weight', method: 'lowrank' as const, options: { ratio: 0.5 } }] };
+      const report = await compressModel({ input: hfDir, output: path.join(tmp, 'pool-lowrank'), recipe, measureError: true, memoryLimit: 4096 });
+      const projected = (t: GeneratedTensor): boolean => /_proj\.weight$/.test(t.name);
+      const want = Math.max(
+        ...hfT.map((t) => {
+          if (!projected(t)) return page(t.values.length * 2);
+          const [m, n] = t.shape as [number, number];
+          const r = Math.floor((0.5 * m * n) / (m + n));
+          // f16 input, f32 factors, f16 factors, the f32 product
+          return page(m * n * 2) + page(m * r * 4) + page(r * n * 4) + page(m * r * 2) + page(r * n * 2) + page(m * n * 4);
+        }),
+      );
+      expect(report.memory.peakBytes).to.equal(want);
     });
   });
 

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "check.h"
 #include "cpu.h"
 #include "model/matmul.h"
 #include "model/model.h"
@@ -31,15 +32,7 @@ using namespace st::model;
 
 namespace {
 
-int g_failures = 0, g_checks = 0;
-
-void check(bool ok, const std::string& what) {
-  ++g_checks;
-  if (!ok) {
-    ++g_failures;
-    std::fprintf(stderr, "FAIL: %s\n", what.c_str());
-  }
-}
+using st::test::check;
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
@@ -47,11 +40,18 @@ void check_error(const Status& s, Code code, const std::string& part, const std:
   check(s.code == code && contains(s.message, part), what + ": got " + code_name(s.code) + " \"" + s.message + "\"");
 }
 
-std::vector<Kernel> kernel_sets() {
-  std::vector<Kernel> k{Kernel::Reference};
-  if (cpu_enabled().avx2) k.push_back(Kernel::Avx2);
-  if (cpu_enabled().avx512vnni) k.push_back(Kernel::Avx512);
-  return k;
+// The kernel sets this run can use; each one it cannot is a counted skip (once).
+const std::vector<Kernel>& kernel_sets() {
+  static const std::vector<Kernel> sets = [] {
+    std::vector<Kernel> k{Kernel::Reference};
+    if (st::test::isa_usable(st::test::Isa::Avx2, "the runtime's AVX2 kernel set")) k.push_back(Kernel::Avx2);
+    if (st::test::isa_usable(st::test::Isa::Avx512, "the runtime's AVX-512 kernel set")) {
+      if (cpu_enabled().avx512vnni) k.push_back(Kernel::Avx512);
+      else st::test::skip("the runtime's AVX-512 kernel set", "this CPU has no AVX-512 VNNI");
+    }
+    return k;
+  }();
+  return sets;
 }
 
 const char* kname(Kernel k) { return k == Kernel::Reference ? "reference" : k == Kernel::Avx2 ? "avx2" : "avx512"; }
@@ -447,8 +447,8 @@ int main() {
   test_linear();
   test_model();
   test_score();
-  std::printf("model core: %d checks, %d failures (kernels:", g_checks, g_failures);
+  std::printf("model core kernels:");
   for (Kernel k : kernel_sets()) std::printf(" %s", kname(k));
-  std::printf(")\n");
-  return g_failures == 0 ? 0 : 1;
+  std::printf("\n");
+  return st::test::finish("native model core");
 }
