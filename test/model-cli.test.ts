@@ -5,7 +5,6 @@
 // against the f64 reference) and against perplexity computed here from the
 // API's logits.
 import { expect } from 'chai';
-import { spawn } from 'node:child_process';
 import { promises as fsp, readFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -16,6 +15,7 @@ import { nll } from './support/reference-llm';
 import { tinyGgufBytes, tinyTensors, type TinyConfig } from './support/tiny-models';
 import { runDemo } from '../lib/demo';
 import { main } from '../lib/cli/main';
+import { runCli } from './support/cli';
 import { renderDemo } from '../lib/cli/demo-output';
 
 const ROOT = path.join(__dirname, '..');
@@ -45,19 +45,6 @@ async function cli(args: readonly string[]): Promise<Run> {
   }
 }
 
-/** The real command in a child process, as a user runs it. */
-function cliChild(args: readonly string[]): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'lib', 'cli', 'main.ts'), ...args], { cwd: ROOT });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
-
 describe('cli: eval, run, report --eval', function () {
   this.timeout(120000);
   let tmp: string;
@@ -72,7 +59,7 @@ describe('cli: eval, run, report --eval', function () {
   });
 
   it('eval --json: llama-perplexity rule, recomputed here from the logits', async () => {
-    const r = await cliChild(['eval', MODEL, '--tokens', TOKENS, '--ctx', '128', '--chunks', '3', '--json']);
+    const r = await runCli(['eval', MODEL, '--tokens', TOKENS, '--ctx', '128', '--chunks', '3', '--json']);
     expect(r.code, r.stderr).to.equal(0);
     const j = JSON.parse(r.stdout) as { perplexity: number; count: number; chunks: number; ctx: number; tokensPerSecond: number };
     expect([j.chunks, j.ctx, j.count]).to.deep.equal([3, 128, 3 * 63]);
