@@ -24,6 +24,7 @@ import {
   type CTGroup,
 } from '../formats/compressed-tensors';
 import { quoteName, type GGUFMetadataEntry } from '../formats/gguf-header';
+import { jsonTooDeep, MAX_JSON_DEPTH } from '../formats/json';
 import { GGUF_FILE_TYPES, GGUF_QUANTIZATION_VERSION, GGUFWriter, ggufTensorBytes, setMetadata, type GGUFPlannedTensor } from '../formats/gguf-writer';
 import type { GGMLTypeName } from '../formats/gguf-types';
 import { DTYPE_TO_SAFETENSORS, plannedBytes, SAFETENSORS_INDEX, ShardedSafetensorsWriter, type PlannedTensor } from '../formats/safetensors';
@@ -445,6 +446,7 @@ async function readConfig(file: string): Promise<Record<string, unknown> | undef
     throw new SlimTensorError(`${file}: not valid JSON (${(e as Error).message})`, 'ERR_FORMAT');
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new SlimTensorError(`${file}: config.json must hold a JSON object`, 'ERR_FORMAT');
+  if (jsonTooDeep(parsed)) throw new SlimTensorError(`${file}: nests arrays or objects more than ${MAX_JSON_DEPTH} deep`, 'ERR_FORMAT');
   return parsed as Record<string, unknown>;
 }
 
