@@ -7,6 +7,7 @@
 // with d_b = max|x_b| / 127, and the SIMD sets within float-order tolerance
 // of the reference.
 import { expect } from 'chai';
+import { skip } from './support/skip';
 import { backends } from '../lib/backend';
 import { linearKernel, linearSync } from '../lib/model/linear';
 import { compress24Sync } from '../lib/sparsity';
@@ -151,10 +152,7 @@ describe('runtime kernels: one linear layer, every format and kernel set', () =>
 
   it('CUDA: every format but 2:4 against the CPU reference', function () {
     const cuda = backends().cuda;
-    if (!cuda.available) {
-      this.skip(); // no usable GPU: cuda.reason says why (the kernels are compiled by the CUDA check)
-      return;
-    }
+    if (!cuda.available) skip(this, `no usable GPU: ${cuda.reason ?? 'unknown'} (the kernels are compiled by the CUDA check)`);
     const rng = new Rng(8);
     const x = rng.normals(3 * 224, 1);
     for (const c of cases(40, 224, 12)) {

@@ -7,6 +7,7 @@
 // multiplies f16 weights by f32 activations — a few percent of perplexity
 // on this tiny, sensitive model).
 import { expect } from 'chai';
+import { skip } from './support/skip';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -221,7 +222,7 @@ describe('runtime vs llama.cpp (node-llama-cpp)', function () {
   });
 
   it('reports why when node-llama-cpp is missing', function () {
-    if (llama) this.skip();
+    if (llama) skip(this, 'node-llama-cpp is installed: nothing to report');
     expect(why).to.match(/node-llama-cpp/);
   });
 });
