@@ -11,6 +11,9 @@ import { SlimTensorError } from './errors';
 import { GGUFReader } from './formats/gguf';
 import { compressModel, type CompressReport } from './pipeline/compress';
 import { pruneRecipe, type OutputFormat, type Recipe } from './pipeline/recipe';
+import { evaluateAgainst } from './model/evaluate';
+import { loadModel, type Model } from './model/model';
+import { readTokenFile } from './model/tokens';
 
 /** The package root: this file is lib/demo.ts (tsx) or dist/demo.js (built). */
 export const PACKAGE_ROOT = path.join(__dirname, '..');
@@ -18,6 +21,11 @@ export const PACKAGE_ROOT = path.join(__dirname, '..');
 /** The bundled sample model (see models/README.md for its origin and licence). */
 export function bundledModelPath(): string {
   return path.join(PACKAGE_ROOT, 'models', 'stories260K.gguf');
+}
+
+/** The bundled evaluation tokens of the sample model (see scripts/make-eval-tokens.mjs). */
+export function bundledTokensPath(): string {
+  return path.join(PACKAGE_ROOT, 'models', 'stories260K-eval.tokens');
 }
 
 /** One recipe the demo runs. */
@@ -67,6 +75,12 @@ export interface DemoOptions {
   formats?: readonly string[];
   /** Threads per operation. */
   threads?: number;
+  /**
+   * A token file (little-endian int32 ids) to run the original and every
+   * output on, for the perplexity and KL columns. Default: the bundled
+   * tokens when the model is the bundled one; none otherwise.
+   */
+  tokens?: string;
 }
 
 /** A tensor and a reason (kept, or the fallback taken). */
@@ -104,6 +118,9 @@ export interface DemoFormatResult {
   ratio: number;
   /** Wall time of the whole compression (read, quantize, measure, write), in milliseconds. */
   timeMs: number;
+  /** On the evaluation tokens (when the demo has some): perplexity, and KL(original ‖ output) per token. */
+  perplexity?: number;
+  kl?: { mean: number; p99: number; top1Agreement: number };
 }
 
 export interface DemoReport {
@@ -117,6 +134,8 @@ export interface DemoReport {
     bytes: number;
   };
   formats: DemoFormatResult[];
+  /** The evaluation of the outputs (perplexity, KL), or why there is none. */
+  evaluation: { tokens: string; count: number; ctx: number; chunks: number; originalPerplexity: number } | { skipped: string };
   /** The CPU kernel family in use. */
   kernel: string;
   totalMs: number;
@@ -189,21 +208,50 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoReport> {
     bytes: gguf.fileSize,
   };
   await gguf.close();
+  const tokensPath = options.tokens ?? (options.model === undefined ? bundledTokensPath() : undefined);
+  let evaluation: DemoReport['evaluation'] = { skipped: 'no evaluation tokens (pass a token file)' };
+  let base: Model | undefined;
+  let tokens: Int32Array | undefined;
+  const ctxOf = (m: Model): number => Math.min(512, m.contextSize);
+  if (tokensPath !== undefined) {
+    tokens = await readTokenFile(tokensPath);
+    try {
+      base = await loadModel(modelPath, { ...(options.threads !== undefined ? { threads: options.threads } : {}) });
+    } catch (e) {
+      if (!(e instanceof SlimTensorError)) throw e;
+      evaluation = { skipped: `the runtime cannot run ${modelPath}: ${e.message}` };
+    }
+  }
   const tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'slimtensor-demo-'));
   try {
     const formats: DemoFormatResult[] = [];
     for (const p of presets) {
+      const output = path.join(tmp, p.id);
       const r = await compressModel({
         input: modelPath,
-        output: path.join(tmp, p.id),
+        output,
         recipe: p.recipe,
         measureError: true,
         ...(options.threads !== undefined ? { threads: options.threads } : {}),
       });
-      formats.push(summarise(p, r));
+      const f = summarise(p, r);
+      if (base !== undefined && tokens !== undefined) {
+        // Folders written from the GGUF keep its names: its metadata gives the hyper-parameters.
+        const m = await loadModel(output, { hyperparameters: modelPath, ...(options.threads !== undefined ? { threads: options.threads } : {}) });
+        try {
+          const e = await evaluateAgainst(m, base, tokens, { ctx: ctxOf(base) });
+          f.perplexity = e.compressed.perplexity;
+          f.kl = { mean: e.kl.mean, p99: e.kl.p99, top1Agreement: e.kl.top1Agreement };
+          evaluation = { tokens: tokensPath as string, count: tokens.length, ctx: e.ctx, chunks: e.chunks, originalPerplexity: e.original.perplexity };
+        } finally {
+          await m.dispose();
+        }
+      }
+      formats.push(f);
     }
-    return { model, formats, kernel: backends().cpu.kernel, totalMs: performance.now() - started };
+    return { model, formats, evaluation, kernel: backends().cpu.kernel, totalMs: performance.now() - started };
   } finally {
+    await base?.dispose();
     await fsp.rm(tmp, { recursive: true, force: true });
   }
 }

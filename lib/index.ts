@@ -149,3 +149,26 @@ export {
   type TokenizerModel,
 } from './model/tokenizer';
 export { ggufTokenizerMetadata, type TokenizerMetadataOptions } from './convert/tokenizer-metadata';
+export {
+  loadModel,
+  Model,
+  ACTIVATION_SITES,
+  type LoadModelOptions,
+  type ForwardOptions,
+  type GenerateOptions,
+  type GeneratedToken,
+  type ActivationBatch,
+  type ActivationSite,
+  type LinearInfo,
+} from './model/model';
+export { perplexity, evaluateAgainst, type PerplexityOptions, type PerplexityResult, type ModelEvaluation, type KlStats } from './model/evaluate';
+export { readTokenFile, writeTokenFile } from './model/tokens';
+export { linear, linearSync, linearKernel, type LinearOptions } from './model/linear';
+export type { SamplingOptions } from './model/sampling';
+export {
+  ARCHITECTURES,
+  SUPPORTED_GGUF_ARCHITECTURES,
+  SUPPORTED_HF_CLASSES,
+  type Architecture,
+  type Hyperparameters,
+} from './model/architectures';

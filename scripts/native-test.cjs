@@ -111,6 +111,39 @@ const ROOMS = [
     isas: ['all', 'avx2', 'scalar'],
   },
   {
+    // The runtime core: the thread team, every weight format's matmul on
+    // every kernel set against a double product, a tiny model from a file on
+    // each set, the errors, logit scoring. It links the rooms it calls
+    // (quant for embedding rows, sparse for 2:4, lowrank's GEMM for float
+    // weights).
+    name: 'model',
+    test: 'test/native/model_core_test.cc',
+    sources: [
+      'native/core/quant/quant.cc',
+      'native/core/quant/quant_ref.cc',
+      'native/core/sparse/sparse.cc',
+      'native/core/sparse/sparse_ref.cc',
+      'native/core/lowrank/gemm.cc',
+      'native/core/lowrank/gemm_ref.cc',
+      'native/core/model/matmul.cc',
+      'native/core/model/matmul_ref.cc',
+      'native/core/model/forward.cc',
+      'native/core/model/team.cc',
+      'native/core/model/score.cc',
+    ],
+    simd: [
+      ['native/core/model/matmul_avx2.cc', AVX2],
+      ['native/core/model/matmul_avx512.cc', x64 ? [...AVX512, '-mavx512vnni'] : []],
+      ['native/core/quant/quant_avx2.cc', AVX2],
+      ['native/core/quant/quant_avx512.cc', AVX512],
+      ['native/core/sparse/sparse_avx2.cc', AVX2],
+      ['native/core/sparse/sparse_avx512.cc', AVX512],
+      ['native/core/lowrank/gemm_avx2.cc', AVX2],
+      ['native/core/lowrank/gemm_avx512.cc', AVX512],
+    ],
+    isas: ['all', 'avx2', 'scalar'],
+  },
+  {
     // The thread pool alone (cpu.cc): exceptions thrown by bodies reach the
     // caller. It runs no kernel, so one ISA setting is enough.
     name: 'pool',

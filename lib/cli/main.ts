@@ -11,6 +11,7 @@ import { renderDemo } from './demo-output';
 import { EXIT_INTERRUPTED, inspect, lowrankRecipe, parseSize, presets, readRecipeFile, report, runCompression, type RunOptions } from './model-commands';
 import { parsePrunePattern, PRESET_NAMES, PRUNE_LAYOUTS, pruneRecipe, TARGETS, type PruneLayout, type Target } from '../pipeline/recipe';
 import { parseDuration, runSubmit, runWorker } from './queue-commands';
+import { evalCommand, interruptible, runCommand, type ModelFlags } from './run-commands';
 
 const EXIT_ERROR = 1;
 const EXIT_USAGE = 2;
@@ -96,6 +97,34 @@ function runOptions<T>(y: import('yargs').Argv<T>) {
     .option('json', { type: 'boolean', default: false, describe: 'Print the report as JSON' })
     .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'No progress output' })
     .option('verbose', { alias: 'v', type: 'boolean', default: false, describe: 'List every tensor in the report' });
+}
+
+/** Options of the commands that run a model (eval, run, report --eval). */
+function modelOptions<T>(y: import('yargs').Argv<T>) {
+  return y
+    .option('threads', { type: 'number', describe: 'Threads of the model (default: all cores)' })
+    .option('context-size', { type: 'number', describe: "KV cache positions (default: the model's context, at most 4096)" })
+    .option('kernel', { type: 'string', choices: ['auto', 'reference', 'avx2', 'avx512'], describe: 'Kernel set (default: the widest the CPU has)' })
+    .option('activations', { type: 'string', choices: ['auto', 'f32'], describe: "auto: 8-bit activation blocks for quantized weights, as llama.cpp (default); f32: exact f32 activations" })
+    .option('hparams', { type: 'string', describe: "A GGUF file giving the hyper-parameters of a folder written from it (llama.cpp's tensor names)" });
+}
+
+function modelFlags(a: { threads?: number; 'context-size'?: number; kernel?: string; activations?: string; hparams?: string }): ModelFlags {
+  if (a.threads !== undefined && !(Number.isInteger(a.threads) && a.threads >= 1 && a.threads <= 1024)) throw new UsageError(`--threads must be an integer in 1..1024, got ${a.threads}`);
+  const cs = a['context-size'];
+  if (cs !== undefined && !(Number.isInteger(cs) && cs >= 1)) throw new UsageError(`--context-size must be a positive integer, got ${cs}`);
+  return {
+    ...(a.threads !== undefined ? { threads: a.threads } : {}),
+    ...(cs !== undefined ? { contextSize: cs } : {}),
+    ...(a.kernel !== undefined ? { kernel: a.kernel as ModelFlags['kernel'] } : {}),
+    ...(a.activations !== undefined ? { activations: a.activations as 'auto' | 'f32' } : {}),
+    ...(a.hparams !== undefined ? { hparams: a.hparams } : {}),
+  };
+}
+
+function positiveInt(v: number | undefined, name: string): number | undefined {
+  if (v !== undefined && !(Number.isInteger(v) && v >= 1)) throw new UsageError(`${name} must be a positive integer, got ${v}`);
+  return v;
 }
 
 interface RunArgs {
@@ -322,14 +351,98 @@ function buildParser(argv: string[]) {
     )
     .command(
       'report <original> <compressed>',
-      'Per-tensor error (RMSE, SQNR, cosine) and size of a compressed model against its original',
+      'Per-tensor error (RMSE, SQNR, cosine) and size of a compressed model against its original; with --eval, perplexity and KL divergence on a token file',
       (y) =>
-        y
-          .positional('original', { type: 'string', demandOption: true })
-          .positional('compressed', { type: 'string', demandOption: true })
-          .option('html', { type: 'string', describe: 'Also write a self-contained HTML page with charts' })
-          .option('json', { type: 'boolean', default: false, describe: 'Print as JSON' }),
-      async (args) => print(await report(args.original, args.compressed, args.html, args.json)),
+        modelOptions(
+          y
+            .positional('original', { type: 'string', demandOption: true })
+            .positional('compressed', { type: 'string', demandOption: true })
+            .option('html', { type: 'string', describe: 'Also write a self-contained HTML page with charts' })
+            .option('json', { type: 'boolean', default: false, describe: 'Print as JSON' })
+            .option('eval', { type: 'string', describe: 'Token file (little-endian int32 ids): run both models, add perplexity, KL divergence and top-1 agreement' })
+            .option('ctx', { type: 'number', describe: 'With --eval: tokens per chunk (default 512, at most the context)' })
+            .option('chunks', { type: 'number', describe: 'With --eval: most chunks to evaluate' }),
+        ),
+      async (args) => {
+        const evalOpts = args.eval === undefined ? undefined : { tokens: args.eval, ...modelFlags(args), ...(positiveInt(args.ctx, '--ctx') !== undefined ? { ctx: args.ctx as number } : {}), ...(positiveInt(args.chunks, '--chunks') !== undefined ? { chunks: args.chunks as number } : {}) };
+        print(await report(args.original, args.compressed, args.html, args.json, evalOpts));
+      },
+    )
+    .command(
+      'eval <model>',
+      "Perplexity of a model on a token file as llama.cpp's llama-perplexity computes it; with --base, KL divergence, top-1 agreement and ΔPPL against a base model",
+      (y) =>
+        modelOptions(
+          y
+            .positional('model', { type: 'string', demandOption: true, describe: 'GGUF file or Hugging Face folder (plain, compressed-tensors, 2:4)' })
+            .option('text', { type: 'string', describe: 'Text file to evaluate (needs a tokenizer)' })
+            .option('tokens', { type: 'string', describe: 'Token file: little-endian int32 ids' })
+            .option('ctx', { type: 'number', default: 512, describe: 'Tokens per chunk; the second half of each is scored' })
+            .option('chunks', { type: 'number', describe: 'Most chunks to evaluate (default: all)' })
+            .option('base', { type: 'string', describe: 'The model to compare with (e.g. the uncompressed original)' })
+            .option('json', { type: 'boolean', default: false, describe: 'Print as JSON' })
+            .check((a) => {
+              if ((a.text === undefined) === (a.tokens === undefined)) throw new UsageError('give one of --text FILE or --tokens FILE');
+              positiveInt(a.ctx, '--ctx');
+              positiveInt(a.chunks, '--chunks');
+              return true;
+            }),
+        ),
+      async (args) =>
+        print(
+          await interruptible((signal) =>
+            evalCommand({
+              model: args.model,
+              ...modelFlags(args),
+              ...(args.text !== undefined ? { text: args.text } : {}),
+              ...(args.tokens !== undefined ? { tokens: args.tokens } : {}),
+              ctx: args.ctx,
+              ...(args.chunks !== undefined ? { chunks: args.chunks } : {}),
+              ...(args.base !== undefined ? { base: args.base } : {}),
+              json: args.json,
+              signal,
+            }),
+          ),
+        ),
+    )
+    .command(
+      'run <model>',
+      'Generate tokens after a prompt; prints them and the prompt and generation speed',
+      (y) =>
+        modelOptions(
+          y
+            .positional('model', { type: 'string', demandOption: true, describe: 'GGUF file or Hugging Face folder' })
+            .option('prompt', { type: 'string', describe: 'Prompt text (needs a tokenizer)' })
+            .option('prompt-tokens', { type: 'string', describe: 'Prompt as comma-separated token ids' })
+            .option('n', { alias: 'max-tokens', type: 'number', default: 64, describe: 'Most tokens to generate' })
+            .option('temp', { type: 'number', default: 0, describe: 'Sampling temperature (0: greedy)' })
+            .option('top-k', { type: 'number', describe: 'Sample among the k most likely tokens (default 40)' })
+            .option('top-p', { type: 'number', describe: 'Nucleus sampling threshold (default 0.95)' })
+            .option('seed', { type: 'number', describe: 'Sampling seed' })
+            .option('json', { type: 'boolean', default: false, describe: 'Print as JSON' })
+            .check((a) => {
+              if ((a.prompt === undefined) === (a['prompt-tokens'] === undefined)) throw new UsageError('give one of --prompt TEXT or --prompt-tokens ID,ID,...');
+              return true;
+            }),
+        ),
+      async (args) =>
+        print(
+          await interruptible((signal) =>
+            runCommand({
+              model: args.model,
+              ...modelFlags(args),
+              ...(args.prompt !== undefined ? { prompt: args.prompt } : {}),
+              ...(args['prompt-tokens'] !== undefined ? { promptTokens: args['prompt-tokens'] } : {}),
+              n: args.n,
+              temp: args.temp,
+              ...(args['top-k'] !== undefined ? { topK: args['top-k'] } : {}),
+              ...(args['top-p'] !== undefined ? { topP: args['top-p'] } : {}),
+              ...(args.seed !== undefined ? { seed: args.seed } : {}),
+              json: args.json,
+              signal,
+            }),
+          ),
+        ),
     )
     .command(
       'presets',

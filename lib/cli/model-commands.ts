@@ -9,6 +9,7 @@ import type { GGUFValue } from '../formats/gguf-header';
 import { compareModels, type ComparisonReport } from '../pipeline/compare';
 import { fileTypeLabel } from '../pipeline/gguf-mix';
 import { compressModel, type CompressReport } from '../pipeline/compress';
+import { evaluateFiles, renderEvaluation, type ModelFlags } from './run-commands';
 import { renderReportHtml } from '../pipeline/html';
 import { LIVE_TEMPS } from '../pipeline/output';
 import { EMBED_GLOBS, HEAD_GLOBS, NORM_GLOBS, PRESETS, type Recipe, type Target } from '../pipeline/recipe';
@@ -374,11 +375,16 @@ export function renderComparison(r: ComparisonReport): string {
 }
 
 /** `report`: the comparison as text or JSON, and the HTML page when asked. */
-export async function report(original: string, compressed: string, html: string | undefined, json: boolean): Promise<string> {
+export async function report(original: string, compressed: string, html: string | undefined, json: boolean, evalOptions?: ModelFlags & { tokens: string; ctx?: number; chunks?: number }): Promise<string> {
   const r = await compareModels(original, compressed, { histograms: html !== undefined ? 6 : 0 });
+  if (evalOptions !== undefined) {
+    const { tokens, ...flags } = evalOptions;
+    r.evaluation = await evaluateFiles(original, compressed, tokens, flags);
+  }
   if (html !== undefined) await fsp.writeFile(html, renderReportHtml(r));
   if (json) return JSON.stringify(r, (_k, v: unknown) => (v === Infinity ? 'Infinity' : v), 2);
-  return renderComparison(r) + (html !== undefined ? `\n\nHTML report: ${html}` : '');
+  const text = renderComparison(r) + (r.evaluation !== undefined ? `\n\n${renderEvaluation(r.evaluation)}` : '');
+  return text + (html !== undefined ? `\n\nHTML report: ${html}` : '');
 }
 
 /** `presets`: the built-in recipes. */

@@ -19,7 +19,7 @@ import { SlimTensorError } from '../errors';
 export type RopeStyle = 'normal' | 'neox';
 
 /** What a tensor is, for the decisions that depend on it (quantize it? which kernel?). */
-export type TensorKind = 'embedding' | 'linear' | 'norm' | 'bias' | 'head';
+export type TensorKind = 'embedding' | 'linear' | 'norm' | 'bias' | 'head' | 'rope';
 
 /** One per-layer or global tensor role of an architecture. */
 export interface TensorRole {
@@ -58,6 +58,11 @@ const LLAMA_GLOBAL: readonly TensorRole[] = [
   { gguf: 'output_norm.weight', hf: 'model.norm.weight', kind: 'norm', required: true },
   // Absent when the embeddings are tied (`tie_word_embeddings`): the head reuses token_embd.
   { gguf: 'output.weight', hf: 'lm_head.weight', kind: 'head', required: false },
+  // Llama 3's RoPE frequency divisors (one per rotated pair). Hugging Face has
+  // no such tensor (hf: ''): transformers computes the factors from
+  // config.json's rope_scaling (hparams.ts llama3RopeFactors), which is what
+  // a converter writes here.
+  { gguf: 'rope_freqs.weight', hf: '', kind: 'rope', required: false },
 ];
 
 function blockRole(gguf: string, hf: string, kind: TensorKind, required = true, vllmMerged?: string): TensorRole {

@@ -21,6 +21,7 @@ import * as path from 'node:path';
 import { sizeOnDisk } from './output';
 import { sameShape } from '../options';
 import { denseError } from './error';
+import type { ModelEvaluation } from '../model/evaluate';
 
 export interface Histogram {
   /** Left edge of the first bin and right edge of the last. */
@@ -59,6 +60,8 @@ export interface ComparisonReport {
   tensors: TensorComparison[];
   /** Over all compared tensors together. */
   total: { weights: number; rmse: number; sqnrDb: number; originalBytes: number; compressedBytes: number; ratio: number };
+  /** Both models run on a token file (report --eval): perplexity, KL divergence, top-1 agreement. */
+  evaluation?: ModelEvaluation;
 }
 
 export interface CompareOptions {

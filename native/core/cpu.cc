@@ -46,6 +46,7 @@ CpuFeatures detect() {
   f.avx2 = ymm_state && avx2 && fma && f16c;
   const bool avx512f = b & (1u << 16), avx512bw = b & (1u << 30), avx512vl = b & (1u << 31);
   f.avx512 = f.avx2 && zmm_state && avx512f && avx512bw && avx512vl;
+  f.avx512vnni = f.avx512 && (c & (1u << 11));
 #endif
   return f;
 }
@@ -204,7 +205,7 @@ const CpuFeatures& cpu_enabled() {
     CpuFeatures e = cpu_features();
     const char* isa = std::getenv("SLIMTENSOR_ISA");
     if (isa && std::string(isa) == "scalar") e = CpuFeatures{};
-    if (isa && std::string(isa) == "avx2") e.avx512 = false;
+    if (isa && std::string(isa) == "avx2") e.avx512 = e.avx512vnni = false;
     return e;
   }();
   return f;

@@ -9,6 +9,7 @@ namespace st {
 struct CpuFeatures {
   bool avx2 = false;     // AVX2 + FMA + F16C, all three, with OS support for YMM state
   bool avx512 = false;   // AVX-512 F/BW/VL with OS support for ZMM state
+  bool avx512vnni = false;  // avx512 plus AVX512_VNNI (vpdpbusd: the runtime's 8-bit dot products)
 };
 
 // What the hardware offers (cpuid + xgetbv), read once.
