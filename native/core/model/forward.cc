@@ -426,10 +426,16 @@ Status embed_row(const Weight& w, int64_t id, float* out) {
     case WFormat::Q4_1:
     case WFormat::Q8_0:
     case WFormat::Int4:
-    case WFormat::Int8: {
+    case WFormat::Int8:
+    case WFormat::Q5_0:
+    case WFormat::Q5_1:
+    case WFormat::Q2_K:
+    case WFormat::Q3_K:
+    case WFormat::Q4_K:
+    case WFormat::Q5_K:
+    case WFormat::Q6_K: {
       DequantizeArgs a;
-      a.format = w.format == WFormat::Q4_0 ? QFormat::Q4_0 : w.format == WFormat::Q4_1 ? QFormat::Q4_1 : w.format == WFormat::Q8_0 ? QFormat::Q8_0
-                 : w.format == WFormat::Int4 ? QFormat::Int4 : QFormat::Int8;
+      quant_format_of(w.format, &a.format);
       a.rows = 1;
       a.cols = w.cols;
       a.data = row;
