@@ -85,6 +85,9 @@ interface Binding {
   spmm24(args: NativeArgs, async: true): Promise<undefined>;
   pruneUnstructured(args: NativeArgs, async: false): NativeUnstructured;
   pruneUnstructured(args: NativeArgs, async: true): Promise<NativeUnstructured>;
+  /** GPTQ (native/addon/calib_binding.cc): fills data/scales/zeros of `args`, returns the error statistics. */
+  gptq(args: NativeArgs, async: false): { gptqError: number; rtnError: number; dampedError: number; damp: number; deadColumns: number };
+  gptq(args: NativeArgs, async: true): Promise<{ gptqError: number; rtnError: number; dampedError: number; damp: number; deadColumns: number }>;
   /** The CPU kernel a spmm24 kernel code resolves to ('reference', 'avx2', 'avx512', 'unavailable'). */
   spmm24Kernel(kernel: number): string;
   /** bench/: clock and FMA-throughput probes (seconds for `iterations`). */

@@ -408,6 +408,12 @@ Napi::Value dispatch(Napi::Env env, std::unique_ptr<Job> job, bool async) {
   return job->result(env);
 }
 
+double get_double(const Napi::Object& o, const char* key) {
+  Napi::Value v = o.Get(key);
+  if (!v.IsNumber()) throw_error(o.Env(), Code::Internal, std::string("argument field ") + key + " must be a number");
+  return v.As<Napi::Number>().DoubleValue();
+}
+
 int64_t get_int(const Napi::Object& o, const char* key) {
   Napi::Value v = o.Get(key);
   if (!v.IsNumber()) throw_error(o.Env(), Code::Internal, std::string("argument field ") + key + " must be a number");
