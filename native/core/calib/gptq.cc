@@ -1,10 +1,11 @@
-// GPTQ on the CPU: validation, the f64 Cholesky factor of the damped inverse
-// Hessian, the column sweep with lazy batch updates (the trailing update of
-// each batch is one call of the lowrank room's GEMM), packing, and the
-// optional error measurement.
+// GPTQ on the CPU: validation, the f64 Cholesky factorisation of the damped
+// Hessian (the lowrank room's), the column sweep with lazy batch updates
+// (the trailing update of each batch is one call of the lowrank room's
+// GEMM), packing, and the optional error measurement.
 #include "gptq.h"
 
 #include <algorithm>
+#include <memory>
 #include <cmath>
 #include <numeric>
 #include <string>
@@ -80,6 +81,23 @@ struct FirstError {
   }
 };
 
+// An uninitialised work buffer of `count` elements on transparent huge
+// pages: on a busy VM faulting in hundreds of MB of 4 KiB pages costs
+// seconds, more than the arithmetic.
+template <typename T>
+std::unique_ptr<T[]> workspace(size_t count) {
+  std::unique_ptr<T[]> p(new T[count]);
+  hint_huge_pages(p.get(), count * sizeof(T));
+  return p;
+}
+
+// Element `i` of a float matrix as f32.
+float element(const MatrixView& m, int64_t i) {
+  if (m.dtype == DType::F32) return static_cast<const float*>(m.data)[i];
+  const uint16_t h = static_cast<const uint16_t*>(m.data)[i];
+  return m.dtype == DType::F16 ? f16_to_f32(h) : bf16_to_f32(h);
+}
+
 }  // namespace
 
 Status gptq(const GptqArgs& a, GptqStats* stats) {
@@ -99,45 +117,53 @@ Status gptq(const GptqArgs& a, GptqStats* stats) {
   const QuantSizes sizes = quant_sizes(a.format, n, group);
   const size_t nn = static_cast<size_t>(n) * static_cast<size_t>(n);
 
-  // H in f64, symmetrised; finite, diagonal >= 0.
-  std::vector<double> h(nn);
-  for (int64_t i = 0; i < n; ++i) {
-    for (int64_t j = 0; j < n; ++j) {
-      const float v = a.hessian[i * n + j];
-      if (!std::isfinite(v)) {
-        return Status::Error(Code::Value, "hessian[" + std::to_string(i) + ", " + std::to_string(j) + "] is not finite");
+  // H: finite, diagonal >= 0 (rows in parallel; the first bad element in
+  // row-major order is reported).
+  std::vector<double> diag(static_cast<size_t>(n));
+  {
+    FirstError errs(n);
+    parallel_for(n, 64, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        const float* hr = a.hessian + i * n;
+        for (int64_t j = 0; j < n; ++j) {
+          if (!std::isfinite(hr[j])) {
+            errs.per_row[i] = Status::Error(Code::Value, "hessian[" + std::to_string(i) + ", " + std::to_string(j) + "] is not finite");
+            break;
+          }
+        }
+        diag[i] = hr[i];
+        if (errs.per_row[i].ok() && diag[i] < 0) {
+          errs.per_row[i] = Status::Error(Code::Value, "hessian[" + std::to_string(i) + ", " + std::to_string(i) + "] is " +
+                                                           std::to_string(diag[i]) + "; a Hessian X·Xᵀ has a diagonal >= 0");
+        }
       }
-      h[i * n + j] = j >= i ? 0.5 * (static_cast<double>(v) + static_cast<double>(a.hessian[j * n + i])) : h[j * n + i];
-    }
-    if (h[i * n + i] < 0) {
-      return Status::Error(Code::Value, "hessian[" + std::to_string(i) + ", " + std::to_string(i) + "] is " +
-                                            std::to_string(h[i * n + i]) + "; a Hessian X·Xᵀ has a diagonal >= 0");
-    }
+    }, threads);
+    st = errs.get();
+    if (!st.ok()) return st;
   }
   // Dead inputs (never non-zero in calibration): their weights cannot change
   // the output; as the reference, H_ii := 1 and the weights := 0.
   std::vector<char> dead(static_cast<size_t>(n), 0);
   double diag_sum = 0;
   for (int64_t i = 0; i < n; ++i) {
-    if (h[i * n + i] == 0) {
+    if (diag[i] == 0) {
       dead[i] = 1;
-      h[i * n + i] = 1;
+      diag[i] = 1;
       ++stats->dead_columns;
     }
-    diag_sum += h[i * n + i];
+    diag_sum += diag[i];
   }
   stats->damp = a.dampening * diag_sum / static_cast<double>(n);
   // Processing order: descending diag(H) (stable), or the identity.
   std::vector<int64_t> perm(static_cast<size_t>(n));
   std::iota(perm.begin(), perm.end(), 0);
   if (a.act_order) {
-    std::stable_sort(perm.begin(), perm.end(), [&](int64_t x, int64_t y) { return h[x * n + x] > h[y * n + y]; });
+    std::stable_sort(perm.begin(), perm.end(), [&](int64_t x, int64_t y) { return diag[x] > diag[y]; });
   }
 
-  // The working weights in processing order, and every group's coder taken
-  // from the (dead-zeroed) original weights, which also writes the stored
-  // parameters (GGUF block headers, scales, zero points).
-  std::vector<float> w(static_cast<size_t>(rows) * static_cast<size_t>(n));
+  // Every group's coder, taken from the (dead-zeroed) original weights; it
+  // also writes the stored parameters (GGUF block headers, scales, zero
+  // points).
   std::vector<gq::Coder> coders(static_cast<size_t>(rows * ngroups));
   {
     FirstError errs(rows);
@@ -155,76 +181,114 @@ Status gptq(const GptqArgs& a, GptqStats* stats) {
           coders[r * ngroups + g] = gq::make_coder(a.format, row.data() + g * group, static_cast<int>(group), a.symmetric,
                                                    a.scale_dtype, block, a.scales, a.zeros, r * ngroups + g);
         }
-        float* wr = w.data() + r * n;
-        for (int64_t j = 0; j < n; ++j) wr[j] = row[perm[j]];
       }
     }, threads);
     st = errs.get();
     if (!st.ok()) return st;
   }
 
-  // U = the upper Cholesky factor of (H + damp·I)⁻¹ in processing order,
-  // without forming the inverse: with J the reversal, J·Hp·J = RᵀR gives
-  // Hp = V·Vᵀ for the upper V = J·Rᵀ·J, so Hp⁻¹ = UᵀU with U = V⁻¹ = J·R⁻ᵀ·J.
-  std::vector<float> u(nn, 0.0f);
+  // GPTQ's recurrence, as the paper writes it, uses U, the upper Cholesky
+  // factor of Hp⁻¹ (Hp: the damped H in processing order): the error
+  // Err_i = (w̃_i − q_i)/U_ii of column i moves the later columns by
+  // −Err_i·U[i, j]. Unrolled, with V = U⁻¹ (upper, Hp = V·Vᵀ), this is
+  //   w̃_j = w_j + Σ_{k<j} (w_k − q_k)·V_kj / V_jj
+  // (W − Q = Err·U, so Err = (W − Q)·V), and V needs no inverse: with J
+  // the reversal, J·Hp·J = RᵀR (R upper, Cholesky) gives V = J·Rᵀ·J. The
+  // sweep below accumulates the sum in `t` with V' = V·diag(V)⁻¹.
+  std::unique_ptr<float[]> vs = workspace<float>(nn);  // V', upper triangle (the rest unset)
+  std::vector<double> vdiag(static_cast<size_t>(n));
   {
-    std::vector<double> g(nn);
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t pi = perm[n - 1 - i];
-      for (int64_t j = 0; j < n; ++j) g[i * n + j] = h[pi * n + perm[n - 1 - j]];
-      g[i * n + i] += stats->damp;
-    }
-    std::vector<double>().swap(h);
-    const int64_t bad = la::cholesky_upper(g.data(), n, n, 1e-15, threads);
+    // G = J·Hp·J + damp·I, upper triangle, with Hp the symmetrised (H + Hᵀ)/2
+    // in processing order; by tiles, so that Hᵀ is read a tile at a time.
+    std::unique_ptr<double[]> g = workspace<double>(nn);
+    constexpr int64_t kTile = 64;
+    const int64_t tiles = (n + kTile - 1) / kTile;
+    parallel_for(tiles, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t ti = t0; ti < t1; ++ti) {
+        for (int64_t tj = ti; tj < tiles; ++tj) {
+          for (int64_t i = ti * kTile; i < std::min(n, (ti + 1) * kTile); ++i) {
+            const int64_t pi = perm[n - 1 - i];
+            for (int64_t j = std::max(i, tj * kTile); j < std::min(n, (tj + 1) * kTile); ++j) {
+              const int64_t pj = perm[n - 1 - j];
+              g[i * n + j] = i == j ? diag[pi] + stats->damp
+                                    : 0.5 * (static_cast<double>(a.hessian[pi * n + pj]) + static_cast<double>(a.hessian[pj * n + pi]));
+            }
+          }
+        }
+      }
+    }, threads);
+    const int64_t bad = la::cholesky_upper(g.get(), n, n, 1e-15, threads);
     if (bad >= 0) {
       return Status::Error(Code::Value, "hessian + dampening·mean(diag)·I is not positive definite (pivot of input column " +
                                             std::to_string(perm[n - 1 - bad]) + " vanished with dampening " +
                                             std::to_string(a.dampening) + "); raise options.dampening");
     }
-    la::invert_upper(g.data(), n, n);
-    for (int64_t i = 0; i < n; ++i) {
-      for (int64_t j = i; j < n; ++j) u[i * n + j] = static_cast<float>(g[(n - 1 - j) * n + (n - 1 - i)]);
-    }
+    for (int64_t j = 0; j < n; ++j) vdiag[j] = g[(n - 1 - j) * n + (n - 1 - j)];
+    // V'[i][j] = R[n−1−j][n−1−i] / V_jj, j >= i: a reversed transpose, by tiles.
+    parallel_for(tiles, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t ti = t0; ti < t1; ++ti) {
+        for (int64_t tj = ti; tj < tiles; ++tj) {
+          for (int64_t i = ti * kTile; i < std::min(n, (ti + 1) * kTile); ++i) {
+            for (int64_t j = std::max(i, tj * kTile); j < std::min(n, (tj + 1) * kTile); ++j) {
+              vs[i * n + j] = static_cast<float>(g[(n - 1 - j) * n + (n - 1 - i)] / vdiag[j]);
+            }
+          }
+        }
+      }
+    }, threads);
   }
 
-  // The sweep. Codes land in original column order.
-  std::vector<int8_t> codes(static_cast<size_t>(rows) * static_cast<size_t>(n));
+  // The sweep: t[r][j] = Σ_{k<j} E[r][k]·V'[k][j] over the columns done,
+  // within a block column by column, and for the columns after it one GEMM
+  // per block. Codes land in original column order.
+  std::unique_ptr<float[]> t = workspace<float>(static_cast<size_t>(rows) * static_cast<size_t>(n));
+  parallel_for(rows, 64, [&](int64_t r0, int64_t r1) { std::fill(t.get() + r0 * n, t.get() + r1 * n, 0.0f); }, threads);
+  std::unique_ptr<int8_t[]> codes = workspace<int8_t>(static_cast<size_t>(rows) * static_cast<size_t>(n));
   std::vector<double> row_err(static_cast<size_t>(rows), 0.0);
   const int64_t bmax = std::min(a.block, n);
-  std::vector<float> neg_err(static_cast<size_t>(rows * bmax));
+  std::vector<float> err(static_cast<size_t>(rows * bmax));
+  std::vector<float> vblock(static_cast<size_t>(bmax * bmax));  // V'[i1:i2, i1:i2], contiguous
+  // Per processing position: the column's group and whether it is dead.
+  std::vector<int64_t> group_of(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) group_of[i] = dead[perm[i]] ? -1 : perm[i] / group;
   for (int64_t i1 = 0; i1 < n; i1 += bmax) {
     const int64_t i2 = std::min(n, i1 + bmax), b = i2 - i1;
-    parallel_for(rows, 8, [&](int64_t r0, int64_t r1) {
+    for (int64_t i = 0; i < b; ++i) std::copy(vs.get() + (i1 + i) * n + i1 + i, vs.get() + (i1 + i) * n + i2, vblock.data() + i * b + i);
+    parallel_for(rows, 32, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
-        float* wr = w.data() + r * n;
-        float* er = neg_err.data() + r * b;
-        int8_t* cr = codes.data() + r * n;
+        float* tr_row = t.get() + r * n;
+        float* er = err.data() + r * b;
+        int8_t* cr = codes.get() + r * n;
         const gq::Coder* cd = coders.data() + r * ngroups;
         double acc = 0;
         for (int64_t i = i1; i < i2; ++i) {
           const int64_t col = perm[i];
-          const gq::Coder& c = cd[col / group];
-          const int q = gq::code(a.format, c, wr[i]);
+          const int64_t gi = group_of[i];
+          const float w0 = gi < 0 ? 0.0f : element(a.weight, r * n + col);
+          const float x = w0 + tr_row[i];
+          const gq::Coder& c = cd[gi < 0 ? col / group : gi];
+          const int q = gq::code(a.format, c, x);
           const float deq = gq::dequant(a.format, c, q);
           cr[col] = static_cast<int8_t>(q);
-          const float* ui = u.data() + i * n;
-          const float e = (wr[i] - deq) / ui[i];
-          acc += static_cast<double>(e) * e;
-          er[i - i1] = -e;
-          for (int64_t j = i + 1; j < i2; ++j) wr[j] -= e * ui[j];
+          const double scaled = static_cast<double>(x - deq) * vdiag[i];  // the paper's (w̃ − q)/U_ii
+          acc += scaled * scaled;
+          const float e = w0 - deq;
+          er[i - i1] = e;
+          const float* vi = vblock.data() + (i - i1) * b;  // vi[j − i1] = V'[i][j]
+          for (int64_t j = i + 1; j < i2; ++j) tr_row[j] += e * vi[j - i1];
         }
         row_err[r] += acc;
       }
     }, threads);
     if (i2 < n) {
-      // W[:, i2:] += (−Err)·U[i1:i2, i2:]
+      // t[:, i2:] += E[:, i1:i2]·V'[i1:i2, i2:]
       GemmArgs g;
       g.m = rows;
       g.n = n - i2;
       g.k = b;
-      g.a = GemmOperand{neg_err.data(), DType::F32, b, false};
-      g.b = GemmOperand{u.data() + i1 * n + i2, DType::F32, n, false};
-      g.c = w.data() + i2;
+      g.a = GemmOperand{err.data(), DType::F32, b, false};
+      g.b = GemmOperand{vs.get() + i1 * n + i2, DType::F32, n, false};
+      g.c = t.get() + i2;
       g.ldc = n;
       g.accumulate = true;
       g.kernel = a.kernel;
@@ -234,14 +298,14 @@ Status gptq(const GptqArgs& a, GptqStats* stats) {
     }
   }
   for (double e : row_err) stats->damped_error += e;
-  std::vector<float>().swap(u);
-  std::vector<float>().swap(w);
+  vs.reset();
+  t.reset();
 
   // Codes into the output layout.
   parallel_for(rows, 64, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       uint8_t* out_row = a.data + r * sizes.data_row_bytes;
-      const int8_t* cr = codes.data() + r * n;
+      const int8_t* cr = codes.get() + r * n;
       if (ggml) {
         for (int64_t g = 0; g < ngroups; ++g) {
           uint8_t* y = out_row + g * tr.block_bytes;
@@ -266,7 +330,7 @@ Status gptq(const GptqArgs& a, GptqStats* stats) {
   // tr(E·H·Eᵀ) for GPTQ and RTN (the same coders on the original weights):
   // for a chunk of rows, both error matrices stacked times H in one GEMM.
   const int64_t chunk = std::max<int64_t>(8, std::min<int64_t>(rows, (int64_t{1} << 22) / n));
-  std::vector<float> e(static_cast<size_t>(2 * chunk * n)), eh(e.size());
+  std::unique_ptr<float[]> e = workspace<float>(static_cast<size_t>(2 * chunk * n)), eh = workspace<float>(static_cast<size_t>(2 * chunk * n));
   std::vector<double> sums(static_cast<size_t>(2 * chunk));
   double gptq_sum = 0, rtn_sum = 0;
   for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
@@ -274,11 +338,11 @@ Status gptq(const GptqArgs& a, GptqStats* stats) {
     parallel_for(m, 4, [&](int64_t q0, int64_t q1) {
       for (int64_t q = q0; q < q1; ++q) {
         const int64_t r = r0 + q;
-        float* eg = e.data() + q * n;
-        float* er = e.data() + (m + q) * n;
+        float* eg = e.get() + q * n;
+        float* er = e.get() + (m + q) * n;
         load_f32(a.weight.data, a.weight.dtype, r * n, n, eg, NonFinite::Error);
         const gq::Coder* cd = coders.data() + r * ngroups;
-        const int8_t* cr = codes.data() + r * n;
+        const int8_t* cr = codes.get() + r * n;
         for (int64_t j = 0; j < n; ++j) {
           const float x = eg[j];
           const gq::Coder& c = cd[j / group];
@@ -293,9 +357,9 @@ Status gptq(const GptqArgs& a, GptqStats* stats) {
     g.m = 2 * m;
     g.n = n;
     g.k = n;
-    g.a = GemmOperand{e.data(), DType::F32, n, false};
+    g.a = GemmOperand{e.get(), DType::F32, n, false};
     g.b = GemmOperand{a.hessian, DType::F32, n, false};
-    g.c = eh.data();
+    g.c = eh.get();
     g.ldc = n;
     g.kernel = a.kernel;
     g.threads = threads;

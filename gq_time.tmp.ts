@@ -1,0 +1,16 @@
+import { Tensor, gptqSync, matmulSync } from './lib/index';
+const n = Number(process.env.N ?? 4096), rows = Number(process.env.ROWS ?? 2048);
+const h = new Float32Array(n * n);
+const s = Float64Array.from({ length: n }, (_, i) => 1 + ((i * 7919) % 97) / 20);
+for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) h[i * n + j] = Math.pow(0.9, Math.abs(i - j)) * s[i]! * s[j]!;
+const w = new Float32Array(rows * n);
+for (let i = 0; i < w.length; i++) w[i] = Math.sin(i * 0.7) * 0.05;
+const W = Tensor.from(w, [rows, n]), H = Tensor.from(h, [n, n]);
+let t = process.hrtime.bigint();
+const r = gptqSync(W, H, { format: 'int4', groupSize: 128, measure: process.env.MEASURE === '1' });
+const dt = Number(process.hrtime.bigint() - t) / 1e9;
+t = process.hrtime.bigint();
+const a = Tensor.from(new Float32Array(rows * n).fill(0.5), [rows, n]);
+matmulSync(a, H);
+const dg = Number(process.hrtime.bigint() - t) / 1e9;
+console.log({ n, rows, gptqSeconds: dt, gemmSeconds: dg, gemmGflops: (2 * rows * n * n) / dg / 1e9, stats: r.stats });
