@@ -3,7 +3,7 @@
 // output allocation here (shared with quantize()); the algorithm is native
 // (native/core/calib/gptq.cc).
 import { fail } from './errors';
-import { binding, callAsync, callSync, type NativeArgs } from './native';
+import { binding, callAsync, callSync, type NativeArgs, type NativeGptqStats } from './native';
 import { checkOptions, kernelCode, threadCount, type Kernel } from './options';
 import { planQuantize, type QuantFormat, type QuantizedTensor } from './quantize';
 import { checkTensor, dtypeCode, Tensor, type FloatDType } from './tensor';
@@ -55,14 +55,6 @@ export interface GptqStats {
 export interface GptqResult {
   quantized: QuantizedTensor;
   stats: GptqStats;
-}
-
-interface NativeGptqStats {
-  gptqError: number;
-  rtnError: number;
-  dampedError: number;
-  damp: number;
-  deadColumns: number;
 }
 
 const GPTQ_OPTIONS = ['format', 'groupSize', 'symmetric', 'scaleDtype', 'actOrder', 'dampening', 'blockSize', 'measure', 'kernel', 'threads'];
