@@ -20,6 +20,7 @@ export {
   type FloatDType,
   type Kernel,
 } from './quantize';
+export { gptq, gptqSync, type GptqOptions, type GptqStats, type GptqResult } from './gptq';
 export {
   GGUFReader,
   GGUF_LIMITS,
