@@ -32,6 +32,7 @@ export {
   type GGUFValueTypeName,
 } from './formats/gguf';
 export { f32ToF16, f16ToF32, f32ToBf16, bf16ToF32 } from './half';
+export { cast, castSync, type CastOptions } from './cast';
 export {
   matmul,
   matmulSync,

@@ -83,6 +83,8 @@ interface Binding {
   pruneUnstructured(args: NativeArgs, async: true): Promise<NativeUnstructured>;
   /** The CPU kernel a spmm24 kernel code resolves to ('reference', 'avx2', 'avx512', 'unavailable'). */
   spmm24Kernel(kernel: number): string;
+  cast(args: NativeArgs, async: false): undefined;
+  cast(args: NativeArgs, async: true): Promise<undefined>;
   /** bench/: clock and FMA-throughput probes (seconds for `iterations`). */
   lowrankProbe(iterations: number): { addSeconds: number; fma256Seconds: number; fma512Seconds: number; gemmKernel: string };
 }

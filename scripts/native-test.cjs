@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Builds the quant, distill, lowrank and sparse cores' native tests with
+// Builds the quant, distill, lowrank, sparse and cast cores' native tests with
 // AddressSanitizer and UndefinedBehaviorSanitizer and runs them; also checks
 // that the SIMD objects define no weak (linker-mergeable) symbols, which
 // could otherwise smuggle AVX2 code into the baseline paths. Skips with a message when no
@@ -143,5 +143,28 @@ Promise.all(distillBuilds).then((codes) => {
     run(sparseExe, [], { env });
     run(sparseExe, [], { env: { ...env, SLIMTENSOR_ISA: 'avx2' } });
     run(sparseExe, [], { env: { ...env, SLIMTENSOR_ISA: 'scalar' } });
+  });
+}
+
+// The cast core: the AVX2 + F16C kernel against the reference bit for bit
+// on every 16-bit pattern and random f32 patterns, in place, errors. Run on
+// every ISA the CPU has, then the scalar reference alone.
+{
+  const castOut = path.join(out, 'cast');
+  fs.mkdirSync(castOut, { recursive: true });
+  const castSimd = path.join(castOut, 'cast_avx2.o');
+  const castSources = ['native/core/cpu.cc', 'native/core/cast/cast.cc', 'native/core/cast/cast_ref.cc', 'test/native/cast_core_test.cc'];
+  const objectOf = (f) => path.join(castOut, `${path.basename(f, '.cc')}.o`);
+  const builds = [
+    background([...absFlags, '-mavx2', '-mfma', '-mf16c', '-c', path.join(root, 'native/core/cast/cast_avx2.cc'), '-o', castSimd], root),
+    ...castSources.map((f) => background([...absFlags, '-c', path.join(root, f), '-o', objectOf(f)], root)),
+  ];
+  Promise.all(builds).then((codes) => {
+    if (codes.some((c) => c !== 0)) process.exit(1);
+    checkNoWeakSymbols('cast_avx2', castSimd);
+    const castExe = path.join(out, 'cast_core_test');
+    run(cxx, [...flags, ...castSources.map(objectOf), castSimd, '-o', castExe, '-lpthread']);
+    run(castExe, [], { env });
+    run(castExe, [], { env: { ...env, SLIMTENSOR_ISA: 'scalar' } });
   });
 }

@@ -31,7 +31,7 @@ import { lowRank, matmul, rankForRatio } from '../lowrank';
 import { quantizationError, quantize, QuantizedTensor, type FloatDType, type QuantizeOptions } from '../quantize';
 import { compress24, decompress24, prune, type SparsityScore } from '../sparsity';
 import { dtypeSize, Tensor } from '../tensor';
-import { convertFloats } from './convert';
+import { cast } from '../cast';
 import { BufferPool, Gate, poolSize } from './memory';
 import { sizeOnDisk, stageOutput } from './output';
 import { checkTarget, describeAction, planTensor, resolveRecipe, TARGETS, type OutputFormat, type Recipe, type Target, type TensorAction, type TensorPlan } from './recipe';
@@ -645,7 +645,7 @@ async function compressOne(e: Entry, input: Uint8Array, take: (n: number) => Uin
   const n = e.src.byteLength / dtypeSize(from);
   if (a.kind === 'convert') {
     const out = take(n * dtypeSize(a.dtype));
-    convertFloats(input, from, out, a.dtype, n);
+    await cast(Tensor.from(input, e.src.shape, from), a.dtype, { out: Tensor.from(out, e.src.shape, a.dtype), ...(ro.threads !== undefined ? { threads: ro.threads } : {}) });
     if (ro.measureError) e.record.error = denseError(Tensor.from(input, e.src.shape, from), Tensor.from(out, e.src.shape, a.dtype));
     if (ro.countZeros) countZerosInto(e, out, a.dtype);
     return { kind: 'raw', bytes: out };
@@ -773,11 +773,13 @@ async function lowRankOne(e: Entry, input: Uint8Array, take: (n: number) => Uint
   const rank = left.shape[1] as number;
   const { ratio: _ratio, energy: _energy, ...rest } = o;
   const r = await lowRank(w, { ...rest, rank, ...(ro.threads !== undefined ? { threads: ro.threads } : {}) });
-  const parts = [r.left, r.right].map((f) => {
-    const out = take(f.size * dtypeSize(dtype));
-    convertFloats(new Uint8Array(f.data.buffer, f.data.byteOffset, f.data.byteLength), 'f32', out, dtype, f.size);
-    return out;
-  });
+  const parts = await Promise.all(
+    [r.left, r.right].map(async (f) => {
+      const out = take(f.size * dtypeSize(dtype));
+      await cast(f, dtype, { out: Tensor.from(out, f.shape, dtype) });
+      return out;
+    }),
+  );
   if (ro.measureError) {
     const approx = await matmul(Tensor.from(parts[0] as Uint8Array, left.shape, dtype), Tensor.from(parts[1] as Uint8Array, right.shape, dtype));
     e.record.error = denseError(w, approx);

@@ -13,6 +13,7 @@ void register_quant(Napi::Env env, Napi::Object exports);
 void register_distill(Napi::Env env, Napi::Object exports);
 void register_lowrank(Napi::Env env, Napi::Object exports);
 void register_sparse(Napi::Env env, Napi::Object exports);
+void register_cast(Napi::Env env, Napi::Object exports);
 void lowrank_backends(Napi::Env env, Napi::Object cuda);
 Napi::Value set_error_class(const Napi::CallbackInfo& info);
 
@@ -76,6 +77,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   register_distill(env, exports);
   register_lowrank(env, exports);
   register_sparse(env, exports);
+  register_cast(env, exports);
   return exports;
 }
 
