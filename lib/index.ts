@@ -127,3 +127,4 @@ export {
   type TokenizerModel,
 } from './model/tokenizer';
 export { ggufTokenizerMetadata, type TokenizerMetadataOptions } from './convert/tokenizer-metadata';
+export { convertModel, convertRecipe, OUT_TYPES, type ConvertOptions, type OutType } from './convert/convert-model';

@@ -678,10 +678,10 @@ describe('pipeline', function () {
   });
 
   describe('failures leave nothing behind', () => {
-    it('GGUF out from safetensors in, prune with quantize, lowrank into GGUF or by energy: ERR_UNSUPPORTED before anything is written', async () => {
+    it('GGUF out from a lone safetensors file, prune with quantize, lowrank into GGUF or by energy: ERR_UNSUPPORTED before anything is written', async () => {
       const before = await listing(tmp);
       for (const [input, recipe, msg] of [
-        [hfDir, 'q4_0', "convert_hf_to_gguf"],
+        [path.join(hfDir, 'model-00001-of-00003.safetensors'), 'q4_0', 'a lone .safetensors file has no architecture or tokenizer'],
         [hfDir, { extends: '2of4', rules: [{ match: 'lm_head.weight', method: 'quantize', options: { format: 'int8' } }] }, 'not supported'],
         [ggufFile, { rules: [{ match: 'blk.*', method: 'lowrank', options: { rank: 4 } }] }, 'gguf output cannot hold them'],
         [hfDir, { format: 'safetensors', rules: [{ match: '*.q_proj.weight', method: 'lowrank', options: { energy: 0.9 } }] }, 'use "rank" or "ratio"'],

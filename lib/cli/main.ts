@@ -9,6 +9,7 @@ import { DEMO_PRESET_IDS, runDemo, selectPresets } from '../demo';
 import { SlimTensorError } from '../errors';
 import { renderDemo } from './demo-output';
 import { EXIT_INTERRUPTED, inspect, lowrankRecipe, parseSize, presets, readRecipeFile, report, runCompression, type RunOptions } from './model-commands';
+import { convertRecipe, OUT_TYPES, type OutType } from '../convert/convert-model';
 import { parsePrunePattern, PRESET_NAMES, PRUNE_LAYOUTS, pruneRecipe, TARGETS, type PruneLayout, type Target } from '../pipeline/recipe';
 
 const EXIT_ERROR = 1;
@@ -123,7 +124,7 @@ function buildParser(argv: string[]) {
     )
     .command(
       'quantize <input>',
-      `Quantize a model with a preset (${QUANTIZE_PRESETS.join(', ')})`,
+      `Quantize a model with a preset (${QUANTIZE_PRESETS.join(', ')}); a Hugging Face folder is converted to GGUF on the way for the GGUF presets`,
       (y) =>
         targetOption(runOptions(y.positional('input', { type: 'string', demandOption: true, describe: 'GGUF file, .safetensors file or Hugging Face folder' })))
           .option('preset', { alias: 'p', type: 'string', demandOption: true, choices: QUANTIZE_PRESETS, describe: 'The recipe to apply' })
@@ -131,6 +132,21 @@ function buildParser(argv: string[]) {
       async (args) => {
         const recipe = args.search === undefined ? args.preset : { extends: args.preset, search: args.search as 'none' | 'mse', name: `${args.preset}${args.search === 'mse' ? '-mse' : ''}` };
         print(await runCompression(toRunOptions(args as unknown as RunArgs, recipe)));
+      },
+    )
+    .command(
+      'convert <input>',
+      "Convert a Hugging Face folder (Llama, Mistral, Qwen2, Qwen3) to a GGUF file llama.cpp, Ollama and node-llama-cpp load, as llama.cpp's convert_hf_to_gguf.py does: architecture metadata, tokenizer, GGUF tensor names and layouts",
+      (y) =>
+        runOptions(y.positional('input', { type: 'string', demandOption: true, describe: 'Hugging Face folder (config.json, tokenizer files, safetensors weights, sharded or not)' })).option('outtype', {
+          type: 'string',
+          choices: OUT_TYPES,
+          default: 'f16',
+          describe: 'Type of the weights: f32, f16, bf16, q8_0, or auto (each matrix keeps its stored type); norms and biases are F32',
+        }),
+      async (args) => {
+        const outtype = args.outtype as OutType;
+        print(await runCompression({ ...toRunOptions(args as unknown as RunArgs, convertRecipe(outtype)), measureError: outtype === 'q8_0' }));
       },
     )
     .command(

@@ -175,6 +175,8 @@ export interface RunOptions {
   shardSize?: number | undefined;
   verbose: boolean;
   target?: Target | undefined;
+  /** Measure each changed tensor's error (default true). */
+  measureError?: boolean;
 }
 
 /** The exit code for an interrupted run (128 + SIGINT). */
@@ -211,7 +213,7 @@ export async function runCompression(o: RunOptions): Promise<string> {
       overwrite: o.force,
       signal: ac.signal,
       onProgress: progress,
-      measureError: true,
+      measureError: o.measureError ?? true,
     });
     progress.stop();
     return o.json ? JSON.stringify(report, null, 2) : renderCompressReport(report, o.verbose);

@@ -234,7 +234,14 @@ export class SafetensorsModel {
         return new SafetensorsModel(p, p, true, files, undefined);
       }
       const index = await readIndex(indexPath);
-      for (const shard of index.shards) files.set(shard, await SafetensorsFile.open(path.join(p, shard)));
+      for (const shard of index.shards) {
+        const file = path.join(p, shard);
+        if (!(await fsp.stat(file).then((s) => s.isFile(), () => false))) {
+          const names = [...index.weightMap].filter(([, s]) => s === shard).map(([n]) => n);
+          throw new SlimTensorError(`safetensors ${indexPath}: weight_map maps ${names.length} tensor${names.length === 1 ? '' : 's'} (${names.slice(0, 2).map(quoteName).join(', ')}${names.length > 2 ? ', …' : ''}) to ${shard}, which is not in the folder (a shard missing from the download?)`, 'ERR_FORMAT');
+        }
+        files.set(shard, await SafetensorsFile.open(file));
+      }
       // Every indexed tensor is in its shard, and every shard tensor is indexed there.
       for (const [name, shard] of index.weightMap) {
         if ((files.get(shard) as SafetensorsFile).tensor(name) === undefined) {

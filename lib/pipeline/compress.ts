@@ -37,7 +37,8 @@ import { sizeOnDisk, stageOutput } from './output';
 import { checkTarget, describeAction, planTensor, resolveRecipe, TARGETS, type OutputFormat, type Recipe, type Target, type TensorAction, type TensorPlan } from './recipe';
 import { modelModules, planModules, type ModelModules, type ModulePlan } from './linear-modules';
 import { SUPPORTED_GGUF_ARCHITECTURES, SUPPORTED_HF_CLASSES } from '../model/architectures';
-import { floatDtypeOf, openModel, viewStored, type ModelSource, type SourceTensor } from './source';
+import { hfModelAsGguf } from '../convert/hf-model';
+import { floatDtypeOf, openModel, readConfigJson, viewStored, type ModelSource, type SourceTensor } from './source';
 import { denseError } from './error';
 
 export interface CompressOptions {
@@ -137,7 +138,6 @@ const DEFAULT_MEMORY = 1024 ** 3;
 const DEFAULT_IN_FLIGHT = 4;
 /** Weight files of a Hugging Face folder in other formats: not copied next to the compressed weights. */
 const WEIGHT_FILE = /\.(safetensors|bin|pt|pth|ckpt|h5|msgpack|gguf|onnx|npz)$|\.safetensors\.index\.json$|\.bin\.index\.json$/;
-const MAX_CONFIG_BYTES = 16 * 1024 * 1024;
 
 interface Entry {
   src: SourceTensor;
@@ -212,7 +212,7 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
   const signal = o.signal;
   signal?.throwIfAborted();
 
-  const source = await openModel(o.input);
+  let source = await openModel(o.input);
   try {
     // ---- plan: every tensor's action and outputs, before anything is written
     let format = o.format ?? recipe.format;
@@ -227,18 +227,15 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
       }),
     );
     const warnings: string[] = [];
-    if (format === 'gguf' && source.format !== 'gguf') {
-      throw new SlimTensorError(
-        `compressModel: GGUF output needs a GGUF input (${o.input} is safetensors); convert the Hugging Face model with llama.cpp's convert_hf_to_gguf.py first, or use a compressed-tensors preset (w4a16, w4a16-asym, w8a16)`,
-        'ERR_UNSUPPORTED',
-      );
-    }
+    // A Hugging Face folder becomes what llama.cpp's converter would write
+    // (GGUF names, layouts, metadata, tokenizer); the recipe then applies as to a GGUF input.
+    if (format === 'gguf' && source.format !== 'gguf') source = await hfModelAsGguf(source);
     if (format !== 'gguf' && source.format === 'gguf') {
       warnings.push(`the ${format} output keeps the GGUF tensor names and layouts (llama.cpp's); Hugging Face loaders such as vLLM expect the model's own names`);
     }
     // The source folder's config.json: the model class, and what compressed-tensors adds quantization_config to.
     let config: Record<string, unknown> | undefined;
-    if (source.folder !== undefined) config = await readConfig(path.join(source.folder, 'config.json'));
+    if (source.folder !== undefined) config = await readConfigJson(path.join(source.folder, 'config.json'));
     const inputs = source.tensors.map(planInputOf);
     let plans = inputs.map((t) => planTensor(t, { ...recipe, target }, format));
     let modulePlan: ModulePlan | undefined;
@@ -435,20 +432,6 @@ function planEntry(src: SourceTensor, plan: TensorPlan, format: OutputFormat): E
   return { src, plan, st, gguf, outBytes, need: poolSize(src.byteLength) + extra, record, zeros: 0, elements: 0 };
 }
 
-async function readConfig(file: string): Promise<Record<string, unknown> | undefined> {
-  const st = await fsp.stat(file).catch(() => undefined);
-  if (st === undefined || !st.isFile()) return undefined;
-  if (st.size > MAX_CONFIG_BYTES) throw new SlimTensorError(`${file}: ${st.size} bytes; config.json is limited to ${MAX_CONFIG_BYTES}`, 'ERR_FORMAT');
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(await fsp.readFile(file, 'utf8'));
-  } catch (e) {
-    throw new SlimTensorError(`${file}: not valid JSON (${(e as Error).message})`, 'ERR_FORMAT');
-  }
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new SlimTensorError(`${file}: config.json must hold a JSON object`, 'ERR_FORMAT');
-  return parsed as Record<string, unknown>;
-}
-
 interface Sink {
   files: string[];
   write(e: Entry, r: Result): Promise<void>;
@@ -458,10 +441,10 @@ interface Sink {
 
 async function createSink(format: OutputFormat, tmp: string, entries: readonly Entry[], source: ModelSource, maxShardBytes: number | undefined): Promise<Sink> {
   if (format === 'gguf') {
-    const g = source.gguf;
-    if (g === undefined) throw new SlimTensorError('compressModel: GGUF output needs a GGUF input', 'ERR_UNSUPPORTED');
+    const base = source.ggufMetadata;
+    if (base === undefined) throw new SlimTensorError('compressModel: GGUF output needs a GGUF input or a Hugging Face folder', 'ERR_UNSUPPORTED');
     const tensors = entries.map((e) => e.gguf as GGUFPlannedTensor);
-    let meta: GGUFMetadataEntry[] = g.entries.slice();
+    let meta: GGUFMetadataEntry[] = base.slice();
     meta = setMetadata(meta, 'general.quantization_version', 'u32', GGUF_QUANTIZATION_VERSION);
     const fileType = mainFileType(tensors);
     if (fileType !== undefined) meta = setMetadata(meta, 'general.file_type', 'u32', fileType);
