@@ -11,10 +11,11 @@ import { distillBench } from './distill';
 import { lowrankBench } from './lowrank';
 import { sparsityBench } from './sparsity';
 import { tokenizerBench } from './tokenizer';
+import { convertBench } from './convert';
 
 // The registry: later benchmarks (sparsity, lowrank, distill, pipeline) add
 // one line here and one module beside this file.
-const BENCHMARKS: readonly Benchmark[] = [quantizeBench, searchFloorBench, sparsityBench, pipelineBench, distillBench, lowrankBench, tokenizerBench];
+const BENCHMARKS: readonly Benchmark[] = [quantizeBench, searchFloorBench, sparsityBench, pipelineBench, convertBench, distillBench, lowrankBench, tokenizerBench];
 
 const DEFAULT_RUNS = 7;
 const QUICK_RUNS = 3;

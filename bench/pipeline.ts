@@ -17,13 +17,14 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { GGUFWriter } from '../lib/formats/gguf-writer';
 import { ShardedSafetensorsWriter, type PlannedTensor } from '../lib/formats/safetensors';
-import { f32ToF16 } from '../lib/half';
+import { f32ToBf16, f32ToF16 } from '../lib/half';
 import { compressModel, type CompressReport } from '../lib/pipeline/compress';
+import type { Recipe } from '../lib/pipeline/recipe';
 import { sizeOnDisk } from '../lib/pipeline/output';
 import { fmtBytes, fmtGBs, fmtRatio, gbps, markdownTable, median, type Benchmark, type BenchOptions, type BenchOutcome } from './harness';
 import { Rng } from '../test/support/random';
 
-interface Shape {
+export interface Shape {
   layers: number;
   hidden: number;
   ffn: number;
@@ -32,10 +33,10 @@ interface Shape {
 
 const FULL_ST: Shape = { layers: 32, hidden: 4096, ffn: 11008, vocab: 32000 };
 const FULL_GGUF: Shape = { layers: 16, hidden: 4096, ffn: 11008, vocab: 32000 };
-const QUICK: Shape = { layers: 2, hidden: 512, ffn: 1376, vocab: 4096 };
-const BLOCK_BYTES = 64 * 1024 * 1024;
+export const QUICK: Shape = { layers: 2, hidden: 512, ffn: 1376, vocab: 4096 };
+export const BLOCK_BYTES = 64 * 1024 * 1024;
 
-function layersFromEnv(s: Shape): Shape {
+export function layersFromEnv(s: Shape): Shape {
   const n = Number(process.env.SLIMTENSOR_BENCH_LAYERS);
   return Number.isInteger(n) && n > 0 ? { ...s, layers: n } : s;
 }
@@ -63,17 +64,43 @@ function parts(block: Uint8Array, bytes: number): Uint8Array[] {
   return out;
 }
 
-async function generateSafetensors(dir: string, s: Shape, blockBytes: number): Promise<void> {
+/**
+ * A Llama-shaped Hugging Face folder: safetensors shards of 5 GB in `dtype`
+ * and a config.json with the hyper-parameters (32 heads, as Llama 2 7B).
+ */
+export async function generateSafetensors(dir: string, s: Shape, blockBytes: number, dtype: 'F16' | 'BF16' = 'F16'): Promise<void> {
   await fsp.mkdir(dir);
   const rng = new Rng(7);
   const block = new Uint16Array(blockBytes / 2);
-  for (let i = 0; i < block.length; i++) block[i] = f32ToF16(rng.normal() * 0.02);
+  const encode = dtype === 'F16' ? f32ToF16 : f32ToBf16;
+  for (let i = 0; i < block.length; i++) block[i] = encode(rng.normal() * 0.02);
   const bytes = new Uint8Array(block.buffer);
-  const plan: PlannedTensor[] = llamaTensors(s, false).map(([name, shape]) => ({ name, dtype: 'F16', shape }));
+  const plan: PlannedTensor[] = llamaTensors(s, false).map(([name, shape]) => ({ name, dtype, shape }));
   const w = await ShardedSafetensorsWriter.create(dir, plan, { maxShardBytes: 5e9, metadata: { format: 'pt' } });
   for (const t of plan) await w.write(t.name, ...parts(bytes, t.shape.reduce((a, d) => a * d, 2)));
   await w.close();
-  await fsp.writeFile(path.join(dir, 'config.json'), JSON.stringify({ architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: s.hidden, intermediate_size: s.ffn, num_hidden_layers: s.layers, vocab_size: s.vocab, torch_dtype: 'float16' }, null, 2));
+  const heads = s.hidden / 128;
+  await fsp.writeFile(
+    path.join(dir, 'config.json'),
+    JSON.stringify(
+      {
+        architectures: ['LlamaForCausalLM'],
+        model_type: 'llama',
+        hidden_size: s.hidden,
+        intermediate_size: s.ffn,
+        num_hidden_layers: s.layers,
+        num_attention_heads: heads,
+        num_key_value_heads: heads,
+        max_position_embeddings: 4096,
+        rms_norm_eps: 1e-5,
+        rope_theta: 10000,
+        vocab_size: s.vocab,
+        torch_dtype: dtype === 'F16' ? 'float16' : 'bfloat16',
+      },
+      null,
+      2,
+    ),
+  );
 }
 
 async function generateGGUF(file: string, s: Shape, blockBytes: number): Promise<void> {
@@ -96,7 +123,7 @@ async function generateGGUF(file: string, s: Shape, blockBytes: number): Promise
 }
 
 /** Seconds to read every file under `p` front to back into one reused buffer: what reading the input alone costs. */
-async function readAll(p: string, buf: Uint8Array): Promise<number> {
+export async function readAll(p: string, buf: Uint8Array): Promise<number> {
   const files: string[] = [];
   const walk = async (q: string): Promise<void> => {
     const st = await fsp.stat(q);
@@ -146,7 +173,7 @@ export interface PipelineCase {
   memoryLimit: number;
 }
 
-async function measure(id: string, label: string, input: string, output: string, preset: string, runs: number, log: (m: string) => void): Promise<PipelineCase> {
+export async function measure(id: string, label: string, input: string, output: string, preset: Recipe | string, runs: number, log: (m: string) => void): Promise<PipelineCase> {
   const inputBytes = await sizeOnDisk(input);
   const buf = new Uint8Array(BLOCK_BYTES);
   const reads: number[] = [];
@@ -220,7 +247,8 @@ export async function runPipelineBench(options: BenchOptions): Promise<{ cases: 
   return { cases };
 }
 
-function markdown(cases: readonly PipelineCase[], quick: boolean): string {
+/** The table of cases (`title`: the heading's name). */
+export function markdown(cases: readonly PipelineCase[], quick: boolean, title = 'pipeline'): string {
   const rows = cases.map((c) => [
     c.label,
     fmtBytes(c.inputBytes),
@@ -235,7 +263,7 @@ function markdown(cases: readonly PipelineCase[], quick: boolean): string {
     `${fmtBytes(c.bufferPeak)} / ${fmtBytes(c.memoryLimit)}`,
   ]);
   return [
-    `### pipeline${quick ? ' (--quick: a small model, not a measurement)' : ''}`,
+    `### ${title}${quick ? ' (--quick: a small model, not a measurement)' : ''}`,
     '',
     'End to end (read, quantize on the thread pool, write, rename), input bytes per second; "read alone" streams the same files into one buffer, the floor any pipeline pays.',
     '',

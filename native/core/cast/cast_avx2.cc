@@ -7,8 +7,6 @@
 #if defined(__AVX2__) && defined(__F16C__)
 #include <immintrin.h>
 
-#include <cstring>
-
 #include "cast_math.h"
 
 namespace st {
@@ -44,26 +42,8 @@ void store16_bf16(uint16_t* p, __m256 a, __m256 b) {
 
 void store8_f16(uint16_t* p, __m256 v) { _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)); }
 
-uint32_t tail_load(const void* src, DType from, int64_t i) {
-  if (from == DType::F32) {
-    uint32_t x;
-    std::memcpy(&x, static_cast<const uint8_t*>(src) + i * 4, 4);
-    return x;
-  }
-  const uint16_t h = static_cast<const uint16_t*>(src)[i];
-  return from == DType::F16 ? castm::f16_to_f32_bits(h) : castm::bf16_to_f32_bits(h);
-}
-
-void tail_store(void* dst, DType to, int64_t i, uint32_t x) {
-  if (to == DType::F32) {
-    std::memcpy(static_cast<uint8_t*>(dst) + i * 4, &x, 4);
-    return;
-  }
-  static_cast<uint16_t*>(dst)[i] = to == DType::F16 ? castm::f32_bits_to_f16(x) : castm::f32_bits_to_bf16(x);
-}
-
 void tail(const void* src, DType from, void* dst, DType to, int64_t begin, int64_t end) {
-  for (int64_t i = begin; i < end; i++) tail_store(dst, to, i, tail_load(src, from, i));
+  for (int64_t i = begin; i < end; i++) castm::store_f32_bits(dst, to, i, castm::load_f32_bits(src, from, i));
 }
 
 __m256 load8(const void* src, DType from, int64_t i) {
