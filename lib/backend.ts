@@ -30,6 +30,14 @@ export interface Backends {
      */
     cusolver?: { available: boolean; reason?: string; library?: string };
   };
+  /**
+   * How async calls keep the buffers they use from moving while a kernel
+   * runs (README, "Buffers and async calls"): 'mark' reads and writes them
+   * in place and marks them untransferable; 'copy' works on private copies
+   * (where this runtime's ArrayBuffer.prototype.transfer ignores the mark,
+   * or SLIMTENSOR_ASYNC_BUFFERS=copy). `reason` says which.
+   */
+  buffers: { async: 'mark' | 'copy'; reason: string };
 }
 
 /** Reports the CPU features in use and whether CUDA is available (and why not). */

@@ -250,6 +250,8 @@ export function planDistill(
     grad: grad?.data ?? null,
     gradFresh,
     rowLoss,
+    // Outputs made for this call (native/addon/job.h: neither marked nor copied).
+    fresh: gradFresh && grad ? [rowLoss, grad.data] : [rowLoss],
   });
   return { args, rowLoss, grad };
 }

@@ -154,6 +154,7 @@ export function planMatmul(a: Tensor, b: Tensor, options: MatmulOptions | undefi
     fail(where, 'ERR_SHAPE', `inner dimensions differ: op(a) is [${m}, ${k}] (a [${ar}, ${ac}]${transA ? ', transA' : ''}), op(b) is [${kb}, ${n}] (b [${br}, ${bc}]${transB ? ', transB' : ''})`);
   }
   let out: Tensor<'f32'>;
+  let fresh = false;
   if (o.out !== undefined) {
     out = checkTensor(o.out, where, 'options.out', ['f32']) as Tensor<'f32'>;
     if (out.shape.length !== 2 || out.shape[0] !== m || out.shape[1] !== n) {
@@ -164,6 +165,7 @@ export function planMatmul(a: Tensor, b: Tensor, options: MatmulOptions | undefi
     if (accumulate) fail(where, 'ERR_VALUE', 'options.accumulate adds to options.out, which is missing');
     // Every element is written (k = 0 writes zeros).
     out = Tensor.uninitialized([m, n], 'f32');
+    fresh = true;
   }
   const args: NativeArgs = {
     a: a.data,
@@ -180,6 +182,7 @@ export function planMatmul(a: Tensor, b: Tensor, options: MatmulOptions | undefi
     accumulate,
     kernel: kernelCode(o.kernel, where),
     threads: threadCount(o.threads, where),
+    fresh: fresh ? [out.data] : [],
   };
   return { args, out };
 }

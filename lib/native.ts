@@ -1,6 +1,7 @@
 // Loads the addon (a prebuild from prebuilds/, else build/Release) and wraps
 // its calls so every failure is a SlimTensorError naming the operation.
 import * as path from 'node:path';
+import { markAsUntransferable } from 'node:worker_threads';
 import { SlimTensorError } from './errors';
 
 /** Argument objects the addon reads (see native/addon/*_binding.cc). */
@@ -45,6 +46,7 @@ export interface NativeUnstructured {
 export interface NativeBackends {
   cpu: { features: string[]; kernel: 'avx512' | 'avx2' | 'scalar'; threads: number; hardwareThreads: number };
   cuda: { compiled: boolean; available: boolean; reason?: string; cusolver?: { available: boolean; reason?: string; library?: string } };
+  buffers: { async: 'mark' | 'copy'; reason: string };
 }
 
 interface Binding {
@@ -52,6 +54,8 @@ interface Binding {
   setThreads(n: number): void;
   getThreads(): number;
   setErrorClass(ctor: typeof SlimTensorError): void;
+  /** Hands over worker_threads.markAsUntransferable: async calls mark the buffers they use with it (see native/addon/job.h). */
+  setBufferGuard(mark: (o: object) => void): void;
   /** memcpy on `threads` threads (0 = all): bench/'s copy-bandwidth limit. */
   parallelCopy(dst: ArrayBufferView, src: ArrayBufferView, threads: number): void;
   quantize(args: NativeArgs, async: false): undefined;
@@ -94,6 +98,7 @@ function load(): Binding {
   const gypBuild = require('node-gyp-build') as (dir: string) => Binding;
   const b = gypBuild(path.join(__dirname, '..'));
   b.setErrorClass(SlimTensorError);
+  b.setBufferGuard(markAsUntransferable);
   return b;
 }
 

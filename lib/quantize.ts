@@ -94,6 +94,7 @@ export class QuantizedTensor {
     const sizes = byteSizes(info, rows, cols, this.groupSize);
     const expectData = info.ggml ? Uint8Array : Int32Array;
     if (!(parts.data instanceof expectData)) fail(where, 'ERR_VALUE', `${parts.format} data must be a ${expectData.name}`);
+    assertFixedLength(parts.data, where, 'data');
     if (parts.data.byteLength !== sizes.data) fail(where, 'ERR_SHAPE', `data holds ${parts.data.byteLength} bytes; ${parts.format} of [${this.shape.join(', ')}] needs ${sizes.data}`);
     this.data = parts.data;
     if (info.ggml) {
@@ -209,6 +210,7 @@ export function planQuantize(t: Tensor, options: QuantizeOptions, where: string)
   if (search !== 'none' && search !== 'mse') fail(where, 'ERR_VALUE', `options.search must be 'none' or 'mse'; got ${JSON.stringify(search)}`);
   if (o.importance !== undefined) {
     if (!(o.importance instanceof Float32Array)) fail(where, 'ERR_VALUE', 'options.importance must be a Float32Array');
+    assertFixedLength(o.importance, where, 'options.importance');
     if (search !== 'mse') fail(where, 'ERR_VALUE', "options.importance weights the search; it needs search: 'mse'");
     if (o.importance.length !== cols) fail(where, 'ERR_SHAPE', `options.importance has ${o.importance.length} values; the input's last dimension is ${cols}`);
     for (let i = 0; i < o.importance.length; i++) {
@@ -220,9 +222,11 @@ export function planQuantize(t: Tensor, options: QuantizeOptions, where: string)
   if (nonFinite !== 'error' && nonFinite !== 'zero') fail(where, 'ERR_VALUE', `options.nonFinite must be 'error' or 'zero'; got ${JSON.stringify(nonFinite)}`);
 
   let result: QuantizedTensor;
+  let fresh = false;
   if (o.out !== undefined) {
     result = checkOut(o.out, t, format, group, symmetric, scaleDtype, where);
   } else {
+    fresh = true;
     const sizes = byteSizes(info, rows, cols, group);
     // Every output byte is written by the kernel (native tests check it).
     const data = info.ggml ? uninitializedArray(Uint8Array, sizes.data) : uninitializedArray(Int32Array, sizes.data / 4);
@@ -249,6 +253,8 @@ export function planQuantize(t: Tensor, options: QuantizeOptions, where: string)
     data,
     scales: scales?.data ?? null,
     zeros: zeros?.data ?? null,
+    // Outputs made for this call (native/addon/job.h: neither marked nor copied).
+    fresh: fresh ? [data, scales?.data, zeros?.data].filter((a) => a !== undefined) : [],
   };
   return { args, result };
 }
@@ -321,6 +327,7 @@ export function planDequantize(q: QuantizedTensor, options: DequantizeOptions | 
     }
   } else {
     out = Tensor.uninitialized(q.shape, dtype);
+    args.fresh = [out.data];
   }
   args.out = out.data;
   args.outDtype = dtypeCode(dtype);

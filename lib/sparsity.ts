@@ -190,6 +190,7 @@ export function planPrune(t: Tensor, options: PruneOptions, where: string): { ar
     dense: tensor.data,
     values: null,
     meta: null,
+    fresh: [tensor.data, mask.data],
   };
   return { args, result: { tensor, mask } };
 }
@@ -357,6 +358,7 @@ export function planCompress24(t: Tensor | QuantizedTensor, options: Compress24O
       values: values.data,
       meta,
       mask: bitmask.data,
+      fresh: [values.data, meta, bitmask.data],
     };
     return { args, quant: true, result: new Sparse24Tensor({ shape: t.shape, values, meta, bitmask }) };
   }
@@ -385,6 +387,7 @@ export function planCompress24(t: Tensor | QuantizedTensor, options: Compress24O
     dense: null,
     values: values.data,
     meta,
+    fresh: [values.data, meta, bitmask.data],
   };
   return { args, quant: false, result: new Sparse24Tensor({ shape: t.shape, values, meta, bitmask }) };
 }
@@ -455,10 +458,10 @@ export function planDecompress24(a: Sparse24Tensor, options: Decompress24Options
     const bits = v.format === 'int4' ? 4 : 8;
     const data = uninitializedArray(Int32Array, rows * Math.ceil((cols * bits) / 32));
     const result = new QuantizedTensor({ format: v.format, shape: a.shape, data, scales: v.scales, zeros: v.zeros, groupSize: v.groupSize * 2 });
-    return { args: { ...base, bits, group: v.groupSize * 2, values: v.data, zeros: v.zeros?.data ?? null, out: data }, result };
+    return { args: { ...base, bits, group: v.groupSize * 2, values: v.data, zeros: v.zeros?.data ?? null, out: data, fresh: [data] }, result };
   }
   const out = Tensor.uninitialized(a.shape, v.dtype as FloatDType);
-  return { args: { ...base, bits: 0, dtype: dtypeCode(v.dtype), values: v.data, out: out.data }, result: out };
+  return { args: { ...base, bits: 0, dtype: dtypeCode(v.dtype), values: v.data, out: out.data, fresh: [out.data] }, result: out };
 }
 
 /**
@@ -501,6 +504,7 @@ export function planSpmm24(a: Sparse24Tensor, x: Tensor, options: Spmm24Options 
   if (kx !== cols) fail(where, 'ERR_SHAPE', `inner dimensions differ: a is [${rows}, ${cols}], x is [${x.shape.join(', ')}]${transB ? ' (transB: [n, cols])' : ' ([cols, n])'}`);
   const values = a.values as Tensor;
   let out: Tensor<'f32'>;
+  let fresh = false;
   if (o.out !== undefined) {
     out = checkTensor(o.out, where, 'options.out', ['f32']) as Tensor<'f32'>;
     if (out.shape.length !== 2 || out.shape[0] !== rows || out.shape[1] !== n) fail(where, 'ERR_SHAPE', `options.out is [${out.shape.join(', ')}]; the product is [${rows}, ${n}]`);
@@ -510,6 +514,7 @@ export function planSpmm24(a: Sparse24Tensor, x: Tensor, options: Spmm24Options 
   } else {
     if (o.accumulate === true) fail(where, 'ERR_VALUE', 'options.accumulate adds to options.out, which is missing');
     out = Tensor.uninitialized([rows, n], 'f32');
+    fresh = true;
   }
   const args: NativeArgs = {
     rows,
@@ -524,6 +529,7 @@ export function planSpmm24(a: Sparse24Tensor, x: Tensor, options: Spmm24Options 
     accumulate: o.accumulate === true,
     kernel: kernelCode(o.kernel, where),
     threads: threadCount(o.threads, where),
+    fresh: fresh ? [out.data] : [],
   };
   return { args, out };
 }
@@ -569,6 +575,7 @@ export function planUnstructured(input: Tensor | readonly Tensor[], options: Pru
   if (scope !== 'layer' && scope !== 'global') fail(where, 'ERR_VALUE', `options.scope must be 'layer' or 'global', got ${JSON.stringify(scope)}`);
   if (list.length === 0) fail(where, 'ERR_VALUE', 'no tensors given');
   const tensors: NativeArgs[] = [];
+  const fresh: ArrayBufferView[] = [];
   const results: Omit<UnstructuredResult, 'threshold' | 'pruned'>[] = [];
   let total = 0;
   const ks: number[] = [];
@@ -579,6 +586,7 @@ export function planUnstructured(input: Tensor | readonly Tensor[], options: Pru
     const tensor = Tensor.uninitialized(t.shape, t.dtype as FloatDType);
     const mask = Tensor.uninitialized(bitmaskShape(t.shape), 'u8');
     results.push({ tensor, mask });
+    fresh.push(tensor.data, mask.data);
     tensors.push({ src: t.data, dtype: dtypeCode(t.dtype), rows, cols, dense: tensor.data, mask: mask.data });
     total += t.size;
     ks.push(roundHalfEven(sparsity * t.size));
@@ -588,6 +596,7 @@ export function planUnstructured(input: Tensor | readonly Tensor[], options: Pru
     global: scope === 'global',
     k: scope === 'global' ? [roundHalfEven(sparsity * total)] : ks,
     threads: threadCount(o.threads, where),
+    fresh,
   };
   return { args, results, single };
 }

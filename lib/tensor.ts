@@ -156,7 +156,8 @@ export class Tensor<D extends DType = DType> {
   static zeros<D extends DType>(shape: readonly number[], dtype: D): Tensor<D> {
     if (!isDType(dtype)) fail('Tensor.zeros', 'ERR_DTYPE', `unknown dtype ${JSON.stringify(dtype)}`);
     const n = shapeSize(shape, 'Tensor.zeros');
-    return new Tensor(new DTYPES[dtype].ctor(n) as DTypeArrays[D], shape, dtype);
+    const data = allocate('Tensor.zeros', n, DTYPES[dtype].bytes, () => new DTYPES[dtype].ctor(n));
+    return new Tensor(data as DTypeArrays[D], shape, dtype);
   }
 
   /**
@@ -202,8 +203,18 @@ export class Tensor<D extends DType = DType> {
 
 /** A TypedArray of `length` elements whose contents are unspecified (see Tensor.uninitialized). */
 export function uninitializedArray<A extends TensorData>(ctor: { new (buffer: ArrayBufferLike, byteOffset: number, length: number): A; readonly BYTES_PER_ELEMENT: number }, length: number): A {
-  const bytes = Buffer.allocUnsafeSlow(length * ctor.BYTES_PER_ELEMENT);
+  const bytes = allocate('Tensor.uninitialized', length, ctor.BYTES_PER_ELEMENT, () => Buffer.allocUnsafeSlow(length * ctor.BYTES_PER_ELEMENT));
   return new ctor(bytes.buffer, bytes.byteOffset, length);
+}
+
+/** Runs `make`, turning the RangeError of a too-large allocation into ERR_SHAPE (a shape can ask for more than a buffer holds). */
+function allocate<T>(where: string, length: number, elementBytes: number, make: () => T): T {
+  try {
+    return make();
+  } catch (e) {
+    if (!(e instanceof RangeError)) throw e;
+    fail(where, 'ERR_SHAPE', `cannot allocate ${length} elements of ${elementBytes} bytes (${e.message})`);
+  }
 }
 
 /** Checks that `t` is a Tensor usable as input and returns it. */

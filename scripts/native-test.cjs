@@ -74,6 +74,10 @@ const env = { ...process.env, ASAN_OPTIONS: 'detect_leaks=1', UBSAN_OPTIONS: 'pr
 // loops replace the AVX2 ones when present; both must match the reference).
 run(exe, ['test/fixtures/ggml'], { env });
 run(exe, ['test/fixtures/ggml'], { env: { ...env, SLIMTENSOR_ISA: 'avx2' } });
+// The thread pool alone: exceptions thrown by bodies reach the caller.
+const poolExe = path.join(out, 'pool_test');
+run(cxx, [...flags, 'native/core/cpu.cc', 'test/native/pool_test.cc', '-o', poolExe, '-lpthread']);
+run(poolExe, [], { env });
 // The distill core: AVX2 vs reference, exp accuracy, outputs, errors.
 Promise.all(distillBuilds).then((codes) => {
   if (codes.some((c) => c !== 0)) process.exit(1);

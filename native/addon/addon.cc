@@ -16,6 +16,8 @@ void register_sparse(Napi::Env env, Napi::Object exports);
 void register_cast(Napi::Env env, Napi::Object exports);
 void lowrank_backends(Napi::Env env, Napi::Object cuda);
 Napi::Value set_error_class(const Napi::CallbackInfo& info);
+Napi::Value set_buffer_guard(const Napi::CallbackInfo& info);
+void capture_builtins(Napi::Env env);
 
 namespace {
 
@@ -43,6 +45,11 @@ Napi::Value backends(const Napi::CallbackInfo& info) {
   Napi::Object r = Napi::Object::New(env);
   r.Set("cpu", cpu);
   r.Set("cuda", cuda);
+  const BufferPolicy policy = buffer_policy(env);
+  Napi::Object buffers = Napi::Object::New(env);
+  buffers.Set("async", policy.copy ? "copy" : "mark");
+  buffers.Set("reason", policy.reason);
+  r.Set("buffers", buffers);
   return r;
 }
 
@@ -57,14 +64,16 @@ Napi::Value get_threads_js(const Napi::CallbackInfo& info) { return Napi::Number
 // on `threads` threads. Synchronous on purpose: it is timed by the caller.
 Napi::Value parallel_copy_js(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!info[0].IsTypedArray() || !info[1].IsTypedArray()) throw_error(env, Code::Value, "parallelCopy(dst, src, threads) takes two TypedArrays");
-  Napi::TypedArray dst = info[0].As<Napi::TypedArray>(), src = info[1].As<Napi::TypedArray>();
-  if (dst.ByteLength() != src.ByteLength()) throw_error(env, Code::Shape, "parallelCopy: dst and src differ in byte length");
-  if (dst.ByteLength() == 0) return env.Undefined();
-  uint8_t* d = static_cast<uint8_t*>(dst.ArrayBuffer().Data()) + dst.ByteOffset();
-  const uint8_t* s = static_cast<const uint8_t*>(src.ArrayBuffer().Data()) + src.ByteOffset();
-  parallel_copy(d, s, dst.ByteLength(), info[2].IsNumber() ? info[2].As<Napi::Number>().Int32Value() : 0);
-  return env.Undefined();
+  return guard(env, [&]() -> Napi::Value {
+    if (!info[0].IsTypedArray() || !info[1].IsTypedArray()) throw_error(env, Code::Value, "parallelCopy(dst, src, threads) takes two TypedArrays");
+    Napi::TypedArray dst = info[0].As<Napi::TypedArray>(), src = info[1].As<Napi::TypedArray>();
+    if (dst.ByteLength() != src.ByteLength()) throw_error(env, Code::Shape, "parallelCopy: dst and src differ in byte length");
+    if (dst.ByteLength() == 0) return env.Undefined();
+    uint8_t* d = static_cast<uint8_t*>(dst.ArrayBuffer().Data()) + dst.ByteOffset();
+    const uint8_t* s = static_cast<const uint8_t*>(src.ArrayBuffer().Data()) + src.ByteOffset();
+    parallel_copy(d, s, dst.ByteLength(), info[2].IsNumber() ? info[2].As<Napi::Number>().Int32Value() : 0);
+    return env.Undefined();
+  });
 }
 
 Napi::Object init(Napi::Env env, Napi::Object exports) {
@@ -73,6 +82,8 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("setThreads", Napi::Function::New(env, set_threads_js, "setThreads"));
   exports.Set("getThreads", Napi::Function::New(env, get_threads_js, "getThreads"));
   exports.Set("setErrorClass", Napi::Function::New(env, set_error_class, "setErrorClass"));
+  exports.Set("setBufferGuard", Napi::Function::New(env, set_buffer_guard, "setBufferGuard"));
+  capture_builtins(env);
   register_quant(env, exports);
   register_distill(env, exports);
   register_lowrank(env, exports);

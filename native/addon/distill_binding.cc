@@ -46,13 +46,14 @@ class DistillJob : public Job {
       if (a_.k < 0) throw_error(env, Code::Shape, "negative k");
       const uint64_t kn = checked_mul(env, static_cast<uint64_t>(a_.student.rows), static_cast<uint64_t>(a_.k), "teacher");
       const uint64_t kbytes = checked_mul(env, kn, 4, "teacher");
-      a_.topk_indices = static_cast<const int32_t*>(pin(env, o.Get("topkIndices"), "teacher.indices", kbytes));
+      a_.topk_indices = static_cast<const int32_t*>(copy_in(env, o.Get("topkIndices"), "teacher.indices", kbytes));
       a_.topk_logprobs = static_cast<const float*>(pin(env, o.Get("topkLogprobs"), "teacher.logprobs", kbytes));
     } else {
       a_.teacher.dtype = get_float_dtype(o, "teacherDtype", "teacher");
       a_.teacher.data = pin(env, o.Get("teacher"), "teacher", checked_mul(env, n, dtype_size(a_.teacher.dtype), "teacher"));
     }
-    a_.labels = static_cast<const int32_t*>(pin_optional(env, o.Get("labels"), "labels", static_cast<uint64_t>(a_.student.rows) * 4));
+    // Index-like: copied, so the rows the kernel checked are the rows it addresses.
+    a_.labels = static_cast<const int32_t*>(copy_in_optional(env, o.Get("labels"), "labels", static_cast<uint64_t>(a_.student.rows) * 4));
     a_.ignore_index = get_int(o, "ignoreIndex");
     a_.temperature = get_float(o, "temperature");
     a_.alpha = get_float(o, "alpha");
@@ -65,9 +66,9 @@ class DistillJob : public Job {
     if (!g.IsNull() && !g.IsUndefined()) {
       // A fresh buffer is overwritten entirely (huge-page hint); the
       // caller's own (or the student's, in place) is used as it is.
-      a_.grad = get_bool(o, "gradFresh") ? pin_output(env, g, "grad", zbytes) : pin(env, g, "grad", zbytes);
+      a_.grad = get_bool(o, "gradFresh") ? pin_output(env, g, "grad", zbytes) : pin_inout(env, g, "grad", zbytes);
     }
-    a_.row_loss = static_cast<float*>(pin_optional(env, o.Get("rowLoss"), "rowLoss", static_cast<uint64_t>(a_.student.rows) * 4));
+    a_.row_loss = static_cast<float*>(pin_output_optional(env, o.Get("rowLoss"), "rowLoss", static_cast<uint64_t>(a_.student.rows) * 4));
   }
 
   Status run() override { return distill_loss(a_, &res_); }

@@ -85,7 +85,7 @@ class MatmulJob : public Job {
     g_.ldc = std::max<int64_t>(g_.n, 1);
     const uint64_t cn = checked_mul(env, static_cast<uint64_t>(g_.m), static_cast<uint64_t>(g_.n), "output");
     const uint64_t bytes = checked_mul(env, cn, 4, "output");
-    g_.c = static_cast<float*>(g_.accumulate ? pin(env, o.Get("out"), "output", bytes) : pin_output(env, o.Get("out"), "output", bytes));
+    g_.c = static_cast<float*>(g_.accumulate ? pin_inout(env, o.Get("out"), "output", bytes) : pin_output(env, o.Get("out"), "output", bytes));
   }
   Status run() override { return gemm(g_); }
 
@@ -171,16 +171,18 @@ class LowRankJob : public Job {
 // The benchmark's probes (synchronous: they are timed).
 Napi::Value probe_js(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!info[0].IsNumber()) throw_error(env, Code::Value, "lowrankProbe(iterations) takes a number");
-  const int64_t iters = info[0].As<Napi::Number>().Int64Value();
-  if (iters < 1 || iters > (int64_t{1} << 40)) throw_error(env, Code::Value, "iterations must be in 1..2^40");
-  const PeakProbe p = probe_peak(iters);
-  Napi::Object r = Napi::Object::New(env);
-  r.Set("addSeconds", p.add_seconds);
-  r.Set("fma256Seconds", p.fma256_seconds);
-  r.Set("fma512Seconds", p.fma512_seconds);
-  r.Set("gemmKernel", gemm_kernel_name(GemmKernel::Auto));
-  return r;
+  return guard(env, [&]() -> Napi::Value {
+    if (!info[0].IsNumber()) throw_error(env, Code::Value, "lowrankProbe(iterations) takes a number");
+    const int64_t iters = info[0].As<Napi::Number>().Int64Value();
+    if (iters < 1 || iters > (int64_t{1} << 40)) throw_error(env, Code::Value, "iterations must be in 1..2^40");
+    const PeakProbe p = probe_peak(iters);
+    Napi::Object r = Napi::Object::New(env);
+    r.Set("addSeconds", p.add_seconds);
+    r.Set("fma256Seconds", p.fma256_seconds);
+    r.Set("fma512Seconds", p.fma512_seconds);
+    r.Set("gemmKernel", gemm_kernel_name(GemmKernel::Auto));
+    return r;
+  });
 }
 
 }  // namespace

@@ -67,10 +67,6 @@ class SelectJob : public Job {
   Status run() override { return sparse_select(a_); }
 
  private:
-  void* pin_output_optional(Napi::Env env, const Napi::Value& v, const char* what, uint64_t bytes) {
-    if (v.IsNull() || v.IsUndefined()) return nullptr;
-    return pin_output(env, v, what, bytes);
-  }
   SelectArgs a_;
 };
 
@@ -159,7 +155,7 @@ class SpmmJob : public Job {
     a_.meta = static_cast<const uint8_t*>(pin(env, o.Get("meta"), "meta", checked_mul(env, u(a_.rows), u(meta_row_bytes(a_.cols, 2)), "meta")));
     a_.x = static_cast<const float*>(pin(env, o.Get("x"), "x", checked_mul(env, checked_mul(env, u(a_.cols), u(a_.n), "x"), 4, "x")));
     const uint64_t yb = checked_mul(env, checked_mul(env, u(a_.rows), u(a_.n), "output"), 4, "output");
-    a_.y = static_cast<float*>(a_.accumulate ? pin(env, o.Get("out"), "output", yb) : pin_output(env, o.Get("out"), "output", yb));
+    a_.y = static_cast<float*>(a_.accumulate ? pin_inout(env, o.Get("out"), "output", yb) : pin_output(env, o.Get("out"), "output", yb));
   }
   Status run() override { return spmm24(a_); }
 
@@ -229,21 +225,14 @@ Napi::Value spmm24_kernel_js(const Napi::CallbackInfo& info) {
   return Napi::String::New(env, spmm24_kernel_name(static_cast<Kernel>(v)));
 }
 
-template <class J>
-Napi::Value run(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (!info[0].IsObject()) throw_error(env, Code::Internal, "expected an argument object");
-  return dispatch(env, std::make_unique<J>(env, info[0].As<Napi::Object>()), info[1].ToBoolean().Value());
-}
-
 }  // namespace
 
 void register_sparse(Napi::Env env, Napi::Object exports) {
-  exports.Set("sparseSelect", Napi::Function::New(env, run<SelectJob>, "sparseSelect"));
-  exports.Set("sparseSelectQuant", Napi::Function::New(env, run<QuantSelectJob>, "sparseSelectQuant"));
-  exports.Set("sparseExpand", Napi::Function::New(env, run<ExpandJob>, "sparseExpand"));
-  exports.Set("spmm24", Napi::Function::New(env, run<SpmmJob>, "spmm24"));
-  exports.Set("pruneUnstructured", Napi::Function::New(env, run<UnstructuredJob>, "pruneUnstructured"));
+  exports.Set("sparseSelect", Napi::Function::New(env, run_job<SelectJob>, "sparseSelect"));
+  exports.Set("sparseSelectQuant", Napi::Function::New(env, run_job<QuantSelectJob>, "sparseSelectQuant"));
+  exports.Set("sparseExpand", Napi::Function::New(env, run_job<ExpandJob>, "sparseExpand"));
+  exports.Set("spmm24", Napi::Function::New(env, run_job<SpmmJob>, "spmm24"));
+  exports.Set("pruneUnstructured", Napi::Function::New(env, run_job<UnstructuredJob>, "pruneUnstructured"));
   exports.Set("spmm24Kernel", Napi::Function::New(env, spmm24_kernel_js, "spmm24Kernel"));
 }
 

@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <deque>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -72,16 +73,29 @@ struct Job {
   std::atomic<int64_t> next{0};
   std::atomic<int64_t> done{0};
   std::atomic<int> helpers{0};
+  std::atomic<bool> failed{false};
+  std::exception_ptr error;        // the first exception a body threw (written once, under m)
   std::mutex m;
   std::condition_variable cv;
 
   // Runs chunks until none are left; returns after the last one it took.
+  // A body that throws does not escape (a pool thread would terminate the
+  // process): the first exception is kept for the caller, and the chunks
+  // not yet started are counted as done without running.
   void work() {
     for (;;) {
       const int64_t i = next.fetch_add(1);
       if (i >= chunks) return;
-      const int64_t b = i * chunk, e = std::min(n, b + chunk);
-      (*body)(b, e);
+      if (!failed.load(std::memory_order_relaxed)) {
+        const int64_t b = i * chunk, e = std::min(n, b + chunk);
+        try {
+          (*body)(b, e);
+        } catch (...) {
+          std::lock_guard<std::mutex> lk(m);
+          if (!error) error = std::current_exception();
+          failed.store(true);
+        }
+      }
       if (done.fetch_add(1) + 1 == chunks) {
         std::lock_guard<std::mutex> lk(m);
         cv.notify_all();
@@ -109,20 +123,38 @@ class Pool {
       lk.unlock();
       if (job->max_helpers == 1) cv_.notify_one(); else cv_.notify_all();
     }
-    t_inside_pool_body = true;
-    job->work();
-    t_inside_pool_body = false;
+    {
+      InsideBody inside;
+      job->work();
+    }
     {
       std::unique_lock<std::mutex> lk(job->m);
       job->cv.wait(lk, [&] { return job->done.load() == job->chunks; });
     }
     if (job->max_helpers > 0) remove(job);
+    // Every chunk has finished (or was skipped): no thread still uses the
+    // body, so the exception can leave with the caller's stack.
+    if (job->error) std::rethrow_exception(job->error);
   }
 
  private:
+  // Marks the calling thread as running a body (nested parallel_for calls
+  // then run serially) and clears the mark however the scope is left.
+  struct InsideBody {
+    InsideBody() { t_inside_pool_body = true; }
+    ~InsideBody() { t_inside_pool_body = false; }
+  };
+
+  // Starts workers up to n. A thread that cannot be created (a pids or
+  // address-space limit) is not an error: the job runs on the workers that
+  // exist, and always on the calling thread; a later call tries again.
   void ensure_workers(int n) {
-    while (static_cast<int>(workers_) < n) {
-      std::thread([this] { loop(); }).detach();
+    while (workers_ < n) {
+      try {
+        std::thread([this] { loop(); }).detach();
+      } catch (...) {
+        return;
+      }
       ++workers_;
     }
   }

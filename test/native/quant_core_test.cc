@@ -2,6 +2,7 @@
 // UndefinedBehaviorSanitizer by scripts/native-test.cjs: the AVX2 kernels
 // against the scalar reference on random and edge inputs (every format,
 // search, dtype, thread count), the ggml vectors, and the thread pool.
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdio>
@@ -239,6 +240,67 @@ void test_thread_pool() {
   check(total.load() == 4 * 50 * 1000, "parallel_for covers every index exactly once under concurrency");
 }
 
+// An input rewritten while it is quantized (an async JS caller writing into
+// it): another thread flips one value between NaN and 1 while rows are
+// quantized over and over with nonFinite 'error'. Each call must either
+// report a non-finite value or write every output byte: a value found bad
+// and then read again as finite must not leave its group unwritten (stale
+// memory handed back as codes). The writes race with the kernel's reads on
+// purpose. Outputs are prefilled with 0xee; sin() data never gives a run of
+// 16 such bytes. The race needs both threads on a core at once: each case
+// runs until the kernel has seen the NaN a thousand times (or a cap).
+void test_input_changed_during_call() {
+  struct Case {
+    QFormat format;
+    int64_t cols, at;
+  };
+  for (const Case c : {Case{QFormat::Int8, 256, 0}, Case{QFormat::Int8, 256, 100}, Case{QFormat::Int4, 512, 300}, Case{QFormat::Q8_0, 256, 40},
+                       Case{QFormat::Q4_0, 32, 5}}) {
+    std::vector<float> x(static_cast<size_t>(c.cols));
+    for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(static_cast<float>(i));
+    x[static_cast<size_t>(c.at)] = 1.0f;
+    std::atomic<bool> stop{false}, running{false};
+    std::thread flipper([&] {
+      volatile float* p = &x[static_cast<size_t>(c.at)];
+      running = true;
+      while (!stop.load(std::memory_order_relaxed)) {
+        *p = NAN;
+        *p = 1.0f;
+      }
+    });
+    const bool ggml = qformat_traits(c.format).ggml;
+    const QuantSizes sz = quant_sizes(c.format, c.cols, ggml ? 32 : c.cols);
+    std::vector<uint8_t> data(static_cast<size_t>(sz.data_row_bytes));
+    std::vector<uint16_t> scales(static_cast<size_t>(sz.groups_per_row) + 1);
+    while (!running.load()) std::this_thread::yield();
+    int ok = 0, reported = 0, stale = 0, rep = 0;
+    for (; rep < 200000 && (reported < 1000 || rep < 20000); ++rep) {
+      QuantizeArgs a;
+      a.src = {x.data(), DType::F32, 1, c.cols};
+      a.format = c.format;
+      a.group = ggml ? 32 : c.cols;
+      a.threads = 1;
+      a.data = data.data();
+      a.scales = scales.data();
+      std::fill(data.begin(), data.end(), uint8_t{0xee});
+      const Status s = quantize(a);
+      if (!s.ok()) {
+        reported += s.code == Code::Value;
+        continue;
+      }
+      ++ok;
+      int run = 0, longest = 0;
+      for (uint8_t b : data) longest = std::max(longest, run = b == 0xee ? run + 1 : 0);
+      stale += longest >= 16;
+    }
+    stop = true;
+    flipper.join();
+    check(stale == 0 && ok + reported == rep, std::string("input rewritten during the call, ") + qformat_traits(c.format).name + " at " +
+                                                     std::to_string(c.at) + ": " + std::to_string(ok) + " written, " + std::to_string(reported) +
+                                                     " reported, " + std::to_string(stale) + " left unwritten");
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -249,6 +311,7 @@ int main(int argc, char** argv) {
   test_non_finite_first_index();
   test_every_output_byte_written();
   test_thread_pool();
+  test_input_changed_during_call();
   std::printf("native quant core: %d checks, %d failures\n", g_checks, g_failures);
   return g_failures == 0 ? 0 : 1;
 }

@@ -8,6 +8,8 @@
 // calls. Buffers are exactly the documented sizes, so an overrun is an ASan
 // report.
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -847,6 +849,58 @@ void test_concurrent_calls() {
   for (const SelectOut& o : outs) check(o.status.ok() && o.mask == want.mask && o.values == want.values && o.meta == want.meta, "concurrent select");
 }
 
+// An input rewritten while the selection runs (an async JS caller writing
+// into it): another thread flips every value between 2 and 1 while the
+// passes count them, so a later pass may not find what an earlier one
+// counted. The call must end with a threshold that was in the input, or
+// with ERR_VALUE; ASan reports any read past a histogram. (The writes race
+// with the kernel's reads on purpose: this is what such a caller does.)
+void test_unstructured_input_changed() {
+  const int64_t rows = 64, cols = 1024;
+  std::vector<float> v(static_cast<size_t>(rows * cols), 2.0f);
+  std::vector<uint8_t> dense(v.size() * 4), mask(static_cast<size_t>(rows * bitmask_row_bytes(cols)));
+  std::atomic<bool> stop{false};
+  std::thread flipper([&] {
+    volatile float* p = v.data();
+    for (float x = 1.0f; !stop.load(std::memory_order_relaxed); x = 3.0f - x) {
+      for (size_t i = 0; i < v.size(); ++i) p[i] = x;
+    }
+  });
+  int ok = 0, changed = 0, other = 0;
+  for (int rep = 0; rep < 300; ++rep) {
+    UnstructuredArgs u;
+    u.src = {MatrixView{v.data(), DType::F32, rows, cols}};
+    u.dense = {dense.data()};
+    u.mask = {mask.data()};
+    u.k = {rows * cols};
+    u.threads = 1 + rep % 2;
+    const Status s = prune_unstructured(&u);
+    float th = 0;
+    std::memcpy(&th, &u.threshold_bits[0], 4);
+    if (s.ok() && (th == 1.0f || th == 2.0f)) ++ok;
+    else if (s.code == Code::Value && s.message.find("changed while the operation ran") != std::string::npos) ++changed;
+    else ++other;
+  }
+  stop = true;
+  flipper.join();
+  check(other == 0, "unstructured, input rewritten during the call: " + std::to_string(ok) + " results, " + std::to_string(changed) +
+                        " ERR_VALUE, " + std::to_string(other) + " neither");
+}
+
+// Degenerate shapes return at once: many empty rows (or columns) plan no work.
+void test_unstructured_degenerate() {
+  UnstructuredArgs u;
+  u.src = {MatrixView{nullptr, DType::F32, int64_t{1} << 40, 0}, MatrixView{nullptr, DType::F32, 0, int64_t{1} << 40}};
+  u.dense = {nullptr, nullptr};
+  u.mask = {nullptr, nullptr};
+  u.global = true;
+  u.k = {0};
+  const auto t0 = std::chrono::steady_clock::now();
+  const Status s = prune_unstructured(&u);
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  check(s.ok() && u.pruned[0] == 0 && u.pruned[1] == 0 && ms < 100, "unstructured [2^40, 0] and [0, 2^40]: at once (" + std::to_string(ms) + " ms) " + s.message);
+}
+
 }  // namespace
 
 int main() {
@@ -859,6 +913,8 @@ int main() {
   test_spmm24();
   test_unstructured();
   test_concurrent_calls();
+  test_unstructured_input_changed();
+  test_unstructured_degenerate();
   std::printf("native sparse core (spmm24 %s, select %s): %d checks, %d failures\n", spmm24_kernel_name(Kernel::Auto),
               cpu_enabled().avx2 ? "avx2" : "reference", g_checks, g_failures);
   return g_failures == 0 ? 0 : 1;

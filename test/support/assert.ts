@@ -28,3 +28,20 @@ export async function rejected(p: Promise<unknown> | undefined): Promise<SlimTen
   }
   throw new Error('expected a rejection');
 }
+
+/**
+ * Transfers `buffer` away with structuredClone, as a program might during an
+ * async call: 'moved' (detached: async calls work on copies here),
+ * 'copied' (a buffer an async call marked untransferable, Node 20) or
+ * 'refused' (the same on Node 21+: DataCloneError).
+ */
+export function transferAway(buffer: ArrayBufferLike): 'moved' | 'copied' | 'refused' {
+  const before = buffer.byteLength;
+  try {
+    structuredClone(buffer, { transfer: [buffer as ArrayBuffer] });
+  } catch (e) {
+    expect((e as Error).name).to.equal('DataCloneError');
+    return 'refused';
+  }
+  return buffer.byteLength === before ? 'copied' : 'moved';
+}

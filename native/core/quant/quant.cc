@@ -125,7 +125,9 @@ const QFormatTraits& qformat_traits(QFormat f) { return kTraits[static_cast<int3
 
 Status non_finite_error(const MatrixView& src, int64_t flat) {
   const float v = read_f32(src, flat);
-  const char* what = std::isnan(v) ? "NaN" : (v > 0 ? "Infinity" : "-Infinity");
+  // Read again to name it: a caller writing into the input during an async
+  // call may have replaced it since.
+  const char* what = std::isnan(v) ? "NaN" : std::isinf(v) ? (v > 0 ? "Infinity" : "-Infinity") : "since overwritten";
   return Status::Error(Code::Value, std::string("input has a non-finite value (") + what + ") at index [" +
                                         std::to_string(flat / src.cols) + ", " + std::to_string(flat % src.cols) +
                                         "] (flat " + std::to_string(flat) +

@@ -113,18 +113,6 @@ inline __m256i pack_i8x32(const __m256i q[4]) {
   return _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
-// Index (0..n-1) of the first non-finite value among n floats of a block
-// already known to hold one.
-template <DType T>
-int64_t first_non_finite(const void* src, int64_t off, int64_t n) {
-  for (int64_t j = 0; j < n; j += 8) {
-    const __m256i a = abs_bits(Src<T>::load(src, off + j));
-    const int m = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(a, _mm256_set1_epi32(0x7f7fffff))));
-    if (m) return j + __builtin_ctz(static_cast<unsigned>(m));
-  }
-  return -1;
-}
-
 // ---- GGUF blocks -------------------------------------------------------
 
 template <DType T>
@@ -705,9 +693,12 @@ int64_t quantize_ggml_block(const QuantizeArgs& a, int64_t row, int64_t b, uint8
   load_block<T>(a.src.data, off, v);
   uint32_t amax_bits = block_amax_bits(v);
   if (amax_bits >= 0x7f800000u) {
-    if (a.non_finite == NonFinite::Error) return b * qm::QK + first_non_finite<T>(a.src.data, off, qm::QK);
-    // Rare: sanitise through the reference loader and take the same path.
-    load_f32(a.src.data, a.src.dtype, off, qm::QK, xb, NonFinite::Zero);
+    // Rare: through the reference loader, which reads each value once, so
+    // the value reported (or zeroed) is the one quantized — a caller that
+    // rewrites the input during an async call cannot make a block that was
+    // found bad go unwritten.
+    const int64_t bad = load_f32(a.src.data, a.src.dtype, off, qm::QK, xb, a.non_finite);
+    if (bad >= 0) return b * qm::QK + bad;
     for (int k = 0; k < 4; ++k) v[k] = _mm256_load_ps(xb + 8 * k);
     amax_bits = block_amax_bits(v);
   }
@@ -901,8 +892,9 @@ int64_t quantize_int_row_groupwise(const QuantizeArgs& a, int64_t row) {
     abits = _mm256_max_epi32(abits, abits2);
     bool from_scratch = search;
     if (static_cast<uint32_t>(hmax_epi32(abits)) >= 0x7f800000u) {
-      if (a.non_finite == NonFinite::Error) return gi * g + first_non_finite<T>(a.src.data, off, g);
-      load_f32(a.src.data, a.src.dtype, off, g, xg, NonFinite::Zero);
+      // As for GGUF blocks: one read of the group, then everything from it.
+      const int64_t bad = load_f32(a.src.data, a.src.dtype, off, g, xg, a.non_finite);
+      if (bad >= 0) return gi * g + bad;
       from_scratch = true;
       vmin = _mm256_set1_ps(3.402823466e+38f);
       vmax = _mm256_set1_ps(-3.402823466e+38f);

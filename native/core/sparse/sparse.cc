@@ -344,12 +344,20 @@ struct Problem {
   int64_t k = 0, total = 0;
 };
 
+// The passes below count the same elements more than once: an input that
+// changes between them (an async caller writing into it) is reported, and
+// no count it produces is used as an index without a bound.
+Status changed_input() {
+  return Status::Error(Code::Value, "the input changed while the operation ran (its passes counted different values); keep it unchanged until the call returns");
+}
+
 Status solve(UnstructuredArgs* a, const Problem& pb) {
   const int nthreads = a->threads;
   std::vector<Chunk> chunks;
   for (size_t t : pb.tensors) {
     const MatrixView& m = a->src[t];
-    const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, m.cols));
+    if (m.rows == 0 || m.cols == 0) continue;  // nothing to select: no chunks, however many empty rows
+    const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / m.cols);
     for (int64_t r = 0; r < m.rows; r += grain) chunks.push_back({t, r, std::min(m.rows, r + grain)});
   }
   const int64_t nchunks = static_cast<int64_t>(chunks.size());
@@ -385,6 +393,7 @@ Status solve(UnstructuredArgs* a, const Problem& pb) {
                                               std::to_string(i) + "); NaN weights cannot be ranked");
       }
     }
+    return changed_input();  // the NaN pass 1 saw is gone
   }
   uint32_t threshold = 0;
   int64_t ties_kept = 0;       // of the elements equal to the threshold, the first ties_kept (by position) stay
@@ -392,7 +401,8 @@ Status solve(UnstructuredArgs* a, const Problem& pb) {
   if (pb.k > 0) {
     int64_t less = 0;
     size_t b = 0;
-    while (less + hist1[b] < pb.k) less += hist1[b++];
+    while (b < hist1.size() && less + hist1[b] < pb.k) less += hist1[b++];
+    if (b == hist1.size()) return changed_input();
     // Pass 2: the low 15 bits inside bucket b.
     std::vector<int64_t> hist2(size_t{1} << kLo, 0);
     parallel_for(nchunks, 1, [&](int64_t c0, int64_t c1) {
@@ -409,7 +419,8 @@ Status solve(UnstructuredArgs* a, const Problem& pb) {
       for (size_t q = 0; q < h.size(); ++q) hist2[q] += h[q];
     }, nthreads);
     size_t q = 0;
-    while (less + hist2[q] < pb.k) less += hist2[q++];
+    while (q < hist2.size() && less + hist2[q] < pb.k) less += hist2[q++];
+    if (q == hist2.size()) return changed_input();
     threshold = static_cast<uint32_t>((b << kLo) | q);
     const int64_t equal = hist2[q];
     const int64_t prune_ties = pb.k - less;  // 1..equal
