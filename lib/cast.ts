@@ -22,6 +22,7 @@ function planCast(t: Tensor, dtype: FloatDType, options: CastOptions | undefined
   if (!FLOAT_DTYPES.includes(dtype)) fail(where, 'ERR_DTYPE', `dtype must be f32, f16 or bf16; got ${JSON.stringify(dtype)}`);
   const o = checkOptions(options, where, ['out', 'kernel', 'threads']) as CastOptions;
   let out: Tensor<FloatDType>;
+  let fresh = false;
   if (o.out !== undefined) {
     out = checkTensor(o.out, where, 'options.out', [dtype]) as Tensor<FloatDType>;
     if (!sameShape(out.shape, src.shape)) fail(where, 'ERR_SHAPE', `options.out is [${out.shape.join(', ')}]; the tensor is [${src.shape.join(', ')}]`);
@@ -29,6 +30,7 @@ function planCast(t: Tensor, dtype: FloatDType, options: CastOptions | undefined
     if (!inPlace && overlaps(out.data, src.data)) fail(where, 'ERR_VALUE', 'options.out overlaps the tensor without being the same memory of a same-sized type');
   } else {
     out = Tensor.uninitialized(src.shape, dtype);
+    fresh = true;
   }
   const args: NativeArgs = {
     src: src.data,
@@ -38,6 +40,8 @@ function planCast(t: Tensor, dtype: FloatDType, options: CastOptions | undefined
     n: src.size,
     kernel: kernelCode(o.kernel, where),
     threads: threadCount(o.threads, where),
+    // an output made for this call (native/addon/job.h: neither marked nor copied)
+    fresh: fresh ? [out.data] : [],
   };
   return { args, out };
 }

@@ -23,7 +23,9 @@ class CastJob : public Job {
     if (a_.n < 0) throw_error(env, Code::Shape, "negative element count");
     const uint64_t n = static_cast<uint64_t>(a_.n);
     a_.src = pin(env, o.Get("src"), "input", checked_mul(env, n, dtype_size(a_.from), "input"));
-    a_.dst = pin(env, o.Get("dst"), "output", checked_mul(env, n, dtype_size(a_.to), "output"));
+    // Written entirely (in place between 16-bit types: the same memory as src,
+    // which copy mode reads from its own copy of the input).
+    a_.dst = pin_output(env, o.Get("dst"), "output", checked_mul(env, n, dtype_size(a_.to), "output"));
   }
   Status run() override { return cast(a_); }
 
