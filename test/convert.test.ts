@@ -13,7 +13,7 @@ import { spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { compressModel, convertModel, GGUFReader, type GGUFValue } from '../lib/index';
+import { castSync, compressModel, convertModel, GGUFReader, Tensor, type GGUFValue } from '../lib/index';
 import { idToTitle, modelIdComponents, parseFrontMatter, sizeLabel } from '../lib/convert/general-metadata';
 import { rejected } from './support/assert';
 import { listing, type GeneratedTensor } from './support/models';
@@ -412,6 +412,17 @@ describe('Hugging Face -> GGUF (convert)', function () {
           expect(r.metadata.get('general.file_type'), outtype).to.equal(fileType);
           expect(r.tensor('blk.0.attn_q.weight')?.type, outtype).to.equal(type);
           expect(r.tensor('blk.0.ffn_norm.weight')?.type, outtype).to.equal('F32');
+          if (outtype === 'bf16') {
+            // F16 -> BF16 is cast in place (no second buffer); measuring the error keeps the input: the same bytes either way
+            const up = (await r.readTensor('blk.0.ffn_up.weight')).data as Uint16Array;
+            const hf = byName.get('model.layers.0.mlp.up_proj.weight') as GeneratedTensor;
+            const storedF16 = await storedRow(dir, hf.name, 0, hf.values.length);
+            expect(Array.from(up)).to.deep.equal(Array.from(castSync(Tensor.from(storedF16, hf.shape, 'f16'), 'bf16').data));
+            const measured = path.join(tmp, 'mistral-bf16-measured.gguf');
+            const rep = await convertModel({ input: dir, output: measured, outtype, measureError: true });
+            expect((await fsp.readFile(measured)).equals(await fsp.readFile(out))).to.equal(true);
+            expect(rep.tensors.find((t) => t.name === 'blk.0.ffn_up.weight')?.error?.rmse).to.be.above(0);
+          }
           if (outtype !== 'f16') continue;
           // F16 weights stay bit for bit what the folder holds, Q rows in llama.cpp's order
           const q = (await r.readTensor('blk.0.attn_q.weight')).data as Uint16Array;

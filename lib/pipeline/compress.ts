@@ -245,7 +245,7 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
       modulePlan = planModules(inputs, plans, modules, target);
       plans = modulePlan.plans;
     }
-    const entries = source.tensors.map((t, i) => planEntry(t, plans[i] as TensorPlan, format));
+    const entries = source.tensors.map((t, i) => planEntry(t, plans[i] as TensorPlan, format, o.measureError === true));
     const ctGroups = new Map<string, CTGroup>();
     let sparse24 = 0;
     let pruned = 0;
@@ -350,7 +350,12 @@ function planInputOf(t: SourceTensor): { name: string; shape: readonly number[];
   return { name: t.name, shape: t.shape, floatDtype: floatDtypeOf(t), storage: t.storage };
 }
 
-function planEntry(src: SourceTensor, plan: TensorPlan, format: OutputFormat): Entry {
+/** A conversion between two types of one size (f16 <-> bf16) overwrites its input, unless the input is still needed to measure the error. */
+function convertsInPlace(src: SourceTensor, to: FloatDType, measureError: boolean): boolean {
+  return !measureError && dtypeSize(src.dtype as FloatDType) === dtypeSize(to);
+}
+
+function planEntry(src: SourceTensor, plan: TensorPlan, format: OutputFormat, measureError: boolean): Entry {
   const a = plan.action;
   let st: PlannedTensor[] = [];
   let gguf: GGUFPlannedTensor | undefined;
@@ -369,7 +374,8 @@ function planEntry(src: SourceTensor, plan: TensorPlan, format: OutputFormat): E
   if (a.kind === 'keep') dense(undefined);
   else if (a.kind === 'convert') {
     dense(a.dtype);
-    extra = poolSize((src.byteLength / dtypeSize(src.dtype as FloatDType)) * dtypeSize(a.dtype));
+    // f16 <-> bf16 converts in place unless the error is measured (compressOne)
+    if (!convertsInPlace(src, a.dtype, measureError)) extra = poolSize((src.byteLength / dtypeSize(src.dtype as FloatDType)) * dtypeSize(a.dtype));
   } else if (a.kind === 'quantize') {
     const b = quantBytes(src.shape, a.options);
     extra = poolSize(b.data) + (b.scales > 0 ? poolSize(b.scales) : 0) + (b.zeros > 0 ? poolSize(b.zeros) : 0);
@@ -627,7 +633,7 @@ async function compressOne(e: Entry, input: Uint8Array, take: (n: number) => Uin
   const from = floatDtypeOf(e.src) as FloatDType;
   const n = e.src.byteLength / dtypeSize(from);
   if (a.kind === 'convert') {
-    const out = take(n * dtypeSize(a.dtype));
+    const out = convertsInPlace(e.src, a.dtype, ro.measureError) ? input : take(n * dtypeSize(a.dtype));
     await cast(Tensor.from(input, e.src.shape, from), a.dtype, { out: Tensor.from(out, e.src.shape, a.dtype), ...(ro.threads !== undefined ? { threads: ro.threads } : {}) });
     if (ro.measureError) e.record.error = denseError(Tensor.from(input, e.src.shape, from), Tensor.from(out, e.src.shape, a.dtype));
     if (ro.countZeros) countZerosInto(e, out, a.dtype);
