@@ -8,13 +8,15 @@
 //   - F16 shards  -> f16 GGUF (the bytes copied, Q/K rows permuted)
 //
 // Reported as the pipeline benchmark reports (bench/pipeline.ts): input
-// GB/s end to end against reading the input alone, and memory (peak
-// resident set, the pipeline's tensor buffers). The folders are generated
+// GB/s end to end against reading the input alone and against copying it
+// (read, and write as many bytes: the floor when the output is as large as
+// the input), and memory (peak resident set, the pipeline's tensor buffers;
+// convertModel's 512 MiB buffer limit). The folders are generated
 // in a temporary folder and removed afterwards; `--quick` uses a small model
 // of the same layout, SLIMTENSOR_BENCH_LAYERS=N another layer count.
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { convertRecipe } from '../lib/convert/convert-model';
+import { CONVERT_MEMORY_LIMIT, convertRecipe } from '../lib/convert/convert-model';
 import { type Benchmark, type BenchOptions, type BenchOutcome } from './harness';
 import { generateSafetensors, layersFromEnv, markdown, measure, type PipelineCase, type Shape } from './pipeline';
 
@@ -44,7 +46,12 @@ export async function runConvertBench(options: BenchOptions): Promise<{ cases: P
       await withTokenizer(hf);
       for (const outtype of dtype === 'BF16' ? (['f16', 'q8_0'] as const) : (['f16'] as const)) {
         const out = path.join(tmp, `out-${outtype}.gguf`);
-        cases.push(await measure(`hf-${dtype.toLowerCase()}-${outtype}`, `HF ${dtype}, ${s.layers} layers -> ${outtype} GGUF`, hf, out, convertRecipe(outtype), runs, options.log));
+        cases.push(
+          await measure(`hf-${dtype.toLowerCase()}-${outtype}`, `HF ${dtype}, ${s.layers} layers -> ${outtype} GGUF`, hf, out, convertRecipe(outtype), runs, options.log, {
+            compress: { memoryLimit: CONVERT_MEMORY_LIMIT },
+            copy: true,
+          }),
+        );
         await fsp.rm(out, { force: true });
       }
       await fsp.rm(hf, { recursive: true, force: true });

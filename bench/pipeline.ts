@@ -18,7 +18,7 @@ import * as path from 'node:path';
 import { GGUFWriter } from '../lib/formats/gguf-writer';
 import { ShardedSafetensorsWriter, type PlannedTensor } from '../lib/formats/safetensors';
 import { f32ToBf16, f32ToF16 } from '../lib/half';
-import { compressModel, type CompressReport } from '../lib/pipeline/compress';
+import { compressModel, type CompressOptions, type CompressReport } from '../lib/pipeline/compress';
 import type { Recipe } from '../lib/pipeline/recipe';
 import { sizeOnDisk } from '../lib/pipeline/output';
 import { fmtBytes, fmtGBs, fmtRatio, gbps, markdownTable, median, type Benchmark, type BenchOptions, type BenchOutcome } from './harness';
@@ -164,6 +164,9 @@ export interface PipelineCase {
   readGbps: number;
   /** gbps / readGbps. */
   readRatio: number;
+  /** With `copy`: reading the input and writing as many bytes to a file beside the output, GB/s of input (median), and gbps / copyGbps. */
+  copyGbps?: number;
+  copyRatio?: number;
   /** Peak resident set during the runs (sampled every 10 ms), bytes. */
   peakRss: number;
   /** Peak resident set minus the resident set before the run. */
@@ -173,15 +176,64 @@ export interface PipelineCase {
   memoryLimit: number;
 }
 
-export async function measure(id: string, label: string, input: string, output: string, preset: Recipe | string, runs: number, log: (m: string) => void): Promise<PipelineCase> {
+/**
+ * Seconds to read every file under `p` and write the bytes to `to` (one file,
+ * removed afterwards): what a same-sized output costs on this disk beyond
+ * reading the input, the floor of a format conversion.
+ */
+export async function copyAll(p: string, to: string, buf: Uint8Array): Promise<number> {
+  const files: string[] = [];
+  const walk = async (q: string): Promise<void> => {
+    const st = await fsp.stat(q);
+    if (st.isDirectory()) for (const e of (await fsp.readdir(q)).sort()) await walk(path.join(q, e));
+    else files.push(q);
+  };
+  await walk(p);
+  const t0 = process.hrtime.bigint();
+  const out = await fsp.open(to, 'w');
+  try {
+    let at = 0;
+    for (const f of files) {
+      const fh = await fsp.open(f, 'r');
+      try {
+        let pos = 0;
+        for (;;) {
+          const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
+          if (bytesRead === 0) break;
+          pos += bytesRead;
+          await out.write(buf, 0, bytesRead, at);
+          at += bytesRead;
+        }
+      } finally {
+        await fh.close();
+      }
+    }
+  } finally {
+    await out.close();
+  }
+  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  await fsp.rm(to, { force: true });
+  return seconds;
+}
+
+export interface MeasureOptions {
+  /** Passed to compressModel (memoryLimit, ...). */
+  compress?: Partial<CompressOptions>;
+  /** Also time copyAll (the input read and written again) before each run. */
+  copy?: boolean;
+}
+
+export async function measure(id: string, label: string, input: string, output: string, preset: Recipe | string, runs: number, log: (m: string) => void, mo: MeasureOptions = {}): Promise<PipelineCase> {
   const inputBytes = await sizeOnDisk(input);
   const buf = new Uint8Array(BLOCK_BYTES);
+  const copies: number[] = [];
   const reads: number[] = [];
   const times: number[] = [];
   let peakRss = 0;
   let growth = 0;
   let last: CompressReport | undefined;
   for (let i = 0; i < runs; i++) {
+    if (mo.copy === true) copies.push(await copyAll(input, `${output}.copy`, buf));
     reads.push(await readAll(input, buf));
     await fsp.rm(output, { recursive: true, force: true });
     const base = process.memoryUsage.rss();
@@ -190,13 +242,13 @@ export async function measure(id: string, label: string, input: string, output: 
       peak = Math.max(peak, process.memoryUsage.rss());
     }, 10);
     const t0 = process.hrtime.bigint();
-    last = await compressModel({ input, output, recipe: preset });
+    last = await compressModel({ ...mo.compress, input, output, recipe: preset });
     times.push(Number(process.hrtime.bigint() - t0) / 1e9);
     clearInterval(timer);
     peak = Math.max(peak, process.memoryUsage.rss());
     peakRss = Math.max(peakRss, peak);
     growth = Math.max(growth, peak - base);
-    log(`  ${id} run ${i + 1}/${runs}: ${times[i]?.toFixed(1)} s (${fmtGBs(gbps(inputBytes, times[i] as number))} GB/s), read alone ${(reads[i] as number).toFixed(1)} s`);
+    log(`  ${id} run ${i + 1}/${runs}: ${times[i]?.toFixed(1)} s (${fmtGBs(gbps(inputBytes, times[i] as number))} GB/s), read alone ${(reads[i] as number).toFixed(1)} s${mo.copy === true ? `, copy alone ${(copies[i] as number).toFixed(1)} s` : ''}`);
   }
   const r = last as CompressReport;
   const seconds = median(times);
@@ -213,6 +265,7 @@ export async function measure(id: string, label: string, input: string, output: 
     gbps: gbps(inputBytes, seconds),
     readGbps,
     readRatio: gbps(inputBytes, seconds) / readGbps,
+    ...(mo.copy === true ? { copyGbps: gbps(inputBytes, median(copies)), copyRatio: gbps(inputBytes, seconds) / gbps(inputBytes, median(copies)) } : {}),
     peakRss,
     rssGrowth: growth,
     bufferPeak: r.memory.peakBytes,
@@ -249,6 +302,7 @@ export async function runPipelineBench(options: BenchOptions): Promise<{ cases: 
 
 /** The table of cases (`title`: the heading's name). */
 export function markdown(cases: readonly PipelineCase[], quick: boolean, title = 'pipeline'): string {
+  const copy = cases.some((c) => c.copyGbps !== undefined);
   const rows = cases.map((c) => [
     c.label,
     fmtBytes(c.inputBytes),
@@ -258,6 +312,7 @@ export function markdown(cases: readonly PipelineCase[], quick: boolean, title =
     fmtGBs(c.gbps),
     fmtGBs(c.readGbps),
     fmtRatio(c.readRatio),
+    ...(copy ? [c.copyGbps === undefined ? '-' : fmtGBs(c.copyGbps), fmtRatio(c.copyRatio ?? null)] : []),
     fmtBytes(c.peakRss),
     fmtBytes(c.rssGrowth),
     `${fmtBytes(c.bufferPeak)} / ${fmtBytes(c.memoryLimit)}`,
@@ -267,7 +322,8 @@ export function markdown(cases: readonly PipelineCase[], quick: boolean, title =
     '',
     'End to end (read, quantize on the thread pool, write, rename), input bytes per second; "read alone" streams the same files into one buffer, the floor any pipeline pays.',
     '',
-    markdownTable(['model -> preset', 'input', 'output', 'ratio', 'seconds', 'GB/s', 'read alone GB/s', '× read', 'peak RSS', 'RSS growth', 'tensor buffers peak / limit'], rows),
+    ...(copy ? ['"copy alone" reads the same files and writes them again to one file: the floor of a conversion whose output is as large as its input.', ''] : []),
+    markdownTable(['model -> preset', 'input', 'output', 'ratio', 'seconds', 'GB/s', 'read alone GB/s', '× read', ...(copy ? ['copy alone GB/s', '× copy'] : []), 'peak RSS', 'RSS growth', 'tensor buffers peak / limit'], rows),
   ].join('\n');
 }
 

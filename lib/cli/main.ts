@@ -9,7 +9,7 @@ import { DEMO_PRESET_IDS, runDemo, selectPresets } from '../demo';
 import { SlimTensorError } from '../errors';
 import { renderDemo } from './demo-output';
 import { EXIT_INTERRUPTED, inspect, lowrankRecipe, parseSize, presets, readRecipeFile, report, runCompression, type RunOptions } from './model-commands';
-import { convertRecipe, OUT_TYPES, type OutType } from '../convert/convert-model';
+import { CONVERT_MEMORY_LIMIT, convertRecipe, OUT_TYPES, type OutType } from '../convert/convert-model';
 import { parsePrunePattern, PRESET_NAMES, PRUNE_LAYOUTS, pruneRecipe, TARGETS, type PruneLayout, type Target } from '../pipeline/recipe';
 
 const EXIT_ERROR = 1;
@@ -146,7 +146,8 @@ function buildParser(argv: string[]) {
         }),
       async (args) => {
         const outtype = args.outtype as OutType;
-        print(await runCompression({ ...toRunOptions(args as unknown as RunArgs, convertRecipe(outtype)), measureError: outtype === 'q8_0' }));
+        const run = toRunOptions(args as unknown as RunArgs, convertRecipe(outtype));
+        print(await runCompression({ ...run, memory: run.memory ?? CONVERT_MEMORY_LIMIT, measureError: outtype === 'q8_0' }));
       },
     )
     .command(
