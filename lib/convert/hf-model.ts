@@ -42,7 +42,7 @@ const STORAGE: Record<FloatDType, string> = { f32: 'F32', f16: 'F16', bf16: 'BF1
 interface ViewTensor {
   out: SourceTensor;
   /** The Hugging Face tensor read for it (undefined: computed, `data`). */
-  hf: { name: string; file: string; dtype: FloatDType; byteLength: number } | undefined;
+  hf: { name: string; dtype: FloatDType } | undefined;
   /** Computed tensors (rope_freqs). */
   data: Float32Array | undefined;
   /** Stored 16-bit, presented as F32 (a 1-D tensor). */
@@ -204,8 +204,12 @@ export async function hfModelAsGguf(source: ModelSource): Promise<ModelSource> {
   }
   const storedByName = new Map(source.tensors.map((s) => [s.name, s]));
   const seen = new Map<TensorRole, Set<number>>();
-  const byShard = new Map<string, typeof st.tensors[number][]>();
-  for (const t of st.tensors) byShard.set(t.file, [...(byShard.get(t.file) ?? []), t]);
+  const byShard = new Map<string, (typeof st.tensors)[number][]>();
+  for (const t of st.tensors) {
+    const list = byShard.get(t.file);
+    if (list === undefined) byShard.set(t.file, [t]);
+    else list.push(t);
+  }
   for (const shard of [...byShard.keys()].sort()) {
     const file = path.join(folder, shard);
     for (const t of (byShard.get(shard) ?? []).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
@@ -230,7 +234,7 @@ export async function hfModelAsGguf(source: ModelSource): Promise<ModelSource> {
       const n = t.shape.reduce((a, d) => a * d, 1);
       view.push({
         out: { name: tensorName(r.role, 'gguf', r.layer), shape: t.shape, storage: STORAGE[outDtype], dtype: outDtype, quant: undefined, byteLength: n * dtypeSize(outDtype) },
-        hf: { name: t.name, file, dtype, byteLength: t.byteLength },
+        hf: { name: t.name, dtype },
         data: undefined,
         widen,
         heads: permutedHeads(arch, r.role, h),
@@ -238,7 +242,7 @@ export async function hfModelAsGguf(source: ModelSource): Promise<ModelSource> {
     }
   }
   // ---- every tensor the architecture needs is there
-  const where = source.safetensors?.shards.length === 1 ? path.join(folder, st.shards[0] as string) : path.join(folder, 'model.safetensors.index.json');
+  const where = st.shards.length === 1 ? path.join(folder, st.shards[0] as string) : path.join(folder, 'model.safetensors.index.json');
   for (const role of arch.global) {
     if (role.hf === '' || seen.has(role)) continue;
     if (role.required) fail(where, `tensor ${quoteName(role.hf)}`, `is missing (llama.cpp's ${role.gguf})`);
