@@ -5,7 +5,8 @@
 // and the converter's layouts — Q and K rows permuted for the `llama`
 // architecture's RoPE (none for qwen2/qwen3), 1-D tensors (norms, biases)
 // as F32, Llama 3's rope_freqs computed from rope_scaling — in the
-// converter's tensor order. Weights stay in their stored type (F32, F16 or
+// converter's tensor order for files the safetensors library wrote (each
+// file in data order: read front to back). Weights stay in their stored type (F32, F16 or
 // BF16) until the recipe converts or quantizes them; nothing is read until
 // the pipeline asks for a tensor. Every problem with the folder is an error
 // naming the file and the key or tensor.
@@ -194,7 +195,7 @@ export async function hfModelAsGguf(source: ModelSource): Promise<ModelSource> {
   }
   const h = hyperparameters(config, cfgFile);
 
-  // ---- tensors, in llama.cpp's order: generated ones, then each shard's names sorted
+  // ---- tensors: the generated ones first, as llama.cpp writes them
   const view: ViewTensor[] = [];
   const ropeFactors = llama3RopeFactors(h);
   if (ropeFactors !== undefined) {
@@ -204,42 +205,37 @@ export async function hfModelAsGguf(source: ModelSource): Promise<ModelSource> {
   }
   const storedByName = new Map(source.tensors.map((s) => [s.name, s]));
   const seen = new Map<TensorRole, Set<number>>();
-  const byShard = new Map<string, (typeof st.tensors)[number][]>();
+  // The source's order (shards by name, then data order): reads each file
+  // front to back, and is llama.cpp's order (each shard's names sorted) for
+  // files the safetensors library wrote, which lays tensors out by name.
   for (const t of st.tensors) {
-    const list = byShard.get(t.file);
-    if (list === undefined) byShard.set(t.file, [t]);
-    else list.push(t);
-  }
-  for (const shard of [...byShard.keys()].sort()) {
-    const file = path.join(folder, shard);
-    for (const t of (byShard.get(shard) ?? []).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
-      if (SKIPPED_SUFFIXES.some((s) => t.name.endsWith(s))) continue;
-      const r = resolveTensor(arch, t.name, 'hf');
-      if (r === undefined || r.role.hf === '') fail(file, `tensor ${quoteName(t.name)}`, `is not a tensor of ${hfClass} that llama.cpp's ${arch.gguf} architecture has`, 'ERR_UNSUPPORTED');
-      if (r.layer >= h.blockCount) fail(file, `tensor ${quoteName(t.name)}`, `belongs to layer ${r.layer}, but ${cfgFile} ${HF_HPARAM_KEYS.blockCount} is ${h.blockCount}`);
-      const stored = storedByName.get(t.name) as SourceTensor;
-      const dtype = floatDtypeOf(stored);
-      if (dtype === undefined) fail(file, `tensor ${quoteName(t.name)}`, `is ${stored.storage}; GGUF conversion takes F32, F16 and BF16 weights`, 'ERR_UNSUPPORTED');
-      const dims = roleDims(r.role) ?? [];
-      const want = dims.map((d) => roleDimSize(d, h));
-      if (want.length !== t.shape.length || want.some((n, i) => n !== t.shape[i])) {
-        const keys = [...new Set(dims.map((d) => dimKeys(d, h)))].join(', ');
-        fail(file, `tensor ${quoteName(t.name)}`, `is [${t.shape.join(', ')}], but ${cfgFile} (${keys}) makes it [${want.join(', ')}]`, 'ERR_SHAPE');
-      }
-      const layers = seen.get(r.role) ?? new Set<number>();
-      layers.add(r.layer);
-      seen.set(r.role, layers);
-      const widen = t.shape.length <= 1 && dtype !== 'f32';
-      const outDtype: FloatDType = t.shape.length <= 1 ? 'f32' : dtype;
-      const n = t.shape.reduce((a, d) => a * d, 1);
-      view.push({
-        out: { name: tensorName(r.role, 'gguf', r.layer), shape: t.shape, storage: STORAGE[outDtype], dtype: outDtype, quant: undefined, byteLength: n * dtypeSize(outDtype) },
-        hf: { name: t.name, dtype },
-        data: undefined,
-        widen,
-        heads: permutedHeads(arch, r.role, h),
-      });
+    const file = path.join(folder, t.file);
+    if (SKIPPED_SUFFIXES.some((s) => t.name.endsWith(s))) continue;
+    const r = resolveTensor(arch, t.name, 'hf');
+    if (r === undefined || r.role.hf === '') fail(file, `tensor ${quoteName(t.name)}`, `is not a tensor of ${hfClass} that llama.cpp's ${arch.gguf} architecture has`, 'ERR_UNSUPPORTED');
+    if (r.layer >= h.blockCount) fail(file, `tensor ${quoteName(t.name)}`, `belongs to layer ${r.layer}, but ${cfgFile} ${HF_HPARAM_KEYS.blockCount} is ${h.blockCount}`);
+    const stored = storedByName.get(t.name) as SourceTensor;
+    const dtype = floatDtypeOf(stored);
+    if (dtype === undefined) fail(file, `tensor ${quoteName(t.name)}`, `is ${stored.storage}; GGUF conversion takes F32, F16 and BF16 weights`, 'ERR_UNSUPPORTED');
+    const dims = roleDims(r.role) ?? [];
+    const want = dims.map((d) => roleDimSize(d, h));
+    if (want.length !== t.shape.length || want.some((n, i) => n !== t.shape[i])) {
+      const keys = [...new Set(dims.map((d) => dimKeys(d, h)))].join(', ');
+      fail(file, `tensor ${quoteName(t.name)}`, `is [${t.shape.join(', ')}], but ${cfgFile} (${keys}) makes it [${want.join(', ')}]`, 'ERR_SHAPE');
     }
+    const layers = seen.get(r.role) ?? new Set<number>();
+    layers.add(r.layer);
+    seen.set(r.role, layers);
+    const widen = t.shape.length <= 1 && dtype !== 'f32';
+    const outDtype: FloatDType = t.shape.length <= 1 ? 'f32' : dtype;
+    const n = t.shape.reduce((a, d) => a * d, 1);
+    view.push({
+      out: { name: tensorName(r.role, 'gguf', r.layer), shape: t.shape, storage: STORAGE[outDtype], dtype: outDtype, quant: undefined, byteLength: n * dtypeSize(outDtype) },
+      hf: { name: t.name, dtype },
+      data: undefined,
+      widen,
+      heads: permutedHeads(arch, r.role, h),
+    });
   }
   // ---- every tensor the architecture needs is there
   const where = st.shards.length === 1 ? path.join(folder, st.shards[0] as string) : path.join(folder, 'model.safetensors.index.json');
