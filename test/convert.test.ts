@@ -478,7 +478,7 @@ describe('Hugging Face -> GGUF (convert)', function () {
     }
 
     it('a missing config key', () => expectFailure('key', (_d, cfg) => void delete cfg.num_attention_heads, 'ERR_FORMAT', 'config.json: num_attention_heads is missing'));
-    it('a shape that contradicts config.json', () => expectFailure('shape', (_d, cfg) => void (cfg.intermediate_size = 128), 'ERR_SHAPE', '.safetensors: tensor \'model.layers.0.mlp.down_proj.weight\' is [16, 32]', 'intermediate_size 128', '[16, 128]'));
+    it('a shape that contradicts config.json', () => expectFailure('shape', (_d, cfg) => void (cfg.intermediate_size = 128), 'ERR_SHAPE', '.safetensors: tensor \'model.layers.0.mlp.gate_proj.weight\' is [32, 16]', 'intermediate_size 128', '[128, 16]'));
     it('a tokenizer whose vocabulary disagrees with vocab_size', () =>
       expectFailure(
         'vocab',
