@@ -13,7 +13,7 @@ import { spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { castSync, compressModel, convertModel, GGUFReader, Tensor, type GGUFValue } from '../lib/index';
+import { castSync, compressModel, convertModel, GGUFReader, PRESET_NAMES, PRESETS, Tensor, type GGUFValue } from '../lib/index';
 import { idToTitle, modelIdComponents, parseFrontMatter, sizeLabel } from '../lib/convert/general-metadata';
 import { rejected } from './support/assert';
 import { listing, type GeneratedTensor } from './support/models';
@@ -370,35 +370,45 @@ describe('Hugging Face -> GGUF (convert)', function () {
   });
 
   describe('quantizing presets and output types from a folder', () => {
-    it('quantize ./hf-folder --preset q4_0: one pass to a GGUF node-llama-cpp loads and runs; embedding and head Q8_0, norms F32', async function () {
-      const s = SPECS[1] as TinySpec; // mistral: a small vocabulary loads fast
-      const out = path.join(tmp, 'q4.gguf');
-      const report = await compressModel({ input: (folders.get(s) as { dir: string }).dir, output: out, recipe: 'q4_0' });
-      expect(report.input.format).to.equal('safetensors');
-      expect(report.output.format).to.equal('gguf');
-      const r = await GGUFReader.open(out);
-      try {
-        const types = new Map(r.tensors.map((t) => [t.name, t.type]));
-        expect(types.get('blk.0.attn_q.weight')).to.equal('Q4_0');
-        expect(types.get('blk.1.ffn_down.weight')).to.equal('Q4_0');
-        expect(types.get('token_embd.weight')).to.equal('Q8_0');
-        expect(types.get('output.weight')).to.equal('Q8_0');
-        expect(types.get('output_norm.weight')).to.equal('F32');
-        expect(types.get('blk.0.ffn_norm.weight')).to.equal('F32');
-        expect(r.metadata.get('tokenizer.ggml.model')).to.equal('llama');
-      } finally {
-        await r.close();
-      }
-      if (!llama) this.skip();
-      const model = await llama.loadModel({ modelPath: out });
-      try {
-        const got = await llamaGreedy(model, model.tokenize('Hello world', false), 6);
-        expect(got).to.have.length(6);
-        for (const t of got) expect(t).to.be.within(0, s.vocab - 1);
-      } finally {
-        await model.dispose();
-      }
-    });
+    // Every GGUF preset (K-quant presets included once they exist) from a folder, in one pass, to a file llama.cpp runs.
+    for (const preset of PRESET_NAMES.filter((n) => PRESETS[n]?.format === 'gguf')) {
+      it(`quantize ./hf-folder --preset ${preset}: one pass to a GGUF node-llama-cpp loads and runs; norms F32, matrices quantized`, async function () {
+        const s = SPECS[1] as TinySpec; // mistral: a small vocabulary loads fast
+        const out = path.join(tmp, `preset-${preset}.gguf`);
+        const report = await compressModel({ input: (folders.get(s) as { dir: string }).dir, output: out, recipe: preset });
+        expect(report.input.format).to.equal('safetensors');
+        expect(report.output.format).to.equal('gguf');
+        const r = await GGUFReader.open(out);
+        try {
+          const types = new Map(r.tensors.map((t) => [t.name, t.type]));
+          expect(types.get('output_norm.weight')).to.equal('F32');
+          expect(types.get('blk.0.ffn_norm.weight')).to.equal('F32');
+          for (const name of ['blk.0.attn_q.weight', 'blk.1.ffn_down.weight', 'token_embd.weight', 'output.weight']) {
+            expect(types.get(name), name).to.match(/^Q\d/);
+          }
+          if (preset === 'q4_0') {
+            expect(types.get('blk.0.attn_q.weight')).to.equal('Q4_0');
+            expect(types.get('token_embd.weight')).to.equal('Q8_0');
+            expect(types.get('output.weight')).to.equal('Q8_0');
+          }
+          expect(r.metadata.get('tokenizer.ggml.model')).to.equal('llama');
+          expect(r.metadata.get('general.architecture')).to.equal('llama');
+        } finally {
+          await r.close();
+        }
+        if (!llama) this.skip();
+        const model = await llama.loadModel({ modelPath: out });
+        try {
+          expect(model.tokenize('Hello world', false)).to.deep.equal((await hfTokenizer(s.tokenizer)).encode('Hello world', { add_special_tokens: false }));
+          const got = await llamaGreedy(model, model.tokenize('Hello world', false), 6);
+          expect(got).to.have.length(6);
+          for (const t of got) expect(t).to.be.within(0, s.vocab - 1);
+        } finally {
+          await model.dispose();
+          await fsp.rm(out, { force: true });
+        }
+      });
+    }
 
     it('outtype f16 / bf16 / auto: matrices converted from the stored type, 1-D tensors F32, Q/K rows permuted (q8_0: the CLI test)', async () => {
       const s = SPECS[1] as TinySpec; // mistral, F16 weights
