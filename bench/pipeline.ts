@@ -158,6 +158,8 @@ export interface PipelineCase {
   /** Median wall time of the runs, seconds. */
   seconds: number;
   runs: number[];
+  /** Median CPU time of the runs (user + system, every thread of the process), seconds: with the wall time, whether a run waited on the disk or on the cores (which other jobs may hold). */
+  cpuSeconds: number;
   /** Input bytes per second, GB/s. */
   gbps: number;
   /** Reading the input alone, GB/s (median). */
@@ -229,6 +231,7 @@ export async function measure(id: string, label: string, input: string, output: 
   const copies: number[] = [];
   const reads: number[] = [];
   const times: number[] = [];
+  const cpu: number[] = [];
   let peakRss = 0;
   let growth = 0;
   let last: CompressReport | undefined;
@@ -242,13 +245,16 @@ export async function measure(id: string, label: string, input: string, output: 
       peak = Math.max(peak, process.memoryUsage.rss());
     }, 10);
     const t0 = process.hrtime.bigint();
+    const c0 = process.cpuUsage();
     last = await compressModel({ ...mo.compress, input, output, recipe: preset });
     times.push(Number(process.hrtime.bigint() - t0) / 1e9);
+    const c = process.cpuUsage(c0);
+    cpu.push((c.user + c.system) / 1e6);
     clearInterval(timer);
     peak = Math.max(peak, process.memoryUsage.rss());
     peakRss = Math.max(peakRss, peak);
     growth = Math.max(growth, peak - base);
-    log(`  ${id} run ${i + 1}/${runs}: ${times[i]?.toFixed(1)} s (${fmtGBs(gbps(inputBytes, times[i] as number))} GB/s), read alone ${(reads[i] as number).toFixed(1)} s${mo.copy === true ? `, copy alone ${(copies[i] as number).toFixed(1)} s` : ''}`);
+    log(`  ${id} run ${i + 1}/${runs}: ${times[i]?.toFixed(1)} s (${fmtGBs(gbps(inputBytes, times[i] as number))} GB/s, CPU ${(cpu[i] as number).toFixed(1)} s), read alone ${(reads[i] as number).toFixed(1)} s${mo.copy === true ? `, copy alone ${(copies[i] as number).toFixed(1)} s` : ''}`);
   }
   const r = last as CompressReport;
   const seconds = median(times);
@@ -262,6 +268,7 @@ export async function measure(id: string, label: string, input: string, output: 
     tensors: r.tensors.length,
     seconds,
     runs: times,
+    cpuSeconds: median(cpu),
     gbps: gbps(inputBytes, seconds),
     readGbps,
     readRatio: gbps(inputBytes, seconds) / readGbps,
@@ -309,6 +316,7 @@ export function markdown(cases: readonly PipelineCase[], quick: boolean, title =
     fmtBytes(c.outputBytes),
     `${c.ratio.toFixed(2)}×`,
     c.seconds.toFixed(c.seconds < 10 ? 2 : 1),
+    c.cpuSeconds.toFixed(c.cpuSeconds < 10 ? 2 : 1),
     fmtGBs(c.gbps),
     fmtGBs(c.readGbps),
     fmtRatio(c.readRatio),
@@ -323,7 +331,7 @@ export function markdown(cases: readonly PipelineCase[], quick: boolean, title =
     'End to end (read, quantize on the thread pool, write, rename), input bytes per second; "read alone" streams the same files into one buffer, the floor any pipeline pays.',
     '',
     ...(copy ? ['"copy alone" reads the same files and writes them again to one file: the floor of a conversion whose output is as large as its input.', ''] : []),
-    markdownTable(['model -> preset', 'input', 'output', 'ratio', 'seconds', 'GB/s', 'read alone GB/s', '× read', ...(copy ? ['copy alone GB/s', '× copy'] : []), 'peak RSS', 'RSS growth', 'tensor buffers peak / limit'], rows),
+    markdownTable(['model -> preset', 'input', 'output', 'ratio', 'seconds', 'CPU seconds', 'GB/s', 'read alone GB/s', '× read', ...(copy ? ['copy alone GB/s', '× copy'] : []), 'peak RSS', 'RSS growth', 'tensor buffers peak / limit'], rows),
   ].join('\n');
 }
 
