@@ -777,7 +777,7 @@ describe('pipeline', function () {
       const { cases } = await runPipelineBench({ quick: true, runs: 1, log: () => undefined });
       expect(cases.map((c) => c.id)).to.deep.equal(['safetensors-f16-w4a16', 'gguf-f32-q4_0']);
       for (const c of cases) {
-        for (const v of [c.gbps, c.readGbps, c.seconds, c.peakRss, c.ratio]) expect(Number.isFinite(v) && v > 0, c.id).to.equal(true);
+        for (const v of [c.gbps, c.readGbps, c.seconds, c.cpuSeconds, c.peakRss, c.ratio]) expect(Number.isFinite(v) && v > 0, c.id).to.equal(true);
         expect(c.outputBytes).to.be.below(c.inputBytes);
         expect(c.bufferPeak).to.be.at.most(c.memoryLimit);
       }
