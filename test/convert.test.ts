@@ -514,6 +514,22 @@ describe('Hugging Face -> GGUF (convert)', function () {
         'model.safetensors.index.json',
         'model-00002-of-00002.safetensors',
       ));
+    it('a shard in the folder that the index does not list', () =>
+      expectFailure(
+        'unlisted',
+        async (dir, cfg, tensors) => {
+          await writeTinyHf(dir, small, tensors);
+          await fsp.writeFile(path.join(dir, 'config.json'), JSON.stringify(cfg));
+          const file = path.join(dir, 'model.safetensors.index.json');
+          const index = JSON.parse(await fsp.readFile(file, 'utf8')) as { weight_map: Record<string, string> };
+          index.weight_map = Object.fromEntries(Object.entries(index.weight_map).filter(([, shard]) => shard !== 'model-00002-of-00002.safetensors'));
+          await fsp.writeFile(file, JSON.stringify(index));
+        },
+        'ERR_FORMAT',
+        "model.safetensors.index.json: tensor 'model.",
+        'is missing',
+        'the folder also holds model-00002-of-00002.safetensors, which model.safetensors.index.json does not list',
+      ));
     it('a tensor the architecture needs is missing', () => expectFailure('missing', (_d, _c, tensors) => void tensors.splice(tensors.findIndex((t) => t.name === 'model.layers.1.mlp.up_proj.weight'), 1), 'ERR_FORMAT', "tensor 'model.layers.1.mlp.up_proj.weight' is missing", 'blk.1.ffn_up.weight'));
     it('a tensor the architecture does not have', () => expectFailure('extra', (_d, _c, tensors) => void tensors.push({ name: 'model.layers.0.mlp.extra.weight', shape: [2, 16], values: new Float32Array(32) }), 'ERR_UNSUPPORTED', "tensor 'model.layers.0.mlp.extra.weight' is not a tensor of LlamaForCausalLM"));
     it('an architecture outside the table, named with the supported list', () => expectFailure('arch', (_d, cfg) => void (cfg.architectures = ['GPT2LMHeadModel']), 'ERR_UNSUPPORTED', "'GPT2LMHeadModel' is not supported", 'LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM'));

@@ -10,11 +10,13 @@
 // BF16) until the recipe converts or quantizes them; nothing is read until
 // the pipeline asks for a tensor. Every problem with the folder is an error
 // naming the file and the key or tensor.
+import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { castSync } from '../cast';
 import { SlimTensorError } from '../errors';
 import type { GGUFMetadataEntry } from '../formats/gguf';
 import { quoteName } from '../formats/gguf-header';
+import { SAFETENSORS_INDEX } from '../formats/safetensors';
 import {
   architectureOfHfClass,
   GGUF_HPARAM_KEYS,
@@ -238,17 +240,24 @@ export async function hfModelAsGguf(source: ModelSource): Promise<ModelSource> {
     });
   }
   // ---- every tensor the architecture needs is there
-  const where = st.shards.length === 1 ? path.join(folder, st.shards[0] as string) : path.join(folder, 'model.safetensors.index.json');
+  const indexed = await fsp.stat(path.join(folder, SAFETENSORS_INDEX)).then(
+    (s) => s.isFile(),
+    () => false,
+  );
+  const where = indexed ? path.join(folder, SAFETENSORS_INDEX) : path.join(folder, st.shards[0] as string);
+  // A shard in the folder that the index does not list is the likely reason (an index from another download).
+  const unlisted = indexed ? (await fsp.readdir(folder)).filter((n) => n.endsWith('.safetensors') && !st.shards.includes(n)).sort() : [];
+  const because = unlisted.length === 0 ? '' : `; the folder also holds ${unlisted.join(', ')}, which ${SAFETENSORS_INDEX} does not list`;
   for (const role of arch.global) {
     if (role.hf === '' || seen.has(role)) continue;
-    if (role.required) fail(where, `tensor ${quoteName(role.hf)}`, `is missing (llama.cpp's ${role.gguf})`);
-    if (role.kind === 'head' && !h.tiedEmbeddings) fail(cfgFile, HF_HPARAM_KEYS.tiedEmbeddings, `is not true, but the weights have no ${quoteName(role.hf)} (the output head)`);
+    if (role.required) fail(where, `tensor ${quoteName(role.hf)}`, `is missing (llama.cpp's ${role.gguf})${because}`);
+    if (role.kind === 'head' && !h.tiedEmbeddings) fail(cfgFile, HF_HPARAM_KEYS.tiedEmbeddings, `is not true, but the weights have no ${quoteName(role.hf)} (the output head)${because}`);
   }
   for (const role of arch.block) {
     if (!role.required) continue;
     const layers = seen.get(role);
     for (let l = 0; l < h.blockCount; l++) {
-      if (!layers?.has(l)) fail(where, `tensor ${quoteName(tensorName(role, 'hf', l))}`, `is missing (llama.cpp's ${tensorName(role, 'gguf', l)}; ${HF_HPARAM_KEYS.blockCount} is ${h.blockCount})`);
+      if (!layers?.has(l)) fail(where, `tensor ${quoteName(tensorName(role, 'hf', l))}`, `is missing (llama.cpp's ${tensorName(role, 'gguf', l)}; ${HF_HPARAM_KEYS.blockCount} is ${h.blockCount})${because}`);
     }
   }
 
