@@ -15,6 +15,42 @@ function positiveInt(v: unknown): v is number {
   return typeof v === 'number' && Number.isSafeInteger(v) && v > 0;
 }
 
+/** Typed readers of one source's keys: `get` returns undefined for a missing key, `fail` names the key. */
+function readers(get: (k: string) => unknown, fail: (k: string, why: string) => never) {
+  return {
+    int(k: string, fallback?: number): number {
+      const v = get(k);
+      if (v === undefined || v === null) {
+        if (fallback === undefined) fail(k, 'is missing');
+        return fallback as number;
+      }
+      if (!positiveInt(v)) fail(k, `must be a positive integer, got ${typeof v === 'object' ? JSON.stringify(v) : String(v)}`);
+      return v as number;
+    },
+    num(k: string, fallback: number): number {
+      const v = get(k);
+      if (v === undefined || v === null) return fallback;
+      if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) fail(k, `must be a positive number, got ${typeof v === 'object' ? JSON.stringify(v) : String(v)}`);
+      return v as number;
+    },
+  };
+}
+
+type Readers = ReturnType<typeof readers>;
+type CommonKeys = Record<'contextLength' | 'blockCount' | 'feedForwardLength' | 'headCountKv' | 'ropeFreqBase' | 'rmsNormEps', string>;
+
+/** The fields both sources state the same way (under their own key names). */
+function commonFields(r: Readers, K: CommonKeys, headCount: number, epsDefault: number) {
+  return {
+    contextLength: r.int(K.contextLength, 2048),
+    blockCount: r.int(K.blockCount),
+    feedForwardLength: r.int(K.feedForwardLength),
+    headCountKv: r.int(K.headCountKv, headCount),
+    ropeFreqBase: r.num(K.ropeFreqBase, 10000),
+    rmsNormEps: r.num(K.rmsNormEps, epsDefault),
+  };
+}
+
 /** From GGUF metadata (`${arch}.…` keys as llama.cpp reads them); `vocabFallback` when the file states none. */
 export function hyperparametersOfGguf(md: ReadonlyMap<string, GGUFValue>, arch: string, file: string, vocabFallback: number): ModelHyperparameters {
   const K = GGUF_HPARAM_KEYS;
@@ -22,21 +58,8 @@ export function hyperparametersOfGguf(md: ReadonlyMap<string, GGUFValue>, arch: 
   const fail = (k: string, why: string): never => {
     throw new SlimTensorError(`${file}: metadata ${key(k)} ${why}`, 'ERR_FORMAT');
   };
-  const int = (k: string, fallback?: number): number => {
-    const v = md.get(key(k));
-    if (v === undefined) {
-      if (fallback === undefined) fail(k, 'is missing');
-      return fallback as number;
-    }
-    if (!positiveInt(v)) fail(k, `must be a positive integer, got ${String(v)}`);
-    return v as number;
-  };
-  const num = (k: string, fallback: number): number => {
-    const v = md.get(key(k));
-    if (v === undefined) return fallback;
-    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) fail(k, `must be a positive number, got ${String(v)}`);
-    return v as number;
-  };
+  const r = readers((k) => md.get(key(k)), fail);
+  const { int, num } = r;
   const embeddingLength = int(K.embeddingLength);
   const headCount = int(K.headCount);
   const headDim = int(K.keyLength, Math.floor(embeddingLength / headCount));
@@ -55,16 +78,11 @@ export function hyperparametersOfGguf(md: ReadonlyMap<string, GGUFValue>, arch: 
   const vocab = md.get(key(K.vocabSize));
   return {
     vocabSize: vocab === undefined ? vocabFallback : int(K.vocabSize),
-    contextLength: int(K.contextLength, 2048),
+    ...commonFields(r, K, headCount, 1e-5),
     embeddingLength,
-    blockCount: int(K.blockCount),
-    feedForwardLength: int(K.feedForwardLength),
     headCount,
-    headCountKv: int(K.headCountKv, headCount),
     headDim,
-    ropeFreqBase: num(K.ropeFreqBase, 10000),
     ropeScaling,
-    rmsNormEps: num(K.rmsNormEps, 1e-5),
     tiedEmbeddings: false, // decided by the tensors (no output.weight)
     ropeDimensions: int(K.ropeDimensionCount, headDim),
   };
@@ -76,21 +94,8 @@ export function hyperparametersOfHfConfig(config: Record<string, unknown>, file:
   const fail = (k: string, why: string): never => {
     throw new SlimTensorError(`${file}: ${k} ${why}`, 'ERR_FORMAT');
   };
-  const int = (k: string, fallback?: number): number => {
-    const v = config[k];
-    if (v === undefined || v === null) {
-      if (fallback === undefined) fail(k, 'is missing');
-      return fallback as number;
-    }
-    if (!positiveInt(v)) fail(k, `must be a positive integer, got ${JSON.stringify(v)}`);
-    return v as number;
-  };
-  const num = (k: string, fallback: number): number => {
-    const v = config[k];
-    if (v === undefined || v === null) return fallback;
-    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) fail(k, `must be a positive number, got ${JSON.stringify(v)}`);
-    return v as number;
-  };
+  const r = readers((k) => config[k], fail);
+  const { int } = r;
   const embeddingLength = int(K.embeddingLength);
   const headCount = int(K.headCount);
   const headDim = int(K.headDim, Math.floor(embeddingLength / headCount));
@@ -112,16 +117,11 @@ export function hyperparametersOfHfConfig(config: Record<string, unknown>, file:
   const tied = config[K.tiedEmbeddings];
   return {
     vocabSize: int(K.vocabSize),
-    contextLength: int(K.contextLength, 2048),
+    ...commonFields(r, K, headCount, 1e-6),
     embeddingLength,
-    blockCount: int(K.blockCount),
-    feedForwardLength: int(K.feedForwardLength),
     headCount,
-    headCountKv: int(K.headCountKv, headCount),
     headDim,
-    ropeFreqBase: num(K.ropeFreqBase, 10000),
     ropeScaling,
-    rmsNormEps: num(K.rmsNormEps, 1e-6),
     tiedEmbeddings: tied === true,
     ropeDimensions: headDim,
   };

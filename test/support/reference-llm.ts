@@ -106,8 +106,14 @@ function rope(v: Float64Array, heads: number, d: number, pos: number, c: RefConf
   }
 }
 
-/** Logits of every position of `tokens` (a fresh sequence from position 0). */
-export function referenceForward(w: RefWeights, tokens: readonly number[]): Float64Array[] {
+/** Where a linear layer's input is taken (the runtime's activation sites). */
+export type RefSite = 'attn_in' | 'attn_out' | 'ffn_in' | 'ffn_down' | 'head_in';
+
+/**
+ * Logits of every position of `tokens` (a fresh sequence from position 0);
+ * `onLinearInput` sees each linear layer's input (layer -1: the head).
+ */
+export function referenceForward(w: RefWeights, tokens: readonly number[], onLinearInput?: (layer: number, site: RefSite, pos: number, x: Float64Array) => void): Float64Array[] {
   const c = w.config;
   const d = c.headDim;
   const group = c.heads / c.headsKv;
@@ -118,6 +124,7 @@ export function referenceForward(w: RefWeights, tokens: readonly number[]): Floa
     let x: Float64Array = w.embed.slice(tok * c.embd, (tok + 1) * c.embd);
     w.layers.forEach((L, l) => {
       const xn = rmsNorm(x, L.inputNorm, c.eps);
+      onLinearInput?.(l, 'attn_in', pos, xn);
       const q = matvec(L.q, xn, c.heads * d, L.qBias);
       const k = matvec(L.k, xn, c.headsKv * d, L.kBias);
       const v = matvec(L.v, xn, c.headsKv * d, L.vBias);
@@ -142,16 +149,21 @@ export function referenceForward(w: RefWeights, tokens: readonly number[]): Floa
           for (let i = 0; i < d; i++) att[h * d + i] += (e[j]! / sum) * vj[g * d + i]!;
         });
       }
+      onLinearInput?.(l, 'attn_out', pos, att);
       const o = matvec(L.o, att, c.embd);
       const x1 = x.map((xi, i) => xi + o[i]!);
       const xn2 = rmsNorm(x1, L.postNorm, c.eps);
+      onLinearInput?.(l, 'ffn_in', pos, xn2);
       const gt = matvec(L.gate, xn2, c.ff);
       const up = matvec(L.up, xn2, c.ff);
       const act = gt.map((g, i) => (g / (1 + Math.exp(-g))) * up[i]!);
+      onLinearInput?.(l, 'ffn_down', pos, act);
       const dn = matvec(L.down, act, c.embd);
       x = x1.map((xi, i) => xi + dn[i]!);
     });
-    out.push(matvec(w.head, rmsNorm(x, w.norm, c.eps), c.vocab));
+    const xf = rmsNorm(x, w.norm, c.eps);
+    onLinearInput?.(-1, 'head_in', pos, xf);
+    out.push(matvec(w.head, xf, c.vocab));
   });
   return out;
 }
