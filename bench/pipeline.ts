@@ -12,6 +12,7 @@
 // over the process before the run, and the pipeline's own peak of tensor
 // buffers. `--quick` uses a small model of the same layout.
 // SLIMTENSOR_BENCH_LAYERS=N sets the layer count of both (default 32 and 16).
+import { execFileSync } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -218,6 +219,20 @@ export async function copyAll(p: string, to: string, buf: Uint8Array): Promise<n
   return seconds;
 }
 
+/**
+ * Writes every dirty page of the system to disk (sync(1)) before a timed
+ * phase, so a phase does not pay for the writeback of the one before (the
+ * copy's or the previous run's output, gigabytes beyond the kernel's
+ * dirty-page limit).
+ */
+function flushDirtyPages(): void {
+  try {
+    execFileSync('sync', { stdio: 'ignore' });
+  } catch {
+    // no sync(1): the phases share the writeback as before
+  }
+}
+
 export interface MeasureOptions {
   /** Passed to compressModel (memoryLimit, ...). */
   compress?: Partial<CompressOptions>;
@@ -236,9 +251,14 @@ export async function measure(id: string, label: string, input: string, output: 
   let growth = 0;
   let last: CompressReport | undefined;
   for (let i = 0; i < runs; i++) {
-    if (mo.copy === true) copies.push(await copyAll(input, `${output}.copy`, buf));
+    flushDirtyPages();
+    if (mo.copy === true) {
+      copies.push(await copyAll(input, `${output}.copy`, buf));
+      flushDirtyPages();
+    }
     reads.push(await readAll(input, buf));
     await fsp.rm(output, { recursive: true, force: true });
+    flushDirtyPages();
     const base = process.memoryUsage.rss();
     let peak = base;
     const timer = setInterval(() => {
