@@ -138,12 +138,14 @@ function buildParser(argv: string[]) {
       'convert <input>',
       "Convert a Hugging Face folder (Llama, Mistral, Qwen2, Qwen3) to a GGUF file llama.cpp, Ollama and node-llama-cpp load, as llama.cpp's convert_hf_to_gguf.py does: architecture metadata, tokenizer, GGUF tensor names and layouts",
       (y) =>
-        runOptions(y.positional('input', { type: 'string', demandOption: true, describe: 'Hugging Face folder (config.json, tokenizer files, safetensors weights, sharded or not)' })).option('outtype', {
-          type: 'string',
-          choices: OUT_TYPES,
-          default: 'f16',
-          describe: 'Type of the weights: f32, f16, bf16, q8_0, or auto (each matrix keeps its stored type); norms and biases are F32',
-        }),
+        runOptions(y.positional('input', { type: 'string', demandOption: true, describe: 'Hugging Face folder (config.json, tokenizer files, safetensors weights, sharded or not)' }))
+          .option('outtype', {
+            type: 'string',
+            choices: OUT_TYPES,
+            default: 'f16',
+            describe: 'Type of the weights: f32, f16, bf16, q8_0, or auto (each matrix keeps its stored type); norms and biases are F32',
+          })
+          .option('memory', { type: 'string', describe: `Tensor buffer budget, e.g. 1GiB (default ${CONVERT_MEMORY_LIMIT / 1024 / 1024}MiB: a conversion waits on the disk, not on the cores; a larger tensor still runs, alone)` }),
       async (args) => {
         const outtype = args.outtype as OutType;
         const run = toRunOptions(args as unknown as RunArgs, convertRecipe(outtype));
