@@ -9,19 +9,18 @@
 // Also the metadata llama.cpp's converter writes, quantizing presets from a
 // folder, the CLI, and folders that cannot convert.
 import { expect } from 'chai';
-import { spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { castSync, compressModel, convertModel, GGUFReader, PRESET_NAMES, PRESETS, Tensor, type GGUFValue } from '../lib/index';
 import { idToTitle, modelIdComponents, parseFrontMatter, sizeLabel } from '../lib/convert/general-metadata';
 import { rejected } from './support/assert';
+import { runCli } from './support/cli';
+import { skip } from './support/skip';
 import { listing, type GeneratedTensor } from './support/models';
 import { MULTILINGUAL } from './support/multilingual';
 import { referenceForward, type RefWeights } from './support/reference-llm';
 import { llama3Factors, refWeights, tinyConfig, tinyTensors, writeTinyHf, type TinySpec } from './support/tiny-hf';
-
-const ROOT = path.join(__dirname, '..');
 
 const README = `---
 license: llama3.2
@@ -208,7 +207,7 @@ describe('Hugging Face -> GGUF (convert)', function () {
       });
 
       it('llama.cpp tokenizes a multilingual text with special tokens exactly as the Hugging Face tokenizer', async function () {
-        if (!model) this.skip();
+        if (!model) skip(this, why);
         const ref = await hfTokenizer(s.tokenizer);
         const [a, b, ...rest] = SPECIALS[s.tokenizer];
         const text = `${a}${MULTILINGUAL.slice(0, 300)}${b} x ${rest.join('\n')} ${MULTILINGUAL}${a}`;
@@ -222,7 +221,7 @@ describe('Hugging Face -> GGUF (convert)', function () {
       });
 
       it("llama.cpp's greedy continuation equals the f64 reference over the original Hugging Face weights", async function () {
-        if (!model) this.skip();
+        if (!model) skip(this, why);
         const prompt = model.tokenize('The quick brown fox jumps over', false);
         if (model.tokens.shouldPrependBosToken) prompt.unshift(model.tokens.bos as number);
         const got = await llamaGreedy(model, prompt, 8);
@@ -396,7 +395,7 @@ describe('Hugging Face -> GGUF (convert)', function () {
         } finally {
           await r.close();
         }
-        if (!llama) this.skip();
+        if (!llama) skip(this, why);
         const model = await llama.loadModel({ modelPath: out });
         try {
           expect(model.tokenize('Hello world', false)).to.deep.equal((await hfTokenizer(s.tokenizer)).encode('Hello world', { add_special_tokens: false }));
@@ -546,11 +545,6 @@ describe('Hugging Face -> GGUF (convert)', function () {
       expect(report.tensors).to.have.length(tensors.length - 1);
     });
   });
-
-  it('reports why when node-llama-cpp is missing', function () {
-    if (llama) this.skip();
-    expect(why).to.match(/node-llama-cpp/);
-  });
 });
 
 /** One row of a Hugging Face tensor as stored (16-bit bits), read from the folder's single safetensors file. */
@@ -560,15 +554,4 @@ async function storedRow(dir: string, name: string, row: number, cols: number): 
   const header = JSON.parse(bytes.subarray(8, 8 + n).toString('utf8')) as Record<string, { data_offsets: [number, number] }>;
   const start = 8 + n + (header[name] as { data_offsets: [number, number] }).data_offsets[0] + row * cols * 2;
   return new Uint16Array(bytes.buffer.slice(bytes.byteOffset + start, bytes.byteOffset + start + cols * 2));
-}
-
-function runCli(args: readonly string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'lib', 'cli', 'main.ts'), ...args], { cwd: ROOT });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
 }

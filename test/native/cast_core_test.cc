@@ -1,28 +1,28 @@
-// The cast core under AddressSanitizer/UBSan: the AVX2 kernel against the
-// reference bit for bit (every 16-bit pattern of each source type, random
-// f32 patterns, lengths around the SIMD steps, in place), threading, and the
-// errors of the driver.
+// The cast core under AddressSanitizer/UBSan, built by
+// scripts/native-test.cjs: the AVX2 kernel against the reference bit for bit
+// (every 16-bit pattern of each source type, random f32 patterns, lengths
+// around the SIMD steps, in place), threading, and the errors of the driver.
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "cast/cast.h"
+#include "check.h"
 #include "cpu.h"
 
 using namespace st;
+using st::test::check;
 
-static int failures = 0;
-#define CHECK(c)                                                    \
-  do {                                                              \
-    if (!(c)) {                                                     \
-      std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c); \
-      failures++;                                                   \
-    }                                                               \
-  } while (0)
+namespace {
 
-static std::vector<uint8_t> run(const std::vector<uint8_t>& src, DType from, DType to, int64_t n, Kernel k, int threads) {
+const char* name_of(DType t) {
+  return t == DType::F32 ? "f32" : t == DType::F16 ? "f16" : "bf16";
+}
+
+std::vector<uint8_t> run(const std::vector<uint8_t>& src, DType from, DType to, int64_t n, Kernel k, int threads) {
   std::vector<uint8_t> dst(static_cast<size_t>(n) * dtype_size(to) + 1, 0xa5);  // one guard byte
   CastArgs a;
   a.src = src.data();
@@ -32,15 +32,15 @@ static std::vector<uint8_t> run(const std::vector<uint8_t>& src, DType from, DTy
   a.n = n;
   a.kernel = k;
   a.threads = threads;
-  const Status st = cast(a);
-  CHECK(st.ok());
-  CHECK(dst.back() == 0xa5);
+  const std::string what = std::string(name_of(from)) + " -> " + name_of(to) + ", " + std::to_string(n) + " elements";
+  check(cast(a).ok(), what + ": succeeds");
+  check(dst.back() == 0xa5, what + ": nothing written past the end");
   return dst;
 }
 
+}  // namespace
+
 int main() {
-  const bool avx2 = cpu_enabled().avx2;
-  std::printf("cast core test (avx2 %s)\n", avx2 ? "on" : "off");
   const DType types[] = {DType::F32, DType::F16, DType::BF16};
   std::mt19937 rng(11);
   for (DType from : types) {
@@ -57,17 +57,18 @@ int main() {
       }
     }
     for (DType to : types) {
+      const std::string pair = std::string(name_of(from)) + " -> " + name_of(to);
       const std::vector<uint8_t> want = run(src, from, to, n, Kernel::Reference, 1);
-      if (from == to) CHECK(std::memcmp(want.data(), src.data(), src.size()) == 0);
-      if (avx2) {
-        CHECK(run(src, from, to, n, Kernel::Avx2, 0) == want);
+      if (from == to) check(std::memcmp(want.data(), src.data(), src.size()) == 0, pair + ": the reference copies");
+      if (st::test::isa_usable(st::test::Isa::Avx2, pair + ": AVX2 kernel against the reference")) {
+        check(run(src, from, to, n, Kernel::Avx2, 0) == want, pair + ": AVX2 kernel equals the reference bit for bit");
         // lengths around the 8- and 16-element steps: the tail must agree
         for (int64_t m : {0, 1, 7, 8, 9, 15, 16, 17, 31, 33}) {
           std::vector<uint8_t> w = run(src, from, to, m, Kernel::Reference, 1);
-          CHECK(run(src, from, to, m, Kernel::Avx2, 1) == w);
+          check(run(src, from, to, m, Kernel::Avx2, 1) == w, pair + ": AVX2 tail of " + std::to_string(m) + " elements");
         }
       }
-      CHECK(run(src, from, to, n, Kernel::Auto, 3) == want);
+      check(run(src, from, to, n, Kernel::Auto, 3) == want, pair + ": the dispatched kernel on 3 threads equals the reference");
     }
   }
   // in place between the two 16-bit types
@@ -83,8 +84,8 @@ int main() {
     a.from = DType::F16;
     a.to = DType::BF16;
     a.n = 65536;
-    CHECK(cast(a).ok());
-    CHECK(std::memcmp(buf.data(), want.data(), bytes.size()) == 0);
+    check(cast(a).ok(), "f16 -> bf16 in place: succeeds");
+    check(std::memcmp(buf.data(), want.data(), bytes.size()) == 0, "f16 -> bf16 in place equals the reference out of place");
   }
   // errors
   {
@@ -96,28 +97,23 @@ int main() {
     a.from = DType::F32;
     a.to = DType::F16;
     a.n = 4;
-    CHECK(cast(a).code == Code::Value);  // overlapping, different sizes
+    check(cast(a).code == Code::Value, "overlapping buffers of different element sizes: ERR_VALUE");
     a.dst = h;
     a.to = DType::I8;
-    CHECK(cast(a).code == Code::DType);
+    check(cast(a).code == Code::DType, "a target type other than f32/f16/bf16: ERR_DTYPE");
     a.to = DType::F16;
     a.n = -1;
-    CHECK(cast(a).code == Code::Shape);
+    check(cast(a).code == Code::Shape, "a negative length: ERR_SHAPE");
     a.n = 4;
     a.kernel = Kernel::Avx512;
-    CHECK(cast(a).code == Code::Unsupported);
+    check(cast(a).code == Code::Unsupported, "the AVX-512 kernel (none): unsupported");
     a.kernel = Kernel::Cuda;
-    CHECK(cast(a).code == Code::Unsupported);
+    check(cast(a).code == Code::Unsupported, "the CUDA kernel (none): unsupported");
     a.kernel = Kernel::Avx2;
-    CHECK(cast(a).code == (avx2 ? Code::Ok : Code::Unsupported));
+    check(cast(a).code == (cpu_enabled().avx2 ? Code::Ok : Code::Unsupported), "the AVX2 kernel asked for: runs where enabled, unsupported elsewhere");
     a.n = 0;
     a.src = nullptr;
-    CHECK(cast(a).ok());  // nothing to do
+    check(cast(a).ok(), "nothing to cast: succeeds without reading");
   }
-  if (failures) {
-    std::fprintf(stderr, "%d failures\n", failures);
-    return 1;
-  }
-  std::printf("cast core test: ok\n");
-  return 0;
+  return st::test::finish("native cast core");
 }
