@@ -123,8 +123,8 @@ async function generateGGUF(file: string, s: Shape, blockBytes: number): Promise
   await w.close();
 }
 
-/** Seconds to read every file under `p` front to back into one reused buffer: what reading the input alone costs. */
-export async function readAll(p: string, buf: Uint8Array): Promise<number> {
+/** The files under `p` (itself when a file), in name order. */
+async function filesUnder(p: string): Promise<string[]> {
   const files: string[] = [];
   const walk = async (q: string): Promise<void> => {
     const st = await fsp.stat(q);
@@ -132,6 +132,12 @@ export async function readAll(p: string, buf: Uint8Array): Promise<number> {
     else files.push(q);
   };
   await walk(p);
+  return files;
+}
+
+/** Seconds to read every file under `p` front to back into one reused buffer: what reading the input alone costs. */
+export async function readAll(p: string, buf: Uint8Array): Promise<number> {
+  const files = await filesUnder(p);
   const t0 = process.hrtime.bigint();
   for (const f of files) {
     const fh = await fsp.open(f, 'r');
@@ -185,13 +191,7 @@ export interface PipelineCase {
  * reading the input, the floor of a format conversion.
  */
 export async function copyAll(p: string, to: string, buf: Uint8Array): Promise<number> {
-  const files: string[] = [];
-  const walk = async (q: string): Promise<void> => {
-    const st = await fsp.stat(q);
-    if (st.isDirectory()) for (const e of (await fsp.readdir(q)).sort()) await walk(path.join(q, e));
-    else files.push(q);
-  };
-  await walk(p);
+  const files = await filesUnder(p);
   const t0 = process.hrtime.bigint();
   const out = await fsp.open(to, 'w');
   try {
