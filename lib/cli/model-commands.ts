@@ -4,6 +4,7 @@
 import { promises as fsp, rmSync } from 'node:fs';
 import { SlimTensorError } from '../errors';
 import { GGUFReader } from '../formats/gguf';
+import { jsonTooDeep } from '../formats/json';
 import type { GGUFValue } from '../formats/gguf-header';
 import { compareModels, type ComparisonReport } from '../pipeline/compare';
 import { compressModel, type CompressReport } from '../pipeline/compress';
@@ -94,6 +95,8 @@ async function sparsityConfigOf(folder: string | undefined): Promise<Record<stri
   try {
     const cfg = JSON.parse(await fsp.readFile(path.join(folder, 'config.json'), 'utf8')) as { quantization_config?: { sparsity_config?: unknown } };
     const sc = cfg.quantization_config?.sparsity_config;
+    // printed with JSON.stringify, which recurses
+    if (jsonTooDeep(sc)) return undefined;
     // compressed-tensors writes `sparsity_config: {}` for a model without sparsity
     return typeof sc === 'object' && sc !== null && Object.keys(sc).length > 0 ? (sc as Record<string, unknown>) : undefined;
   } catch {

@@ -7,6 +7,7 @@
 // the worst tensors, raw and in units of their quantization step, so the
 // code grid can be drawn under them.
 import { SlimTensorError } from '../errors';
+import { jsonTooDeep } from '../formats/json';
 import { decodePackQuantized, decodeSparse24Bitmask, modulePrefix, schemeFromConfig, sparse24Names } from '../formats/compressed-tensors';
 import { quoteName } from '../formats/gguf-header';
 import { dequantize, quantizationError, QuantizedTensor, type FloatDType, type QuantizationError } from '../quantize';
@@ -89,7 +90,9 @@ function locate(orig: SourceTensor, comp: ModelSource): Located {
 async function readConfig(folder: string | undefined): Promise<unknown> {
   if (folder === undefined) return undefined;
   try {
-    return JSON.parse(await fsp.readFile(path.join(folder, 'config.json'), 'utf8'));
+    const config: unknown = JSON.parse(await fsp.readFile(path.join(folder, 'config.json'), 'utf8'));
+    // Like an unreadable one: a config.json that is not an object (null, a list), or nests without bound.
+    return typeof config === 'object' && config !== null && !Array.isArray(config) && !jsonTooDeep(config) ? config : undefined;
   } catch {
     return undefined;
   }

@@ -5,6 +5,7 @@
 import { promises as fsp } from 'node:fs';
 import { SlimTensorError } from '../errors';
 import { GGUFReader, type GGUFMetadataEntry } from '../formats/gguf';
+import { jsonTooDeep, MAX_JSON_DEPTH } from '../formats/json';
 import { ggmlType } from '../formats/gguf-types';
 import { SAFETENSORS_DTYPES, SafetensorsModel } from '../formats/safetensors';
 import { QuantizedTensor, type FloatDType, type QuantFormat } from '../quantize';
@@ -132,5 +133,6 @@ export async function readConfigJson(file: string): Promise<Record<string, unkno
     throw new SlimTensorError(`${file}: not valid JSON (${(e as Error).message})`, 'ERR_FORMAT');
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new SlimTensorError(`${file}: config.json must hold a JSON object`, 'ERR_FORMAT');
+  if (jsonTooDeep(parsed)) throw new SlimTensorError(`${file}: nests arrays or objects more than ${MAX_JSON_DEPTH} deep`, 'ERR_FORMAT');
   return parsed as Record<string, unknown>;
 }
