@@ -116,6 +116,8 @@ interface Binding {
   modelScore(args: NativeArgs, async: true): Promise<undefined>;
   /** The kernel set and activations a weight would run with ("avx512/q8", ...). */
   modelLinearKernel(args: NativeArgs): string;
+  cast(args: NativeArgs, async: false): undefined;
+  cast(args: NativeArgs, async: true): Promise<undefined>;
   /** bench/: clock and FMA-throughput probes (seconds for `iterations`). */
   lowrankProbe(iterations: number): { addSeconds: number; fma256Seconds: number; fma512Seconds: number; gemmKernel: string };
 }

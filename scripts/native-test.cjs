@@ -167,6 +167,14 @@ const ROOMS = [
     isas: ['all', 'scalar'],
   },
   {
+    // f32/f16/bf16 conversion; no AVX-512 kernel, so 'avx2' would repeat 'all'.
+    name: 'cast',
+    test: 'test/native/cast_core_test.cc',
+    sources: ['native/core/cast/cast.cc', 'native/core/cast/cast_ref.cc'],
+    simd: [['native/core/cast/cast_avx2.cc', AVX2]],
+    isas: ['all', 'scalar'],
+  },
+  {
     // The thread pool alone (cpu.cc): exceptions thrown by bodies reach the
     // caller. It runs no kernel, so one ISA setting is enough.
     name: 'pool',

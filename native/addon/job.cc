@@ -409,6 +409,14 @@ int64_t get_int(const Napi::Object& o, const char* key) {
 
 bool get_bool(const Napi::Object& o, const char* key) { return o.Get(key).ToBoolean().Value(); }
 
+DType get_float_dtype(const Napi::Object& o, const char* key) {
+  const int64_t v = get_int(o, key);
+  if (v < 0 || v > 6) throw_error(o.Env(), Code::DType, std::string("unknown dtype code for ") + key);
+  const DType t = static_cast<DType>(v);
+  if (!is_float_dtype(t)) throw_error(o.Env(), Code::DType, std::string(key) + " must be f32, f16 or bf16, got " + dtype_name(t));
+  return t;
+}
+
 uint64_t checked_mul(Napi::Env env, uint64_t a, uint64_t b, const char* what) {
   uint64_t r;
   if (__builtin_mul_overflow(a, b, &r)) throw_error(env, Code::Shape, std::string(what) + ": size overflows 64 bits");
