@@ -161,6 +161,8 @@ bool quant_format_of(WFormat f, QFormat* out) {
 }
 
 int64_t stored_row_bytes(WFormat f, int64_t cols, DType values_dtype) {
+  QFormat q = QFormat::Q4_0;
+  if (is_dequantized(f) && quant_format_of(f, &q)) return quant_sizes(q, cols, 32).data_row_bytes;
   switch (f) {
     case WFormat::F32: return cols * 4;
     case WFormat::F16:
@@ -171,17 +173,7 @@ int64_t stored_row_bytes(WFormat f, int64_t cols, DType values_dtype) {
     case WFormat::Int4: return (cols * 4 + 31) / 32 * 4;
     case WFormat::Int8: return (cols * 8 + 31) / 32 * 4;
     case WFormat::Sparse24: return cols / 2 * static_cast<int64_t>(dtype_size(values_dtype));
-    case WFormat::Q5_0:
-    case WFormat::Q5_1:
-    case WFormat::Q2_K:
-    case WFormat::Q3_K:
-    case WFormat::Q4_K:
-    case WFormat::Q5_K:
-    case WFormat::Q6_K: {
-      QFormat q = QFormat::Q4_0;
-      quant_format_of(f, &q);
-      return quant_sizes(q, cols, 32).data_row_bytes;
-    }
+    default: break;  // the dequantized formats, above
   }
   return 0;
 }
