@@ -159,6 +159,15 @@ describe('bugs the fuzzer found', () => {
     expect(Object.keys(JSON.parse(text) as object)).to.deep.equal(['__proto__', 'architectures', 'quantization_config']);
   });
 
+  it('a config.json value nested 100000 deep: loadModel is ERR_FORMAT (was a RangeError quoting it in the hyper-parameter error)', async () => {
+    const seed = 'test/fixtures/fuzz/safetensors/hf-model';
+    const config = JSON.parse(await fsp.readFile(path.join(ROOT, seed, 'config.json'), 'utf8')) as Record<string, unknown>;
+    const input = await seedCopy(seed, { 'config.json': JSON.stringify({ ...config, hidden_size: 0 }).replace('"hidden_size":0', `"hidden_size":${deep}`) });
+    const e = await rejected(loadModel(input, { contextSize: 8 }));
+    expect(e.code).to.equal('ERR_FORMAT');
+    expect(e.message).to.match(/config\.json: nests arrays or objects more than 64 deep/);
+  });
+
   /** A copy of a seed (its `file` when a folder) with `bytes` written `byteOffset` bytes into `tensor`'s data. */
   async function patched(seed: string, file: string, tensor: string, byteOffset: number, bytes: number[]): Promise<string> {
     const copy = await seedCopy(seed, {});

@@ -12,6 +12,7 @@ import { GGUFReader, type GGUFValue } from '../formats/gguf';
 import { ggmlType } from '../formats/gguf-types';
 import { SafetensorsModel, type SafetensorsModelTensor } from '../formats/safetensors';
 import { schemeFromConfig } from '../formats/compressed-tensors';
+import { jsonTooDeep, MAX_JSON_DEPTH } from '../formats/json';
 import { dtypeCode, type DType } from '../tensor';
 import {
   architectureOfGguf,
@@ -234,6 +235,8 @@ async function readJson(file: string): Promise<Record<string, unknown> | undefin
     throw new SlimTensorError(`${file}: not valid JSON (${(e as Error).message})`, 'ERR_FORMAT');
   }
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new SlimTensorError(`${file}: must hold a JSON object`, 'ERR_FORMAT');
+  // Error messages quote values with JSON.stringify, which recurses.
+  if (jsonTooDeep(v)) throw new SlimTensorError(`${file}: nests arrays or objects more than ${MAX_JSON_DEPTH} deep`, 'ERR_FORMAT');
   return v as Record<string, unknown>;
 }
 
