@@ -168,6 +168,27 @@ describe('bugs the fuzzer found', () => {
     expect(e.message).to.match(/config\.json: nests arrays or objects more than 64 deep/);
   });
 
+  it('a block count of 2^28 + 1 (GGUF) or 10^8 (config.json): loadModel is ERR_FORMAT at once (was out of memory listing the missing tensors)', async () => {
+    const gguf = await seedCopy('test/fixtures/fuzz/gguf/tiny-llama.gguf', {});
+    const bytes = await fsp.readFile(gguf);
+    const key = Buffer.from('llama.block_count');
+    const at = bytes.indexOf(key) + key.length;
+    expect(bytes.readUInt32LE(at)).to.equal(4); // value type u32
+    expect(bytes.readUInt32LE(at + 4)).to.equal(1);
+    bytes.writeUInt32LE(2 ** 28 + 1, at + 4);
+    await fsp.writeFile(gguf, bytes);
+    const seed = 'test/fixtures/fuzz/safetensors/hf-model';
+    const config = JSON.parse(await fsp.readFile(path.join(ROOT, seed, 'config.json'), 'utf8')) as Record<string, unknown>;
+    const folder = await seedCopy(seed, { 'config.json': JSON.stringify({ ...config, num_hidden_layers: 1e8 }) });
+    for (const [input, blocks] of [[gguf, 2 ** 28 + 1], [folder, 1e8]] as const) {
+      const t0 = performance.now();
+      const e = await rejected(loadModel(input, { contextSize: 8 }));
+      expect(e.code).to.equal('ERR_FORMAT');
+      expect(e.message).to.include(`${blocks} blocks, but only`);
+      expect(performance.now() - t0).to.be.below(2000);
+    }
+  });
+
   /** A copy of a seed (its `file` when a folder) with `bytes` written `byteOffset` bytes into `tensor`'s data. */
   async function patched(seed: string, file: string, tensor: string, byteOffset: number, bytes: number[]): Promise<string> {
     const copy = await seedCopy(seed, {});

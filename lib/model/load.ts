@@ -144,6 +144,15 @@ function* roleInstances(arch: Architecture, blocks: number): Generator<{ role: T
   for (let l = 0; l < blocks; l++) for (const role of arch.block) yield { role, layer: l };
 }
 
+/**
+ * Every block has tensors of its own, so a block count above the file's
+ * tensor count is a corrupt header: refused before the per-block walk
+ * (a count of 2^28 would build and list a billion missing names).
+ */
+function checkBlockCount(blocks: number, tensorCount: number, where: string): void {
+  if (blocks > tensorCount) throw new SlimTensorError(`${where}: ${blocks} blocks, but only ${tensorCount} tensors (each block has tensors of its own)`, 'ERR_FORMAT');
+}
+
 function missingError(where: string, missing: string[]): SlimTensorError {
   const shown = missing.slice(0, 8).join(', ');
   return new SlimTensorError(`${where}: missing tensor${missing.length === 1 ? '' : 's'} ${shown}${missing.length > 8 ? ` and ${missing.length - 8} more` : ''}`, 'ERR_FORMAT');
@@ -166,6 +175,7 @@ async function planGguf(file: string): Promise<ModelPlan> {
     const embd = g.tensor('token_embd.weight');
     const vocabFallback = embd?.shape[0] ?? (g.metadata.get('tokenizer.ggml.tokens') as unknown[] | undefined)?.length ?? 0;
     const hparams = hyperparametersOfGguf(g.metadata, archName, file, vocabFallback);
+    checkBlockCount(hparams.blockCount, g.tensors.length, file);
     const tensors: TensorSpec[] = [];
     const missing: string[] = [];
     for (const { role, layer } of roleInstances(arch, hparams.blockCount)) {
@@ -287,6 +297,7 @@ async function planFolder(folder: string, options: PlanOptions): Promise<ModelPl
     } else {
       throw new SlimTensorError(`${configFile}: no "architectures" entry; the runtime needs the model class (e.g. LlamaForCausalLM)`, 'ERR_FORMAT');
     }
+    checkBlockCount(hparams.blockCount, st.tensors.length, folder);
     const tensors: TensorSpec[] = [];
     const missing: string[] = [];
     for (const { role, layer } of roleInstances(arch, hparams.blockCount)) {
