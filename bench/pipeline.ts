@@ -12,13 +12,15 @@
 // over the process before the run, and the pipeline's own peak of tensor
 // buffers. `--quick` uses a small model of the same layout.
 // SLIMTENSOR_BENCH_LAYERS=N sets the layer count of both (default 32 and 16).
+import { execFileSync } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { GGUFWriter } from '../lib/formats/gguf-writer';
 import { ShardedSafetensorsWriter, type PlannedTensor } from '../lib/formats/safetensors';
-import { f32ToF16 } from '../lib/half';
-import { compressModel, type CompressReport } from '../lib/pipeline/compress';
+import { f32ToBf16, f32ToF16 } from '../lib/half';
+import { compressModel, type CompressOptions, type CompressReport } from '../lib/pipeline/compress';
+import type { Recipe } from '../lib/pipeline/recipe';
 import { sizeOnDisk } from '../lib/pipeline/output';
 import { fmtBytes, fmtGBs, fmtRatio, gbps, markdownTable, median, type Benchmark, type BenchOptions, type BenchOutcome } from './harness';
 import { Rng } from '../test/support/random';
@@ -32,10 +34,10 @@ export interface Shape {
 
 const FULL_ST: Shape = { layers: 32, hidden: 4096, ffn: 11008, vocab: 32000 };
 const FULL_GGUF: Shape = { layers: 16, hidden: 4096, ffn: 11008, vocab: 32000 };
-const QUICK: Shape = { layers: 2, hidden: 512, ffn: 1376, vocab: 4096 };
-const BLOCK_BYTES = 64 * 1024 * 1024;
+export const QUICK: Shape = { layers: 2, hidden: 512, ffn: 1376, vocab: 4096 };
+export const BLOCK_BYTES = 64 * 1024 * 1024;
 
-function layersFromEnv(s: Shape): Shape {
+export function layersFromEnv(s: Shape): Shape {
   const n = Number(process.env.SLIMTENSOR_BENCH_LAYERS);
   return Number.isInteger(n) && n > 0 ? { ...s, layers: n } : s;
 }
@@ -63,17 +65,43 @@ function parts(block: Uint8Array, bytes: number): Uint8Array[] {
   return out;
 }
 
-async function generateSafetensors(dir: string, s: Shape, blockBytes: number): Promise<void> {
+/**
+ * A Llama-shaped Hugging Face folder: safetensors shards of 5 GB in `dtype`
+ * and a config.json with the hyper-parameters (32 heads, as Llama 2 7B).
+ */
+export async function generateSafetensors(dir: string, s: Shape, blockBytes: number, dtype: 'F16' | 'BF16' = 'F16'): Promise<void> {
   await fsp.mkdir(dir);
   const rng = new Rng(7);
   const block = new Uint16Array(blockBytes / 2);
-  for (let i = 0; i < block.length; i++) block[i] = f32ToF16(rng.normal() * 0.02);
+  const encode = dtype === 'F16' ? f32ToF16 : f32ToBf16;
+  for (let i = 0; i < block.length; i++) block[i] = encode(rng.normal() * 0.02);
   const bytes = new Uint8Array(block.buffer);
-  const plan: PlannedTensor[] = llamaTensors(s, false).map(([name, shape]) => ({ name, dtype: 'F16', shape }));
+  const plan: PlannedTensor[] = llamaTensors(s, false).map(([name, shape]) => ({ name, dtype, shape }));
   const w = await ShardedSafetensorsWriter.create(dir, plan, { maxShardBytes: 5e9, metadata: { format: 'pt' } });
   for (const t of plan) await w.write(t.name, ...parts(bytes, t.shape.reduce((a, d) => a * d, 2)));
   await w.close();
-  await fsp.writeFile(path.join(dir, 'config.json'), JSON.stringify({ architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: s.hidden, intermediate_size: s.ffn, num_hidden_layers: s.layers, vocab_size: s.vocab, torch_dtype: 'float16' }, null, 2));
+  const heads = s.hidden / 128;
+  await fsp.writeFile(
+    path.join(dir, 'config.json'),
+    JSON.stringify(
+      {
+        architectures: ['LlamaForCausalLM'],
+        model_type: 'llama',
+        hidden_size: s.hidden,
+        intermediate_size: s.ffn,
+        num_hidden_layers: s.layers,
+        num_attention_heads: heads,
+        num_key_value_heads: heads,
+        max_position_embeddings: 4096,
+        rms_norm_eps: 1e-5,
+        rope_theta: 10000,
+        vocab_size: s.vocab,
+        torch_dtype: dtype === 'F16' ? 'float16' : 'bfloat16',
+      },
+      null,
+      2,
+    ),
+  );
 }
 
 /** A Llama-shaped F32 GGUF whose tensors repeat one random block of `blockBytes`. */
@@ -96,8 +124,8 @@ export async function generateGGUF(file: string, s: Shape, blockBytes: number): 
   await w.close();
 }
 
-/** Seconds to read every file under `p` front to back into one reused buffer: what reading the input alone costs. */
-async function readAll(p: string, buf: Uint8Array): Promise<number> {
+/** The files under `p` (itself when a file), in name order. */
+async function filesUnder(p: string): Promise<string[]> {
   const files: string[] = [];
   const walk = async (q: string): Promise<void> => {
     const st = await fsp.stat(q);
@@ -105,6 +133,12 @@ async function readAll(p: string, buf: Uint8Array): Promise<number> {
     else files.push(q);
   };
   await walk(p);
+  return files;
+}
+
+/** Seconds to read every file under `p` front to back into one reused buffer: what reading the input alone costs. */
+export async function readAll(p: string, buf: Uint8Array): Promise<number> {
+  const files = await filesUnder(p);
   const t0 = process.hrtime.bigint();
   for (const f of files) {
     const fh = await fsp.open(f, 'r');
@@ -132,12 +166,17 @@ export interface PipelineCase {
   /** Median wall time of the runs, seconds. */
   seconds: number;
   runs: number[];
+  /** Median CPU time of the runs (user + system, every thread of the process), seconds: with the wall time, whether a run waited on the disk or on the cores (which other jobs may hold). */
+  cpuSeconds: number;
   /** Input bytes per second, GB/s. */
   gbps: number;
   /** Reading the input alone, GB/s (median). */
   readGbps: number;
   /** gbps / readGbps. */
   readRatio: number;
+  /** With `copy`: reading the input and writing as many bytes to a file beside the output, GB/s of input (median), and gbps / copyGbps. */
+  copyGbps?: number;
+  copyRatio?: number;
   /** Peak resident set during the runs (sampled every 10 ms), bytes. */
   peakRss: number;
   /** Peak resident set minus the resident set before the run. */
@@ -147,30 +186,96 @@ export interface PipelineCase {
   memoryLimit: number;
 }
 
-async function measure(id: string, label: string, input: string, output: string, preset: string, runs: number, log: (m: string) => void): Promise<PipelineCase> {
+/**
+ * Seconds to read every file under `p` and write the bytes to `to` (one file,
+ * removed afterwards): what a same-sized output costs on this disk beyond
+ * reading the input, the floor of a format conversion.
+ */
+export async function copyAll(p: string, to: string, buf: Uint8Array): Promise<number> {
+  const files = await filesUnder(p);
+  const t0 = process.hrtime.bigint();
+  const out = await fsp.open(to, 'w');
+  try {
+    let at = 0;
+    for (const f of files) {
+      const fh = await fsp.open(f, 'r');
+      try {
+        let pos = 0;
+        for (;;) {
+          const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
+          if (bytesRead === 0) break;
+          pos += bytesRead;
+          await out.write(buf, 0, bytesRead, at);
+          at += bytesRead;
+        }
+      } finally {
+        await fh.close();
+      }
+    }
+  } finally {
+    await out.close();
+  }
+  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  await fsp.rm(to, { force: true });
+  return seconds;
+}
+
+/**
+ * Writes every dirty page of the system to disk (sync(1)) before a timed
+ * phase, so a phase does not pay for the writeback of the one before (the
+ * copy's or the previous run's output, gigabytes beyond the kernel's
+ * dirty-page limit).
+ */
+function flushDirtyPages(): void {
+  try {
+    execFileSync('sync', { stdio: 'ignore' });
+  } catch {
+    // no sync(1): the phases share the writeback as before
+  }
+}
+
+export interface MeasureOptions {
+  /** Passed to compressModel (memoryLimit, ...). */
+  compress?: Partial<CompressOptions>;
+  /** Also time copyAll (the input read and written again) before each run. */
+  copy?: boolean;
+}
+
+export async function measure(id: string, label: string, input: string, output: string, preset: Recipe | string, runs: number, log: (m: string) => void, mo: MeasureOptions = {}): Promise<PipelineCase> {
   const inputBytes = await sizeOnDisk(input);
   const buf = new Uint8Array(BLOCK_BYTES);
+  const copies: number[] = [];
   const reads: number[] = [];
   const times: number[] = [];
+  const cpu: number[] = [];
   let peakRss = 0;
   let growth = 0;
   let last: CompressReport | undefined;
   for (let i = 0; i < runs; i++) {
+    flushDirtyPages();
+    if (mo.copy === true) {
+      copies.push(await copyAll(input, `${output}.copy`, buf));
+      flushDirtyPages();
+    }
     reads.push(await readAll(input, buf));
     await fsp.rm(output, { recursive: true, force: true });
+    flushDirtyPages();
     const base = process.memoryUsage.rss();
     let peak = base;
     const timer = setInterval(() => {
       peak = Math.max(peak, process.memoryUsage.rss());
     }, 10);
     const t0 = process.hrtime.bigint();
-    last = await compressModel({ input, output, recipe: preset });
+    const c0 = process.cpuUsage();
+    last = await compressModel({ ...mo.compress, input, output, recipe: preset });
     times.push(Number(process.hrtime.bigint() - t0) / 1e9);
+    const c = process.cpuUsage(c0);
+    cpu.push((c.user + c.system) / 1e6);
     clearInterval(timer);
     peak = Math.max(peak, process.memoryUsage.rss());
     peakRss = Math.max(peakRss, peak);
     growth = Math.max(growth, peak - base);
-    log(`  ${id} run ${i + 1}/${runs}: ${times[i]?.toFixed(1)} s (${fmtGBs(gbps(inputBytes, times[i] as number))} GB/s), read alone ${(reads[i] as number).toFixed(1)} s`);
+    log(`  ${id} run ${i + 1}/${runs}: ${times[i]?.toFixed(1)} s (${fmtGBs(gbps(inputBytes, times[i] as number))} GB/s, CPU ${(cpu[i] as number).toFixed(1)} s), read alone ${(reads[i] as number).toFixed(1)} s${mo.copy === true ? `, copy alone ${(copies[i] as number).toFixed(1)} s` : ''}`);
   }
   const r = last as CompressReport;
   const seconds = median(times);
@@ -184,9 +289,11 @@ async function measure(id: string, label: string, input: string, output: string,
     tensors: r.tensors.length,
     seconds,
     runs: times,
+    cpuSeconds: median(cpu),
     gbps: gbps(inputBytes, seconds),
     readGbps,
     readRatio: gbps(inputBytes, seconds) / readGbps,
+    ...(mo.copy === true ? { copyGbps: gbps(inputBytes, median(copies)), copyRatio: gbps(inputBytes, seconds) / gbps(inputBytes, median(copies)) } : {}),
     peakRss,
     rssGrowth: growth,
     bufferPeak: r.memory.peakBytes,
@@ -221,26 +328,31 @@ export async function runPipelineBench(options: BenchOptions): Promise<{ cases: 
   return { cases };
 }
 
-function markdown(cases: readonly PipelineCase[], quick: boolean): string {
+/** The table of cases (`title`: the heading's name). */
+export function markdown(cases: readonly PipelineCase[], quick: boolean, title = 'pipeline'): string {
+  const copy = cases.some((c) => c.copyGbps !== undefined);
   const rows = cases.map((c) => [
     c.label,
     fmtBytes(c.inputBytes),
     fmtBytes(c.outputBytes),
     `${c.ratio.toFixed(2)}×`,
     c.seconds.toFixed(c.seconds < 10 ? 2 : 1),
+    c.cpuSeconds.toFixed(c.cpuSeconds < 10 ? 2 : 1),
     fmtGBs(c.gbps),
     fmtGBs(c.readGbps),
     fmtRatio(c.readRatio),
+    ...(copy ? [c.copyGbps === undefined ? '-' : fmtGBs(c.copyGbps), fmtRatio(c.copyRatio ?? null)] : []),
     fmtBytes(c.peakRss),
     fmtBytes(c.rssGrowth),
     `${fmtBytes(c.bufferPeak)} / ${fmtBytes(c.memoryLimit)}`,
   ]);
   return [
-    `### pipeline${quick ? ' (--quick: a small model, not a measurement)' : ''}`,
+    `### ${title}${quick ? ' (--quick: a small model, not a measurement)' : ''}`,
     '',
     'End to end (read, quantize on the thread pool, write, rename), input bytes per second; "read alone" streams the same files into one buffer, the floor any pipeline pays.',
     '',
-    markdownTable(['model -> preset', 'input', 'output', 'ratio', 'seconds', 'GB/s', 'read alone GB/s', '× read', 'peak RSS', 'RSS growth', 'tensor buffers peak / limit'], rows),
+    ...(copy ? ['"copy alone" reads the same files and writes them again to one file: the floor of a conversion whose output is as large as its input.', ''] : []),
+    markdownTable(['model -> preset', 'input', 'output', 'ratio', 'seconds', 'CPU seconds', 'GB/s', 'read alone GB/s', '× read', ...(copy ? ['copy alone GB/s', '× copy'] : []), 'peak RSS', 'RSS growth', 'tensor buffers peak / limit'], rows),
   ].join('\n');
 }
 

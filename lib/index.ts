@@ -20,6 +20,7 @@ export {
   type FloatDType,
   type Kernel,
 } from './quantize';
+export { gptq, gptqSync, type GptqOptions, type GptqStats, type GptqResult } from './gptq';
 export {
   GGUFReader,
   GGUF_LIMITS,
@@ -34,6 +35,7 @@ export {
   type GGUFValueTypeName,
 } from './formats/gguf';
 export { f32ToF16, f16ToF32, f32ToBf16, bf16ToF32 } from './half';
+export { cast, castSync, type CastOptions } from './cast';
 export {
   matmul,
   matmulSync,
@@ -172,3 +174,4 @@ export {
   type Architecture,
   type Hyperparameters,
 } from './model/architectures';
+export { convertModel, convertRecipe, OUT_TYPES, type ConvertOptions, type OutType } from './convert/convert-model';

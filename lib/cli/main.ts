@@ -9,6 +9,7 @@ import { DEMO_PRESET_IDS, runDemo, selectPresets } from '../demo';
 import { SlimTensorError } from '../errors';
 import { renderDemo } from './demo-output';
 import { EXIT_INTERRUPTED, inspect, lowrankRecipe, parseSize, presets, readRecipeFile, report, runCompression, type RunOptions } from './model-commands';
+import { CONVERT_MEMORY_LIMIT, convertRecipe, OUT_TYPES, type OutType } from '../convert/convert-model';
 import { parsePrunePattern, PRESET_NAMES, PRUNE_LAYOUTS, pruneRecipe, TARGETS, type PruneLayout, type Target } from '../pipeline/recipe';
 import { parseDuration, runSubmit, runWorker } from './queue-commands';
 import { evalCommand, interruptible, runCommand, type ModelFlags } from './run-commands';
@@ -196,7 +197,7 @@ function buildParser(argv: string[]) {
     )
     .command(
       'quantize <input>',
-      `Quantize a model with a preset (${QUANTIZE_PRESETS.join(', ')})`,
+      `Quantize a model with a preset (${QUANTIZE_PRESETS.join(', ')}); a Hugging Face folder is converted to GGUF on the way for the GGUF presets`,
       (y) =>
         imatrixOption(targetOption(runOptions(y.positional('input', { type: 'string', demandOption: true, describe: 'GGUF file, .safetensors file or Hugging Face folder' }))))
           .option('preset', { alias: 'p', type: 'string', demandOption: true, choices: QUANTIZE_PRESETS, describe: 'The recipe to apply (GGUF: llama-quantize\'s file types; see `slimtensor presets`)' })
@@ -204,6 +205,24 @@ function buildParser(argv: string[]) {
       async (args) => {
         const recipe = args.search === undefined ? args.preset : { extends: args.preset, search: args.search as 'none' | 'mse', name: `${args.preset}${args.search === 'mse' ? '-mse' : ''}` };
         print(await runCompression(toRunOptions(args as unknown as RunArgs, recipe)));
+      },
+    )
+    .command(
+      'convert <input>',
+      "Convert a Hugging Face folder (Llama, Mistral, Qwen2, Qwen3) to a GGUF file llama.cpp, Ollama and node-llama-cpp load, as llama.cpp's convert_hf_to_gguf.py does: architecture metadata, tokenizer, GGUF tensor names and layouts",
+      (y) =>
+        runOptions(y.positional('input', { type: 'string', demandOption: true, describe: 'Hugging Face folder (config.json, tokenizer files, safetensors weights, sharded or not)' }))
+          .option('outtype', {
+            type: 'string',
+            choices: OUT_TYPES,
+            default: 'f16',
+            describe: 'Type of the weights: f32, f16, bf16, q8_0, or auto (each matrix keeps its stored type); norms and biases are F32',
+          })
+          .option('memory', { type: 'string', describe: `Tensor buffer budget, e.g. 1GiB (default ${CONVERT_MEMORY_LIMIT / 1024 / 1024}MiB: a conversion waits on the disk, not on the cores; a larger tensor still runs, alone)` }),
+      async (args) => {
+        const outtype = args.outtype as OutType;
+        const run = toRunOptions(args as unknown as RunArgs, convertRecipe(outtype));
+        print(await runCompression({ ...run, memory: run.memory ?? CONVERT_MEMORY_LIMIT, measureError: outtype === 'q8_0' }));
       },
     )
     .command(

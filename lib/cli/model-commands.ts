@@ -189,6 +189,8 @@ export interface RunOptions {
   verbose: boolean;
   target?: Target | undefined;
   imatrix?: string | undefined;
+  /** Measure each changed tensor's error (default true). */
+  measureError?: boolean;
 }
 
 /** The exit code for an interrupted run (128 + SIGINT). */
@@ -226,7 +228,7 @@ export async function runCompression(o: RunOptions): Promise<string> {
       overwrite: o.force,
       signal: ac.signal,
       onProgress: progress,
-      measureError: true,
+      measureError: o.measureError ?? true,
     });
     progress.stop();
     return o.json ? JSON.stringify(report, null, 2) : renderCompressReport(report, o.verbose);

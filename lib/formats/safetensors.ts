@@ -236,10 +236,16 @@ export class SafetensorsModel {
       }
       const index = await readIndex(indexPath);
       for (const shard of index.shards) {
-        // A shard the index names but the folder lacks is a broken model, not an I/O failure.
-        const shardStat = await fsp.lstat(path.join(p, shard)).catch(() => undefined);
-        if (shardStat === undefined) throw new SlimTensorError(`safetensors ${indexPath}: weight_map names the shard ${quoteName(shard)}, which is not in the folder`, 'ERR_FORMAT');
-        files.set(shard, await SafetensorsFile.open(path.join(p, shard)));
+        // A shard the index names but the folder lacks is a broken model (a download cut short), not an I/O failure.
+        const file = path.join(p, shard);
+        if (!(await fsp.stat(file).then((st) => st.isFile(), () => false))) {
+          const names = [...index.weightMap].filter(([, s]) => s === shard).map(([n]) => n);
+          throw new SlimTensorError(
+            `safetensors ${indexPath}: weight_map names the shard ${quoteName(shard)}, which is not in the folder; it maps ${names.length} tensor${names.length === 1 ? '' : 's'} there (${names.slice(0, 2).map(quoteName).join(', ')}${names.length > 2 ? ', …' : ''})`,
+            'ERR_FORMAT',
+          );
+        }
+        files.set(shard, await SafetensorsFile.open(file));
       }
       // Every indexed tensor is in its shard, and every shard tensor is indexed there.
       for (const [name, shard] of index.weightMap) {

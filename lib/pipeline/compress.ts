@@ -24,7 +24,6 @@ import {
   type CTGroup,
 } from '../formats/compressed-tensors';
 import { quoteName, type GGUFMetadataEntry } from '../formats/gguf-header';
-import { jsonTooDeep, MAX_JSON_DEPTH } from '../formats/json';
 import { GGUF_FILE_TYPES, GGUF_QUANTIZATION_VERSION, GGUFWriter, ggufTensorBytes, removeMetadata, setMetadata, type GGUFPlannedTensor } from '../formats/gguf-writer';
 import { ggmlTypeByName, type GGMLTypeName } from '../formats/gguf-types';
 import { imatrixWeights, readImatrix, type ImatrixEntry, type ImportanceMatrix } from '../formats/imatrix';
@@ -33,14 +32,15 @@ import { lowRank, matmul, rankForRatio } from '../lowrank';
 import { GGML_QUANT_FORMATS, quantizationError, quantize, QuantizedTensor, type FloatDType, type QuantizeOptions } from '../quantize';
 import { compress24, decompress24, prune, Sparse24Tensor, type SparsityScore } from '../sparsity';
 import { dtypeSize, Tensor } from '../tensor';
-import { convertFloats } from './convert';
+import { cast } from '../cast';
 import { BufferPool, Gate, poolSize } from './memory';
 import { sizeOnDisk, stageOutput, TEMP_TAG } from './output';
 import { GGUF_MIXES, llamaQuantizeOrder, mixModelOf, planMix } from './gguf-mix';
 import { checkTarget, describeAction, planTensor, resolveRecipe, TARGETS, type ImportanceSource, type OutputFormat, type PlanContext, type Recipe, type ResolvedRecipe, type Target, type TensorAction, type TensorPlan } from './recipe';
 import { modelModules, planModules, type ModelModules, type ModulePlan } from './linear-modules';
 import { SUPPORTED_GGUF_ARCHITECTURES, SUPPORTED_HF_CLASSES } from '../model/architectures';
-import { floatDtypeOf, openModel, viewStored, type ModelSource, type SourceTensor } from './source';
+import { hfModelAsGguf } from '../convert/hf-model';
+import { floatDtypeOf, openModel, readConfigJson, viewStored, type ModelSource, type SourceTensor } from './source';
 import { denseError } from './error';
 
 export interface CompressOptions {
@@ -158,7 +158,6 @@ const DEFAULT_MEMORY = 1024 ** 3;
 const DEFAULT_IN_FLIGHT = 4;
 /** Weight files of a Hugging Face folder in other formats: not copied next to the compressed weights. */
 const WEIGHT_FILE = /\.(safetensors|bin|pt|pth|ckpt|h5|msgpack|gguf|onnx|npz)$|\.safetensors\.index\.json$|\.bin\.index\.json$/;
-const MAX_CONFIG_BYTES = 16 * 1024 * 1024;
 
 interface Entry {
   src: SourceTensor;
@@ -236,7 +235,7 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
   const signal = o.signal;
   signal?.throwIfAborted();
 
-  const source = await openModel(o.input);
+  let source = await openModel(o.input);
   try {
     // ---- plan: every tensor's action and outputs, before anything is written
     let format = o.format ?? recipe.format;
@@ -251,28 +250,25 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
       }),
     );
     const warnings: string[] = [];
-    if (format === 'gguf' && source.format !== 'gguf') {
-      throw new SlimTensorError(
-        `compressModel: GGUF output needs a GGUF input (${o.input} is safetensors); convert the Hugging Face model with llama.cpp's convert_hf_to_gguf.py first, or use a compressed-tensors preset (w4a16, w4a16-asym, w8a16)`,
-        'ERR_UNSUPPORTED',
-      );
-    }
+    // A Hugging Face folder becomes what llama.cpp's converter would write
+    // (GGUF names, layouts, metadata, tokenizer); the recipe then applies as to a GGUF input.
+    if (format === 'gguf' && source.format !== 'gguf') source = await hfModelAsGguf(source);
     if (format !== 'gguf' && source.format === 'gguf') {
       warnings.push(`the ${format} output keeps the GGUF tensor names and layouts (llama.cpp's); Hugging Face loaders such as vLLM expect the model's own names`);
     }
     // The source folder's config.json: the model class, and what compressed-tensors adds quantization_config to.
     let config: Record<string, unknown> | undefined;
-    if (source.folder !== undefined) config = await readConfig(path.join(source.folder, 'config.json'));
+    if (source.folder !== undefined) config = await readConfigJson(path.join(source.folder, 'config.json'));
     // Importance matrices: compressModel's and the rules' own files, read once each.
     const imatrices = await loadImatrices(o.imatrix, recipe);
     // A llama-quantize mix: planned over the whole model, tensors in llama-quantize's order.
     const ctx: PlanContext = {};
     let tensors = source.tensors;
-    if (recipe.mix !== undefined && format === 'gguf' && source.gguf !== undefined) {
+    if (recipe.mix !== undefined && format === 'gguf' && source.ggufMetadata !== undefined) {
       tensors = llamaQuantizeOrder(source.tensors);
       const mixRule = recipe.rules.find((r) => r.options.mix !== undefined);
       const hasImatrix = imatrixFor(mixRule?.options.importance as ImportanceSource, imatrices) !== undefined;
-      ctx.mix = planMix(recipe.mix, tensors, mixModelOf(source.gguf.metadata, tensors.map((t) => t.name)), hasImatrix);
+      ctx.mix = planMix(recipe.mix, tensors, mixModelOf(new Map(source.ggufMetadata.map((e) => [e.key, e.value] as const)), tensors.map((t) => t.name)), hasImatrix);
     }
     const inputs = tensors.map(planInputOf);
     let plans = inputs.map((t) => planTensor(t, { ...recipe, target }, format, ctx));
@@ -283,7 +279,7 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
       modulePlan = planModules(inputs, plans, modules, target);
       plans = modulePlan.plans;
     }
-    const entries = tensors.map((t, i) => planEntry(t, plans[i] as TensorPlan, format));
+    const entries = tensors.map((t, i) => planEntry(t, plans[i] as TensorPlan, format, o.measureError === true));
     const imatrixUse = attachImportance(entries, imatrices);
     if (imatrixUse !== undefined && imatrixUse.notCovered.length > 0) {
       const n = imatrixUse.notCovered;
@@ -471,7 +467,12 @@ function attachImportance(entries: readonly Entry[], m: Imatrices): CompressRepo
   return { files: [...files], used, notCovered };
 }
 
-function planEntry(src: SourceTensor, plan: TensorPlan, format: OutputFormat): Entry {
+/** A conversion between two types of one size (f16 <-> bf16) overwrites its input, unless the input is still needed to measure the error. */
+function convertsInPlace(src: SourceTensor, to: FloatDType, measureError: boolean): boolean {
+  return !measureError && dtypeSize(src.dtype as FloatDType) === dtypeSize(to);
+}
+
+function planEntry(src: SourceTensor, plan: TensorPlan, format: OutputFormat, measureError: boolean): Entry {
   const a = plan.action;
   let st: PlannedTensor[] = [];
   let gguf: GGUFPlannedTensor | undefined;
@@ -490,7 +491,8 @@ function planEntry(src: SourceTensor, plan: TensorPlan, format: OutputFormat): E
   if (a.kind === 'keep') dense(undefined);
   else if (a.kind === 'convert') {
     dense(a.dtype);
-    extra = poolSize((src.byteLength / dtypeSize(src.dtype as FloatDType)) * dtypeSize(a.dtype));
+    // f16 <-> bf16 converts in place unless the error is measured (compressOne)
+    if (!convertsInPlace(src, a.dtype, measureError)) extra = poolSize((src.byteLength / dtypeSize(src.dtype as FloatDType)) * dtypeSize(a.dtype));
   } else if (a.kind === 'quantize') {
     const b = quantBytes(src.shape, a.options);
     extra = poolSize(b.data) + (b.scales > 0 ? poolSize(b.scales) : 0) + (b.zeros > 0 ? poolSize(b.zeros) : 0);
@@ -552,21 +554,6 @@ function planEntry(src: SourceTensor, plan: TensorPlan, format: OutputFormat): E
   return { src, plan, st, gguf, outBytes, need: poolSize(src.byteLength) + extra, record, zeros: 0, elements: 0, importance: undefined };
 }
 
-async function readConfig(file: string): Promise<Record<string, unknown> | undefined> {
-  const st = await fsp.stat(file).catch(() => undefined);
-  if (st === undefined || !st.isFile()) return undefined;
-  if (st.size > MAX_CONFIG_BYTES) throw new SlimTensorError(`${file}: ${st.size} bytes; config.json is limited to ${MAX_CONFIG_BYTES}`, 'ERR_FORMAT');
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(await fsp.readFile(file, 'utf8'));
-  } catch (e) {
-    throw new SlimTensorError(`${file}: not valid JSON (${(e as Error).message})`, 'ERR_FORMAT');
-  }
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new SlimTensorError(`${file}: config.json must hold a JSON object`, 'ERR_FORMAT');
-  if (jsonTooDeep(parsed)) throw new SlimTensorError(`${file}: nests arrays or objects more than ${MAX_JSON_DEPTH} deep`, 'ERR_FORMAT');
-  return parsed as Record<string, unknown>;
-}
-
 interface Sink {
   files: string[];
   write(e: Entry, r: Result): Promise<void>;
@@ -584,11 +571,11 @@ async function createSink(
   imatrices: Imatrices,
 ): Promise<Sink> {
   if (format === 'gguf') {
-    const g = source.gguf;
-    if (g === undefined) throw new SlimTensorError('compressModel: GGUF output needs a GGUF input', 'ERR_UNSUPPORTED');
+    const base = source.ggufMetadata;
+    if (base === undefined) throw new SlimTensorError('compressModel: GGUF output needs a GGUF input or a Hugging Face folder', 'ERR_UNSUPPORTED');
     const tensors = entries.map((e) => e.gguf as GGUFPlannedTensor);
     const imatrix = imatrices.global ?? (imatrices.byFile.size === 1 ? [...imatrices.byFile.values()][0] : undefined);
-    const meta = ggufOutputMetadata(g.entries, tensors, recipe, imatrix);
+    const meta = ggufOutputMetadata(base, tensors, recipe, imatrix);
     const w = await GGUFWriter.create(tmp, { entries: meta, tensors });
     return {
       files: [],
@@ -800,8 +787,8 @@ async function compressOne(e: Entry, input: Uint8Array, take: (n: number) => Uin
   const from = floatDtypeOf(e.src) as FloatDType;
   const n = e.src.byteLength / dtypeSize(from);
   if (a.kind === 'convert') {
-    const out = take(n * dtypeSize(a.dtype));
-    convertFloats(input, from, out, a.dtype, n);
+    const out = convertsInPlace(e.src, a.dtype, ro.measureError) ? input : take(n * dtypeSize(a.dtype));
+    await cast(Tensor.from(input, e.src.shape, from), a.dtype, { out: Tensor.from(out, e.src.shape, a.dtype), ...(ro.threads !== undefined ? { threads: ro.threads } : {}) });
     if (ro.measureError) e.record.error = denseError(Tensor.from(input, e.src.shape, from), Tensor.from(out, e.src.shape, a.dtype));
     if (ro.countZeros) countZerosInto(e, out, a.dtype);
     return { kind: 'raw', bytes: out };
@@ -969,13 +956,15 @@ async function lowRankOne(e: Entry, input: Uint8Array, take: (n: number) => Uint
   const f32 = (shape: readonly number[]): Tensor<'f32'> => Tensor.from(take(shape.reduce((x, d) => x * d, 1) * 4), shape, 'f32');
   const out = { left: f32(left.shape), right: f32(right.shape) };
   const r = await lowRank(w, { ...rest, rank, out, ...(ro.threads !== undefined ? { threads: ro.threads } : {}) });
-  const parts = [r.left, r.right].map((f) => {
-    const bytes = new Uint8Array(f.data.buffer, f.data.byteOffset, f.data.byteLength);
-    if (dtype === 'f32') return bytes;
-    const converted = take(f.size * dtypeSize(dtype));
-    convertFloats(bytes, 'f32', converted, dtype, f.size);
-    return converted;
-  });
+  const parts = await Promise.all(
+    [r.left, r.right].map(async (f) => {
+      const bytes = new Uint8Array(f.data.buffer, f.data.byteOffset, f.data.byteLength);
+      if (dtype === 'f32') return bytes;
+      const converted = take(f.size * dtypeSize(dtype));
+      await cast(f, dtype, { out: Tensor.from(converted, f.shape, dtype) });
+      return converted;
+    }),
+  );
   if (ro.measureError) {
     const approx = await matmul(Tensor.from(parts[0] as Uint8Array, left.shape, dtype), Tensor.from(parts[1] as Uint8Array, right.shape, dtype), { out: f32(e.src.shape) });
     e.record.error = denseError(w, approx);

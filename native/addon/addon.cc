@@ -14,6 +14,8 @@ void register_distill(Napi::Env env, Napi::Object exports);
 void register_lowrank(Napi::Env env, Napi::Object exports);
 void register_sparse(Napi::Env env, Napi::Object exports);
 void register_model(Napi::Env env, Napi::Object exports);
+void register_calib(Napi::Env env, Napi::Object exports);
+void register_cast(Napi::Env env, Napi::Object exports);
 void lowrank_backends(Napi::Env env, Napi::Object cuda);
 Napi::Value set_error_class(const Napi::CallbackInfo& info);
 Napi::Value set_buffer_guard(const Napi::CallbackInfo& info);
@@ -90,6 +92,8 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   register_lowrank(env, exports);
   register_sparse(env, exports);
   register_model(env, exports);
+  register_calib(env, exports);
+  register_cast(env, exports);
   return exports;
 }
 

@@ -36,4 +36,9 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
 // benchmarks compare memory-bound kernels against.
 void parallel_copy(void* dst, const void* src, size_t bytes, int max_threads = 0);
 
+// Asks the kernel for transparent huge pages over the 2 MiB-aligned interior
+// of [p, p + bytes) (a hint; THP in "madvise" mode honours it): fresh
+// buffers of hundreds of MB fault in 512 times fewer pages.
+void hint_huge_pages(void* p, uint64_t bytes);
+
 }  // namespace st
