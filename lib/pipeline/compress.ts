@@ -131,6 +131,43 @@ export interface CompressReport {
   timeMs: number;
   /** The memory accounting: the limit, and the most tensor-buffer bytes held at once. */
   memory: { limit: number; peakBytes: number; largestTensorBytes: number; allocations: number };
+  /** Where the time went, per stage (see StageTimes). */
+  stages: StageTimes;
+}
+
+/**
+ * Milliseconds spent in each stage of the pipeline, summed over tensors.
+ * Stages of different tensors overlap (one tensor is read while another is
+ * quantized and a third written), so the busy times can add up to more
+ * than `timeMs`; the wait times say which stage the others waited for.
+ */
+export interface StageTimes {
+  /** Reading tensor bytes from the input. */
+  readMs: number;
+  /** Quantizing, converting, pruning or factorizing (on the thread pool). */
+  compressMs: number;
+  /** Measuring the error (measureError). */
+  errorMs: number;
+  /** Writing to the output. */
+  writeMs: number;
+  /** The planner waiting for room (memoryLimit or maxInFlight) to admit the next tensor. */
+  admitWaitMs: number;
+  /** Compressed tensors waiting for the previous tensor's write (the output is written in order). */
+  writeWaitMs: number;
+}
+
+function noStageTimes(): StageTimes {
+  return { readMs: 0, compressMs: 0, errorMs: 0, writeMs: 0, admitWaitMs: 0, writeWaitMs: 0 };
+}
+
+/** Runs `f` and adds its duration to `times[stage]`. */
+async function timed<T>(times: StageTimes, stage: keyof StageTimes, f: () => Promise<T> | T): Promise<T> {
+  const t0 = performance.now();
+  try {
+    return await f();
+  } finally {
+    times[stage] += performance.now() - t0;
+  }
 }
 
 const DEFAULT_MEMORY = 1024 ** 3;
@@ -297,13 +334,14 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
 
     const staged = await stageOutput(o.output, format === 'gguf' ? 'file' : 'folder', o.input, o.overwrite === true);
     const pool = new BufferPool(memoryLimit);
+    const stages = noStageTimes();
     let files: string[] = [];
     try {
       signal?.throwIfAborted();
       const sink = await createSink(format, staged.tmp, entries, source, o.maxShardBytes ?? recipe.maxShardBytes);
       files = format === 'gguf' ? [path.basename(staged.output)] : sink.files;
       try {
-        await runPipeline(entries, source, sink, pool, { memoryLimit, maxInFlight, threads: o.threads, measureError: o.measureError === true, countZeros: pruned > 0, signal, onProgress: o.onProgress, started });
+        await runPipeline(entries, source, sink, pool, { memoryLimit, maxInFlight, threads: o.threads, measureError: o.measureError === true, countZeros: pruned > 0, signal, onProgress: o.onProgress, started, stages });
         await sink.finish();
       } catch (e) {
         await sink.abort();
@@ -341,6 +379,7 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
       ratio: outputBytes === 0 ? 0 : inputBytes / outputBytes,
       timeMs: performance.now() - started,
       memory: { limit: memoryLimit, peakBytes: pool.peak, largestTensorBytes: Math.max(0, ...entries.map((e) => e.need)), allocations: pool.allocations },
+      stages,
     };
     o.onProgress?.({ phase: 'done', index: entries.length, count: entries.length, bytesDone: report.input.tensorBytes, totalBytes: report.input.tensorBytes, elapsedMs: report.timeMs });
     return report;
@@ -556,6 +595,8 @@ interface RunOptions {
   signal: AbortSignal | undefined;
   onProgress: ((p: CompressProgress) => void) | undefined;
   started: number;
+  /** Accumulates the stage times of the run. */
+  stages: StageTimes;
 }
 
 /** A promise that never rejects: for ordering steps on earlier ones however they ended. */
@@ -588,22 +629,28 @@ async function runPipeline(entries: readonly Entry[], source: ModelSource, sink:
       return b;
     };
     let step = 'read';
+    const st = ro.stages;
     try {
       let input: Uint8Array;
       try {
         await afterRead;
         if (stopped()) return;
-        input = await source.readBytes(e.src.name, take(e.src.byteLength));
+        input = await timed(st, 'readMs', () => source.readBytes(e.src.name, take(e.src.byteLength)));
       } finally {
         readDone();
       }
       if (stopped()) return;
       step = e.plan.action.kind === 'keep' ? 'write' : e.plan.action.kind;
-      const result = await compressOne(e, input, take, ro);
+      // The error is timed apart from the compression it follows.
+      const mine = noStageTimes();
+      const t0 = performance.now();
+      const result = await compressOne(e, input, take, ro, mine);
+      st.compressMs += performance.now() - t0 - mine.errorMs;
+      st.errorMs += mine.errorMs;
       step = 'write';
-      await afterWrite;
+      await timed(st, 'writeWaitMs', () => afterWrite);
       if (stopped()) return;
-      await sink.write(e, result);
+      await timed(st, 'writeMs', () => sink.write(e, result));
       done++;
       bytesDone += e.src.byteLength;
       ro.onProgress?.({ phase: 'tensor', tensor: e.src.name, index: done, count: entries.length, bytesDone, totalBytes, elapsedMs: performance.now() - ro.started });
@@ -618,7 +665,7 @@ async function runPipeline(entries: readonly Entry[], source: ModelSource, sink:
 
   try {
     for (const e of entries) {
-      if (!(await gate.acquire(e.need, stopped))) break;
+      if (!(await timed(ro.stages, 'admitWaitMs', () => gate.acquire(e.need, stopped)))) break;
       let readDone!: () => void;
       const readP = new Promise<void>((r) => (readDone = r));
       const job = runOne(e, prevRead, prevWrite, readDone);
@@ -634,7 +681,7 @@ async function runPipeline(entries: readonly Entry[], source: ModelSource, sink:
   ro.signal?.throwIfAborted();
 }
 
-async function compressOne(e: Entry, input: Uint8Array, take: (n: number) => Uint8Array, ro: RunOptions): Promise<Result> {
+async function compressOne(e: Entry, input: Uint8Array, take: (n: number) => Uint8Array, ro: RunOptions, times: StageTimes): Promise<Result> {
   const a = e.plan.action;
   if (a.kind === 'keep') {
     const dt = floatDtypeOf(e.src);
@@ -646,12 +693,12 @@ async function compressOne(e: Entry, input: Uint8Array, take: (n: number) => Uin
   if (a.kind === 'convert') {
     const out = take(n * dtypeSize(a.dtype));
     convertFloats(input, from, out, a.dtype, n);
-    if (ro.measureError) e.record.error = denseError(Tensor.from(input, e.src.shape, from), Tensor.from(out, e.src.shape, a.dtype));
+    if (ro.measureError) e.record.error = await timed(times, 'errorMs', () => denseError(Tensor.from(input, e.src.shape, from), Tensor.from(out, e.src.shape, a.dtype)));
     if (ro.countZeros) countZerosInto(e, out, a.dtype);
     return { kind: 'raw', bytes: out };
   }
-  if (a.kind === 'lowrank') return lowRankOne(e, input, take, ro, from, a.options);
-  if (a.kind === 'prune') return pruneOne(e, input, ro, from, a);
+  if (a.kind === 'lowrank') return lowRankOne(e, input, take, ro, times, from, a.options);
+  if (a.kind === 'prune') return pruneOne(e, input, ro, times, from, a);
   const t = viewStored(e.src, input) as Tensor;
   const o = a.options;
   const b = quantBytes(e.src.shape, o);
@@ -673,7 +720,7 @@ async function compressOne(e: Entry, input: Uint8Array, take: (n: number) => Uin
     });
   }
   const q = await quantize(t, { ...o, out, ...(ro.threads !== undefined ? { threads: ro.threads } : {}) });
-  if (ro.measureError) e.record.error = await quantizationError(t, q);
+  if (ro.measureError) e.record.error = await timed(times, 'errorMs', () => quantizationError(t, q));
   return { kind: 'quant', q };
 }
 
@@ -715,7 +762,7 @@ function globalSparsity(entries: readonly Entry[]): number {
  * go through the fused prune + compress (no dense copy), the others through
  * prune() and are written dense.
  */
-async function pruneOne(e: Entry, input: Uint8Array, ro: RunOptions, dtype: FloatDType, a: Extract<TensorAction, { kind: 'prune' }>): Promise<Result> {
+async function pruneOne(e: Entry, input: Uint8Array, ro: RunOptions, times: StageTimes, dtype: FloatDType, a: Extract<TensorAction, { kind: 'prune' }>): Promise<Result> {
   const w = viewStored(e.src, input) as Tensor;
   const score: SparsityScore = a.activationNorms === undefined ? 'magnitude' : { activationNorms: a.activationNorms };
   const threads = ro.threads !== undefined ? { threads: ro.threads } : {};
@@ -728,12 +775,12 @@ async function pruneOne(e: Entry, input: Uint8Array, ro: RunOptions, dtype: Floa
       e.zeros += w.size / 2;
       e.elements += w.size / 2;
     }
-    if (ro.measureError) e.record.error = denseError(w, (await decompress24(s, threads)) as Tensor);
+    if (ro.measureError) e.record.error = await timed(times, 'errorMs', async () => denseError(w, (await decompress24(s, threads)) as Tensor));
     return { kind: 'parts', parts: encodeSparse24(s) };
   }
   const r = await prune(w, { pattern: a.pattern, score, ...threads });
   const out = new Uint8Array(r.tensor.data.buffer, r.tensor.data.byteOffset, r.tensor.data.byteLength);
-  if (ro.measureError) e.record.error = denseError(w, r.tensor);
+  if (ro.measureError) e.record.error = await timed(times, 'errorMs', () => denseError(w, r.tensor));
   if (ro.countZeros) countZerosInto(e, out, dtype);
   return { kind: 'raw', bytes: out };
 }
@@ -767,7 +814,7 @@ function lowRankPlanRank(src: SourceTensor, o: Record<string, unknown>): number 
 }
 
 /** Factors W ≈ left · right and converts them to the source's dtype. */
-async function lowRankOne(e: Entry, input: Uint8Array, take: (n: number) => Uint8Array, ro: RunOptions, dtype: FloatDType, o: Record<string, unknown>): Promise<Result> {
+async function lowRankOne(e: Entry, input: Uint8Array, take: (n: number) => Uint8Array, ro: RunOptions, times: StageTimes, dtype: FloatDType, o: Record<string, unknown>): Promise<Result> {
   const w = viewStored(e.src, input) as Tensor;
   const [left, right] = e.st as [PlannedTensor, PlannedTensor];
   const rank = left.shape[1] as number;
@@ -779,8 +826,10 @@ async function lowRankOne(e: Entry, input: Uint8Array, take: (n: number) => Uint
     return out;
   });
   if (ro.measureError) {
-    const approx = await matmul(Tensor.from(parts[0] as Uint8Array, left.shape, dtype), Tensor.from(parts[1] as Uint8Array, right.shape, dtype));
-    e.record.error = denseError(w, approx);
+    e.record.error = await timed(times, 'errorMs', async () => {
+      const approx = await matmul(Tensor.from(parts[0] as Uint8Array, left.shape, dtype), Tensor.from(parts[1] as Uint8Array, right.shape, dtype));
+      return denseError(w, approx);
+    });
   }
   return { kind: 'parts', parts };
 }
