@@ -174,6 +174,8 @@ export interface RunOptions {
   memory?: number | undefined;
   shardSize?: number | undefined;
   verbose: boolean;
+  /** Measure each tensor's error (default true; `--no-error`). */
+  measureError?: boolean | undefined;
   target?: Target | undefined;
 }
 
@@ -211,7 +213,7 @@ export async function runCompression(o: RunOptions): Promise<string> {
       overwrite: o.force,
       signal: ac.signal,
       onProgress: progress,
-      measureError: true,
+      measureError: o.measureError !== false,
     });
     progress.stop();
     return o.json ? JSON.stringify(report, null, 2) : renderCompressReport(report, o.verbose);

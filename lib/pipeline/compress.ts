@@ -2,8 +2,10 @@
 //
 // Each tensor goes through read -> compress -> write. Reads run one after
 // another (files are read front to back), compression runs on the thread
-// pool (the async API), and writes run one after another in plan order; the
-// three overlap across tensors. A tensor enters the pipeline only when its
+// pool (the async API) one tensor at a time with every thread (two tensors
+// compressing at once would only split the same cores, and would hold libuv
+// threads the next read and write need), and writes run one after another
+// in plan order; the three overlap across tensors. A tensor enters the pipeline only when its
 // bytes (input + output buffers) fit under `memoryLimit` next to the tensors
 // already in it, so the tensor buffers held at any moment stay under
 // max(memoryLimit, the largest single tensor's input + output). Buffers are
@@ -154,10 +156,12 @@ export interface StageTimes {
   admitWaitMs: number;
   /** Compressed tensors waiting for the previous tensor's write (the output is written in order). */
   writeWaitMs: number;
+  /** Tensors read and waiting for the previous tensor's compression (one at a time, on every thread). */
+  computeWaitMs: number;
 }
 
 function noStageTimes(): StageTimes {
-  return { readMs: 0, compressMs: 0, errorMs: 0, writeMs: 0, admitWaitMs: 0, writeWaitMs: 0 };
+  return { readMs: 0, compressMs: 0, errorMs: 0, writeMs: 0, admitWaitMs: 0, writeWaitMs: 0, computeWaitMs: 0 };
 }
 
 /** Runs `f` and adds its duration to `times[stage]`. */
@@ -616,12 +620,13 @@ async function runPipeline(entries: readonly Entry[], source: ModelSource, sink:
   ro.signal?.addEventListener('abort', onAbort);
   let prevRead: Promise<void> = Promise.resolve();
   let prevWrite: Promise<void> = Promise.resolve();
+  let prevCompute: Promise<void> = Promise.resolve();
   let done = 0;
   let bytesDone = 0;
   const jobs: Promise<void>[] = [];
   ro.onProgress?.({ phase: 'start', index: 0, count: entries.length, bytesDone: 0, totalBytes, elapsedMs: performance.now() - ro.started });
 
-  const runOne = async (e: Entry, afterRead: Promise<void>, afterWrite: Promise<void>, readDone: () => void): Promise<void> => {
+  const runOne = async (e: Entry, afterRead: Promise<void>, afterCompute: Promise<void>, afterWrite: Promise<void>, readDone: () => void, computeDone: () => void): Promise<void> => {
     const held: Uint8Array[] = [];
     const take = (n: number): Uint8Array => {
       const b = pool.acquire(n);
@@ -641,12 +646,19 @@ async function runPipeline(entries: readonly Entry[], source: ModelSource, sink:
       }
       if (stopped()) return;
       step = e.plan.action.kind === 'keep' ? 'write' : e.plan.action.kind;
-      // The error is timed apart from the compression it follows.
-      const mine = noStageTimes();
-      const t0 = performance.now();
-      const result = await compressOne(e, input, take, ro, mine);
-      st.compressMs += performance.now() - t0 - mine.errorMs;
-      st.errorMs += mine.errorMs;
+      let result: Result;
+      try {
+        await timed(st, 'computeWaitMs', () => afterCompute);
+        if (stopped()) return;
+        // The error is timed apart from the compression it follows.
+        const mine = noStageTimes();
+        const t0 = performance.now();
+        result = await compressOne(e, input, take, ro, mine);
+        st.compressMs += performance.now() - t0 - mine.errorMs;
+        st.errorMs += mine.errorMs;
+      } finally {
+        computeDone();
+      }
       step = 'write';
       await timed(st, 'writeWaitMs', () => afterWrite);
       if (stopped()) return;
@@ -667,9 +679,12 @@ async function runPipeline(entries: readonly Entry[], source: ModelSource, sink:
     for (const e of entries) {
       if (!(await timed(ro.stages, 'admitWaitMs', () => gate.acquire(e.need, stopped)))) break;
       let readDone!: () => void;
+      let computeDone!: () => void;
       const readP = new Promise<void>((r) => (readDone = r));
-      const job = runOne(e, prevRead, prevWrite, readDone);
+      const computeP = new Promise<void>((r) => (computeDone = r));
+      const job = runOne(e, prevRead, prevCompute, prevWrite, readDone, computeDone);
       prevRead = readP;
+      prevCompute = computeP;
       prevWrite = settled(job);
       jobs.push(job);
     }
