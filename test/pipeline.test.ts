@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -15,7 +16,7 @@ import { SafetensorsModel } from '../lib/formats/safetensors';
 import { f16ToF32, f32ToF16 } from '../lib/half';
 import { bytesOf, rejected } from './support/assert';
 import { code, decodeSparse24Bitmask, groupParams, unpack } from './support/ct-oracle';
-import { f32ToF16Bits, GGML } from './support/gguf-writer';
+import { f32ToF16Bits, GGML, writeGGUF } from './support/gguf-writer';
 import { runPipelineBench } from '../bench/pipeline';
 import { CONFIG, ggufTensors, hfTensors, listing, stored, TOKENIZER, writeGGUFModel, writeHFFolder, type GeneratedTensor } from './support/models';
 
@@ -760,6 +761,52 @@ describe('pipeline', function () {
       ac.abort();
       expect(((await compressModel({ input: ggufFile, output: path.join(dir, 'x.gguf'), recipe: 'q4_0', signal: ac.signal }).catch((e: unknown) => e)) as Error).name).to.equal('AbortError');
       expect(await listing(dir)).to.deep.equal(['other.txt']);
+    });
+  });
+
+  describe('scheduling', () => {
+    // sha256 of the outputs below as written before the pipeline's scheduling
+    // and error kernels were reworked (main at e680815): the scheduler and the
+    // error pass must not change a byte.
+    const BEFORE = {
+      q8_0: '784f7d78dbcd2183ec43abc61f48b3d53767bc8622310928b5155cf31e2f0e3a',
+      q4_0: 'e154b3f2a22063e26a116e0d49b83a41b3f571e46b1c449118dfa6de93355770',
+      w4a16: '34f7f7c5a302352667bba0db230ecbdb7f6a5885d17689f1d2d4c871bc3dfcf7',
+    };
+    /** sha256 of a file, or of a folder's files (names and bytes, in name order). */
+    async function digest(p: string): Promise<string> {
+      const h = createHash('sha256');
+      if ((await fsp.stat(p)).isDirectory()) {
+        for (const name of await listing(p)) h.update(`${name}\0`).update(await fsp.readFile(path.join(p, name)));
+      } else h.update(await fsp.readFile(p));
+      return h.digest('hex');
+    }
+
+    it('changes no byte: F16 GGUF -> q8_0 / q4_0 and F16 safetensors -> w4a16 under any memory limit, in-flight count and thread count, with or without the error pass', async () => {
+      const dir = path.join(tmp, 'sched');
+      await fsp.mkdir(dir);
+      const f16Gguf = path.join(dir, 'f16.gguf');
+      const t16 = ggufTensors(5, 2, 128);
+      await fsp.writeFile(
+        f16Gguf,
+        writeGGUF({
+          kv: [
+            ['general.architecture', { type: 'string', value: 'llama' }],
+            ['general.file_type', { type: 'u32', value: 1 }],
+          ],
+          tensors: t16.map((t) => (t.shape.length === 1 ? { name: t.name, dims: t.shape.slice(), typeId: GGML.F32, data: bytesOf(t.values) } : { name: t.name, dims: t.shape.slice().reverse(), typeId: GGML.F16, data: bytesOf(Uint16Array.from(t.values, f32ToF16Bits)) })),
+        }).bytes,
+      );
+      const settings = [{}, { memoryLimit: 1, maxInFlight: 1, threads: 1 }, { maxInFlight: 16, threads: 2 }, { memoryLimit: 200_000, maxInFlight: 3, measureError: false }];
+      for (const [preset, input] of [['q8_0', f16Gguf], ['q4_0', f16Gguf], ['w4a16', hfDir]] as const) {
+        const got: string[] = [];
+        for (const [i, o] of settings.entries()) {
+          const output = path.join(dir, `${preset}-${i}${preset === 'w4a16' ? '' : '.gguf'}`);
+          await compressModel({ input, output, recipe: preset, measureError: true, ...o });
+          got.push(await digest(output));
+        }
+        expect(got, preset).to.deep.equal(new Array(settings.length).fill(BEFORE[preset]));
+      }
     });
   });
 
