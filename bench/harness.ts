@@ -1,7 +1,9 @@
 // What every benchmark shares: the registry's contract, timing (warm-up,
 // median of N), the machine's copy bandwidth as the memory-bound limit,
 // a description of the machine, and markdown output.
+import { existsSync } from 'node:fs';
 import * as os from 'node:os';
+import * as path from 'node:path';
 import { backends } from '../lib/index';
 import { binding } from '../lib/native';
 
@@ -12,6 +14,24 @@ export interface BenchOptions {
   quick: boolean;
   /** Progress for the human waiting; goes to stderr so stdout stays clean. */
   log: (message: string) => void;
+  /** The llama-quantize binary to compare with (`--llama-quantize PATH`; the pipeline benchmark). */
+  llamaQuantize?: string;
+}
+
+/**
+ * A peer tool for a benchmark (never a dependency): `given` (a command-line
+ * option, named `flag` in messages) when it exists, else `binary` in
+ * shared/peers/llama.cpp/ beside or above the package (this project's
+ * shared folder).
+ */
+export function findPeer(binary: string, given: string | undefined, flag: string): { path: string } | { missing: string } {
+  if (given !== undefined) return existsSync(given) ? { path: given } : { missing: `${flag} ${given} does not exist` };
+  const root = path.join(__dirname, '..');
+  for (const up of ['..', path.join('..', '..')]) {
+    const p = path.join(root, up, 'shared', 'peers', 'llama.cpp', binary);
+    if (existsSync(p)) return { path: p };
+  }
+  return { missing: `${binary} not found (../shared/peers/llama.cpp/${binary}); pass ${flag} PATH` };
 }
 
 export interface BenchOutcome {

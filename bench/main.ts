@@ -22,11 +22,12 @@ const QUICK_RUNS = 3;
 function usage(): string {
   const names = BENCHMARKS.map((b) => `  ${b.name.padEnd(13)} ${b.description}`).join('\n');
   return [
-    'usage: npm run bench -- [name...] [--json] [--runs N] [--quick]',
+    'usage: npm run bench -- [name...] [--json] [--runs N] [--quick] [--llama-quantize PATH]',
     '',
     '  --json     print one JSON document instead of markdown (use `npm run -s` to drop npm\'s banner)',
     `  --runs N   timed repetitions per measurement, median reported (default ${DEFAULT_RUNS}, ${QUICK_RUNS} with --quick)`,
     '  --quick    a small problem size: a smoke test, not a measurement',
+    '  --llama-quantize PATH   llama.cpp\'s llama-quantize for the pipeline benchmark (a peer, never a dependency; default ../shared/peers/llama.cpp/llama-quantize if present, not with --quick)',
     '',
     'benchmarks:',
     names,
@@ -38,6 +39,7 @@ interface Args {
   json: boolean;
   runs: number;
   quick: boolean;
+  llamaQuantize: string | undefined;
 }
 
 function parse(argv: string[]): Args | string {
@@ -50,6 +52,7 @@ function parse(argv: string[]): Args | string {
         json: { type: 'boolean', default: false },
         quick: { type: 'boolean', default: false },
         runs: { type: 'string' },
+        'llama-quantize': { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
       },
     });
@@ -66,7 +69,7 @@ function parse(argv: string[]): Args | string {
     runs = Number(values.runs);
     if (!Number.isInteger(runs) || runs < 1 || runs > 1000) return `--runs must be an integer in 1..1000, got ${JSON.stringify(values.runs)}`;
   }
-  return { names: positionals, json: values.json, runs, quick: values.quick };
+  return { names: positionals, json: values.json, runs, quick: values.quick, llamaQuantize: values['llama-quantize'] };
 }
 
 async function main(): Promise<number> {
@@ -86,6 +89,7 @@ async function main(): Promise<number> {
     runs: args.runs,
     quick: args.quick,
     log: (m) => process.stderr.write(`${m}\n`),
+    ...(args.llamaQuantize !== undefined ? { llamaQuantize: args.llamaQuantize } : {}),
   };
   const machine = describeMachine();
   if (!args.json) process.stdout.write(`${formatMachine(machine)}\n\n`);

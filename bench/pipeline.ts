@@ -1,38 +1,50 @@
 // The pipeline benchmark: end-to-end compression of generated models on
-// disk, as `slimtensor quantize` runs it.
+// disk, as `slimtensor quantize` runs them.
 //
-//   - a 7B-shaped (Llama-2-7B: 32 layers, hidden 4096, FFN 11008, vocabulary
-//     32000) F16 safetensors folder in 5 GB shards -> w4a16 (compressed-tensors)
-//   - a 7B-shaped F32 GGUF (16 layers by default) -> q4_0
+//   - a 1B-shaped (TinyLlama: 22 layers, hidden 2048, FFN 5632, 4 KV heads of
+//     64, vocabulary 32000) F16 GGUF -> q8_0 and -> q4_0
+//   - the same model as one F16 safetensors file -> w4a16 (compressed-tensors)
 //
-// Each is generated into a temporary folder (random values, one reused
-// block) and removed afterwards. Reported: input GB/s end to end, the same
-// against reading the input alone (the limit: the pipeline reads every
-// byte), output size, and memory: peak resident set (sampled), its growth
-// over the process before the run, and the pipeline's own peak of tensor
-// buffers. `--quick` uses a small model of the same layout.
-// SLIMTENSOR_BENCH_LAYERS=N sets the layer count of both (default 32 and 16).
-import { promises as fsp } from 'node:fs';
+// Each preset runs with the error measurement (the CLI's default) and with
+// --no-error. Every run is `slimtensor quantize` in its own process (so its
+// peak resident set is measured as the peer's is: GNU time's maximum RSS);
+// the throughput is input bytes over the report's own time (the pipeline,
+// without Node's start-up). Against: reading the input alone (the floor any
+// pipeline pays; measured right before each run, since the machine's load
+// moves), and for the GGUF cases llama.cpp's llama-quantize on the same file
+// and thread count (a benchmark-only peer: --llama-quantize PATH, else
+// ../shared/peers/llama.cpp/llama-quantize; not with --quick unless given).
+// The models are generated into a temporary folder (random values, one
+// reused block) and removed afterwards. `--quick` uses a small model of the
+// same layout; SLIMTENSOR_BENCH_LAYERS=N sets the layer count.
+import { execFile } from 'node:child_process';
+import { existsSync, promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { GGUFWriter } from '../lib/formats/gguf-writer';
+import { promisify } from 'node:util';
+import { GGUFWriter, type GGUFPlannedTensor } from '../lib/formats/gguf-writer';
 import { ShardedSafetensorsWriter, type PlannedTensor } from '../lib/formats/safetensors';
 import { f32ToF16 } from '../lib/half';
-import { compressModel, type CompressReport } from '../lib/pipeline/compress';
+import type { CompressReport, StageTimes } from '../lib/pipeline/compress';
 import { sizeOnDisk } from '../lib/pipeline/output';
-import { fmtBytes, fmtGBs, fmtRatio, gbps, markdownTable, median, type Benchmark, type BenchOptions, type BenchOutcome } from './harness';
+import { findPeer, fmtBytes, fmtGBs, fmtRatio, gbps, markdownTable, median, type Benchmark, type BenchOptions, type BenchOutcome } from './harness';
 import { Rng } from '../test/support/random';
+
+const ROOT = path.join(__dirname, '..');
+const GNU_TIME = '/usr/bin/time';
 
 interface Shape {
   layers: number;
   hidden: number;
   ffn: number;
+  /** Rows of attn_k / attn_v (KV heads x head size). */
+  kv: number;
+  heads: number;
   vocab: number;
 }
 
-const FULL_ST: Shape = { layers: 32, hidden: 4096, ffn: 11008, vocab: 32000 };
-const FULL_GGUF: Shape = { layers: 16, hidden: 4096, ffn: 11008, vocab: 32000 };
-const QUICK: Shape = { layers: 2, hidden: 512, ffn: 1376, vocab: 4096 };
+const FULL: Shape = { layers: 22, hidden: 2048, ffn: 5632, kv: 256, heads: 32, vocab: 32000 };
+const QUICK: Shape = { layers: 2, hidden: 512, ffn: 1376, kv: 128, heads: 8, vocab: 4096 };
 const BLOCK_BYTES = 64 * 1024 * 1024;
 
 function layersFromEnv(s: Shape): Shape {
@@ -48,7 +60,7 @@ function llamaTensors(s: Shape, gguf: boolean): [string, number[]][] {
     const names = gguf
       ? ['attn_norm.weight', 'attn_q.weight', 'attn_k.weight', 'attn_v.weight', 'attn_output.weight', 'ffn_norm.weight', 'ffn_gate.weight', 'ffn_up.weight', 'ffn_down.weight']
       : ['input_layernorm.weight', 'self_attn.q_proj.weight', 'self_attn.k_proj.weight', 'self_attn.v_proj.weight', 'self_attn.o_proj.weight', 'post_attention_layernorm.weight', 'mlp.gate_proj.weight', 'mlp.up_proj.weight', 'mlp.down_proj.weight'];
-    const shapes = [[s.hidden], [s.hidden, s.hidden], [s.hidden, s.hidden], [s.hidden, s.hidden], [s.hidden, s.hidden], [s.hidden], [s.ffn, s.hidden], [s.ffn, s.hidden], [s.hidden, s.ffn]];
+    const shapes = [[s.hidden], [s.hidden, s.hidden], [s.kv, s.hidden], [s.kv, s.hidden], [s.hidden, s.hidden], [s.hidden], [s.ffn, s.hidden], [s.ffn, s.hidden], [s.hidden, s.ffn]];
     names.forEach((n, i) => out.push([p + n, shapes[i] as number[]]));
   }
   out.push([gguf ? 'output_norm.weight' : 'model.norm.weight', [s.hidden]]);
@@ -63,35 +75,47 @@ function parts(block: Uint8Array, bytes: number): Uint8Array[] {
   return out;
 }
 
-async function generateSafetensors(dir: string, s: Shape, blockBytes: number): Promise<void> {
-  await fsp.mkdir(dir);
+/** A random F16 block (N(0, 0.02) weights) and a block of f32 ones (the norms). */
+function blocks(blockBytes: number, hidden: number): { f16: Uint8Array; ones: Uint8Array } {
   const rng = new Rng(7);
   const block = new Uint16Array(blockBytes / 2);
   for (let i = 0; i < block.length; i++) block[i] = f32ToF16(rng.normal() * 0.02);
-  const bytes = new Uint8Array(block.buffer);
-  const plan: PlannedTensor[] = llamaTensors(s, false).map(([name, shape]) => ({ name, dtype: 'F16', shape }));
-  const w = await ShardedSafetensorsWriter.create(dir, plan, { maxShardBytes: 5e9, metadata: { format: 'pt' } });
-  for (const t of plan) await w.write(t.name, ...parts(bytes, t.shape.reduce((a, d) => a * d, 2)));
-  await w.close();
-  await fsp.writeFile(path.join(dir, 'config.json'), JSON.stringify({ architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: s.hidden, intermediate_size: s.ffn, num_hidden_layers: s.layers, vocab_size: s.vocab, torch_dtype: 'float16' }, null, 2));
+  return { f16: new Uint8Array(block.buffer), ones: new Uint8Array(new Float32Array(hidden).fill(1).buffer) };
 }
 
+async function generateSafetensors(dir: string, s: Shape, blockBytes: number): Promise<void> {
+  await fsp.mkdir(dir);
+  const { f16 } = blocks(blockBytes, s.hidden);
+  const plan: PlannedTensor[] = llamaTensors(s, false).map(([name, shape]) => ({ name, dtype: 'F16', shape }));
+  const w = await ShardedSafetensorsWriter.create(dir, plan, { maxShardBytes: 5e9, metadata: { format: 'pt' } });
+  for (const t of plan) await w.write(t.name, ...parts(f16, t.shape.reduce((a, d) => a * d, 2)));
+  await w.close();
+  const config = { architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: s.hidden, intermediate_size: s.ffn, num_hidden_layers: s.layers, num_attention_heads: s.heads, vocab_size: s.vocab, torch_dtype: 'float16' };
+  await fsp.writeFile(path.join(dir, 'config.json'), JSON.stringify(config, null, 2));
+}
+
+/** F16 matrices, F32 norms, and the hyper-parameters llama-quantize reads. */
 async function generateGGUF(file: string, s: Shape, blockBytes: number): Promise<void> {
-  const block = new Rng(8).normals(blockBytes / 4, 0.02);
-  const bytes = new Uint8Array(block.buffer);
-  const tensors = llamaTensors(s, true).map(([name, shape]) => ({ name, shape, type: 'F32' as const }));
+  const { f16, ones } = blocks(blockBytes, s.hidden);
+  const tensors: GGUFPlannedTensor[] = llamaTensors(s, true).map(([name, shape]) => ({ name, shape, type: shape.length === 1 ? 'F32' : 'F16' }));
+  const headDim = s.hidden / s.heads;
   const w = await GGUFWriter.create(file, {
     entries: [
       { key: 'general.architecture', type: 'string', value: 'llama' },
-      { key: 'general.name', type: 'string', value: 'generated 7B-shaped' },
-      { key: 'general.file_type', type: 'u32', value: 0 },
+      { key: 'general.name', type: 'string', value: 'generated 1B-shaped' },
+      { key: 'general.file_type', type: 'u32', value: 1 },
       { key: 'llama.block_count', type: 'u32', value: s.layers },
+      { key: 'llama.context_length', type: 'u32', value: 2048 },
       { key: 'llama.embedding_length', type: 'u32', value: s.hidden },
       { key: 'llama.feed_forward_length', type: 'u32', value: s.ffn },
+      { key: 'llama.attention.head_count', type: 'u32', value: s.heads },
+      { key: 'llama.attention.head_count_kv', type: 'u32', value: s.kv / headDim },
+      { key: 'llama.attention.layer_norm_rms_epsilon', type: 'f32', value: 1e-5 },
+      { key: 'llama.rope.dimension_count', type: 'u32', value: headDim },
     ],
     tensors,
   });
-  for (const t of tensors) await w.write(t.name, ...parts(bytes, t.shape.reduce((a, d) => a * d, 4)));
+  for (const t of tensors) await w.write(t.name, ...(t.type === 'F32' ? [ones] : parts(f16, t.shape.reduce((a, d) => a * d, 2))));
   await w.close();
 }
 
@@ -121,133 +145,198 @@ async function readAll(p: string, buf: Uint8Array): Promise<number> {
   return Number(process.hrtime.bigint() - t0) / 1e9;
 }
 
-export interface PipelineCase {
-  id: string;
+interface ChildRun {
+  /** Wall time of the process, seconds. */
+  wall: number;
+  /** Peak resident set, bytes (GNU time's %M); 0 without /usr/bin/time. */
+  peakRss: number;
+  stdout: string;
+}
+
+/** Runs a command under GNU time (when present): wall seconds and maximum RSS. */
+async function timed(cmd: string, args: readonly string[]): Promise<ChildRun> {
+  const gnu = existsSync(GNU_TIME);
+  const t0 = performance.now();
+  const { stdout, stderr } = await promisify(execFile)(gnu ? GNU_TIME : cmd, gnu ? ['-f', 'maxrss-kb %M', cmd, ...args] : [...args], { cwd: ROOT, maxBuffer: 64 * 1024 * 1024 });
+  const wall = (performance.now() - t0) / 1000;
+  const m = /maxrss-kb (\d+)/.exec(stderr);
+  return { wall, peakRss: m === null ? 0 : Number(m[1]) * 1024, stdout };
+}
+
+export interface PipelineRun {
   label: string;
-  inputBytes: number;
-  outputBytes: number;
-  ratio: number;
-  tensors: number;
-  /** Median wall time of the runs, seconds. */
+  /** Median seconds: the report's timeMs for slimtensor, the process's wall time for the peer. */
   seconds: number;
   runs: number[];
   /** Input bytes per second, GB/s. */
   gbps: number;
+  /** Median of the per-run ratios to reading the input alone just before. */
+  readRatio: number;
+  /** Largest peak resident set of the runs, bytes (0: unknown). */
+  peakRss: number;
+  outputBytes: number;
+}
+
+export interface PipelineCase {
+  id: string;
+  label: string;
+  preset: string;
+  inputBytes: number;
+  tensors: number;
   /** Reading the input alone, GB/s (median). */
   readGbps: number;
-  /** gbps / readGbps. */
-  readRatio: number;
-  /** Peak resident set during the runs (sampled every 10 ms), bytes. */
-  peakRss: number;
-  /** Peak resident set minus the resident set before the run. */
-  rssGrowth: number;
-  /** The pipeline's own peak of tensor-buffer bytes, and its limit. */
-  bufferPeak: number;
-  memoryLimit: number;
+  /** slimtensor with the error measured (the CLI's default). */
+  withError: PipelineRun & { stages: StageTimes; bufferPeak: number; memoryLimit: number };
+  /** slimtensor with --no-error. */
+  noError: PipelineRun;
+  /** llama-quantize on the same file (GGUF cases), or why it did not run. */
+  peer: PipelineRun | { missing: string } | undefined;
 }
 
-async function measure(id: string, label: string, input: string, output: string, preset: string, runs: number, log: (m: string) => void): Promise<PipelineCase> {
+function summarise(label: string, inputBytes: number, runs: number[], reads: number[], rss: number[], outputBytes: number): PipelineRun {
+  const seconds = median(runs);
+  return { label, seconds, runs, gbps: gbps(inputBytes, seconds), readRatio: median(runs.map((s, i) => (reads[i] as number) / s)), peakRss: Math.max(...rss), outputBytes };
+}
+
+const LLAMA_TYPE: Record<string, string> = { q8_0: 'Q8_0', q4_0: 'Q4_0' };
+
+async function measure(
+  id: string,
+  label: string,
+  input: string,
+  output: string,
+  preset: string,
+  runs: number,
+  peer: { path: string } | { missing: string } | undefined,
+  log: (m: string) => void,
+): Promise<PipelineCase> {
   const inputBytes = await sizeOnDisk(input);
+  const threads = os.availableParallelism();
   const buf = new Uint8Array(BLOCK_BYTES);
   const reads: number[] = [];
-  const times: number[] = [];
-  let peakRss = 0;
-  let growth = 0;
-  let last: CompressReport | undefined;
-  for (let i = 0; i < runs; i++) {
-    reads.push(await readAll(input, buf));
-    await fsp.rm(output, { recursive: true, force: true });
-    const base = process.memoryUsage.rss();
-    let peak = base;
-    const timer = setInterval(() => {
-      peak = Math.max(peak, process.memoryUsage.rss());
-    }, 10);
-    const t0 = process.hrtime.bigint();
-    last = await compressModel({ input, output, recipe: preset });
-    times.push(Number(process.hrtime.bigint() - t0) / 1e9);
-    clearInterval(timer);
-    peak = Math.max(peak, process.memoryUsage.rss());
-    peakRss = Math.max(peakRss, peak);
-    growth = Math.max(growth, peak - base);
-    log(`  ${id} run ${i + 1}/${runs}: ${times[i]?.toFixed(1)} s (${fmtGBs(gbps(inputBytes, times[i] as number))} GB/s), read alone ${(reads[i] as number).toFixed(1)} s`);
-  }
-  const r = last as CompressReport;
-  const seconds = median(times);
-  const readGbps = gbps(inputBytes, median(reads));
-  return {
-    id,
-    label,
-    inputBytes,
-    outputBytes: r.output.bytes,
-    ratio: r.ratio,
-    tensors: r.tensors.length,
-    seconds,
-    runs: times,
-    gbps: gbps(inputBytes, seconds),
-    readGbps,
-    readRatio: gbps(inputBytes, seconds) / readGbps,
-    peakRss,
-    rssGrowth: growth,
-    bufferPeak: r.memory.peakBytes,
-    memoryLimit: r.memory.limit,
+  const err: { s: number; rss: number; r: CompressReport }[] = [];
+  const noErr: { s: number; rss: number }[] = [];
+  const peerRuns: { s: number; rss: number }[] = [];
+  const slim = async (extra: string[]): Promise<{ s: number; rss: number; r: CompressReport }> => {
+    const c = await timed(process.execPath, ['--import', 'tsx', path.join(ROOT, 'lib', 'cli', 'main.ts'), 'quantize', input, '-o', output, '-p', preset, '--threads', String(threads), '--json', '--quiet', '--force', ...extra]);
+    const r = JSON.parse(c.stdout) as CompressReport;
+    return { s: r.timeMs / 1000, rss: c.peakRss, r };
   };
+  const peerOut = `${output}.llama-quantize`;
+  try {
+    for (let i = 0; i < runs; i++) {
+      // Interleaved, each against a read just before it: the load moves.
+      const read = await readAll(input, buf);
+      reads.push(read);
+      err.push(await slim([]));
+      noErr.push(await slim(['--no-error']));
+      const e = err[i] as { s: number; rss: number };
+      const n = noErr[i] as { s: number; rss: number };
+      let line = `  ${id} run ${i + 1}/${runs}: read alone ${read.toFixed(2)} s, error on ${e.s.toFixed(2)} s (${fmtGBs(gbps(inputBytes, e.s))} GB/s, ${fmtBytes(e.rss)}), --no-error ${n.s.toFixed(2)} s (${fmtGBs(gbps(inputBytes, n.s))} GB/s)`;
+      if (peer !== undefined && 'path' in peer) {
+        const p = await timed(peer.path, [input, peerOut, LLAMA_TYPE[preset] as string, String(threads)]);
+        peerRuns.push({ s: p.wall, rss: p.peakRss });
+        line += `, llama-quantize ${p.wall.toFixed(2)} s (${fmtBytes(p.peakRss)})`;
+      }
+      log(line);
+    }
+    const last = (err[err.length - 1] as { r: CompressReport }).r;
+    const mid = [...err].sort((a, b) => a.s - b.s)[err.length >> 1] as { r: CompressReport };
+    const outputBytes = last.output.bytes;
+    return {
+      id,
+      label,
+      preset,
+      inputBytes,
+      tensors: last.tensors.length,
+      readGbps: gbps(inputBytes, median(reads)),
+      withError: {
+        ...summarise('slimtensor', inputBytes, err.map((x) => x.s), reads, err.map((x) => x.rss), outputBytes),
+        stages: mid.r.stages,
+        bufferPeak: Math.max(...err.map((x) => x.r.memory.peakBytes)),
+        memoryLimit: last.memory.limit,
+      },
+      noError: summarise('slimtensor --no-error', inputBytes, noErr.map((x) => x.s), reads, noErr.map((x) => x.rss), outputBytes),
+      peer: peer === undefined ? undefined : 'missing' in peer ? peer : summarise('llama-quantize', inputBytes, peerRuns.map((x) => x.s), reads, peerRuns.map((x) => x.rss), (await fsp.stat(peerOut)).size),
+    };
+  } finally {
+    await fsp.rm(peerOut, { force: true });
+  }
 }
 
-export async function runPipelineBench(options: BenchOptions): Promise<{ cases: PipelineCase[] }> {
-  const st = options.quick ? QUICK : layersFromEnv(FULL_ST);
-  const gg = options.quick ? QUICK : layersFromEnv(FULL_GGUF);
-  // Full size: each run moves many GB; the median of a few is enough.
+export async function runPipelineBench(options: BenchOptions): Promise<{ threads: number; cases: PipelineCase[] }> {
+  const shape = options.quick ? QUICK : layersFromEnv(FULL);
   const runs = options.quick ? Math.min(options.runs, 2) : Math.min(options.runs, 3);
   // The random block the tensors repeat: big enough that the data does not fit a cache.
   const block = options.quick ? 1024 * 1024 : BLOCK_BYTES;
+  // --quick is a smoke test (and runs in the test suite): the peer only when named.
+  const peer = options.quick && options.llamaQuantize === undefined ? undefined : findPeer('llama-quantize', options.llamaQuantize, '--llama-quantize');
+  if (peer !== undefined && 'missing' in peer) options.log(`pipeline: ${peer.missing}; measuring slimtensor alone`);
   const tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'slimtensor-bench-pipeline-'));
   const cases: PipelineCase[] = [];
+  const what = `${shape.layers}-layer ${shape.hidden}/${shape.ffn}/${shape.vocab}`;
   try {
-    const hf = path.join(tmp, 'hf-f16');
-    options.log(`pipeline: generating a ${st.layers}-layer ${st.hidden}/${st.ffn}/${st.vocab} F16 safetensors model in ${tmp}`);
-    await generateSafetensors(hf, st, block);
-    cases.push(await measure('safetensors-f16-w4a16', `safetensors F16, ${st.layers} layers -> w4a16`, hf, path.join(tmp, 'out-w4a16'), 'w4a16', runs, options.log));
-    await fsp.rm(hf, { recursive: true, force: true });
-    await fsp.rm(path.join(tmp, 'out-w4a16'), { recursive: true, force: true });
+    const gf = path.join(tmp, 'model-f16.gguf');
+    options.log(`pipeline: generating a ${what} F16 GGUF in ${tmp}`);
+    await generateGGUF(gf, shape, block);
+    for (const preset of ['q8_0', 'q4_0']) {
+      cases.push(await measure(`gguf-f16-${preset}`, `GGUF F16 ${shape.layers} layers -> ${preset}`, gf, path.join(tmp, `out-${preset}.gguf`), preset, runs, peer, options.log));
+      await fsp.rm(path.join(tmp, `out-${preset}.gguf`), { force: true });
+    }
+    await fsp.rm(gf, { force: true });
 
-    const gf = path.join(tmp, 'model-f32.gguf');
-    options.log(`pipeline: generating a ${gg.layers}-layer F32 GGUF`);
-    await generateGGUF(gf, gg, block);
-    cases.push(await measure('gguf-f32-q4_0', `GGUF F32, ${gg.layers} layers -> q4_0`, gf, path.join(tmp, 'out-q4_0.gguf'), 'q4_0', runs, options.log));
+    const hf = path.join(tmp, 'hf-f16');
+    options.log(`pipeline: generating a ${what} F16 safetensors model`);
+    await generateSafetensors(hf, shape, block);
+    cases.push(await measure('safetensors-f16-w4a16', `safetensors F16 ${shape.layers} layers -> w4a16`, hf, path.join(tmp, 'out-w4a16'), 'w4a16', runs, undefined, options.log));
   } finally {
     await fsp.rm(tmp, { recursive: true, force: true });
   }
-  return { cases };
+  return { threads: os.availableParallelism(), cases };
 }
 
-function markdown(cases: readonly PipelineCase[], quick: boolean): string {
-  const rows = cases.map((c) => [
-    c.label,
-    fmtBytes(c.inputBytes),
-    fmtBytes(c.outputBytes),
-    `${c.ratio.toFixed(2)}×`,
-    c.seconds.toFixed(c.seconds < 10 ? 2 : 1),
-    fmtGBs(c.gbps),
-    fmtGBs(c.readGbps),
-    fmtRatio(c.readRatio),
-    fmtBytes(c.peakRss),
-    fmtBytes(c.rssGrowth),
-    `${fmtBytes(c.bufferPeak)} / ${fmtBytes(c.memoryLimit)}`,
-  ]);
+function markdown(r: { threads: number; cases: readonly PipelineCase[] }, quick: boolean): string {
+  const rows: string[][] = [];
+  for (const c of r.cases) {
+    const runs: [string, PipelineRun | { missing: string } | undefined][] = [
+      ['slimtensor', c.withError],
+      ['slimtensor --no-error', c.noError],
+      ['llama-quantize', c.peer],
+    ];
+    for (const [who, run] of runs) {
+      if (run === undefined) continue;
+      if ('missing' in run) {
+        rows.push([c.label, who, fmtBytes(c.inputBytes), '-', '-', '-', fmtGBs(c.readGbps), '-', '-']);
+        continue;
+      }
+      rows.push([c.label, who, fmtBytes(c.inputBytes), fmtBytes(run.outputBytes), run.seconds.toFixed(2), fmtGBs(run.gbps), fmtGBs(c.readGbps), fmtRatio(run.readRatio), run.peakRss === 0 ? '-' : fmtBytes(run.peakRss)]);
+    }
+  }
+  const ms = (v: number): string => (v / 1000).toFixed(2);
+  const stages = r.cases.map((c) => {
+    const s = c.withError.stages;
+    return [c.label, ms(s.readMs), ms(s.compressMs), ms(s.errorMs), ms(s.writeMs), ms(s.computeWaitMs), ms(s.writeWaitMs), ms(s.admitWaitMs), `${fmtBytes(c.withError.bufferPeak)} / ${fmtBytes(c.withError.memoryLimit)}`];
+  });
+  const peerNote = r.cases.map((c) => c.peer).find((p) => p !== undefined && 'missing' in p) as { missing: string } | undefined;
   return [
     `### pipeline${quick ? ' (--quick: a small model, not a measurement)' : ''}`,
     '',
-    'End to end (read, quantize on the thread pool, write, rename), input bytes per second; "read alone" streams the same files into one buffer, the floor any pipeline pays.',
+    `\`slimtensor quantize\` end to end (read, quantize on ${r.threads} threads, measure the error, write, rename), each run its own process; GB/s of input over the report's time (the pipeline, without Node's start-up) and, for llama-quantize (${r.threads} threads), over the process's wall time. "× read" is the median of each run's ratio to reading the input alone just before it (the floor any pipeline pays). Peak RSS: GNU time's maximum resident set of the process.`,
     '',
-    markdownTable(['model -> preset', 'input', 'output', 'ratio', 'seconds', 'GB/s', 'read alone GB/s', '× read', 'peak RSS', 'RSS growth', 'tensor buffers peak / limit'], rows),
+    markdownTable(['model -> preset', 'tool', 'input', 'output', 'seconds', 'GB/s', 'read alone GB/s', '× read', 'peak RSS'], rows),
+    '',
+    'Where the time went (the median run with the error; seconds summed over tensors — stages of different tensors overlap — then the waits: read tensors waiting for the compute lane, compressed tensors for the ordered write, the planner for room under the memory limit):',
+    '',
+    markdownTable(['model -> preset', 'read', 'compress', 'error', 'write', 'wait compute', 'wait write', 'wait admit', 'tensor buffers peak / limit'], stages),
+    ...(peerNote !== undefined ? ['', `llama-quantize: ${peerNote.missing}.`] : []),
   ].join('\n');
 }
 
 export const pipelineBench: Benchmark = {
   name: 'pipeline',
-  description: 'end-to-end model compression: 7B-shaped F16 safetensors -> w4a16 and F32 GGUF -> q4_0 (generated on disk)',
+  description: 'end-to-end model compression: a 1B-shaped F16 GGUF -> q8_0, q4_0 (against llama-quantize) and F16 safetensors -> w4a16, with and without the error',
   async run(options: BenchOptions): Promise<BenchOutcome> {
     const result = await runPipelineBench(options);
-    return { result, markdown: markdown(result.cases, options.quick) };
+    return { result, markdown: markdown(result, options.quick) };
   },
 };

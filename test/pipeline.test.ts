@@ -830,13 +830,19 @@ describe('pipeline', function () {
   });
 
   describe('benchmark', () => {
-    it('pipeline --quick runs both cases end to end with sane numbers', async () => {
+    it('pipeline --quick runs every case end to end (CLI processes, with and without the error) with sane numbers', async () => {
       const { cases } = await runPipelineBench({ quick: true, runs: 1, log: () => undefined });
-      expect(cases.map((c) => c.id)).to.deep.equal(['safetensors-f16-w4a16', 'gguf-f32-q4_0']);
+      expect(cases.map((c) => c.id)).to.deep.equal(['gguf-f16-q8_0', 'gguf-f16-q4_0', 'safetensors-f16-w4a16']);
       for (const c of cases) {
-        for (const v of [c.gbps, c.readGbps, c.seconds, c.peakRss, c.ratio]) expect(Number.isFinite(v) && v > 0, c.id).to.equal(true);
-        expect(c.outputBytes).to.be.below(c.inputBytes);
-        expect(c.bufferPeak).to.be.at.most(c.memoryLimit);
+        // --quick never looks for the peer unless it is named
+        expect(c.peer, c.id).to.equal(undefined);
+        expect(c.readGbps > 0 && Number.isFinite(c.readGbps), c.id).to.equal(true);
+        for (const r of [c.withError, c.noError]) {
+          for (const v of [r.gbps, r.seconds, r.readRatio]) expect(Number.isFinite(v) && v > 0, c.id).to.equal(true);
+          expect(r.outputBytes).to.be.below(c.inputBytes);
+        }
+        expect(c.withError.stages.errorMs, c.id).to.be.above(0);
+        expect(c.withError.bufferPeak).to.be.at.most(c.withError.memoryLimit);
       }
     });
   });
