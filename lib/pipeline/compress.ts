@@ -148,7 +148,7 @@ export interface StageTimes {
   readMs: number;
   /** Quantizing, converting, pruning or factorizing (on the thread pool). */
   compressMs: number;
-  /** Measuring the error (measureError). */
+  /** Measuring the error (measureError) of quantized and converted tensors; pruned and low-rank tensors count theirs in compressMs. */
   errorMs: number;
   /** Writing to the output. */
   writeMs: number;
@@ -712,8 +712,8 @@ async function compressOne(e: Entry, input: Uint8Array, take: (n: number) => Uin
     if (ro.countZeros) countZerosInto(e, out, a.dtype);
     return { kind: 'raw', bytes: out };
   }
-  if (a.kind === 'lowrank') return lowRankOne(e, input, take, ro, times, from, a.options);
-  if (a.kind === 'prune') return pruneOne(e, input, ro, times, from, a);
+  if (a.kind === 'lowrank') return lowRankOne(e, input, take, ro, from, a.options);
+  if (a.kind === 'prune') return pruneOne(e, input, ro, from, a);
   const t = viewStored(e.src, input) as Tensor;
   const o = a.options;
   const b = quantBytes(e.src.shape, o);
@@ -777,7 +777,7 @@ function globalSparsity(entries: readonly Entry[]): number {
  * go through the fused prune + compress (no dense copy), the others through
  * prune() and are written dense.
  */
-async function pruneOne(e: Entry, input: Uint8Array, ro: RunOptions, times: StageTimes, dtype: FloatDType, a: Extract<TensorAction, { kind: 'prune' }>): Promise<Result> {
+async function pruneOne(e: Entry, input: Uint8Array, ro: RunOptions, dtype: FloatDType, a: Extract<TensorAction, { kind: 'prune' }>): Promise<Result> {
   const w = viewStored(e.src, input) as Tensor;
   const score: SparsityScore = a.activationNorms === undefined ? 'magnitude' : { activationNorms: a.activationNorms };
   const threads = ro.threads !== undefined ? { threads: ro.threads } : {};
@@ -790,12 +790,12 @@ async function pruneOne(e: Entry, input: Uint8Array, ro: RunOptions, times: Stag
       e.zeros += w.size / 2;
       e.elements += w.size / 2;
     }
-    if (ro.measureError) e.record.error = await timed(times, 'errorMs', async () => denseError(w, (await decompress24(s, threads)) as Tensor));
+    if (ro.measureError) e.record.error = denseError(w, (await decompress24(s, threads)) as Tensor);
     return { kind: 'parts', parts: encodeSparse24(s) };
   }
   const r = await prune(w, { pattern: a.pattern, score, ...threads });
   const out = new Uint8Array(r.tensor.data.buffer, r.tensor.data.byteOffset, r.tensor.data.byteLength);
-  if (ro.measureError) e.record.error = await timed(times, 'errorMs', () => denseError(w, r.tensor));
+  if (ro.measureError) e.record.error = denseError(w, r.tensor);
   if (ro.countZeros) countZerosInto(e, out, dtype);
   return { kind: 'raw', bytes: out };
 }
@@ -829,7 +829,7 @@ function lowRankPlanRank(src: SourceTensor, o: Record<string, unknown>): number 
 }
 
 /** Factors W ≈ left · right and converts them to the source's dtype. */
-async function lowRankOne(e: Entry, input: Uint8Array, take: (n: number) => Uint8Array, ro: RunOptions, times: StageTimes, dtype: FloatDType, o: Record<string, unknown>): Promise<Result> {
+async function lowRankOne(e: Entry, input: Uint8Array, take: (n: number) => Uint8Array, ro: RunOptions, dtype: FloatDType, o: Record<string, unknown>): Promise<Result> {
   const w = viewStored(e.src, input) as Tensor;
   const [left, right] = e.st as [PlannedTensor, PlannedTensor];
   const rank = left.shape[1] as number;
@@ -841,10 +841,8 @@ async function lowRankOne(e: Entry, input: Uint8Array, take: (n: number) => Uint
     return out;
   });
   if (ro.measureError) {
-    e.record.error = await timed(times, 'errorMs', async () => {
-      const approx = await matmul(Tensor.from(parts[0] as Uint8Array, left.shape, dtype), Tensor.from(parts[1] as Uint8Array, right.shape, dtype));
-      return denseError(w, approx);
-    });
+    const approx = await matmul(Tensor.from(parts[0] as Uint8Array, left.shape, dtype), Tensor.from(parts[1] as Uint8Array, right.shape, dtype));
+    e.record.error = denseError(w, approx);
   }
   return { kind: 'parts', parts };
 }
