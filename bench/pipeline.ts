@@ -11,13 +11,13 @@
 // the throughput is input bytes over the report's own time (the pipeline,
 // without Node's start-up). Against: reading the input alone (the floor any
 // pipeline pays; measured right before each run, since the machine's load
-// moves), and for the GGUF cases llama.cpp's llama-quantize on the same file
+// moves; dirty pages are written out before each phase), and for the GGUF cases llama.cpp's llama-quantize on the same file
 // and thread count (a benchmark-only peer: --llama-quantize PATH, else
 // ../shared/peers/llama.cpp/llama-quantize; not with --quick unless given).
 // The models are generated into a temporary folder (random values, one
 // reused block) and removed afterwards. `--quick` uses a small model of the
 // same layout; SLIMTENSOR_BENCH_LAYERS=N sets the layer count.
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { existsSync, promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -145,6 +145,19 @@ async function readAll(p: string, buf: Uint8Array): Promise<number> {
   return Number(process.hrtime.bigint() - t0) / 1e9;
 }
 
+/**
+ * Writes the system's dirty pages to disk (sync(1)) before a timed phase,
+ * so a run does not pay for the writeback of the one before it (each writes
+ * a gigabyte; the kernel throttles writers beyond its dirty-page limit).
+ */
+function flushDirtyPages(): void {
+  try {
+    execFileSync('sync', { stdio: 'ignore' });
+  } catch {
+    // no sync(1): the phases share the writeback
+  }
+}
+
 interface ChildRun {
   /** Wall time of the process, seconds. */
   wall: number;
@@ -155,6 +168,7 @@ interface ChildRun {
 
 /** Runs a command under GNU time (when present): wall seconds and maximum RSS. */
 async function timed(cmd: string, args: readonly string[]): Promise<ChildRun> {
+  flushDirtyPages();
   const gnu = existsSync(GNU_TIME);
   const t0 = performance.now();
   const { stdout, stderr } = await promisify(execFile)(gnu ? GNU_TIME : cmd, gnu ? ['-f', 'maxrss-kb %M', cmd, ...args] : [...args], { cwd: ROOT, maxBuffer: 64 * 1024 * 1024 });
@@ -226,6 +240,7 @@ async function measure(
   try {
     for (let i = 0; i < runs; i++) {
       // Interleaved, each against a read just before it: the load moves.
+      flushDirtyPages();
       const read = await readAll(input, buf);
       reads.push(read);
       err.push(await slim([]));
