@@ -163,6 +163,8 @@ interface ChildRun {
   wall: number;
   /** Peak resident set, bytes (GNU time's %M); 0 without /usr/bin/time. */
   peakRss: number;
+  /** User + system CPU seconds of the process (GNU time's %U + %S); 0 without /usr/bin/time. */
+  cpu: number;
   stdout: string;
 }
 
@@ -171,10 +173,10 @@ async function timed(cmd: string, args: readonly string[]): Promise<ChildRun> {
   flushDirtyPages();
   const gnu = existsSync(GNU_TIME);
   const t0 = performance.now();
-  const { stdout, stderr } = await promisify(execFile)(gnu ? GNU_TIME : cmd, gnu ? ['-f', 'maxrss-kb %M', cmd, ...args] : [...args], { cwd: ROOT, maxBuffer: 64 * 1024 * 1024 });
+  const { stdout, stderr } = await promisify(execFile)(gnu ? GNU_TIME : cmd, gnu ? ['-f', 'maxrss-kb %M cpu %U %S', cmd, ...args] : [...args], { cwd: ROOT, maxBuffer: 64 * 1024 * 1024 });
   const wall = (performance.now() - t0) / 1000;
-  const m = /maxrss-kb (\d+)/.exec(stderr);
-  return { wall, peakRss: m === null ? 0 : Number(m[1]) * 1024, stdout };
+  const m = /maxrss-kb (\d+) cpu ([\d.]+) ([\d.]+)/.exec(stderr);
+  return { wall, peakRss: m === null ? 0 : Number(m[1]) * 1024, cpu: m === null ? 0 : Number(m[2]) + Number(m[3]), stdout };
 }
 
 export interface PipelineRun {
@@ -188,6 +190,8 @@ export interface PipelineRun {
   readRatio: number;
   /** Largest peak resident set of the runs, bytes (0: unknown). */
   peakRss: number;
+  /** Median CPU seconds of the process (user + system, every thread, Node's start-up included; 0: unknown): what the run costs whatever else holds the cores. */
+  cpuSeconds: number;
   outputBytes: number;
 }
 
@@ -207,9 +211,25 @@ export interface PipelineCase {
   peer: PipelineRun | { missing: string } | undefined;
 }
 
-function summarise(label: string, inputBytes: number, runs: number[], reads: number[], rss: number[], outputBytes: number): PipelineRun {
+interface Sample {
+  s: number;
+  rss: number;
+  cpu: number;
+}
+
+function summarise(label: string, inputBytes: number, samples: readonly Sample[], reads: number[], outputBytes: number): PipelineRun {
+  const runs = samples.map((x) => x.s);
   const seconds = median(runs);
-  return { label, seconds, runs, gbps: gbps(inputBytes, seconds), readRatio: median(runs.map((s, i) => (reads[i] as number) / s)), peakRss: Math.max(...rss), outputBytes };
+  return {
+    label,
+    seconds,
+    runs,
+    gbps: gbps(inputBytes, seconds),
+    readRatio: median(runs.map((s, i) => (reads[i] as number) / s)),
+    peakRss: Math.max(...samples.map((x) => x.rss)),
+    cpuSeconds: median(samples.map((x) => x.cpu)),
+    outputBytes,
+  };
 }
 
 const LLAMA_TYPE: Record<string, string> = { q8_0: 'Q8_0', q4_0: 'Q4_0' };
@@ -228,13 +248,13 @@ async function measure(
   const threads = os.availableParallelism();
   const buf = new Uint8Array(BLOCK_BYTES);
   const reads: number[] = [];
-  const err: { s: number; rss: number; r: CompressReport }[] = [];
-  const noErr: { s: number; rss: number }[] = [];
-  const peerRuns: { s: number; rss: number }[] = [];
-  const slim = async (extra: string[]): Promise<{ s: number; rss: number; r: CompressReport }> => {
+  const err: (Sample & { r: CompressReport })[] = [];
+  const noErr: Sample[] = [];
+  const peerRuns: Sample[] = [];
+  const slim = async (extra: string[]): Promise<Sample & { r: CompressReport }> => {
     const c = await timed(process.execPath, ['--import', 'tsx', path.join(ROOT, 'lib', 'cli', 'main.ts'), 'quantize', input, '-o', output, '-p', preset, '--threads', String(threads), '--json', '--quiet', '--force', ...extra]);
     const r = JSON.parse(c.stdout) as CompressReport;
-    return { s: r.timeMs / 1000, rss: c.peakRss, r };
+    return { s: r.timeMs / 1000, rss: c.peakRss, cpu: c.cpu, r };
   };
   const peerOut = `${output}.llama-quantize`;
   try {
@@ -245,12 +265,12 @@ async function measure(
       reads.push(read);
       err.push(await slim([]));
       noErr.push(await slim(['--no-error']));
-      const e = err[i] as { s: number; rss: number };
-      const n = noErr[i] as { s: number; rss: number };
+      const e = err[i] as Sample;
+      const n = noErr[i] as Sample;
       let line = `  ${id} run ${i + 1}/${runs}: read alone ${read.toFixed(2)} s, error on ${e.s.toFixed(2)} s (${fmtGBs(gbps(inputBytes, e.s))} GB/s, ${fmtBytes(e.rss)}), --no-error ${n.s.toFixed(2)} s (${fmtGBs(gbps(inputBytes, n.s))} GB/s)`;
       if (peer !== undefined && 'path' in peer) {
         const p = await timed(peer.path, [input, peerOut, LLAMA_TYPE[preset] as string, String(threads)]);
-        peerRuns.push({ s: p.wall, rss: p.peakRss });
+        peerRuns.push({ s: p.wall, rss: p.peakRss, cpu: p.cpu });
         line += `, llama-quantize ${p.wall.toFixed(2)} s (${fmtBytes(p.peakRss)})`;
       }
       log(line);
@@ -266,13 +286,13 @@ async function measure(
       tensors: last.tensors.length,
       readGbps: gbps(inputBytes, median(reads)),
       withError: {
-        ...summarise('slimtensor', inputBytes, err.map((x) => x.s), reads, err.map((x) => x.rss), outputBytes),
+        ...summarise('slimtensor', inputBytes, err, reads, outputBytes),
         stages: mid.r.stages,
         bufferPeak: Math.max(...err.map((x) => x.r.memory.peakBytes)),
         memoryLimit: last.memory.limit,
       },
-      noError: summarise('slimtensor --no-error', inputBytes, noErr.map((x) => x.s), reads, noErr.map((x) => x.rss), outputBytes),
-      peer: peer === undefined ? undefined : 'missing' in peer ? peer : summarise('llama-quantize', inputBytes, peerRuns.map((x) => x.s), reads, peerRuns.map((x) => x.rss), (await fsp.stat(peerOut)).size),
+      noError: summarise('slimtensor --no-error', inputBytes, noErr, reads, outputBytes),
+      peer: peer === undefined ? undefined : 'missing' in peer ? peer : summarise('llama-quantize', inputBytes, peerRuns, reads, (await fsp.stat(peerOut)).size),
     };
   } finally {
     await fsp.rm(peerOut, { force: true });
@@ -321,10 +341,10 @@ function markdown(r: { threads: number; cases: readonly PipelineCase[] }, quick:
     for (const [who, run] of runs) {
       if (run === undefined) continue;
       if ('missing' in run) {
-        rows.push([c.label, who, fmtBytes(c.inputBytes), '-', '-', '-', fmtGBs(c.readGbps), '-', '-']);
+        rows.push([c.label, who, fmtBytes(c.inputBytes), '-', '-', '-', fmtGBs(c.readGbps), '-', '-', '-']);
         continue;
       }
-      rows.push([c.label, who, fmtBytes(c.inputBytes), fmtBytes(run.outputBytes), run.seconds.toFixed(2), fmtGBs(run.gbps), fmtGBs(c.readGbps), fmtRatio(run.readRatio), run.peakRss === 0 ? '-' : fmtBytes(run.peakRss)]);
+      rows.push([c.label, who, fmtBytes(c.inputBytes), fmtBytes(run.outputBytes), run.seconds.toFixed(2), fmtGBs(run.gbps), fmtGBs(c.readGbps), fmtRatio(run.readRatio), run.cpuSeconds === 0 ? '-' : run.cpuSeconds.toFixed(2), run.peakRss === 0 ? '-' : fmtBytes(run.peakRss)]);
     }
   }
   const ms = (v: number): string => (v / 1000).toFixed(2);
@@ -336,9 +356,9 @@ function markdown(r: { threads: number; cases: readonly PipelineCase[] }, quick:
   return [
     `### pipeline${quick ? ' (--quick: a small model, not a measurement)' : ''}`,
     '',
-    `\`slimtensor quantize\` end to end (read, quantize on ${r.threads} threads, measure the error, write, rename), each run its own process; GB/s of input over the report's time (the pipeline, without Node's start-up) and, for llama-quantize (${r.threads} threads), over the process's wall time. "× read" is the median of each run's ratio to reading the input alone just before it (the floor any pipeline pays). Peak RSS: GNU time's maximum resident set of the process.`,
+    `\`slimtensor quantize\` end to end (read, quantize on ${r.threads} threads, measure the error, write, rename), each run its own process; GB/s of input over the report's time (the pipeline, without Node's start-up) and, for llama-quantize (${r.threads} threads), over the process's wall time. "× read" is the median of each run's ratio to reading the input alone just before it (the floor any pipeline pays). CPU s: user + system seconds of the whole process, start-up included (what a run costs whatever else holds the cores). Peak RSS: GNU time's maximum resident set of the process.`,
     '',
-    markdownTable(['model -> preset', 'tool', 'input', 'output', 'seconds', 'GB/s', 'read alone GB/s', '× read', 'peak RSS'], rows),
+    markdownTable(['model -> preset', 'tool', 'input', 'output', 'seconds', 'GB/s', 'read alone GB/s', '× read', 'CPU s', 'peak RSS'], rows),
     '',
     'Where the time went (the median run with the error; seconds summed over tensors — stages of different tensors overlap — then the waits: read tensors waiting for the compute lane, compressed tensors for the ordered write, the planner for room under the memory limit):',
     '',
