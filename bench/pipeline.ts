@@ -314,7 +314,8 @@ export async function runPipelineBench(options: BenchOptions): Promise<{ threads
     const gf = path.join(tmp, 'model-f16.gguf');
     options.log(`pipeline: generating a ${what} F16 GGUF in ${tmp}`);
     await generateGGUF(gf, shape, block);
-    for (const preset of ['q8_0', 'q4_0']) {
+    // --quick (a smoke test, run by the test suite): one GGUF preset.
+    for (const preset of options.quick ? ['q4_0'] : ['q8_0', 'q4_0']) {
       cases.push(await measure(`gguf-f16-${preset}`, `GGUF F16 ${shape.layers} layers -> ${preset}`, gf, path.join(tmp, `out-${preset}.gguf`), preset, runs, peer, options.log));
       await fsp.rm(path.join(tmp, `out-${preset}.gguf`), { force: true });
     }

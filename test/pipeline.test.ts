@@ -832,7 +832,7 @@ describe('pipeline', function () {
   describe('benchmark', () => {
     it('pipeline --quick runs every case end to end (CLI processes, with and without the error) with sane numbers', async () => {
       const { cases } = await runPipelineBench({ quick: true, runs: 1, log: () => undefined });
-      expect(cases.map((c) => c.id)).to.deep.equal(['gguf-f16-q8_0', 'gguf-f16-q4_0', 'safetensors-f16-w4a16']);
+      expect(cases.map((c) => c.id)).to.deep.equal(['gguf-f16-q4_0', 'safetensors-f16-w4a16']);
       for (const c of cases) {
         // --quick never looks for the peer unless it is named
         expect(c.peer, c.id).to.equal(undefined);
