@@ -3,44 +3,33 @@
 // CUDA variant of the addon with cmake-js into build-cuda/ (never build/,
 // which holds the CPU addon the tests load) and check that the result loads
 // and has CUDA compiled in. test/cuda.test.ts then loads it from there.
-// Without nvcc it says so and succeeds. build-cuda/ is kept between runs, so
-// a run with no source changes only re-checks (about a second).
+// Without nvcc it says so and succeeds.
+//
+// Cheaper than `npm run build:cuda`, which it otherwise equals: one GPU
+// architecture (SLIMTENSOR_CUDA_ARCHITECTURES=75: sm_75 code and compute_75
+// PTX, which every GPU CUDA 13 supports can run; $SLIMTENSOR_CUDA_CHECK_ARCHS
+// overrides it) instead of five, and the C++ at -O0 (SLIMTENSOR_CXX_OPT; see
+// CMakeLists.txt). build-cuda/ is kept between runs, so a run with no source
+// changes only re-checks (about a second).
 'use strict';
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
+const { findNvcc, onPath, touch } = require('./builds.cjs');
 
 const root = path.join(__dirname, '..');
 const out = path.join(root, 'build-cuda');
 const addon = path.join(out, 'Release', 'slimtensor.node');
+// The cache variables of the check's build (CMakeLists.txt).
+const cacheVars = {
+  SLIMTENSOR_CUDA_ARCHITECTURES: process.env.SLIMTENSOR_CUDA_CHECK_ARCHS || '75',
+  SLIMTENSOR_CXX_OPT: '-O0',
+};
 
 function fail(message) {
   process.stderr.write(`\nCUDA compile check FAILED: ${message}\n`);
   process.exit(1);
-}
-
-function onPath(name) {
-  for (const dir of (process.env.PATH || '').split(path.delimiter)) {
-    if (!dir) continue;
-    const p = path.join(dir, name);
-    try {
-      fs.accessSync(p, fs.constants.X_OK);
-      if (fs.statSync(p).isFile()) return p;
-    } catch {
-      // not here
-    }
-  }
-  return null;
-}
-
-function findNvcc() {
-  if (process.env.CUDACXX && fs.existsSync(process.env.CUDACXX)) return process.env.CUDACXX;
-  const exe = process.platform === 'win32' ? 'nvcc.exe' : 'nvcc';
-  const found = onPath(exe);
-  if (found) return found;
-  const fallback = path.join('/usr/local/cuda/bin', exe);
-  return fs.existsSync(fallback) ? fallback : null;
 }
 
 const nvcc = findNvcc();
@@ -60,22 +49,36 @@ try {
 }
 
 // A cache configured before nvcc was installed (or with another one) would
-// keep building the CPU-only addon: configure afresh in that case.
+// keep building the CPU-only addon: build afresh in that case. A cache with
+// other values of the check's variables is configured again (cmake-js build
+// alone would keep them); unchanged objects are reused.
 const cache = path.join(out, 'CMakeCache.txt');
-let command = 'build';
+const steps = [];
 if (fs.existsSync(cache)) {
-  const m = /^CMAKE_CUDA_COMPILER:[A-Z]+=(.*)$/m.exec(fs.readFileSync(cache, 'utf8'));
-  if (!m || !m[1] || m[1].endsWith('NOTFOUND') || !fs.existsSync(m[1])) command = 'rebuild';
+  const text = fs.readFileSync(cache, 'utf8');
+  const cached = (name) => new RegExp(`^${name}:[A-Z]+=(.*)$`, 'm').exec(text)?.[1];
+  const compiler = cached('CMAKE_CUDA_COMPILER');
+  if (!compiler || compiler.endsWith('NOTFOUND') || !fs.existsSync(compiler)) steps.push('rebuild');
+  else if (Object.entries(cacheVars).some(([k, v]) => cached(k) !== v)) steps.push('configure', 'build');
+  else steps.push('build');
+} else {
+  steps.push('build');
 }
 
 const started = Date.now();
-process.stdout.write(`CUDA compile check: nvcc ${nvcc}; cmake-js ${command} --out build-cuda\n`);
 const env = { ...process.env, CUDACXX: nvcc };
-const parallel = String(typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length);
-const r = spawnSync(process.execPath, [cmakeJs, command, '--out', out, '--parallel', parallel], { stdio: 'inherit', cwd: root, env });
-if (r.error) fail(`could not run cmake-js: ${r.error.message}`);
-if (r.status !== 0) fail(`cmake-js ${command} exited with ${r.status === null ? `signal ${r.signal}` : `status ${r.status}`} (see the compiler output above)`);
+const parallel = String(Number(process.env.SLIMTENSOR_TEST_JOBS) || (typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length));
+const defines = Object.entries(cacheVars).map(([k, v]) => `--CD${k}=${v}`);
+for (const command of steps) {
+  process.stdout.write(`CUDA compile check: nvcc ${nvcc}; cmake-js ${command} --out build-cuda ${defines.join(' ')}\n`);
+  const r = spawnSync(process.execPath, [cmakeJs, command, '--out', out, '--parallel', parallel, ...defines], { stdio: 'inherit', cwd: root, env });
+  if (r.error) fail(`could not run cmake-js: ${r.error.message}`);
+  if (r.status !== 0) fail(`cmake-js ${command} exited with ${r.status === null ? `signal ${r.signal}` : `status ${r.status}`} (see the compiler output above)`);
+}
 if (!fs.existsSync(addon)) fail(`the build succeeded but ${path.relative(root, addon)} is missing`);
+// Current now, even when nothing needed relinking (tests compare its time
+// with the sources': test/support/cuda-build.ts).
+touch(addon);
 
 // Load it in a fresh process: it must load without a GPU or driver and say
 // that CUDA is compiled in.

@@ -1,5 +1,4 @@
 import { expect } from 'chai';
-import { spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -10,6 +9,7 @@ import type { ComparisonReport } from '../lib/pipeline/compare';
 import { pruneSync, Tensor } from '../lib/index';
 import { SafetensorsModel } from '../lib/formats/safetensors';
 import { f16ToF32 } from '../lib/half';
+import { runCli } from './support/cli';
 import { decodeSparse24Bitmask } from './support/ct-oracle';
 import { f32ToF16Bits, GGML, writeGGUF } from './support/gguf-writer';
 import { hfTensors, listing, writeHFFolder } from './support/models';
@@ -17,27 +17,7 @@ import { hfTensors, listing, writeHFFolder } from './support/models';
 const ROOT = path.join(__dirname, '..');
 const MODEL = path.join(ROOT, 'models', 'stories260K.gguf');
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs the CLI under tsx; `onStderr` sees stderr as it arrives (to time a Ctrl-C). */
-function cli(args: readonly string[], onStderr?: (text: string, child: ReturnType<typeof spawn>) => void): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'lib', 'cli', 'main.ts'), ...args], { cwd: ROOT });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-      onStderr?.(stderr, child);
-    });
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const cli = runCli;
 
 describe('slimtensor CLI: model commands', function () {
   this.timeout(120_000);
@@ -283,7 +263,12 @@ describe('slimtensor CLI: model commands', function () {
     const notModel = await cli(['inspect', path.join(ROOT, 'package.json')]);
     expect(notModel.code).to.equal(1);
     expect(notModel.stderr).to.include('[ERR_FORMAT]');
-    expect(await listing(tmp)).not.to.include.members(['x.gguf', 'p', 'x']);
+    // Each output named above, and its staging file (.<name>.slimtensor-*.tmp), is absent.
+    const left = await listing(tmp);
+    for (const name of ['x.gguf', 'p', 'x']) {
+      expect(left, `${name} left behind`).not.to.include(name);
+      expect(left.filter((f) => f.startsWith(`.${name}.slimtensor-`)), `staging file of ${name} left behind`).to.deep.equal([]);
+    }
   });
 
   it('Ctrl-C (SIGINT) mid-run: exit 130 and the output folder as it was', async function () {

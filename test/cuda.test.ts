@@ -7,40 +7,17 @@
 // equal the CPU reference byte for byte. Tests that cannot run here are
 // reported as skipped (pending), with the reason in their title.
 import { expect } from 'chai';
-import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { backends, dequantize, quantize, SlimTensorError, Tensor, type FloatDType, type QuantFormat, type QuantizeOptions } from '../lib/index';
-import { binding as defaultBinding, type NativeArgs, type NativeBackends } from '../lib/native';
+import { binding as defaultBinding, type NativeArgs } from '../lib/native';
 import { planDequantize, planQuantize, type QuantizedTensor } from '../lib/quantize';
 import { bytesOf, rejected, thrown } from './support/assert';
-
-const CUDA_ADDON = path.join(__dirname, '..', 'build-cuda', 'Release', 'slimtensor.node');
+import { cudaBuild, requireCudaBuild, type RawAddon } from './support/cuda-build';
+import { kernelsHere, skip } from './support/skip';
 
 /** The part of an addon instance these tests call (see lib/native.ts). */
-interface RawBinding {
-  backends(): NativeBackends;
-  setErrorClass(ctor: typeof SlimTensorError): void;
+interface RawBinding extends RawAddon {
   quantize(args: NativeArgs, async: boolean): Promise<undefined> | undefined;
   dequantize(args: NativeArgs, async: boolean): Promise<undefined> | undefined;
-}
-
-function loadCudaBuild(): RawBinding | undefined {
-  if (!fs.existsSync(CUDA_ADDON)) return undefined;
-  // A second, independent instance of the addon (its own thread pool and
-  // error class registration).
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const b = require(CUDA_ADDON) as RawBinding;
-  b.setErrorClass(SlimTensorError);
-  return b;
-}
-
-const cudaBuild = loadCudaBuild();
-const NO_CUDA_BUILD = `${path.relative(process.cwd(), CUDA_ADDON)} not found (node scripts/check-cuda.cjs builds it where nvcc is installed)`;
-
-/** Marks the running test pending, naming the reason in its title. */
-function skip(ctx: Mocha.Context, why: string): never {
-  if (ctx.test) ctx.test.title += ` — skipped: ${why}`;
-  return ctx.skip();
 }
 
 // ---------------------------------------------------------------------------
@@ -193,15 +170,17 @@ function runDequantize(b: RawBinding, q: QuantizedTensor, dtype: FloatDType, ker
   return bytesOf(out.data);
 }
 
-/** An addon instance with CUDA kernels and a device, or why there is none. */
-function gpuBinding(): { b: RawBinding } | { why: string } {
+/** The addon instance with CUDA kernels and a device for the running test; skips it (naming why) when there is none. */
+function gpuBinding(ctx: Mocha.Context): RawBinding {
   const candidates: [string, RawBinding][] = [];
   if (defaultBinding.backends().cuda.compiled) candidates.push(['build/', defaultBinding]);
-  if (cudaBuild) candidates.push(['build-cuda/', cudaBuild]);
-  if (candidates.length === 0) return { why: `no CUDA build: ${NO_CUDA_BUILD}` };
-  for (const [, b] of candidates) if (b.backends().cuda.available) return { b };
+  const c = cudaBuild<RawBinding>('quantize');
+  if ('fail' in c) throw new Error(c.fail);
+  if ('binding' in c) candidates.push(['build-cuda/', c.binding]);
+  if (candidates.length === 0) skip(ctx, `no CUDA build: ${'skip' in c ? c.skip : ''}`);
+  for (const [, b] of candidates) if (b.backends().cuda.available) return b;
   const [where, b] = candidates[0] as [string, RawBinding];
-  return { why: `no CUDA device: ${b.backends().cuda.reason ?? 'unknown'} (${where})` };
+  return skip(ctx, `no CUDA device: ${b.backends().cuda.reason ?? 'unknown'} (${where})`);
 }
 
 const FORMATS: QuantFormat[] = ['q4_0', 'q4_1', 'q8_0', 'int4', 'int8'];
@@ -228,20 +207,20 @@ describe('cuda: the default build (build/Release)', () => {
 
 describe('cuda: the CUDA build (build-cuda/Release)', () => {
   it('loads next to the default build and reports CUDA compiled in, and whether a device is usable', function () {
-    if (!cudaBuild) skip(this, NO_CUDA_BUILD);
+    const cudaBuild = requireCudaBuild<RawBinding>(this, 'quantize');
     const c = cudaBuild.backends().cuda;
     expect(c.compiled).to.equal(true);
     if (c.available) {
       expect(c.reason).to.equal(undefined);
     } else {
-      expect(c.available).to.equal(false);
-      expect(c.reason).to.be.a('string').and.not.equal('');
+      // One of cuda_available()'s reasons (native/core/cuda_runtime.cu).
+      expect(c.reason).to.match(/^(cudaGetDeviceCount failed: |no CUDA device found$|cudaGetDevice failed: |cudaGetDeviceProperties failed: |CUDA device \d+ \(.*\) has compute capability )/);
       if (this.test) this.test.title += ` (no device: ${c.reason})`;
     }
   });
 
   it("without a device, kernel 'cuda' rejects with ERR_UNSUPPORTED and the reason", async function () {
-    if (!cudaBuild) skip(this, NO_CUDA_BUILD);
+    const cudaBuild = requireCudaBuild<RawBinding>(this, 'quantize');
     const c = cudaBuild.backends().cuda;
     if (c.available) skip(this, 'a CUDA device is available; the comparison tests below exercise it');
     const t = Tensor.from(new Float32Array(64).fill(1), [2, 32]);
@@ -258,46 +237,62 @@ describe('cuda: the CUDA build (build-cuda/Release)', () => {
     expect((await rejected(cudaBuild.dequantize(args, true))).code).to.equal('ERR_UNSUPPORTED');
   });
 
-  it('its CPU kernels give the same bytes as the default build (same sources and flags)', function () {
-    if (!cudaBuild) skip(this, NO_CUDA_BUILD);
-    const kernels = backends().cpu.kernel !== 'scalar' ? (['reference', 'avx2'] as const) : (['reference'] as const);
+  // build-cuda/'s C++ is compiled at -O0 (scripts/check-cuda.cjs), build/'s
+  // at -O3: with -ffp-contract=off the level must not change a bit.
+  const kernels = kernelsHere('cuda: CPU kernels of build-cuda/ vs build/', ['reference', 'avx2'] as const);
+  it('its CPU kernels give the same bytes as the default build (same sources, -O0 against -O3)', function () {
+    const cudaBuild = requireCudaBuild<RawBinding>(this, 'quantize');
     const diffs: string[] = [];
     let seed = 100;
+    let compared = 0;
+    let errors = 0;
     for (const format of FORMATS) {
       for (const search of ['none', 'mse'] as const) {
         for (const v of variants(format, search, 'f32', seed++)) {
           for (const kernel of kernels) {
             const options = { ...v.options, kernel };
-            const d = compareQuantized(runQuantize(defaultBinding, v.input, options), runQuantize(cudaBuild, v.input, options));
+            const here = runQuantize(defaultBinding, v.input, options);
+            const d = compareQuantized(here, runQuantize(cudaBuild, v.input, options));
             if (d.length) diffs.push(`${format} ${search} ${kernel} ${v.label}: ${d.join(', ')}`);
+            if (here instanceof SlimTensorError) errors++;
+            else compared++;
           }
         }
       }
     }
     const hint = 'build/ and build-cuda/ disagree; if the sources changed since either was built, rebuild both (npx node-gyp build; node scripts/check-cuda.cjs)';
     expect(diffs, hint).to.deep.equal([]);
+    // Agreement on an error compares no bytes: none of these inputs is an
+    // error (non-finite values only where nonFinite is 'zero').
+    expect(errors, `${errors} of ${compared + errors} cases were errors`).to.equal(0);
+    expect(compared).to.be.above(0);
   });
 });
 
 describe('cuda: CUDA kernels equal the CPU reference byte for byte (needs a GPU)', () => {
-  const gpu = gpuBinding();
   let seed = 1;
   for (const format of FORMATS) {
     const s = (seed += 1000);
     it(`${format}: codes, scales, zero points and errors for f32/f16/bf16 inputs, search none/mse; dequantized values`, function () {
-      if ('why' in gpu) skip(this, gpu.why);
+      const gpu = gpuBinding(this);
       const diffs: string[] = [];
       let n = s;
+      let compared = 0;
+      let errors = 0;
       for (const search of ['none', 'mse'] as const) {
         for (const dtype of DTYPES) {
           for (const v of variants(format, search, dtype, (n += 100))) {
             const label = `${search} ${dtype} ${v.label}`;
-            const ref = runQuantize(gpu.b, v.input, { ...v.options, kernel: 'reference' });
-            const dev = runQuantize(gpu.b, v.input, { ...v.options, kernel: 'cuda' });
+            const ref = runQuantize(gpu, v.input, { ...v.options, kernel: 'reference' });
+            const dev = runQuantize(gpu, v.input, { ...v.options, kernel: 'cuda' });
             for (const d of compareQuantized(ref, dev)) diffs.push(`${label}: ${d}`);
-            if (ref instanceof SlimTensorError || dev instanceof SlimTensorError) continue;
+            if (ref instanceof SlimTensorError || dev instanceof SlimTensorError) {
+              errors++;
+              continue;
+            }
+            compared++;
             for (const out of DTYPES) {
-              if (!runDequantize(gpu.b, ref, out, 'reference').equals(runDequantize(gpu.b, ref, out, 'cuda'))) {
+              if (!runDequantize(gpu, ref, out, 'reference').equals(runDequantize(gpu, ref, out, 'cuda'))) {
                 diffs.push(`${label}: dequantize to ${out}`);
               }
             }
@@ -305,11 +300,14 @@ describe('cuda: CUDA kernels equal the CPU reference byte for byte (needs a GPU)
         }
       }
       expect(diffs).to.deep.equal([]);
+      // Agreement on an error compares no bytes: none of these inputs is an
+      // error (non-finite values only where nonFinite is 'zero').
+      expect(errors, `${errors} of ${compared + errors} cases were errors`).to.equal(0);
     });
   }
 
   it('the first non-finite value is named the same way', function () {
-    if ('why' in gpu) skip(this, gpu.why);
+    const gpu = gpuBinding(this);
     const x = new Float32Array(300 * 64).fill(0.25);
     x[250 * 64 + 9] = Infinity;
     x[17 * 64 + 40] = NaN;
@@ -317,8 +315,8 @@ describe('cuda: CUDA kernels equal the CPU reference byte for byte (needs a GPU)
     const t = Tensor.from(x, [300, 64]);
     for (const format of FORMATS) {
       const options: QuantizeOptions = { format, groupSize: format.startsWith('q') ? undefined : 16 };
-      const ref = runQuantize(gpu.b, t, { ...options, kernel: 'reference' });
-      const dev = runQuantize(gpu.b, t, { ...options, kernel: 'cuda' });
+      const ref = runQuantize(gpu, t, { ...options, kernel: 'reference' });
+      const dev = runQuantize(gpu, t, { ...options, kernel: 'cuda' });
       expect(dev, format).to.be.instanceOf(SlimTensorError);
       expect((dev as SlimTensorError).message, format).to.match(/non-finite value \(NaN\) at index \[17, 40\]/);
       expect(compareQuantized(ref, dev), format).to.deep.equal([]);
@@ -326,18 +324,18 @@ describe('cuda: CUDA kernels equal the CPU reference byte for byte (needs a GPU)
   });
 
   it('results do not depend on how rows are split into device-sized chunks', function () {
-    if ('why' in gpu) skip(this, gpu.why);
+    const gpu = gpuBinding(this);
     const saved = process.env.SLIMTENSOR_CUDA_CHUNK_BYTES;
     try {
       for (const chunk of ['1', '3000']) {
         process.env.SLIMTENSOR_CUDA_CHUNK_BYTES = chunk; // 1: one row per chunk
         for (const format of FORMATS) {
           const v = variants(format, 'mse', 'f16', 7)[1] as Variant;
-          const ref = runQuantize(gpu.b, v.input, { ...v.options, kernel: 'reference' });
-          const dev = runQuantize(gpu.b, v.input, { ...v.options, kernel: 'cuda' });
+          const ref = runQuantize(gpu, v.input, { ...v.options, kernel: 'reference' });
+          const dev = runQuantize(gpu, v.input, { ...v.options, kernel: 'cuda' });
           expect(compareQuantized(ref, dev), `${format} chunk ${chunk}`).to.deep.equal([]);
           if (!(ref instanceof SlimTensorError)) {
-            expect(runDequantize(gpu.b, ref, 'bf16', 'cuda').equals(runDequantize(gpu.b, ref, 'bf16', 'reference'))).to.equal(true);
+            expect(runDequantize(gpu, ref, 'bf16', 'cuda').equals(runDequantize(gpu, ref, 'bf16', 'reference'))).to.equal(true);
           }
         }
       }

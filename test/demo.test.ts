@@ -1,27 +1,16 @@
 import { expect } from 'chai';
-import { spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { renderDemo } from '../lib/cli/demo-output';
 import { bundledModelPath, DEMO_PRESET_IDS, runDemo, type DemoFormatResult, type DemoReport } from '../lib/demo';
 import { SlimTensorError } from '../lib/index';
+import { runCli } from './support/cli';
 import { bytesOf, f32ToF16Bits, GGML, writeGGUF } from './support/gguf-writer';
 
 const ROOT = path.join(__dirname, '..');
 
-/** Runs the CLI under tsx and collects its exit code and output. */
-function cli(args: readonly string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'lib', 'cli', 'main.ts'), ...args], { cwd: ROOT });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const cli = runCli;
 
 function byId(r: DemoReport): Map<string, DemoFormatResult> {
   return new Map(r.formats.map((f) => [f.id, f]));

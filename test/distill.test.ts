@@ -14,7 +14,6 @@ import {
   f16ToF32,
   f32ToBf16,
   f32ToF16,
-  SlimTensorError,
   Tensor,
   type DistillLossOptions,
   type DistillLossResult,
@@ -23,10 +22,12 @@ import {
   type TopKTeacher,
 } from '../lib/index';
 import { planDistill } from '../lib/distill';
-import { binding as defaultBinding, type NativeArgs, type NativeBackends } from '../lib/native';
+import { binding as defaultBinding, type NativeArgs } from '../lib/native';
 import { bytesOf, rejected, thrown } from './support/assert';
 import { oracle, type OracleCase } from './support/kd-oracle';
+import { requireCudaBuild, type RawAddon } from './support/cuda-build';
 import { Rng } from './support/random';
+import { kernelsHere, simdUnavailable, skip } from './support/skip';
 
 const FIXTURES = path.join(__dirname, 'fixtures', 'kd');
 // The kernels that may run here: backends().cpu.kernel is what is enabled
@@ -35,7 +36,7 @@ const CPU = backends().cpu;
 const hasAvx2 = CPU.kernel !== 'scalar';
 const hasAvx512 = CPU.kernel === 'avx512';
 type CpuKernel = 'reference' | 'avx2' | 'avx512';
-const SIMD_KERNELS: readonly ('avx2' | 'avx512')[] = hasAvx512 ? ['avx2', 'avx512'] : hasAvx2 ? ['avx2'] : [];
+const SIMD_KERNELS: readonly ('avx2' | 'avx512')[] = kernelsHere('distillLoss', ['avx2', 'avx512'] as const);
 const KERNELS: readonly CpuKernel[] = ['reference', ...SIMD_KERNELS];
 const DIVERGENCES: Divergence[] = ['forward-kl', 'reverse-kl', 'jsd'];
 
@@ -330,7 +331,8 @@ describe('distillLoss: AVX-512 kernel vs AVX2, bit for bit', () => {
   // (distill_simd.h); its exp uses VSCALEFPS and mask registers where AVX2
   // multiplies and clamps, which cannot change a result.
   const needAvx512 = (ctx: Mocha.Context): void => {
-    if (!hasAvx512) skip(ctx, CPU.features.some((f) => f.startsWith('avx512')) ? 'AVX-512 turned off by SLIMTENSOR_ISA' : 'no AVX-512 on this CPU');
+    const why = simdUnavailable('avx512');
+    if (why !== null) skip(ctx, why);
   };
   const same = (a: DistillLossResult, b: DistillLossResult): boolean =>
     a.loss === b.loss && bytesOf(a.rowLoss).equals(bytesOf(b.rowLoss)) && bytesOf(a.grad?.data).equals(bytesOf(b.grad?.data));
@@ -622,21 +624,26 @@ describe('distillLoss: ignored rows, in place, threads, every output written', (
       { dtype: 'f32', rows: 650000, cols: 13, offsets: [0] },
       { dtype: 'f32', rows: 4100, cols: 2048, offsets: [0, 16, 32, 48] },
     ];
+    // Each case's data is a prefix of the same two sequences: generated once.
+    const most = Math.max(...cases.map((c) => c.rows * c.cols));
+    const zAll = uniform(most, 1);
+    const tAll = uniform(most, 2);
     for (const { dtype, rows, cols, offsets } of cases) {
-      const z = uniform(rows * cols, 1);
-      const t = uniform(rows * cols, 2);
+      const z = zAll.subarray(0, rows * cols);
+      const t = tAll.subarray(0, rows * cols);
       const enc = (x: Float32Array): Float32Array | Uint16Array => (dtype === 'f32' ? x.slice() : truncBf16(x));
       const labels = Int32Array.from({ length: rows }, (_, r) => (r * 7919) % cols);
       const teacher = Tensor.from(enc(t), [rows, cols], dtype);
+      const zEnc = enc(z); // read-only: each in-place run gets a copy
       const perKernel: Buffer[] = [];
       for (const kernel of SIMD_KERNELS.length > 0 ? SIMD_KERNELS : (['reference'] as const)) {
         const what = `${dtype} ${rows}×${cols} (${kernel})`;
-        const student = Tensor.from(enc(z), [rows, cols], dtype);
+        const student = Tensor.from(zEnc.slice(), [rows, cols], dtype);
         const inPlace = distillLossSync(student, teacher, { labels, temperature: 2, kernel, grad: student });
         for (const offset of offsets) {
           const buf = new ArrayBuffer(rows * cols * (dtype === 'f32' ? 4 : 2) + 64);
           const g = dtype === 'f32' ? new Float32Array(buf, offset, rows * cols) : new Uint16Array(buf, offset, rows * cols);
-          const fresh = distillLossSync(Tensor.from(enc(z), [rows, cols], dtype), teacher, { labels, temperature: 2, kernel, grad: Tensor.from(g, [rows, cols], dtype) });
+          const fresh = distillLossSync(Tensor.from(zEnc, [rows, cols], dtype), teacher, { labels, temperature: 2, kernel, grad: Tensor.from(g, [rows, cols], dtype) });
           expect(fresh.loss, what).to.equal(inPlace.loss);
           expect(bytesOf(g).equals(bytesOf(student.data)), `${what} at byte offset ${offset}`).to.equal(true);
         }
@@ -769,35 +776,11 @@ describe('distillLoss: errors name the argument', () => {
 // ---------------------------------------------------------------------------
 // CUDA: the build in build-cuda/ (scripts/check-cuda.cjs), as test/cuda.test.ts.
 
-const CUDA_ADDON = path.join(__dirname, '..', 'build-cuda', 'Release', 'slimtensor.node');
-
-interface RawBinding {
-  backends(): NativeBackends;
-  setErrorClass(ctor: typeof SlimTensorError): void;
-  distillLoss?(args: NativeArgs, async: boolean): Promise<number> | number;
-}
-
-function loadCudaBuild(): RawBinding | undefined {
-  if (!fs.existsSync(CUDA_ADDON)) return undefined;
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const b = require(CUDA_ADDON) as RawBinding;
-  b.setErrorClass(SlimTensorError);
-  return b;
-}
-
-function skip(ctx: Mocha.Context, why: string): never {
-  if (ctx.test) ctx.test.title += ` — skipped: ${why}`;
-  return ctx.skip();
+interface RawBinding extends RawAddon {
+  distillLoss(args: NativeArgs, async: boolean): Promise<number> | number;
 }
 
 describe('distillLoss: CUDA', () => {
-  // Loaded when these tests run, not when the file is (a broken build-cuda/
-  // should not take the CPU tests down with it).
-  let cudaBuild: RawBinding | undefined;
-  before(() => {
-    cudaBuild = loadCudaBuild();
-  });
-  const noBuild = `${path.relative(process.cwd(), CUDA_ADDON)} not found (node scripts/check-cuda.cjs builds it where nvcc is installed)`;
 
   it("the default build rejects kernel 'cuda' with ERR_UNSUPPORTED", async function () {
     if (backends().cuda.compiled) skip(this, 'build/ holds a CUDA build');
@@ -808,27 +791,27 @@ describe('distillLoss: CUDA', () => {
   });
 
   it('the CUDA build without a device rejects with ERR_UNSUPPORTED and the reason', async function () {
-    if (!cudaBuild) skip(this, noBuild);
-    if (!cudaBuild.distillLoss) skip(this, 'build-cuda/ predates distillLoss; rebuild it (node scripts/check-cuda.cjs)');
+    const cudaBuild = requireCudaBuild<RawBinding>(this, 'distillLoss');
     const info = cudaBuild.backends().cuda;
     if (info.available) skip(this, 'a CUDA device is available; the comparison test below exercises it');
     const c = randomCase(new Rng(72), 2, 8, 1);
     const { args } = planDistill(Tensor.from(c.student, [2, 8]), Tensor.from(c.teacher, [2, 8]), { labels: c.labels, kernel: 'cuda' }, 'test');
-    const e = await rejected(Promise.resolve().then(() => cudaBuild?.distillLoss?.(args, true)));
+    const e = await rejected(Promise.resolve().then(() => cudaBuild.distillLoss(args, true)));
     expect(e.code).to.equal('ERR_UNSUPPORTED');
     expect(e.message).to.contain(info.reason as string);
   });
 
-  it('its CPU kernels give the same bits as the default build (same sources and flags)', function () {
-    if (!cudaBuild) skip(this, noBuild);
-    if (!cudaBuild.distillLoss) skip(this, 'build-cuda/ predates distillLoss; rebuild it (node scripts/check-cuda.cjs)');
+  // build-cuda/'s C++ is compiled at -O0 (scripts/check-cuda.cjs), build/'s
+  // at -O3: with -ffp-contract=off the level must not change a bit.
+  it('its CPU kernels give the same bits as the default build (same sources, -O0 against -O3)', function () {
+    const cudaBuild = requireCudaBuild<RawBinding>(this, 'distillLoss');
     const diffs: string[] = [];
     for (const v of variants(91)) {
       for (const kernel of KERNELS) {
         const student = Tensor.from(v.c.student, [v.c.rows, v.c.cols]);
         const runOn = (b: RawBinding): { loss: number; grad: Buffer; rows: Buffer } => {
           const { args, grad, rowLoss } = planDistill(student, teacherOf(v.c), { ...v.options, labels: v.c.labels, kernel }, 'test');
-          const loss = b.distillLoss?.(args, false) as number;
+          const loss = b.distillLoss(args, false) as number;
           return { loss, grad: bytesOf(grad?.data), rows: bytesOf(rowLoss) };
         };
         const a = runOn(defaultBinding as unknown as RawBinding);
@@ -841,8 +824,7 @@ describe('distillLoss: CUDA', () => {
   });
 
   it('CUDA equals the CPU reference within the AVX2 tolerance: every divergence, top-k, dtype, warp- and block-sized rows (needs a GPU)', function () {
-    if (!cudaBuild) skip(this, noBuild);
-    if (!cudaBuild.distillLoss) skip(this, 'build-cuda/ predates distillLoss; rebuild it (node scripts/check-cuda.cjs)');
+    const cudaBuild = requireCudaBuild<RawBinding>(this, 'distillLoss');
     const info = cudaBuild.backends().cuda;
     if (!info.available) skip(this, `no CUDA device: ${info.reason ?? 'unknown'}`);
     const problems: string[] = [];
@@ -858,7 +840,7 @@ describe('distillLoss: CUDA', () => {
       const student = Tensor.from(v.c.student, [v.c.rows, v.c.cols]);
       const planned = (kernel: 'reference' | 'cuda'): { loss: number; grad: Float32Array; rowLoss: Float32Array } => {
         const { args, grad, rowLoss } = planDistill(student, teacherOf(v.c), { ...v.options, labels: v.c.labels, kernel }, 'test');
-        const loss = cudaBuild?.distillLoss?.(args, false) as number;
+        const loss = cudaBuild.distillLoss(args, false) as number;
         return { loss, grad: grad?.data as Float32Array, rowLoss };
       };
       const ref = planned('reference');

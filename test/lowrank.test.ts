@@ -17,7 +17,6 @@ import {
   lowRankSync,
   matmul,
   matmulSync,
-  SlimTensorError,
   svd,
   svdSync,
   Tensor,
@@ -25,19 +24,15 @@ import {
   type LowRankOptions,
 } from '../lib/index';
 import { planLowRank, planMatmul } from '../lib/lowrank';
-import type { NativeArgs, NativeBackends, NativeLowRank } from '../lib/native';
+import type { NativeArgs, NativeLowRank } from '../lib/native';
 import { bytesOf, rejected, thrown, transferAway } from './support/assert';
+import { requireCudaBuild, CUDA_ADDON, type RawAddon } from './support/cuda-build';
 import { Rng } from './support/random';
+import { kernelsHere, simdUnavailable, skip } from './support/skip';
 
 const HW = backends().cpu;
-const HAS_AVX2 = HW.kernel !== 'scalar';
 const HAS_AVX512 = HW.kernel === 'avx512';
 
-/** Marks the running test pending, naming the reason in its title. */
-function skip(ctx: Mocha.Context, why: string): never {
-  if (ctx.test) ctx.test.title += ` — skipped: ${why}`;
-  return ctx.skip();
-}
 
 // ---------------------------------------------------------------------------
 // Test matrices
@@ -161,7 +156,7 @@ describe('lowrank: matmul kernels', function () {
     [1, 1, 1], [17, 33, 5], [5, 17, 33], [33, 5, 17], [1, 100, 7], [100, 1, 7], [7, 3, 100], [64, 64, 64],
     [13, 47, 300], [200, 150, 513], [250, 31, 260], [31, 250, 260], [197, 193, 257], [25, 17, 9], [40, 9, 70], [9, 40, 70],
   ];
-  const kernels: LowRankKernel[] = ['avx2', 'avx512'];
+  const kernels = ['avx2', 'avx512'] as const;
 
   function run(kernel: LowRankKernel, a: Tensor, b: Tensor, ta: boolean, tb: boolean): Buffer {
     return bytesOf(matmulSync(a, b, { transA: ta, transB: tb, kernel }).data);
@@ -183,8 +178,8 @@ describe('lowrank: matmul kernels', function () {
 
   for (const kernel of kernels) {
     it(`${kernel} equals the reference bit for bit (odd shapes, transposes, non-multiples of the block)`, function () {
-      if (kernel === 'avx512' && !HAS_AVX512) skip(this, `the CPU has no AVX-512 (kernel ${HW.kernel})`);
-      if (!HAS_AVX2) skip(this, 'the CPU has no AVX2');
+      const why = simdUnavailable(kernel);
+      if (why !== null) skip(this, why);
       const rng = new Rng(kernel === 'avx2' ? 21 : 22);
       const diffs: string[] = [];
       for (const [m, n, k] of SHAPES) {
@@ -198,8 +193,8 @@ describe('lowrank: matmul kernels', function () {
     });
 
     it(`${kernel}: f16 and bf16 inputs converted while packing, bit for bit`, function () {
-      if (kernel === 'avx512' && !HAS_AVX512) skip(this, `the CPU has no AVX-512 (kernel ${HW.kernel})`);
-      if (!HAS_AVX2) skip(this, 'the CPU has no AVX2');
+      const why = simdUnavailable(kernel);
+      if (why !== null) skip(this, why);
       const rng = new Rng(31);
       for (const [m, n, k] of [[37, 29, 270], [3, 200, 41], [200, 5, 41], [50, 50, 50]] as const) {
         for (const dt of ['f16', 'bf16'] as const) {
@@ -217,14 +212,16 @@ describe('lowrank: matmul kernels', function () {
     });
   }
 
+  const WIDE_B_KERNELS = kernelsHere('lowrank: matmul with a wide B', ['avx2', 'avx512'] as const);
   it('a wide B (more than the stationary budget) takes the column-blocked path, same bits', function () {
-    if (!HAS_AVX2) skip(this, 'the CPU has no AVX2');
+    const why = simdUnavailable('avx2');
+    if (why !== null) skip(this, why);
     const rng = new Rng(41);
     // k * n * 4 bytes = 36 MB > 32 MB: B is packed one column block at a time.
     const a = gaussian(rng, 17, 1100);
     const b = gaussian(rng, 1100, 8200);
     const want = bytesOf(matmulSync(a, b, { kernel: 'reference' }).data);
-    for (const kernel of HAS_AVX512 ? (['avx2', 'avx512'] as const) : (['avx2'] as const)) {
+    for (const kernel of WIDE_B_KERNELS) {
       expect(bytesOf(matmulSync(a, b, { kernel }).data).equals(want), kernel).to.equal(true);
     }
   });
@@ -375,10 +372,14 @@ describe('lowrank: lowRank', function () {
     expect(bytesOf(base.right.data).equals(bytesOf(again.right.data))).to.equal(true);
     const other = lowRankSync(T, { rank: 12, method: 'randomized', seed: 6 });
     expect(bytesOf(base.left.data).equals(bytesOf(other.left.data))).to.equal(false);
-    if (HAS_AVX2) {
-      const k2 = lowRankSync(T, { rank: 12, method: 'randomized', seed: 5, kernel: 'avx2' });
-      expect(bytesOf(base.right.data).equals(bytesOf(k2.right.data))).to.equal(true);
-    }
+  });
+
+  it('randomized: kernel avx2 gives the same bits as auto', function () {
+    const why = simdUnavailable('avx2');
+    if (why !== null) skip(this, why);
+    const base = lowRankSync(T, { rank: 12, method: 'randomized', seed: 5, threads: 1 });
+    const k2 = lowRankSync(T, { rank: 12, method: 'randomized', seed: 5, kernel: 'avx2' });
+    expect(bytesOf(base.right.data).equals(bytesOf(k2.right.data))).to.equal(true);
   });
 
   it('energy picks the smallest rank holding the fraction of Σσ²; ratio the largest rank within the budget', function () {
@@ -606,38 +607,30 @@ describe('lowrank: errors', function () {
 // The CUDA build (build-cuda/, compiled by scripts/check-cuda.cjs wherever
 // nvcc exists): loaded directly, as test/cuda.test.ts does.
 
-const CUDA_ADDON = path.join(__dirname, '..', 'build-cuda', 'Release', 'slimtensor.node');
-
-interface RawLowrank {
-  backends(): NativeBackends;
-  setErrorClass(ctor: typeof SlimTensorError): void;
+interface RawLowrank extends RawAddon {
   matmul(args: NativeArgs, async: boolean): Promise<undefined> | undefined;
   lowRank(args: NativeArgs, async: boolean): Promise<NativeLowRank> | NativeLowRank;
 }
 
-function cudaBuild(): RawLowrank | string {
-  if (!fs.existsSync(CUDA_ADDON)) return `${path.relative(process.cwd(), CUDA_ADDON)} not found (node scripts/check-cuda.cjs builds it where nvcc is installed)`;
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const b = require(CUDA_ADDON) as RawLowrank;
-  if (typeof b.lowRank !== 'function') return `${path.relative(process.cwd(), CUDA_ADDON)} predates the lowrank room (rebuild it: node scripts/check-cuda.cjs)`;
-  b.setErrorClass(SlimTensorError);
-  return b;
-}
-
 describe('lowrank: CUDA (cuSOLVER loaded with dlopen)', function () {
-  const cb = cudaBuild();
-
-  it('the CUDA build reports cuSOLVER available or why not, and kernel auto falls back to the CPU', function () {
-    if (typeof cb === 'string') skip(this, cb);
+  it('the CUDA build reports cuSOLVER available (with its library) or why not', function () {
+    const cb = requireCudaBuild<RawLowrank>(this, 'lowRank');
     const c = cb.backends().cuda;
     expect(c.compiled).to.equal(true);
     expect(c.cusolver).to.be.an('object');
     if (c.cusolver?.available) {
-      expect(c.cusolver.library).to.be.a('string');
-      return;
+      expect(c.cusolver.library).to.be.a('string').and.not.equal('');
+      expect(c.cusolver.reason).to.equal(undefined);
+    } else {
+      expect(c.cusolver?.reason).to.be.a('string').and.not.equal('');
+      if (this.test) this.test.title += ` (here: ${c.cusolver?.reason})`;
     }
-    expect(c.cusolver?.reason).to.be.a('string').and.not.equal('');
-    if (this.test) this.test.title += ` (here: ${c.cusolver?.reason})`;
+  });
+
+  it('without cuSOLVER, kernel auto falls back to the CPU, bit for bit the default build', function () {
+    const cb = requireCudaBuild<RawLowrank>(this, 'lowRank');
+    const c = cb.backends().cuda;
+    if (c.cusolver?.available) skip(this, `cuSOLVER is available (${c.cusolver.library ?? ''}); the comparison test below exercises it`);
     const w = Tensor.from(new Rng(4).normals(60 * 40), [60, 40]);
     const { args } = planLowRank(w, { rank: 5 }, 'test');
     const r = cb.lowRank(args, false) as NativeLowRank;
@@ -648,7 +641,7 @@ describe('lowrank: CUDA (cuSOLVER loaded with dlopen)', function () {
   });
 
   it("without a device, kernel 'cuda' rejects with ERR_UNSUPPORTED and the reason", async function () {
-    if (typeof cb === 'string') skip(this, cb);
+    const cb = requireCudaBuild<RawLowrank>(this, 'lowRank');
     const c = cb.backends().cuda;
     if (c.available && c.cusolver?.available) skip(this, 'a CUDA device and cuSOLVER are available; see the comparison test');
     const w = Tensor.from(new Rng(4).normals(60 * 40), [60, 40]);
@@ -662,7 +655,7 @@ describe('lowrank: CUDA (cuSOLVER loaded with dlopen)', function () {
   });
 
   it('the loader resolves the declared entry points of a library given by SLIMTENSOR_CUSOLVER, or names the missing ones', function () {
-    if (typeof cb === 'string') skip(this, cb);
+    const cb = requireCudaBuild<RawLowrank>(this, 'lowRank');
     const cxx = process.env.CXX || 'g++';
     if (spawnSync(cxx, ['--version']).status !== 0) skip(this, `no C++ compiler (${cxx}) to build a stand-in libcusolver`);
     // Stand-ins: every entry point (returning "not supported"), or only some.
@@ -705,7 +698,7 @@ describe('lowrank: CUDA (cuSOLVER loaded with dlopen)', function () {
   });
 
   it('with a device: the CUDA GEMM equals the CPU bit for bit, and lowRank matches the CPU error', async function () {
-    if (typeof cb === 'string') skip(this, cb);
+    const cb = requireCudaBuild<RawLowrank>(this, 'lowRank');
     const c = cb.backends().cuda;
     if (!c.available) skip(this, `no CUDA device: ${c.reason ?? 'unknown'}`);
     const rng = new Rng(8);

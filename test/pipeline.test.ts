@@ -346,8 +346,48 @@ describe('pipeline', function () {
       expect(r.tensors.map((t) => t.name)).to.deep.equal(hfT.map((t) => t.name));
       const q = r.tensors.find((t) => t.name === 'model.layers.0.self_attn.q_proj.weight');
       expect(q?.compressedType).to.equal('int4 g128 asym');
-      expect(q?.error?.sqnrDb).to.be.within(10, 30);
-      expect(q?.error?.cosine).to.be.above(0.95);
+      // The error of q_proj as decoded here from the file's codes, scales
+      // and zero points, in f64: x̂ = (code − zero)·scale.
+      const hq = hfT.find((t) => t.name === 'model.layers.0.self_attn.q_proj.weight') as GeneratedTensor;
+      const [n, k] = hq.shape as [number, number];
+      const x = stored(hq.values, 'F16');
+      const xh = new Float64Array(n * k);
+      const m = await SafetensorsModel.open(out);
+      try {
+        const prefix = 'model.layers.0.self_attn.q_proj';
+        const packed = (await m.readTensor(`${prefix}.weight_packed`)).data as Int32Array;
+        const scale = (await m.readTensor(`${prefix}.weight_scale`)).data as Uint16Array;
+        const zWords = (await m.readTensor(`${prefix}.weight_zero_point`)).data as Int32Array;
+        const groups = k / 128;
+        for (let row = 0; row < n; row++) {
+          for (let c = 0; c < k; c++) {
+            const g = Math.floor(c / 128);
+            const zero = (((zWords[Math.floor(row / 8) * groups + g] as number) >>> (4 * (row % 8))) & 15) - 8;
+            xh[row * k + c] = (unpack(packed, k / 8, row, c, 4) - zero) * f16ToF32(scale[row * groups + g] as number);
+          }
+        }
+      } finally {
+        await m.close();
+      }
+      let se = 0;
+      let sx = 0;
+      let sh = 0;
+      let dot = 0;
+      let maxAbs = 0;
+      for (let i = 0; i < n * k; i++) {
+        const a = x[i] as number;
+        const b = xh[i] as number;
+        se += (a - b) ** 2;
+        sx += a * a;
+        sh += b * b;
+        dot += a * b;
+        maxAbs = Math.max(maxAbs, Math.abs(a - b));
+      }
+      expect(se).to.be.above(0);
+      expect(q?.error?.rmse).to.be.closeTo(Math.sqrt(se / (n * k)), 1e-6 * Math.sqrt(se / (n * k)));
+      expect(q?.error?.maxAbs).to.be.closeTo(maxAbs, 1e-6 * maxAbs);
+      expect(q?.error?.sqnrDb).to.be.closeTo(10 * Math.log10(sx / se), 1e-5);
+      expect(q?.error?.cosine).to.be.closeTo(dot / Math.sqrt(sx * sh), 1e-7);
       const emb = r.tensors.find((t) => t.name === 'model.embed_tokens.weight');
       expect(emb?.error?.rmse).to.equal(0);
       expect(r.tensors.filter((t) => t.grid !== undefined)).to.have.length(2);

@@ -2,7 +2,6 @@ import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
-  backends,
   dequantizeSync,
   f16ToF32,
   f32ToBf16,
@@ -18,11 +17,10 @@ import {
 import { code, groupParams, unpack, type ScaleDType } from './support/ct-oracle';
 import { bytesOf } from './support/assert';
 import { Rng } from './support/random';
+import { kernelsHere, simdUnavailable, skip } from './support/skip';
 
 const FIXTURES = path.join(__dirname, 'fixtures', 'ggml');
 const GGML_FORMATS = ['q4_0', 'q4_1', 'q8_0'] as const;
-const hasAvx2 = backends().cpu.kernel !== 'scalar';
-const hasAvx512 = backends().cpu.kernel === 'avx512';
 
 function readF32(file: string): Float32Array {
   const b = fs.readFileSync(path.join(FIXTURES, file));
@@ -65,9 +63,10 @@ function toBf16(x: Float32Array): Uint16Array {
 describe('quantize: GGUF formats match llama.cpp byte for byte', () => {
   for (const name of ['normal', 'edge', 'heavy']) {
     for (const format of GGML_FORMATS) {
-      const kernels = hasAvx2 ? (['reference', 'avx2'] as const) : (['reference'] as const);
-      for (const kernel of kernels) {
-        it(`${name} ${format} (${kernel})`, () => {
+      for (const kernel of ['reference', 'avx2'] as const) {
+        it(`${name} ${format} (${kernel})`, function () {
+          const why = kernel === 'avx2' ? simdUnavailable('avx2') : null;
+          if (why !== null) skip(this, why);
           const x = readF32(`${name}.f32`);
           const cols = name === 'heavy' ? 512 : 256;
           const t = Tensor.from(x, [x.length / cols, cols]);
@@ -116,13 +115,15 @@ function sameQuantized(a: QuantizedTensor, b: QuantizedTensor): void {
 }
 
 describe('quantize: AVX2 kernels are bit-identical to the scalar reference', function () {
-  before(function () {
-    if (!hasAvx2) this.skip(); // reported by mocha as pending: this CPU or build has no AVX2 kernels
-  });
+  const noAvx2 = simdUnavailable('avx2');
+  // Where AVX-512 is enabled, its search loops are compared too; elsewhere
+  // that variant is reported skipped.
+  const withAvx512 = kernelsHere('quantize: AVX-512 kernels bit-identical to the scalar reference', ['avx512'] as const).length > 0;
   const rng = new Rng(7);
   const shapes: Array<[number, number]> = [[3, 256], [17, 384], [1, 128], [40, 128], [5, 2048]];
   for (const c of cases()) {
-    it(label(c), () => {
+    it(label(c), function () {
+      if (noAvx2 !== null) skip(this, noAvx2);
       for (const [rows, cols] of shapes) {
         for (const input of ['normal', 'edge'] as const) {
           const x = input === 'normal' ? rng.normals(rows * cols) : edgeMatrix(rng, rows, cols);
@@ -133,7 +134,7 @@ describe('quantize: AVX2 kernels are bit-identical to the scalar reference', fun
             const ref = quantizeSync(t, { ...opts, kernel: 'reference' });
             const simd = quantizeSync(t, { ...opts, kernel: 'avx2' });
             sameQuantized(simd, ref);
-            if (hasAvx512) sameQuantized(quantizeSync(t, { ...opts, kernel: 'avx512' }), ref);
+            if (withAvx512) sameQuantized(quantizeSync(t, { ...opts, kernel: 'avx512' }), ref);
             for (const dtype of ['f32', 'bf16'] as const) {
               const a = dequantizeSync(ref, { kernel: 'reference', dtype }).data;
               const b = dequantizeSync(ref, { kernel: 'avx2', dtype }).data;
@@ -144,7 +145,8 @@ describe('quantize: AVX2 kernels are bit-identical to the scalar reference', fun
       }
     });
   }
-  it('per-channel groups whose width is not a multiple of 8 (reference fallback) agree too', () => {
+  it('per-channel groups whose width is not a multiple of 8 (reference fallback) agree too', function () {
+    if (noAvx2 !== null) skip(this, noAvx2);
     const x = rng.normals(6 * 172);
     const t = Tensor.from(x, [6, 172]);
     for (const format of ['int4', 'int8'] as const) {

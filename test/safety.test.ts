@@ -11,6 +11,7 @@ import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { backends } from '../lib/index';
+import { skip } from './support/skip';
 
 const root = path.join(__dirname, '..');
 const childScript = path.join(__dirname, 'support', 'safety-child.ts');
@@ -39,11 +40,9 @@ function runChild(names: string[], env: Record<string, string> = {}): Record<str
   return reports;
 }
 
+/** Skips the test, with the child's reason, when the scenario could not run there. */
 function skipIf(report: Report, ctx: Mocha.Context): void {
-  if (typeof report.skipped === 'string') {
-    ctx.test!.title += ` (skipped: ${report.skipped})`;
-    ctx.skip();
-  }
+  if (typeof report.skipped === 'string') skip(ctx, report.skipped);
 }
 
 describe('safety: plain JS racing an async call', () => {

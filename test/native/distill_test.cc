@@ -6,14 +6,17 @@
 // (including the non-temporal gradient stores at every row alignment),
 // every gradient element written, results independent of the thread count,
 // and the first bad input named. native-test.cjs runs it twice: with every
-// ISA the CPU has, and with SLIMTENSOR_ISA=avx2 (the AVX-512 tests skip).
+// ISA the CPU has, and with SLIMTENSOR_ISA=avx2 (the AVX-512 tests skip, and
+// so does the 32 MiB streamed-gradient check, which names its kernels).
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "check.h"
 #include "cpu.h"
 #include "distill/distill.h"
 #include "distill/distill_cuda.h"
@@ -22,18 +25,9 @@
 #include "numeric.h"
 
 using namespace st;
+using st::test::check;
 
 namespace {
-
-int g_failures = 0, g_checks = 0;
-
-void check(bool ok, const std::string& what) {
-  ++g_checks;
-  if (!ok) {
-    ++g_failures;
-    std::fprintf(stderr, "FAIL: %s\n", what.c_str());
-  }
-}
 
 // The bounds stated in the README (measured once over every f32 input
 // with a normal result, in [-87.33, 88]: see the README); log1p on [0, 1]
@@ -62,15 +56,11 @@ struct Isa {
 const Isa kAvx2{"AVX2", Kernel::Avx2, avx2::exp_array, avx2::log1p01_array};
 const Isa kAvx512{"AVX-512", Kernel::Avx512, avx512::exp_array, avx512::log1p01_array};
 
-// Whether `isa` may run here; if not, says why `what` is skipped (the
-// binary also runs under SLIMTENSOR_ISA=avx2, which turns AVX-512 off on a
-// CPU that has it).
+// Whether `isa` may run here; if not, records `what` as skipped and why
+// (the binary also runs under SLIMTENSOR_ISA=avx2, which turns AVX-512 off
+// on a CPU that has it).
 bool usable(const Isa& isa, const char* what) {
-  const bool avx512 = isa.kernel == Kernel::Avx512;
-  if (avx512 ? cpu_enabled().avx512 : cpu_enabled().avx2) return true;
-  const bool hw = avx512 ? cpu_features().avx512 : cpu_features().avx2;
-  std::printf("%s (%s): skipped, %s\n", what, isa.name, hw ? "turned off by SLIMTENSOR_ISA" : "not on this CPU");
-  return false;
+  return st::test::isa_usable(isa.kernel == Kernel::Avx512 ? st::test::Isa::Avx512 : st::test::Isa::Avx2, what);
 }
 
 void test_exp_accuracy(const Isa& isa) {
@@ -460,7 +450,12 @@ void test_avx512_matches_avx2() {
 // out 16 bytes at a time. Each kernel's streamed gradient must equal its
 // in-place gradient (ordinary stores) byte for byte, and AVX-512 the AVX2
 // bytes, at every line offset of the buffer.
+//
+// The heaviest check here, and one that names each kernel: SLIMTENSOR_ISA
+// (which only changes what Kernel::Auto picks and whether AVX-512 may run)
+// cannot change what it computes, so it runs once.
 void test_streamed_gradients() {
+  if (!st::test::isa_independent("streamed gradients")) return;
   if (!usable(kAvx2, "streamed gradients")) return;
   const bool with512 = usable(kAvx512, "streamed gradients");
   struct Big {
@@ -479,22 +474,25 @@ void test_streamed_gradients() {
       {{520, 32770, DType::BF16, DType::BF16, 2.0f, 0.5f, 0.5f, Divergence::ForwardKL, Reduction::Mean, 0, true, 3.0f}, {16}},
       {{8200, 2050, DType::F16, DType::F32, 1.0f, 0.5f, 0.5f, Divergence::JSD, Reduction::None, 0, false, 2.0f}, {48}},
   };
+  // 32 MiB buffers are reused, not reallocated: under ASan every fresh one
+  // costs a page fault per 4 KiB (most of this test's time).
+  std::vector<uint8_t> inplace, buf, avx2_grad;
   for (const Big& big : bigs) {
     const Case& c = big.c;
     const Inputs in = make_inputs(c, 4242);
     const size_t bytes = static_cast<size_t>(c.rows * c.cols) * dtype_size(c.zt);
     check(bytes >= (size_t{32} << 20), c.name() + ": large enough to stream");
-    std::vector<std::vector<uint8_t>> grads;  // per kernel
+    buf.resize(bytes + 128);
     for (Kernel k : {Kernel::Avx2, Kernel::Avx512}) {
       if (k == Kernel::Avx512 && !with512) continue;
       const std::string tag = std::string(k == Kernel::Avx2 ? "AVX2 " : "AVX-512 ") + c.name();
-      Inputs io = in;
-      DistillArgs ap = make_args(c, io);
+      inplace.assign(in.z.begin(), in.z.end());
+      DistillArgs ap = make_args(c, in);
+      ap.student.data = inplace.data();
       ap.kernel = k;
-      ap.grad = io.z.data();
+      ap.grad = inplace.data();
       DistillResult rp;
       check(distill_loss(ap, &rp).ok(), tag + ": in place runs");
-      std::vector<uint8_t> buf(bytes + 128);
       uint8_t* line = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(buf.data()) + 63) & ~uintptr_t{63});
       for (size_t off : big.offsets) {
         std::memset(buf.data(), 0xa5, buf.size());
@@ -503,16 +501,16 @@ void test_streamed_gradients() {
         a.grad = line + off;
         DistillResult r;
         check(distill_loss(a, &r).ok(), tag + ": runs");
-        check(std::memcmp(line + off, io.z.data(), bytes) == 0 && r.loss == rp.loss,
+        check(std::memcmp(line + off, inplace.data(), bytes) == 0 && r.loss == rp.loss,
               tag + " at line offset " + std::to_string(off) + ": streamed gradient equals the in-place one");
         bool fence = true;  // nothing written before or after the gradient
         for (uint8_t* q = buf.data(); q < line + off; ++q) fence = fence && *q == 0xa5;
         for (uint8_t* q = line + off + bytes; q < buf.data() + buf.size(); ++q) fence = fence && *q == 0xa5;
         check(fence, tag + " at line offset " + std::to_string(off) + ": writes stay inside the gradient");
       }
-      grads.push_back(io.z);
+      if (k == Kernel::Avx2) avx2_grad.swap(inplace);
+      else check(inplace == avx2_grad, c.name() + ": AVX-512 and AVX2 gradients are the same bytes");
     }
-    if (grads.size() == 2) check(grads[0] == grads[1], c.name() + ": AVX-512 and AVX2 gradients are the same bytes");
   }
   std::printf("streamed gradients: %zu sizes checked%s\n", sizeof bigs / sizeof bigs[0], with512 ? " (AVX2 and AVX-512)" : " (AVX2)");
 }
@@ -520,10 +518,11 @@ void test_streamed_gradients() {
 void test_every_gradient_written_and_threads() {
   const Case c{9, 77, DType::F16, DType::BF16, 2.0f, 0.4f, 0.5f, Divergence::JSD, Reduction::Mean, 0, true, 1.5f};
   const Case ck{9, 77, DType::BF16, DType::F32, 1.0f, 0.4f, 0.5f, Divergence::ForwardKL, Reduction::Sum, 6, true, 1.5f};
+  const bool avx2 = usable(kAvx2, "every gradient written, thread counts"), avx512 = usable(kAvx512, "every gradient written, thread counts");
   for (const Case& cc : {c, ck}) {
     const Inputs in = make_inputs(cc, 99);
     for (Kernel k : {Kernel::Reference, Kernel::Avx2, Kernel::Avx512}) {
-      if ((k == Kernel::Avx2 && !cpu_enabled().avx2) || (k == Kernel::Avx512 && !cpu_enabled().avx512)) continue;
+      if ((k == Kernel::Avx2 && !avx2) || (k == Kernel::Avx512 && !avx512)) continue;
       const Result a = run(cc, in, k, 1, 0x00);
       const Result b = run(cc, in, k, 2, 0xff);
       check(a.st.ok() && b.st.ok(), cc.name() + ": runs");
@@ -554,8 +553,9 @@ void test_first_bad_input() {
   put(in.z, 33 * 50 + 7, NAN);
   put(in.t, 21 * 50 + 9, INFINITY);
   for (int64_t j = 0; j < 50; ++j) put(in.t, 37 * 50 + j, -INFINITY);
+  const bool avx2 = usable(kAvx2, "first bad input named"), avx512 = usable(kAvx512, "first bad input named");
   for (Kernel k : {Kernel::Reference, Kernel::Avx2, Kernel::Avx512}) {
-    if ((k == Kernel::Avx2 && !cpu_enabled().avx2) || (k == Kernel::Avx512 && !cpu_enabled().avx512)) continue;
+    if ((k == Kernel::Avx2 && !avx2) || (k == Kernel::Avx512 && !avx512)) continue;
     const Result r = run(c, in, k, 2);
     check(r.st.code == Code::Value && r.st.message.find("teacher[21, 9] is Infinity") != std::string::npos,
           "first bad input named: " + r.st.message);
@@ -779,6 +779,5 @@ int main() {
   test_device_matches_reference();
   test_device_failing_row();
   test_device_errors_clear_the_runtime();
-  std::printf("native distill core: %d checks, %d failures\n", g_checks, g_failures);
-  return g_failures == 0 ? 0 : 1;
+  return st::test::finish("native distill core");
 }

@@ -14,21 +14,13 @@
 #include <thread>
 #include <vector>
 
+#include "check.h"
 #include "cpu.h"
 
 using namespace st;
+using st::test::check;
 
 namespace {
-
-int g_failures = 0, g_checks = 0;
-
-void check(bool ok, const std::string& what) {
-  ++g_checks;
-  if (!ok) {
-    ++g_failures;
-    std::fprintf(stderr, "FAIL: %s\n", what.c_str());
-  }
-}
 
 // Runs parallel_for with a body that throws on chunk `bad` (or on every
 // chunk) and reports what reached the caller and which chunks ran.
@@ -124,6 +116,5 @@ int main() {
   test_exception_reaches_the_caller();
   test_no_stale_nesting_mark();
   test_concurrent_callers();
-  std::printf("native thread pool: %d checks, %d failures\n", g_checks, g_failures);
-  return g_failures == 0 ? 0 : 1;
+  return st::test::finish("native thread pool");
 }

@@ -18,23 +18,17 @@
 #include <thread>
 #include <vector>
 
+#include "check.h"
 #include "cpu.h"
 #include "numeric.h"
 #include "sparse/sparse.h"
 
 using namespace st;
+using st::test::check;
+using st::test::Isa;
+using st::test::isa_usable;
 
 namespace {
-
-int g_failures = 0, g_checks = 0;
-
-void check(bool ok, const std::string& what) {
-  ++g_checks;
-  if (!ok) {
-    ++g_failures;
-    std::fprintf(stderr, "FAIL: %s\n", what.c_str());
-  }
-}
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
@@ -93,17 +87,18 @@ std::vector<float> tied(std::mt19937& rng, size_t n) {
 
 const char* dtype_str(DType t) { return t == DType::F32 ? "f32" : t == DType::F16 ? "f16" : "bf16"; }
 
-// The CPU kernels sparse_select accepts on this machine (and ISA setting).
-std::vector<Kernel> select_kernels() {
+// The CPU kernels sparse_select accepts on this machine (and ISA setting);
+// a SIMD one that cannot run is recorded as a skipped variant of `what`.
+std::vector<Kernel> select_kernels(const std::string& what) {
   std::vector<Kernel> k = {Kernel::Reference, Kernel::Auto};
-  if (cpu_enabled().avx2) k.push_back(Kernel::Avx2);
+  if (isa_usable(Isa::Avx2, what)) k.push_back(Kernel::Avx2);
   return k;
 }
 
-std::vector<Kernel> spmm_kernels() {
+std::vector<Kernel> spmm_kernels(const std::string& what) {
   std::vector<Kernel> k = {Kernel::Reference, Kernel::Auto};
-  if (cpu_enabled().avx2) k.push_back(Kernel::Avx2);
-  if (cpu_enabled().avx512) k.push_back(Kernel::Avx512);
+  if (isa_usable(Isa::Avx2, what)) k.push_back(Kernel::Avx2);
+  if (isa_usable(Isa::Avx512, what)) k.push_back(Kernel::Avx512);
   return k;
 }
 
@@ -200,7 +195,7 @@ void test_select_matches_reference_and_model() {
   std::mt19937 rng(1);
   const int patterns[][2] = {{2, 4}, {1, 4}, {3, 4}, {4, 4}, {4, 8}, {2, 6}, {1, 3}, {5, 32}};
   const DType dtypes[] = {DType::F32, DType::F16, DType::BF16};
-  const std::vector<Kernel> kernels = select_kernels();
+  const std::vector<Kernel> kernels = select_kernels("selection vs reference and model");
   for (const auto& pat : patterns) {
     const int n = pat[0], m = pat[1];
     // Row lengths around the AVX2 step (32) and the mask byte (8).
@@ -295,7 +290,7 @@ void test_select_meta_words_and_nonzero() {
       const std::string what = std::string("nonzero ") + dtype_str(t) + " cols " + std::to_string(cols);
       check(ref.mask == pack_bits(keep, rows, cols), what + ": mask");
       check(ref.meta == model_meta(keep, rows, cols, 4), what + ": int32 meta");
-      for (Kernel k : select_kernels()) {
+      for (Kernel k : select_kernels(what)) {
         args.kernel = k;
         const SelectOut o = run_select(args, 0x00, true);
         check(o.status.ok() && o.mask == ref.mask && o.values == ref.values && o.meta == ref.meta && o.dense == ref.dense,
@@ -322,7 +317,7 @@ void test_select_errors() {
   SelectArgs args;
   args.src = a.view();
   args.mask = mask.data();
-  for (Kernel k : select_kernels()) {
+  for (Kernel k : select_kernels("NaN named")) {
     args.kernel = k;
     args.threads = 3;
     check_error(sparse_select(args), Code::Value, "NaN at [29, 50] (flat 1906)", std::string("NaN ") + kernel_str(k));
@@ -385,7 +380,7 @@ void test_select_errors() {
   w[static_cast<size_t>(30 * 64 + 2)] = -1.0f;
   for (DType t : {DType::F32, DType::F16, DType::BF16}) {
     const Matrix c = make_matrix(w, 40, 64, t);
-    for (Kernel k : select_kernels()) {
+    for (Kernel k : select_kernels(std::string("not 2:4 named, ") + dtype_str(t))) {
       SelectArgs n = b;
       n.src = c.view();
       n.meta_word_bytes = 2;
@@ -411,7 +406,7 @@ void test_select_errors() {
   norms[37] = 0.0f;
   const Matrix xi = make_matrix(x, 1, 64, DType::F32);
   std::vector<uint8_t> m1(8);
-  for (Kernel k : select_kernels()) {
+  for (Kernel k : select_kernels("Wanda Inf·0 named")) {
     SelectArgs wa;
     wa.src = xi.view();
     wa.score = SparseScore::Wanda;
@@ -670,7 +665,7 @@ std::vector<float> chain_spmm(const Matrix& dense, const std::vector<float>& x, 
 void test_spmm24() {
   std::mt19937 rng(5);
   std::normal_distribution<float> normal;
-  const std::vector<Kernel> kernels = spmm_kernels();
+  const std::vector<Kernel> kernels = spmm_kernels("spmm24 vs an fma chain");
   // Row counts around the 8- and 16-row blocks, row lengths around the
   // 16-column meta word (the tail runs element by element).
   const int64_t shapes[][2] = {{1, 4}, {7, 12}, {17, 36}, {33, 100}, {24, 160}};
@@ -855,7 +850,10 @@ void test_concurrent_calls() {
 // counted. The call must end with a threshold that was in the input, or
 // with ERR_VALUE; ASan reports any read past a histogram. (The writes race
 // with the kernel's reads on purpose: this is what such a caller does.)
+// Unstructured pruning has no SIMD kernel, so it runs once (8 s of CPU
+// under ASan, most of the room's run).
 void test_unstructured_input_changed() {
+  if (!st::test::isa_independent("unstructured, input rewritten during the call")) return;
   const int64_t rows = 64, cols = 1024;
   std::vector<float> v(static_cast<size_t>(rows * cols), 2.0f);
   std::vector<uint8_t> dense(v.size() * 4), mask(static_cast<size_t>(rows * bitmask_row_bytes(cols)));
@@ -915,7 +913,6 @@ int main() {
   test_concurrent_calls();
   test_unstructured_input_changed();
   test_unstructured_degenerate();
-  std::printf("native sparse core (spmm24 %s, select %s): %d checks, %d failures\n", spmm24_kernel_name(Kernel::Auto),
-              cpu_enabled().avx2 ? "avx2" : "reference", g_checks, g_failures);
-  return g_failures == 0 ? 0 : 1;
+  return st::test::finish(std::string("native sparse core (spmm24 ") + spmm24_kernel_name(Kernel::Auto) + ", select " +
+                          (cpu_enabled().avx2 ? "avx2" : "reference") + ")");
 }
