@@ -69,6 +69,8 @@ export interface PruneCaseResult {
    * before (no fresh pages for the OS to fault in and zero).
    */
   reuse: PruneThreadResult[];
+  /** The async API call with options.out (buffers a first call made): validation, the boundary and the kernel. */
+  intoOut: PruneThreadResult[];
 }
 
 export interface SpmmResult {
@@ -164,6 +166,10 @@ async function measurePrune(
         return [(r.values as Tensor).data, r.meta as Int16Array, (r.bitmask as Tensor).data];
       },
       run: (threads: number) => compress24(t, { prune: true, threads }),
+      withOut: (threads: number) => {
+        const out = compress24Sync(t, { prune: true, threads });
+        return () => compress24(t, { prune: true, threads, out });
+      },
       // The call compress24 makes, with its outputs allocated once.
       reused: (threads: number) => {
         const { args } = planCompress24(t, { prune: true, threads }, 'bench');
@@ -182,6 +188,10 @@ async function measurePrune(
         return [r.tensor.data, r.mask.data];
       },
       run: (threads: number) => prune(t, { pattern: '2:4', threads }),
+      withOut: (threads: number) => {
+        const out = pruneSync(t, { pattern: '2:4', threads });
+        return () => prune(t, { pattern: '2:4', threads, out });
+      },
       reused: (threads: number) => {
         const { args } = planPrune(t, { pattern: '2:4', threads }, 'bench');
         return () => binding.sparseSelect(args, false);
@@ -209,8 +219,16 @@ async function measurePrune(
       const rate = gbps(rows * cols * 4, timing.seconds);
       reuse.push({ threads, seconds: timing.seconds, gbps: rate, copyRatio: timing.copyRatio, jsRatio: rate / jsGbps });
     }
+    const intoOut: PruneThreadResult[] = [];
+    for (const { threads } of copy) {
+      o.log(`sparsity: ${c.id} through the API with options.out, ${threads} thread(s)`);
+      const timing = await timePairedWithCopy(c.withOut(threads), () => copyFn(threads), o.runs);
+      const rate = gbps(rows * cols * 4, timing.seconds);
+      intoOut.push({ threads, seconds: timing.seconds, gbps: rate, copyRatio: timing.copyRatio, jsRatio: rate / jsGbps });
+    }
     o.log(`  ${c.id}: ${perThreads.map((p) => `${fmtGBs(p.gbps)} GB/s (${fmtRatio(p.copyRatio)} copy) @${p.threads}T`).join(', ')}`);
-    out.push({ id: c.id, label: c.label, jsGbps, identical, perThreads, reuse });
+    o.log(`  ${c.id} with out: ${intoOut.map((p) => `${fmtGBs(p.gbps)} GB/s (${fmtRatio(p.copyRatio)} copy) @${p.threads}T`).join(', ')}`);
+    out.push({ id: c.id, label: c.label, jsGbps, identical, perThreads, reuse, intoOut });
   }
   return out;
 }
@@ -331,11 +349,16 @@ export function formatSparsityBench(r: SparsityBenchResult): string {
   for (const c of r.copy) headers.push(`${threadsLabel(c.threads)} GB/s`, '× copy', '× JS');
   out.push(markdownTable(headers, r.prune.map((c) => [c.label, fmtGBs(c.jsGbps), ...c.perThreads.flatMap((p) => [fmtGBs(p.gbps), pct(p.copyRatio), fmtRatio(p.jsRatio)])])));
   out.push('');
-  out.push('The native kernel alone, into output buffers it has written before (no fresh pages for the OS to fault in and zero; the library has no `out` option for these yet):');
+  out.push('Into reused outputs: the async call with `options.out` (validation, the boundary, the kernel), and the native kernel alone (the raw binding, sync):');
   out.push('');
   const h2 = ['operation'];
   for (const c of r.copy) h2.push(`${threadsLabel(c.threads)} GB/s`, '× copy');
-  out.push(markdownTable(h2, r.prune.map((c) => [c.label, ...c.reuse.flatMap((p) => [fmtGBs(p.gbps), pct(p.copyRatio)])])));
+  out.push(
+    markdownTable(h2, [
+      ...r.prune.map((c) => [`${c.label.replace(/\)$/, ', `out`)')}`, ...c.intoOut.flatMap((p) => [fmtGBs(p.gbps), pct(p.copyRatio)])]),
+      ...r.prune.map((c) => [`${c.label}, kernel alone`, ...c.reuse.flatMap((p) => [fmtGBs(p.gbps), pct(p.copyRatio)])]),
+    ]),
+  );
   out.push('');
   const verdicts = r.prune.map((c) => `${c.id} ${c.identical.mismatches === 0 ? 'OK' : `MISMATCH (${c.identical.mismatches} of ${c.identical.bytes} bytes)`}`);
   out.push(`JS baseline vs native, byte for byte on the first ${r.baselineRows} rows: ${verdicts.join(' · ')}`);

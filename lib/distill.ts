@@ -5,7 +5,7 @@ import { fail } from './errors';
 import { binding, callAsync, callSync, type NativeArgs } from './native';
 import { checkOptions, FLOAT_DTYPES, kernelCode, sameShape, threadCount, type Kernel } from './options';
 import type { FloatDType } from './tensor';
-import { assertFixedLength, checkTensor, dtypeCode, overlaps, Tensor, uninitializedArray } from './tensor';
+import { assertFixedLength, checkOutMemory, checkOutTensor, checkTensor, dtypeCode, sameView, Tensor, uninitializedArray, type NamedViews } from './tensor';
 
 /** The distillation term D: KL(p‖q) (Hinton), KL(q‖p), or the β-skewed Jensen–Shannon divergence. */
 export type Divergence = 'forward-kl' | 'reverse-kl' | 'jsd';
@@ -52,6 +52,12 @@ export interface DistillLossOptions {
   kernel?: Kernel;
   /** Threads for this call (default: setThreads / all cores). */
   threads?: number;
+  /**
+   * Write the outputs into these instead of allocating (a previous result
+   * will do): `rowLoss` (N floats) and `grad` (as a `grad` Tensor: the
+   * student's dtype and shape, or the student itself). The result holds them.
+   */
+  out?: { rowLoss?: Float32Array; grad?: Tensor };
 }
 
 export interface DistillLossResult {
@@ -65,7 +71,7 @@ export interface DistillLossResult {
 
 const DIVERGENCES: Record<Divergence, number> = { 'forward-kl': 0, 'reverse-kl': 1, jsd: 2 };
 const REDUCTIONS: Record<Reduction, number> = { mean: 0, sum: 1, none: 2 };
-const OPTIONS = ['labels', 'temperature', 'alpha', 'divergence', 'beta', 'ignoreIndex', 'reduction', 'grad', 'kernel', 'threads'];
+const OPTIONS = ['labels', 'temperature', 'alpha', 'divergence', 'beta', 'ignoreIndex', 'reduction', 'grad', 'kernel', 'threads', 'out'];
 const INT32_MIN = -2147483648;
 const INT32_MAX = 2147483647;
 
@@ -213,29 +219,45 @@ export function planDistill(
     fail(where, 'ERR_VALUE', `options.labels is required when alpha < 1 (the cross-entropy term needs them); alpha is ${alpha}`);
   }
 
+  let outGrad: unknown;
+  let outRowLoss: unknown;
+  if (o.out !== undefined) {
+    if (typeof o.out !== 'object' || o.out === null || o.out instanceof Tensor || ArrayBuffer.isView(o.out)) fail(where, 'ERR_VALUE', 'options.out must be an object { rowLoss?, grad? }');
+    ({ grad: outGrad, rowLoss: outRowLoss } = o.out);
+    if (outGrad !== undefined && o.grad !== undefined && o.grad !== true) {
+      fail(where, 'ERR_VALUE', o.grad === false ? 'options.out.grad is given but options.grad is false (no gradient)' : 'options.grad and options.out.grad both name a gradient buffer; give one');
+    }
+  }
   let grad: Tensor<FloatDType> | undefined;
   let gradFresh = false;
-  const g = o.grad ?? true;
+  const g = outGrad ?? o.grad ?? true;
+  const gradName = outGrad !== undefined ? 'options.out.grad' : 'options.grad';
+  const parts: NamedViews = {};
   if (g instanceof Tensor) {
-    checkTensor(g, where, 'options.grad', [student.dtype]);
-    if (!sameShape(g.shape, student.shape)) fail(where, 'ERR_SHAPE', `options.grad is [${g.shape.join(', ')}]; the student is [${student.shape.join(', ')}]`);
-    const inPlace = g.data.buffer === student.data.buffer && g.data.byteOffset === student.data.byteOffset;
-    for (const [i, view] of inputs.entries()) {
-      if (i === 0 && inPlace) continue;
-      if (overlaps(g.data, view)) {
-        const what = i === 0 ? 'the student (in place needs the very same memory: pass the student tensor)' : i === 1 && !topk ? 'the teacher' : labels === view ? 'options.labels' : 'the top-k teacher';
-        fail(where, 'ERR_VALUE', `options.grad overlaps ${what}`);
-      }
-    }
+    checkOutTensor(g, where, gradName, [student.dtype], student.shape);
+    // In place: the very memory of the student (the kernel reads each row before writing it).
+    if (!sameView(g.data, student.data)) parts[gradName] = g.data;
     grad = g as Tensor<FloatDType>;
   } else if (g === true) {
     // Every element is written by the kernel (native tests check it).
     grad = Tensor.uninitialized(student.shape, student.dtype as FloatDType);
     gradFresh = true;
   } else if (g !== false) {
-    fail(where, 'ERR_VALUE', `options.grad must be true, false or a Tensor, got ${String(g)}`);
+    fail(where, 'ERR_VALUE', `${gradName} must be ${outGrad !== undefined ? 'a Tensor' : 'true, false or a Tensor'}, got ${String(g)}`);
   }
-  const rowLoss = uninitializedArray(Float32Array, rows);
+  let rowLoss: Float32Array;
+  if (outRowLoss !== undefined) {
+    if (!(outRowLoss instanceof Float32Array)) fail(where, 'ERR_VALUE', 'options.out.rowLoss must be a Float32Array');
+    if (outRowLoss.length !== rows) fail(where, 'ERR_SHAPE', `options.out.rowLoss has ${outRowLoss.length} values; the student has ${rows} rows`);
+    rowLoss = outRowLoss;
+    parts['options.out.rowLoss'] = rowLoss;
+  } else {
+    rowLoss = uninitializedArray(Float32Array, rows);
+  }
+  const inputNames = ['the student (in place needs the very same memory: pass the student tensor)', topk ? 'the top-k teacher indices' : 'the teacher', 'the top-k teacher log-probabilities'];
+  const named: NamedViews = {};
+  inputs.forEach((view, i) => (named[view === labels ? 'options.labels' : (inputNames[i] as string)] = view));
+  checkOutMemory(parts, named, where);
 
   Object.assign(args, {
     labels,
@@ -251,7 +273,7 @@ export function planDistill(
     gradFresh,
     rowLoss,
     // Outputs made for this call (native/addon/job.h: neither marked nor copied).
-    fresh: gradFresh && grad ? [rowLoss, grad.data] : [rowLoss],
+    fresh: [...(outRowLoss === undefined ? [rowLoss] : []), ...(gradFresh && grad ? [grad.data] : [])],
   });
   return { args, rowLoss, grad };
 }

@@ -3,7 +3,7 @@
 // (native/core/lowrank/).
 import { fail } from './errors';
 import { binding, callAsync, callSync, type NativeArgs, type NativeLowRank, type NativeSvd } from './native';
-import { assertFixedLength, checkTensor, dtypeCode, overlaps, Tensor } from './tensor';
+import { assertFixedLength, checkOutMemory, checkOutTensor, checkTensor, dtypeCode, outParts, Tensor } from './tensor';
 import { checkOptions, FLOAT_DTYPES, kernelCode, threadCount, type Kernel } from './options';
 
 /**
@@ -43,6 +43,8 @@ export interface SvdOptions {
   k?: number;
   kernel?: LowRankKernel;
   threads?: number;
+  /** Write u (f32 [m, k]) and vt (f32 [k, n]) into these instead of allocating (a previous result will do); the result holds them. */
+  out?: { u: Tensor<'f32'>; vt: Tensor<'f32'> };
 }
 
 /** A = u · diag(s) · vt (thin: u [m, k], vt [k, n]), s descending. */
@@ -82,6 +84,13 @@ export interface LowRankOptions {
   whiten?: Whitening;
   kernel?: LowRankKernel;
   threads?: number;
+  /**
+   * Write the factors into these f32 tensors (left [m, rank], right
+   * [rank, n]; a previous result will do) instead of allocating; the
+   * result holds them. Needs the rank before the factorization: `rank` or
+   * `ratio`, not `energy`.
+   */
+  out?: { left: Tensor<'f32'>; right: Tensor<'f32'> };
 }
 
 export interface LowRankResult {
@@ -156,11 +165,8 @@ export function planMatmul(a: Tensor, b: Tensor, options: MatmulOptions | undefi
   let out: Tensor<'f32'>;
   let fresh = false;
   if (o.out !== undefined) {
-    out = checkTensor(o.out, where, 'options.out', ['f32']) as Tensor<'f32'>;
-    if (out.shape.length !== 2 || out.shape[0] !== m || out.shape[1] !== n) {
-      fail(where, 'ERR_SHAPE', `options.out is [${out.shape.join(', ')}]; the product is [${m}, ${n}]`);
-    }
-    if (overlaps(out.data, a.data) || overlaps(out.data, b.data)) fail(where, 'ERR_VALUE', 'options.out shares memory with an input');
+    out = checkOutTensor(o.out, where, 'options.out', ['f32'], [m, n]);
+    checkOutMemory({ 'options.out': out.data }, { a: a.data, b: b.data }, where);
   } else {
     if (accumulate) fail(where, 'ERR_VALUE', 'options.accumulate adds to options.out, which is missing');
     // Every element is written (k = 0 writes zeros).
@@ -214,19 +220,27 @@ function matrixArgs(t: Tensor, where: string, prefix: string): { rows: number; c
 }
 
 /** @internal */
-export function planSvd(t: Tensor, options: SvdOptions | undefined, where: string): { args: NativeArgs; rows: number; cols: number } {
-  const o = checkOptions(options, where, ['k', 'kernel', 'threads']);
+export function planSvd(t: Tensor, options: SvdOptions | undefined, where: string): { args: NativeArgs; rows: number; cols: number; out?: { u: Tensor<'f32'>; vt: Tensor<'f32'> } } {
+  const o = checkOptions(options, where, ['k', 'kernel', 'threads', 'out']) as SvdOptions;
   const { rows, cols, args } = matrixArgs(t, where, 'a');
   const full = Math.min(rows, cols);
   const k = o.k === undefined ? full : int(o.k, where, 'k', 1, full);
   args.k = k;
   args.kernel = kernelCode(o.kernel, where);
   args.threads = threadCount(o.threads, where);
-  return { args, rows, cols };
+  if (o.out === undefined) return { args, rows, cols };
+  const p = outParts(o.out, where, 'options.out', ['u', 'vt']);
+  const out = { u: checkOutTensor(p.u, where, 'options.out.u', ['f32'], [rows, k]), vt: checkOutTensor(p.vt, where, 'options.out.vt', ['f32'], [k, cols]) };
+  checkOutMemory({ 'options.out.u': out.u.data, 'options.out.vt': out.vt.data }, { 'the input': t.data }, where);
+  args.outU = out.u.data;
+  args.outVt = out.vt.data;
+  return { args, rows, cols, out };
 }
 
-function svdResult(r: NativeSvd, rows: number, cols: number): SvdResult {
-  return { u: Tensor.from(r.u, [rows, r.k]), s: r.s, vt: Tensor.from(r.vt, [r.k, cols]), backend: r.cuda ? 'cuda' : 'cpu' };
+function svdResult(r: NativeSvd, rows: number, cols: number, out: { u: Tensor<'f32'>; vt: Tensor<'f32'> } | undefined): SvdResult {
+  const u = out?.u ?? Tensor.from(r.u, [rows, r.k]);
+  const vt = out?.vt ?? Tensor.from(r.vt, [r.k, cols]);
+  return { u, s: r.s, vt, backend: r.cuda ? 'cuda' : 'cpu' };
 }
 
 /**
@@ -237,16 +251,16 @@ function svdResult(r: NativeSvd, rows: number, cols: number): SvdResult {
  * with cuSOLVER gesvdj when available.
  */
 export async function svd(t: Tensor, options?: SvdOptions): Promise<SvdResult> {
-  const { args, rows, cols } = planSvd(t, options, 'svd');
-  return svdResult(await callAsync('svd', () => binding.svd(args, true)), rows, cols);
+  const { args, rows, cols, out } = planSvd(t, options, 'svd');
+  return svdResult(await callAsync('svd', () => binding.svd(args, true)), rows, cols, out);
 }
 
 export function svdSync(t: Tensor, options?: SvdOptions): SvdResult {
-  const { args, rows, cols } = planSvd(t, options, 'svdSync');
-  return svdResult(callSync('svdSync', () => binding.svd(args, false)), rows, cols);
+  const { args, rows, cols, out } = planSvd(t, options, 'svdSync');
+  return svdResult(callSync('svdSync', () => binding.svd(args, false)), rows, cols, out);
 }
 
-const LOWRANK_OPTIONS = ['rank', 'energy', 'ratio', 'method', 'oversample', 'powerIters', 'seed', 'whiten', 'kernel', 'threads'];
+const LOWRANK_OPTIONS = ['rank', 'energy', 'ratio', 'method', 'oversample', 'powerIters', 'seed', 'whiten', 'kernel', 'threads', 'out'];
 
 function finiteArray(a: unknown, where: string, name: string, length: number, positive: boolean): Float32Array {
   if (!(a instanceof Float32Array)) fail(where, 'ERR_VALUE', `options.whiten.${name} must be a Float32Array`);
@@ -262,7 +276,7 @@ function finiteArray(a: unknown, where: string, name: string, length: number, po
 }
 
 /** @internal */
-export function planLowRank(t: Tensor, options: LowRankOptions | undefined, where: string): { args: NativeArgs; rows: number; cols: number } {
+export function planLowRank(t: Tensor, options: LowRankOptions | undefined, where: string): { args: NativeArgs; rows: number; cols: number; out?: { left: Tensor<'f32'>; right: Tensor<'f32'> } } {
   if (options === undefined) fail(where, 'ERR_VALUE', 'options must name one of rank, energy or ratio');
   const o = checkOptions(options, where, LOWRANK_OPTIONS) as LowRankOptions;
   const { rows, cols, args } = matrixArgs(t, where, 'w');
@@ -318,13 +332,27 @@ export function planLowRank(t: Tensor, options: LowRankOptions | undefined, wher
   }
   args.kernel = kernelCode(o.kernel, where);
   args.threads = threadCount(o.threads, where);
-  return { args, rows, cols };
+  args.outRank = 0;
+  if (o.out === undefined) return { args, rows, cols };
+  if (o.energy !== undefined) fail(where, 'ERR_VALUE', 'options.out needs the rank before the factorization, which energy chooses from the spectrum: use rank or ratio with out');
+  const rank = o.rank ?? rankForRatio(o.ratio as number, rows, cols);
+  const p = outParts(o.out, where, 'options.out', ['left', 'right']);
+  const out = { left: checkOutTensor(p.left, where, 'options.out.left', ['f32'], [rows, rank]), right: checkOutTensor(p.right, where, 'options.out.right', ['f32'], [rank, cols]) };
+  checkOutMemory(
+    { 'options.out.left': out.left.data, 'options.out.right': out.right.data },
+    { 'the input': t.data, 'options.whiten.gram': args.gram as Float32Array | null, 'options.whiten.activationScale': args.scale as Float32Array | null },
+    where,
+  );
+  args.outRank = rank;
+  args.outLeft = out.left.data;
+  args.outRight = out.right.data;
+  return { args, rows, cols, out };
 }
 
-function lowRankResult(r: NativeLowRank, rows: number, cols: number): LowRankResult {
+function lowRankResult(r: NativeLowRank, rows: number, cols: number, out: { left: Tensor<'f32'>; right: Tensor<'f32'> } | undefined): LowRankResult {
   return {
-    left: Tensor.from(r.left, [rows, r.rank]),
-    right: Tensor.from(r.right, [r.rank, cols]),
+    left: out?.left ?? Tensor.from(r.left, [rows, r.rank]),
+    right: out?.right ?? Tensor.from(r.right, [r.rank, cols]),
     singularValues: r.singularValues,
     rank: r.rank,
     relError: r.relError,
@@ -344,11 +372,11 @@ function lowRankResult(r: NativeLowRank, rows: number, cols: number): LowRankRes
  * the thread pool (or the GPU: see kernel).
  */
 export async function lowRank(t: Tensor, options: LowRankOptions): Promise<LowRankResult> {
-  const { args, rows, cols } = planLowRank(t, options, 'lowRank');
-  return lowRankResult(await callAsync('lowRank', () => binding.lowRank(args, true)), rows, cols);
+  const { args, rows, cols, out } = planLowRank(t, options, 'lowRank');
+  return lowRankResult(await callAsync('lowRank', () => binding.lowRank(args, true)), rows, cols, out);
 }
 
 export function lowRankSync(t: Tensor, options: LowRankOptions): LowRankResult {
-  const { args, rows, cols } = planLowRank(t, options, 'lowRankSync');
-  return lowRankResult(callSync('lowRankSync', () => binding.lowRank(args, false)), rows, cols);
+  const { args, rows, cols, out } = planLowRank(t, options, 'lowRankSync');
+  return lowRankResult(callSync('lowRankSync', () => binding.lowRank(args, false)), rows, cols, out);
 }

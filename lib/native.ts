@@ -18,6 +18,7 @@ export interface ErrorSums {
 
 export interface NativeSvd {
   k: number;
+  /** u and vt are absent when written into the caller's buffers (args.outU, args.outVt). */
   u: Float32Array;
   s: Float64Array;
   vt: Float32Array;
@@ -26,6 +27,7 @@ export interface NativeSvd {
 
 export interface NativeLowRank {
   rank: number;
+  /** left and right are absent when written into the caller's buffers (args.outLeft, args.outRight). */
   left: Float32Array;
   right: Float32Array;
   singularValues: Float64Array;

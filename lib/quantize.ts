@@ -4,7 +4,7 @@
 import { fail } from './errors';
 import { binding, callAsync, callSync, type ErrorSums, type NativeArgs } from './native';
 import { checkOptions, FLOAT_DTYPES, kernelCode, sameShape, threadCount, type Kernel } from './options';
-import { assertFixedLength, checkTensor, dtypeCode, overlaps, shapeSize, Tensor, uninitializedArray, type DType, type FloatDType } from './tensor';
+import { assertFixedLength, checkOutMemory, checkOutTensor, checkTensor, dtypeCode, shapeSize, Tensor, uninitializedArray, type DType, type FloatDType } from './tensor';
 
 export type QuantFormat = 'q4_0' | 'q4_1' | 'q8_0' | 'int4' | 'int8';
 
@@ -224,7 +224,7 @@ export function planQuantize(t: Tensor, options: QuantizeOptions, where: string)
   let result: QuantizedTensor;
   let fresh = false;
   if (o.out !== undefined) {
-    result = checkOut(o.out, t, format, group, symmetric, scaleDtype, where);
+    result = checkOut(o.out, t, o.importance, { format, shape: t.shape, groupSize: group, symmetric: info.ggml ? true : symmetric, scaleDtype: info.ggml ? undefined : scaleDtype }, where);
   } else {
     fresh = true;
     const sizes = byteSizes(info, rows, cols, group);
@@ -259,17 +259,37 @@ export function planQuantize(t: Tensor, options: QuantizeOptions, where: string)
   return { args, result };
 }
 
-/** options.out must be a QuantizedTensor this call would have created, not sharing the input's memory. */
-function checkOut(out: unknown, t: Tensor, format: QuantFormat, group: number, symmetric: boolean, scaleDtype: FloatDType, where: string): QuantizedTensor {
-  if (!(out instanceof QuantizedTensor)) fail(where, 'ERR_VALUE', 'options.out must be a QuantizedTensor');
-  const want = `${format}${FORMATS[format].ggml ? '' : ` group ${group} ${symmetric ? 'symmetric' : 'asymmetric'} ${scaleDtype} scales`} [${t.shape.join(', ')}]`;
-  const got = `${out.format}${FORMATS[out.format].ggml ? '' : ` group ${out.groupSize} ${out.symmetric ? 'symmetric' : 'asymmetric'} ${out.scales?.dtype} scales`} [${out.shape.join(', ')}]`;
-  if (want !== got) fail(where, 'ERR_SHAPE', `options.out is ${got}; this call writes ${want}`);
-  for (const part of [out.data, out.scales?.data, out.zeros?.data]) {
-    if (part && overlaps(part, t.data)) fail(where, 'ERR_VALUE', 'options.out shares memory with the input');
-    if (part) assertFixedLength(part, where, 'options.out');
-  }
+/** The layout of a QuantizedTensor a call writes: what an `out` QuantizedTensor must match. */
+export interface QuantLayout {
+  format: QuantFormat;
+  shape: readonly number[];
+  groupSize: number;
+  symmetric: boolean;
+  /** int formats: the dtype of the scales. */
+  scaleDtype: FloatDType | undefined;
+}
+
+function describeLayout(l: QuantLayout): string {
+  return `${l.format}${FORMATS[l.format].ggml ? '' : ` group ${l.groupSize} ${l.symmetric ? 'symmetric' : 'asymmetric'} ${l.scaleDtype} scales`} [${l.shape.join(', ')}]`;
+}
+
+/**
+ * @internal `what` (options.out, or a part of it) as a QuantizedTensor of
+ * exactly `want`'s layout (ERR_SHAPE naming both); checkOutMemory then
+ * checks its parts against the inputs.
+ */
+export function checkQuantizedOut(out: unknown, where: string, what: string, want: QuantLayout): QuantizedTensor {
+  if (!(out instanceof QuantizedTensor)) fail(where, 'ERR_VALUE', `${what} must be a QuantizedTensor`);
+  const got = describeLayout({ format: out.format, shape: out.shape, groupSize: out.groupSize, symmetric: out.symmetric, scaleDtype: out.scales?.dtype });
+  if (got !== describeLayout(want)) fail(where, 'ERR_SHAPE', `${what} is ${got}; this call writes ${describeLayout(want)}`);
   return out;
+}
+
+/** options.out must be a QuantizedTensor this call would have created, not sharing the inputs' memory. */
+function checkOut(out: unknown, t: Tensor, importance: Float32Array | undefined, want: QuantLayout, where: string): QuantizedTensor {
+  const q = checkQuantizedOut(out, where, 'options.out', want);
+  checkOutMemory({ 'options.out': q.data, 'options.out.scales': q.scales?.data, 'options.out.zeros': q.zeros?.data }, { 'the input': t.data, 'options.importance': importance }, where);
+  return q;
 }
 
 /** Quantizes `t` along its last dimension on the thread pool. */
@@ -320,11 +340,8 @@ export function planDequantize(q: QuantizedTensor, options: DequantizeOptions | 
   const args = quantizedArgs(q, where, o.kernel, o.threads);
   let out: Tensor<FloatDType>;
   if (o.out !== undefined) {
-    out = checkTensor(o.out, where, 'options.out', [dtype]) as Tensor<FloatDType>;
-    if (!sameShape(out.shape, q.shape)) fail(where, 'ERR_SHAPE', `options.out is [${out.shape.join(', ')}]; the quantized tensor is [${q.shape.join(', ')}]`);
-    for (const part of [q.data, q.scales?.data, q.zeros?.data]) {
-      if (part && overlaps(part, out.data)) fail(where, 'ERR_VALUE', 'options.out shares memory with the quantized tensor');
-    }
+    out = checkOutTensor(o.out, where, 'options.out', [dtype], q.shape);
+    checkOutMemory({ 'options.out': out.data }, { 'the quantized tensor': q.data, 'its scales': q.scales?.data, 'its zero points': q.zeros?.data }, where);
   } else {
     out = Tensor.uninitialized(q.shape, dtype);
     args.fresh = [out.data];

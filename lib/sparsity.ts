@@ -5,8 +5,8 @@
 import { fail } from './errors';
 import { binding, callAsync, callSync, type NativeArgs, type NativeUnstructured } from './native';
 import { checkOptions, FLOAT_DTYPES, kernelCode, sameShape, threadCount, type Kernel } from './options';
-import { QuantizedTensor } from './quantize';
-import { assertFixedLength, checkTensor, dtypeCode, overlaps, shapeSize, Tensor, uninitializedArray, type FloatDType } from './tensor';
+import { checkQuantizedOut, QuantizedTensor } from './quantize';
+import { assertFixedLength, checkOutMemory, checkOutTensor, checkTensor, dtypeCode, outParts, sameView, shapeSize, Tensor, uninitializedArray, type FloatDType, type NamedViews } from './tensor';
 
 /**
  * How the kept elements of each group are chosen: 'magnitude' (default,
@@ -24,6 +24,12 @@ export interface PruneOptions {
   kernel?: Kernel;
   /** Threads for this call (default: setThreads / all cores). */
   threads?: number;
+  /**
+   * Write into these instead of allocating (a previous result of the same
+   * dtype and shape will do: `tensor` in the input's dtype and shape, `mask`
+   * u8 [..., ceil(cols/8)]); the object is returned.
+   */
+  out?: PruneResult;
 }
 
 export interface PruneResult {
@@ -49,10 +55,25 @@ export interface Compress24Options {
   mask?: Tensor<'u8'>;
   kernel?: Kernel;
   threads?: number;
+  /**
+   * Write into this Sparse24Tensor instead of allocating (one compress24
+   * made for the same shape and dtype will do: values, meta and bitmask
+   * are overwritten); it is returned. For a quantized input its values
+   * must have the input's format, symmetry and scale dtype, and get the
+   * input's scales and zero points (copied, unless they are that memory).
+   */
+  out?: Sparse24Tensor;
 }
 
 export interface Decompress24Options {
   threads?: number;
+  /**
+   * Write into this instead of allocating: a Tensor of the values' dtype
+   * and the dense shape, or for quantized values a QuantizedTensor of
+   * their format with twice their group size (its scales and zero points
+   * are set to the values'); it is returned.
+   */
+  out?: Tensor<FloatDType> | QuantizedTensor;
 }
 
 export interface Spmm24Options {
@@ -73,6 +94,12 @@ export interface PruneUnstructuredOptions {
   /** 'layer' (default): each tensor on its own; 'global': one threshold across all the tensors given. */
   scope?: 'layer' | 'global';
   threads?: number;
+  /**
+   * Write into these instead of allocating: { tensor, mask } as prune's
+   * `out` (one per tensor, an array when given an array; previous results
+   * will do). The results' `tensor` and `mask` are these.
+   */
+  out?: PruneResult | readonly PruneResult[];
 }
 
 export interface UnstructuredResult {
@@ -159,20 +186,55 @@ function checkMask(mask: unknown, shape: readonly number[], where: string): Tens
   return t;
 }
 
+/** A dense pruning output the caller passed ({ tensor, mask } for input `t`); memory is checked by the caller. */
+function checkDenseOut(out: unknown, t: Tensor, where: string, what: string): PruneResult {
+  const p = outParts(out, where, what, ['tensor', 'mask']);
+  checkOutTensor(p.tensor, where, `${what}.tensor`, [t.dtype as FloatDType], t.shape);
+  checkOutTensor(p.mask, where, `${what}.mask`, ['u8'], bitmaskShape(t.shape));
+  return out as PruneResult;
+}
+
+/**
+ * Scales and zero points a quantized `out` takes over from the input's
+ * (`from`): nothing to do when they are that very memory; else they are
+ * checked with the other parts (returned to add to them) and copied by
+ * the returned function once every check has passed.
+ */
+function adoptGroups(out: QuantizedTensor, from: QuantizedTensor, what: string): { parts: NamedViews; copy: () => void } {
+  const parts: NamedViews = {};
+  const copies: (() => void)[] = [];
+  const pairs = [
+    ['scales', out.scales?.data, from.scales?.data],
+    ['zeros', out.zeros?.data, from.zeros?.data],
+  ] as const;
+  for (const [name, dst, src] of pairs) {
+    if (dst === undefined || src === undefined || sameView(dst, src)) continue;
+    parts[`${what}.${name}`] = dst;
+    copies.push(() => (dst as Uint16Array | Float32Array | Int8Array).set(src as Uint16Array | Float32Array | Int8Array));
+  }
+  return { parts, copy: () => copies.forEach((c) => c()) };
+}
+
 // ---- prune ------------------------------------------------------------------------
 
 /** @internal Validates a prune call and builds the native arguments (exported for tests). */
 export function planPrune(t: Tensor, options: PruneOptions, where: string): { args: NativeArgs; result: PruneResult } {
   checkTensor(t, where, 'input', FLOAT_DTYPES);
   if (options === undefined) fail(where, 'ERR_VALUE', "options.pattern is required (e.g. '2:4')");
-  const o = checkOptions(options, where, ['pattern', 'score', 'kernel', 'threads']) as Partial<PruneOptions>;
+  const o = checkOptions(options, where, ['pattern', 'score', 'kernel', 'threads', 'out']) as Partial<PruneOptions>;
   const { n, m } = parsePattern(o.pattern, where);
   checkColumns(t.shape, m, o.pattern as string, where);
   const [rows, cols] = rowsCols(t.shape);
   const sc = scoreArgs(o.score, cols, where);
-  // Every byte of both outputs is written.
-  const tensor = Tensor.uninitialized(t.shape, t.dtype as FloatDType);
-  const mask = Tensor.uninitialized(bitmaskShape(t.shape), 'u8');
+  let result: PruneResult;
+  if (o.out !== undefined) {
+    result = checkDenseOut(o.out, t, where, 'options.out');
+    checkOutMemory({ 'options.out.tensor': result.tensor.data, 'options.out.mask': result.mask.data }, { 'the input': t.data, 'options.score.activationNorms': sc.norms }, where);
+  } else {
+    // Every byte of both outputs is written.
+    result = { tensor: Tensor.uninitialized(t.shape, t.dtype as FloatDType), mask: Tensor.uninitialized(bitmaskShape(t.shape), 'u8') };
+  }
+  const { tensor, mask } = result;
   const args: NativeArgs = {
     src: t.data,
     srcDtype: dtypeCode(t.dtype),
@@ -190,9 +252,10 @@ export function planPrune(t: Tensor, options: PruneOptions, where: string): { ar
     dense: tensor.data,
     values: null,
     meta: null,
-    fresh: [tensor.data, mask.data],
+    // Outputs made for this call (native/addon/job.h: neither marked nor copied); an `out` is the caller's.
+    fresh: o.out === undefined ? [tensor.data, mask.data] : [],
   };
-  return { args, result: { tensor, mask } };
+  return { args, result };
 }
 
 /**
@@ -316,9 +379,23 @@ export class Sparse24Tensor {
 
 // ---- compress24 / decompress24 ------------------------------------------------------
 
+/**
+ * compress24's options.out: a Sparse24Tensor of the input's shape with
+ * float (or, for a quantized input, quantized) values, meta and bitmask,
+ * all still attached. Its values and memory are checked by the caller.
+ */
+function checkSparseOut(out: unknown, shape: readonly number[], quantized: boolean, where: string): Sparse24Tensor {
+  if (!(out instanceof Sparse24Tensor)) fail(where, 'ERR_VALUE', 'options.out must be a Sparse24Tensor (from compress24())');
+  if (!sameShape(out.shape, shape)) fail(where, 'ERR_SHAPE', `options.out is [${out.shape.join(', ')}]; this call writes [${shape.join(', ')}]`);
+  if (out.quantized !== quantized) fail(where, 'ERR_DTYPE', `options.out holds ${out.quantized ? 'quantized' : 'float'} values; this call writes ${quantized ? 'quantized' : 'float'} ones`);
+  if (out.meta === undefined || out.bitmask === undefined) fail(where, 'ERR_VALUE', `options.out has no ${out.meta === undefined ? 'meta' : 'bitmask'}; compress24 writes values, meta and bitmask`);
+  checkIntact(out, where, 'options.out');
+  return out;
+}
+
 /** @internal Validates a compress24 call and builds the native arguments (exported for tests). */
 export function planCompress24(t: Tensor | QuantizedTensor, options: Compress24Options | undefined, where: string): { args: NativeArgs; quant: boolean; result: Sparse24Tensor } {
-  const o = checkOptions(options, where, ['prune', 'score', 'mask', 'kernel', 'threads']) as Compress24Options;
+  const o = checkOptions(options, where, ['prune', 'score', 'mask', 'kernel', 'threads', 'out']) as Compress24Options;
   if (o.prune !== undefined && typeof o.prune !== 'boolean') fail(where, 'ERR_VALUE', `options.prune must be a boolean, got ${String(o.prune)}`);
   if (o.prune === true && o.mask !== undefined) fail(where, 'ERR_VALUE', 'options.prune and options.mask exclude each other: the mask already says what to keep');
   if (o.score !== undefined && o.prune !== true) fail(where, 'ERR_VALUE', 'options.score ranks the elements to prune; it needs prune: true');
@@ -335,16 +412,38 @@ export function planCompress24(t: Tensor | QuantizedTensor, options: Compress24O
     const mask = o.mask !== undefined ? checkMask(o.mask, t.shape, where) : undefined;
     const bits = t.format === 'int4' ? 4 : 8;
     const half = cols / 2;
-    const values = new QuantizedTensor({
-      format: t.format,
-      shape: [...t.shape.slice(0, -1), half],
-      data: uninitializedArray(Int32Array, rows * Math.ceil((half * bits) / 32)),
-      scales: t.scales,
-      zeros: t.zeros,
-      groupSize: t.groupSize / 2,
-    });
-    const meta = uninitializedArray(Int32Array, rows * metaWords(cols, 4));
-    const bitmask = Tensor.uninitialized(bitmaskShape(t.shape), 'u8');
+    let result: Sparse24Tensor;
+    if (o.out !== undefined) {
+      const out = checkSparseOut(o.out, t.shape, true, where);
+      const values = checkQuantizedOut(out.values, where, 'options.out.values', {
+        format: t.format,
+        shape: [...t.shape.slice(0, -1), half],
+        groupSize: t.groupSize / 2,
+        symmetric: t.symmetric,
+        scaleDtype: t.scales?.dtype,
+      });
+      const groups = adoptGroups(values, t, 'options.out.values');
+      checkOutMemory(
+        { 'options.out.values': values.data, 'options.out.meta': out.meta, 'options.out.bitmask': out.bitmask?.data, ...groups.parts },
+        { 'the input': t.data, "the input's scales": t.scales?.data, "the input's zero points": t.zeros?.data, 'options.mask': mask?.data },
+        where,
+      );
+      groups.copy();
+      result = out;
+    } else {
+      const values = new QuantizedTensor({
+        format: t.format,
+        shape: [...t.shape.slice(0, -1), half],
+        data: uninitializedArray(Int32Array, rows * Math.ceil((half * bits) / 32)),
+        scales: t.scales,
+        zeros: t.zeros,
+        groupSize: t.groupSize / 2,
+      });
+      result = new Sparse24Tensor({ shape: t.shape, values, meta: uninitializedArray(Int32Array, rows * metaWords(cols, 4)), bitmask: Tensor.uninitialized(bitmaskShape(t.shape), 'u8') });
+    }
+    const values = (result.values as QuantizedTensor).data;
+    const meta = result.meta as Int32Array;
+    const bitmask = (result.bitmask as Tensor<'u8'>).data;
     const args: NativeArgs = {
       bits,
       rows,
@@ -355,21 +454,37 @@ export function planCompress24(t: Tensor | QuantizedTensor, options: Compress24O
       score: mask ? SCORES.mask : SCORES.nonzero,
       maskIn: mask?.data ?? null,
       threads,
-      values: values.data,
+      values,
       meta,
-      mask: bitmask.data,
-      fresh: [values.data, meta, bitmask.data],
+      mask: bitmask,
+      // Outputs made for this call (native/addon/job.h: neither marked nor copied); an `out` is the caller's.
+      fresh: o.out === undefined ? [values, meta, bitmask] : [],
     };
-    return { args, quant: true, result: new Sparse24Tensor({ shape: t.shape, values, meta, bitmask }) };
+    return { args, quant: true, result };
   }
   checkTensor(t, where, 'input', FLOAT_DTYPES);
   checkColumns(t.shape, 4, '2:4', where);
   const [rows, cols] = rowsCols(t.shape);
   const mask = o.mask !== undefined ? checkMask(o.mask, t.shape, where) : undefined;
   const sc = o.prune === true ? scoreArgs(o.score, cols, where) : { score: mask ? SCORES.mask : SCORES.nonzero, norms: null };
-  const values = Tensor.uninitialized([...t.shape.slice(0, -1), cols / 2], t.dtype as FloatDType);
-  const meta = uninitializedInt16(rows * metaWords(cols, 2));
-  const bitmask = Tensor.uninitialized(bitmaskShape(t.shape), 'u8');
+  const valuesShape = [...t.shape.slice(0, -1), cols / 2];
+  let result: Sparse24Tensor;
+  if (o.out !== undefined) {
+    const out = checkSparseOut(o.out, t.shape, false, where);
+    const values = checkOutTensor(out.values, where, 'options.out.values', [t.dtype as FloatDType], valuesShape);
+    checkOutMemory(
+      { 'options.out.values': values.data, 'options.out.meta': out.meta, 'options.out.bitmask': out.bitmask?.data },
+      { 'the input': t.data, 'options.score.activationNorms': sc.norms, 'options.mask': mask?.data },
+      where,
+    );
+    result = out;
+  } else {
+    const values = Tensor.uninitialized(valuesShape, t.dtype as FloatDType);
+    result = new Sparse24Tensor({ shape: t.shape, values, meta: uninitializedInt16(rows * metaWords(cols, 2)), bitmask: Tensor.uninitialized(bitmaskShape(t.shape), 'u8') });
+  }
+  const values = (result.values as Tensor).data;
+  const meta = result.meta as Int16Array;
+  const bitmask = (result.bitmask as Tensor<'u8'>).data;
   const args: NativeArgs = {
     src: t.data,
     srcDtype: dtypeCode(t.dtype),
@@ -383,13 +498,14 @@ export function planCompress24(t: Tensor | QuantizedTensor, options: Compress24O
     kernel: kernelCode(o.kernel, where),
     threads,
     metaWordBytes: 2,
-    mask: bitmask.data,
+    mask: bitmask,
     dense: null,
-    values: values.data,
+    values,
     meta,
-    fresh: [values.data, meta, bitmask.data],
+    // Outputs made for this call (native/addon/job.h: neither marked nor copied); an `out` is the caller's.
+    fresh: o.out === undefined ? [values, meta, bitmask] : [],
   };
-  return { args, quant: false, result: new Sparse24Tensor({ shape: t.shape, values, meta, bitmask }) };
+  return { args, quant: false, result };
 }
 
 /**
@@ -419,29 +535,29 @@ export function compress24Sync(t: Tensor | QuantizedTensor, options?: Compress24
  * The parts of `a` still hold what its shape needs: a buffer detached since
  * construction is ERR_DETACHED here, before the native side sees it.
  */
-function checkIntact(a: Sparse24Tensor, where: string): void {
+function checkIntact(a: Sparse24Tensor, where: string, what = 'a'): void {
   const [rows, cols] = rowsCols(a.shape);
   const v = a.values;
   if (v instanceof QuantizedTensor) {
     const bits = v.format === 'int4' ? 4 : 8;
     const want = rows * Math.ceil(((cols / 2) * bits) / 32) * 4;
-    if (v.data.byteLength !== want) fail(where, 'ERR_DETACHED', `a.values holds ${v.data.byteLength} bytes of codes but its shape needs ${want} (was its buffer detached?)`);
-    if (v.scales) checkTensor(v.scales, where, 'a.values.scales');
-    if (v.zeros) checkTensor(v.zeros, where, 'a.values.zeros');
+    if (v.data.byteLength !== want) fail(where, 'ERR_DETACHED', `${what}.values holds ${v.data.byteLength} bytes of codes but its shape needs ${want} (was its buffer detached?)`);
+    if (v.scales) checkTensor(v.scales, where, `${what}.values.scales`);
+    if (v.zeros) checkTensor(v.zeros, where, `${what}.values.zeros`);
   } else {
-    checkTensor(v, where, 'a.values');
+    checkTensor(v, where, `${what}.values`);
   }
   if (a.meta !== undefined) {
     const want = rows * metaWords(cols, a.quantized ? 4 : 2);
-    if (a.meta.length !== want) fail(where, 'ERR_DETACHED', `a.meta holds ${a.meta.length} words but [${a.shape.join(', ')}] needs ${want} (was its buffer detached?)`);
+    if (a.meta.length !== want) fail(where, 'ERR_DETACHED', `${what}.meta holds ${a.meta.length} words but [${a.shape.join(', ')}] needs ${want} (was its buffer detached?)`);
   }
-  if (a.bitmask !== undefined) checkTensor(a.bitmask, where, 'a.bitmask');
+  if (a.bitmask !== undefined) checkTensor(a.bitmask, where, `${what}.bitmask`);
 }
 
 /** @internal Validates a decompress24 call and builds the native arguments (exported for tests). */
 export function planDecompress24(a: Sparse24Tensor, options: Decompress24Options | undefined, where: string): { args: NativeArgs; result: Tensor<FloatDType> | QuantizedTensor } {
   if (!(a instanceof Sparse24Tensor)) fail(where, 'ERR_VALUE', 'expected a Sparse24Tensor (from compress24())');
-  const o = checkOptions(options, where, ['threads']) as Decompress24Options;
+  const o = checkOptions(options, where, ['threads', 'out']) as Decompress24Options;
   checkIntact(a, where);
   const [rows, cols] = rowsCols(a.shape);
   const base: NativeArgs = {
@@ -454,14 +570,31 @@ export function planDecompress24(a: Sparse24Tensor, options: Decompress24Options
     mask: a.meta === undefined ? (a.bitmask as Tensor<'u8'>).data : null,
   };
   const v = a.values;
+  const inputs: NamedViews = { 'a.values': v.data, 'a.meta': a.meta, 'a.bitmask': a.bitmask?.data };
   if (v instanceof QuantizedTensor) {
     const bits = v.format === 'int4' ? 4 : 8;
-    const data = uninitializedArray(Int32Array, rows * Math.ceil((cols * bits) / 32));
-    const result = new QuantizedTensor({ format: v.format, shape: a.shape, data, scales: v.scales, zeros: v.zeros, groupSize: v.groupSize * 2 });
-    return { args: { ...base, bits, group: v.groupSize * 2, values: v.data, zeros: v.zeros?.data ?? null, out: data, fresh: [data] }, result };
+    let result: QuantizedTensor;
+    if (o.out !== undefined) {
+      result = checkQuantizedOut(o.out, where, 'options.out', { format: v.format, shape: a.shape, groupSize: v.groupSize * 2, symmetric: v.symmetric, scaleDtype: v.scales?.dtype });
+      const groups = adoptGroups(result, v, 'options.out');
+      checkOutMemory({ 'options.out': result.data, ...groups.parts }, { ...inputs, 'a.values.scales': v.scales?.data, 'a.values.zeros': v.zeros?.data }, where);
+      groups.copy();
+    } else {
+      const data = uninitializedArray(Int32Array, rows * Math.ceil((cols * bits) / 32));
+      result = new QuantizedTensor({ format: v.format, shape: a.shape, data, scales: v.scales, zeros: v.zeros, groupSize: v.groupSize * 2 });
+    }
+    const fresh = o.out === undefined ? [result.data] : [];
+    return { args: { ...base, bits, group: v.groupSize * 2, values: v.data, zeros: v.zeros?.data ?? null, out: result.data, fresh }, result };
   }
-  const out = Tensor.uninitialized(a.shape, v.dtype as FloatDType);
-  return { args: { ...base, bits: 0, dtype: dtypeCode(v.dtype), values: v.data, out: out.data, fresh: [out.data] }, result: out };
+  let out: Tensor<FloatDType>;
+  if (o.out !== undefined) {
+    out = checkOutTensor(o.out, where, 'options.out', [v.dtype as FloatDType], a.shape);
+    checkOutMemory({ 'options.out': out.data }, inputs, where);
+  } else {
+    out = Tensor.uninitialized(a.shape, v.dtype as FloatDType);
+  }
+  const fresh = o.out === undefined ? [out.data] : [];
+  return { args: { ...base, bits: 0, dtype: dtypeCode(v.dtype), values: v.data, out: out.data, fresh }, result: out };
 }
 
 /**
@@ -506,11 +639,8 @@ export function planSpmm24(a: Sparse24Tensor, x: Tensor, options: Spmm24Options 
   let out: Tensor<'f32'>;
   let fresh = false;
   if (o.out !== undefined) {
-    out = checkTensor(o.out, where, 'options.out', ['f32']) as Tensor<'f32'>;
-    if (out.shape.length !== 2 || out.shape[0] !== rows || out.shape[1] !== n) fail(where, 'ERR_SHAPE', `options.out is [${out.shape.join(', ')}]; the product is [${rows}, ${n}]`);
-    for (const part of [values.data, a.meta, x.data]) {
-      if (overlaps(part, out.data)) fail(where, 'ERR_VALUE', 'options.out shares memory with an input');
-    }
+    out = checkOutTensor(o.out, where, 'options.out', ['f32'], [rows, n]);
+    checkOutMemory({ 'options.out': out.data }, { 'a.values': values.data, 'a.meta': a.meta, x: x.data }, where);
   } else {
     if (o.accumulate === true) fail(where, 'ERR_VALUE', 'options.accumulate adds to options.out, which is missing');
     out = Tensor.uninitialized([rows, n], 'f32');
@@ -568,12 +698,20 @@ export function planUnstructured(input: Tensor | readonly Tensor[], options: Pru
   const single = !Array.isArray(input);
   const list = (single ? [input] : input) as readonly Tensor[];
   if (options === undefined) fail(where, 'ERR_VALUE', 'options.sparsity is required (a fraction in [0, 1])');
-  const o = checkOptions(options, where, ['sparsity', 'scope', 'threads']) as Partial<PruneUnstructuredOptions>;
+  const o = checkOptions(options, where, ['sparsity', 'scope', 'threads', 'out']) as Partial<PruneUnstructuredOptions>;
   const sparsity = o.sparsity;
   if (typeof sparsity !== 'number' || !(sparsity >= 0 && sparsity <= 1)) fail(where, 'ERR_VALUE', `options.sparsity must be a number in [0, 1], got ${String(sparsity)}`);
   const scope = o.scope ?? 'layer';
   if (scope !== 'layer' && scope !== 'global') fail(where, 'ERR_VALUE', `options.scope must be 'layer' or 'global', got ${JSON.stringify(scope)}`);
   if (list.length === 0) fail(where, 'ERR_VALUE', 'no tensors given');
+  let outs: readonly unknown[] | undefined;
+  if (o.out !== undefined) {
+    if (single === Array.isArray(o.out)) fail(where, 'ERR_VALUE', single ? 'options.out must be one { tensor, mask } for one tensor' : 'options.out must be an array of { tensor, mask }, one per tensor');
+    outs = single ? [o.out] : (o.out as readonly unknown[]);
+    if (outs.length !== list.length) fail(where, 'ERR_SHAPE', `options.out has ${outs.length} entries for ${list.length} tensors`);
+  }
+  const outViews: NamedViews = {};
+  const inputViews: NamedViews = {};
   const tensors: NativeArgs[] = [];
   const fresh: ArrayBufferView[] = [];
   const results: Omit<UnstructuredResult, 'threshold' | 'pruned'>[] = [];
@@ -582,15 +720,27 @@ export function planUnstructured(input: Tensor | readonly Tensor[], options: Pru
   list.forEach((t, i) => {
     const what = single ? 'input' : `tensors[${i}]`;
     checkTensor(t, where, what, FLOAT_DTYPES);
+    inputViews[what] = t.data;
     const [rows, cols] = rowsCols(t.shape);
-    const tensor = Tensor.uninitialized(t.shape, t.dtype as FloatDType);
-    const mask = Tensor.uninitialized(bitmaskShape(t.shape), 'u8');
+    let tensor: Tensor<FloatDType>;
+    let mask: Tensor<'u8'>;
+    if (outs !== undefined) {
+      const name = single ? 'options.out' : `options.out[${i}]`;
+      ({ tensor, mask } = checkDenseOut(outs[i], t, where, name));
+      outViews[`${name}.tensor`] = tensor.data;
+      outViews[`${name}.mask`] = mask.data;
+    } else {
+      tensor = Tensor.uninitialized(t.shape, t.dtype as FloatDType);
+      mask = Tensor.uninitialized(bitmaskShape(t.shape), 'u8');
+      fresh.push(tensor.data, mask.data);
+    }
     results.push({ tensor, mask });
-    fresh.push(tensor.data, mask.data);
     tensors.push({ src: t.data, dtype: dtypeCode(t.dtype), rows, cols, dense: tensor.data, mask: mask.data });
     total += t.size;
     ks.push(roundHalfEven(sparsity * t.size));
   });
+  // Every input is read in both passes (all of them, for 'global'), so no output may overlap any.
+  checkOutMemory(outViews, inputViews, where);
   const args: NativeArgs = {
     tensors,
     global: scope === 'global',

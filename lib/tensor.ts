@@ -80,16 +80,16 @@ export function shapeSize(shape: readonly number[], where = 'Tensor', what = 'sh
   return n;
 }
 
-/**
- * Rejects buffers whose length can change under native code: resizable
- * ArrayBuffers and growable SharedArrayBuffers (a shrink during an async
- * call would leave the native side reading freed memory).
- */
 /** True when two views share at least one byte (slices of one pooled Buffer may not). */
 export function overlaps(a: ArrayBufferView, b: ArrayBufferView): boolean {
   return a.buffer === b.buffer && a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
 }
 
+/**
+ * Rejects buffers whose length can change under native code: resizable
+ * ArrayBuffers and growable SharedArrayBuffers (a shrink during an async
+ * call would leave the native side reading freed memory).
+ */
 export function assertFixedLength(view: ArrayBufferView, where: string, what: string): void {
   const buf = view.buffer as ArrayBufferLike & { resizable?: boolean; growable?: boolean; detached?: boolean };
   if (buf.resizable === true || buf.growable === true) {
@@ -229,4 +229,59 @@ export function checkTensor(t: unknown, where: string, what: string, dtypes?: re
     fail(where, 'ERR_DETACHED', `${what} holds ${t.data.length} elements but its shape needs ${expected} (was its buffer detached?)`);
   }
   return t;
+}
+
+/** A call's buffers by the names its errors give them ('the input', 'x', 'options.out.mask', ...); null/undefined entries are skipped. */
+export type NamedViews = Record<string, ArrayBufferView | null | undefined>;
+
+/**
+ * The overlap rules of every `out` option (output buffers the caller owns):
+ * each part is fixed-length and shares no byte with an input (the kernel
+ * would read what it already overwrote) nor with another part (two writers
+ * of one byte). Parts and inputs are named as the errors name them.
+ */
+export function checkOutMemory(parts: NamedViews, inputs: NamedViews, where: string): void {
+  const ps = Object.entries(parts).filter((e): e is [string, ArrayBufferView] => e[1] != null);
+  ps.forEach(([name, p], i) => {
+    assertFixedLength(p, where, name);
+    for (const [input, v] of Object.entries(inputs)) {
+      if (v != null && overlaps(p, v)) fail(where, 'ERR_VALUE', `${name} shares memory with ${input}`);
+    }
+    for (const [other, q] of ps.slice(i + 1)) {
+      if (overlaps(p, q)) fail(where, 'ERR_VALUE', `${name} and ${other} share memory`);
+    }
+  });
+}
+
+/**
+ * An output Tensor the caller passed (options.out, or a part of it): one
+ * of `dtypes` and exactly `shape` (ERR_DTYPE, ERR_SHAPE). Returns it;
+ * checkOutMemory then checks all the parts against the inputs.
+ */
+export function checkOutTensor<D extends DType>(out: unknown, where: string, what: string, dtypes: readonly D[], shape: readonly number[]): Tensor<D> {
+  const t = checkTensor(out, where, what, dtypes) as Tensor<D>;
+  if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
+    fail(where, 'ERR_SHAPE', `${what} is [${t.shape.join(', ')}]; this call writes [${shape.join(', ')}]`);
+  }
+  return t;
+}
+
+/**
+ * An `out` given as an object of named parts ({ tensor, mask }, { left,
+ * right }): an object holding each of `keys` (other properties are
+ * ignored, so a previous call's result can be passed back).
+ */
+export function outParts<K extends string>(out: unknown, where: string, what: string, keys: readonly K[]): Record<K, unknown> {
+  if (typeof out !== 'object' || out === null || ArrayBuffer.isView(out) || out instanceof Tensor) {
+    fail(where, 'ERR_VALUE', `${what} must be an object { ${keys.join(', ')} }`);
+  }
+  for (const k of keys) {
+    if ((out as Record<string, unknown>)[k] === undefined) fail(where, 'ERR_VALUE', `${what}.${k} is missing; ${what} holds ${keys.join(', ')}`);
+  }
+  return out as Record<K, unknown>;
+}
+
+/** The same bytes: one buffer, offset and length. */
+export function sameView(a: ArrayBufferView, b: ArrayBufferView): boolean {
+  return a.buffer === b.buffer && a.byteOffset === b.byteOffset && a.byteLength === b.byteLength;
 }

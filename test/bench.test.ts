@@ -120,7 +120,7 @@ describe('bench: sparsity --quick --json', function () {
     benchmarks: {
       sparsity: {
         copy: { threads: number; gbps: number }[];
-        prune: { id: string; jsGbps: number; identical: { bytes: number; mismatches: number }; perThreads: Rate[]; reuse: Rate[] }[];
+        prune: { id: string; jsGbps: number; identical: { bytes: number; mismatches: number }; perThreads: Rate[]; reuse: Rate[]; intoOut: Rate[] }[];
         spmm: { identical: { n: number; mismatches: number }[]; rows: { n: number; threads: number; kernel: string; speedup: number; sparseGbps: number; denseGbps: number }[] };
       };
     };
@@ -144,7 +144,7 @@ describe('bench: sparsity --quick --json', function () {
       expect(positiveFinite(c.jsGbps), c.id).to.equal(true);
       expect(c.identical.bytes, c.id).to.be.greaterThan(0);
       expect(c.identical.mismatches, `${c.id}: bytes differing from native`).to.equal(0);
-      for (const list of [c.perThreads, c.reuse]) {
+      for (const list of [c.perThreads, c.reuse, c.intoOut]) {
         expect(list.map((p) => p.threads), c.id).to.deep.equal(threads);
         for (const p of list) expect(positiveFinite(p.gbps) && positiveFinite(p.copyRatio) && positiveFinite(p.jsRatio), `${c.id} at ${p.threads}`).to.equal(true);
       }

@@ -738,11 +738,11 @@ describe('distillLoss: errors name the argument', () => {
     ['a non-Tensor teacher', () => distillLossSync(s, new Float32Array(12) as unknown as Tensor, { labels }), 'ERR_VALUE', /teacher must be a Tensor of logits or a top-k teacher/],
     ['grad of another dtype', () => distillLossSync(s, t, { labels, grad: Tensor.zeros([3, 4], 'f16') }), 'ERR_DTYPE', /options.grad has dtype f16; expected f32/],
     ['grad of another shape', () => distillLossSync(s, t, { labels, grad: Tensor.zeros([4, 3], 'f32') }), 'ERR_SHAPE', /options.grad is \[4, 3\]/],
-    ['grad overlapping the teacher', () => distillLossSync(s, t, { labels, grad: t }), 'ERR_VALUE', /options.grad overlaps the teacher/],
+    ['grad overlapping the teacher', () => distillLossSync(s, t, { labels, grad: t }), 'ERR_VALUE', /options.grad shares memory with the teacher/],
     ['grad overlapping part of the student', () => {
       const buf = new Float32Array(16);
       return distillLossSync(Tensor.from(buf.subarray(0, 12), [3, 4]), t, { labels, grad: Tensor.from(buf.subarray(4, 16), [3, 4]) });
-    }, 'ERR_VALUE', /options.grad overlaps the student/],
+    }, 'ERR_VALUE', /options.grad shares memory with the student/],
     ['a NaN student logit', () => distillLossSync(Tensor.from(Float32Array.from({ length: 12 }, (_, i) => (i === 6 ? NaN : 0)), [3, 4]), t, { labels }), 'ERR_VALUE', /student\[1, 2\] is NaN; student logits must be finite/],
     ['an infinite student logit', () => distillLossSync(Tensor.from(Float32Array.from({ length: 12 }, (_, i) => (i === 11 ? -Infinity : 0)), [3, 4]), t, { labels }), 'ERR_VALUE', /student\[2, 3\] is -Infinity/],
     ['a +Infinity teacher logit', () => distillLossSync(s, Tensor.from(Float32Array.from({ length: 12 }, (_, i) => (i === 5 ? Infinity : 0)), [3, 4]), { labels }), 'ERR_VALUE', /teacher\[1, 1\] is Infinity; teacher logits must be finite or -Infinity/],

@@ -850,6 +850,41 @@ describe('pipeline', function () {
     });
   });
 
+  describe('outputs from the pool', () => {
+    // memoryLimit 4096: every tensor runs alone and no released buffer is
+    // kept, so the peak is the largest tensor's own buffers, whole pages.
+    const page = (n: number): number => Math.max(4096, Math.ceil(n / 4096) * 4096);
+    const pruned = (t: GeneratedTensor): boolean => t.shape.length === 2 && !t.name.includes('embed') && !t.name.startsWith('lm_head');
+    const peakOf = (perTensor: (t: GeneratedTensor, rows: number, cols: number) => number): number =>
+      Math.max(...hfT.map((t) => (pruned(t) ? perTensor(t, t.shape[0] as number, t.shape[1] as number) : page(t.values.length * 2))));
+
+    it('prune and compress24 write into pool buffers: peakBytes counts input, outputs and the reconstruction', async () => {
+      const sparse = await compressModel({ input: hfDir, output: path.join(tmp, 'pool-24'), recipe: pruneRecipe('2:4', 'sparse-24-bitmask'), measureError: true, memoryLimit: 4096 });
+      // f16 input, values [rows, cols/2], bitmask, int16 meta, the dense reconstruction
+      const want24 = peakOf((_, r, c) => page(r * c * 2) + page(r * c) + page(r * Math.ceil(c / 8)) + page(r * Math.ceil(c / 16) * 2) + page(r * c * 2));
+      expect(sparse.memory.peakBytes).to.equal(want24);
+      const dense = await compressModel({ input: hfDir, output: path.join(tmp, 'pool-dense'), recipe: pruneRecipe('2:4', 'dense'), measureError: true, memoryLimit: 4096 });
+      // f16 input, the pruned copy (also what the error is measured on) and its mask
+      expect(dense.memory.peakBytes).to.equal(peakOf((_, r, c) => 2 * page(r * c * 2) + page(r * Math.ceil(c / 8))));
+    });
+
+    it('lowRank writes its factors into pool buffers: peakBytes counts them, converted, and the reconstruction', async () => {
+      const recipe = { format: 'safetensors' as const, rules: [{ match: '*_proj.weight', method: 'lowrank' as const, options: { ratio: 0.5 } }] };
+      const report = await compressModel({ input: hfDir, output: path.join(tmp, 'pool-lowrank'), recipe, measureError: true, memoryLimit: 4096 });
+      const projected = (t: GeneratedTensor): boolean => /_proj\.weight$/.test(t.name);
+      const want = Math.max(
+        ...hfT.map((t) => {
+          if (!projected(t)) return page(t.values.length * 2);
+          const [m, n] = t.shape as [number, number];
+          const r = Math.floor((0.5 * m * n) / (m + n));
+          // f16 input, f32 factors, f16 factors, the f32 product
+          return page(m * n * 2) + page(m * r * 4) + page(r * n * 4) + page(m * r * 2) + page(r * n * 2) + page(m * n * 4);
+        }),
+      );
+      expect(report.memory.peakBytes).to.equal(want);
+    });
+  });
+
   describe('memory bound', () => {
     it('a 192 MiB model compresses holding at most the 24 MiB limit of tensor buffers, and the process grows far less than the file', async function () {
       const dir = path.join(tmp, 'big');

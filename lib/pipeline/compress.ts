@@ -31,7 +31,7 @@ import type { GGMLTypeName } from '../formats/gguf-types';
 import { DTYPE_TO_SAFETENSORS, plannedBytes, SAFETENSORS_INDEX, ShardedSafetensorsWriter, type PlannedTensor } from '../formats/safetensors';
 import { lowRank, matmul, rankForRatio } from '../lowrank';
 import { quantizationError, quantize, QuantizedTensor, type FloatDType, type QuantizeOptions } from '../quantize';
-import { compress24, decompress24, prune, type SparsityScore } from '../sparsity';
+import { compress24, decompress24, prune, Sparse24Tensor, type SparsityScore } from '../sparsity';
 import { dtypeSize, Tensor } from '../tensor';
 import { convertFloats } from './convert';
 import { BufferPool, Gate, poolSize } from './memory';
@@ -423,20 +423,17 @@ function planEntry(src: SourceTensor, plan: TensorPlan, format: OutputFormat): E
     else st = PACK_QUANTIZED.plan(modulePrefix(src.name), src.shape, schemeOfOptions(a.options), a.options.scaleDtype as FloatDType);
   } else if (a.kind === 'prune') {
     const dtype = floatDtypeOf(src) as FloatDType;
-    const n = src.byteLength / dtypeSize(dtype);
-    const cols = src.shape[src.shape.length - 1] as number;
-    const maskBytes = (n / cols) * Math.ceil(cols / 8);
+    const b = pruneBytes(src.shape, dtype);
     if (a.sparse24) {
       st = planSparse24(modulePrefix(src.name), src.shape, dtype);
-      // compress24's values, bitmask and meta (allocated by it, outside the pool)
-      extra = (n / 2) * dtypeSize(dtype) + maskBytes + (n / cols) * Math.ceil(cols / 16) * 2;
+      // compress24's values, bitmask and meta (pool buffers passed as its
+      // out), and the dense reconstruction when the error is measured
+      extra = poolSize(b.values) + poolSize(b.mask) + poolSize(b.meta) + poolSize(b.dense);
     } else {
       dense(undefined);
-      // prune's dense copy and mask (allocated by it)
-      extra = src.byteLength + maskBytes;
+      // prune's dense copy and mask (pool buffers passed as its out)
+      extra = poolSize(b.dense) + poolSize(b.mask);
     }
-    // the dense reconstruction, when the error is measured
-    extra += src.byteLength;
   } else {
     // Two plain tensors, <name>.lowrank_left [m, r] and <name>.lowrank_right
     // [r, n], in the source's float dtype (W ≈ left · right). The writer
@@ -453,9 +450,11 @@ function planEntry(src: SourceTensor, plan: TensorPlan, format: OutputFormat): E
       { name: `${src.name}.lowrank_left`, dtype: sd, shape: [m, rank] },
       { name: `${src.name}.lowrank_right`, dtype: sd, shape: [rank, n] },
     ];
-    // the factors in f32 (lowRank's result, allocated outside the pool) and
-    // converted, plus the f32 reconstruction when the error is measured
-    extra = (m + n) * rank * (4 + dtypeSize(dtype)) + m * n * 4;
+    // the factors in f32 (pool buffers passed as lowRank's out) and, for
+    // 16-bit sources, converted; plus the f32 reconstruction when the error
+    // is measured (all from the pool)
+    extra = poolSize(m * rank * 4) + poolSize(rank * n * 4) + poolSize(m * n * 4);
+    if (dtype !== 'f32') extra += poolSize(m * rank * dtypeSize(dtype)) + poolSize(rank * n * dtypeSize(dtype));
   }
   const outBytes = gguf !== undefined ? ggufTensorBytes(gguf) : st.reduce((s, t) => s + plannedBytes(t), 0);
   const record: TensorRecord = {
@@ -713,7 +712,7 @@ async function compressOne(e: Entry, input: Uint8Array, take: (n: number) => Uin
     return { kind: 'raw', bytes: out };
   }
   if (a.kind === 'lowrank') return lowRankOne(e, input, take, ro, from, a.options);
-  if (a.kind === 'prune') return pruneOne(e, input, ro, from, a);
+  if (a.kind === 'prune') return pruneOne(e, input, take, ro, from, a);
   const t = viewStored(e.src, input) as Tensor;
   const o = a.options;
   const b = quantBytes(e.src.shape, o);
@@ -772,17 +771,38 @@ function globalSparsity(entries: readonly Entry[]): number {
   return total === 0 ? 0 : entries.reduce((s, e) => s + e.zeros, 0) / total;
 }
 
+/** Bytes of pruning's outputs for a tensor of `shape` and `dtype`: dense copy, 2:4 values, bitmask, 2:4 meta (int16 words). */
+function pruneBytes(shape: readonly number[], dtype: FloatDType): { dense: number; values: number; mask: number; meta: number } {
+  const cols = shape[shape.length - 1] as number;
+  const n = shape.reduce((x, d) => x * d, 1);
+  const rows = n / cols;
+  return { dense: n * dtypeSize(dtype), values: (n / 2) * dtypeSize(dtype), mask: rows * Math.ceil(cols / 8), meta: rows * Math.ceil(cols / 16) * 2 };
+}
+
 /**
  * N:M pruning on the thread pool: 2:4 weights bound for sparse-24-bitmask
  * go through the fused prune + compress (no dense copy), the others through
- * prune() and are written dense.
+ * prune() and are written dense. Every output is a pool buffer handed over
+ * as `out`, so it counts in the pool's accounting and is reused.
  */
-async function pruneOne(e: Entry, input: Uint8Array, ro: RunOptions, dtype: FloatDType, a: Extract<TensorAction, { kind: 'prune' }>): Promise<Result> {
+async function pruneOne(e: Entry, input: Uint8Array, take: (n: number) => Uint8Array, ro: RunOptions, dtype: FloatDType, a: Extract<TensorAction, { kind: 'prune' }>): Promise<Result> {
   const w = viewStored(e.src, input) as Tensor;
   const score: SparsityScore = a.activationNorms === undefined ? 'magnitude' : { activationNorms: a.activationNorms };
   const threads = ro.threads !== undefined ? { threads: ro.threads } : {};
+  const b = pruneBytes(w.shape, dtype);
+  const lead = w.shape.slice(0, -1);
+  const cols = w.shape[w.shape.length - 1] as number;
+  const mask = Tensor.from(take(b.mask), [...lead, Math.ceil(cols / 8)], 'u8');
+  const dense = (): Tensor<FloatDType> => Tensor.from(take(b.dense), w.shape, dtype);
   if (a.sparse24) {
-    const s = await compress24(w, { prune: true, score, ...threads });
+    const metaBytes = take(b.meta);
+    const out = new Sparse24Tensor({
+      shape: w.shape,
+      values: Tensor.from(take(b.values), [...lead, cols / 2], dtype),
+      meta: new Int16Array(metaBytes.buffer, metaBytes.byteOffset, b.meta / 2),
+      bitmask: mask,
+    });
+    const s = await compress24(w, { prune: true, score, out, ...threads });
     const values = (s.values as Tensor).data;
     if (ro.countZeros) {
       // the kept values' zeros, plus the pruned half
@@ -790,10 +810,10 @@ async function pruneOne(e: Entry, input: Uint8Array, ro: RunOptions, dtype: Floa
       e.zeros += w.size / 2;
       e.elements += w.size / 2;
     }
-    if (ro.measureError) e.record.error = denseError(w, (await decompress24(s, threads)) as Tensor);
+    if (ro.measureError) e.record.error = denseError(w, (await decompress24(s, { out: dense(), ...threads })) as Tensor);
     return { kind: 'parts', parts: encodeSparse24(s) };
   }
-  const r = await prune(w, { pattern: a.pattern, score, ...threads });
+  const r = await prune(w, { pattern: a.pattern, score, out: { tensor: dense(), mask }, ...threads });
   const out = new Uint8Array(r.tensor.data.buffer, r.tensor.data.byteOffset, r.tensor.data.byteLength);
   if (ro.measureError) e.record.error = denseError(w, r.tensor);
   if (ro.countZeros) countZerosInto(e, out, dtype);
@@ -828,23 +848,25 @@ function lowRankPlanRank(src: SourceTensor, o: Record<string, unknown>): number 
   return rank;
 }
 
-/** Factors W ≈ left · right and converts them to the source's dtype. */
+/** Factors W ≈ left · right (into pool buffers) and converts them to the source's dtype. */
 async function lowRankOne(e: Entry, input: Uint8Array, take: (n: number) => Uint8Array, ro: RunOptions, dtype: FloatDType, o: Record<string, unknown>): Promise<Result> {
   const w = viewStored(e.src, input) as Tensor;
   const [left, right] = e.st as [PlannedTensor, PlannedTensor];
   const rank = left.shape[1] as number;
   const { ratio: _ratio, energy: _energy, ...rest } = o;
-  const r = await lowRank(w, { ...rest, rank, ...(ro.threads !== undefined ? { threads: ro.threads } : {}) });
+  const f32 = (shape: readonly number[]): Tensor<'f32'> => Tensor.from(take(shape.reduce((x, d) => x * d, 1) * 4), shape, 'f32');
+  const out = { left: f32(left.shape), right: f32(right.shape) };
+  const r = await lowRank(w, { ...rest, rank, out, ...(ro.threads !== undefined ? { threads: ro.threads } : {}) });
   const parts = [r.left, r.right].map((f) => {
-    const out = take(f.size * dtypeSize(dtype));
-    convertFloats(new Uint8Array(f.data.buffer, f.data.byteOffset, f.data.byteLength), 'f32', out, dtype, f.size);
-    return out;
+    const bytes = new Uint8Array(f.data.buffer, f.data.byteOffset, f.data.byteLength);
+    if (dtype === 'f32') return bytes;
+    const converted = take(f.size * dtypeSize(dtype));
+    convertFloats(bytes, 'f32', converted, dtype, f.size);
+    return converted;
   });
   if (ro.measureError) {
-    const approx = await matmul(Tensor.from(parts[0] as Uint8Array, left.shape, dtype), Tensor.from(parts[1] as Uint8Array, right.shape, dtype));
+    const approx = await matmul(Tensor.from(parts[0] as Uint8Array, left.shape, dtype), Tensor.from(parts[1] as Uint8Array, right.shape, dtype), { out: f32(e.src.shape) });
     e.record.error = denseError(w, approx);
   }
   return { kind: 'parts', parts };
 }
-
-

@@ -5,7 +5,9 @@
 // thread and filled from the core's vectors: their sizes (the rank chosen
 // by an energy rule) are only known once the spectrum is, and the copy is
 // (m + n)·r floats next to an O(m·n·r) factorization. They are ordinary
-// V8-allocated arrays, not external buffers.
+// V8-allocated arrays, not external buffers. Given the caller's factor
+// buffers (`out`, when the rank is known up front), run() copies the
+// factors there instead, off the main thread, and result() makes none.
 #include <cstring>
 
 #include "../core/cpu.h"
@@ -64,6 +66,27 @@ Napi::Float64Array f64_array(Napi::Env env, const std::vector<double>& v) {
   return a;
 }
 
+// A factor the caller gave a buffer for: pinned as an output of exactly
+// rows x cols floats (null when the caller gave none).
+float* factor_output(Napi::Env env, Job* job, const Napi::Object& o, const char* key, const char* what, int64_t rows, int64_t cols) {
+  if (rows < 0 || cols < 0) throw_error(env, Code::Shape, std::string(what) + ": negative dimension");
+  const uint64_t n = checked_mul(env, static_cast<uint64_t>(rows), static_cast<uint64_t>(cols), what);
+  return static_cast<float*>(job->pin_output_optional(env, o.Get(key), what, checked_mul(env, n, 4, what)));
+}
+
+// Moves a computed factor into the caller's buffer: it must have exactly the
+// size that buffer was pinned for (a rank rule that disagrees with lib/'s is
+// a bug, reported rather than written short or long).
+Status deliver(std::vector<float>* v, float* out, int64_t rows, int64_t cols, const char* what) {
+  if (!out) return Status::Ok();
+  if (v->size() != static_cast<size_t>(rows * cols)) {
+    return Status::Error(Code::Internal, std::string(what) + " has " + std::to_string(v->size()) + " values; options.out holds " + std::to_string(rows * cols));
+  }
+  if (!v->empty()) std::memcpy(out, v->data(), v->size() * sizeof(float));
+  std::vector<float>().swap(*v);
+  return Status::Ok();
+}
+
 class MatmulJob : public Job {
  public:
   MatmulJob(Napi::Env env, const Napi::Object& o) {
@@ -100,14 +123,21 @@ class SvdJob : public Job {
     a_.k = get_int(o, "k");
     a_.kernel = get_kernel(o);
     a_.threads = static_cast<int>(get_int(o, "threads"));
+    u_ = factor_output(env, this, o, "outU", "options.out.u", a_.a.rows, a_.k);
+    vt_ = factor_output(env, this, o, "outVt", "options.out.vt", a_.k, a_.a.cols);
   }
-  Status run() override { return exact_svd(a_, &r_); }
+  Status run() override {
+    Status st = exact_svd(a_, &r_);
+    if (st.ok()) st = deliver(&r_.u, u_, a_.a.rows, a_.k, "u");
+    if (st.ok()) st = deliver(&r_.vt, vt_, a_.k, a_.a.cols, "vt");
+    return st;
+  }
   Napi::Value result(Napi::Env env) override {
     Napi::Object out = Napi::Object::New(env);
     out.Set("k", static_cast<double>(r_.k));
-    out.Set("u", f32_array(env, r_.u));
+    if (!u_) out.Set("u", f32_array(env, r_.u));
     out.Set("s", f64_array(env, r_.s));
-    out.Set("vt", f32_array(env, r_.vt));
+    if (!vt_) out.Set("vt", f32_array(env, r_.vt));
     out.Set("cuda", r_.cuda);
     return out;
   }
@@ -115,6 +145,8 @@ class SvdJob : public Job {
  private:
   SvdArgs a_;
   SvdResult r_;
+  float* u_ = nullptr;
+  float* vt_ = nullptr;
 };
 
 class LowRankJob : public Job {
@@ -146,13 +178,21 @@ class LowRankJob : public Job {
     }
     a_.kernel = get_kernel(o);
     a_.threads = static_cast<int>(get_int(o, "threads"));
+    out_rank_ = get_int(o, "outRank");
+    left_ = factor_output(env, this, o, "outLeft", "options.out.left", a_.w.rows, out_rank_);
+    right_ = factor_output(env, this, o, "outRight", "options.out.right", out_rank_, a_.w.cols);
   }
-  Status run() override { return low_rank(a_, &r_); }
+  Status run() override {
+    Status st = low_rank(a_, &r_);
+    if (st.ok()) st = deliver(&r_.left, left_, a_.w.rows, out_rank_, "left");
+    if (st.ok()) st = deliver(&r_.right, right_, out_rank_, a_.w.cols, "right");
+    return st;
+  }
   Napi::Value result(Napi::Env env) override {
     Napi::Object out = Napi::Object::New(env);
     out.Set("rank", static_cast<double>(r_.rank));
-    out.Set("left", f32_array(env, r_.left));
-    out.Set("right", f32_array(env, r_.right));
+    if (!left_) out.Set("left", f32_array(env, r_.left));
+    if (!right_) out.Set("right", f32_array(env, r_.right));
     out.Set("singularValues", f64_array(env, r_.sigma));
     out.Set("relError", r_.rel_error);
     out.Set("optimalRelError", r_.optimal_rel_error);
@@ -166,6 +206,9 @@ class LowRankJob : public Job {
  private:
   LowRankArgs a_;
   LowRankResult r_;
+  int64_t out_rank_ = 0;  // the rank lib/ sized options.out for (0: no out)
+  float* left_ = nullptr;
+  float* right_ = nullptr;
 };
 
 // The benchmark's probes (synchronous: they are timed).
