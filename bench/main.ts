@@ -11,10 +11,15 @@ import { distillBench } from './distill';
 import { lowrankBench } from './lowrank';
 import { sparsityBench } from './sparsity';
 import { tokenizerBench } from './tokenizer';
+import { queueBench } from './queue';
+import { llamaQuantizeBench } from './llama-quantize';
+import { inferBench } from './infer';
+import { gptqBench } from './gptq';
+import { convertBench } from './convert';
 
 // The registry: later benchmarks (sparsity, lowrank, distill, pipeline) add
 // one line here and one module beside this file.
-const BENCHMARKS: readonly Benchmark[] = [quantizeBench, searchFloorBench, sparsityBench, pipelineBench, distillBench, lowrankBench, tokenizerBench];
+const BENCHMARKS: readonly Benchmark[] = [quantizeBench, searchFloorBench, sparsityBench, pipelineBench, convertBench, llamaQuantizeBench, distillBench, lowrankBench, tokenizerBench, queueBench, inferBench, gptqBench];
 
 const DEFAULT_RUNS = 7;
 const QUICK_RUNS = 3;
@@ -22,12 +27,13 @@ const QUICK_RUNS = 3;
 function usage(): string {
   const names = BENCHMARKS.map((b) => `  ${b.name.padEnd(13)} ${b.description}`).join('\n');
   return [
-    'usage: npm run bench -- [name...] [--json] [--runs N] [--quick] [--llama-quantize PATH]',
+    'usage: npm run bench -- [name...] [--json] [--runs N] [--quick] [--ggml PATH] [--llama-quantize PATH]',
     '',
     '  --json     print one JSON document instead of markdown (use `npm run -s` to drop npm\'s banner)',
     `  --runs N   timed repetitions per measurement, median reported (default ${DEFAULT_RUNS}, ${QUICK_RUNS} with --quick)`,
     '  --quick    a small problem size: a smoke test, not a measurement',
-    '  --llama-quantize PATH   llama.cpp\'s llama-quantize for the pipeline benchmark (a peer, never a dependency; default ../shared/peers/llama.cpp/llama-quantize if present, not with --quick)',
+    '  --llama-quantize PATH   llama.cpp\'s llama-quantize for the pipeline and llama-quantize benchmarks (a peer, never a dependency; default ../shared/peers/llama.cpp/llama-quantize if present)',
+    '  --ggml P   quantize: ggml\'s quantizer benchmark to compare against (default: ../shared/peers/llama.cpp/ggml-quant-bench if present)',
     '',
     'benchmarks:',
     names,
@@ -40,6 +46,7 @@ interface Args {
   runs: number;
   quick: boolean;
   llamaQuantize: string | undefined;
+  ggml: string | undefined;
 }
 
 function parse(argv: string[]): Args | string {
@@ -53,6 +60,7 @@ function parse(argv: string[]): Args | string {
         quick: { type: 'boolean', default: false },
         runs: { type: 'string' },
         'llama-quantize': { type: 'string' },
+        ggml: { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
       },
     });
@@ -69,7 +77,7 @@ function parse(argv: string[]): Args | string {
     runs = Number(values.runs);
     if (!Number.isInteger(runs) || runs < 1 || runs > 1000) return `--runs must be an integer in 1..1000, got ${JSON.stringify(values.runs)}`;
   }
-  return { names: positionals, json: values.json, runs, quick: values.quick, llamaQuantize: values['llama-quantize'] };
+  return { names: positionals, json: values.json, runs, quick: values.quick, llamaQuantize: values['llama-quantize'], ggml: values.ggml };
 }
 
 async function main(): Promise<number> {
@@ -90,6 +98,7 @@ async function main(): Promise<number> {
     quick: args.quick,
     log: (m) => process.stderr.write(`${m}\n`),
     ...(args.llamaQuantize !== undefined ? { llamaQuantize: args.llamaQuantize } : {}),
+    ...(args.ggml !== undefined ? { ggml: args.ggml } : {}),
   };
   const machine = describeMachine();
   if (!args.json) process.stdout.write(`${formatMachine(machine)}\n\n`);

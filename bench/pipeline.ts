@@ -17,23 +17,21 @@
 // The models are generated into a temporary folder (random values, one
 // reused block) and removed afterwards. `--quick` uses a small model of the
 // same layout; SLIMTENSOR_BENCH_LAYERS=N sets the layer count.
-import { execFile, execFileSync } from 'node:child_process';
-import { existsSync, promises as fsp } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { promisify } from 'node:util';
 import { GGUFWriter, type GGUFPlannedTensor } from '../lib/formats/gguf-writer';
 import { ShardedSafetensorsWriter, type PlannedTensor } from '../lib/formats/safetensors';
-import { f32ToF16 } from '../lib/half';
+import { f32ToBf16, f32ToF16 } from '../lib/half';
 import type { CompressReport, StageTimes } from '../lib/pipeline/compress';
 import { sizeOnDisk } from '../lib/pipeline/output';
-import { findPeer, fmtBytes, fmtGBs, fmtRatio, gbps, markdownTable, median, type Benchmark, type BenchOptions, type BenchOutcome } from './harness';
+import { findPeer, fmtBytes, fmtGBs, fmtRatio, gbps, markdownTable, median, type Benchmark, type BenchOptions, type BenchOutcome, type ProcessRun, timeProcess } from './harness';
 import { Rng } from '../test/support/random';
 
 const ROOT = path.join(__dirname, '..');
-const GNU_TIME = '/usr/bin/time';
 
-interface Shape {
+export interface Shape {
   layers: number;
   hidden: number;
   ffn: number;
@@ -45,9 +43,9 @@ interface Shape {
 
 const FULL: Shape = { layers: 22, hidden: 2048, ffn: 5632, kv: 256, heads: 32, vocab: 32000 };
 const QUICK: Shape = { layers: 2, hidden: 512, ffn: 1376, kv: 128, heads: 8, vocab: 4096 };
-const BLOCK_BYTES = 64 * 1024 * 1024;
+export const BLOCK_BYTES = 64 * 1024 * 1024;
 
-function layersFromEnv(s: Shape): Shape {
+export function layersFromEnv(s: Shape): Shape {
   const n = Number(process.env.SLIMTENSOR_BENCH_LAYERS);
   return Number.isInteger(n) && n > 0 ? { ...s, layers: n } : s;
 }
@@ -75,35 +73,52 @@ function parts(block: Uint8Array, bytes: number): Uint8Array[] {
   return out;
 }
 
-/** A random F16 block (N(0, 0.02) weights) and a block of f32 ones (the norms). */
-function blocks(blockBytes: number, hidden: number): { f16: Uint8Array; ones: Uint8Array } {
+/** A random block of N(0, 0.02) weights in `dtype`, repeated by the generated tensors (seeded: the same bytes every run). */
+function randomBlock(blockBytes: number, dtype: 'F32' | 'F16' | 'BF16'): Uint8Array {
+  if (dtype === 'F32') return new Uint8Array(new Rng(8).normals(blockBytes / 4, 0.02).buffer);
   const rng = new Rng(7);
   const block = new Uint16Array(blockBytes / 2);
-  for (let i = 0; i < block.length; i++) block[i] = f32ToF16(rng.normal() * 0.02);
-  return { f16: new Uint8Array(block.buffer), ones: new Uint8Array(new Float32Array(hidden).fill(1).buffer) };
+  const encode = dtype === 'F16' ? f32ToF16 : f32ToBf16;
+  for (let i = 0; i < block.length; i++) block[i] = encode(rng.normal() * 0.02);
+  return new Uint8Array(block.buffer);
 }
 
-async function generateSafetensors(dir: string, s: Shape, blockBytes: number): Promise<void> {
+/** A Llama-shaped Hugging Face folder: safetensors shards of 5 GB in `dtype` and a config.json with the hyper-parameters. */
+export async function generateSafetensors(dir: string, s: Shape, blockBytes: number, dtype: 'F16' | 'BF16' = 'F16'): Promise<void> {
   await fsp.mkdir(dir);
-  const { f16 } = blocks(blockBytes, s.hidden);
-  const plan: PlannedTensor[] = llamaTensors(s, false).map(([name, shape]) => ({ name, dtype: 'F16', shape }));
+  const bytes = randomBlock(blockBytes, dtype);
+  const plan: PlannedTensor[] = llamaTensors(s, false).map(([name, shape]) => ({ name, dtype, shape }));
   const w = await ShardedSafetensorsWriter.create(dir, plan, { maxShardBytes: 5e9, metadata: { format: 'pt' } });
-  for (const t of plan) await w.write(t.name, ...parts(f16, t.shape.reduce((a, d) => a * d, 2)));
+  for (const t of plan) await w.write(t.name, ...parts(bytes, t.shape.reduce((a, d) => a * d, 2)));
   await w.close();
-  const config = { architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: s.hidden, intermediate_size: s.ffn, num_hidden_layers: s.layers, num_attention_heads: s.heads, vocab_size: s.vocab, torch_dtype: 'float16' };
+  const config = {
+    architectures: ['LlamaForCausalLM'],
+    model_type: 'llama',
+    hidden_size: s.hidden,
+    intermediate_size: s.ffn,
+    num_hidden_layers: s.layers,
+    num_attention_heads: s.heads,
+    num_key_value_heads: s.kv / (s.hidden / s.heads),
+    max_position_embeddings: 4096,
+    rms_norm_eps: 1e-5,
+    rope_theta: 10000,
+    vocab_size: s.vocab,
+    torch_dtype: dtype === 'F16' ? 'float16' : 'bfloat16',
+  };
   await fsp.writeFile(path.join(dir, 'config.json'), JSON.stringify(config, null, 2));
 }
 
-/** F16 matrices, F32 norms, and the hyper-parameters llama-quantize reads. */
-async function generateGGUF(file: string, s: Shape, blockBytes: number): Promise<void> {
-  const { f16, ones } = blocks(blockBytes, s.hidden);
-  const tensors: GGUFPlannedTensor[] = llamaTensors(s, true).map(([name, shape]) => ({ name, shape, type: shape.length === 1 ? 'F32' : 'F16' }));
+/** A Llama GGUF: `matrices`-typed matrices (repeating one random block), F32 norms, and the hyper-parameters llama-quantize reads. */
+export async function generateGGUF(file: string, s: Shape, blockBytes: number, matrices: 'F16' | 'F32' = 'F16'): Promise<void> {
+  const block = randomBlock(blockBytes, matrices);
+  const ones = new Uint8Array(new Float32Array(s.hidden).fill(1).buffer);
+  const tensors: GGUFPlannedTensor[] = llamaTensors(s, true).map(([name, shape]) => ({ name, shape, type: shape.length === 1 ? 'F32' : matrices }));
   const headDim = s.hidden / s.heads;
   const w = await GGUFWriter.create(file, {
     entries: [
       { key: 'general.architecture', type: 'string', value: 'llama' },
       { key: 'general.name', type: 'string', value: 'generated 1B-shaped' },
-      { key: 'general.file_type', type: 'u32', value: 1 },
+      { key: 'general.file_type', type: 'u32', value: matrices === 'F16' ? 1 : 0 },
       { key: 'llama.block_count', type: 'u32', value: s.layers },
       { key: 'llama.context_length', type: 'u32', value: 2048 },
       { key: 'llama.embedding_length', type: 'u32', value: s.hidden },
@@ -115,12 +130,12 @@ async function generateGGUF(file: string, s: Shape, blockBytes: number): Promise
     ],
     tensors,
   });
-  for (const t of tensors) await w.write(t.name, ...(t.type === 'F32' ? [ones] : parts(f16, t.shape.reduce((a, d) => a * d, 2))));
+  for (const t of tensors) await w.write(t.name, ...(t.shape.length === 1 ? [ones] : parts(block, t.shape.reduce((a, d) => a * d, matrices === 'F16' ? 2 : 4))));
   await w.close();
 }
 
-/** Seconds to read every file under `p` front to back into one reused buffer: what reading the input alone costs. */
-async function readAll(p: string, buf: Uint8Array): Promise<number> {
+/** The files under `p` (itself when a file), in name order. */
+export async function filesUnder(p: string): Promise<string[]> {
   const files: string[] = [];
   const walk = async (q: string): Promise<void> => {
     const st = await fsp.stat(q);
@@ -128,6 +143,12 @@ async function readAll(p: string, buf: Uint8Array): Promise<number> {
     else files.push(q);
   };
   await walk(p);
+  return files;
+}
+
+/** Seconds to read every file under `p` front to back into one reused buffer: what reading the input alone costs. */
+export async function readAll(p: string, buf: Uint8Array): Promise<number> {
+  const files = await filesUnder(p);
   const t0 = process.hrtime.bigint();
   for (const f of files) {
     const fh = await fsp.open(f, 'r');
@@ -150,7 +171,7 @@ async function readAll(p: string, buf: Uint8Array): Promise<number> {
  * so a run does not pay for the writeback of the one before it (each writes
  * a gigabyte; the kernel throttles writers beyond its dirty-page limit).
  */
-function flushDirtyPages(): void {
+export function flushDirtyPages(): void {
   try {
     execFileSync('sync', { stdio: 'ignore' });
   } catch {
@@ -158,25 +179,10 @@ function flushDirtyPages(): void {
   }
 }
 
-interface ChildRun {
-  /** Wall time of the process, seconds. */
-  wall: number;
-  /** Peak resident set, bytes (GNU time's %M); 0 without /usr/bin/time. */
-  peakRss: number;
-  /** User + system CPU seconds of the process (GNU time's %U + %S); 0 without /usr/bin/time. */
-  cpu: number;
-  stdout: string;
-}
-
-/** Runs a command under GNU time (when present): wall seconds and maximum RSS. */
-async function timed(cmd: string, args: readonly string[]): Promise<ChildRun> {
+/** A `slimtensor quantize` or peer process, timed after the dirty pages are written out. */
+async function timed(cmd: string, args: readonly string[]): Promise<ProcessRun> {
   flushDirtyPages();
-  const gnu = existsSync(GNU_TIME);
-  const t0 = performance.now();
-  const { stdout, stderr } = await promisify(execFile)(gnu ? GNU_TIME : cmd, gnu ? ['-f', 'maxrss-kb %M cpu %U %S', cmd, ...args] : [...args], { cwd: ROOT, maxBuffer: 64 * 1024 * 1024 });
-  const wall = (performance.now() - t0) / 1000;
-  const m = /maxrss-kb (\d+) cpu ([\d.]+) ([\d.]+)/.exec(stderr);
-  return { wall, peakRss: m === null ? 0 : Number(m[1]) * 1024, cpu: m === null ? 0 : Number(m[2]) + Number(m[3]), stdout };
+  return timeProcess(cmd, args, ROOT);
 }
 
 export interface PipelineRun {
@@ -254,7 +260,7 @@ async function measure(
   const slim = async (extra: string[]): Promise<Sample & { r: CompressReport }> => {
     const c = await timed(process.execPath, ['--import', 'tsx', path.join(ROOT, 'lib', 'cli', 'main.ts'), 'quantize', input, '-o', output, '-p', preset, '--threads', String(threads), '--json', '--quiet', '--force', ...extra]);
     const r = JSON.parse(c.stdout) as CompressReport;
-    return { s: r.timeMs / 1000, rss: c.peakRss, cpu: c.cpu, r };
+    return { s: r.timeMs / 1000, rss: c.peakRss, cpu: c.cpuSeconds, r };
   };
   const peerOut = `${output}.llama-quantize`;
   try {
@@ -270,8 +276,8 @@ async function measure(
       let line = `  ${id} run ${i + 1}/${runs}: read alone ${read.toFixed(2)} s, error on ${e.s.toFixed(2)} s (${fmtGBs(gbps(inputBytes, e.s))} GB/s, ${fmtBytes(e.rss)}), --no-error ${n.s.toFixed(2)} s (${fmtGBs(gbps(inputBytes, n.s))} GB/s)`;
       if (peer !== undefined && 'path' in peer) {
         const p = await timed(peer.path, [input, peerOut, LLAMA_TYPE[preset] as string, String(threads)]);
-        peerRuns.push({ s: p.wall, rss: p.peakRss, cpu: p.cpu });
-        line += `, llama-quantize ${p.wall.toFixed(2)} s (${fmtBytes(p.peakRss)})`;
+        peerRuns.push({ s: p.seconds, rss: p.peakRss, cpu: p.cpuSeconds });
+        line += `, llama-quantize ${p.seconds.toFixed(2)} s (${fmtBytes(p.peakRss)})`;
       }
       log(line);
     }

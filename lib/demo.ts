@@ -11,6 +11,9 @@ import { SlimTensorError } from './errors';
 import { GGUFReader } from './formats/gguf';
 import { compressModel, type CompressReport } from './pipeline/compress';
 import { pruneRecipe, type OutputFormat, type Recipe } from './pipeline/recipe';
+import { evaluateAgainst } from './model/evaluate';
+import { loadModel, type Model } from './model/model';
+import { readTokenFile } from './model/tokens';
 
 /** The package root: this file is lib/demo.ts (tsx) or dist/demo.js (built). */
 export const PACKAGE_ROOT = path.join(__dirname, '..');
@@ -18,6 +21,11 @@ export const PACKAGE_ROOT = path.join(__dirname, '..');
 /** The bundled sample model (see models/README.md for its origin and licence). */
 export function bundledModelPath(): string {
   return path.join(PACKAGE_ROOT, 'models', 'stories260K.gguf');
+}
+
+/** The bundled evaluation tokens of the sample model (see scripts/make-eval-tokens.mjs). */
+export function bundledTokensPath(): string {
+  return path.join(PACKAGE_ROOT, 'models', 'stories260K-eval.tokens');
 }
 
 /** One recipe the demo runs. */
@@ -36,10 +44,18 @@ export interface DemoPreset {
 const forTransformers = (id: string, extra: Partial<Recipe> = {}): Recipe => ({ name: id, extends: id.replace(/-mse$/, ''), target: 'transformers', ...extra });
 
 export const DEMO_PRESETS: readonly DemoPreset[] = [
-  { id: 'q4_0', description: 'GGUF Q4_0 (embedding and head Q8_0)', recipe: 'q4_0' },
+  { id: 'q4_0', description: "GGUF Q4_0 as llama-quantize (head Q6_K, here Q8_0: rows of 64)", recipe: 'q4_0' },
   { id: 'q4_0-mse', description: 'GGUF Q4_0, MSE-searched scales', recipe: { name: 'q4_0-mse', extends: 'q4_0', search: 'mse' } },
   { id: 'q4_1', description: 'GGUF Q4_1 (scale + minimum)', recipe: 'q4_1' },
   { id: 'q8_0', description: 'GGUF Q8_0', recipe: 'q8_0' },
+  // The K-quant mixes: llama-quantize's Q4_K_M, Q5_K_M, Q6_K. The bundled
+  // model's rows of 64 and 172 values fit no 256-value super-block, so each
+  // of its tensors takes llama-quantize's fallback (Q4_K → Q5_0, Q5_K →
+  // Q5_1, Q6_K → Q8_0, F16 for the rows of 172): on a model 256 wide or
+  // wider (every released one) they are Q4_K/Q5_K/Q6_K.
+  { id: 'q4_k_m', description: "GGUF Q4_K_M as llama-quantize (here Q5_0 fallbacks: rows of 64)", recipe: 'q4_k_m' },
+  { id: 'q5_k_m', description: "GGUF Q5_K_M as llama-quantize (here Q5_1 / Q8_0 fallbacks)", recipe: 'q5_k_m' },
+  { id: 'q6_k', description: "GGUF Q6_K as llama-quantize (here Q8_0 fallbacks)", recipe: 'q6_k' },
   { id: 'w4a16', description: 'compressed-tensors INT4 symmetric, groups of 128', recipe: forTransformers('w4a16') },
   { id: 'w4a16-mse', description: 'compressed-tensors INT4, groups of 128, MSE-searched scales', recipe: forTransformers('w4a16-mse', { search: 'mse' }) },
   { id: 'w4a16-asym', description: 'compressed-tensors INT4 with zero points, groups of 128', recipe: forTransformers('w4a16-asym') },
@@ -59,6 +75,12 @@ export interface DemoOptions {
   formats?: readonly string[];
   /** Threads per operation. */
   threads?: number;
+  /**
+   * A token file (little-endian int32 ids) to run the original and every
+   * output on, for the perplexity and KL columns. Default: the bundled
+   * tokens when the model is the bundled one; none otherwise.
+   */
+  tokens?: string;
 }
 
 /** A tensor and a reason (kept, or the fallback taken). */
@@ -96,6 +118,9 @@ export interface DemoFormatResult {
   ratio: number;
   /** Wall time of the whole compression (read, quantize, measure, write), in milliseconds. */
   timeMs: number;
+  /** On the evaluation tokens (when the demo has some): perplexity, and KL(original ‖ output) per token. */
+  perplexity?: number;
+  kl?: { mean: number; p99: number; top1Agreement: number };
 }
 
 export interface DemoReport {
@@ -109,6 +134,8 @@ export interface DemoReport {
     bytes: number;
   };
   formats: DemoFormatResult[];
+  /** The evaluation of the outputs (perplexity, KL), or why there is none. */
+  evaluation: { tokens: string; count: number; ctx: number; chunks: number; originalPerplexity: number } | { skipped: string };
   /** The CPU kernel family in use. */
   kernel: string;
   totalMs: number;
@@ -181,21 +208,50 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoReport> {
     bytes: gguf.fileSize,
   };
   await gguf.close();
+  const tokensPath = options.tokens ?? (options.model === undefined ? bundledTokensPath() : undefined);
+  let evaluation: DemoReport['evaluation'] = { skipped: 'no evaluation tokens (pass a token file)' };
+  let base: Model | undefined;
+  let tokens: Int32Array | undefined;
+  const ctxOf = (m: Model): number => Math.min(512, m.contextSize);
+  if (tokensPath !== undefined) {
+    tokens = await readTokenFile(tokensPath);
+    try {
+      base = await loadModel(modelPath, { ...(options.threads !== undefined ? { threads: options.threads } : {}) });
+    } catch (e) {
+      if (!(e instanceof SlimTensorError)) throw e;
+      evaluation = { skipped: `the runtime cannot run ${modelPath}: ${e.message}` };
+    }
+  }
   const tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'slimtensor-demo-'));
   try {
     const formats: DemoFormatResult[] = [];
     for (const p of presets) {
+      const output = path.join(tmp, p.id);
       const r = await compressModel({
         input: modelPath,
-        output: path.join(tmp, p.id),
+        output,
         recipe: p.recipe,
         measureError: true,
         ...(options.threads !== undefined ? { threads: options.threads } : {}),
       });
-      formats.push(summarise(p, r));
+      const f = summarise(p, r);
+      if (base !== undefined && tokens !== undefined) {
+        // Folders written from the GGUF keep its names: its metadata gives the hyper-parameters.
+        const m = await loadModel(output, { hyperparameters: modelPath, ...(options.threads !== undefined ? { threads: options.threads } : {}) });
+        try {
+          const e = await evaluateAgainst(m, base, tokens, { ctx: ctxOf(base) });
+          f.perplexity = e.compressed.perplexity;
+          f.kl = { mean: e.kl.mean, p99: e.kl.p99, top1Agreement: e.kl.top1Agreement };
+          evaluation = { tokens: tokensPath as string, count: tokens.length, ctx: e.ctx, chunks: e.chunks, originalPerplexity: e.original.perplexity };
+        } finally {
+          await m.dispose();
+        }
+      }
+      formats.push(f);
     }
-    return { model, formats, kernel: backends().cpu.kernel, totalMs: performance.now() - started };
+    return { model, formats, evaluation, kernel: backends().cpu.kernel, totalMs: performance.now() - started };
   } finally {
+    await base?.dispose();
     await fsp.rm(tmp, { recursive: true, force: true });
   }
 }

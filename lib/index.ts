@@ -10,6 +10,8 @@ export {
   quantizationErrorSync,
   QuantizedTensor,
   QUANT_FORMATS,
+  GGML_QUANT_FORMATS,
+  ggmlBlockSize,
   type QuantFormat,
   type QuantizeOptions,
   type DequantizeOptions,
@@ -18,6 +20,7 @@ export {
   type FloatDType,
   type Kernel,
 } from './quantize';
+export { gptq, gptqSync, type GptqOptions, type GptqStats, type GptqResult } from './gptq';
 export {
   GGUFReader,
   GGUF_LIMITS,
@@ -32,6 +35,7 @@ export {
   type GGUFValueTypeName,
 } from './formats/gguf';
 export { f32ToF16, f16ToF32, f32ToBf16, bf16ToF32 } from './half';
+export { cast, castSync, type CastOptions } from './cast';
 export {
   matmul,
   matmulSync,
@@ -96,6 +100,7 @@ export {
 } from './formats/safetensors';
 export { GGUFWriter, GGUF_FILE_TYPES, type GGUFPlannedTensor, type GGUFWriterPlan } from './formats/gguf-writer';
 export type { GGUFReadOptions } from './formats/gguf';
+export { readImatrix, parseImatrixDat, imatrixWeights, type ImportanceMatrix, type ImatrixEntry, type ImatrixReadOptions } from './formats/imatrix';
 export {
   compressModel,
   PRESETS,
@@ -114,9 +119,29 @@ export {
   type OutputFormat,
   type Target,
   type PruneLayout,
+  GGUF_MIXES,
+  MIX_NAMES,
+  type MixName,
 } from './pipeline/index';
 export { compareModels, type ComparisonReport, type TensorComparison, type CompareOptions } from './pipeline/compare';
 export { renderReportHtml } from './pipeline/html';
+// BullMQ and ioredis load on first use of the queue, not with slimtensor.
+export {
+  CompressionQueue,
+  enqueueCompression,
+  createWorker,
+  DEFAULT_QUEUE,
+  type CompressionRequest,
+  type CompressionProgress,
+  type CompressionResult,
+  type CompressionWorker,
+  type WorkerOptions,
+  type EnqueueOptions,
+  type EnqueuedJob,
+  type JobOutcome,
+  type WaitOptions,
+  type QueueLocation,
+} from './queue/index';
 export {
   Tokenizer,
   tokenizerFromGguf,
@@ -127,3 +152,27 @@ export {
   type TokenizerModel,
 } from './model/tokenizer';
 export { ggufTokenizerMetadata, type TokenizerMetadataOptions } from './convert/tokenizer-metadata';
+export {
+  loadModel,
+  Model,
+  ACTIVATION_SITES,
+  type LoadModelOptions,
+  type ForwardOptions,
+  type GenerateOptions,
+  type GeneratedToken,
+  type ActivationBatch,
+  type ActivationSite,
+  type LinearInfo,
+} from './model/model';
+export { perplexity, evaluateAgainst, type PerplexityOptions, type PerplexityResult, type ModelEvaluation, type KlStats } from './model/evaluate';
+export { readTokenFile, writeTokenFile } from './model/tokens';
+export { linear, linearSync, linearKernel, type LinearOptions } from './model/linear';
+export type { SamplingOptions } from './model/sampling';
+export {
+  ARCHITECTURES,
+  SUPPORTED_GGUF_ARCHITECTURES,
+  SUPPORTED_HF_CLASSES,
+  type Architecture,
+  type Hyperparameters,
+} from './model/architectures';
+export { convertModel, convertRecipe, OUT_TYPES, type ConvertOptions, type OutType } from './convert/convert-model';

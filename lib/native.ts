@@ -7,6 +7,15 @@ import { SlimTensorError } from './errors';
 /** Argument objects the addon reads (see native/addon/*_binding.cc). */
 export type NativeArgs = Record<string, unknown>;
 
+/** What the gptq binding returns (native/addon/calib_binding.cc). */
+export interface NativeGptqStats {
+  gptqError: number;
+  rtnError: number;
+  dampedError: number;
+  damp: number;
+  deadColumns: number;
+}
+
 export interface ErrorSums {
   sumSqErr: number;
   sumSqRef: number;
@@ -87,8 +96,28 @@ interface Binding {
   spmm24(args: NativeArgs, async: true): Promise<undefined>;
   pruneUnstructured(args: NativeArgs, async: false): NativeUnstructured;
   pruneUnstructured(args: NativeArgs, async: true): Promise<NativeUnstructured>;
+  /** GPTQ (native/addon/calib_binding.cc): fills data/scales/zeros of `args`, returns the error statistics. */
+  gptq(args: NativeArgs, async: false): NativeGptqStats;
+  gptq(args: NativeArgs, async: true): Promise<NativeGptqStats>;
   /** The CPU kernel a spmm24 kernel code resolves to ('reference', 'avx2', 'avx512', 'unavailable'). */
   spmm24Kernel(kernel: number): string;
+  /** The runtime (native/addon/model_binding.cc): a model handle, loading, forward steps. */
+  modelNew(): object;
+  modelLoad(args: NativeArgs, async: true): Promise<{ weightBytes: number; filled: number; linears: string[] }>;
+  /** begin/layers/finish of a forward step; resolves to the cache's filled positions. */
+  modelStep(args: NativeArgs, async: true): Promise<number>;
+  modelCancel(model: object, cancel: boolean): void;
+  modelDispose(model: object): void;
+  modelInfo(model: object): { weightBytes: number; filled: number; linears: string[] };
+  /** One linear layer Y = X·Wᵀ from buffers (tests, benchmarks). */
+  modelLinear(args: NativeArgs, async: false): undefined;
+  modelLinear(args: NativeArgs, async: true): Promise<undefined>;
+  /** Scores rows of logits (nll, and against base logits KL and top-1 agreement) into args' Float64Array/Uint8Array buffers. */
+  modelScore(args: NativeArgs, async: true): Promise<undefined>;
+  /** The kernel set and activations a weight would run with ("avx512/q8", ...). */
+  modelLinearKernel(args: NativeArgs): string;
+  cast(args: NativeArgs, async: false): undefined;
+  cast(args: NativeArgs, async: true): Promise<undefined>;
   /** bench/: clock and FMA-throughput probes (seconds for `iterations`). */
   lowrankProbe(iterations: number): { addSeconds: number; fma256Seconds: number; fma512Seconds: number; gemmKernel: string };
 }

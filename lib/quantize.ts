@@ -1,29 +1,48 @@
-// Group quantization: GGUF blocks (q4_0, q4_1, q8_0) and compressed-tensors
-// INT4/INT8 groups. Validation and output allocation live here; the
+// Group quantization: GGUF blocks (q4_0, q4_1, q5_0, q5_1, q8_0 and the
+// K-quants q2_k..q6_k) and compressed-tensors INT4/INT8 groups. Validation and output allocation live here; the
 // arithmetic is native (native/core/quant/).
 import { fail } from './errors';
 import { binding, callAsync, callSync, type ErrorSums, type NativeArgs } from './native';
 import { checkOptions, FLOAT_DTYPES, kernelCode, sameShape, threadCount, type Kernel } from './options';
 import { assertFixedLength, checkOutMemory, checkOutTensor, checkTensor, dtypeCode, shapeSize, Tensor, uninitializedArray, type DType, type FloatDType } from './tensor';
 
-export type QuantFormat = 'q4_0' | 'q4_1' | 'q8_0' | 'int4' | 'int8';
+export type QuantFormat = 'q4_0' | 'q4_1' | 'q5_0' | 'q5_1' | 'q8_0' | 'q2_k' | 'q3_k' | 'q4_k' | 'q5_k' | 'q6_k' | 'int4' | 'int8';
 
 interface FormatInfo {
   code: number; // native QFormat
   bits: number;
   ggml: boolean;
-  blockBytes: number; // GGUF: bytes per block of 32
+  block: number; // GGUF: values per block (K-quants: super-blocks of 256); int formats: 0
+  blockBytes: number; // GGUF: bytes per block
+  offset: boolean; // GGUF: blocks store a minimum (x ≈ d·q − m) besides the scale
+  search: boolean; // search: 'mse' is implemented
 }
 
 const FORMATS: Record<QuantFormat, FormatInfo> = {
-  q4_0: { code: 0, bits: 4, ggml: true, blockBytes: 18 },
-  q4_1: { code: 1, bits: 4, ggml: true, blockBytes: 20 },
-  q8_0: { code: 2, bits: 8, ggml: true, blockBytes: 34 },
-  int4: { code: 3, bits: 4, ggml: false, blockBytes: 0 },
-  int8: { code: 4, bits: 8, ggml: false, blockBytes: 0 },
+  q4_0: { code: 0, bits: 4, ggml: true, block: 32, blockBytes: 18, offset: false, search: true },
+  q4_1: { code: 1, bits: 4, ggml: true, block: 32, blockBytes: 20, offset: true, search: true },
+  q5_0: { code: 5, bits: 5, ggml: true, block: 32, blockBytes: 22, offset: false, search: false },
+  q5_1: { code: 6, bits: 5, ggml: true, block: 32, blockBytes: 24, offset: true, search: false },
+  q8_0: { code: 2, bits: 8, ggml: true, block: 32, blockBytes: 34, offset: false, search: true },
+  q2_k: { code: 7, bits: 2, ggml: true, block: 256, blockBytes: 84, offset: true, search: false },
+  q3_k: { code: 8, bits: 3, ggml: true, block: 256, blockBytes: 110, offset: false, search: false },
+  q4_k: { code: 9, bits: 4, ggml: true, block: 256, blockBytes: 144, offset: true, search: false },
+  q5_k: { code: 10, bits: 5, ggml: true, block: 256, blockBytes: 176, offset: true, search: false },
+  q6_k: { code: 11, bits: 6, ggml: true, block: 256, blockBytes: 210, offset: false, search: false },
+  int4: { code: 3, bits: 4, ggml: false, block: 0, blockBytes: 0, offset: false, search: true },
+  int8: { code: 4, bits: 8, ggml: false, block: 0, blockBytes: 0, offset: false, search: true },
 };
 export const QUANT_FORMATS = Object.keys(FORMATS) as QuantFormat[];
-const GGML_BLOCK = 32;
+/** The GGUF formats (blocks with the scales inside), in QUANT_FORMATS order. */
+export const GGML_QUANT_FORMATS = QUANT_FORMATS.filter((f) => FORMATS[f].ggml);
+/** Values per GGUF block of `format` (32; 256 for the K-quants' super-blocks); 0 for int4/int8. */
+export function ggmlBlockSize(format: QuantFormat): number {
+  return formatInfo(format, 'ggmlBlockSize').block;
+}
+/** Whether `search: 'mse'` is implemented for `format` (q4_0, q4_1, q8_0, int4, int8). */
+export function hasMseSearch(format: QuantFormat): boolean {
+  return formatInfo(format, 'hasMseSearch').search;
+}
 const DEFAULT_GROUP = 128;
 
 export interface QuantizeOptions {
@@ -35,12 +54,21 @@ export interface QuantizeOptions {
   /** int4/int8: dtype of the stored scales. Default: the input's dtype if 16-bit, else f16. */
   scaleDtype?: FloatDType;
   /**
-   * 'none' (default): scales from the group's extremes — for GGUF formats
-   * byte-identical to llama.cpp's reference quantizers. 'mse': each group's
-   * scale (and offset) chosen to minimise its squared error.
+   * 'none' (default): GGUF formats byte-identical to ggml's quantizers
+   * (llama.cpp's importance-weighted ones when `importance` is given);
+   * int4/int8 scales from the group's extremes. 'mse' (q4_0, q4_1, q8_0,
+   * int4, int8): slimtensor's own search, each group's scale (and offset)
+   * chosen to minimise its (importance-weighted) squared error.
    */
   search?: 'none' | 'mse';
-  /** Per-input-channel weights of the squared error (length = last dimension). Implies search 'mse'. */
+  /**
+   * Per-input-channel importance (length = last dimension, finite, >= 0),
+   * e.g. llama.cpp's imatrix (mean squared activation of each input).
+   * GGUF formats: selects llama.cpp's importance-weighted quantizer, the
+   * bytes of `ggml_quantize_chunk(type, x, out, 0, rows, cols, imatrix)`;
+   * q8_0 ignores it, as ggml does. With search 'mse' it weighs slimtensor's
+   * search instead. int4/int8: weighs the 'mse' search (implied).
+   */
   importance?: Float32Array;
   /** NaN/Inf in the input: 'error' (default, ERR_VALUE naming the first) or 'zero' (quantized as 0). */
   nonFinite?: 'error' | 'zero';
@@ -67,7 +95,8 @@ export interface QuantizedTensorParts {
 
 /**
  * A quantized tensor. GGUF formats: `data` is the Uint8Array of blocks
- * (rows × cols/32 blocks, the scale inside each block). int4/int8: `data`
+ * (rows × cols/block blocks of ggml's layout, the scales inside each block;
+ * block = 32 values, 256 for the K-quants). int4/int8: `data`
  * holds the codes biased by +8/+128 and packed into int32 words along each
  * row (compressed-tensors `weight_packed`), `scales` is [rows, groups] and,
  * when asymmetric, `zeros` the int8 zero points [rows, groups].
@@ -79,7 +108,7 @@ export class QuantizedTensor {
   readonly data: Uint8Array | Int32Array;
   readonly scales: Tensor<FloatDType> | undefined;
   readonly zeros: Tensor<'i8'> | undefined;
-  /** Values per scale: 32 for GGUF formats. */
+  /** int4/int8: values per scale. GGUF formats: values per block (32; 256 for the K-quants). */
   readonly groupSize: number;
 
   constructor(parts: QuantizedTensorParts) {
@@ -89,7 +118,7 @@ export class QuantizedTensor {
     shapeSize(parts.shape, where);
     this.shape = Object.freeze(parts.shape.slice());
     const [rows, cols] = rowsCols(this.shape);
-    this.groupSize = info.ggml ? GGML_BLOCK : (parts.groupSize ?? cols);
+    this.groupSize = info.ggml ? info.block : (parts.groupSize ?? cols);
     checkGroup(this.format, this.shape, this.groupSize, where);
     const sizes = byteSizes(info, rows, cols, this.groupSize);
     const expectData = info.ggml ? Uint8Array : Int32Array;
@@ -115,9 +144,9 @@ export class QuantizedTensor {
     }
   }
 
-  /** Zero point 0 (no `zeros`). Always true for q4_0/q8_0, false for q4_1. */
+  /** Zero point 0 (no `zeros`). GGUF formats: false when the blocks store a minimum (q4_1, q5_1, q2_k, q4_k, q5_k). */
   get symmetric(): boolean {
-    if (this.format === 'q4_1') return false;
+    if (FORMATS[this.format].offset) return false;
     return this.zeros === undefined;
   }
 
@@ -171,7 +200,7 @@ function checkGroup(format: QuantFormat, shape: readonly number[], group: number
 }
 
 function byteSizes(info: FormatInfo, rows: number, cols: number, group: number): { data: number; groups: number } {
-  if (info.ggml) return { data: rows * (cols / GGML_BLOCK) * info.blockBytes, groups: 0 };
+  if (info.ggml) return { data: rows * (cols / info.block) * info.blockBytes, groups: 0 };
   const words = Math.ceil((cols * info.bits) / 32);
   return { data: rows * words * 4, groups: rows * (cols / group) };
 }
@@ -190,9 +219,9 @@ export function planQuantize(t: Tensor, options: QuantizeOptions, where: string)
   const format = o.format as QuantFormat;
   const [rows, cols] = t.matrixShape();
 
-  let group = GGML_BLOCK;
+  let group = info.block;
   if (info.ggml) {
-    if (o.groupSize !== undefined && o.groupSize !== GGML_BLOCK) fail(where, 'ERR_VALUE', `${format} uses fixed blocks of 32 values; groupSize ${String(o.groupSize)} does not apply`);
+    if (o.groupSize !== undefined && o.groupSize !== info.block) fail(where, 'ERR_VALUE', `${format} uses fixed blocks of ${info.block} values; groupSize ${String(o.groupSize)} does not apply`);
     if (o.symmetric !== undefined) fail(where, 'ERR_VALUE', `${format} has a fixed scheme; symmetric does not apply`);
     if (o.scaleDtype !== undefined && o.scaleDtype !== 'f16') fail(where, 'ERR_VALUE', `${format} stores f16 scales; scaleDtype ${String(o.scaleDtype)} does not apply`);
   } else {
@@ -206,12 +235,15 @@ export function planQuantize(t: Tensor, options: QuantizeOptions, where: string)
   if (!FLOAT_DTYPES.includes(scaleDtype)) fail(where, 'ERR_DTYPE', `options.scaleDtype must be f16, bf16 or f32; got ${JSON.stringify(scaleDtype)}`);
 
   let search = o.search;
-  if (search === undefined) search = o.importance !== undefined ? 'mse' : 'none';
+  if (search === undefined) search = o.importance !== undefined && !info.ggml ? 'mse' : 'none';
   if (search !== 'none' && search !== 'mse') fail(where, 'ERR_VALUE', `options.search must be 'none' or 'mse'; got ${JSON.stringify(search)}`);
+  if (search === 'mse' && !info.search) {
+    fail(where, 'ERR_VALUE', `search: 'mse' is implemented for q4_0, q4_1, q8_0, int4 and int8, not ${format}; ${format}'s importance-weighted quantizer is llama.cpp's (importance without search)`);
+  }
   if (o.importance !== undefined) {
     if (!(o.importance instanceof Float32Array)) fail(where, 'ERR_VALUE', 'options.importance must be a Float32Array');
     assertFixedLength(o.importance, where, 'options.importance');
-    if (search !== 'mse') fail(where, 'ERR_VALUE', "options.importance weights the search; it needs search: 'mse'");
+    if (search !== 'mse' && !info.ggml) fail(where, 'ERR_VALUE', "options.importance on int4/int8 weighs the search; it needs search: 'mse'");
     if (o.importance.length !== cols) fail(where, 'ERR_SHAPE', `options.importance has ${o.importance.length} values; the input's last dimension is ${cols}`);
     for (let i = 0; i < o.importance.length; i++) {
       const v = o.importance[i] as number;

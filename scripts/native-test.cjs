@@ -111,6 +111,70 @@ const ROOMS = [
     isas: ['all', 'avx2', 'scalar'],
   },
   {
+    // The runtime core: the thread team, every weight format's matmul on
+    // every kernel set against a double product, a tiny model from a file on
+    // each set, the errors, logit scoring. It links the rooms it calls
+    // (quant for embedding rows, sparse for 2:4, lowrank's GEMM for float
+    // weights).
+    name: 'model',
+    test: 'test/native/model_core_test.cc',
+    sources: [
+      'native/core/quant/quant.cc',
+      'native/core/quant/quant_ref.cc',
+      'native/core/sparse/sparse.cc',
+      'native/core/sparse/sparse_ref.cc',
+      'native/core/lowrank/gemm.cc',
+      'native/core/lowrank/gemm_ref.cc',
+      'native/core/model/matmul.cc',
+      'native/core/model/matmul_ref.cc',
+      'native/core/model/forward.cc',
+      'native/core/model/team.cc',
+      'native/core/model/score.cc',
+    ],
+    simd: [
+      ['native/core/model/matmul_avx2.cc', AVX2],
+      ['native/core/model/matmul_avx512.cc', x64 ? [...AVX512, '-mavx512vnni'] : []],
+      ['native/core/quant/quant_avx2.cc', AVX2],
+      ['native/core/quant/quant_avx512.cc', AVX512],
+      ['native/core/sparse/sparse_avx2.cc', AVX2],
+      ['native/core/sparse/sparse_avx512.cc', AVX512],
+      ['native/core/lowrank/gemm_avx2.cc', AVX2],
+      ['native/core/lowrank/gemm_avx512.cc', AVX512],
+    ],
+    isas: ['all', 'avx2', 'scalar'],
+  },
+  {
+    // GPTQ on the quant room's formats and the lowrank room's GEMM and
+    // Cholesky: their files come along (the kernels are theirs).
+    name: 'calib',
+    test: 'test/native/calib_test.cc',
+    sources: [
+      'native/core/calib/gptq.cc',
+      'native/core/quant/quant.cc',
+      'native/core/quant/quant_ref.cc',
+      'native/core/lowrank/gemm.cc',
+      'native/core/lowrank/gemm_ref.cc',
+      'native/core/lowrank/la_ref.cc',
+      'native/core/lowrank/linalg.cc',
+    ],
+    simd: [
+      ['native/core/quant/quant_avx2.cc', AVX2],
+      ['native/core/quant/quant_avx512.cc', AVX512],
+      ['native/core/lowrank/gemm_avx2.cc', AVX2],
+      ['native/core/lowrank/la_avx2.cc', AVX2],
+      ['native/core/lowrank/gemm_avx512.cc', AVX512],
+    ],
+    isas: ['all', 'scalar'],
+  },
+  {
+    // f32/f16/bf16 conversion; no AVX-512 kernel, so 'avx2' would repeat 'all'.
+    name: 'cast',
+    test: 'test/native/cast_core_test.cc',
+    sources: ['native/core/cast/cast.cc', 'native/core/cast/cast_ref.cc'],
+    simd: [['native/core/cast/cast_avx2.cc', AVX2]],
+    isas: ['all', 'scalar'],
+  },
+  {
     // The thread pool alone (cpu.cc): exceptions thrown by bodies reach the
     // caller. It runs no kernel, so one ISA setting is enough.
     name: 'pool',

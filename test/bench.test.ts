@@ -30,10 +30,22 @@ interface CaseResult {
   identical: { bytes: number; mismatches: number } | null;
   perThreads: ThreadResult[];
 }
+interface GgmlCase {
+  id: string;
+  perThreads: ThreadResult[];
+  avx2: ThreadResult | null;
+  ggmlRatio: number | null;
+  ggmlSamePath: unknown;
+  opsPerValue: number | null;
+  ofCeiling: number | null;
+  rmse: number;
+}
 interface Report {
   machine: { kernel: string; threads: number };
-  benchmarks: { quantize: { copy: { threads: number; gbps: number }[]; cases: CaseResult[] } };
+  benchmarks: { quantize: { copy: { threads: number; gbps: number }[]; cases: CaseResult[]; ggml: { peakGflops: number; peer: unknown; chunkPeer: { missing?: string }; cases: GgmlCase[] } } };
 }
+// The GGUF formats compared with ggml (each without and with importance).
+const GGML_IDS = ['q4_k', 'q5_k', 'q6_k', 'q3_k', 'q2_k', 'q5_0', 'q5_1'].flatMap((f) => [f, `${f}-imatrix`]);
 
 const positiveFinite = (v: unknown): boolean => typeof v === 'number' && Number.isFinite(v) && v > 0;
 
@@ -81,6 +93,27 @@ describe('bench: quantize --quick --json', function () {
       for (const p of c.reuse) expect(positiveFinite(p.gbps) && positiveFinite(p.copyRatio), `${c.id} reuse at ${p.threads}`).to.equal(true);
       expect(Number.isFinite(c.rmse) && c.rmse >= 0, `${c.id}: rmse ${c.rmse}`).to.equal(true);
       expect(positiveFinite(c.bitsPerWeight), `${c.id}: bits/weight ${c.bitsPerWeight}`).to.equal(true);
+    }
+  });
+
+  it('reports the K-quants and Q5 formats, with and without importance, against their arithmetic ceiling', function () {
+    const g = report.benchmarks.quantize.ggml;
+    expect(positiveFinite(g.peakGflops)).to.equal(true);
+    // --quick skips the ggml peer (it times 4096×4096 and takes seconds per type)
+    expect(g.peer).to.equal(null);
+    expect(g.chunkPeer.missing).to.be.a('string');
+    expect(g.cases.map((c) => c.id)).to.deep.equal(GGML_IDS);
+    const threads = report.benchmarks.quantize.copy.map((c) => c.threads);
+    for (const c of g.cases) {
+      expect(c.perThreads.map((p) => p.threads), c.id).to.deep.equal(threads);
+      for (const p of c.perThreads) expect(positiveFinite(p.gbps) && positiveFinite(p.copyRatio), `${c.id} at ${p.threads}`).to.equal(true);
+      if (report.machine.kernel !== 'scalar') expect(positiveFinite(c.avx2?.gbps), `${c.id} avx2`).to.equal(true);
+      expect(c.ggmlRatio, c.id).to.equal(null);
+      expect(c.ggmlSamePath, c.id).to.equal(null);
+      // every search has an operation count; only plain q5_0/q5_1 (no search) do not
+      expect(c.opsPerValue === null, c.id).to.equal(c.id === 'q5_0' || c.id === 'q5_1');
+      if (c.opsPerValue !== null) expect(positiveFinite(c.ofCeiling), c.id).to.equal(true);
+      expect(positiveFinite(c.rmse), c.id).to.equal(true);
     }
   });
 

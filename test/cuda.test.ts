@@ -117,15 +117,26 @@ interface Variant {
   options: QuantizeOptions;
 }
 
+/** GGUF formats whose rows are super-blocks of 256 values. */
+const isK = (format: QuantFormat): boolean => format.endsWith('_k');
+/** Formats with slimtensor's search: 'mse'. */
+const hasMse = (format: QuantFormat): boolean => ['q4_0', 'q4_1', 'q8_0', 'int4', 'int8'].includes(format);
+
+// search 'none' on GGUF formats comes without and with importance (ggml's
+// reference and llama.cpp's weighted quantizers); 'mse' only where it exists.
 function variants(format: QuantFormat, search: 'none' | 'mse', dtype: FloatDType, seed: number): Variant[] {
   const rows = 37;
   const out: Variant[] = [];
-  const shapes = format.startsWith('q')
-    ? [{ cols: 96, extra: {} }, { cols: 32, extra: {} }]
-    : INT_VARIANTS.map(({ cols, ...extra }) => ({ cols, extra }));
+  if (search === 'mse' && !hasMse(format)) return out;
+  const ggml = format.startsWith('q');
+  const shapes = isK(format)
+    ? [{ cols: 512, extra: {} }, { cols: 256, extra: {} }]
+    : ggml
+      ? [{ cols: 96, extra: {} }, { cols: 32, extra: {} }]
+      : INT_VARIANTS.map(({ cols, ...extra }) => ({ cols, extra }));
   for (const { cols, extra } of shapes) {
     for (const nonFinite of ['error', 'zero'] as const) {
-      for (const weighted of search === 'mse' ? [false, true] : [false]) {
+      for (const weighted of search === 'mse' || ggml ? [false, true] : [false]) {
         const options: QuantizeOptions = { format, search, nonFinite, ...extra };
         if (weighted) options.importance = importance(cols, seed + cols);
         out.push({
@@ -183,7 +194,7 @@ function gpuBinding(ctx: Mocha.Context): RawBinding {
   return skip(ctx, `no CUDA device: ${b.backends().cuda.reason ?? 'unknown'} (${where})`);
 }
 
-const FORMATS: QuantFormat[] = ['q4_0', 'q4_1', 'q8_0', 'int4', 'int8'];
+const FORMATS: QuantFormat[] = ['q4_0', 'q4_1', 'q8_0', 'int4', 'int8', 'q5_0', 'q5_1', 'q2_k', 'q3_k', 'q4_k', 'q5_k', 'q6_k'];
 const DTYPES: FloatDType[] = ['f32', 'f16', 'bf16'];
 
 // ---------------------------------------------------------------------------
@@ -223,7 +234,7 @@ describe('cuda: the CUDA build (build-cuda/Release)', () => {
     const cudaBuild = requireCudaBuild<RawBinding>(this, 'quantize');
     const c = cudaBuild.backends().cuda;
     if (c.available) skip(this, 'a CUDA device is available; the comparison tests below exercise it');
-    const t = Tensor.from(new Float32Array(64).fill(1), [2, 32]);
+    const t = Tensor.from(new Float32Array(512).fill(1), [2, 256]);
     for (const format of FORMATS) {
       const { args } = planQuantize(t, { format, kernel: 'cuda', groupSize: format.startsWith('q') ? undefined : 32 }, 'test');
       const e = await rejected(cudaBuild.quantize(args, true));
@@ -308,11 +319,11 @@ describe('cuda: CUDA kernels equal the CPU reference byte for byte (needs a GPU)
 
   it('the first non-finite value is named the same way', function () {
     const gpu = gpuBinding(this);
-    const x = new Float32Array(300 * 64).fill(0.25);
-    x[250 * 64 + 9] = Infinity;
-    x[17 * 64 + 40] = NaN;
-    x[17 * 64 + 41] = -Infinity;
-    const t = Tensor.from(x, [300, 64]);
+    const x = new Float32Array(300 * 256).fill(0.25);
+    x[250 * 256 + 9] = Infinity;
+    x[17 * 256 + 40] = NaN;
+    x[17 * 256 + 41] = -Infinity;
+    const t = Tensor.from(x, [300, 256]);
     for (const format of FORMATS) {
       const options: QuantizeOptions = { format, groupSize: format.startsWith('q') ? undefined : 16 };
       const ref = runQuantize(gpu, t, { ...options, kernel: 'reference' });
@@ -330,7 +341,7 @@ describe('cuda: CUDA kernels equal the CPU reference byte for byte (needs a GPU)
       for (const chunk of ['1', '3000']) {
         process.env.SLIMTENSOR_CUDA_CHUNK_BYTES = chunk; // 1: one row per chunk
         for (const format of FORMATS) {
-          const v = variants(format, 'mse', 'f16', 7)[1] as Variant;
+          const v = variants(format, hasMse(format) ? 'mse' : 'none', 'f16', 7)[1] as Variant;
           const ref = runQuantize(gpu, v.input, { ...v.options, kernel: 'reference' });
           const dev = runQuantize(gpu, v.input, { ...v.options, kernel: 'cuda' });
           expect(compareQuantized(ref, dev), `${format} chunk ${chunk}`).to.deep.equal([]);

@@ -56,7 +56,7 @@ describe('demo on the bundled stories260K', () => {
     for (const f of report.formats) {
       const gguf = f.id.startsWith('q');
       expect(f.format, f.id).to.equal(gguf ? 'gguf' : 'compressed-tensors');
-      // GGUF: 30 matrices + embedding and head at Q8_0 (the 5 ffn_down fall back to F16);
+      // GGUF: 30 matrices + embedding and head (the 5 ffn_down fall back to F16);
       // compressed-tensors: the 35 block matrices (embedding and head kept).
       expect(f.quantized, f.id).to.equal(gguf ? 32 : 35);
       expect(f.kept.length, f.id).to.equal(gguf ? 11 : 13);
@@ -74,16 +74,24 @@ describe('demo on the bundled stories260K', () => {
 
   it('stores the bits per weight each recipe implies', () => {
     const m = byId(report);
-    const emb = 2 * 512 * 64; // embedding and head, Q8_0 in GGUF recipes
+    const emb = 512 * 64; // the embedding, and the head of the same shape
+    const v = 32 * 64; // attn_v of one block
     const mats = 5 * 4 * 64 * 64 - 5 * 2 * 32 * 64 + 5 * 2 * 172 * 64; // q, o [64,64]; k, v [32,64]; gate, up [172,64]
-    const gguf = (id: string, bits: number): void => {
+    // bits of the embedding and the other matrices; the head is Q8_0 in every GGUF recipe here
+    // (Q6_K needs rows of 256), and so are Q4_K_M's and Q5_K_M's attn_v on the blocks use_more_bits picks (2 and 4)
+    const gguf = (id: string, bits: number, promotedV = 0): void => {
       const f = get(m, id);
-      expect(f.weights, id).to.equal(emb + mats);
-      expect(f.bitsPerWeight, id).to.be.closeTo((emb * 8.5 + mats * bits) / (emb + mats), 1e-9);
+      expect(f.weights, id).to.equal(2 * emb + mats);
+      const total = emb * bits + emb * 8.5 + (mats - promotedV * v) * bits + promotedV * v * 8.5;
+      expect(f.bitsPerWeight, id).to.be.closeTo(total / (2 * emb + mats), 1e-9);
     };
     gguf('q4_0', 4.5);
     gguf('q4_1', 5);
     gguf('q8_0', 8.5);
+    // the K-quants fall back: Q4_K -> Q5_0 (5.5 bits), Q5_K -> Q5_1 (6), Q6_K -> Q8_0
+    gguf('q4_k_m', 5.5, 2);
+    gguf('q5_k_m', 6, 2);
+    gguf('q6_k', 8.5);
     // compressed-tensors: every matrix takes one group per row (rows of 64 or 172 do not
     // fit groups of 128); scales in the model's dtype (f32), plus the I64 weight_shape.
     const shapes = [[64, 64], [32, 64], [32, 64], [64, 64], [172, 64], [172, 64], [64, 172]] as const;
@@ -121,16 +129,37 @@ describe('demo on the bundled stories260K', () => {
     expect(rmse('w4a16-mse')).to.be.at.most(rmse('w4a16'));
     expect(rmse('w4a16-asym')).to.be.below(rmse('w4a16'));
     expect(rmse('q4_1')).to.be.below(rmse('q4_0'));
+    // the fallbacks: Q5_0 beats Q4_0 and Q4_1; Q6_K's fallback is Q8_0 throughout, as q8_0
+    expect(rmse('q4_k_m')).to.be.below(rmse('q4_1'));
+    expect(rmse('q5_k_m')).to.be.below(rmse('q4_k_m'));
+    expect(rmse('q6_k')).to.equal(rmse('q8_0'));
     // Pruning half the weights loses more than any 4-bit grid.
     for (const id of DEMO_PRESET_IDS.filter((x) => x !== '2of4')) expect(rmse(id), id).to.be.below(rmse('2of4'));
   });
 
-  it('GGUF recipes fall back to F16 for the rows of 172; int recipes to one group per row', () => {
+  it("GGUF recipes take llama-quantize's fallbacks (F16 for the rows of 172, K-quants to 32-value blocks); int recipes one group per row", () => {
     const ffnDown = [0, 1, 2, 3, 4].map((i) => `blk.${i}.ffn_down.weight`);
+    const k256 = 'rows of 64 values are not a multiple of the 256-value block';
     for (const f of report.formats) {
       if (f.format === 'gguf') {
-        expect(f.fallbacks.map((s) => s.name), f.id).to.deep.equal(ffnDown);
-        for (const s of f.fallbacks) expect(s.reason).to.equal('rows of 172 values are not a multiple of the 32-value block: F16');
+        const k = f.id.includes('_k');
+        const down = f.fallbacks.filter((s) => s.name.includes('ffn_down'));
+        expect(down.map((s) => s.name), f.id).to.deep.equal(ffnDown);
+        for (const s of down) expect(s.reason).to.equal(`rows of 172 values are not a multiple of the ${k ? 256 : 32}-value block: F16`);
+        const others = new Map<string, number>();
+        for (const s of f.fallbacks.filter((x) => !x.name.includes('ffn_down'))) others.set(s.reason, (others.get(s.reason) ?? 0) + 1);
+        // the head's Q6_K -> Q8_0 (q8_0 keeps Q8_0; a K-quant mix chooses Q8_0 for it outright, its rows
+        // not fitting the base type); a K-quant mix: every other matrix too (Q6_K attn_v on blocks 2 and 4 -> Q8_0)
+        const want: Record<string, [string, number][]> = {
+          q4_0: [[`${k256}: Q8_0`, 1]],
+          'q4_0-mse': [[`${k256}: Q8_0`, 1]],
+          q4_1: [[`${k256}: Q8_0`, 1]],
+          q8_0: [],
+          q4_k_m: [[`${k256}: Q8_0`, 2], [`${k256}: Q5_0`, 29]],
+          q5_k_m: [[`${k256}: Q8_0`, 2], [`${k256}: Q5_1`, 29]],
+          q6_k: [[`${k256}: Q8_0`, 31]],
+        };
+        expect([...others].sort(), f.id).to.deep.equal((want[f.id] as [string, number][]).sort());
       } else if (f.id === '2of4') {
         // every row length (64, 172) is a multiple of 4
         expect(f.fallbacks, f.id).to.deep.equal([]);
@@ -178,10 +207,10 @@ describe('demo on another model', () => {
     const w = writeGGUF({
       kv: [['general.architecture', { type: 'string', value: 'test' }]],
       tensors: [
-        { name: 'a', dims: [64, 8], typeId: GGML.F16, data: f16(512, 1) },
-        { name: 'b', dims: [48, 4], typeId: GGML.F16, data: f16(192, 2) },
-        { name: 'norm', dims: [64], typeId: GGML.F16, data: f16(64, 3) },
-        { name: 'q', dims: [32, 2], typeId: GGML.Q8_0, data: new Uint8Array(68) },
+        { name: 'blk.0.a.weight', dims: [64, 8], typeId: GGML.F16, data: f16(512, 1) },
+        { name: 'blk.0.b.weight', dims: [48, 4], typeId: GGML.F16, data: f16(192, 2) },
+        { name: 'blk.0.attn_norm.weight', dims: [64], typeId: GGML.F16, data: f16(64, 3) },
+        { name: 'blk.0.q.weight', dims: [32, 2], typeId: GGML.Q8_0, data: new Uint8Array(68) },
       ],
     });
     await fsp.writeFile(file, w.bytes);
@@ -192,8 +221,9 @@ describe('demo on another model', () => {
     expect(r.formats.map((f) => f.id)).to.deep.equal(['q4_0', 'q8_0']);
     const q4 = r.formats[0] as DemoFormatResult;
     expect(q4.quantized).to.equal(1);
-    expect(q4.fallbacks).to.deep.equal([{ name: 'b', reason: 'rows of 48 values are not a multiple of the 32-value block: F16' }]);
-    expect(q4.kept.map((k) => k.name)).to.deep.equal(['b', 'norm', 'q']);
+    expect(q4.fallbacks).to.deep.equal([{ name: 'blk.0.b.weight', reason: 'rows of 48 values are not a multiple of the 32-value block: F16' }]);
+    // in llama-quantize's order (by name within a block)
+    expect(q4.kept.map((k) => k.name)).to.deep.equal(['blk.0.attn_norm.weight', 'blk.0.b.weight', 'blk.0.q.weight']);
     expect(q4.kept[2]?.reason).to.include('already quantized');
     expect(q4.originalBytes).to.equal(512 * 2);
     expect(q4.quantizedBytes).to.equal(16 * 18);
@@ -201,7 +231,7 @@ describe('demo on another model', () => {
     let e: unknown;
     await runDemo({ model: file, formats: ['w4a16'] }).catch((x: unknown) => (e = x));
     expect((e as SlimTensorError).code).to.equal('ERR_UNSUPPORTED');
-    expect((e as SlimTensorError).message).to.include("'q'");
+    expect((e as SlimTensorError).message).to.include("'blk.0.q.weight'");
   });
 
   it('rejects unknown formats and non-GGUF files', async () => {
@@ -218,7 +248,8 @@ describe('demo on another model', () => {
 });
 
 describe('slimtensor CLI', function () {
-  this.timeout(60_000);
+  // the demo runs every output on the bundled tokens (PPL / KL columns): seconds alone, a minute on a crowded machine
+  this.timeout(120_000);
 
   it('demo --json prints every requested format', async () => {
     const r = await cli(['demo', '--json', '--formats', 'q8_0,w4a16', '--formats', 'q4_0']);

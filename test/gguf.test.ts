@@ -404,17 +404,41 @@ describe('GGUFReader: synthetic files', () => {
     expect(e.message).to.include('maxHeaderBytes');
   });
 
+  it("reads llama-quantize's K-quant and Q5 blocks as QuantizedTensors that dequantize", async () => {
+    // llama-quantize's Q4_K_M of a generated model (test/fixtures/llama-quantize): Q4_K and Q6_K tensors
+    const g = await GGUFReader.open(path.join(__dirname, 'fixtures', 'llama-quantize', 'a.q4_k_m.gguf'));
+    try {
+      const seen = new Set<string>();
+      for (const info of g.tensors) {
+        expect(GGUFReader.canRead(info), info.name).to.equal(true);
+        const t = await g.readTensor(info);
+        if (!(t instanceof QuantizedTensor)) continue;
+        seen.add(t.format);
+        expect(t.format.toUpperCase()).to.equal(info.type);
+        const x = dequantizeSync(t).data as Float32Array;
+        // the generated weights are N(0, 0.02²) with rare 8x outliers
+        let ss = 0;
+        for (const v of x) ss += v * v;
+        expect(Math.sqrt(ss / x.length), info.name).to.be.within(0.015, 0.03);
+      }
+      expect([...seen].sort()).to.deep.equal(['q4_k', 'q6_k']);
+    } finally {
+      await g.close();
+    }
+  });
+
   it('reports unsupported tensor types on read, and still returns their raw bytes', async () => {
-    const blocks = Uint8Array.from({ length: 144 * 2 }, (_, i) => i & 0xff);
-    const file = await writeTemp(writeGGUF({ kv: [ARCH], tensors: [{ name: 'k', dims: [256, 2], typeId: GGML.Q4_K, data: blocks }] }).bytes);
+    // Q8_K (id 15): ggml's intermediate type for dot products, never stored by slimtensor
+    const blocks = Uint8Array.from({ length: 292 * 2 }, (_, i) => i & 0xff);
+    const file = await writeTemp(writeGGUF({ kv: [ARCH], tensors: [{ name: 'k', dims: [256, 2], typeId: 15, data: blocks }] }).bytes);
     const g = await GGUFReader.open(file);
     try {
       const info = g.tensors[0];
-      expect(info).to.include({ type: 'Q4_K', byteLength: 288 });
+      expect(info).to.include({ type: 'Q8_K', byteLength: 584 });
       expect(GGUFReader.canRead(info as NonNullable<typeof info>)).to.equal(false);
       const e = await rejection(g.readTensor('k'));
       expect(e.code).to.equal('ERR_UNSUPPORTED');
-      expect(e.message).to.include("'k'").and.include('Q4_K');
+      expect(e.message).to.include("'k'").and.include('Q8_K');
       expect(await g.readTensorBytes('k')).to.deep.equal(blocks);
       expect((await rejection(g.readTensor('missing'))).code).to.equal('ERR_VALUE');
     } finally {

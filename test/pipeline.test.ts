@@ -10,8 +10,8 @@ import { GGUFReader, lowRank, matmul, pruneSync, quantizeSync, SlimTensorError, 
 import { compressModel, type CompressProgress, type CompressReport } from '../lib/pipeline/compress';
 import { compareModels } from '../lib/pipeline/compare';
 import { renderReportHtml } from '../lib/pipeline/html';
-import { convertFloats } from '../lib/pipeline/convert';
 import { PRESETS, pruneRecipe, resolveRecipe, planTensor } from '../lib/pipeline/recipe';
+import { llamaQuantizeOrder, planMix } from '../lib/pipeline/gguf-mix';
 import { SafetensorsModel } from '../lib/formats/safetensors';
 import { f16ToF32, f32ToF16 } from '../lib/half';
 import { bytesOf, rejected } from './support/assert';
@@ -72,14 +72,20 @@ describe('pipeline', function () {
   });
 
   describe('recipes', () => {
-    const plan = (recipe: Parameters<typeof resolveRecipe>[0], name: string, shape: number[], format: 'gguf' | 'compressed-tensors' = 'gguf', floatDtype: 'f32' | 'f16' | 'Q8_0' = 'f32') =>
-      planTensor({ name, shape, floatDtype: floatDtype === 'Q8_0' ? undefined : floatDtype, storage: floatDtype.toUpperCase() }, resolveRecipe(recipe), format);
+    const plan = (recipe: Parameters<typeof resolveRecipe>[0], name: string, shape: number[], format: 'gguf' | 'compressed-tensors' = 'gguf', floatDtype: 'f32' | 'f16' | 'Q8_0' = 'f32') => {
+      const r = resolveRecipe(recipe);
+      // a mix is planned over the model: here the tensor and an output head
+      const tensors = name === 'output.weight' ? [{ name, shape }] : [{ name: 'output.weight', shape: [96, 64] }, { name, shape }];
+      const mix = r.mix === undefined ? undefined : planMix(r.mix, tensors, { architecture: 'llama', layers: 1, gqa: 1, experts: 0, is70B: false }, false);
+      return planTensor({ name, shape, floatDtype: floatDtype === 'Q8_0' ? undefined : floatDtype, storage: floatDtype.toUpperCase() }, r, format, mix === undefined ? {} : { mix });
+    };
 
-    it('llama-quantize-like defaults: norms and 1-D kept, embedding and head at 8 bits, the rest at the preset', () => {
+    it("llama-quantize's choices: norms and 1-D kept, the output head Q6_K (Q8_0 when its rows do not fit), the rest at the preset", () => {
       expect(plan('q4_0', 'blk.0.attn_norm.weight', [64]).action.kind).to.equal('keep');
       expect(plan('q4_0', 'blk.0.attn_q.bias', [64]).action).to.deep.include({ kind: 'keep', reason: '1-D: only matrices are compressed' });
-      expect(plan('q4_0', 'token_embd.weight', [96, 64]).action).to.deep.equal({ kind: 'quantize', options: { format: 'q8_0' } });
-      expect(plan('q4_0', 'output.weight', [96, 64]).action).to.deep.equal({ kind: 'quantize', options: { format: 'q8_0' } });
+      expect(plan('q4_0', 'token_embd.weight', [96, 64]).action).to.deep.equal({ kind: 'quantize', options: { format: 'q4_0' } });
+      expect(plan('q4_0', 'output.weight', [96, 256]).action).to.deep.equal({ kind: 'quantize', options: { format: 'q6_k' } });
+      expect(plan('q4_0', 'output.weight', [96, 64])).to.deep.include({ action: { kind: 'quantize', options: { format: 'q8_0' } }, fallback: { from: 'Q6_K', to: 'Q8_0', reason: 'rows of 64 values are not a multiple of the 256-value block' } });
       expect(plan('q4_0', 'blk.0.attn_q.weight', [64, 64]).action).to.deep.equal({ kind: 'quantize', options: { format: 'q4_0' } });
       expect(plan('q4_0', 'blk.0.attn_q.weight', [64, 64], 'gguf', 'Q8_0').action).to.deep.include({ kind: 'keep', reason: 'stored as Q8_0 (already quantized): only F32/F16/BF16 tensors are compressed' });
       const w = plan('w4a16', 'model.layers.0.self_attn.q_proj.weight', [256, 256], 'compressed-tensors', 'f16');
@@ -88,7 +94,7 @@ describe('pipeline', function () {
     });
 
     it('rows that do not fit fall back to the next format that fits, and say so', () => {
-      expect(plan('q4_0', 'blk.0.ffn_down.weight', [64, 48]).fallback).to.deep.equal({ from: 'q4_0', to: 'F16', reason: 'rows of 48 values are not a multiple of the 32-value block' });
+      expect(plan('q4_0', 'blk.0.ffn_down.weight', [64, 48]).fallback).to.deep.equal({ from: 'Q4_0', to: 'F16', reason: 'rows of 48 values are not a multiple of the 32-value block' });
       expect(plan('q4_0', 'blk.0.ffn_down.weight', [64, 48]).action.kind).to.equal('convert');
       const p = plan({ extends: 'w4a16-asym', target: 'transformers' }, 'x.weight', [8, 96], 'compressed-tensors', 'f16');
       expect(p.action).to.deep.include({ kind: 'quantize' });
@@ -152,7 +158,7 @@ describe('pipeline', function () {
         expect((e as SlimTensorError).message).to.match(/recipe (rule #1|preset 2of4 rule #2) prunes .* and (rule #1|preset w4a16 rule #3) quantizes/).and.include('marlin-24');
       }
       expect(() => plan({ rules: [{ match: '*', method: 'quantize', options: { format: 'int4' } }] }, 'w', [4, 32], 'gguf')).to.throw(SlimTensorError, 'compressed-tensors format');
-      expect(Object.keys(PRESETS)).to.deep.equal(['q4_0', 'q4_1', 'q8_0', 'w4a16', 'w4a16-asym', 'w8a16', '2of4']);
+      expect(Object.keys(PRESETS)).to.deep.equal(['q4_0', 'q4_1', 'q5_0', 'q5_1', 'q8_0', 'q2_k', 'q3_k_s', 'q3_k_m', 'q3_k_l', 'q4_k_s', 'q4_k_m', 'q5_k_s', 'q5_k_m', 'q6_k', 'w4a16', 'w4a16-asym', 'w8a16', '2of4']);
       // the same schemes are fine for compressed-tensors' own readers, and presets say whom they are for
       expect(resolveRecipe({ extends: 'w4a16', target: 'transformers', rules: [{ match: '*', method: 'quantize', options: { format: 'int4', groupSize: 256 } }] }).target).to.equal('transformers');
       expect(['w4a16', 'w4a16-asym', 'w8a16', '2of4', 'q4_0'].map((p) => resolveRecipe(p).target)).to.deep.equal(['vllm', 'vllm', 'vllm', 'transformers', 'transformers']);
@@ -186,15 +192,6 @@ describe('pipeline', function () {
       expect(() => plan(wanda({}), q, [2, 4], 'compressed-tensors', 'f16')).to.throw(SlimTensorError, `prunes '${q}' by Wanda scores, but options.score.activationNorms has no entry for it`);
       expect(() => plan(wanda({ [q]: [1, 2] }), q, [2, 4], 'compressed-tensors', 'f16')).to.throw(SlimTensorError, 'has 2 norms; the tensor has 4 input channels');
     });
-
-    it('converts floats like lib/half (round to nearest even, subnormals, infinities, NaN)', () => {
-      const vals = [0, -0, 1, -2.5, 65504, 65520, 1e-8, 2 ** -24, 2 ** -25, 3 * 2 ** -26, 2 ** -14 * 0.999, 1 / 3, Infinity, -Infinity, NaN, 123.456, -7e-6];
-      const src = new Float32Array(vals);
-      const dst = new Uint8Array(src.length * 2);
-      convertFloats(bytesOf(src), 'f32', dst, 'f16', src.length);
-      const got = Array.from(new Uint16Array(dst.buffer));
-      expect(got).to.deep.equal(vals.map((v) => f32ToF16(v)));
-    });
   });
 
   describe('GGUF out', () => {
@@ -204,10 +201,11 @@ describe('pipeline', function () {
       await compressModel({ input: ggufFile, output: out, recipe: 'q4_0', measureError: true });
     });
 
-    it('@huggingface/gguf parses it: tensor infos match the plan, metadata copied, file type and quantization version set', async () => {
+    it('@huggingface/gguf parses it: tensor infos match the plan (in llama-quantize\'s order), metadata copied, file type and quantization version set', async () => {
       const hf = await hfGguf(out, { allowLocalFile: true });
-      const want = ggufT.map((t) => {
-        const type = t.shape.length === 1 ? GGML.F32 : t.name.startsWith('token_embd') || t.name.startsWith('output.') ? GGML.Q8_0 : t.name.includes('ffn_down') ? GGML.F16 : GGML.Q4_0;
+      const want = llamaQuantizeOrder(ggufT).map((t) => {
+        // the head Q6_K falls back to Q8_0 on rows of 64; ffn_down's rows of 48 fit no block: F16
+        const type = t.shape.length === 1 ? GGML.F32 : t.name.startsWith('output.') ? GGML.Q8_0 : t.name.includes('ffn_down') ? GGML.F16 : GGML.Q4_0;
         return [t.name, t.shape.slice().reverse(), type];
       });
       expect(hf.tensorInfos.map((t) => [t.name, t.shape.map(Number), t.dtype])).to.deep.equal(want);
@@ -257,7 +255,7 @@ describe('pipeline', function () {
 
     it('reports per tensor: what it became, why, the error, and the fallbacks', async () => {
       const r = await compressModel({ input: ggufFile, output: path.join(tmp, 'q8.gguf'), recipe: 'q8_0', measureError: true, threads: 1 });
-      expect(r.tensors.map((t) => t.to)).to.deep.equal(ggufT.map((t) => (t.shape.length === 1 ? 'F32' : t.name.includes('ffn_down') ? 'F16' : 'Q8_0')));
+      expect(r.tensors.map((t) => t.to)).to.deep.equal(llamaQuantizeOrder(ggufT).map((t) => (t.shape.length === 1 ? 'F32' : t.name.includes('ffn_down') ? 'F16' : 'Q8_0')));
       expect(r.fallbacks.map((f) => f.name)).to.deep.equal(['blk.0.ffn_down.weight', 'blk.1.ffn_down.weight']);
       const q = r.tensors.find((t) => t.name === 'blk.0.attn_q.weight');
       expect(q?.error?.rmse).to.be.above(0).and.below(0.001);
@@ -729,10 +727,10 @@ describe('pipeline', function () {
   });
 
   describe('failures leave nothing behind', () => {
-    it('GGUF out from safetensors in, prune with quantize, lowrank into GGUF or by energy: ERR_UNSUPPORTED before anything is written', async () => {
+    it('GGUF out from a lone safetensors file, prune with quantize, lowrank into GGUF or by energy: ERR_UNSUPPORTED before anything is written', async () => {
       const before = await listing(tmp);
       for (const [input, recipe, msg] of [
-        [hfDir, 'q4_0', "convert_hf_to_gguf"],
+        [path.join(hfDir, 'model-00001-of-00003.safetensors'), 'q4_0', 'a lone .safetensors file has no architecture or tokenizer'],
         [hfDir, { extends: '2of4', rules: [{ match: 'lm_head.weight', method: 'quantize', options: { format: 'int8' } }] }, 'not supported'],
         [ggufFile, { rules: [{ match: 'blk.*', method: 'lowrank', options: { rank: 4 } }] }, 'gguf output cannot hold them'],
         [hfDir, { format: 'safetensors', rules: [{ match: '*.q_proj.weight', method: 'lowrank', options: { energy: 0.9 } }] }, 'use "rank" or "ratio"'],
@@ -805,12 +803,13 @@ describe('pipeline', function () {
   });
 
   describe('scheduling', () => {
-    // sha256 of the outputs below as written before the pipeline's scheduling
-    // and error kernels were reworked (main at e680815): the scheduler and the
+    // sha256 of the outputs below as main writes them with the old scheduler
+    // and error pass (main at c1c7a13, after the llama-quantize mixes changed
+    // the GGUF outputs; w4a16 unchanged since e680815): the scheduler and the
     // error pass must not change a byte.
     const BEFORE = {
-      q8_0: '784f7d78dbcd2183ec43abc61f48b3d53767bc8622310928b5155cf31e2f0e3a',
-      q4_0: 'e154b3f2a22063e26a116e0d49b83a41b3f571e46b1c449118dfa6de93355770',
+      q8_0: '0c8733b963131d836c78af4ef98d3e77e107564b29a1e7c986c8411af9bb4d45',
+      q4_0: 'c1c2f676187a4a8d95a483ab4fb5a9ad766f36841eb5d0b43b14fd57a9f47163',
       w4a16: '34f7f7c5a302352667bba0db230ecbdb7f6a5885d17689f1d2d4c871bc3dfcf7',
     };
     /** sha256 of a file, or of a folder's files (names and bytes, in name order). */

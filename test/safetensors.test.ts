@@ -176,6 +176,9 @@ describe('safetensors', () => {
       await formatError(stFile({ w: t('F32', [2], 8, 0) }, f32(1, 2)), 'begin > end');
       await formatError(stFile({ w: 'x' }), 'must be an object');
       await formatError(stFile({ __metadata__: { a: 1 } }), '__metadata__');
+      // Found by npm run fuzz: a dtype nested 100000 deep parsed, then String() of it in the message overflowed the stack (RangeError).
+      const deep = `${'['.repeat(100000)}${']'.repeat(100000)}`;
+      await formatError(stFile(`{"w": {"dtype": ${deep}, "shape": [1], "data_offsets": [0, 4]}}`, f32(1)), 'the header nests arrays or objects more than 64 deep');
     });
 
     it('element count x dtype size overflow', async () => {
@@ -272,6 +275,29 @@ describe('safetensors', () => {
       } finally {
         await m.close();
       }
+      // Found by npm run fuzz: a tensor (or metadata key) named __proto__ is read as any other name, and the
+      // writers kept it out of the header and the index (a plain assignment set the prototype): files that did not read back.
+      const proto = path.join(tmp, 'proto');
+      await fsp.mkdir(proto);
+      const protoPlan: PlannedTensor[] = [plan[0] as PlannedTensor, { name: '__proto__', dtype: 'F32', shape: [4, 4] }];
+      const wp = await ShardedSafetensorsWriter.create(proto, protoPlan, { maxShardBytes: 64, metadata: { ['__proto__']: 'kept', format: 'pt' } });
+      await wp.write('layer.0.weight', new Float32Array(16).fill(1));
+      await wp.write('__proto__', new Float32Array(16).fill(2));
+      await wp.close();
+      const protoIndex = JSON.parse(await fsp.readFile(path.join(proto, 'model.safetensors.index.json'), 'utf8')) as { weight_map: Record<string, string> };
+      expect(Object.keys(protoIndex.weight_map)).to.deep.equal(['layer.0.weight', '__proto__']);
+      const mp = await SafetensorsModel.open(proto);
+      try {
+        expect(mp.tensors.map((x) => x.name)).to.deep.equal(['layer.0.weight', '__proto__']);
+        expect(Object.entries(mp.metadata)).to.deep.equal([['__proto__', 'kept'], ['format', 'pt']]);
+        expect(Array.from((await mp.readTensor('__proto__')).data as Float32Array)).to.deep.equal(new Array(16).fill(2));
+      } finally {
+        await mp.close();
+      }
+      const single = await SafetensorsFile.open(await write(stFile(`{"__metadata__": {"__proto__": "m"}, "__proto__": ${JSON.stringify(t('F32', [1], 0, 4))}}`, f32(5))));
+      expect(single.tensors.map((x) => x.name)).to.deep.equal(['__proto__']);
+      expect(Object.entries(single.metadata)).to.deep.equal([['__proto__', 'm']]);
+      await single.close();
       // One shard: model.safetensors and no index.
       const one = path.join(tmp, 'one');
       await fsp.mkdir(one);
@@ -307,6 +333,8 @@ describe('safetensors', () => {
         ['dup', { weight_map: { a: '1.safetensors' } }, { '1.safetensors': fa, '2.safetensors': fa }, ''],
         ['noindex', undefined, { '1.safetensors': fa, '2.safetensors': fb }, 'no model.safetensors.index.json'],
         ['badindex', { weight_map: [1] }, {}, 'weight_map must be an object'],
+        // Found by npm run fuzz: a shard the folder lacks was a bare ENOENT.
+        ['missingshard', { weight_map: { a: '1.safetensors', b: '3.safetensors' } }, { '1.safetensors': fa, '2.safetensors': fb }, "weight_map names the shard '3.safetensors', which is not in the folder"],
       ];
       for (const [name, index, shards, msg] of cases) {
         const dir = await mk(name, index, shards);

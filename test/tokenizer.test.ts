@@ -411,6 +411,11 @@ describe('tokenizer metadata: tokenizer.json checks', () => {
       [{ 'README.md': 'nothing here' }, 'ERR_FORMAT', /neither tokenizer\.json nor tokenizer\.model/],
       // found by the fuzz test below: a type that is not a string must not break the message
       [{ 'tokenizer.json': { ...tj, pre_tokenizer: { type: { toString: null } } } }, 'ERR_UNSUPPORTED', /pre_tokenizer \{"toString":null\} does not end in ByteLevel/],
+      // found by npm run fuzz: vocab_size 2^31 padded two billion tokens (a hang, then out of memory); an id as large did the same
+      [{ 'tokenizer.json': tj, 'config.json': { vocab_size: 2 ** 31 } }, 'ERR_FORMAT', /config\.json: vocab_size must be an integer 1\.\.2097152, got 2147483648/],
+      [{ 'tokenizer.json': { ...tj, added_tokens: [{ id: 2 ** 31 - 1, content: 'x' }] } }, 'ERR_FORMAT', /added_tokens\[0\]\.id must be a token id \(an integer 0\.\.2097151\)/],
+      // found by npm run fuzz: nesting 100000 deep parses, then overflows the stack of whatever walks it
+      [{ 'tokenizer.json': tj, 'tokenizer_config.json': `{"x": ${'['.repeat(100000)}${']'.repeat(100000)}}` }, 'ERR_FORMAT', /tokenizer_config\.json: \(the file\) nests arrays or objects more than 64 deep/],
     ];
     expect((await rejected(tokenizerFromHfFolder(path.join(tmp, 'no-such-folder')))).message).to.match(/no-such-folder is not a folder/);
     for (const [files, code, re] of cases) {

@@ -16,8 +16,19 @@ const COLUMNS: readonly Column[] = [
   { header: 'time', align: 'right' },
 ];
 
-function row(f: DemoFormatResult): string[] {
+const EVAL_COLUMNS: readonly Column[] = [
+  { header: 'PPL', align: 'right' },
+  { header: 'KL', align: 'right' },
+  { header: 'top-1', align: 'right' },
+];
+
+function row(f: DemoFormatResult, evaluated: boolean): string[] {
   const none = f.quantized === 0;
+  const evalCells = !evaluated
+    ? []
+    : f.perplexity === undefined || f.kl === undefined
+      ? ['-', '-', '-']
+      : [f.perplexity.toFixed(2), f.kl.mean.toFixed(4), `${(f.kl.top1Agreement * 100).toFixed(1)}%`];
   return [
     f.id,
     f.format,
@@ -27,6 +38,7 @@ function row(f: DemoFormatResult): string[] {
     none ? '-' : f.bitsPerWeight.toFixed(2),
     none ? '-' : f.rmse.toExponential(3),
     none ? '-' : f.maxAbs.toExponential(2),
+    ...evalCells,
     formatMs(f.timeMs),
   ];
 }
@@ -62,13 +74,24 @@ export function renderDemo(r: DemoReport): string {
   out.push(`model: ${title}`);
   out.push(`  ${m.architecture ?? 'unknown architecture'}, ${m.tensors} tensors, ${formatBytes(m.bytes)}`);
   out.push('');
-  out.push(renderTable(COLUMNS, r.formats.map(row)));
+  const ev = r.evaluation;
+  const evaluated = 'tokens' in ev;
+  const columns = evaluated ? [...COLUMNS.slice(0, -1), ...EVAL_COLUMNS, COLUMNS[COLUMNS.length - 1] as Column] : COLUMNS;
+  out.push(renderTable(columns, r.formats.map((f) => row(f, evaluated))));
   out.push('');
   out.push('Each recipe ran through the streaming pipeline (slimtensor compress) into a GGUF file or a compressed-tensors folder.');
   out.push('size: the output on disk; ratio = input file / output. quantized: tensors quantized, or pruned by 2of4 (norms and 1-D');
-  out.push('tensors are kept; GGUF recipes store embedding and head at Q8_0, compressed-tensors recipes keep them). RMSE, max |err|');
-  out.push('and bits/w over those weights (2of4: the kept values in the model\'s dtype plus a 1-bit mask per weight). time: the');
-  out.push('whole run (read, compress, measure the error, write).');
+  out.push('tensors are kept; GGUF recipes choose every tensor\'s type as llama-quantize does, compressed-tensors recipes keep');
+  out.push('embedding and head). RMSE, max |err| and bits/w over those weights (2of4: the kept values in the model\'s dtype plus a');
+  out.push('1-bit mask per weight). time: the whole run (read, compress, measure the error, write). This model is 64 wide: the');
+  out.push('K-quant mixes (q4_k_m, q5_k_m, q6_k) need rows of 256, so every tensor here takes llama-quantize\'s fallback type.');
+  if ('tokens' in ev) {
+    out.push(`PPL: perplexity of the output run by slimtensor's runtime on ${path.basename(ev.tokens)} (${ev.count} tokens, ${ev.chunks} chunks of`);
+    out.push(`${ev.ctx}, the second half of each scored, as llama-perplexity does); the original's is ${ev.originalPerplexity.toFixed(2)}. KL: mean`);
+    out.push('KL divergence of the output\'s next-token distribution from the original\'s; top-1: how often both predict the same token.');
+  } else {
+    out.push(`(no perplexity columns: ${ev.skipped})`);
+  }
   const fallbacks = reasonLines(r.formats, (f) => f.fallbacks);
   if (fallbacks.length > 0) out.push('', 'fallbacks (rows that do not fit the block or group):', ...fallbacks);
   out.push('', `kernel: ${r.kernel}; total ${formatMs(r.totalMs)}`);

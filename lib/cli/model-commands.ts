@@ -4,9 +4,12 @@
 import { promises as fsp, rmSync } from 'node:fs';
 import { SlimTensorError } from '../errors';
 import { GGUFReader } from '../formats/gguf';
+import { jsonTooDeep } from '../formats/json';
 import type { GGUFValue } from '../formats/gguf-header';
 import { compareModels, type ComparisonReport } from '../pipeline/compare';
+import { fileTypeLabel } from '../pipeline/gguf-mix';
 import { compressModel, type CompressReport } from '../pipeline/compress';
+import { evaluateFiles, renderEvaluation, type ModelFlags } from './run-commands';
 import { renderReportHtml } from '../pipeline/html';
 import { LIVE_TEMPS } from '../pipeline/output';
 import { EMBED_GLOBS, HEAD_GLOBS, NORM_GLOBS, PRESETS, type Recipe, type Target } from '../pipeline/recipe';
@@ -94,6 +97,8 @@ async function sparsityConfigOf(folder: string | undefined): Promise<Record<stri
   try {
     const cfg = JSON.parse(await fsp.readFile(path.join(folder, 'config.json'), 'utf8')) as { quantization_config?: { sparsity_config?: unknown } };
     const sc = cfg.quantization_config?.sparsity_config;
+    // printed with JSON.stringify, which recurses
+    if (jsonTooDeep(sc)) return undefined;
     // compressed-tensors writes `sparsity_config: {}` for a model without sparsity
     return typeof sc === 'object' && sc !== null && Object.keys(sc).length > 0 ? (sc as Record<string, unknown>) : undefined;
   } catch {
@@ -131,6 +136,14 @@ export async function inspect(p: string, json: boolean): Promise<string> {
     }
     const out: string[] = [];
     out.push(`${p}: ${m.format === 'gguf' ? `GGUF v${g?.version}, alignment ${g?.alignment}` : `safetensors, ${st?.shards.length} file${st?.shards.length === 1 ? '' : 's'}`}; ${tensors.length} tensors, ${formatBytes(total)}`);
+    if (g !== undefined) {
+      // What the file is "mostly", and its mix of types (a K-quant file mixes several).
+      const ft = g.metadata.get('general.file_type');
+      const label = typeof ft === 'number' ? fileTypeLabel(ft) : undefined;
+      const counts = new Map<string, number>();
+      for (const t of tensors) counts.set(t.dtype, (counts.get(t.dtype) ?? 0) + 1);
+      out.push(`${typeof ft === 'number' ? `file type ${ft}${label !== undefined ? ` (${label})` : ''}; ` : ''}tensor types: ${[...counts].map(([k, n]) => `${k} ×${n}`).join(', ')}`);
+    }
     if (g !== undefined) {
       out.push('', 'metadata:');
       for (const e of g.entries) out.push(`  ${e.key} (${e.type}${e.itemType ? ` of ${e.itemType}` : ''}) = ${metaValue(e.value)}`);
@@ -174,9 +187,10 @@ export interface RunOptions {
   memory?: number | undefined;
   shardSize?: number | undefined;
   verbose: boolean;
-  /** Measure each tensor's error (default true; `--no-error`). */
-  measureError?: boolean | undefined;
   target?: Target | undefined;
+  imatrix?: string | undefined;
+  /** Measure each changed tensor's error (default true; `--no-error`). */
+  measureError?: boolean | undefined;
 }
 
 /** The exit code for an interrupted run (128 + SIGINT). */
@@ -210,10 +224,11 @@ export async function runCompression(o: RunOptions): Promise<string> {
       ...(o.memory !== undefined ? { memoryLimit: o.memory } : {}),
       ...(o.shardSize !== undefined ? { maxShardBytes: o.shardSize } : {}),
       ...(o.target !== undefined ? { target: o.target } : {}),
+      ...(o.imatrix !== undefined ? { imatrix: o.imatrix } : {}),
       overwrite: o.force,
       signal: ac.signal,
       onProgress: progress,
-      measureError: o.measureError !== false,
+      measureError: o.measureError ?? true,
     });
     progress.stop();
     return o.json ? JSON.stringify(report, null, 2) : renderCompressReport(report, o.verbose);
@@ -225,8 +240,8 @@ export async function runCompression(o: RunOptions): Promise<string> {
 
 /** The abort reason of a Ctrl-C. */
 export class InterruptedError extends Error {
-  constructor() {
-    super('interrupted (SIGINT); no output was written');
+  constructor(message = 'interrupted (SIGINT); no output was written') {
+    super(message);
     this.name = 'AbortError';
   }
 }
@@ -280,6 +295,7 @@ export function renderCompressReport(r: CompressReport, verbose: boolean): strin
     }
     for (const [k, names] of by) out.push(`  ${names.length} tensor${names.length === 1 ? '' : 's'} (${names.slice(0, 3).join(', ')}${names.length > 3 ? ', ...' : ''}): ${k}`);
   }
+  if (r.imatrix !== undefined) out.push('', `imatrix ${r.imatrix.files.join(', ')}: ${r.imatrix.used} tensor${r.imatrix.used === 1 ? '' : 's'} quantized with it, ${r.imatrix.notCovered.length} not covered`);
   for (const w of r.warnings) out.push('', `note: ${w}`);
   if (r.sparsity !== undefined) {
     const s = r.sparsity;
@@ -361,11 +377,16 @@ export function renderComparison(r: ComparisonReport): string {
 }
 
 /** `report`: the comparison as text or JSON, and the HTML page when asked. */
-export async function report(original: string, compressed: string, html: string | undefined, json: boolean): Promise<string> {
+export async function report(original: string, compressed: string, html: string | undefined, json: boolean, evalOptions?: ModelFlags & { tokens: string; ctx?: number; chunks?: number }): Promise<string> {
   const r = await compareModels(original, compressed, { histograms: html !== undefined ? 6 : 0 });
+  if (evalOptions !== undefined) {
+    const { tokens, ...flags } = evalOptions;
+    r.evaluation = await evaluateFiles(original, compressed, tokens, flags);
+  }
   if (html !== undefined) await fsp.writeFile(html, renderReportHtml(r));
   if (json) return JSON.stringify(r, (_k, v: unknown) => (v === Infinity ? 'Infinity' : v), 2);
-  return renderComparison(r) + (html !== undefined ? `\n\nHTML report: ${html}` : '');
+  const text = renderComparison(r) + (r.evaluation !== undefined ? `\n\n${renderEvaluation(r.evaluation)}` : '');
+  return text + (html !== undefined ? `\n\nHTML report: ${html}` : '');
 }
 
 /** `presets`: the built-in recipes. */

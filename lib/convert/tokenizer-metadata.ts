@@ -18,6 +18,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { SlimTensorError } from '../errors';
 import type { GGUFMetadataEntry } from '../formats/gguf';
+import { jsonTooDeep, MAX_JSON_DEPTH } from '../formats/json';
 import { PRE_TOKENIZERS } from '../model/pre-tokenizers';
 import { TOKEN_TYPES } from '../model/token-types';
 import { parseSentencePieceModel, SP_MODEL_TYPES } from './sentencepiece-model';
@@ -76,6 +77,7 @@ async function readJson(file: string): Promise<Json | undefined> {
     fail(file, '(the file)', `is not valid JSON: ${(e as Error).message}`);
   }
   if (v === null || typeof v !== 'object' || Array.isArray(v)) fail(file, '(the file)', 'must hold a JSON object');
+  if (jsonTooDeep(v)) fail(file, '(the file)', `nests arrays or objects more than ${MAX_JSON_DEPTH} deep`);
   return v as Json;
 }
 
@@ -83,9 +85,17 @@ function isObject(v: unknown): v is Json {
   return v !== null && typeof v === 'object' && !Array.isArray(v);
 }
 
-/** A token id from JSON: a non-negative safe integer below 2^31. */
+/**
+ * The most tokens a vocabulary may have: 8x the largest in use (Gemma's
+ * 262,144). Ids up to the vocabulary size are materialised (padding makes a
+ * string per missing id), so an id or vocab_size of 2^31 in a hostile file
+ * would otherwise mean billions of strings.
+ */
+export const MAX_VOCAB = 1 << 21;
+
+/** A token id from JSON: an integer 0..MAX_VOCAB-1. */
 function tokenId(v: unknown, file: string, key: string): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 0x7fffffff) fail(file, key, `must be a token id (an integer 0..2^31-1), got ${JSON.stringify(v)?.slice(0, 40)}`);
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v >= MAX_VOCAB) fail(file, key, `must be a token id (an integer 0..${MAX_VOCAB - 1}), got ${JSON.stringify(v)?.slice(0, 40)}`);
   return v;
 }
 
@@ -447,10 +457,10 @@ export async function ggufTokenizerMetadata(hfFolder: string, options: Tokenizer
   const cfg = await readJson(files.cfg);
   const modelCfg = await readJson(files.model);
   let vocabSize = options.vocabSize;
-  if (vocabSize !== undefined && (!Number.isSafeInteger(vocabSize) || vocabSize <= 0)) throw new SlimTensorError(`ggufTokenizerMetadata: options.vocabSize must be a positive integer, got ${String(vocabSize)}`, 'ERR_VALUE');
+  if (vocabSize !== undefined && (!Number.isSafeInteger(vocabSize) || vocabSize <= 0 || vocabSize > MAX_VOCAB)) throw new SlimTensorError(`ggufTokenizerMetadata: options.vocabSize must be an integer 1..${MAX_VOCAB}, got ${String(vocabSize)}`, 'ERR_VALUE');
   if (vocabSize === undefined && modelCfg?.vocab_size !== undefined) {
     const v = modelCfg.vocab_size;
-    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0) fail(files.model, 'vocab_size', `must be a positive integer, got ${JSON.stringify(v)}`);
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0 || v > MAX_VOCAB) fail(files.model, 'vocab_size', `must be an integer 1..${MAX_VOCAB}, got ${JSON.stringify(v)}`);
     vocabSize = v;
   }
   const tj = await readJson(files.tj);

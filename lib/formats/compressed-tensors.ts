@@ -9,6 +9,7 @@ import { QuantizedTensor, type FloatDType, type QuantizeOptions } from '../quant
 import { Sparse24Tensor } from '../sparsity';
 import { Tensor } from '../tensor';
 import { quoteName } from './gguf-header';
+import { setOwn } from './json';
 import { DTYPE_TO_SAFETENSORS, type PlannedTensor } from './safetensors-header';
 
 /** One quantization scheme of a config group. */
@@ -193,7 +194,7 @@ export function sortKeysDeep(v: unknown): unknown {
   if (typeof v !== 'object' || v === null) return v;
   const o = v as Record<string, unknown>;
   const out: Record<string, unknown> = {};
-  for (const k of Object.keys(o).sort()) out[k] = sortKeysDeep(o[k]);
+  for (const k of Object.keys(o).sort()) setOwn(out, k, sortKeysDeep(o[k]));
   return out;
 }
 

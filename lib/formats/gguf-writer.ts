@@ -16,10 +16,29 @@ export interface GGUFPlannedTensor {
   type: GGMLTypeName;
 }
 
-/** general.file_type values (llama.cpp's llama_ftype) for the types slimtensor writes. */
-export const GGUF_FILE_TYPES: Readonly<Partial<Record<GGMLTypeName, number>>> = { F32: 0, F16: 1, Q4_0: 2, Q4_1: 3, Q8_0: 7, BF16: 32 };
+/**
+ * general.file_type values (llama.cpp's llama_ftype) of a file "mostly" of
+ * each type slimtensor writes. A K-quant names llama-quantize's alias for
+ * it (Q3_K → Q3_K_M 12, Q4_K → Q4_K_M 15, Q5_K → Q5_K_M 17); the mixes
+ * (lib/pipeline/gguf-mix.ts) write their own value.
+ */
+export const GGUF_FILE_TYPES: Readonly<Partial<Record<GGMLTypeName, number>>> = {
+  F32: 0,
+  F16: 1,
+  Q4_0: 2,
+  Q4_1: 3,
+  Q8_0: 7,
+  Q5_0: 8,
+  Q5_1: 9,
+  Q2_K: 10,
+  Q3_K: 12,
+  Q4_K: 15,
+  Q5_K: 17,
+  Q6_K: 18,
+  BF16: 32,
+};
 
-/** The quantization version llama.cpp expects for Q4_0/Q4_1/Q8_0 blocks. */
+/** general.quantization_version: ggml's GGML_QNT_VERSION, the block layouts of the types written. */
 export const GGUF_QUANTIZATION_VERSION = 2;
 
 /** Bytes of data of a tensor of this type and shape; ERR_SHAPE when rows do not fit the block. */
@@ -197,15 +216,29 @@ function writeEntry(s: Sink, e: GGUFMetadataEntry): void {
 
 /**
  * Returns `entries` with `key` set to (type, value): replaced in place when
- * present, appended otherwise.
+ * present (`where: 'in place'`, the default), or removed and appended at
+ * the end (`'at end'`: what ggml's gguf_set_val_* does, so llama-quantize's
+ * outputs list general.file_type last), appended when absent.
  */
-export function setMetadata(entries: readonly GGUFMetadataEntry[], key: string, type: Exclude<GGUFValueTypeName, 'array'>, value: GGUFValue): GGUFMetadataEntry[] {
+export function setMetadata(
+  entries: readonly GGUFMetadataEntry[],
+  key: string,
+  type: Exclude<GGUFValueTypeName, 'array'>,
+  value: GGUFValue,
+  where: 'in place' | 'at end' = 'in place',
+): GGUFMetadataEntry[] {
+  const entry: GGUFMetadataEntry = { key, type, value };
+  if (where === 'at end') return [...removeMetadata(entries, key), entry];
   const out = entries.slice();
   const i = out.findIndex((e) => e.key === key);
-  const entry: GGUFMetadataEntry = { key, type, value };
   if (i >= 0) out[i] = entry;
   else out.push(entry);
   return out;
+}
+
+/** Returns `entries` without `key`. */
+export function removeMetadata(entries: readonly GGUFMetadataEntry[], key: string): GGUFMetadataEntry[] {
+  return entries.filter((e) => e.key !== key);
 }
 
 export interface GGUFWriterPlan {

@@ -79,7 +79,7 @@ function checkHost(): void {
  * try {
  *   gguf.metadata.get('general.architecture'); // 'llama'
  *   for (const info of gguf.tensors) {
- *     const t = await gguf.readTensor(info); // Tensor (F32/F16/BF16) or QuantizedTensor (Q8_0/Q4_0/Q4_1)
+ *     const t = await gguf.readTensor(info); // Tensor (F32/F16/BF16) or QuantizedTensor (Q4_0 … Q8_0, Q2_K … Q6_K)
  *   }
  * } finally {
  *   await gguf.close();
@@ -152,7 +152,7 @@ export class GGUFReader {
     return this.byName.get(name);
   }
 
-  /** Whether readTensor can return this tensor (F32, F16, BF16, Q8_0, Q4_0, Q4_1). */
+  /** Whether readTensor can return this tensor (F32, F16, BF16, and the block formats slimtensor writes). */
   static canRead(info: Pick<GGUFTensorInfo, 'typeId'>): boolean {
     const t = ggmlType(info.typeId);
     return t !== undefined && (t.dtype !== undefined || t.quant !== undefined);
@@ -178,7 +178,7 @@ export class GGUFReader {
 
   /**
    * Reads one tensor from disk. F32/F16/BF16 come back as a Tensor of dtype
-   * f32/f16/bf16; Q8_0/Q4_0/Q4_1 as a QuantizedTensor holding the stored
+   * f32/f16/bf16; Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K … Q6_K as a QuantizedTensor holding the stored
    * blocks (dequantize() it for floats). The shape is in PyTorch order (the
    * GGUF dims reversed). Other types throw ERR_UNSUPPORTED; readTensorBytes
    * returns their raw blocks.

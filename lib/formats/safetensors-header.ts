@@ -7,6 +7,7 @@
 import { SlimTensorError } from '../errors';
 import type { DType } from '../tensor';
 import { quoteName } from './gguf-header';
+import { jsonTooDeep, MAX_JSON_DEPTH, setOwn } from './json';
 
 /** The dtypes safetensors defines, with their sizes and the Tensor dtype each reads as (if any). */
 export const SAFETENSORS_DTYPES = {
@@ -175,6 +176,8 @@ export function parseSafetensorsHeader(json: Uint8Array, fileSize: number, file:
     return fail(`the header is not valid JSON (${(e as Error).message})`);
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) fail('the header must be a JSON object');
+  // Messages below print values (String() of a nested array recurses).
+  if (jsonTooDeep(parsed)) fail(`the header nests arrays or objects more than ${MAX_JSON_DEPTH} deep`);
   const obj = parsed as Record<string, unknown>;
   const keys = topLevelKeys(text);
   if (keys.length !== Object.keys(obj).length) {
@@ -192,7 +195,7 @@ export function parseSafetensorsHeader(json: Uint8Array, fileSize: number, file:
       if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) fail('__metadata__ must be an object of strings');
       for (const [k, v] of Object.entries(entry as Record<string, unknown>)) {
         if (typeof v !== 'string') fail(`__metadata__ ${quoteName(k)} must be a string, got ${v === null ? 'null' : typeof v}`);
-        metadata[k] = v;
+        setOwn(metadata, k, v);
       }
       continue;
     }
@@ -273,7 +276,7 @@ export function buildSafetensorsHeader(tensors: readonly PlannedTensor[], metada
     }
     if (!Number.isSafeInteger(n)) throw new SlimTensorError(`${where}: tensor ${quoteName(t.name)} is too large`, 'ERR_SHAPE');
     offsets.push([at, at + n]);
-    obj[t.name] = { dtype: t.dtype, shape: [...t.shape], data_offsets: [at, at + n] };
+    setOwn(obj, t.name, { dtype: t.dtype, shape: [...t.shape], data_offsets: [at, at + n] });
     at += n;
   }
   const json = Buffer.from(JSON.stringify(obj), 'utf8');

@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { SlimTensorError } from '../errors';
 import { Tensor, type DType } from '../tensor';
 import { quoteName } from './gguf-header';
+import { setOwn } from './json';
 import {
   buildSafetensorsHeader,
   headerLength,
@@ -251,7 +252,18 @@ export class SafetensorsModel {
         return new SafetensorsModel(p, p, true, files, undefined);
       }
       const index = await readIndex(indexPath);
-      for (const shard of index.shards) files.set(shard, await SafetensorsFile.open(path.join(p, shard)));
+      for (const shard of index.shards) {
+        // A shard the index names but the folder lacks is a broken model (a download cut short), not an I/O failure.
+        const file = path.join(p, shard);
+        if (!(await fsp.stat(file).then((st) => st.isFile(), () => false))) {
+          const names = [...index.weightMap].filter(([, s]) => s === shard).map(([n]) => n);
+          throw new SlimTensorError(
+            `safetensors ${indexPath}: weight_map names the shard ${quoteName(shard)}, which is not in the folder; it maps ${names.length} tensor${names.length === 1 ? '' : 's'} there (${names.slice(0, 2).map(quoteName).join(', ')}${names.length > 2 ? ', …' : ''})`,
+            'ERR_FORMAT',
+          );
+        }
+        files.set(shard, await SafetensorsFile.open(file));
+      }
       // Every indexed tensor is in its shard, and every shard tensor is indexed there.
       for (const [name, shard] of index.weightMap) {
         if ((files.get(shard) as SafetensorsFile).tensor(name) === undefined) {
@@ -495,7 +507,7 @@ export class ShardedSafetensorsWriter {
       let total = 0;
       plan.forEach((shard, i) => {
         for (const t of shard) {
-          weightMap[t.name] = files[i] as string;
+          setOwn(weightMap, t.name, files[i] as string);
           total += plannedBytes(t);
         }
       });

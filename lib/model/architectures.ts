@@ -19,7 +19,7 @@ import { SlimTensorError } from '../errors';
 export type RopeStyle = 'normal' | 'neox';
 
 /** What a tensor is, for the decisions that depend on it (quantize it? which kernel?). */
-export type TensorKind = 'embedding' | 'linear' | 'norm' | 'bias' | 'head';
+export type TensorKind = 'embedding' | 'linear' | 'norm' | 'bias' | 'head' | 'rope';
 
 /** One per-layer or global tensor role of an architecture. */
 export interface TensorRole {
@@ -58,6 +58,11 @@ const LLAMA_GLOBAL: readonly TensorRole[] = [
   { gguf: 'output_norm.weight', hf: 'model.norm.weight', kind: 'norm', required: true },
   // Absent when the embeddings are tied (`tie_word_embeddings`): the head reuses token_embd.
   { gguf: 'output.weight', hf: 'lm_head.weight', kind: 'head', required: false },
+  // Llama 3's RoPE frequency divisors (one per rotated pair). Hugging Face has
+  // no such tensor (hf: ''): transformers computes the factors from
+  // config.json's rope_scaling (hparams.ts llama3RopeFactors), which is what
+  // a converter writes here.
+  { gguf: 'rope_freqs.weight', hf: '', kind: 'rope', required: false },
 ];
 
 function blockRole(gguf: string, hf: string, kind: TensorKind, required = true, vllmMerged?: string): TensorRole {
@@ -311,6 +316,8 @@ export const GGUF_HPARAM_KEYS = {
   keyLength: 'attention.key_length',
   valueLength: 'attention.value_length',
   vocabSize: 'vocab_size',
+  /** Mixture-of-experts models: experts per layer (absent for dense models). */
+  expertCount: 'expert_count',
   ropeScalingType: 'rope.scaling.type',
   ropeScalingFactor: 'rope.scaling.factor',
   ropeScalingOriginalContextLength: 'rope.scaling.original_context_length',
@@ -338,3 +345,77 @@ export const HF_HPARAM_KEYS = {
   rmsNormEps: 'rms_norm_eps',
   tiedEmbeddings: 'tie_word_embeddings',
 } as const;
+
+/**
+ * A dimension of a tensor role, in terms of the hyper-parameters: the
+ * vocabulary, the embedding, the feed-forward width, the rows of all query
+ * heads (heads × headDim) and of all key/value heads (kv heads × headDim),
+ * one head, and the rotated pairs of one head (rope_freqs).
+ */
+export type RoleDim = 'vocab' | 'embd' | 'ff' | 'q' | 'kv' | 'headDim' | 'ropePairs';
+
+/** Shapes (PyTorch order, outermost first) of the roles, keyed by the GGUF name without `blk.{L}.`. */
+const ROLE_DIMS: Readonly<Record<string, readonly RoleDim[]>> = {
+  'token_embd.weight': ['vocab', 'embd'],
+  'output_norm.weight': ['embd'],
+  'output.weight': ['vocab', 'embd'],
+  'rope_freqs.weight': ['ropePairs'],
+  'attn_norm.weight': ['embd'],
+  'attn_q.weight': ['q', 'embd'],
+  'attn_k.weight': ['kv', 'embd'],
+  'attn_v.weight': ['kv', 'embd'],
+  'attn_output.weight': ['embd', 'q'],
+  'ffn_norm.weight': ['embd'],
+  'ffn_gate.weight': ['ff', 'embd'],
+  'ffn_up.weight': ['ff', 'embd'],
+  'ffn_down.weight': ['embd', 'ff'],
+  'attn_q.bias': ['q'],
+  'attn_k.bias': ['kv'],
+  'attn_v.bias': ['kv'],
+  'attn_q_norm.weight': ['headDim'],
+  'attn_k_norm.weight': ['headDim'],
+};
+
+function roleKey(role: TensorRole): string {
+  return role.gguf.startsWith('blk.{L}.') ? role.gguf.slice('blk.{L}.'.length) : role.gguf;
+}
+
+/** The dimensions of a role's tensor (undefined for a role without a fixed shape). */
+export function roleDims(role: TensorRole): readonly RoleDim[] | undefined {
+  const k = roleKey(role);
+  return Object.prototype.hasOwnProperty.call(ROLE_DIMS, k) ? ROLE_DIMS[k] : undefined;
+}
+
+/** The size of a role dimension under the hyper-parameters. */
+export function roleDimSize(d: RoleDim, h: Hyperparameters): number {
+  switch (d) {
+    case 'vocab':
+      return h.vocabSize;
+    case 'embd':
+      return h.embeddingLength;
+    case 'ff':
+      return h.feedForwardLength;
+    case 'q':
+      return h.headCount * h.headDim;
+    case 'kv':
+      return h.headCountKv * h.headDim;
+    case 'headDim':
+      return h.headDim;
+    case 'ropePairs':
+      return h.headDim / 2;
+  }
+}
+
+/**
+ * The head count whose rows the Hugging Face → GGUF conversion permutes
+ * for this role (Q by the query heads, K by the key/value heads, weights
+ * and biases alike: convert_hf_to_gguf's permute), or undefined when the
+ * architecture keeps Hugging Face's layout or the role is not Q or K.
+ */
+export function permutedHeads(arch: Architecture, role: TensorRole, h: Hyperparameters): number | undefined {
+  if (!arch.permuteQK) return undefined;
+  const k = roleKey(role);
+  if (k === 'attn_q.weight' || k === 'attn_q.bias') return h.headCount;
+  if (k === 'attn_k.weight' || k === 'attn_k.bias') return h.headCountKv;
+  return undefined;
+}

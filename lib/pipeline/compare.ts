@@ -7,6 +7,7 @@
 // the worst tensors, raw and in units of their quantization step, so the
 // code grid can be drawn under them.
 import { SlimTensorError } from '../errors';
+import { jsonTooDeep } from '../formats/json';
 import { decodePackQuantized, decodeSparse24Bitmask, modulePrefix, schemeFromConfig, sparse24Names } from '../formats/compressed-tensors';
 import { quoteName } from '../formats/gguf-header';
 import { dequantize, quantizationError, QuantizedTensor, type FloatDType, type QuantizationError } from '../quantize';
@@ -20,6 +21,7 @@ import * as path from 'node:path';
 import { sizeOnDisk } from './output';
 import { sameShape } from '../options';
 import { denseError } from './error';
+import type { ModelEvaluation } from '../model/evaluate';
 
 export interface Histogram {
   /** Left edge of the first bin and right edge of the last. */
@@ -58,6 +60,8 @@ export interface ComparisonReport {
   tensors: TensorComparison[];
   /** Over all compared tensors together. */
   total: { weights: number; rmse: number; sqnrDb: number; originalBytes: number; compressedBytes: number; ratio: number };
+  /** Both models run on a token file (report --eval): perplexity, KL divergence, top-1 agreement. */
+  evaluation?: ModelEvaluation;
 }
 
 export interface CompareOptions {
@@ -89,7 +93,9 @@ function locate(orig: SourceTensor, comp: ModelSource): Located {
 async function readConfig(folder: string | undefined): Promise<unknown> {
   if (folder === undefined) return undefined;
   try {
-    return JSON.parse(await fsp.readFile(path.join(folder, 'config.json'), 'utf8'));
+    const config: unknown = JSON.parse(await fsp.readFile(path.join(folder, 'config.json'), 'utf8'));
+    // Like an unreadable one: a config.json that is not an object (null, a list), or nests without bound.
+    return typeof config === 'object' && config !== null && !Array.isArray(config) && !jsonTooDeep(config) ? config : undefined;
   } catch {
     return undefined;
   }
@@ -177,11 +183,13 @@ function histogram(x: Float32Array, bins: number): Histogram {
 }
 
 /**
- * Each weight in units of its group's step (x/d for Q4_0/Q8_0, (x-m)/d for
- * Q4_1, x/s + z for int4/int8): the quantizer rounds these to the integer
- * levels, so a histogram over the grid shows how the codes are used.
+ * Each weight in units of its group's step (x/d for Q4_0/Q5_0/Q8_0, (x-m)/d
+ * for Q4_1/Q5_1, x/s + z for int4/int8): the quantizer rounds these to the
+ * integer levels, so a histogram over the grid shows how the codes are
+ * used. Undefined for the K-quants, whose step is a sub-block scale times a
+ * super-block scale (no one grid per block).
  */
-function gridHistogram(x: Float32Array, q: QuantizedTensor): GridHistogram {
+function gridHistogram(x: Float32Array, q: QuantizedTensor): GridHistogram | undefined {
   const cols = q.shape[q.shape.length - 1] as number;
   const group = q.groupSize;
   const groupsPerRow = cols / group;
@@ -189,22 +197,23 @@ function gridHistogram(x: Float32Array, q: QuantizedTensor): GridHistogram {
   let axis: string;
   let scaleOf: (g: number) => number;
   let offsetOf: (g: number) => number;
-  if (q.format === 'q4_0' || q.format === 'q8_0' || q.format === 'q4_1') {
+  const asym = q.format === 'q4_1' || q.format === 'q5_1';
+  if (q.format === 'q4_0' || q.format === 'q8_0' || q.format === 'q4_1' || q.format === 'q5_0' || q.format === 'q5_1') {
     const bytes = q.data as Uint8Array;
     const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    const bb = q.format === 'q4_0' ? 18 : q.format === 'q4_1' ? 20 : 34;
+    const bb = { q4_0: 18, q4_1: 20, q5_0: 22, q5_1: 24, q8_0: 34 }[q.format];
     scaleOf = (g) => f16ToF32(dv.getUint16(g * bb, true));
-    if (q.format === 'q4_1') {
+    if (asym) {
       offsetOf = (g) => f16ToF32(dv.getUint16(g * bb + 2, true));
-      levels = [0, 15];
+      levels = q.format === 'q4_1' ? [0, 15] : [0, 31];
       axis = '(x − m) / d';
     } else {
       offsetOf = () => 0;
-      // Q4_0 stores d = m/−8, so x/d spans [−8, 8]: codes q−8 in −8..7.
-      levels = q.format === 'q4_0' ? [-8, 7] : [-127, 127];
+      // Q4_0 stores d = m/−8, so x/d spans [−8, 8]: codes q−8 in −8..7 (Q5_0: −16..15).
+      levels = q.format === 'q4_0' ? [-8, 7] : q.format === 'q5_0' ? [-16, 15] : [-127, 127];
       axis = 'x / d';
     }
-  } else {
+  } else if (q.format === 'int4' || q.format === 'int8') {
     const s = q.scales as Tensor;
     const sd = s.data as Uint16Array | Float32Array;
     scaleOf = s.dtype === 'f32' ? (g) => sd[g] as number : s.dtype === 'f16' ? (g) => f16ToF32(sd[g] as number) : (g) => bf16ToF32(sd[g] as number);
@@ -212,8 +221,9 @@ function gridHistogram(x: Float32Array, q: QuantizedTensor): GridHistogram {
     offsetOf = z === undefined ? () => 0 : (g) => z[g] as number;
     levels = q.format === 'int4' ? [-8, 7] : [-128, 127];
     axis = z === undefined ? 'x / s' : 'x / s + z';
+  } else {
+    return undefined;
   }
-  const asym = q.format === 'q4_1';
   const lo = levels[0] - 2;
   const hi = levels[1] + 2;
   const perLevel = levels[1] - levels[0] > 32 ? 1 : 8;
@@ -270,7 +280,8 @@ export async function compareModels(original: string, compressed: string, option
         const x = toFloat32(o.data as Float32Array | Uint16Array, o.dtype as FloatDType);
         r.histogram = histogram(x, bins);
         const c = await loadCompressed(comp, locate(t, comp), config, t);
-        if (c.value instanceof QuantizedTensor) r.grid = gridHistogram(x, c.value);
+        const grid = c.value instanceof QuantizedTensor ? gridHistogram(x, c.value) : undefined;
+        if (grid !== undefined) r.grid = grid;
       }
       let weights = 0;
       let se = 0;

@@ -26,20 +26,23 @@ import {
   type CTGroup,
 } from '../formats/compressed-tensors';
 import { quoteName, type GGUFMetadataEntry } from '../formats/gguf-header';
-import { GGUF_FILE_TYPES, GGUF_QUANTIZATION_VERSION, GGUFWriter, ggufTensorBytes, setMetadata, type GGUFPlannedTensor } from '../formats/gguf-writer';
-import type { GGMLTypeName } from '../formats/gguf-types';
+import { GGUF_FILE_TYPES, GGUF_QUANTIZATION_VERSION, GGUFWriter, ggufTensorBytes, removeMetadata, setMetadata, type GGUFPlannedTensor } from '../formats/gguf-writer';
+import { ggmlTypeByName, type GGMLTypeName } from '../formats/gguf-types';
+import { imatrixWeights, readImatrix, type ImatrixEntry, type ImportanceMatrix } from '../formats/imatrix';
 import { DTYPE_TO_SAFETENSORS, plannedBytes, SAFETENSORS_INDEX, ShardedSafetensorsWriter, type PlannedTensor } from '../formats/safetensors';
 import { lowRank, matmul, rankForRatio } from '../lowrank';
-import { quantizationError, quantize, QuantizedTensor, type FloatDType, type QuantizeOptions } from '../quantize';
+import { GGML_QUANT_FORMATS, quantizationError, quantize, QuantizedTensor, type FloatDType, type QuantizeOptions } from '../quantize';
 import { compress24, decompress24, prune, Sparse24Tensor, type SparsityScore } from '../sparsity';
 import { dtypeSize, Tensor } from '../tensor';
-import { convertFloats } from './convert';
+import { cast } from '../cast';
 import { BufferPool, Gate, poolSize } from './memory';
-import { sizeOnDisk, stageOutput } from './output';
-import { checkTarget, describeAction, planTensor, resolveRecipe, TARGETS, type OutputFormat, type Recipe, type Target, type TensorAction, type TensorPlan } from './recipe';
+import { sizeOnDisk, stageOutput, TEMP_TAG } from './output';
+import { GGUF_MIXES, llamaQuantizeOrder, mixModelOf, planMix } from './gguf-mix';
+import { checkTarget, describeAction, planTensor, resolveRecipe, TARGETS, type ImportanceSource, type OutputFormat, type PlanContext, type Recipe, type ResolvedRecipe, type Target, type TensorAction, type TensorPlan } from './recipe';
 import { modelModules, planModules, type ModelModules, type ModulePlan } from './linear-modules';
 import { SUPPORTED_GGUF_ARCHITECTURES, SUPPORTED_HF_CLASSES } from '../model/architectures';
-import { floatDtypeOf, openModel, viewStored, type ModelSource, type SourceTensor } from './source';
+import { hfModelAsGguf } from '../convert/hf-model';
+import { floatDtypeOf, openModel, readConfigJson, viewStored, type ModelSource, type SourceTensor } from './source';
 import { denseError } from './error';
 
 export interface CompressOptions {
@@ -69,6 +72,20 @@ export interface CompressOptions {
   target?: Target;
   /** safetensors outputs: largest shard in bytes; overrides the recipe's. */
   maxShardBytes?: number;
+  /**
+   * Goes into the temporary output's name (`.<output>.slimtensor-<tag>-<random>.tmp`;
+   * letters, digits, _), so a later run can remove what a killed one left
+   * (removeTemps in ./output). Default: the process id.
+   */
+  tempTag?: string;
+  /**
+   * llama.cpp's importance matrix (a .dat or GGUF imatrix file, or one read
+   * with readImatrix) for every quantize rule that does not name its own:
+   * the weights of llama.cpp's importance-weighted quantizers, as
+   * `llama-quantize --imatrix`. Tensors it does not cover are quantized
+   * without it and listed in the report.
+   */
+  imatrix?: string | ImportanceMatrix;
 }
 
 export interface CompressProgress {
@@ -103,6 +120,8 @@ export interface TensorRecord {
   pruned?: { pattern: string; layout: 'sparse-24-bitmask' | 'dense'; kept: number; total: number };
   /** With measureError, for quantized, converted, pruned and low-rank tensors. */
   error?: { rmse: number; maxAbs: number; sqnrDb: number; cosine: number };
+  /** Quantized with an imatrix: the file; or 'not covered' when the imatrix has no entry for it. */
+  imatrix?: string;
 }
 
 export interface CompressReport {
@@ -126,6 +145,8 @@ export interface CompressReport {
     /** Every 2-D tensor written as it was, with the reason. */
     kept: { name: string; shape: number[]; reason: string }[];
   };
+  /** When an imatrix was given: its files, and the quantized tensors it covered and did not. */
+  imatrix?: { files: string[]; used: number; notCovered: string[] };
   /** When tensors were pruned: how many, how many weights were zeroed, and the zero fraction of all float weights written. */
   sparsity?: { tensors: number; prunedWeights: number; globalSparsity: number };
   /** input bytes / output bytes (files on disk). */
@@ -178,11 +199,12 @@ const DEFAULT_MEMORY = 1024 ** 3;
 const DEFAULT_IN_FLIGHT = 4;
 /** Weight files of a Hugging Face folder in other formats: not copied next to the compressed weights. */
 const WEIGHT_FILE = /\.(safetensors|bin|pt|pth|ckpt|h5|msgpack|gguf|onnx|npz)$|\.safetensors\.index\.json$|\.bin\.index\.json$/;
-const MAX_CONFIG_BYTES = 16 * 1024 * 1024;
 
 interface Entry {
   src: SourceTensor;
   plan: TensorPlan;
+  /** The imatrix entry of a quantized tensor (its weights are computed when it is quantized: cols per matrix, matrices = experts of a 3-D weight). */
+  importance: ImatrixEntry | undefined;
   /** Output tensors (safetensors names/dtypes, or one GGUF tensor). */
   st: PlannedTensor[];
   gguf: GGUFPlannedTensor | undefined;
@@ -212,9 +234,9 @@ function chooseFormat(recipeFormat: OutputFormat | undefined, source: ModelSourc
 function quantBytes(shape: readonly number[], o: QuantizeOptions): { data: number; scales: number; zeros: number; groups: number } {
   const cols = shape[shape.length - 1] as number;
   const rows = shape.reduce((a, d) => a * d, 1) / cols;
-  if (o.format === 'q4_0' || o.format === 'q4_1' || o.format === 'q8_0') {
-    const bb = o.format === 'q4_0' ? 18 : o.format === 'q4_1' ? 20 : 34;
-    return { data: rows * (cols / 32) * bb, scales: 0, zeros: 0, groups: 0 };
+  if (GGML_QUANT_FORMATS.includes(o.format)) {
+    const t = ggmlTypeByName(o.format.toUpperCase() as GGMLTypeName);
+    return { data: rows * (cols / t.blockSize) * t.blockBytes, scales: 0, zeros: 0, groups: 0 };
   }
   const bits = o.format === 'int4' ? 4 : 8;
   const group = o.groupSize === 'channel' ? cols : (o.groupSize as number);
@@ -246,6 +268,7 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
   const maxInFlight = o.maxInFlight ?? DEFAULT_IN_FLIGHT;
   if (!(Number.isSafeInteger(maxInFlight) && maxInFlight >= 1)) throw new SlimTensorError('compressModel: maxInFlight must be an integer >= 1', 'ERR_VALUE');
   if (o.threads !== undefined && !(Number.isInteger(o.threads) && o.threads >= 1 && o.threads <= 1024)) throw new SlimTensorError(`compressModel: threads must be an integer in 1..1024, got ${String(o.threads)}`, 'ERR_VALUE');
+  if (o.tempTag !== undefined && !(typeof o.tempTag === 'string' && TEMP_TAG.test(o.tempTag))) throw new SlimTensorError(`compressModel: tempTag must be 1 to 64 letters, digits or _, got ${JSON.stringify(o.tempTag)}`, 'ERR_VALUE');
   const recipe = resolveRecipe(o.recipe);
   if (o.target !== undefined && !TARGETS.includes(o.target)) throw new SlimTensorError(`compressModel: target must be one of ${TARGETS.join(', ')}; got ${JSON.stringify(o.target)}`, 'ERR_VALUE');
   const target = o.target ?? recipe.target;
@@ -253,7 +276,7 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
   const signal = o.signal;
   signal?.throwIfAborted();
 
-  const source = await openModel(o.input);
+  let source = await openModel(o.input);
   try {
     // ---- plan: every tensor's action and outputs, before anything is written
     let format = o.format ?? recipe.format;
@@ -268,20 +291,28 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
       }),
     );
     const warnings: string[] = [];
-    if (format === 'gguf' && source.format !== 'gguf') {
-      throw new SlimTensorError(
-        `compressModel: GGUF output needs a GGUF input (${o.input} is safetensors); convert the Hugging Face model with llama.cpp's convert_hf_to_gguf.py first, or use a compressed-tensors preset (w4a16, w4a16-asym, w8a16)`,
-        'ERR_UNSUPPORTED',
-      );
-    }
+    // A Hugging Face folder becomes what llama.cpp's converter would write
+    // (GGUF names, layouts, metadata, tokenizer); the recipe then applies as to a GGUF input.
+    if (format === 'gguf' && source.format !== 'gguf') source = await hfModelAsGguf(source);
     if (format !== 'gguf' && source.format === 'gguf') {
       warnings.push(`the ${format} output keeps the GGUF tensor names and layouts (llama.cpp's); Hugging Face loaders such as vLLM expect the model's own names`);
     }
     // The source folder's config.json: the model class, and what compressed-tensors adds quantization_config to.
     let config: Record<string, unknown> | undefined;
-    if (source.folder !== undefined) config = await readConfig(path.join(source.folder, 'config.json'));
-    const inputs = source.tensors.map(planInputOf);
-    let plans = inputs.map((t) => planTensor(t, { ...recipe, target }, format));
+    if (source.folder !== undefined) config = await readConfigJson(path.join(source.folder, 'config.json'));
+    // Importance matrices: compressModel's and the rules' own files, read once each.
+    const imatrices = await loadImatrices(o.imatrix, recipe);
+    // A llama-quantize mix: planned over the whole model, tensors in llama-quantize's order.
+    const ctx: PlanContext = {};
+    let tensors = source.tensors;
+    if (recipe.mix !== undefined && format === 'gguf' && source.ggufMetadata !== undefined) {
+      tensors = llamaQuantizeOrder(source.tensors);
+      const mixRule = recipe.rules.find((r) => r.options.mix !== undefined);
+      const hasImatrix = imatrixFor(mixRule?.options.importance as ImportanceSource, imatrices) !== undefined;
+      ctx.mix = planMix(recipe.mix, tensors, mixModelOf(new Map(source.ggufMetadata.map((e) => [e.key, e.value] as const)), tensors.map((t) => t.name)), hasImatrix);
+    }
+    const inputs = tensors.map(planInputOf);
+    let plans = inputs.map((t) => planTensor(t, { ...recipe, target }, format, ctx));
     let modulePlan: ModulePlan | undefined;
     let modules: ModelModules | undefined;
     if (format === 'compressed-tensors') {
@@ -289,7 +320,12 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
       modulePlan = planModules(inputs, plans, modules, target);
       plans = modulePlan.plans;
     }
-    const entries = source.tensors.map((t, i) => planEntry(t, plans[i] as TensorPlan, format));
+    const entries = tensors.map((t, i) => planEntry(t, plans[i] as TensorPlan, format, o.measureError === true));
+    const imatrixUse = attachImportance(entries, imatrices);
+    if (imatrixUse !== undefined && imatrixUse.notCovered.length > 0) {
+      const n = imatrixUse.notCovered;
+      warnings.push(`${n.length} quantized tensor${n.length === 1 ? ' is' : 's are'} not in the imatrix and ${n.length === 1 ? 'was' : 'were'} quantized without it: ${n.slice(0, 4).join(', ')}${n.length > 4 ? ', …' : ''}`);
+    }
     const ctGroups = new Map<string, CTGroup>();
     let sparse24 = 0;
     let pruned = 0;
@@ -336,13 +372,13 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
       throw new SlimTensorError(`compressModel: ${o.input} is already quantized (config.json has quantization_config)`, 'ERR_UNSUPPORTED');
     }
 
-    const staged = await stageOutput(o.output, format === 'gguf' ? 'file' : 'folder', o.input, o.overwrite === true);
+    const staged = await stageOutput(o.output, format === 'gguf' ? 'file' : 'folder', o.input, o.overwrite === true, o.tempTag);
     const pool = new BufferPool(memoryLimit);
     const stages = noStageTimes();
     let files: string[] = [];
     try {
       signal?.throwIfAborted();
-      const sink = await createSink(format, staged.tmp, entries, source, o.maxShardBytes ?? recipe.maxShardBytes);
+      const sink = await createSink(format, staged.tmp, entries, source, o.maxShardBytes ?? recipe.maxShardBytes, recipe, imatrices);
       files = format === 'gguf' ? [path.basename(staged.output)] : sink.files;
       try {
         await runPipeline(entries, source, sink, pool, { memoryLimit, maxInFlight, threads: o.threads, measureError: o.measureError === true, countZeros: pruned > 0, signal, onProgress: o.onProgress, started, stages });
@@ -377,6 +413,7 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
       ...(modules !== undefined && modulePlan !== undefined
         ? { modules: { architecture: modules.architecture, rule: modules.table ? ('architecture table' as const) : ('conservative' as const), target, ignore: ctGroups.size > 0 || sparse24 > 0 ? ignore : [], kept: modulePlan.kept } }
         : {}),
+      ...(imatrixUse !== undefined ? { imatrix: imatrixUse } : {}),
       ...(pruned > 0
         ? { sparsity: { tensors: pruned, prunedWeights: records.reduce((n, r) => n + (r.pruned === undefined ? 0 : r.pruned.total - r.pruned.kept), 0), globalSparsity: globalSparsity(entries) } }
         : {}),
@@ -396,7 +433,89 @@ function planInputOf(t: SourceTensor): { name: string; shape: readonly number[];
   return { name: t.name, shape: t.shape, floatDtype: floatDtypeOf(t), storage: t.storage };
 }
 
-function planEntry(src: SourceTensor, plan: TensorPlan, format: OutputFormat): Entry {
+/** The importance matrices a run uses: compressModel's (`global`) and each rule's own file, by path. */
+interface Imatrices {
+  global: ImportanceMatrix | undefined;
+  byFile: Map<string, ImportanceMatrix>;
+}
+
+async function loadImatrices(given: string | ImportanceMatrix | undefined, recipe: ResolvedRecipe): Promise<Imatrices> {
+  const byFile = new Map<string, ImportanceMatrix>();
+  let global: ImportanceMatrix | undefined;
+  if (typeof given === 'string') global = await readImatrix(given);
+  else if (given !== undefined) {
+    if (typeof given !== 'object' || given === null || !(given.entries instanceof Map)) throw new SlimTensorError('compressModel: imatrix must be a file path or an ImportanceMatrix (readImatrix)', 'ERR_VALUE');
+    global = given;
+  }
+  for (const r of recipe.rules) {
+    const src = r.options.importance as ImportanceSource;
+    if (src && !byFile.has(src.file)) byFile.set(src.file, await readImatrix(src.file));
+  }
+  return { global, byFile };
+}
+
+/** The matrix a quantize rule's importance source selects. */
+function imatrixFor(src: ImportanceSource, m: Imatrices): ImportanceMatrix | undefined {
+  if (src === false) return undefined;
+  if (src === undefined) return m.global;
+  return m.byFile.get(src.file);
+}
+
+function imatrixName(m: ImportanceMatrix): string {
+  return m.source?.path ?? '(in memory)';
+}
+
+/**
+ * Gives each quantized tensor its importance weights, as llama-quantize
+ * looks them up: by tensor name, [cols × experts] values; a tensor the
+ * matrix does not cover is quantized without (reported), a covered one of
+ * the wrong size is an error (except the token embedding, which
+ * llama-quantize also quantizes without). Q8_0 and conversions use none.
+ */
+function attachImportance(entries: readonly Entry[], m: Imatrices): CompressReport['imatrix'] {
+  if (m.global === undefined && m.byFile.size === 0) return undefined;
+  const files = new Set<string>([...(m.global !== undefined ? [m.global] : []), ...m.byFile.values()].map(imatrixName));
+  const notCovered: string[] = [];
+  let used = 0;
+  for (const e of entries) {
+    const a = e.plan.action;
+    if (a.kind !== 'quantize' || a.options.format === 'q8_0') continue;
+    const mat = imatrixFor(a.importance, m);
+    if (mat === undefined) continue;
+    const entry = mat.entries.get(e.src.name);
+    if (entry === undefined) {
+      notCovered.push(e.src.name);
+      e.record.imatrix = 'not covered';
+      continue;
+    }
+    const shape = e.src.shape;
+    const cols = shape[shape.length - 1] as number;
+    // a 3-D weight holds one matrix per expert (llama-quantize: ne[0] × ne[2] values)
+    const experts = shape.length === 3 ? (shape[0] as number) : 1;
+    if (entry.sums.length !== cols * experts) {
+      if (e.src.name === 'token_embd.weight') {
+        notCovered.push(e.src.name);
+        e.record.imatrix = 'not covered';
+        continue;
+      }
+      throw new SlimTensorError(
+        `compressModel: tensor ${quoteName(e.src.name)}: the imatrix ${imatrixName(mat)} has ${entry.sums.length} values for it; its shape [${shape.join(', ')}] needs ${cols * experts} (${cols} columns${experts > 1 ? ` × ${experts} experts` : ''}) — an imatrix of another model?`,
+        'ERR_SHAPE',
+      );
+    }
+    e.importance = entry;
+    e.record.imatrix = imatrixName(mat);
+    used++;
+  }
+  return { files: [...files], used, notCovered };
+}
+
+/** A conversion between two types of one size (f16 <-> bf16) overwrites its input, unless the input is still needed to measure the error. */
+function convertsInPlace(src: SourceTensor, to: FloatDType, measureError: boolean): boolean {
+  return !measureError && dtypeSize(src.dtype as FloatDType) === dtypeSize(to);
+}
+
+function planEntry(src: SourceTensor, plan: TensorPlan, format: OutputFormat, measureError: boolean): Entry {
   const a = plan.action;
   let st: PlannedTensor[] = [];
   let gguf: GGUFPlannedTensor | undefined;
@@ -415,7 +534,8 @@ function planEntry(src: SourceTensor, plan: TensorPlan, format: OutputFormat): E
   if (a.kind === 'keep') dense(undefined);
   else if (a.kind === 'convert') {
     dense(a.dtype);
-    extra = poolSize((src.byteLength / dtypeSize(src.dtype as FloatDType)) * dtypeSize(a.dtype));
+    // f16 <-> bf16 converts in place unless the error is measured (compressOne)
+    if (!convertsInPlace(src, a.dtype, measureError)) extra = poolSize((src.byteLength / dtypeSize(src.dtype as FloatDType)) * dtypeSize(a.dtype));
   } else if (a.kind === 'quantize') {
     const b = quantBytes(src.shape, a.options);
     extra = poolSize(b.data) + (b.scales > 0 ? poolSize(b.scales) : 0) + (b.zeros > 0 ? poolSize(b.zeros) : 0);
@@ -474,21 +594,7 @@ function planEntry(src: SourceTensor, plan: TensorPlan, format: OutputFormat): E
     if (a.dense !== undefined) record.reason = a.dense;
   }
   if (plan.fallback !== undefined) record.fallback = plan.fallback;
-  return { src, plan, st, gguf, outBytes, need: poolSize(src.byteLength) + extra, record, zeros: 0, elements: 0 };
-}
-
-async function readConfig(file: string): Promise<Record<string, unknown> | undefined> {
-  const st = await fsp.stat(file).catch(() => undefined);
-  if (st === undefined || !st.isFile()) return undefined;
-  if (st.size > MAX_CONFIG_BYTES) throw new SlimTensorError(`${file}: ${st.size} bytes; config.json is limited to ${MAX_CONFIG_BYTES}`, 'ERR_FORMAT');
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(await fsp.readFile(file, 'utf8'));
-  } catch (e) {
-    throw new SlimTensorError(`${file}: not valid JSON (${(e as Error).message})`, 'ERR_FORMAT');
-  }
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new SlimTensorError(`${file}: config.json must hold a JSON object`, 'ERR_FORMAT');
-  return parsed as Record<string, unknown>;
+  return { src, plan, st, gguf, outBytes, need: poolSize(src.byteLength) + extra, record, zeros: 0, elements: 0, importance: undefined };
 }
 
 interface Sink {
@@ -498,15 +604,21 @@ interface Sink {
   abort(): Promise<void>;
 }
 
-async function createSink(format: OutputFormat, tmp: string, entries: readonly Entry[], source: ModelSource, maxShardBytes: number | undefined): Promise<Sink> {
+async function createSink(
+  format: OutputFormat,
+  tmp: string,
+  entries: readonly Entry[],
+  source: ModelSource,
+  maxShardBytes: number | undefined,
+  recipe: ResolvedRecipe,
+  imatrices: Imatrices,
+): Promise<Sink> {
   if (format === 'gguf') {
-    const g = source.gguf;
-    if (g === undefined) throw new SlimTensorError('compressModel: GGUF output needs a GGUF input', 'ERR_UNSUPPORTED');
+    const base = source.ggufMetadata;
+    if (base === undefined) throw new SlimTensorError('compressModel: GGUF output needs a GGUF input or a Hugging Face folder', 'ERR_UNSUPPORTED');
     const tensors = entries.map((e) => e.gguf as GGUFPlannedTensor);
-    let meta: GGUFMetadataEntry[] = g.entries.slice();
-    meta = setMetadata(meta, 'general.quantization_version', 'u32', GGUF_QUANTIZATION_VERSION);
-    const fileType = mainFileType(tensors);
-    if (fileType !== undefined) meta = setMetadata(meta, 'general.file_type', 'u32', fileType);
+    const imatrix = imatrices.global ?? (imatrices.byFile.size === 1 ? [...imatrices.byFile.values()][0] : undefined);
+    const meta = ggufOutputMetadata(base, tensors, recipe, imatrix);
     const w = await GGUFWriter.create(tmp, { entries: meta, tensors });
     return {
       files: [],
@@ -537,6 +649,38 @@ async function createSink(format: OutputFormat, tmp: string, entries: readonly E
     finish: () => w.close(),
     abort: () => w.abort(),
   };
+}
+
+/** A string as llama-quantize stores a metadata override: at most 127 bytes (cut at a whole character here). */
+function overrideString(s: string): string {
+  let out = s.split('\u0000')[0] as string;
+  while (Buffer.byteLength(out, 'utf8') > 127) out = Array.from(out).slice(0, -1).join('');
+  return out;
+}
+
+/**
+ * The output's metadata: the input's, with general.quantization_version and
+ * general.file_type set, and the imatrix it was quantized with described
+ * (quantize.imatrix.file / dataset / entries_count / chunks_count, as
+ * llama-quantize writes them). A mix writes them as llama-quantize does —
+ * moved to the end, in that order, split keys dropped, file_type the mix's
+ * llama_ftype — so its header is byte for byte llama-quantize's; other
+ * recipes update the keys in place and name the file by its main type.
+ */
+function ggufOutputMetadata(input: readonly GGUFMetadataEntry[], tensors: readonly GGUFPlannedTensor[], recipe: ResolvedRecipe, imatrix: ImportanceMatrix | undefined): GGUFMetadataEntry[] {
+  const where = recipe.mix !== undefined ? 'at end' : 'in place';
+  let meta: GGUFMetadataEntry[] = input.slice();
+  meta = setMetadata(meta, 'general.quantization_version', 'u32', GGUF_QUANTIZATION_VERSION, where);
+  const fileType = recipe.mix !== undefined ? GGUF_MIXES[recipe.mix].fileType : mainFileType(tensors);
+  if (fileType !== undefined) meta = setMetadata(meta, 'general.file_type', 'u32', fileType, where);
+  if (recipe.mix !== undefined) for (const k of ['split.no', 'split.count', 'split.tensors.count']) meta = removeMetadata(meta, k);
+  if (imatrix !== undefined) {
+    meta = setMetadata(meta, 'quantize.imatrix.file', 'string', overrideString(imatrixName(imatrix)), where);
+    if (imatrix.datasets.length > 0) meta = setMetadata(meta, 'quantize.imatrix.dataset', 'string', overrideString(imatrix.datasets[0] as string), where);
+    meta = setMetadata(meta, 'quantize.imatrix.entries_count', 'i32', imatrix.entries.size, where);
+    if (imatrix.chunkCount > 0) meta = setMetadata(meta, 'quantize.imatrix.chunks_count', 'i32', imatrix.chunkCount, where);
+  }
+  return meta;
 }
 
 /** general.file_type: the type holding the most weights among matrices (llama.cpp names the file by it). */
@@ -705,8 +849,8 @@ async function compressOne(e: Entry, input: Uint8Array, take: (n: number) => Uin
   const from = floatDtypeOf(e.src) as FloatDType;
   const n = e.src.byteLength / dtypeSize(from);
   if (a.kind === 'convert') {
-    const out = take(n * dtypeSize(a.dtype));
-    convertFloats(input, from, out, a.dtype, n);
+    const out = convertsInPlace(e.src, a.dtype, ro.measureError) ? input : take(n * dtypeSize(a.dtype));
+    await cast(Tensor.from(input, e.src.shape, from), a.dtype, { out: Tensor.from(out, e.src.shape, a.dtype), ...(ro.threads !== undefined ? { threads: ro.threads } : {}) });
     if (ro.measureError) e.record.error = await timed(times, 'errorMs', () => denseError(Tensor.from(input, e.src.shape, from), Tensor.from(out, e.src.shape, a.dtype)));
     if (ro.countZeros) countZerosInto(e, out, a.dtype);
     return { kind: 'raw', bytes: out };
@@ -718,9 +862,26 @@ async function compressOne(e: Entry, input: Uint8Array, take: (n: number) => Uin
   const b = quantBytes(e.src.shape, o);
   const cols = e.src.shape[e.src.shape.length - 1] as number;
   const lead = e.src.shape.slice(0, -1);
+  const threads = ro.threads !== undefined ? { threads: ro.threads } : {};
+  const w = e.importance === undefined ? undefined : imatrixWeights(e.importance);
   let out: QuantizedTensor;
-  if (o.format === 'q4_0' || o.format === 'q4_1' || o.format === 'q8_0') {
+  if (GGML_QUANT_FORMATS.includes(o.format)) {
     out = new QuantizedTensor({ format: o.format, shape: e.src.shape, data: take(b.data) });
+    if (w !== undefined && w.length > cols) {
+      // A 3-D expert weight: each expert's matrix with its own weights, as llama-quantize does.
+      const experts = w.length / cols;
+      const inPer = t.data.length / experts;
+      const outPer = b.data / experts;
+      const shape = e.src.shape.slice(-2);
+      const data = out.data as Uint8Array;
+      for (let x = 0; x < experts; x++) {
+        const part = Tensor.from(t.data.subarray(x * inPer, (x + 1) * inPer), shape, t.dtype);
+        const q = new QuantizedTensor({ format: o.format, shape, data: data.subarray(x * outPer, (x + 1) * outPer) });
+        await quantize(part, { ...o, importance: w.subarray(x * cols, (x + 1) * cols), out: q, ...threads });
+      }
+      if (ro.measureError) e.record.error = await timed(times, 'errorMs', () => quantizationError(t, out));
+      return { kind: 'quant', q: out };
+    }
   } else {
     const d = take(b.data);
     const sd = o.scaleDtype as FloatDType;
@@ -733,7 +894,7 @@ async function compressOne(e: Entry, input: Uint8Array, take: (n: number) => Uin
       groupSize: o.groupSize === 'channel' ? cols : (o.groupSize as number),
     });
   }
-  const q = await quantize(t, { ...o, out, ...(ro.threads !== undefined ? { threads: ro.threads } : {}) });
+  const q = await quantize(t, { ...o, out, ...(w !== undefined ? { importance: w } : {}), ...threads });
   if (ro.measureError) e.record.error = await timed(times, 'errorMs', () => quantizationError(t, q));
   return { kind: 'quant', q };
 }
@@ -857,13 +1018,15 @@ async function lowRankOne(e: Entry, input: Uint8Array, take: (n: number) => Uint
   const f32 = (shape: readonly number[]): Tensor<'f32'> => Tensor.from(take(shape.reduce((x, d) => x * d, 1) * 4), shape, 'f32');
   const out = { left: f32(left.shape), right: f32(right.shape) };
   const r = await lowRank(w, { ...rest, rank, out, ...(ro.threads !== undefined ? { threads: ro.threads } : {}) });
-  const parts = [r.left, r.right].map((f) => {
-    const bytes = new Uint8Array(f.data.buffer, f.data.byteOffset, f.data.byteLength);
-    if (dtype === 'f32') return bytes;
-    const converted = take(f.size * dtypeSize(dtype));
-    convertFloats(bytes, 'f32', converted, dtype, f.size);
-    return converted;
-  });
+  const parts = await Promise.all(
+    [r.left, r.right].map(async (f) => {
+      const bytes = new Uint8Array(f.data.buffer, f.data.byteOffset, f.data.byteLength);
+      if (dtype === 'f32') return bytes;
+      const converted = take(f.size * dtypeSize(dtype));
+      await cast(f, dtype, { out: Tensor.from(converted, f.shape, dtype) });
+      return converted;
+    }),
+  );
   if (ro.measureError) {
     const approx = await matmul(Tensor.from(parts[0] as Uint8Array, left.shape, dtype), Tensor.from(parts[1] as Uint8Array, right.shape, dtype), { out: f32(e.src.shape) });
     e.record.error = denseError(w, approx);

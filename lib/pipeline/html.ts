@@ -27,6 +27,20 @@ function fmtNum(v: number | undefined, digits = 3): string {
   return Math.abs(v) >= 1e-3 && Math.abs(v) < 1e4 ? v.toPrecision(digits) : v.toExponential(digits - 1);
 }
 
+/** report --eval: both models run on a token file. */
+function evaluationSection(r: ComparisonReport): string {
+  const e = r.evaluation;
+  if (e === undefined) return '';
+  const rel = (e.deltaPerplexity / e.original.perplexity) * 100;
+  return `<h2>Quality on text <small>${e.tokens.count} tokens${e.tokens.path ? ` of ${esc(path.basename(e.tokens.path))}` : ''}, ${e.chunks} chunks of ${e.ctx}, the second half of each scored (${e.scored} tokens), as llama-perplexity computes it</small></h2>
+<table class="sum">
+<tr><td>perplexity</td><td>${e.compressed.perplexity.toFixed(4)} ± ${e.compressed.perplexityError.toFixed(4)}</td><td>original ${e.original.perplexity.toFixed(4)} ± ${e.original.perplexityError.toFixed(4)}</td><td>ΔPPL ${e.deltaPerplexity >= 0 ? '+' : ''}${e.deltaPerplexity.toFixed(4)} (${rel >= 0 ? '+' : ''}${rel.toFixed(2)} %)</td></tr>
+<tr><td>KL divergence</td><td>mean ${fmtNum(e.kl.mean, 4)}</td><td>p99 ${fmtNum(e.kl.p99, 4)}</td><td>max ${fmtNum(e.kl.max, 4)}</td></tr>
+<tr><td>top-1 agreement</td><td>${(e.kl.top1Agreement * 100).toFixed(2)} %</td><td colspan="2">of next-token predictions equal to the original's</td></tr>
+<tr><td>speed</td><td>${e.compressed.tokensPerSecond.toFixed(1)} tokens/s</td><td colspan="2">original ${e.original.tokensPerSecond.toFixed(1)} tokens/s</td></tr>
+</table>`;
+}
+
 const PALETTE = ['#3b6fb6', '#d9822b', '#3a9d5d', '#b8455a', '#7a5cb8', '#8c6d46', '#c75fa8', '#5f7f8c'];
 
 function colorFor(types: string[], t: string): string {
@@ -151,6 +165,7 @@ svg .lb{font:11px ui-monospace,monospace;fill:#333}svg .ax{font:10px system-ui,s
 <tr><td>compressed</td><td>${esc(r.compressed.path)}</td><td>${esc(r.compressed.format)}</td><td>${fmtBytes(r.compressed.bytes)}</td></tr>
 <tr><td>tensor bytes</td><td colspan="3">${fmtBytes(tot.originalBytes)} → ${fmtBytes(tot.compressedBytes)} (${tot.ratio.toFixed(2)}×); RMSE ${fmtNum(tot.rmse)} over ${tot.weights} weights; SQNR ${Number.isFinite(tot.sqnrDb) ? tot.sqnrDb.toFixed(2) : '∞'} dB over the changed tensors</td></tr>
 </table>
+${evaluationSection(r)}
 <h2>Error per tensor <small>signal-to-quantization-noise ratio, higher is better; exact tensors are left out</small></h2>
 <p>${legend}</p>
 ${errorChart(r.tensors, types)}

@@ -19,5 +19,8 @@ export {
   type PruneScore,
   type Target,
   type PruneLayout,
+  type PlanContext,
+  type ImportanceSource,
 } from './recipe';
+export { GGUF_MIXES, MIX_NAMES, planMix, mixModelOf, llamaQuantizeOrder, type MixName, type MixInfo, type MixModel, type MixChoice } from './gguf-mix';
 export { openModel, type ModelSource, type SourceTensor, type SourceFormat } from './source';

@@ -31,12 +31,37 @@ async function real(p: string): Promise<string> {
   return fsp.realpath(p).catch(() => path.resolve(p));
 }
 
+/** Names the temporaries of `output` written under `tag` start with. */
+function tempPrefix(output: string, tag: string): string {
+  return `.${path.basename(output)}.slimtensor-${tag}-`;
+}
+
+/** A tag for temporary names: what `tempTag` accepts. */
+export const TEMP_TAG = /^[A-Za-z0-9_]{1,64}$/;
+
+/**
+ * Removes the temporaries an earlier run with the same `tag` left beside
+ * `output` (a process killed mid-write cannot remove its own), and returns
+ * their paths. Only names made by stageOutput with that tag are touched.
+ */
+export async function removeTemps(output: string, tag: string): Promise<string[]> {
+  const out = path.resolve(output);
+  const dir = path.dirname(out);
+  const prefix = tempPrefix(out, tag);
+  const names = await fsp.readdir(dir).catch(() => [] as string[]);
+  const stale = names.filter((n) => n.startsWith(prefix) && (n.endsWith('.tmp') || n.endsWith('.old'))).map((n) => path.join(dir, n));
+  for (const p of stale) await fsp.rm(p, { recursive: true, force: true });
+  return stale;
+}
+
 /**
  * Prepares `output` (a file or a folder) for writing through a temporary
  * name in the same folder. Refuses an existing output unless `overwrite`,
- * and an output that is or lies inside the input.
+ * and an output that is or lies inside the input. `tag` (default: the
+ * process id) goes into the temporary name, so removeTemps can find what a
+ * killed run left.
  */
-export async function stageOutput(output: string, kind: 'file' | 'folder', input: string, overwrite: boolean): Promise<StagedOutput> {
+export async function stageOutput(output: string, kind: 'file' | 'folder', input: string, overwrite: boolean, tag = String(process.pid)): Promise<StagedOutput> {
   const out = path.resolve(output);
   const inp = await real(input);
   const outReal = await real(out);
@@ -55,8 +80,8 @@ export async function stageOutput(output: string, kind: 'file' | 'folder', input
     if (kind === 'file' && st.isDirectory()) throw new SlimTensorError(`output ${output} is a folder; this recipe writes one GGUF file`, 'ERR_VALUE');
     if (kind === 'folder' && !st.isDirectory()) throw new SlimTensorError(`output ${output} is a file; this recipe writes a folder`, 'ERR_VALUE');
   }
-  const tag = `${process.pid}-${Math.random().toString(36).slice(2, 10)}`;
-  const tmp = path.join(parent, `.${path.basename(out)}.slimtensor-${tag}.tmp`);
+  const unique = `${tempPrefix(out, tag)}${Math.random().toString(36).slice(2, 10)}`;
+  const tmp = path.join(parent, `${unique}.tmp`);
   if (kind === 'folder') await fsp.mkdir(tmp);
   LIVE_TEMPS.add(tmp);
   const discard = async (): Promise<void> => {
@@ -70,7 +95,7 @@ export async function stageOutput(output: string, kind: 'file' | 'folder', input
     async commit() {
       if (kind === 'folder' && (await exists(out))) {
         // rename() cannot replace a non-empty folder: move the old one aside first.
-        const old = path.join(parent, `.${path.basename(out)}.slimtensor-${tag}.old`);
+        const old = path.join(parent, `${unique}.old`);
         await fsp.rename(out, old);
         try {
           await fsp.rename(tmp, out);

@@ -4,8 +4,10 @@
 // defaults need when a row does not fit a block or group).
 import { SlimTensorError } from '../errors';
 import { marlinSchemeProblem } from '../formats/compressed-tensors';
-import { QUANT_FORMATS, type FloatDType, type QuantFormat, type QuantizeOptions } from '../quantize';
+import type { GGMLTypeName } from '../formats/gguf-types';
+import { GGML_QUANT_FORMATS, hasMseSearch, QUANT_FORMATS, type FloatDType, type QuantFormat, type QuantizeOptions } from '../quantize';
 import { parsePattern } from '../sparsity';
+import { blockFallback, GGUF_MIXES, isMixName, MIX_NAMES, type MixChoice, type MixName } from './gguf-mix';
 
 /** What a compressed model is written as. */
 export type OutputFormat = 'gguf' | 'compressed-tensors' | 'safetensors';
@@ -38,7 +40,9 @@ export interface RecipeRule {
   match: string | readonly string[];
   method: RecipeMethod;
   /**
-   * quantize: { format, groupSize?, symmetric?, search?, scaleDtype? }
+   * quantize: { format | mix, groupSize?, symmetric?, search?, scaleDtype?, importance? }
+   *   mix: a llama.cpp file type ('q4_k_m', …): each tensor gets the type llama-quantize gives it in that mix
+   *   importance: { file } (an imatrix for this rule's tensors) or false (none, even when compressModel has one)
    * keep: { dtype?: 'f32' | 'f16' | 'bf16' } (convert float tensors)
    * prune: { pattern?: 'N:M' (default '2:4'), score?: 'magnitude' | { activationNorms: { [tensor]: number[] } },
    *          layout?: 'dense' (default) | 'sparse-24-bitmask' }
@@ -69,17 +73,9 @@ export const NORM_GLOBS = ['*norm*'];
 export const EMBED_GLOBS = ['token_embd.weight', '*embed_tokens.weight', '*wte.weight', '*word_embeddings.weight', '*tok_embeddings.weight'];
 export const HEAD_GLOBS = ['output.weight', 'lm_head.weight', '*.lm_head.weight'];
 
-function ggufPreset(format: 'q4_0' | 'q4_1' | 'q8_0', description: string): Recipe {
-  return {
-    name: format,
-    description,
-    format: 'gguf',
-    rules: [
-      { match: NORM_GLOBS, method: 'keep' },
-      { match: [...EMBED_GLOBS, ...HEAD_GLOBS], method: 'quantize', options: { format: 'q8_0' } },
-      { match: '*', method: 'quantize', options: { format } },
-    ],
-  };
+/** A llama-quantize file mix as a preset: every tensor gets the type llama-quantize gives it (lib/pipeline/gguf-mix.ts). */
+function mixPreset(mix: MixName, description: string): Recipe {
+  return { name: mix, description: `GGUF ${GGUF_MIXES[mix].label} as llama-quantize makes it: ${description}`, format: 'gguf', rules: [{ match: '*', method: 'quantize', options: { mix } }] };
 }
 
 function ctPreset(name: string, description: string, format: 'int4' | 'int8', symmetric: boolean): Recipe {
@@ -126,9 +122,20 @@ export function pruneRecipe(pattern: string, layout: PruneLayout = 'dense'): Rec
 
 /** The built-in recipes (`--preset`). */
 export const PRESETS: Readonly<Record<string, Recipe>> = {
-  q4_0: ggufPreset('q4_0', 'GGUF Q4_0 (4.5 bits/weight); embedding and output head Q8_0; norms and 1-D tensors kept'),
-  q4_1: ggufPreset('q4_1', 'GGUF Q4_1 (5 bits/weight); embedding and output head Q8_0; norms and 1-D tensors kept'),
-  q8_0: ggufPreset('q8_0', 'GGUF Q8_0 (8.5 bits/weight); norms and 1-D tensors kept'),
+  q4_0: mixPreset('q4_0', 'Q4_0 (4.5 bits/weight), output head Q6_K; with an imatrix the first eighth of ffn_down Q4_1'),
+  q4_1: mixPreset('q4_1', 'Q4_1 (5 bits/weight), output head Q6_K'),
+  q5_0: mixPreset('q5_0', 'Q5_0 (5.5 bits/weight), output head Q6_K; with an imatrix the first eighth of ffn_down Q5_1'),
+  q5_1: mixPreset('q5_1', 'Q5_1 (6 bits/weight), output head Q6_K'),
+  q8_0: mixPreset('q8_0', 'Q8_0 (8.5 bits/weight)'),
+  q2_k: mixPreset('q2_k', 'Q2_K, attn_v Q3_K (Q4_K with GQA >= 4), ffn_down and attn_output Q3_K, output head Q6_K'),
+  q3_k_s: mixPreset('q3_k_s', 'Q3_K, output head Q6_K'),
+  q3_k_m: mixPreset('q3_k_m', 'Q3_K, attn_v Q5_K (first two) / Q4_K, attn_output Q4_K, ffn_down Q4_K (Q5_K in the first sixteenth), output head Q6_K'),
+  q3_k_l: mixPreset('q3_k_l', 'Q3_K, attn_v, attn_output and ffn_down Q5_K, output head Q6_K'),
+  q4_k_s: mixPreset('q4_k_s', 'Q4_K, attn_v Q5_K (first four), ffn_down Q5_K in the first eighth, output head Q6_K'),
+  q4_k_m: mixPreset('q4_k_m', 'Q4_K, attn_v and ffn_down Q6_K on the layers use_more_bits picks (first and last eighth, every third between), output head Q6_K'),
+  q5_k_s: mixPreset('q5_k_s', 'Q5_K, output head Q6_K'),
+  q5_k_m: mixPreset('q5_k_m', 'Q5_K, attn_v and ffn_down Q6_K on the layers use_more_bits picks, output head Q6_K'),
+  q6_k: mixPreset('q6_k', 'Q6_K everywhere it fits'),
   w4a16: ctPreset('w4a16', 'compressed-tensors W4A16 for vLLM: INT4 symmetric, groups of 128, Linear layers that fit Marlin; embedding, head and norms kept', 'int4', true),
   'w4a16-asym': ctPreset('w4a16-asym', 'compressed-tensors W4A16_ASYM for vLLM: INT4 with zero points, groups of 128, Linear layers that fit Marlin; embedding, head and norms kept', 'int4', false),
   w8a16: ctPreset('w8a16', 'compressed-tensors W8A16 for vLLM: INT8 symmetric, groups of 128, Linear layers that fit Marlin; embedding, head and norms kept', 'int8', true),
@@ -181,13 +188,15 @@ export interface ResolvedRecipe {
   target: Target;
   rules: CompiledRule[];
   maxShardBytes: number | undefined;
+  /** The llama-quantize mix its quantize rules use, if any (one per recipe): GGUF output as llama-quantize writes it. */
+  mix: MixName | undefined;
 }
 
-const QUANT_OPTION_KEYS = ['format', 'groupSize', 'symmetric', 'search', 'scaleDtype'];
+const QUANT_OPTION_KEYS = ['format', 'mix', 'groupSize', 'symmetric', 'search', 'scaleDtype', 'importance'];
 const KEEP_OPTION_KEYS = ['dtype'];
 const PRUNE_OPTION_KEYS = ['pattern', 'score', 'layout'];
 const FLOAT_DTYPES: readonly FloatDType[] = ['f32', 'f16', 'bf16'];
-const GGUF_QUANTS: readonly QuantFormat[] = ['q4_0', 'q4_1', 'q8_0'];
+const GGUF_QUANTS: readonly QuantFormat[] = GGML_QUANT_FORMATS;
 const RECIPE_KEYS = ['name', 'description', 'extends', 'format', 'target', 'rules', 'search', 'maxShardBytes'];
 
 function checkKeys(o: Record<string, unknown>, known: readonly string[], where: string): void {
@@ -210,9 +219,20 @@ function compileRule(r: unknown, label: string, search: unknown): CompiledRule {
   const options = { ...(opts as Record<string, unknown>) };
   if (method === 'quantize') {
     checkKeys(options, QUANT_OPTION_KEYS, `recipe ${label} options`);
-    if (!QUANT_FORMATS.includes(options.format as QuantFormat)) throw new SlimTensorError(`recipe ${label}: quantize needs options.format, one of ${QUANT_FORMATS.join(', ')}; got ${JSON.stringify(options.format)}`, 'ERR_VALUE');
-    if (options.search === undefined && search !== undefined) options.search = search;
+    if (options.mix !== undefined) {
+      if (!isMixName(options.mix)) throw new SlimTensorError(`recipe ${label}: options.mix must be one of ${MIX_NAMES.join(', ')}; got ${JSON.stringify(options.mix)}`, 'ERR_VALUE');
+      if (options.format !== undefined) throw new SlimTensorError(`recipe ${label}: give options.format or options.mix, not both`, 'ERR_VALUE');
+      for (const k of ['groupSize', 'symmetric', 'scaleDtype']) if (options[k] !== undefined) throw new SlimTensorError(`recipe ${label}: a mix writes GGUF blocks; ${k} does not apply`, 'ERR_VALUE');
+    } else if (!QUANT_FORMATS.includes(options.format as QuantFormat)) {
+      throw new SlimTensorError(`recipe ${label}: quantize needs options.format, one of ${QUANT_FORMATS.join(', ')}, or options.mix, one of ${MIX_NAMES.join(', ')}; got ${JSON.stringify(options.format)}`, 'ERR_VALUE');
+    }
     if (options.search !== undefined && options.search !== 'none' && options.search !== 'mse') throw new SlimTensorError(`recipe ${label}: options.search must be 'none' or 'mse'`, 'ERR_VALUE');
+    if (options.search === 'mse' && options.format !== undefined && !hasMseSearch(options.format as QuantFormat)) {
+      throw new SlimTensorError(`recipe ${label}: search 'mse' is implemented for q4_0, q4_1, q8_0, int4 and int8, not ${String(options.format)}`, 'ERR_VALUE');
+    }
+    // The recipe's search applies where it is implemented (a mix: on the tensors it gives such a type).
+    if (options.search === undefined && search !== undefined && (options.mix !== undefined || hasMseSearch(options.format as QuantFormat))) options.search = search;
+    options.importance = compileImportance(options.importance, label);
     const g = options.groupSize;
     if (g !== undefined && g !== 'channel' && !(Number.isSafeInteger(g) && (g as number) > 0)) throw new SlimTensorError(`recipe ${label}: options.groupSize must be a positive integer or 'channel'`, 'ERR_VALUE');
     if (options.symmetric !== undefined && typeof options.symmetric !== 'boolean') throw new SlimTensorError(`recipe ${label}: options.symmetric must be a boolean`, 'ERR_VALUE');
@@ -233,6 +253,19 @@ function compileRule(r: unknown, label: string, search: unknown): CompiledRule {
     if (options.dtype !== undefined && !FLOAT_DTYPES.includes(options.dtype as FloatDType)) throw new SlimTensorError(`recipe ${label}: keep options.dtype must be f32, f16 or bf16`, 'ERR_VALUE');
   }
   return { label, match: (n) => matchers.some((m) => m(n)), pattern: patterns.map(String).join(' | '), method: method as RecipeMethod, options };
+}
+
+/** Where a quantize rule's importance weights come from. */
+export type ImportanceSource = { file: string } | false | undefined;
+
+function compileImportance(v: unknown, label: string): ImportanceSource {
+  if (v === undefined || v === false) return v;
+  if (typeof v === 'object' && v !== null && !Array.isArray(v)) {
+    checkKeys(v as Record<string, unknown>, ['file'], `recipe ${label} options.importance`);
+    const file = (v as { file?: unknown }).file;
+    if (typeof file === 'string' && file !== '') return { file };
+  }
+  throw new SlimTensorError(`recipe ${label}: options.importance must be { file: "<llama.cpp imatrix, .dat or GGUF>" } or false; got ${JSON.stringify(v)}`, 'ERR_VALUE');
 }
 
 /** prune()'s pattern rule ('N:M', 1 <= N <= M <= 32), worded for a recipe rule or a CLI flag. */
@@ -311,7 +344,12 @@ export function resolveRecipe(recipe: Recipe | string): ResolvedRecipe {
   }
   if (rules.length === 0) throw new SlimTensorError('recipe: no rules (give rules, or extends a preset)', 'ERR_VALUE');
   refusePruneWithQuantize(rules);
-  const resolved: ResolvedRecipe = { name: recipe.name ?? recipe.extends ?? 'custom', format, target: target ?? 'transformers', rules, maxShardBytes: recipe.maxShardBytes };
+  const mixRules = rules.filter((r) => r.method === 'quantize' && r.options.mix !== undefined);
+  const mix = mixRules[0]?.options.mix as MixName | undefined;
+  const other = mixRules.find((r) => r.options.mix !== mix);
+  if (other !== undefined) throw new SlimTensorError(`recipe ${(mixRules[0] as CompiledRule).label} uses mix ${String(mix)} and ${other.label} mix ${String(other.options.mix)}: a file is one llama.cpp file type; use one mix and format rules for the exceptions`, 'ERR_VALUE');
+  if (mix !== undefined && format !== undefined && format !== 'gguf') throw new SlimTensorError(`recipe: mix ${mix} is a GGUF file type; the recipe writes ${format}`, 'ERR_VALUE');
+  const resolved: ResolvedRecipe = { name: recipe.name ?? recipe.extends ?? 'custom', format: format ?? (mix !== undefined ? 'gguf' : undefined), target: target ?? 'transformers', rules, maxShardBytes: recipe.maxShardBytes, mix };
   checkTarget(resolved);
   return resolved;
 }
@@ -345,7 +383,12 @@ export interface PlanInput {
 export type TensorAction =
   | { kind: 'keep'; reason: string }
   | { kind: 'convert'; dtype: FloatDType; reason: string }
-  | { kind: 'quantize'; options: QuantizeOptions }
+  | {
+      kind: 'quantize';
+      options: QuantizeOptions;
+      /** The rule's importance source (undefined: compressModel's imatrix, if any; false: none). */
+      importance?: ImportanceSource;
+    }
   | { kind: 'lowrank'; options: Record<string, unknown> }
   | {
       kind: 'prune';
@@ -363,6 +406,12 @@ export type TensorAction =
       dense?: string;
     };
 
+/** Model-wide facts a rule needs beyond the tensor itself. */
+export interface PlanContext {
+  /** The recipe's mix (ResolvedRecipe.mix) planned over the whole model: planMix in gguf-mix.ts. */
+  mix?: ReadonlyMap<string, MixChoice>;
+}
+
 export interface TensorPlan {
   name: string;
   action: TensorAction;
@@ -371,8 +420,6 @@ export interface TensorPlan {
   /** Set when the rule's setting did not fit and the next format that fits was used. */
   fallback?: { from: string; to: string; reason: string };
 }
-
-const GGML_BLOCK = 32;
 
 function shapeText(s: readonly number[]): string {
   return `[${s.join(', ')}]`;
@@ -384,7 +431,7 @@ function shapeText(s: readonly number[]): string {
  * settings the output cannot hold (and for Wanda norms missing for a
  * pruned tensor), ERR_SHAPE for norms of the wrong length.
  */
-export function planTensor(t: PlanInput, recipe: ResolvedRecipe, format: OutputFormat): TensorPlan {
+export function planTensor(t: PlanInput, recipe: ResolvedRecipe, format: OutputFormat, ctx: PlanContext = {}): TensorPlan {
   const rule = recipe.rules.find((r) => r.match(t.name));
   const base = { name: t.name, rule: rule?.label };
   if (rule === undefined) return { ...base, action: { kind: 'keep', reason: 'no rule matches' } };
@@ -402,28 +449,30 @@ export function planTensor(t: PlanInput, recipe: ResolvedRecipe, format: OutputF
   if (rule.method === 'lowrank') return { ...base, action: { kind: 'lowrank', options: rule.options } };
   if (rule.method === 'prune') return planPrune(t, rule, format, base);
 
-  const o = rule.options as QuantizeOptions & Record<string, unknown>;
+  const o = rule.options as Omit<QuantizeOptions, 'importance'> & { mix?: MixName; importance: ImportanceSource } & Record<string, unknown>;
   const cols = t.shape[t.shape.length - 1] as number;
+  if (o.mix !== undefined) {
+    if (format !== 'gguf') throw new SlimTensorError(`recipe ${rule.label} quantizes '${t.name}' with mix ${o.mix}, a GGUF file type; this recipe writes ${format}`, 'ERR_VALUE');
+    const choice = ctx.mix?.get(t.name);
+    if (choice === undefined) throw new SlimTensorError(`recipe ${rule.label}: mix ${o.mix} is planned over the whole model (compressModel, or planTensor with context.mix from planMix); '${t.name}' is not in the plan`, 'ERR_VALUE');
+    if (choice.type === undefined) return { ...base, action: { kind: 'keep', reason: choice.reason ?? 'llama-quantize keeps it' } };
+    return planGguf(t, base, o, choice.fallback?.from ?? choice.type, choice.fallback);
+  }
   const ggml = GGUF_QUANTS.includes(o.format);
-  if (format === 'gguf' && !ggml) throw new SlimTensorError(`recipe ${rule.label} quantizes '${t.name}' to ${o.format}, a compressed-tensors format; this recipe writes GGUF (q4_0, q4_1, q8_0)`, 'ERR_VALUE');
+  if (format === 'gguf' && !ggml) throw new SlimTensorError(`recipe ${rule.label} quantizes '${t.name}' to ${o.format}, a compressed-tensors format; this recipe writes GGUF (${GGUF_QUANTS.join(', ')})`, 'ERR_VALUE');
   if (format === 'compressed-tensors' && ggml) throw new SlimTensorError(`recipe ${rule.label} quantizes '${t.name}' to ${o.format}, a GGUF format; this recipe writes compressed-tensors (int4, int8)`, 'ERR_VALUE');
   if (format === 'safetensors') throw new SlimTensorError(`recipe ${rule.label} quantizes '${t.name}', but plain safetensors output has no quantized layout; use format 'compressed-tensors' or 'gguf'`, 'ERR_VALUE');
   const options: QuantizeOptions = { format: o.format };
   if (o.search !== undefined) options.search = o.search;
   if (ggml) {
-    if (cols % GGML_BLOCK !== 0) {
-      // Every GGUF block format this library writes uses blocks of 32: the next
-      // format that fits is F16 (llama-quantize's last fallback), or the
-      // tensor's own 16-bit type.
-      const reason = `rows of ${cols} values are not a multiple of the ${GGML_BLOCK}-value block`;
-      if (t.floatDtype === 'f32') return { ...base, action: { kind: 'convert', dtype: 'f16', reason }, fallback: { from: o.format, to: 'F16', reason } };
-      return { ...base, action: { kind: 'keep', reason }, fallback: { from: o.format, to: t.storage, reason } };
-    }
-    return { ...base, action: { kind: 'quantize', options } };
+    const chosen = o.format.toUpperCase() as GGMLTypeName;
+    const fb = blockFallback(chosen, cols);
+    return planGguf(t, base, o, chosen, fb === undefined ? undefined : { from: chosen, ...fb });
   }
   if (format === 'compressed-tensors' && t.shape.length !== 2) {
     return { ...base, action: { kind: 'keep', reason: `${t.shape.length}-D: compressed-tensors quantizes 2-D Linear weights` } };
   }
+  const importance = o.importance !== undefined ? { importance: o.importance } : {};
   options.symmetric = o.symmetric ?? true;
   options.scaleDtype = o.scaleDtype ?? t.floatDtype;
   const g = o.groupSize ?? 128;
@@ -434,9 +483,35 @@ export function planTensor(t: PlanInput, recipe: ResolvedRecipe, format: OutputF
   if (g !== 'channel' && cols % g !== 0 && !(format === 'compressed-tensors' && recipe.target === 'vllm')) {
     const reason = `rows of ${cols} values are not a multiple of the group size ${g}`;
     options.groupSize = 'channel';
-    return { ...base, action: { kind: 'quantize', options }, fallback: { from: `${o.format} group ${g}`, to: `${o.format} channel (one group per row)`, reason } };
+    return { ...base, action: { kind: 'quantize', options, ...importance }, fallback: { from: `${o.format} group ${g}`, to: `${o.format} channel (one group per row)`, reason } };
   }
-  return { ...base, action: { kind: 'quantize', options } };
+  return { ...base, action: { kind: 'quantize', options, ...importance } };
+}
+
+/**
+ * A GGUF tensor of type `chosen`, or — when its blocks do not fit the rows
+ * — of `fallback.to` (llama-quantize's fallbacks, blockFallback): a block
+ * format is quantized, F16 is a conversion (or the tensor as it is, when
+ * stored as F16).
+ */
+function planGguf(
+  t: PlanInput,
+  base: { name: string; rule: string | undefined },
+  o: { search?: 'none' | 'mse'; importance: ImportanceSource },
+  chosen: GGMLTypeName,
+  fallback: { from: GGMLTypeName; to: GGMLTypeName; reason: string } | undefined,
+): TensorPlan {
+  const type = fallback?.to ?? chosen;
+  const fb = fallback === undefined ? {} : { fallback };
+  if (type === 'F16') {
+    const reason = (fallback as { reason: string }).reason;
+    if (t.floatDtype === 'f16') return { ...base, action: { kind: 'keep', reason }, ...fb };
+    return { ...base, action: { kind: 'convert', dtype: 'f16', reason }, ...fb };
+  }
+  const format = type.toLowerCase() as QuantFormat;
+  const options: QuantizeOptions = { format };
+  if (o.search === 'mse' && hasMseSearch(format)) options.search = 'mse';
+  return { ...base, action: { kind: 'quantize', options, ...(o.importance !== undefined ? { importance: o.importance } : {}) }, ...fb };
 }
 
 function planPrune(t: PlanInput, rule: CompiledRule, format: OutputFormat, base: { name: string; rule: string | undefined }): TensorPlan {

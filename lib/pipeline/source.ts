@@ -4,7 +4,8 @@
 // caller's buffer.
 import { promises as fsp } from 'node:fs';
 import { SlimTensorError } from '../errors';
-import { GGUFReader } from '../formats/gguf';
+import { GGUFReader, type GGUFMetadataEntry } from '../formats/gguf';
+import { jsonTooDeep, MAX_JSON_DEPTH } from '../formats/json';
 import { ggmlType } from '../formats/gguf-types';
 import { SAFETENSORS_DTYPES, SafetensorsModel } from '../formats/safetensors';
 import { QuantizedTensor, type FloatDType, type QuantFormat } from '../quantize';
@@ -20,7 +21,7 @@ export interface SourceTensor {
   storage: string;
   /** Dense dtype when slimtensor can view it as a Tensor. */
   dtype: DType | undefined;
-  /** GGUF block format when stored quantized (Q8_0, Q4_0, Q4_1). */
+  /** GGUF block format when stored quantized (Q4_0 … Q8_0, Q2_K … Q6_K). */
   quant: QuantFormat | undefined;
   byteLength: number;
 }
@@ -33,6 +34,12 @@ export interface ModelSource {
   tensors: readonly SourceTensor[];
   /** GGUF sources: the open reader (metadata, alignment). */
   gguf: GGUFReader | undefined;
+  /**
+   * The metadata a GGUF output starts from: a GGUF source's own entries, or
+   * what llama.cpp's converter writes for a Hugging Face folder seen through
+   * hfModelAsGguf (whose tensors then carry GGUF names and layouts).
+   */
+  ggufMetadata: readonly GGUFMetadataEntry[] | undefined;
   safetensors: SafetensorsModel | undefined;
   /** A tensor's stored bytes, read into `into` when given. */
   readBytes(name: string, into?: Uint8Array): Promise<Uint8Array>;
@@ -76,6 +83,7 @@ export async function openModel(p: string): Promise<ModelSource> {
       folder: undefined,
       tensors,
       gguf: g,
+      ggufMetadata: g.entries,
       safetensors: undefined,
       readBytes: (name, into) => g.readTensorBytes(name, into === undefined ? {} : { into }),
       close: () => g.close(),
@@ -104,8 +112,27 @@ async function openSafetensors(p: string, isFolder: boolean): Promise<ModelSourc
     folder: isFolder ? p : undefined,
     tensors,
     gguf: undefined,
+    ggufMetadata: undefined,
     safetensors: m,
     readBytes: (name, into) => m.readTensorBytes(name, into === undefined ? {} : { into }),
     close: () => m.close(),
   };
+}
+
+const MAX_CONFIG_BYTES = 16 * 1024 * 1024;
+
+/** A Hugging Face config.json (undefined when the file is absent); ERR_FORMAT naming the file when it is not a JSON object. */
+export async function readConfigJson(file: string): Promise<Record<string, unknown> | undefined> {
+  const st = await fsp.stat(file).catch(() => undefined);
+  if (st === undefined || !st.isFile()) return undefined;
+  if (st.size > MAX_CONFIG_BYTES) throw new SlimTensorError(`${file}: ${st.size} bytes; config.json is limited to ${MAX_CONFIG_BYTES}`, 'ERR_FORMAT');
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(await fsp.readFile(file, 'utf8'));
+  } catch (e) {
+    throw new SlimTensorError(`${file}: not valid JSON (${(e as Error).message})`, 'ERR_FORMAT');
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new SlimTensorError(`${file}: config.json must hold a JSON object`, 'ERR_FORMAT');
+  if (jsonTooDeep(parsed)) throw new SlimTensorError(`${file}: nests arrays or objects more than ${MAX_JSON_DEPTH} deep`, 'ERR_FORMAT');
+  return parsed as Record<string, unknown>;
 }

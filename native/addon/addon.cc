@@ -13,6 +13,9 @@ void register_quant(Napi::Env env, Napi::Object exports);
 void register_distill(Napi::Env env, Napi::Object exports);
 void register_lowrank(Napi::Env env, Napi::Object exports);
 void register_sparse(Napi::Env env, Napi::Object exports);
+void register_model(Napi::Env env, Napi::Object exports);
+void register_calib(Napi::Env env, Napi::Object exports);
+void register_cast(Napi::Env env, Napi::Object exports);
 void lowrank_backends(Napi::Env env, Napi::Object cuda);
 Napi::Value set_error_class(const Napi::CallbackInfo& info);
 Napi::Value set_buffer_guard(const Napi::CallbackInfo& info);
@@ -29,6 +32,7 @@ Napi::Value backends(const Napi::CallbackInfo& info) {
   uint32_t i = 0;
   if (hw.avx2) feats.Set(i++, "avx2+fma+f16c");
   if (hw.avx512) feats.Set(i++, "avx512f+bw+vl");
+  if (hw.avx512vnni) feats.Set(i++, "avx512vnni");
   cpu.Set("features", feats);
   // avx512: the AVX2 kernels, with AVX-512 loops where they exist (the MSE search)
   cpu.Set("kernel", on.avx512 ? "avx512" : on.avx2 ? "avx2" : "scalar");
@@ -87,6 +91,9 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   register_distill(env, exports);
   register_lowrank(env, exports);
   register_sparse(env, exports);
+  register_model(env, exports);
+  register_calib(env, exports);
+  register_cast(env, exports);
   return exports;
 }
 

@@ -1,13 +1,11 @@
 #include "job.h"
 
+#include "../core/cpu.h"
+
 #include <cstdlib>
 #include <cstring>
 #include <new>
 #include <stdexcept>
-
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
 
 namespace st {
 namespace addon {
@@ -172,21 +170,6 @@ bool is_fresh(Napi::Env env, const Napi::Value& v) {
     if (napi_strict_equals(env, v, f, &same) == napi_ok && same) return true;
   }
   return false;
-}
-
-void hint_huge_pages(void* p, uint64_t bytes) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  // A hint only (THP in "madvise" mode honours it); 2 MiB-aligned interior.
-  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
-  if (p && bytes >= 2 * kHuge) {
-    const uintptr_t b = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
-    const uintptr_t e = (reinterpret_cast<uintptr_t>(p) + bytes) & ~(kHuge - 1);
-    if (e > b) madvise(reinterpret_cast<void*>(b), e - b, MADV_HUGEPAGE);
-  }
-#else
-  (void)p;
-  (void)bytes;
-#endif
 }
 
 // `bytes` of fresh memory aligned to 64 bytes (kernels check alignment to
@@ -408,6 +391,12 @@ Napi::Value dispatch(Napi::Env env, std::unique_ptr<Job> job, bool async) {
   return job->result(env);
 }
 
+double get_double(const Napi::Object& o, const char* key) {
+  Napi::Value v = o.Get(key);
+  if (!v.IsNumber()) throw_error(o.Env(), Code::Internal, std::string("argument field ") + key + " must be a number");
+  return v.As<Napi::Number>().DoubleValue();
+}
+
 int64_t get_int(const Napi::Object& o, const char* key) {
   Napi::Value v = o.Get(key);
   if (!v.IsNumber()) throw_error(o.Env(), Code::Internal, std::string("argument field ") + key + " must be a number");
@@ -419,6 +408,14 @@ int64_t get_int(const Napi::Object& o, const char* key) {
 }
 
 bool get_bool(const Napi::Object& o, const char* key) { return o.Get(key).ToBoolean().Value(); }
+
+DType get_float_dtype(const Napi::Object& o, const char* key) {
+  const int64_t v = get_int(o, key);
+  if (v < 0 || v > 6) throw_error(o.Env(), Code::DType, std::string("unknown dtype code for ") + key);
+  const DType t = static_cast<DType>(v);
+  if (!is_float_dtype(t)) throw_error(o.Env(), Code::DType, std::string(key) + " must be f32, f16 or bf16, got " + dtype_name(t));
+  return t;
+}
 
 uint64_t checked_mul(Napi::Env env, uint64_t a, uint64_t b, const char* what) {
   uint64_t r;

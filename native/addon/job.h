@@ -136,6 +136,9 @@ Napi::Value run_job(const Napi::CallbackInfo& info) {
 // Small readers for the plain argument objects lib/ builds.
 int64_t get_int(const Napi::Object& o, const char* key);
 bool get_bool(const Napi::Object& o, const char* key);
+double get_double(const Napi::Object& o, const char* key);
+// A dtype code that must name f32, f16 or bf16 (ERR_DTYPE naming `key` otherwise).
+DType get_float_dtype(const Napi::Object& o, const char* key);
 uint64_t checked_mul(Napi::Env env, uint64_t a, uint64_t b, const char* what);
 
 }  // namespace addon

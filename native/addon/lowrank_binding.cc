@@ -35,12 +35,6 @@ GemmKernel get_kernel(const Napi::Object& o) {
   return static_cast<GemmKernel>(v);
 }
 
-double get_double(const Napi::Object& o, const char* key) {
-  Napi::Value v = o.Get(key);
-  if (!v.IsNumber()) throw_error(o.Env(), Code::Internal, std::string("argument field ") + key + " must be a number");
-  return v.As<Napi::Number>().DoubleValue();
-}
-
 // A matrix argument: data + dtype + rows + cols, pinned.
 MatrixView get_matrix(Napi::Env env, Job* job, const Napi::Object& o, const char* prefix, const char* what) {
   const std::string p(prefix);

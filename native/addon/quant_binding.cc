@@ -16,7 +16,7 @@ DType get_dtype(const Napi::Object& o, const char* key) {
 
 QFormat get_format(const Napi::Object& o) {
   const int64_t v = get_int(o, "format");
-  if (v < 0 || v > 4) throw_error(o.Env(), Code::Value, "unknown quantization format code");
+  if (v < 0 || v >= kQFormatCount) throw_error(o.Env(), Code::Value, "unknown quantization format code");
   return static_cast<QFormat>(v);
 }
 
@@ -37,8 +37,8 @@ QBytes quant_bytes(Napi::Env env, QFormat f, int64_t rows, int64_t cols, int64_t
                                       std::to_string(group));
   }
   if (tr.ggml && cols % tr.block != 0) {
-    throw_error(env, Code::Shape, std::string(tr.name) + " needs rows whose length is a multiple of 32, got " +
-                                      std::to_string(cols));
+    throw_error(env, Code::Shape, std::string(tr.name) + " needs rows whose length is a multiple of " +
+                                      std::to_string(tr.block) + ", got " + std::to_string(cols));
   }
   checked_mul(env, static_cast<uint64_t>(cols), tr.bits, "row");
   const QuantSizes sz = quant_sizes(f, cols, group);

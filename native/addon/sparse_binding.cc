@@ -13,14 +13,6 @@ namespace addon {
 
 namespace {
 
-DType get_float_dtype(const Napi::Object& o, const char* key) {
-  const int64_t v = get_int(o, key);
-  if (v < 0 || v > 6) throw_error(o.Env(), Code::DType, std::string("unknown dtype code for ") + key);
-  const DType t = static_cast<DType>(v);
-  if (!is_float_dtype(t)) throw_error(o.Env(), Code::DType, std::string(key) + " must be f32, f16 or bf16, got " + dtype_name(t));
-  return t;
-}
-
 Kernel get_kernel(const Napi::Object& o) {
   const int64_t v = get_int(o, "kernel");
   if (v < 0 || v > 4) throw_error(o.Env(), Code::Value, "unknown kernel code");

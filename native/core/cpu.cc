@@ -1,5 +1,9 @@
 #include "cpu.h"
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 #include <algorithm>
 #include <cstring>
 #include <atomic>
@@ -46,6 +50,7 @@ CpuFeatures detect() {
   f.avx2 = ymm_state && avx2 && fma && f16c;
   const bool avx512f = b & (1u << 16), avx512bw = b & (1u << 30), avx512vl = b & (1u << 31);
   f.avx512 = f.avx2 && zmm_state && avx512f && avx512bw && avx512vl;
+  f.avx512vnni = f.avx512 && (c & (1u << 11));
 #endif
   return f;
 }
@@ -204,7 +209,7 @@ const CpuFeatures& cpu_enabled() {
     CpuFeatures e = cpu_features();
     const char* isa = std::getenv("SLIMTENSOR_ISA");
     if (isa && std::string(isa) == "scalar") e = CpuFeatures{};
-    if (isa && std::string(isa) == "avx2") e.avx512 = false;
+    if (isa && std::string(isa) == "avx2") e.avx512 = e.avx512vnni = false;
     return e;
   }();
   return f;
@@ -253,6 +258,21 @@ void parallel_copy(void* dst, const void* src, size_t bytes, int max_threads) {
     const size_t e = std::min(bytes, static_cast<size_t>(c1 * kChunk));
     std::memcpy(static_cast<char*>(dst) + b, static_cast<const char*>(src) + b, e - b);
   }, max_threads);
+}
+
+void hint_huge_pages(void* p, uint64_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  // A hint only (THP in "madvise" mode honours it); 2 MiB-aligned interior.
+  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
+  if (p && bytes >= 2 * kHuge) {
+    const uintptr_t b = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
+    const uintptr_t e = (reinterpret_cast<uintptr_t>(p) + bytes) & ~(kHuge - 1);
+    if (e > b) madvise(reinterpret_cast<void*>(b), e - b, MADV_HUGEPAGE);
+  }
+#else
+  (void)p;
+  (void)bytes;
+#endif
 }
 
 }  // namespace st

@@ -9,6 +9,7 @@ namespace st {
 struct CpuFeatures {
   bool avx2 = false;     // AVX2 + FMA + F16C, all three, with OS support for YMM state
   bool avx512 = false;   // AVX-512 F/BW/VL with OS support for ZMM state
+  bool avx512vnni = false;  // avx512 plus AVX512_VNNI (vpdpbusd: the runtime's 8-bit dot products)
 };
 
 // What the hardware offers (cpuid + xgetbv), read once.
@@ -34,5 +35,10 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
 // memcpy split over up to `max_threads` threads: the copy-bandwidth limit
 // benchmarks compare memory-bound kernels against.
 void parallel_copy(void* dst, const void* src, size_t bytes, int max_threads = 0);
+
+// Asks the kernel for transparent huge pages over the 2 MiB-aligned interior
+// of [p, p + bytes) (a hint; THP in "madvise" mode honours it): fresh
+// buffers of hundreds of MB fault in 512 times fewer pages.
+void hint_huge_pages(void* p, uint64_t bytes);
 
 }  // namespace st

@@ -4,6 +4,7 @@
 #include "distill/distill_cuda.h"
 #include "lowrank/lowrank_cuda.h"
 #include "sparse/sparse_cuda.h"
+#include "model/model_cuda.h"
 
 namespace st {
 
@@ -30,5 +31,6 @@ bool cusolver_available(std::string* why, std::string* library) {
 Status cuda_factor(const CudaFactor&, CudaFactorResult*) { return Status::Error(Code::Unsupported, kNotBuilt); }
 Status cuda_svd(const MatrixView&, int64_t, SvdResult*) { return Status::Error(Code::Unsupported, kNotBuilt); }
 Status cuda_sparse_select(const SelectArgs&) { return Status::Error(Code::Unsupported, kNotBuilt); }
+Status model::cuda_linear(const model::Weight&, const float*, int64_t, model::ActMode, float*) { return Status::Error(Code::Unsupported, kNotBuilt); }
 
 }  // namespace st

@@ -75,27 +75,49 @@ std::vector<float> edge_values(std::mt19937& g, int64_t n) {
   return x;
 }
 
+// Every ggml vector (all GGUF formats, with and without the importance
+// matrix) on every kernel the CPU has; dequantization too.
 void test_ggml_vectors(const std::string& dir) {
   const char* names[] = {"normal", "edge", "heavy"};
-  const int64_t cols[] = {256, 256, 512};
-  const char* fmts[] = {"q4_0", "q4_1", "q8_0"};
-  const QFormat ff[] = {QFormat::Q4_0, QFormat::Q4_1, QFormat::Q8_0};
-  const bool avx2 = isa_usable(Isa::Avx2, "ggml vectors");
+  const QFormat ff[] = {QFormat::Q4_0, QFormat::Q4_1, QFormat::Q5_0, QFormat::Q5_1, QFormat::Q8_0, QFormat::Q2_K,
+                        QFormat::Q3_K, QFormat::Q4_K, QFormat::Q5_K, QFormat::Q6_K};
+  const bool avx2 = isa_usable(Isa::Avx2, "ggml vectors"), avx512 = isa_usable(Isa::Avx512, "ggml vectors");
   for (int n = 0; n < 3; ++n) {
     const std::vector<char> x = read_file(dir + "/" + names[n] + ".f32");
-    check(!x.empty(), std::string("fixture ") + names[n] + ".f32 readable");
-    if (x.empty()) continue;
-    for (int f = 0; f < 3; ++f) {
-      const std::vector<char> want = read_file(dir + "/" + names[n] + "." + fmts[f]);
-      for (Kernel k : {Kernel::Reference, Kernel::Avx2}) {
-        if (k == Kernel::Avx2 && !avx2) continue;
-        QuantizeArgs a;
-        a.src = {x.data(), DType::F32, static_cast<int64_t>(x.size() / 4) / cols[n], cols[n]};
-        a.format = ff[f];
-        a.kernel = k;
-        const Output o = run(a);
-        check(o.status.ok() && o.data.size() == want.size() && std::memcmp(o.data.data(), want.data(), want.size()) == 0,
-              std::string("ggml vector ") + names[n] + " " + fmts[f] + (k == Kernel::Avx2 ? " avx2" : " reference"));
+    const std::vector<char> imp = read_file(dir + "/" + names[n] + ".imatrix.f32");
+    check(!x.empty() && !imp.empty(), std::string("fixtures ") + names[n] + ".f32/.imatrix.f32 readable");
+    if (x.empty() || imp.empty()) continue;
+    const int64_t cols = static_cast<int64_t>(imp.size() / 4), rows = static_cast<int64_t>(x.size() / 4) / cols;
+    for (QFormat f : ff) {
+      const std::string fmt = qformat_traits(f).name;
+      for (int weighted = 0; weighted < 2; ++weighted) {
+        const std::string file = std::string(names[n]) + "." + fmt + (weighted && f != QFormat::Q8_0 ? ".imatrix" : "");
+        const std::vector<char> want = read_file(dir + "/" + file);
+        const std::vector<char> deq = read_file(dir + "/" + names[n] + "." + fmt + ".dequant.f32");
+        for (Kernel k : {Kernel::Reference, Kernel::Avx2, Kernel::Avx512}) {
+          if (k == Kernel::Avx2 && !avx2) continue;
+          if (k == Kernel::Avx512 && !avx512) continue;
+          const char* kn = k == Kernel::Reference ? " reference" : k == Kernel::Avx2 ? " avx2" : " avx512";
+          QuantizeArgs a;
+          a.src = {x.data(), DType::F32, rows, cols};
+          a.format = f;
+          a.kernel = k;
+          a.importance = weighted ? reinterpret_cast<const float*>(imp.data()) : nullptr;
+          const Output o = run(a);
+          check(o.status.ok() && o.data.size() == want.size() && std::memcmp(o.data.data(), want.data(), want.size()) == 0,
+                "ggml vector " + file + kn);
+          if (weighted) continue;
+          DequantizeArgs d;
+          d.format = f;
+          d.rows = rows;
+          d.cols = cols;
+          d.data = o.data.data();
+          d.kernel = k;
+          std::vector<float> y(static_cast<size_t>(rows * cols), -1.0f);
+          const Status st = dequantize(d, y.data(), DType::F32);
+          check(st.ok() && deq.size() == y.size() * 4 && std::memcmp(y.data(), deq.data(), deq.size()) == 0,
+                "ggml dequantization " + std::string(names[n]) + "." + fmt + kn);
+        }
       }
     }
   }
@@ -258,28 +280,41 @@ void test_non_finite_first_index() {
 void test_every_output_byte_written() {
   std::mt19937 g(99);
   std::normal_distribution<float> nd;
-  const QFormat formats[] = {QFormat::Q4_0, QFormat::Q4_1, QFormat::Q8_0, QFormat::Int4, QFormat::Int8};
-  const bool avx2 = isa_usable(Isa::Avx2, "every output byte written");
+  const QFormat formats[] = {QFormat::Q4_0, QFormat::Q4_1, QFormat::Q8_0, QFormat::Int4, QFormat::Int8, QFormat::Q5_0,
+                             QFormat::Q5_1, QFormat::Q2_K, QFormat::Q3_K, QFormat::Q4_K, QFormat::Q5_K, QFormat::Q6_K};
+  const bool avx2 = isa_usable(Isa::Avx2, "every output byte written"), avx512 = isa_usable(Isa::Avx512, "every output byte written");
   for (QFormat f : formats) {
-    const bool ggml = qformat_traits(f).ggml;
-    for (int64_t cols : ggml ? std::vector<int64_t>{32, 96, 288} : std::vector<int64_t>{8, 24, 172, 264}) {
-      for (int search = 0; search < 2; ++search) {
+    const QFormatTraits& tr = qformat_traits(f);
+    const bool ggml = tr.ggml;
+    const std::vector<int64_t> widths = !ggml ? std::vector<int64_t>{8, 24, 172, 264}
+                                        : tr.block == 256 ? std::vector<int64_t>{256, 768}
+                                                          : std::vector<int64_t>{32, 96, 288};
+    std::vector<float> imp(768);
+    for (auto& v : imp) v = std::uniform_real_distribution<float>(0.0f, 3.0f)(g);
+    for (int64_t cols : widths) {
+      // search 0: none, 1: mse (where implemented), 2: llama.cpp's importance-weighted quantizer
+      for (int search = 0; search < 3; ++search) {
+        if (search == 1 && ggml && f != QFormat::Q4_0 && f != QFormat::Q4_1 && f != QFormat::Q8_0) continue;
+        if (search == 2 && !ggml) continue;
         for (int sym = 0; sym < (ggml ? 1 : 2); ++sym) {
-          for (Kernel k : {Kernel::Reference, Kernel::Avx2}) {
+          for (Kernel k : {Kernel::Reference, Kernel::Avx2, Kernel::Avx512}) {
             if (k == Kernel::Avx2 && !avx2) continue;
+            if (k == Kernel::Avx512 && !avx512) continue;
             std::vector<float> x(static_cast<size_t>(3 * cols));
             for (auto& v : x) v = nd(g);
             QuantizeArgs a;
             a.src = {x.data(), DType::F32, 3, cols};
             a.format = f;
-            a.group = ggml ? 32 : cols;
+            a.group = ggml ? tr.block : cols;
             a.symmetric = sym == 0;
-            a.search = search ? Search::Mse : Search::None;
+            a.search = search == 1 ? Search::Mse : Search::None;
+            a.importance = search == 2 ? imp.data() : nullptr;
             a.kernel = k;
             const Output lo = run(a, 0x00), hi = run(a, 0xff);
             check(lo.status.ok() && lo == hi, std::string("every output byte written: ") + qformat_traits(f).name +
-                                                  " cols=" + std::to_string(cols) + (search ? " mse" : "") +
-                                                  (sym ? " asym" : "") + (k == Kernel::Avx2 ? " avx2" : " reference"));
+                                                  " cols=" + std::to_string(cols) + (search == 1 ? " mse" : "") +
+                                                  (search == 2 ? " weighted" : "") + (sym ? " asym" : "") +
+                                                  (k == Kernel::Reference ? " reference" : k == Kernel::Avx2 ? " avx2" : " avx512"));
           }
         }
       }

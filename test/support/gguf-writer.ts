@@ -223,9 +223,18 @@ function roundHalfEven(v: number): number {
   return f % 2 === 0 ? f : f + 1;
 }
 
+const SCRATCH_F32 = new Float32Array(1);
+const SCRATCH_U32 = new Uint32Array(SCRATCH_F32.buffer);
+
+/** The bits of x rounded to f32 (no allocation: these run per element over large tensors). */
+function f32Bits(x: number): number {
+  SCRATCH_F32[0] = x;
+  return SCRATCH_U32[0] as number;
+}
+
 /** f32 -> IEEE half bits, round-to-nearest-even (all steps exact in doubles). */
 export function f32ToF16Bits(x: number): number {
-  const u = new Uint32Array(new Float32Array([x]).buffer)[0] as number;
+  const u = f32Bits(x);
   const sign = (u >>> 16) & 0x8000;
   const abs = u & 0x7fffffff;
   if (abs >= 0x7f800000) return sign | 0x7c00 | (abs > 0x7f800000 ? 0x200 : 0);
@@ -253,7 +262,7 @@ export function f16BitsToNumber(h: number): number {
 
 /** f32 -> bfloat16 bits, round-to-nearest-even. */
 export function f32ToBF16Bits(x: number): number {
-  const u = new Uint32Array(new Float32Array([x]).buffer)[0] as number;
+  const u = f32Bits(x);
   if ((u & 0x7fffffff) > 0x7f800000) return (u >>> 16) | 0x40;
   return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
 }

@@ -59,20 +59,26 @@ export function hfTensors(seed = 2, dim = 128): GeneratedTensor[] {
 
 export type HalfDType = 'F16' | 'BF16' | 'F32';
 
+/** The value of every f16 bit pattern (infinities and NaN included). */
+const F16_VALUES = Float32Array.from({ length: 65536 }, (_, h) => {
+  const s = h & 0x8000 ? -1 : 1;
+  const e = (h >>> 10) & 0x1f;
+  const m = h & 0x3ff;
+  if (e === 31) return m === 0 ? s * Infinity : NaN;
+  return e === 0 ? s * m * 2 ** -24 : s * (1 + m / 1024) * 2 ** (e - 15);
+});
+
 /** Values as they are stored in `dtype` (rounded), as f32. */
 export function stored(values: Float32Array, dtype: HalfDType): Float32Array {
   if (dtype === 'F32') return values;
   const out = new Float32Array(values.length);
+  const bits = new Uint32Array(out.buffer);
   for (let i = 0; i < values.length; i++) {
     const v = values[i] as number;
     if (dtype === 'F16') {
-      const h = f32ToF16Bits(v);
-      const s = h & 0x8000 ? -1 : 1;
-      const e = (h >>> 10) & 0x1f;
-      const m = h & 0x3ff;
-      out[i] = e === 0 ? s * m * 2 ** -24 : s * (1 + m / 1024) * 2 ** (e - 15);
+      out[i] = F16_VALUES[f32ToF16Bits(v)] as number;
     } else {
-      out[i] = new Float32Array(new Uint32Array([f32ToBF16Bits(v) << 16]).buffer)[0] as number;
+      bits[i] = (f32ToBF16Bits(v) << 16) >>> 0;
     }
   }
   return out;
@@ -80,18 +86,30 @@ export function stored(values: Float32Array, dtype: HalfDType): Float32Array {
 
 function encode(values: Float32Array, dtype: HalfDType): Uint8Array {
   if (dtype === 'F32') return bytesOf(values);
-  return bytesOf(Uint16Array.from(values, dtype === 'F16' ? f32ToF16Bits : f32ToBF16Bits));
+  const out = new Uint16Array(values.length);
+  const convert = dtype === 'F16' ? f32ToF16Bits : f32ToBF16Bits;
+  for (let i = 0; i < values.length; i++) out[i] = convert(values[i] as number);
+  return new Uint8Array(out.buffer);
 }
 
 export const CONFIG = { architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 128, torch_dtype: 'float16' };
 export const TOKENIZER = '{"version":"1.0","model":{"type":"BPE"}}';
+
+export interface HFFolderFiles {
+  /** config.json (default CONFIG). */
+  config?: object;
+  /** A folder whose tokenizer.json and tokenizer_config.json are copied (default: a stub tokenizer.json). */
+  tokenizerFrom?: string;
+  /** More files: name -> text. */
+  extra?: Record<string, string>;
+}
 
 /**
  * A Hugging Face folder: the tensors in `shards` safetensors files with an
  * index (or one model.safetensors), config.json, tokenizer.json,
  * generation_config.json and a pytorch_model.bin that must not be copied.
  */
-export async function writeHFFolder(dir: string, tensors: readonly GeneratedTensor[], dtype: HalfDType, shards: number): Promise<void> {
+export async function writeHFFolder(dir: string, tensors: readonly GeneratedTensor[], dtype: HalfDType, shards: number, files: HFFolderFiles = {}): Promise<void> {
   await fsp.mkdir(dir, { recursive: true });
   const per = Math.ceil(tensors.length / shards);
   const weightMap: Record<string, string> = {};
@@ -106,8 +124,10 @@ export async function writeHFFolder(dir: string, tensors: readonly GeneratedTens
     for (const t of part) weightMap[t.name] = file;
   }
   if (shards > 1) await fsp.writeFile(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: { total_size: 0 }, weight_map: weightMap }));
-  await fsp.writeFile(path.join(dir, 'config.json'), JSON.stringify(CONFIG, null, 2));
-  await fsp.writeFile(path.join(dir, 'tokenizer.json'), TOKENIZER);
+  await fsp.writeFile(path.join(dir, 'config.json'), JSON.stringify(files.config ?? CONFIG, null, 2));
+  if (files.tokenizerFrom === undefined) await fsp.writeFile(path.join(dir, 'tokenizer.json'), TOKENIZER);
+  else for (const f of ['tokenizer.json', 'tokenizer_config.json']) await fsp.copyFile(path.join(files.tokenizerFrom, f), path.join(dir, f));
+  for (const [name, text] of Object.entries(files.extra ?? {})) await fsp.writeFile(path.join(dir, name), text);
   await fsp.writeFile(path.join(dir, 'generation_config.json'), '{"bos_token_id": 1}');
   await fsp.writeFile(path.join(dir, 'pytorch_model.bin'), 'not copied');
 }

@@ -22,9 +22,17 @@ const QFormatTraits kTraits[] = {
     {"q8_0", 8, true, 32, 34},
     {"int4", 4, false, 0, 0},
     {"int8", 8, false, 0, 0},
+    {"q5_0", 5, true, 32, 22},
+    {"q5_1", 5, true, 32, 24},
+    {"q2_k", 2, true, 256, 84},
+    {"q3_k", 3, true, 256, 110},
+    {"q4_k", 4, true, 256, 144},
+    {"q5_k", 5, true, 256, 176},
+    {"q6_k", 6, true, 256, 210},
 };
+static_assert(sizeof(kTraits) / sizeof(kTraits[0]) == kQFormatCount, "one traits row per QFormat");
 
-bool valid_format(QFormat f) { return static_cast<int32_t>(f) >= 0 && static_cast<int32_t>(f) <= 4; }
+bool valid_format(QFormat f) { return static_cast<int32_t>(f) >= 0 && static_cast<int32_t>(f) < kQFormatCount; }
 
 // Rows per parallel chunk: enough work (~256 KiB of input) to amortise the
 // hand-off, at least one row.
@@ -39,8 +47,8 @@ Status check_common(QFormat f, int64_t rows, int64_t cols, int64_t group, DType 
   const QFormatTraits& tr = qformat_traits(f);
   if (tr.ggml) {
     if (cols % tr.block != 0) {
-      return Status::Error(Code::Shape, std::string(tr.name) + " needs rows whose length is a multiple of 32, got " +
-                                            std::to_string(cols));
+      return Status::Error(Code::Shape, std::string(tr.name) + " needs rows whose length is a multiple of " +
+                                            std::to_string(tr.block) + ", got " + std::to_string(cols));
     }
   } else {
     if (group <= 0) return Status::Error(Code::Value, "group size must be positive, got " + std::to_string(group));
@@ -123,6 +131,8 @@ float* row_scratch(int64_t n) {
 
 const QFormatTraits& qformat_traits(QFormat f) { return kTraits[static_cast<int32_t>(f)]; }
 
+bool ggml_weighted(QFormat f) { return qformat_traits(f).ggml && f != QFormat::Q8_0; }
+
 Status non_finite_error(const MatrixView& src, int64_t flat) {
   const float v = read_f32(src, flat);
   // Read again to name it: a caller writing into the input during an async
@@ -149,6 +159,14 @@ Status quantize(const QuantizeArgs& a) {
   }
   const QFormatTraits& tr = qformat_traits(a.format);
   if (!tr.ggml && !a.symmetric && !a.zeros) return Status::Error(Code::Value, "asymmetric quantization needs a zeros buffer");
+  if (a.search == Search::Mse && tr.ggml && a.format != QFormat::Q4_0 && a.format != QFormat::Q4_1 &&
+      a.format != QFormat::Q8_0) {
+    return Status::Error(Code::Value, std::string("search 'mse' is implemented for q4_0, q4_1, q8_0, int4 and int8, not ") +
+                                          tr.name + "; its importance-weighted quantizer is llama.cpp's (importance without search)");
+  }
+  if (a.search == Search::None && a.importance && !tr.ggml) {
+    return Status::Error(Code::Value, "importance weights on int4/int8 need search 'mse'");
+  }
   if (a.src.rows == 0 || a.src.cols == 0) return Status::Ok();
   if (a.kernel == Kernel::Cuda) return cuda_quantize(a);
 

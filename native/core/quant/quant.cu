@@ -14,6 +14,7 @@
 #include "../cuda.h"
 #include "../device.h"
 #include "quant_cuda.h"
+#include "quant_kmath.h"
 #include "quant_math.h"
 #include "quant_search.h"
 
@@ -34,6 +35,7 @@ struct QuantChunk {
   int64_t rows, cols;
   QFormat format;
   int bits;
+  int block;              // GGUF formats: values per block (32, K-quants 256)
   int block_bytes;        // GGUF formats
   int64_t group;          // int formats
   int64_t groups;         // blocks (GGUF) or groups (int) per row
@@ -42,8 +44,10 @@ struct QuantChunk {
   bool symmetric;
   DType scale_dtype;
   bool search;
+  bool ggml_weighted;     // llama.cpp's importance-weighted GGUF quantizers (weights = importance)
   bool zero_non_finite;   // NonFinite::Zero
-  const float* weights;   // search: `cols` weights (importance, or ones)
+  const float* weights;   // search: `cols` weights (importance, or ones); ggml_weighted: the importance
+  float* sigma2;          // ggml_weighted 32-value formats: each row's Σx²/cols
   float* scratch;         // int formats: rows x cols f32, each group converted once
   uint8_t* data;
   void* scales;
@@ -71,11 +75,11 @@ __device__ int64_t load_group(const QuantChunk& c, int64_t off, int64_t n, float
   return -1;
 }
 
-// One GGUF block; as ref::quantize_ggml_row's loop body.
+// One GGUF block (a K-quant super-block: 256 values); as ref::quantize_ggml_row's loop body.
 __device__ int64_t quantize_block(const QuantChunk& c, int64_t item) {
   const int64_t row = item / c.groups, b = item % c.groups;
-  float x[qm::QK];
-  const int64_t bad = load_group(c, row * c.cols + b * qm::QK, qm::QK, x);
+  float x[qk::QK_K];
+  const int64_t bad = load_group(c, row * c.cols + b * c.block, c.block, x);
   if (bad >= 0) return bad;
   uint8_t* y = c.data + row * c.data_row_bytes + b * c.block_bytes;
   if (c.search) {
@@ -83,12 +87,26 @@ __device__ int64_t quantize_block(const QuantChunk& c, int64_t item) {
     if (c.format == QFormat::Q4_0) qs::q4_0_block_search(x, w, y);
     else if (c.format == QFormat::Q4_1) qs::q4_1_block_search(x, w, y);
     else qs::q8_0_block_search(x, w, y);
+  } else if (c.ggml_weighted) {
+    qk::ggml_block_weighted(c.format, x, c.weights + b * c.block, c.sigma2 ? c.sigma2[row] : 0.0f, y);
   } else {
-    if (c.format == QFormat::Q4_0) qm::q4_0_block(x, y);
-    else if (c.format == QFormat::Q4_1) qm::q4_1_block(x, y);
-    else qm::q8_0_block(x, y);
+    qk::ggml_block(c.format, x, y);
   }
   return -1;
+}
+
+// llama.cpp's Σx²/cols of each row, left to right as the reference (one
+// thread per row). A row with a NaN/Inf is reported by the block kernel.
+__global__ void row_sigma2_kernel(QuantChunk c) {
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (row >= c.rows) return;
+  float s = 0.0f;
+  for (int64_t j = 0; j < c.cols; ++j) {
+    float v = load_value(c.src, c.dtype, row * c.cols + j);
+    if (!is_finite_bits(f32_bits(v))) v = 0.0f;
+    s += v * v;
+  }
+  c.sigma2[row] = s / static_cast<float>(c.cols);
 }
 
 // One or two compressed-tensors groups; as ref::quantize_int_row's loop
@@ -158,11 +176,9 @@ __global__ void dequantize_kernel(DequantChunk c, int64_t items, bool ggml) {
   const uint8_t* in = c.data + row * c.data_row_bytes;
   if (ggml) {
     const uint8_t* y = in + b * c.block_bytes;
-    float x[qm::QK];
-    if (c.format == QFormat::Q4_0) qm::q4_0_unblock(y, x);
-    else if (c.format == QFormat::Q4_1) qm::q4_1_unblock(y, x);
-    else qm::q8_0_unblock(y, x);
-    for (int j = 0; j < qm::QK; ++j) store_value(c.out, c.out_dtype, row * c.cols + b * qm::QK + j, x[j]);
+    float x[qk::QK_K];
+    qk::ggml_unblock(c.format, y, x);
+    for (int j = 0; j < c.group; ++j) store_value(c.out, c.out_dtype, row * c.cols + b * c.group + j, x[j]);
     return;
   }
   const float s = qm::load_scale(c.scales, row * c.groups + b, c.scale_dtype);
@@ -197,6 +213,7 @@ Status cuda_quantize(const QuantizeArgs& a) {
   c.cols = cols;
   c.format = a.format;
   c.bits = tr.bits;
+  c.block = tr.block;
   c.block_bytes = tr.block_bytes;
   c.group = a.group;
   c.groups = sz.groups_per_row;
@@ -205,12 +222,13 @@ Status cuda_quantize(const QuantizeArgs& a) {
   c.symmetric = tr.ggml || a.symmetric;
   c.scale_dtype = a.scale_dtype;
   c.search = a.search == Search::Mse;
+  c.ggml_weighted = a.search == Search::None && a.importance && ggml_weighted(a.format);
   c.zero_non_finite = a.non_finite == NonFinite::Zero;
 
   std::vector<float> ones;  // the search's weights without `importance` (copied from by the stream)
   gpu::DeviceCall call(gpu::cuda_runtime());
   ST_TRY(call.begin());
-  void *src = nullptr, *scratch = nullptr, *data = nullptr, *scales = nullptr, *zeros = nullptr, *weights = nullptr;
+  void *src = nullptr, *scratch = nullptr, *data = nullptr, *scales = nullptr, *zeros = nullptr, *weights = nullptr, *sigma2 = nullptr;
   unsigned long long* first_bad = nullptr;
   ST_TRY(call.alloc(static_cast<size_t>(n * in_row), &src));
   ST_TRY(call.alloc(static_cast<size_t>(n * scratch_row), &scratch));
@@ -228,12 +246,20 @@ Status cuda_quantize(const QuantizeArgs& a) {
     }
     ST_TRY(call.to_device(weights, w, static_cast<size_t>(cols) * sizeof(float)));
   }
+  if (c.ggml_weighted) {
+    // llama.cpp's weighted quantizers weigh by `importance`; the 32-value
+    // formats also need each row's Σx²/cols (row_sigma2_kernel).
+    ST_TRY(call.alloc(static_cast<size_t>(cols) * sizeof(float), &weights));
+    ST_TRY(call.to_device(weights, a.importance, static_cast<size_t>(cols) * sizeof(float)));
+    if (tr.block == qm::QK) ST_TRY(call.alloc(static_cast<size_t>(n) * sizeof(float), &sigma2));
+  }
   c.src = src;
   c.scratch = static_cast<float*>(scratch);
   c.data = static_cast<uint8_t*>(data);
   c.scales = scales;
   c.zeros = static_cast<int8_t*>(zeros);
   c.weights = static_cast<const float*>(weights);
+  c.sigma2 = static_cast<float*>(sigma2);
 
   const int64_t items_per_row = (c.groups + c.groups_per_thread - 1) / c.groups_per_thread;
   for (int64_t r0 = 0; r0 < rows; r0 += n) {
@@ -241,6 +267,10 @@ Status cuda_quantize(const QuantizeArgs& a) {
     ST_TRY(call.to_device(src, static_cast<const uint8_t*>(a.src.data) + r0 * in_row, static_cast<size_t>(c.rows * in_row)));
     if (!tr.ggml) ST_TRY(call.fill(data, 0, static_cast<size_t>(c.rows * sz.data_row_bytes)));
     ST_TRY(call.fill(first_bad, 0xff, sizeof(unsigned long long)));
+    if (c.sigma2) {
+      row_sigma2_kernel<<<grid_for(c.rows), kThreadsPerBlock, 0, call.stream()>>>(c);
+      ST_TRY(call.launched("row_sigma2_kernel"));
+    }
     const int64_t items = c.rows * items_per_row;
     quantize_kernel<<<grid_for(items), kThreadsPerBlock, 0, call.stream()>>>(c, items, tr.ggml, first_bad);
     ST_TRY(call.launched("quantize_kernel"));
@@ -275,7 +305,7 @@ Status cuda_dequantize(const DequantizeArgs& a, void* out, DType out_dtype) {
   c.bits = tr.bits;
   c.block_bytes = tr.block_bytes;
   c.cols = cols;
-  c.group = tr.ggml ? qm::QK : a.group;
+  c.group = tr.ggml ? tr.block : a.group;
   c.groups = sz.groups_per_row;
   c.data_row_bytes = sz.data_row_bytes;
   c.scale_dtype = a.scale_dtype;

@@ -7,16 +7,23 @@
 namespace st {
 
 // Values match lib/quantize.ts FORMAT_CODES.
-enum class QFormat : int32_t { Q4_0 = 0, Q4_1 = 1, Q8_0 = 2, Int4 = 3, Int8 = 4 };
+enum class QFormat : int32_t {
+  Q4_0 = 0, Q4_1 = 1, Q8_0 = 2, Int4 = 3, Int8 = 4,
+  Q5_0 = 5, Q5_1 = 6, Q2_K = 7, Q3_K = 8, Q4_K = 9, Q5_K = 10, Q6_K = 11,
+};
+constexpr int32_t kQFormatCount = 12;
 
 // The table of type traits: one row per format.
 struct QFormatTraits {
   const char* name;
   int bits;          // bits per code
   bool ggml;         // GGUF block layout (scale inside the block) vs compressed-tensors
-  int block;         // ggml: values per block; compressed-tensors: 0 (group size is a parameter)
+  int block;         // ggml: values per block (32, K-quants 256); compressed-tensors: 0 (group size is a parameter)
   int block_bytes;   // ggml: bytes per block
 };
+// Whether `importance` selects llama.cpp's weighted quantizer (every GGUF
+// format but Q8_0, which ignores it as ggml does).
+bool ggml_weighted(QFormat f);
 const QFormatTraits& qformat_traits(QFormat f);
 
 enum class Search : int32_t { None = 0, Mse = 1 };
@@ -28,6 +35,10 @@ struct QuantizeArgs {
   int64_t group = 32;             // ggml: 32; int4/int8: group size (cols for per-channel)
   bool symmetric = true;          // int4/int8 only
   DType scale_dtype = DType::F16; // int4/int8 only: F16, BF16 or F32
+  // GGUF formats: None = ggml's quantizers — the reference ones, or with
+  // `importance` llama.cpp's importance-weighted ones (ggml_quantize_chunk
+  // with an imatrix); Mse = slimtensor's own search (q4_0/q4_1/q8_0), which
+  // weighs by `importance` when given. int4/int8: importance needs Mse.
   Search search = Search::None;
   const float* importance = nullptr;  // optional per-column weights, length cols
   NonFinite non_finite = NonFinite::Error;

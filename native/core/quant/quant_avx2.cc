@@ -11,6 +11,7 @@
 
 #include "../cpu.h"
 #include "quant_avx512.h"
+#include "quant_ksimd.h"
 #include "quant_math.h"
 #include "quant_search.h"
 
@@ -18,6 +19,71 @@ namespace st {
 namespace avx2 {
 
 namespace {
+
+// Eight lanes for quant_ksimd.h: a mask is a vector of all-ones / zero lanes.
+struct V8 {
+  static constexpr int N = 8;
+  static constexpr int kAll = 0xff;
+  using F = __m256;
+  using I = __m256i;
+  using M = __m256;
+  static F set1(float v) { return _mm256_set1_ps(v); }
+  static F zero() { return _mm256_setzero_ps(); }
+  static F load(const float* p) { return _mm256_load_ps(p); }
+  static F loadu(const float* p) { return _mm256_loadu_ps(p); }
+  // Lanes holding small integers, stored as 8 bytes.
+  static void store_i8(int8_t* p, F v) {
+    const __m256i i = _mm256_cvttps_epi32(v);
+    const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_packs_epi16(w, w));
+  }
+  // In-place 8 x 8 transpose: r[j] lane k <- r[k] lane j.
+  static void transpose(F r[8]) {
+    F t[8], u[8];
+    for (int i = 0; i < 4; ++i) {
+      t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+      t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 2; ++i) {
+      u[4 * i + 0] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+      u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xee);
+      u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+      u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xee);
+    }
+    for (int j = 0; j < 4; ++j) {
+      r[j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x20);
+      r[4 + j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x31);
+    }
+  }
+  static void store(float* p, F v) { _mm256_store_ps(p, v); }
+  static F add(F a, F b) { return _mm256_add_ps(a, b); }
+  static F sub(F a, F b) { return _mm256_sub_ps(a, b); }
+  static F mul(F a, F b) { return _mm256_mul_ps(a, b); }
+  static F div(F a, F b) { return _mm256_div_ps(a, b); }
+  static F sqrt(F a) { return _mm256_sqrt_ps(a); }
+  static F round(F a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static F abs(F a) { return _mm256_and_ps(a, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff))); }
+  static F neg(F a) { return _mm256_xor_ps(a, _mm256_set1_ps(-0.0f)); }
+  static F min(F a, F b) { return _mm256_min_ps(a, b); }
+  static F max(F a, F b) { return _mm256_max_ps(a, b); }
+  static M lt(F a, F b) { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
+  static M gt(F a, F b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
+  static M neq(F a, F b) { return _mm256_cmp_ps(a, b, _CMP_NEQ_UQ); }
+  static M mand(M a, M b) { return _mm256_and_ps(a, b); }
+  static M mor(M a, M b) { return _mm256_or_ps(a, b); }
+  static M mnot(M a) { return _mm256_xor_ps(a, _mm256_castsi256_ps(_mm256_set1_epi32(-1))); }
+  static M mfalse() { return _mm256_setzero_ps(); }
+  static int bits(M m) { return _mm256_movemask_ps(m); }
+  static F sel(M m, F t, F f) { return _mm256_blendv_ps(f, t, m); }
+  static I castfi(F a) { return _mm256_castps_si256(a); }
+  static I set1i(int v) { return _mm256_set1_epi32(v); }
+  static I iand(I a, I b) { return _mm256_and_si256(a, b); }
+  static I isub(I a, I b) { return _mm256_sub_epi32(a, b); }
+  static I imin(I a, I b) { return _mm256_min_epi32(a, b); }
+  static I imax(I a, I b) { return _mm256_max_epi32(a, b); }
+  static F cvt(I a) { return _mm256_cvtepi32_ps(a); }
+  static I cvtf(F a) { return _mm256_cvttps_epi32(a); }
+};
 
 // ---- loads with the dtype conversion fused in ------------------------------
 
@@ -396,26 +462,8 @@ void simd_asym_candidates(const float* x, const float* w, int n, float lo_x, flo
   }
 }
 
-// Per-thread scratch. Deliberately not std::vector: a template instantiated
-// in this AVX2-compiled file could be merged by the linker with the baseline
-// files' copy and then run on a CPU without AVX2 (scripts/native-test.cjs
-// checks this object defines no weak symbols).
-float* scratch(int64_t n, int slot) {
-  struct Buf {
-    float* p = nullptr;
-    int64_t n = 0;
-    ~Buf() { std::free(p); }
-  };
-  thread_local Buf buf[1];
-  Buf& b = buf[slot];
-  if (b.n < n) {
-    std::free(b.p);
-    b.p = static_cast<float*>(std::malloc(static_cast<size_t>(n) * sizeof(float)));
-    if (!b.p) std::abort();
-    b.n = n;
-  }
-  return b.p;
-}
+// Per-thread scratch for one group (quant_ksimd.h's pool, its slot 6).
+float* scratch(int64_t n) { return ks::scratch_of<float>(n, 6); }
 
 
 template <bool Weighted>
@@ -856,7 +904,7 @@ int64_t quantize_int_row_groupwise(const QuantizeArgs& a, int64_t row) {
   uint8_t* out = a.data + row * sz.data_row_bytes;
   const bool search = a.search == Search::Mse;
   const bool zmm = avx512_allowed(a.kernel);
-  float* xg = scratch(g, 0);
+  float* xg = scratch(g);
   for (int64_t gi = 0; gi < ng; ++gi) {
     const int64_t off = row * cols + gi * g;
     if (gi * g % 256 == 0) prefetch_ahead<T>(a.src.data, off);
@@ -1037,7 +1085,14 @@ int64_t quantize_int_row(const QuantizeArgs& a, int64_t row) {
 
 template <DType T>
 QuantRowFn pick_for(const QuantizeArgs& a) {
-  if (qformat_traits(a.format).ggml) return quantize_ggml_row<T>;
+  if (qformat_traits(a.format).ggml) {
+    if (!ks::handles(a)) return quantize_ggml_row<T>;
+    // ggml's searches: 16 lanes with AVX-512, else 8
+    if (avx512_allowed(a.kernel)) {
+      if (QuantRowFn f = avx512::ggml_search_row_fn(a)) return f;
+    }
+    return ks::row_fn<V8, 2>(a);
+  }
   if (a.group % 8 != 0) return ref::quantize_row;  // odd per-channel widths: the reference handles them
   return quantize_int_row<T>;
 }
@@ -1122,8 +1177,106 @@ void dequantize_int_row(const DequantizeArgs& a, int64_t row, float* out) {
 
 }  // namespace
 
+// ---- Q5_0/Q5_1 and the K-quants: twins of quant_kmath.h's unblock functions.
+// Eight consecutive codes become int32 lanes; then the reference's float
+// operations per value: (d·sc)·q − dmin·m and its variants.
+
+// 8 bytes at p as int32 lanes.
+inline __m256i bytes8(const uint8_t* p) { return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))); }
+// (bytes8(p) >> shift) & mask
+inline __m256i field8(const uint8_t* p, int shift, int mask) {
+  return _mm256_and_si256(_mm256_srli_epi32(bytes8(p), shift), _mm256_set1_epi32(mask));
+}
+// out = cvt(q) * dl - ml (ml = null: no subtraction)
+inline void scale8(__m256i q, float dl, const float* ml, float* out) {
+  __m256 v = _mm256_mul_ps(_mm256_set1_ps(dl), _mm256_cvtepi32_ps(q));
+  if (ml) v = _mm256_sub_ps(v, _mm256_set1_ps(*ml));
+  _mm256_storeu_ps(out, v);
+}
+
+void dequantize_kquant_row(const DequantizeArgs& a, int64_t row, float* out) {
+  const QFormatTraits& tr = qformat_traits(a.format);
+  const QuantSizes sz = quant_sizes(a.format, a.cols, a.group);
+  const uint8_t* in = a.data + row * sz.data_row_bytes;
+  for (int64_t b = 0; b < sz.groups_per_row; ++b) {
+    const uint8_t* y = in + b * tr.block_bytes;
+    float* x = out + b * tr.block;
+    switch (a.format) {
+      case QFormat::Q5_0:
+      case QFormat::Q5_1: {
+        const bool one = a.format == QFormat::Q5_1;
+        const float d = f16_to_f32(qm::load_u16(y)), m = one ? f16_to_f32(qm::load_u16(y + 2)) : 0.0f;
+        const uint8_t* qh = y + (one ? 4 : 2);
+        const uint8_t* qs = qh + 4;
+        uint32_t h;
+        std::memcpy(&h, qh, 4);
+        for (int i = 0; i < 32; i += 8) {
+          const __m256i lo = field8(qs + (i & 15), i < 16 ? 0 : 4, 0x0f);
+          const __m256i hb = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int32_t>(h >> i)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)),
+                                              _mm256_set1_epi32(1));
+          const __m256i q = _mm256_or_si256(lo, _mm256_slli_epi32(hb, 4));
+          if (one) {
+            _mm256_storeu_ps(x + i, _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(q), _mm256_set1_ps(d)), _mm256_set1_ps(m)));
+          } else {
+            _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(q, _mm256_set1_epi32(16))), _mm256_set1_ps(d)));
+          }
+        }
+        break;
+      }
+      case QFormat::Q2_K:
+        for (int j = 0; j < 16; ++j) {
+          float dl, ml;
+          qk::q2_k_sub(y, j, &dl, &ml);
+          for (int i = 16 * j; i < 16 * j + 16; i += 8) scale8(field8(y + 16 + 32 * (i / 128) + i % 32, 2 * ((i % 128) / 32), 3), dl, &ml, x + i);
+        }
+        break;
+      case QFormat::Q3_K:
+        for (int j = 0; j < 16; ++j) {
+          const float dl = qk::q3_k_sub(y, j);
+          for (int i = 16 * j; i < 16 * j + 16; i += 8) {
+            const __m256i low = field8(y + 32 + 32 * (i / 128) + i % 32, 2 * ((i % 128) / 32), 3);
+            const __m256i high = field8(y + i % 32, i / 32, 1);
+            // low − (high ? 0 : 4)
+            scale8(_mm256_add_epi32(_mm256_sub_epi32(low, _mm256_set1_epi32(4)), _mm256_slli_epi32(high, 2)), dl, nullptr, x + i);
+          }
+        }
+        break;
+      case QFormat::Q4_K:
+      case QFormat::Q5_K: {
+        const bool five = a.format == QFormat::Q5_K;
+        const uint8_t* qs = y + (five ? 48 : 16);
+        for (int j = 0; j < 8; ++j) {
+          float dl, ml;
+          qk::q45_k_sub(y, j, &dl, &ml);
+          for (int i = 32 * j; i < 32 * j + 32; i += 8) {
+            __m256i q = field8(qs + 32 * (i / 64) + i % 32, 4 * ((i / 32) & 1), 0x0f);
+            if (five) q = _mm256_or_si256(q, _mm256_slli_epi32(field8(y + 16 + i % 32, i / 32, 1), 4));
+            scale8(q, dl, &ml, x + i);
+          }
+        }
+        break;
+      }
+      case QFormat::Q6_K:
+        for (int j = 0; j < 16; ++j) {
+          const float dl = qk::q6_k_sub(y, j);
+          for (int i = 16 * j; i < 16 * j + 16; i += 8) {
+            const int h = i / 128, k = (i % 128) / 32, l = i % 32;
+            const __m256i low = field8(y + 64 * h + 32 * (k & 1) + l, 4 * (k >> 1), 0x0f);
+            const __m256i high = field8(y + 128 + 32 * h + l, 2 * k, 3);
+            scale8(_mm256_sub_epi32(_mm256_or_si256(low, _mm256_slli_epi32(high, 4)), _mm256_set1_epi32(32)), dl, nullptr, x + i);
+          }
+        }
+        break;
+      default: qk::ggml_unblock(a.format, y, x); break;
+    }
+  }
+}
+
 DequantRowFn dequantize_row_fn(const DequantizeArgs& a) {
-  if (qformat_traits(a.format).ggml) return dequantize_ggml_row;
+  if (qformat_traits(a.format).ggml) {
+    const bool legacy = a.format == QFormat::Q4_0 || a.format == QFormat::Q4_1 || a.format == QFormat::Q8_0;
+    return legacy ? dequantize_ggml_row : dequantize_kquant_row;
+  }
   return a.group % 8 == 0 ? dequantize_int_row : ref::dequantize_row;
 }
 

@@ -15,10 +15,80 @@
 
 #if defined(__AVX512F__) && defined(__AVX512VL__)
 
+#include "quant_ksimd.h"
+
 namespace st {
 namespace avx512 {
 
 namespace {
+
+// Sixteen lanes for quant_ksimd.h, with mask registers.
+struct V16 {
+  static constexpr int N = 16;
+  static constexpr int kAll = 0xffff;
+  using F = __m512;
+  using I = __m512i;
+  using M = __mmask16;
+  static F set1(float v) { return _mm512_set1_ps(v); }
+  static F zero() { return _mm512_setzero_ps(); }
+  static F load(const float* p) { return _mm512_load_ps(p); }
+  static F loadu(const float* p) { return _mm512_loadu_ps(p); }
+  // Lanes holding small integers, stored as 16 bytes.
+  static void store_i8(int8_t* p, F v) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(v)));
+  }
+  // In-place 16 x 16 transpose: r[j] lane k <- r[k] lane j.
+  static void transpose(F r[16]) {
+    F t[16], u[16];
+    for (int i = 0; i < 8; ++i) {
+      t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+      t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    // u[4i + j], 128-bit lane L: column 4L + j of rows 4i..4i+3
+    for (int i = 0; i < 4; ++i) {
+      u[4 * i + 0] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+      u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xee);
+      u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+      u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xee);
+    }
+    for (int j = 0; j < 4; ++j) {
+      const F w0 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x88), w1 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xdd);
+      const F w2 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x88), w3 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xdd);
+      r[j] = _mm512_shuffle_f32x4(w0, w2, 0x88);
+      r[8 + j] = _mm512_shuffle_f32x4(w0, w2, 0xdd);
+      r[4 + j] = _mm512_shuffle_f32x4(w1, w3, 0x88);
+      r[12 + j] = _mm512_shuffle_f32x4(w1, w3, 0xdd);
+    }
+  }
+  static void store(float* p, F v) { _mm512_store_ps(p, v); }
+  static F add(F a, F b) { return _mm512_add_ps(a, b); }
+  static F sub(F a, F b) { return _mm512_sub_ps(a, b); }
+  static F mul(F a, F b) { return _mm512_mul_ps(a, b); }
+  static F div(F a, F b) { return _mm512_div_ps(a, b); }
+  static F sqrt(F a) { return _mm512_sqrt_ps(a); }
+  static F round(F a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static F abs(F a) { return _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(a), _mm512_set1_epi32(0x7fffffff))); }
+  static F neg(F a) { return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(a), _mm512_set1_epi32(INT32_MIN))); }
+  static F min(F a, F b) { return _mm512_min_ps(a, b); }
+  static F max(F a, F b) { return _mm512_max_ps(a, b); }
+  static M lt(F a, F b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
+  static M gt(F a, F b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
+  static M neq(F a, F b) { return _mm512_cmp_ps_mask(a, b, _CMP_NEQ_UQ); }
+  static M mand(M a, M b) { return static_cast<M>(a & b); }
+  static M mor(M a, M b) { return static_cast<M>(a | b); }
+  static M mnot(M a) { return static_cast<M>(~a); }
+  static M mfalse() { return 0; }
+  static int bits(M m) { return static_cast<int>(m); }
+  static F sel(M m, F t, F f) { return _mm512_mask_blend_ps(m, f, t); }
+  static I castfi(F a) { return _mm512_castps_si512(a); }
+  static I set1i(int v) { return _mm512_set1_epi32(v); }
+  static I iand(I a, I b) { return _mm512_and_si512(a, b); }
+  static I isub(I a, I b) { return _mm512_sub_epi32(a, b); }
+  static I imin(I a, I b) { return _mm512_min_epi32(a, b); }
+  static I imax(I a, I b) { return _mm512_max_epi32(a, b); }
+  static F cvt(I a) { return _mm512_cvtepi32_ps(a); }
+  static I cvtf(F a) { return _mm512_cvttps_epi32(a); }
+};
 
 inline __m512 rne(__m512 v) { return _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
 // min(max(v, lo), hi) with MAXPS/MINPS NaN rules, as qm::fclamp.
@@ -106,6 +176,8 @@ void q4_1_sums8(const float* x, const float* w, float mn, const float* inv, int 
   }
 }
 
+QuantRowFn ggml_search_row_fn(const QuantizeArgs& a) { return ks::row_fn<V16, 2>(a); }
+
 }  // namespace avx512
 }  // namespace st
 
@@ -114,6 +186,7 @@ void q4_1_sums8(const float* x, const float* w, float mn, const float* inv, int 
 namespace st {
 namespace avx512 {
 bool compiled() { return false; }
+QuantRowFn ggml_search_row_fn(const QuantizeArgs&) { return nullptr; }
 void sym_sums8(const float*, const float*, int, const float*, int, float, float, __m256*, __m256*) {}
 void asym_sums8(const float*, const float*, int, const float*, const float*, int, float, float, __m256*, __m256*) {}
 void q4_1_sums8(const float*, const float*, float, const float*, int, __m256*, __m256*, __m256*) {}

@@ -7,8 +7,15 @@
 #pragma once
 #include <immintrin.h>
 
+#include "quant_kernels.h"
+
 namespace st {
 namespace avx512 {
+
+// The K-quants, Q5_0/Q5_1 and llama.cpp's importance-weighted quantizers
+// with 16 lanes (quant_ksimd.h), for the arguments ks::handles accepts;
+// null when this binary was built without the AVX-512 file's flags.
+QuantRowFn ggml_search_row_fn(const QuantizeArgs& a);
 
 // False when this binary was built without the AVX-512 file's flags.
 bool compiled();

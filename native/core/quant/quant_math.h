@@ -42,6 +42,18 @@ ST_HD void pack_nibbles_split(const int* q, uint8_t* qs) {
   for (int j = 0; j < QK / 2; ++j) qs[j] = static_cast<uint8_t>((q[j] & 0xff) | ((q[j + QK / 2] & 0xff) << 4));
 }
 
+// The range: strict comparisons from the left, so the first of equal
+// extremes wins (ggml's references; decides the sign of a zero minimum).
+ST_HD void group_minmax(const float* x, int n, float* mn, float* mx) {
+  float lo = x[0], hi = x[0];
+  for (int j = 1; j < n; ++j) {
+    lo = x[j] < lo ? x[j] : lo;
+    hi = x[j] > hi ? x[j] : hi;
+  }
+  *mn = lo;
+  *mx = hi;
+}
+
 // The signed extreme: the first element (left to right) whose |x| is largest
 // keeps its sign; 0 when every element is zero.
 ST_HD float signed_absmax(const float* x, int n) {
@@ -64,13 +76,8 @@ ST_HD void q4_0_block(const float* x, uint8_t* y) {
 }
 
 ST_HD void q4_1_block(const float* x, uint8_t* y) {
-  // Strict comparisons from the left, as the reference: decides the sign of
-  // a zero minimum.
-  float min = 3.402823466e+38f, max = -3.402823466e+38f;
-  for (int j = 0; j < QK; ++j) {
-    if (x[j] < min) min = x[j];
-    if (x[j] > max) max = x[j];
-  }
+  float min, max;
+  group_minmax(x, QK, &min, &max);
   const float d = (max - min) / 15.0f;
   const float id = d != 0.0f ? 1.0f / d : 0.0f;
   store_u16(y, f32_to_f16(d));
@@ -90,6 +97,59 @@ ST_HD void q8_0_block(const float* x, uint8_t* y) {
   const float id = d != 0.0f ? 1.0f / d : 0.0f;
   store_u16(y, f32_to_f16(d));
   for (int j = 0; j < QK; ++j) y[2 + j] = static_cast<uint8_t>(cvtt_i8(round_away(x[j] * id)));
+}
+
+// Q5_0 / Q5_1: the low nibbles as Q4's, the fifth bits in a little-endian
+// u32 after the scale(s): bit j for element j.
+ST_HD void pack_q5(const int* q, uint8_t* qh, uint8_t* qs) {
+  uint32_t h = 0;
+  for (int j = 0; j < QK / 2; ++j) {
+    const int a = q[j] & 0xff, b = q[j + QK / 2] & 0xff;
+    qs[j] = static_cast<uint8_t>((a & 0x0f) | ((b & 0x0f) << 4));
+    h |= static_cast<uint32_t>((a & 0x10) >> 4) << j;
+    h |= static_cast<uint32_t>((b & 0x10) >> 4) << (j + QK / 2);
+  }
+  for (int k = 0; k < 4; ++k) qh[k] = static_cast<uint8_t>(h >> (8 * k));
+}
+
+ST_HD int q5_code(const uint8_t* qh, const uint8_t* qs, int j) {
+  const uint32_t h = qh[0] | (qh[1] << 8) | (qh[2] << 16) | (static_cast<uint32_t>(qh[3]) << 24);
+  const int lo = j < QK / 2 ? (qs[j] & 0x0f) : (qs[j - QK / 2] >> 4);
+  return lo | static_cast<int>(((h >> j) & 1u) << 4);
+}
+
+// Layouts: Q5_0: f16 d, u8 qh[4], u8 qs[16]; Q5_1: f16 d, f16 m, u8 qh[4], u8 qs[16].
+ST_HD void q5_0_block(const float* x, uint8_t* y) {
+  const float max = signed_absmax(x, QK);
+  const float d = max / -16.0f;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  store_u16(y, f32_to_f16(d));
+  int q[QK];
+  for (int j = 0; j < QK; ++j) q[j] = imin(31, cvtt_i8(x[j] * id + 16.5f));
+  pack_q5(q, y + 2, y + 6);
+}
+
+ST_HD void q5_1_block(const float* x, uint8_t* y) {
+  float min, max;
+  group_minmax(x, QK, &min, &max);
+  const float d = (max - min) / 31.0f;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  store_u16(y, f32_to_f16(d));
+  store_u16(y + 2, f32_to_f16(min));
+  int q[QK];
+  // The reference converts straight to uint8_t: no clamp, the low byte of the truncation.
+  for (int j = 0; j < QK; ++j) q[j] = cvtt_i32((x[j] - min) * id + 0.5f) & 0xff;
+  pack_q5(q, y + 4, y + 8);
+}
+
+ST_HD void q5_0_unblock(const uint8_t* y, float* x) {
+  const float d = f16_to_f32(load_u16(y));
+  for (int j = 0; j < QK; ++j) x[j] = static_cast<float>(q5_code(y + 2, y + 6, j) - 16) * d;
+}
+
+ST_HD void q5_1_unblock(const uint8_t* y, float* x) {
+  const float d = f16_to_f32(load_u16(y)), m = f16_to_f32(load_u16(y + 2));
+  for (int j = 0; j < QK; ++j) x[j] = static_cast<float>(q5_code(y + 4, y + 8, j)) * d + m;
 }
 
 ST_HD void q4_0_unblock(const uint8_t* y, float* x) {
@@ -189,15 +249,6 @@ ST_HD int get_code(const uint8_t* row, int64_t col, int bits) {
   return u - 8;
 }
 
-ST_HD void group_minmax(const float* x, int n, float* mn, float* mx) {
-  float lo = x[0], hi = x[0];
-  for (int j = 1; j < n; ++j) {
-    lo = x[j] < lo ? x[j] : lo;
-    hi = x[j] > hi ? x[j] : hi;
-  }
-  *mn = lo;
-  *mx = hi;
-}
 
 // ---------------------------------------------------------------------------
 // Error statistics (quantization_error): x the original, y its

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "quant_kernels.h"
+#include "quant_kmath.h"
 #include "quant_math.h"
 #include "quant_search.h"
 
@@ -37,8 +38,32 @@ float* scratch(int64_t n, int slot) {
 
 int64_t quantize_ggml_row(const QuantizeArgs& a, int64_t row) {
   const QFormatTraits& tr = qformat_traits(a.format);
-  const int64_t cols = a.src.cols, nb = cols / qm::QK;
+  const int64_t cols = a.src.cols, nb = cols / tr.block;
   uint8_t* out = a.data + row * nb * tr.block_bytes;
+  if (a.search == Search::None) {
+    const bool weighted = a.importance && ggml_weighted(a.format);
+    if (weighted && tr.block == qm::QK) {
+      // llama.cpp's weights need the whole row's Σx² first.
+      float* x = scratch(cols, 0);
+      const int64_t bad = load_f32(a.src.data, a.src.dtype, row * cols, cols, x, a.non_finite);
+      if (bad >= 0) return bad;
+      const float sigma2 = qk::sum_squares(x, static_cast<int>(cols)) / static_cast<float>(cols);
+      for (int64_t b = 0; b < nb; ++b) {
+        qk::ggml_block_weighted(a.format, x + b * qm::QK, a.importance + b * qm::QK, sigma2, out + b * tr.block_bytes);
+      }
+      return -1;
+    }
+    float x[qk::QK_K];
+    for (int64_t b = 0; b < nb; ++b) {
+      const int64_t bad = load_f32(a.src.data, a.src.dtype, row * cols + b * tr.block, tr.block, x, a.non_finite);
+      if (bad >= 0) return b * tr.block + bad;
+      uint8_t* y = out + b * tr.block_bytes;
+      if (weighted) qk::ggml_block_weighted(a.format, x, a.importance + b * tr.block, 0.0f, y);
+      else qk::ggml_block(a.format, x, y);
+    }
+    return -1;
+  }
+  // search: 'mse' (q4_0, q4_1, q8_0)
   float x[qm::QK];
   float ones[qm::QK];
   for (int j = 0; j < qm::QK; ++j) ones[j] = 1.0f;
@@ -46,16 +71,10 @@ int64_t quantize_ggml_row(const QuantizeArgs& a, int64_t row) {
     const int64_t bad = load_f32(a.src.data, a.src.dtype, row * cols + b * qm::QK, qm::QK, x, a.non_finite);
     if (bad >= 0) return b * qm::QK + bad;
     uint8_t* y = out + b * tr.block_bytes;
-    if (a.search == Search::Mse) {
-      const float* w = a.importance ? a.importance + b * qm::QK : ones;
-      if (a.format == QFormat::Q4_0) qs::q4_0_block_search(x, w, y);
-      else if (a.format == QFormat::Q4_1) qs::q4_1_block_search(x, w, y);
-      else qs::q8_0_block_search(x, w, y);
-    } else {
-      if (a.format == QFormat::Q4_0) qm::q4_0_block(x, y);
-      else if (a.format == QFormat::Q4_1) qm::q4_1_block(x, y);
-      else qm::q8_0_block(x, y);
-    }
+    const float* w = a.importance ? a.importance + b * qm::QK : ones;
+    if (a.format == QFormat::Q4_0) qs::q4_0_block_search(x, w, y);
+    else if (a.format == QFormat::Q4_1) qs::q4_1_block_search(x, w, y);
+    else qs::q8_0_block_search(x, w, y);
   }
   return -1;
 }
@@ -105,13 +124,7 @@ void dequantize_row(const DequantizeArgs& a, int64_t row, float* out) {
   const QuantSizes sz = quant_sizes(a.format, a.cols, a.group);
   if (tr.ggml) {
     const uint8_t* in = a.data + row * sz.data_row_bytes;
-    for (int64_t b = 0; b < sz.groups_per_row; ++b) {
-      const uint8_t* y = in + b * tr.block_bytes;
-      float* x = out + b * qm::QK;
-      if (a.format == QFormat::Q4_0) qm::q4_0_unblock(y, x);
-      else if (a.format == QFormat::Q4_1) qm::q4_1_unblock(y, x);
-      else qm::q8_0_unblock(y, x);
-    }
+    for (int64_t b = 0; b < sz.groups_per_row; ++b) qk::ggml_unblock(a.format, in + b * tr.block_bytes, out + b * tr.block);
     return;
   }
   const uint8_t* in = a.data + row * sz.data_row_bytes;
