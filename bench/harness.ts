@@ -1,9 +1,11 @@
 // What every benchmark shares: the registry's contract, timing (warm-up,
 // median of N), the machine's copy bandwidth as the memory-bound limit,
 // a description of the machine, and markdown output.
+import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { promisify } from 'node:util';
 import { backends } from '../lib/index';
 import { binding } from '../lib/native';
 
@@ -14,7 +16,7 @@ export interface BenchOptions {
   quick: boolean;
   /** Progress for the human waiting; goes to stderr so stdout stays clean. */
   log: (message: string) => void;
-  /** The llama-quantize binary to compare with (`--llama-quantize PATH`; the llama-quantize benchmark). */
+  /** The llama-quantize binary to compare with (`--llama-quantize PATH`; the pipeline and llama-quantize benchmarks). */
   llamaQuantize?: string;
   /** `--ggml PATH`: ggml's quantizer benchmark (a benchmark-only peer) to compare against. */
   ggml?: string;
@@ -34,6 +36,28 @@ export function findPeer(binary: string, given: string | undefined, flag: string
     if (existsSync(p)) return { path: p };
   }
   return { missing: `${binary} not found (../shared/peers/llama.cpp/${binary}); pass ${flag} PATH` };
+}
+
+const GNU_TIME = '/usr/bin/time';
+
+export interface ProcessRun {
+  /** Wall time of the process, seconds. */
+  seconds: number;
+  /** Peak resident set, bytes (GNU time's %M); 0 without /usr/bin/time. */
+  peakRss: number;
+  /** User + system CPU seconds of the process (GNU time's %U + %S); 0 without /usr/bin/time. */
+  cpuSeconds: number;
+  stdout: string;
+}
+
+/** Runs a command in `cwd` under GNU time (when present): wall seconds, maximum RSS and CPU time. */
+export async function timeProcess(cmd: string, args: readonly string[], cwd: string): Promise<ProcessRun> {
+  const gnu = existsSync(GNU_TIME);
+  const t0 = performance.now();
+  const { stdout, stderr } = await promisify(execFile)(gnu ? GNU_TIME : cmd, gnu ? ['-f', 'maxrss-kb %M cpu %U %S', cmd, ...args] : [...args], { cwd, maxBuffer: 64 * 1024 * 1024 });
+  const seconds = (performance.now() - t0) / 1000;
+  const m = /maxrss-kb (\d+) cpu ([\d.]+) ([\d.]+)/.exec(stderr);
+  return { seconds, peakRss: m === null ? 0 : Number(m[1]) * 1024, cpuSeconds: m === null ? 0 : Number(m[2]) + Number(m[3]), stdout };
 }
 
 export interface BenchOutcome {

@@ -13,20 +13,17 @@
 // slimtensor is measured alone. The
 // model is generated once into .tmp/bench/ (about 2.2 GB; ignored by git)
 // and reused; `--quick` uses a small model.
-import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, promises as fsp } from 'node:fs';
+import { createReadStream, promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { promisify } from 'node:util';
 import { llamaTensorShapes, writeLlamaGguf, type LlamaShape } from '../test/support/llama-gguf';
-import { findPeer, fmtBytes, fmtGBs, gbps, markdownTable, median, type Benchmark, type BenchOptions, type BenchOutcome } from './harness';
+import { findPeer, fmtBytes, fmtGBs, gbps, markdownTable, median, type Benchmark, type BenchOptions, type BenchOutcome, timeProcess } from './harness';
 
 const ROOT = path.join(__dirname, '..');
 const FULL: LlamaShape = { layers: 22, hidden: 2048, ffn: 5632, heads: 32, kvHeads: 4, vocab: 32000, dtype: 'F16', seed: 22, repeat: 1 << 24 };
 const QUICK: LlamaShape = { layers: 2, hidden: 256, ffn: 512, heads: 4, kvHeads: 1, vocab: 512, dtype: 'F16', seed: 22, repeat: 1 << 16 };
 const PRESET = 'q4_k_m';
-const GNU_TIME = '/usr/bin/time';
 
 export interface ToolRun {
   seconds: number;
@@ -55,16 +52,6 @@ export interface LlamaQuantizeResult {
   speedup: number | null;
   /** Both outputs identical byte for byte (null without the peer). */
   identical: boolean | null;
-}
-
-/** Runs a command under GNU time (when present): wall seconds and maximum RSS. */
-async function timed(cmd: string, args: readonly string[]): Promise<ToolRun & { stdout: string }> {
-  const gnu = existsSync(GNU_TIME);
-  const t0 = performance.now();
-  const { stdout, stderr } = await promisify(execFile)(gnu ? GNU_TIME : cmd, gnu ? ['-f', 'maxrss-kb %M', cmd, ...args] : [...args], { cwd: ROOT, maxBuffer: 64 * 1024 * 1024 });
-  const seconds = (performance.now() - t0) / 1000;
-  const m = /maxrss-kb (\d+)/.exec(stderr);
-  return { seconds, peakRss: m === null ? 0 : Number(m[1]) * 1024, stdout };
 }
 
 async function sha256File(file: string): Promise<string> {
@@ -111,13 +98,13 @@ export async function runLlamaQuantizeBench(options: BenchOptions, dir = path.jo
     const peer: ToolRun[] = [];
     const ratios: number[] = [];
     for (let i = 0; i < runs; i++) {
-      const child = await timed(process.execPath, ['--import', 'tsx', path.join(ROOT, 'bench', 'compress-child.ts'), input, ours, PRESET, String(threads)]);
+      const child = await timeProcess(process.execPath, ['--import', 'tsx', path.join(ROOT, 'bench', 'compress-child.ts'), input, ours, PRESET, String(threads)], ROOT);
       const s: ToolRun = { seconds: child.seconds, peakRss: child.peakRss, pipelineSeconds: (JSON.parse(child.stdout) as { timeMs: number }).timeMs / 1000 };
       slim.push(s);
       options.log(`  slimtensor ${PRESET} run ${i + 1}/${runs}: ${s.seconds.toFixed(1)} s (${fmtGBs(gbps(inputBytes, s.seconds))} GB/s), peak RSS ${fmtBytes(s.peakRss)}`);
       if (peerMissing === undefined) {
-        const p = await timed(peerPath as string, [input, theirs, PRESET.toUpperCase(), String(threads)]);
-        peer.push(p);
+        const p = await timeProcess(peerPath as string, [input, theirs, PRESET.toUpperCase(), String(threads)], ROOT);
+        peer.push({ seconds: p.seconds, peakRss: p.peakRss });
         ratios.push(p.seconds / s.seconds);
         options.log(`  llama-quantize ${PRESET.toUpperCase()} run ${i + 1}/${runs}: ${p.seconds.toFixed(1)} s (${fmtGBs(gbps(inputBytes, p.seconds))} GB/s), peak RSS ${fmtBytes(p.peakRss)}; ${(p.seconds / s.seconds).toFixed(1)}× slimtensor's time`);
       }

@@ -32,7 +32,7 @@ function usage(): string {
     '  --json     print one JSON document instead of markdown (use `npm run -s` to drop npm\'s banner)',
     `  --runs N   timed repetitions per measurement, median reported (default ${DEFAULT_RUNS}, ${QUICK_RUNS} with --quick)`,
     '  --quick    a small problem size: a smoke test, not a measurement',
-    '  --llama-quantize PATH   llama.cpp\'s llama-quantize for the llama-quantize benchmark (a peer, never a dependency)',
+    '  --llama-quantize PATH   llama.cpp\'s llama-quantize for the pipeline and llama-quantize benchmarks (a peer, never a dependency; default ../shared/peers/llama.cpp/llama-quantize if present)',
     '  --ggml P   quantize: ggml\'s quantizer benchmark to compare against (default: ../shared/peers/llama.cpp/ggml-quant-bench if present)',
     '',
     'benchmarks:',

@@ -25,8 +25,8 @@ import { generateGGUF, type Shape } from './pipeline';
 
 const ROOT = path.join(__dirname, '..');
 const SMALL_MODEL = path.join(ROOT, 'models', 'stories260K.gguf');
-const LARGE: Shape = { layers: 2, hidden: 2048, ffn: 5632, vocab: 32000 };
-const LARGE_QUICK: Shape = { layers: 1, hidden: 512, ffn: 1376, vocab: 4096 };
+const LARGE: Shape = { layers: 2, hidden: 2048, ffn: 5632, kv: 2048, heads: 16, vocab: 32000 };
+const LARGE_QUICK: Shape = { layers: 1, hidden: 512, ffn: 1376, kv: 512, heads: 4, vocab: 4096 };
 const PRESET = 'q4_0';
 
 export interface QueueRow {
@@ -154,7 +154,7 @@ export async function runQueueBench(options: QueueBenchOptions): Promise<{ cases
     const shape = options.quick ? LARGE_QUICK : LARGE;
     const large = path.join(tmp, 'large-f32.gguf');
     options.log(`queue: generating a ${shape.layers}-layer ${shape.hidden}/${shape.ffn}/${shape.vocab} F32 GGUF`);
-    await generateGGUF(large, shape, options.quick ? 1024 * 1024 : 64 * 1024 * 1024);
+    await generateGGUF(large, shape, options.quick ? 1024 * 1024 : 64 * 1024 * 1024, 'F32');
     const largeJobs = 4;
     const bytes = await sizeOnDisk(large);
     cases.push(await measureCase('large', `${(bytes / 1e9).toFixed(2)} GB F32 GGUF -> ${PRESET}, ${largeJobs} jobs`, large, largeJobs, workerCounts, options.quick ? 1 : Math.min(options.runs, 2), redis, tmp, options.log));

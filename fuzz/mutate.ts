@@ -323,7 +323,7 @@ function safetensorsEdit(rng: Rng, raw: Raw, h: Record<string, J>): string | und
   }
   if (r <= 3 && Array.isArray(t.data_offsets)) {
     const o = t.data_offsets as J[];
-    const others = names.filter((n) => n !== name).map((n) => (h[n] as { data_offsets?: J[] }).data_offsets).filter((x) => Array.isArray(x)) as J[][];
+    const others = names.filter((n) => n !== name).map((n) => (h[n] as { data_offsets?: J[] } | null)?.data_offsets).filter((x) => Array.isArray(x)) as J[][];
     const k = below(rng, 6);
     const i = below(rng, 2);
     if (k === 0 && others.length > 0) o[i] = (pick(rng, others)[i] as number) ?? 0;

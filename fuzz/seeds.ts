@@ -126,6 +126,76 @@ const HF_CONFIG = {
   eos_token_id: 2,
 };
 
+/**
+ * A complete one-layer llama folder (every tensor the runtime needs, tied
+ * embeddings, the gpt2-bpe tokenizer): the seed loadModel starts from.
+ */
+async function writeHfModelFolder(dir: string, tokenizerDir: string, vocab: number): Promise<void> {
+  await fsp.mkdir(dir, { recursive: true });
+  const r = new Rng(20261207);
+  const dim = 128;
+  const spec: [string, number[], 'F16' | 'F32'][] = [
+    ['model.embed_tokens.weight', [vocab, dim], 'F16'],
+    ['model.layers.0.input_layernorm.weight', [dim], 'F32'],
+    ['model.layers.0.self_attn.q_proj.weight', [dim, dim], 'F16'],
+    ['model.layers.0.self_attn.k_proj.weight', [64, dim], 'F16'],
+    ['model.layers.0.self_attn.v_proj.weight', [64, dim], 'F16'],
+    ['model.layers.0.self_attn.o_proj.weight', [dim, dim], 'F16'],
+    ['model.layers.0.post_attention_layernorm.weight', [dim], 'F32'],
+    ['model.layers.0.mlp.gate_proj.weight', [96, dim], 'F16'],
+    ['model.layers.0.mlp.up_proj.weight', [96, dim], 'F16'],
+    ['model.layers.0.mlp.down_proj.weight', [dim, 96], 'F16'],
+    ['model.norm.weight', [dim], 'F32'],
+  ];
+  const ts = spec.map(([name, shape, d]) => ({ t: { name, dtype: d, shape } as PlannedTensor, data: bytesOf(d, d === 'F32' ? Float32Array.from(r.normals(count(shape), 0.1), (x) => 1 + x) : r.normals(count(shape), 0.05)) }));
+  const w = await SafetensorsWriter.create(path.join(dir, 'model.safetensors'), ts.map((x) => x.t), { format: 'pt' });
+  for (const x of ts) await w.write(x.t.name, x.data);
+  await w.close();
+  for (const f of ['tokenizer.json', 'tokenizer_config.json']) await fsp.copyFile(path.join(tokenizerDir, f), path.join(dir, f));
+  await fsp.writeFile(path.join(dir, 'config.json'), JSON.stringify({ ...HF_CONFIG, vocab_size: vocab, tie_word_embeddings: true }, null, 2));
+}
+
+/**
+ * llama.cpp importance matrices for gguf/tiny-llama.gguf's linear weights,
+ * in both forms: GGUF (in_sum2 [cols, 1], counts [1, 1], the metadata
+ * llama-imatrix writes) and legacy .dat (mean x² × ncall, a dataset trailer).
+ */
+async function writeImatrices(dir: string): Promise<void> {
+  const r = new Rng(20261208);
+  const linears: [string, number][] = [
+    ...['attn_q', 'attn_k', 'attn_v', 'attn_output', 'ffn_gate', 'ffn_up'].map((n): [string, number] => [`blk.0.${n}.weight`, 64]),
+    ['blk.0.ffn_down.weight', 96],
+    ['output.weight', 64],
+  ];
+  const ncall = 10;
+  const sums = linears.map(([, cols]) => Float32Array.from(r.normals(cols, 1), (x) => x * x * ncall));
+  const f32 = (v: Float32Array): Uint8Array => new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+  const tensors: { t: GGUFPlannedTensor; data: Uint8Array }[] = linears.flatMap(([name, cols], i) => [
+    { t: { name: `${name}.in_sum2`, shape: [1, cols], type: 'F32' as const }, data: f32(sums[i] as Float32Array) },
+    { t: { name: `${name}.counts`, shape: [1, 1], type: 'F32' as const }, data: f32(Float32Array.of(ncall)) },
+  ]);
+  const entries: GGUFMetadataEntry[] = [
+    { key: 'general.type', type: 'string', value: 'imatrix' },
+    { key: 'imatrix.datasets', type: 'array', itemType: 'string', value: ['calibration.txt'] },
+    { key: 'imatrix.chunk_count', type: 'u32', value: 2 },
+    { key: 'imatrix.chunk_size', type: 'u32', value: 512 },
+  ];
+  const w = await GGUFWriter.create(path.join(dir, 'tiny-llama.imatrix.gguf'), { entries, tensors: tensors.map((x) => x.t) });
+  for (const x of tensors) await w.write(x.t.name, x.data);
+  await w.close();
+  // .dat: i32 n; per entry i32 name length, name, i32 ncall, i32 nval, nval f32; then i32 chunks, i32 length, dataset.
+  const parts: Uint8Array[] = [];
+  const i32 = (v: number): Uint8Array => new Uint8Array(Int32Array.of(v).buffer);
+  parts.push(i32(linears.length));
+  linears.forEach(([name, cols], i) => {
+    const b = new TextEncoder().encode(name);
+    parts.push(i32(b.length), b, i32(ncall), i32(cols), f32(sums[i] as Float32Array));
+  });
+  const ds = new TextEncoder().encode('calibration.txt');
+  parts.push(i32(2), i32(ds.length), ds);
+  await fsp.writeFile(path.join(dir, 'tiny-llama.imatrix.dat'), Buffer.concat(parts));
+}
+
 async function writeSafetensors(file: string, dtype: 'F16' | 'BF16' | 'F32'): Promise<void> {
   const ts = hfTensors(dtype);
   const w = await SafetensorsWriter.create(file, ts.map((x) => x.t), { format: 'pt', source: 'slimtensor fuzz seed' });
@@ -250,6 +320,12 @@ async function main(): Promise<void> {
   await compressModel({ input: hf, output: d('compressed-tensors', 'w4a16'), recipe: 'w4a16', target: 'transformers' });
   await compressModel({ input: hf, output: d('compressed-tensors', 'w4a16-asym'), recipe: 'w4a16-asym', target: 'transformers' });
   await compressModel({ input: hf, output: d('compressed-tensors', 'sparse24'), recipe: pruneRecipe('2:4', 'sparse-24-bitmask') });
+
+  // Complete models for loadModel (the folders above lack tensors the runtime needs), and imatrices.
+  await writeHfModelFolder(d('safetensors', 'hf-model'), d('tokenizer', 'gpt2-bpe'), size);
+  await compressModel({ input: d('safetensors', 'hf-model'), output: d('compressed-tensors', 'w4a16-model'), recipe: 'w4a16', target: 'transformers' });
+  await fsp.mkdir(d('imatrix'));
+  await writeImatrices(d('imatrix'));
   process.stdout.write(`seeds written to ${SEED_DIR}\n`);
 }
 

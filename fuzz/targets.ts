@@ -11,6 +11,8 @@ import { inspect } from '../lib/cli/model-commands';
 import { SlimTensorError } from '../lib/errors';
 import { ggufTokenizerMetadata } from '../lib/convert/tokenizer-metadata';
 import { GGUFReader } from '../lib/formats/gguf';
+import { imatrixWeights, readImatrix } from '../lib/formats/imatrix';
+import { loadModel } from '../lib/model/model';
 import { tokenizerFromGguf, tokenizerFromHfFolder, type Tokenizer } from '../lib/model/tokenizer';
 import { compareModels } from '../lib/pipeline/compare';
 import { compressModel } from '../lib/pipeline/compress';
@@ -73,12 +75,15 @@ function checkTokenizer(t: Tokenizer): void {
   }
 }
 
-function compress(name: string, recipe: Recipe | string, file: boolean): Entry {
+/** compressModel of the input; or, with `imatrixOf`, of that (unmutated) model with the input as its importance matrix. */
+function compress(name: string, recipe: Recipe | string, file: boolean, imatrixOf?: string): Entry {
   return {
     name,
     async run(c) {
       const output = path.join(c.outDir, file ? 'out.gguf' : 'out');
-      const r = await compressModel({ input: c.input, output, recipe, measureError: true, memoryLimit: 8 * 1024 * 1024 });
+      const from = imatrixOf === undefined ? { input: c.input } : { input: path.join(SEED_DIR, imatrixOf), imatrix: c.input };
+      const r = await compressModel({ ...from, output, recipe, measureError: true, memoryLimit: 8 * 1024 * 1024 });
+      if (imatrixOf !== undefined && r.imatrix === undefined) fail('compressModel with an imatrix reports none');
       // A written model opens again with slimtensor's own reader, tensor by tensor.
       const m = await openModel(output);
       try {
@@ -91,6 +96,36 @@ function compress(name: string, recipe: Recipe | string, file: boolean): Entry {
     },
   };
 }
+
+/**
+ * The runtime on a model: load, tokenize (when it has a tokenizer), one
+ * forward step over two tokens, dispose. The logits must be vocab-long and
+ * finite.
+ */
+const MODEL_RUN: Entry = {
+  name: 'model',
+  async run(c) {
+    const m = await loadModel(c.input, { contextSize: 8, threads: 1 });
+    try {
+      const vocab = m.hyperparameters.vocabSize;
+      let ids = [0, Math.min(1, vocab - 1)];
+      if (m.tokenizer !== undefined) {
+        const t = m.tokenize(SAMPLE);
+        for (const id of t) if (!(Number.isInteger(id) && id >= 0 && id < vocab)) fail(`tokenize gave id ${id} outside the model's vocabulary of ${vocab}`);
+        if (t.length >= 2) ids = [t[0] as number, t[1] as number];
+      }
+      const logits = await m.forward(ids);
+      if (logits.length !== vocab) fail(`forward returned ${logits.length} logits for a vocabulary of ${vocab}`);
+      const bad = logits.findIndex((x) => !Number.isFinite(x));
+      if (bad >= 0) fail(`logit ${bad} of the token ${String(ids[1])} is ${logits[bad]}`);
+    } finally {
+      await m.dispose();
+    }
+    return undefined;
+  },
+};
+
+const TINY_LLAMA = 'gguf/tiny-llama.gguf';
 
 /**
  * Entry points that misbehave on purpose, by case number (ok, a TypeError,
@@ -134,6 +169,23 @@ export const ENTRIES: Readonly<Record<string, Entry>> = Object.fromEntries(
     compress('compress q4_0', 'q4_0', true),
     compress('compress w4a16', 'w4a16', false),
     compress('compress 2of4-bitmask', pruneRecipe('2:4', 'sparse-24-bitmask'), false),
+    compress('compress tiny-llama q4_k_m --imatrix', 'q4_k_m', true, TINY_LLAMA),
+    compress('compress tiny-llama q4_0 --imatrix', 'q4_0', true, TINY_LLAMA),
+    {
+      name: 'readImatrix',
+      async run(c: EntryContext) {
+        const m = await readImatrix(c.input);
+        if (m.entries.size === 0) fail('readImatrix returned no entries');
+        for (const [name, e] of m.entries) {
+          if (e.sums.length !== e.cols * e.matrices || e.counts.length !== e.matrices) fail(`${name}: ${e.sums.length} sums and ${e.counts.length} counts for ${e.cols} columns × ${e.matrices} matrices`);
+          const w = imatrixWeights(e);
+          const i = w.findIndex((x) => !(Number.isFinite(x) && x >= 0));
+          if (i >= 0) fail(`${name}: weight ${i} is ${w[i]}`);
+        }
+        return undefined;
+      },
+    },
+    MODEL_RUN,
     {
       name: 'compare',
       async run(c: EntryContext) {
@@ -181,7 +233,7 @@ export const TARGETS: readonly Target[] = [
   {
     name: 'gguf',
     description: 'GGUF model files: the reader, inspect, compressModel (GGUF and compressed-tensors outputs), compare',
-    seeds: [{ path: 'test/fixtures/fuzz/gguf/tiny-llama.gguf', entries: [...MODEL_ENTRIES, 'compress q4_0', 'compress 2of4-bitmask', 'tokenizer (GGUF)'] }],
+    seeds: [{ path: 'test/fixtures/fuzz/gguf/tiny-llama.gguf', entries: [...MODEL_ENTRIES, 'compress q4_0', 'compress 2of4-bitmask', 'tokenizer (GGUF)', 'model'] }],
   },
   {
     name: 'safetensors',
@@ -189,17 +241,29 @@ export const TARGETS: readonly Target[] = [
     seeds: [
       { path: 'test/fixtures/fuzz/safetensors/model.safetensors', entries: [...MODEL_ENTRIES, 'compress w4a16', 'compress 2of4-bitmask'] },
       { path: 'test/fixtures/fuzz/safetensors/sharded', mutate: ['model.safetensors.index.json', 'model-00001-of-00004.safetensors', 'model-00003-of-00004.safetensors'], entries: [...MODEL_ENTRIES, 'compress w4a16'] },
+      { path: 'test/fixtures/fuzz/safetensors/hf-model', mutate: ['model.safetensors'], entries: ['model'] },
     ],
   },
   {
     name: 'compressed-tensors',
     description: 'compressed-tensors folders slimtensor wrote (pack-quantized sym/asym, sparse-24-bitmask): inspect, compare (decodes them), compressModel',
-    seeds: ['w4a16', 'w4a16-asym', 'sparse24'].map((n) => ({ path: `test/fixtures/fuzz/compressed-tensors/${n}`, mutate: ['model.safetensors', 'config.json'], entries: [...MODEL_ENTRIES, 'compress w4a16'] })),
+    seeds: [
+      ...['w4a16', 'w4a16-asym', 'sparse24'].map((n) => ({ path: `test/fixtures/fuzz/compressed-tensors/${n}`, mutate: ['model.safetensors', 'config.json'], entries: [...MODEL_ENTRIES, 'compress w4a16'] })),
+      { path: 'test/fixtures/fuzz/compressed-tensors/w4a16-model', mutate: ['model.safetensors', 'config.json'], entries: ['model'] },
+    ],
   },
   {
     name: 'hf-config',
     description: "Hugging Face config.json and tokenizer_config.json beside weights: compressModel (architecture, quantization_config), inspect, the tokenizer's vocab_size and specials",
-    seeds: [{ path: 'test/fixtures/fuzz/safetensors/hf-folder', mutate: ['config.json', 'tokenizer_config.json'], entries: ['inspect', 'compress w4a16', ...HF_TOKENIZER] }],
+    seeds: [
+      { path: 'test/fixtures/fuzz/safetensors/hf-folder', mutate: ['config.json', 'tokenizer_config.json'], entries: ['inspect', 'compress w4a16', ...HF_TOKENIZER] },
+      { path: 'test/fixtures/fuzz/safetensors/hf-model', mutate: ['config.json', 'tokenizer_config.json', 'tokenizer.json'], entries: ['model'] },
+    ],
+  },
+  {
+    name: 'imatrix',
+    description: "llama.cpp importance matrices (GGUF and legacy .dat) for gguf/tiny-llama.gguf: readImatrix, compressModel of that model with the imatrix (q4_k_m, q4_0)",
+    seeds: ['tiny-llama.imatrix.gguf', 'tiny-llama.imatrix.dat'].map((f) => ({ path: `test/fixtures/fuzz/imatrix/${f}`, entries: ['readImatrix', 'compress tiny-llama q4_k_m --imatrix', 'compress tiny-llama q4_0 --imatrix'] })),
   },
   {
     name: 'tokenizer',

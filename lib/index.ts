@@ -111,6 +111,7 @@ export {
   type CompressOptions,
   type CompressProgress,
   type CompressReport,
+  type StageTimes,
   type TensorRecord,
   type Recipe,
   type RecipeRule,

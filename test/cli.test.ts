@@ -81,6 +81,30 @@ describe('slimtensor CLI: model commands', function () {
     }
   });
 
+  it('quantize --no-error: the same bytes without the error pass; the report has no errors and says where the time went', async () => {
+    const withError = path.join(tmp, 'stories-err.gguf');
+    const without = path.join(tmp, 'stories-noerr.gguf');
+    const a = await cli(['quantize', MODEL, '-o', withError, '-p', 'q8_0', '--json', '--quiet']);
+    const b = await cli(['quantize', MODEL, '-o', without, '-p', 'q8_0', '--json', '--quiet', '--no-error']);
+    expect(a.code, a.stderr).to.equal(0);
+    expect(b.code, b.stderr).to.equal(0);
+    const ra = JSON.parse(a.stdout) as CompressReport;
+    const rb = JSON.parse(b.stdout) as CompressReport;
+    const quantized = (r: CompressReport) => r.tensors.filter((t) => t.method === 'quantize');
+    expect(quantized(ra)).to.not.be.empty;
+    for (const t of quantized(ra)) expect(t.error?.rmse, t.name).to.be.above(0);
+    for (const t of rb.tensors) expect(t.error, t.name).to.equal(undefined);
+    expect(Buffer.compare(await fsp.readFile(withError), await fsp.readFile(without))).to.equal(0);
+    expect(ra.stages.errorMs).to.be.above(0);
+    expect(rb.stages.errorMs).to.equal(0);
+    for (const r of [ra, rb]) {
+      expect(Object.keys(r.stages).sort()).to.deep.equal(['admitWaitMs', 'compressMs', 'computeWaitMs', 'errorMs', 'readMs', 'writeMs', 'writeWaitMs']);
+      expect(r.stages.readMs).to.be.above(0);
+      expect(r.stages.compressMs).to.be.above(0);
+      expect(r.stages.writeMs).to.be.above(0);
+    }
+  });
+
   it('quantize --preset q4_k_m --imatrix: llama-quantize --imatrix\'s bytes; inspect names the file type; report dequantizes the K-quants', async () => {
     const input = path.join(tmp, 'a.gguf');
     await writeLlamaGguf(input, FIXTURE_MODELS.a);

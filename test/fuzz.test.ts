@@ -14,7 +14,9 @@ import { inspect } from '../lib/cli/model-commands';
 import { compareModels } from '../lib/pipeline/compare';
 import { compressModel } from '../lib/pipeline/compress';
 import { openModel } from '../lib/pipeline/source';
-import { SafetensorsWriter } from '../lib/formats/safetensors';
+import { SafetensorsFile, SafetensorsWriter } from '../lib/formats/safetensors';
+import { GGUFReader } from '../lib/formats/gguf';
+import { loadModel } from '../lib/model/model';
 import { rejected } from './support/assert';
 
 const ROOT = path.join(__dirname, '..');
@@ -155,5 +157,82 @@ describe('bugs the fuzzer found', () => {
     }
     const text = await fsp.readFile(path.join(out, 'config.json'), 'utf8');
     expect(Object.keys(JSON.parse(text) as object)).to.deep.equal(['__proto__', 'architectures', 'quantization_config']);
+  });
+
+  it('a config.json value nested 100000 deep: loadModel is ERR_FORMAT (was a RangeError quoting it in the hyper-parameter error)', async () => {
+    const seed = 'test/fixtures/fuzz/safetensors/hf-model';
+    const config = JSON.parse(await fsp.readFile(path.join(ROOT, seed, 'config.json'), 'utf8')) as Record<string, unknown>;
+    const input = await seedCopy(seed, { 'config.json': JSON.stringify({ ...config, hidden_size: 0 }).replace('"hidden_size":0', `"hidden_size":${deep}`) });
+    const e = await rejected(loadModel(input, { contextSize: 8 }));
+    expect(e.code).to.equal('ERR_FORMAT');
+    expect(e.message).to.match(/config\.json: nests arrays or objects more than 64 deep/);
+  });
+
+  it('a block count of 2^28 + 1 (GGUF) or 10^8 (config.json): loadModel is ERR_FORMAT at once (was out of memory listing the missing tensors)', async () => {
+    const gguf = await seedCopy('test/fixtures/fuzz/gguf/tiny-llama.gguf', {});
+    const bytes = await fsp.readFile(gguf);
+    const key = Buffer.from('llama.block_count');
+    const at = bytes.indexOf(key) + key.length;
+    expect(bytes.readUInt32LE(at)).to.equal(4); // value type u32
+    expect(bytes.readUInt32LE(at + 4)).to.equal(1);
+    bytes.writeUInt32LE(2 ** 28 + 1, at + 4);
+    await fsp.writeFile(gguf, bytes);
+    const seed = 'test/fixtures/fuzz/safetensors/hf-model';
+    const config = JSON.parse(await fsp.readFile(path.join(ROOT, seed, 'config.json'), 'utf8')) as Record<string, unknown>;
+    const folder = await seedCopy(seed, { 'config.json': JSON.stringify({ ...config, num_hidden_layers: 1e8 }) });
+    for (const [input, blocks] of [[gguf, 2 ** 28 + 1], [folder, 1e8]] as const) {
+      const t0 = performance.now();
+      const e = await rejected(loadModel(input, { contextSize: 8 }));
+      expect(e.code).to.equal('ERR_FORMAT');
+      expect(e.message).to.include(`${blocks} blocks, but only`);
+      expect(performance.now() - t0).to.be.below(2000);
+    }
+  });
+
+  /** A copy of a seed (its `file` when a folder) with `bytes` written `byteOffset` bytes into `tensor`'s data. */
+  async function patched(seed: string, file: string, tensor: string, byteOffset: number, bytes: number[]): Promise<string> {
+    const copy = await seedCopy(seed, {});
+    const target = file === '' ? copy : path.join(copy, file);
+    const r = seed.endsWith('.gguf') ? await GGUFReader.open(target) : await SafetensorsFile.open(target);
+    const info = (r.tensors as readonly { name: string; fileOffset: number }[]).find((t) => t.name === tensor);
+    await r.close();
+    expect(info, tensor).to.not.equal(undefined);
+    const fh = await fsp.open(target, 'r+');
+    await fh.write(Uint8Array.from(bytes), 0, bytes.length, (info?.fileOffset as number) + byteOffset);
+    await fh.close();
+    return copy;
+  }
+
+  it('a NaN or infinite weight: loadModel is ERR_VALUE naming the tensor (forward gave NaN logits)', async () => {
+    const gguf = 'test/fixtures/fuzz/gguf/tiny-llama.gguf';
+    const cases: [string, string, string, number, number[], RegExp][] = [
+      // F16 NaN (0x7e00) as the 3rd value of the FFN gate
+      [gguf, '', 'blk.0.ffn_gate.weight', 4, [0x00, 0x7e], /'blk\.0\.ffn_gate\.weight': value 2 is NaN or infinite/],
+      // BF16 +Inf (0x7f80)
+      [gguf, '', 'blk.0.ffn_down.weight', 0, [0x80, 0x7f], /'blk\.0\.ffn_down\.weight': value 0 is NaN or infinite/],
+      // the f16 scale of Q8_0 block 1 (34-byte blocks) -> -Inf
+      [gguf, '', 'blk.0.attn_q.weight', 34, [0x00, 0xfc], /'blk\.0\.attn_q\.weight': the scale of block 1 is NaN or infinite/],
+      // the f16 minimum of Q4_1 block 0 (bytes 2..3) -> NaN
+      [gguf, '', 'blk.0.attn_v.weight', 2, [0x01, 0x7c], /'blk\.0\.attn_v\.weight': the scale of block 0 is NaN or infinite/],
+      // an F32 norm -> NaN
+      [gguf, '', 'output_norm.weight', 8, [0, 0, 0xc0, 0x7f], /'output_norm\.weight': value 2 is NaN or infinite/],
+      // a compressed-tensors group scale (F16) -> +Inf
+      ['test/fixtures/fuzz/compressed-tensors/w4a16-model', 'model.safetensors', 'model.layers.0.mlp.up_proj.weight_scale', 6, [0x00, 0x7c], /up_proj.*: group scale 3 is NaN or infinite/],
+    ];
+    for (const [seed, file, tensor, at, bytes, message] of cases) {
+      const input = await patched(seed, file, tensor, at, bytes);
+      const e = await rejected(loadModel(input, { contextSize: 8 }));
+      expect(e.code, tensor).to.equal('ERR_VALUE');
+      expect(e.message, tensor).to.match(message);
+    }
+    // The unpatched seed loads and gives finite logits (the check refuses only what is bad).
+    const m = await loadModel(path.join(ROOT, gguf), { contextSize: 8 });
+    try {
+      const logits = await m.forward([1, 2]);
+      expect(logits.length).to.equal(m.hyperparameters.vocabSize);
+      expect(logits.every((x) => Number.isFinite(x))).to.equal(true);
+    } finally {
+      await m.dispose();
+    }
   });
 });

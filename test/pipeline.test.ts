@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -15,7 +16,7 @@ import { SafetensorsModel } from '../lib/formats/safetensors';
 import { f16ToF32, f32ToF16 } from '../lib/half';
 import { bytesOf, rejected } from './support/assert';
 import { code, decodeSparse24Bitmask, groupParams, unpack } from './support/ct-oracle';
-import { f32ToF16Bits, GGML } from './support/gguf-writer';
+import { f32ToF16Bits, GGML, writeGGUF } from './support/gguf-writer';
 import { runPipelineBench } from '../bench/pipeline';
 import { CONFIG, ggufTensors, hfTensors, listing, stored, TOKENIZER, writeGGUFModel, writeHFFolder, type GeneratedTensor } from './support/models';
 
@@ -801,6 +802,53 @@ describe('pipeline', function () {
     });
   });
 
+  describe('scheduling', () => {
+    // sha256 of the outputs below as main writes them with the old scheduler
+    // and error pass (main at c1c7a13, after the llama-quantize mixes changed
+    // the GGUF outputs; w4a16 unchanged since e680815): the scheduler and the
+    // error pass must not change a byte.
+    const BEFORE = {
+      q8_0: '0c8733b963131d836c78af4ef98d3e77e107564b29a1e7c986c8411af9bb4d45',
+      q4_0: 'c1c2f676187a4a8d95a483ab4fb5a9ad766f36841eb5d0b43b14fd57a9f47163',
+      w4a16: '34f7f7c5a302352667bba0db230ecbdb7f6a5885d17689f1d2d4c871bc3dfcf7',
+    };
+    /** sha256 of a file, or of a folder's files (names and bytes, in name order). */
+    async function digest(p: string): Promise<string> {
+      const h = createHash('sha256');
+      if ((await fsp.stat(p)).isDirectory()) {
+        for (const name of await listing(p)) h.update(`${name}\0`).update(await fsp.readFile(path.join(p, name)));
+      } else h.update(await fsp.readFile(p));
+      return h.digest('hex');
+    }
+
+    it('changes no byte: F16 GGUF -> q8_0 / q4_0 and F16 safetensors -> w4a16 under any memory limit, in-flight count and thread count, with or without the error pass', async () => {
+      const dir = path.join(tmp, 'sched');
+      await fsp.mkdir(dir);
+      const f16Gguf = path.join(dir, 'f16.gguf');
+      const t16 = ggufTensors(5, 2, 128);
+      await fsp.writeFile(
+        f16Gguf,
+        writeGGUF({
+          kv: [
+            ['general.architecture', { type: 'string', value: 'llama' }],
+            ['general.file_type', { type: 'u32', value: 1 }],
+          ],
+          tensors: t16.map((t) => (t.shape.length === 1 ? { name: t.name, dims: t.shape.slice(), typeId: GGML.F32, data: bytesOf(t.values) } : { name: t.name, dims: t.shape.slice().reverse(), typeId: GGML.F16, data: bytesOf(Uint16Array.from(t.values, f32ToF16Bits)) })),
+        }).bytes,
+      );
+      const settings = [{}, { memoryLimit: 1, maxInFlight: 1, threads: 1 }, { maxInFlight: 16, threads: 2 }, { memoryLimit: 200_000, maxInFlight: 3, measureError: false }];
+      for (const [preset, input] of [['q8_0', f16Gguf], ['q4_0', f16Gguf], ['w4a16', hfDir]] as const) {
+        const got: string[] = [];
+        for (const [i, o] of settings.entries()) {
+          const output = path.join(dir, `${preset}-${i}${preset === 'w4a16' ? '' : '.gguf'}`);
+          await compressModel({ input, output, recipe: preset, measureError: true, ...o });
+          got.push(await digest(output));
+        }
+        expect(got, preset).to.deep.equal(new Array(settings.length).fill(BEFORE[preset]));
+      }
+    });
+  });
+
   describe('outputs from the pool', () => {
     // memoryLimit 4096: every tensor runs alone and no released buffer is
     // kept, so the peak is the largest tensor's own buffers, whole pages.
@@ -856,13 +904,19 @@ describe('pipeline', function () {
   });
 
   describe('benchmark', () => {
-    it('pipeline --quick runs both cases end to end with sane numbers', async () => {
+    it('pipeline --quick runs every case end to end (CLI processes, with and without the error) with sane numbers', async () => {
       const { cases } = await runPipelineBench({ quick: true, runs: 1, log: () => undefined });
-      expect(cases.map((c) => c.id)).to.deep.equal(['safetensors-f16-w4a16', 'gguf-f32-q4_0']);
+      expect(cases.map((c) => c.id)).to.deep.equal(['gguf-f16-q4_0', 'safetensors-f16-w4a16']);
       for (const c of cases) {
-        for (const v of [c.gbps, c.readGbps, c.seconds, c.cpuSeconds, c.peakRss, c.ratio]) expect(Number.isFinite(v) && v > 0, c.id).to.equal(true);
-        expect(c.outputBytes).to.be.below(c.inputBytes);
-        expect(c.bufferPeak).to.be.at.most(c.memoryLimit);
+        // --quick never looks for the peer unless it is named
+        expect(c.peer, c.id).to.equal(undefined);
+        expect(c.readGbps > 0 && Number.isFinite(c.readGbps), c.id).to.equal(true);
+        for (const r of [c.withError, c.noError]) {
+          for (const v of [r.gbps, r.seconds, r.readRatio]) expect(Number.isFinite(v) && v > 0, c.id).to.equal(true);
+          expect(r.outputBytes).to.be.below(c.inputBytes);
+        }
+        expect(c.withError.stages.errorMs, c.id).to.be.above(0);
+        expect(c.withError.bufferPeak).to.be.at.most(c.withError.memoryLimit);
       }
     });
   });

@@ -94,6 +94,31 @@ describe('safetensors', () => {
       }
     });
 
+    it('reads a tensor of 8 MiB and more (two halves at once) byte for byte, and names a file cut short under either half', async () => {
+      // 9 MiB + 3 bytes: two halves, the second not a whole number of pages.
+      const big = new Uint8Array(9 * 1024 * 1024 + 3);
+      for (let i = 0; i < big.length; i++) big[i] = (i * 2654435761) >>> 24;
+      const { header, data } = stPack([['small', 'U8', [5], new Uint8Array([9, 8, 7, 6, 5])], ['big', 'U8', [big.length], big]]);
+      const file = await write(stFile(header, data));
+      const f = await SafetensorsFile.open(file);
+      try {
+        expect(Buffer.compare(await f.readTensorBytes('big'), big)).to.equal(0);
+        const into = new Uint8Array(big.length + 100).fill(0xee);
+        const got = await f.readTensorBytes('big', { into });
+        expect(Buffer.compare(got, big)).to.equal(0);
+        expect(into[big.length]).to.equal(0xee);
+        // shrink the file under the open reader: each half's end, then the first half's
+        for (const cut of [big.length - 10, 1024 * 1024]) {
+          await fsp.truncate(file, (await fsp.stat(file)).size - (big.length - cut));
+          const e = await rejected(f.readTensorBytes('big'));
+          expect(e.code).to.equal('ERR_FORMAT');
+          expect(e.message).to.include(file).and.include('the file ended');
+        }
+      } finally {
+        await f.close();
+      }
+    });
+
     it('reads a header padded with spaces, and one that is not', async () => {
       const { header, data } = stPack([['x', 'U8', [3], new Uint8Array([1, 2, 3])]]);
       for (const pad of [true, false]) {

@@ -97,7 +97,8 @@ function runOptions<T>(y: import('yargs').Argv<T>) {
     .option('shard-size', { type: 'string', describe: 'safetensors outputs: largest shard, e.g. 5GB (default: one file)' })
     .option('json', { type: 'boolean', default: false, describe: 'Print the report as JSON' })
     .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'No progress output' })
-    .option('verbose', { alias: 'v', type: 'boolean', default: false, describe: 'List every tensor in the report' });
+    .option('verbose', { alias: 'v', type: 'boolean', default: false, describe: 'List every tensor in the report' })
+    .option('error', { type: 'boolean', default: true, describe: 'Measure each tensor\'s error against its original (--no-error: skip that pass, faster; the report shows no RMSE)' });
 }
 
 /** Options of the commands that run a model (eval, run, report --eval). */
@@ -138,6 +139,7 @@ interface RunArgs {
   json: boolean;
   quiet: boolean;
   verbose: boolean;
+  error: boolean;
   target?: string | undefined;
   imatrix?: string | undefined;
 }
@@ -178,6 +180,7 @@ function toRunOptions(a: RunArgs, recipe: RunOptions['recipe']): RunOptions {
     json: a.json,
     quiet: a.quiet,
     verbose: a.verbose,
+    measureError: a.error,
     memory: size(a.memory, '--memory'),
     shardSize: size(a['shard-size'], '--shard-size'),
     target: a.target as Target | undefined,
@@ -222,7 +225,7 @@ function buildParser(argv: string[]) {
       async (args) => {
         const outtype = args.outtype as OutType;
         const run = toRunOptions(args as unknown as RunArgs, convertRecipe(outtype));
-        print(await runCompression({ ...run, memory: run.memory ?? CONVERT_MEMORY_LIMIT, measureError: outtype === 'q8_0' }));
+        print(await runCompression({ ...run, memory: run.memory ?? CONVERT_MEMORY_LIMIT, measureError: run.measureError !== false && outtype === 'q8_0' }));
       },
     )
     .command(

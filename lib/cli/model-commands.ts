@@ -189,8 +189,8 @@ export interface RunOptions {
   verbose: boolean;
   target?: Target | undefined;
   imatrix?: string | undefined;
-  /** Measure each changed tensor's error (default true). */
-  measureError?: boolean;
+  /** Measure each changed tensor's error (default true; `--no-error`). */
+  measureError?: boolean | undefined;
 }
 
 /** The exit code for an interrupted run (128 + SIGINT). */

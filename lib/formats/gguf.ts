@@ -16,6 +16,7 @@ import {
   type GGUFValue,
 } from './gguf-header';
 import { ggmlType, type GGMLTypeInfo } from './gguf-types';
+import { readExact } from './safetensors';
 
 export { GGUF_LIMITS, nestedArrayItemType, type GGUFArrayValue, type GGUFMetadataEntry, type GGUFTensorInfo, type GGUFValue } from './gguf-header';
 export { GGML_TYPES, type GGMLTypeInfo, type GGMLTypeName, type GGUFValueTypeName } from './gguf-types';
@@ -41,18 +42,6 @@ const DEFAULT_MAX_HEADER = 256 * 1024 * 1024;
 // Most headers fit in the first read; larger ones grow it as the parser asks.
 const FIRST_READ = 256 * 1024;
 
-/** Reads `length` bytes at `position`; a short read means the file shrank. */
-async function readExact(fh: fsp.FileHandle, into: Uint8Array, start: number, position: number, file: string): Promise<void> {
-  let done = start;
-  while (done < into.length) {
-    const { bytesRead } = await fh.read(into, done, into.length - done, position + (done - start));
-    if (bytesRead === 0) {
-      throw new SlimTensorError(`GGUF ${file}: the file ended at ${position + (done - start)} while reading ${into.length - start} bytes at ${position} (was it truncated after opening?)`, 'ERR_FORMAT');
-    }
-    done += bytesRead;
-  }
-}
-
 /** Parses the header, growing the prefix read from disk until it fits or hits the cap. */
 async function readHeader(fh: fsp.FileHandle, fileSize: number, file: string, cap: number): Promise<GGUFHeader> {
   let prefix = new Uint8Array(0);
@@ -60,7 +49,7 @@ async function readHeader(fh: fsp.FileHandle, fileSize: number, file: string, ca
   for (;;) {
     const grown = new Uint8Array(want);
     grown.set(prefix);
-    await readExact(fh, grown, prefix.length, prefix.length, file);
+    await readExact(fh, grown, prefix.length, prefix.length, `GGUF ${file}`);
     prefix = grown;
     try {
       return parseGGUFHeader(prefix, fileSize, file);
@@ -183,7 +172,7 @@ export class GGUFReader {
       throw new SlimTensorError(`GGUFReader.readTensorBytes: options.into must be a Uint8Array of at least ${info.byteLength} bytes`, 'ERR_VALUE');
     }
     const bytes = into === undefined ? new Uint8Array(info.byteLength) : into.subarray(0, info.byteLength);
-    await readExact(fh, bytes, 0, info.fileOffset, this.path);
+    await readExact(fh, bytes, 0, info.fileOffset, `GGUF ${this.path}`);
     return bytes;
   }
 

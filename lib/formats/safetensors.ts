@@ -33,8 +33,25 @@ export const SAFETENSORS_INDEX = 'model.safetensors.index.json';
 /** Largest index file read (real ones are well under 1 MB). */
 const MAX_INDEX_BYTES = 64 * 1024 * 1024;
 
-/** Reads `into.length - start` bytes at `position`; a short read means the file shrank. */
+/**
+ * Reads of at least this many bytes run as two halves on two libuv threads:
+ * a copy out of the page cache runs at one core's memory bandwidth, and a
+ * model's tensors are tens of megabytes.
+ */
+const SPLIT_READ = 8 * 1024 * 1024;
+
+/** Reads `into.length - start` bytes at `position` (`what` names the file in errors); a short read means the file shrank. */
 export async function readExact(fh: fsp.FileHandle, into: Uint8Array, start: number, position: number, what: string): Promise<void> {
+  const n = into.length - start;
+  if (n >= SPLIT_READ) {
+    const mid = start + Math.ceil(n / 2 / 4096) * 4096;
+    await Promise.all([readRun(fh, into.subarray(0, mid), start, position, what), readRun(fh, into, mid, position + (mid - start), what)]);
+    return;
+  }
+  await readRun(fh, into, start, position, what);
+}
+
+async function readRun(fh: fsp.FileHandle, into: Uint8Array, start: number, position: number, what: string): Promise<void> {
   let done = start;
   while (done < into.length) {
     const { bytesRead } = await fh.read(into, done, into.length - done, position + (done - start));

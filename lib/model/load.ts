@@ -12,6 +12,7 @@ import { GGUFReader, type GGUFValue } from '../formats/gguf';
 import { ggmlType } from '../formats/gguf-types';
 import { SafetensorsModel, type SafetensorsModelTensor } from '../formats/safetensors';
 import { schemeFromConfig } from '../formats/compressed-tensors';
+import { jsonTooDeep, MAX_JSON_DEPTH } from '../formats/json';
 import { dtypeCode, type DType } from '../tensor';
 import {
   architectureOfGguf,
@@ -146,6 +147,15 @@ function* roleInstances(arch: Architecture, blocks: number): Generator<{ role: T
   for (let l = 0; l < blocks; l++) for (const role of arch.block) yield { role, layer: l };
 }
 
+/**
+ * Every block has tensors of its own, so a block count above the file's
+ * tensor count is a corrupt header: refused before the per-block walk
+ * (a count of 2^28 would build and list a billion missing names).
+ */
+function checkBlockCount(blocks: number, tensorCount: number, where: string): void {
+  if (blocks > tensorCount) throw new SlimTensorError(`${where}: ${blocks} blocks, but only ${tensorCount} tensors (each block has tensors of its own)`, 'ERR_FORMAT');
+}
+
 function missingError(where: string, missing: string[]): SlimTensorError {
   const shown = missing.slice(0, 8).join(', ');
   return new SlimTensorError(`${where}: missing tensor${missing.length === 1 ? '' : 's'} ${shown}${missing.length > 8 ? ` and ${missing.length - 8} more` : ''}`, 'ERR_FORMAT');
@@ -168,6 +178,7 @@ async function planGguf(file: string): Promise<ModelPlan> {
     const embd = g.tensor('token_embd.weight');
     const vocabFallback = embd?.shape[0] ?? (g.metadata.get('tokenizer.ggml.tokens') as unknown[] | undefined)?.length ?? 0;
     const hparams = hyperparametersOfGguf(g.metadata, archName, file, vocabFallback);
+    checkBlockCount(hparams.blockCount, g.tensors.length, file);
     const tensors: TensorSpec[] = [];
     const missing: string[] = [];
     for (const { role, layer } of roleInstances(arch, hparams.blockCount)) {
@@ -237,6 +248,8 @@ async function readJson(file: string): Promise<Record<string, unknown> | undefin
     throw new SlimTensorError(`${file}: not valid JSON (${(e as Error).message})`, 'ERR_FORMAT');
   }
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new SlimTensorError(`${file}: must hold a JSON object`, 'ERR_FORMAT');
+  // Error messages quote values with JSON.stringify, which recurses.
+  if (jsonTooDeep(v)) throw new SlimTensorError(`${file}: nests arrays or objects more than ${MAX_JSON_DEPTH} deep`, 'ERR_FORMAT');
   return v as Record<string, unknown>;
 }
 
@@ -287,6 +300,7 @@ async function planFolder(folder: string, options: PlanOptions): Promise<ModelPl
     } else {
       throw new SlimTensorError(`${configFile}: no "architectures" entry; the runtime needs the model class (e.g. LlamaForCausalLM)`, 'ERR_FORMAT');
     }
+    checkBlockCount(hparams.blockCount, st.tensors.length, folder);
     const tensors: TensorSpec[] = [];
     const missing: string[] = [];
     for (const { role, layer } of roleInstances(arch, hparams.blockCount)) {

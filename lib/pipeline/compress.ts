@@ -2,8 +2,10 @@
 //
 // Each tensor goes through read -> compress -> write. Reads run one after
 // another (files are read front to back), compression runs on the thread
-// pool (the async API), and writes run one after another in plan order; the
-// three overlap across tensors. A tensor enters the pipeline only when its
+// pool (the async API) one tensor at a time with every thread (two tensors
+// compressing at once would only split the same cores, and would hold libuv
+// threads the next read and write need), and writes run one after another
+// in plan order; the three overlap across tensors. A tensor enters the pipeline only when its
 // bytes (input + output buffers) fit under `memoryLimit` next to the tensors
 // already in it, so the tensor buffers held at any moment stay under
 // max(memoryLimit, the largest single tensor's input + output). Buffers are
@@ -152,6 +154,45 @@ export interface CompressReport {
   timeMs: number;
   /** The memory accounting: the limit, and the most tensor-buffer bytes held at once. */
   memory: { limit: number; peakBytes: number; largestTensorBytes: number; allocations: number };
+  /** Where the time went, per stage (see StageTimes). */
+  stages: StageTimes;
+}
+
+/**
+ * Milliseconds spent in each stage of the pipeline, summed over tensors.
+ * Stages of different tensors overlap (one tensor is read while another is
+ * quantized and a third written), so the busy times can add up to more
+ * than `timeMs`; the wait times say which stage the others waited for.
+ */
+export interface StageTimes {
+  /** Reading tensor bytes from the input. */
+  readMs: number;
+  /** Quantizing, converting, pruning or factorizing (on the thread pool). */
+  compressMs: number;
+  /** Measuring the error (measureError) of quantized and converted tensors; pruned and low-rank tensors count theirs in compressMs. */
+  errorMs: number;
+  /** Writing to the output. */
+  writeMs: number;
+  /** The planner waiting for room (memoryLimit or maxInFlight) to admit the next tensor. */
+  admitWaitMs: number;
+  /** Compressed tensors waiting for the previous tensor's write (the output is written in order). */
+  writeWaitMs: number;
+  /** Tensors read and waiting for the previous tensor's compression (one at a time, on every thread). */
+  computeWaitMs: number;
+}
+
+function noStageTimes(): StageTimes {
+  return { readMs: 0, compressMs: 0, errorMs: 0, writeMs: 0, admitWaitMs: 0, writeWaitMs: 0, computeWaitMs: 0 };
+}
+
+/** Runs `f` and adds its duration to `times[stage]`. */
+async function timed<T>(times: StageTimes, stage: keyof StageTimes, f: () => Promise<T> | T): Promise<T> {
+  const t0 = performance.now();
+  try {
+    return await f();
+  } finally {
+    times[stage] += performance.now() - t0;
+  }
 }
 
 const DEFAULT_MEMORY = 1024 ** 3;
@@ -333,13 +374,14 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
 
     const staged = await stageOutput(o.output, format === 'gguf' ? 'file' : 'folder', o.input, o.overwrite === true, o.tempTag);
     const pool = new BufferPool(memoryLimit);
+    const stages = noStageTimes();
     let files: string[] = [];
     try {
       signal?.throwIfAborted();
       const sink = await createSink(format, staged.tmp, entries, source, o.maxShardBytes ?? recipe.maxShardBytes, recipe, imatrices);
       files = format === 'gguf' ? [path.basename(staged.output)] : sink.files;
       try {
-        await runPipeline(entries, source, sink, pool, { memoryLimit, maxInFlight, threads: o.threads, measureError: o.measureError === true, countZeros: pruned > 0, signal, onProgress: o.onProgress, started });
+        await runPipeline(entries, source, sink, pool, { memoryLimit, maxInFlight, threads: o.threads, measureError: o.measureError === true, countZeros: pruned > 0, signal, onProgress: o.onProgress, started, stages });
         await sink.finish();
       } catch (e) {
         await sink.abort();
@@ -378,6 +420,7 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
       ratio: outputBytes === 0 ? 0 : inputBytes / outputBytes,
       timeMs: performance.now() - started,
       memory: { limit: memoryLimit, peakBytes: pool.peak, largestTensorBytes: Math.max(0, ...entries.map((e) => e.need)), allocations: pool.allocations },
+      stages,
     };
     o.onProgress?.({ phase: 'done', index: entries.length, count: entries.length, bytesDone: report.input.tensorBytes, totalBytes: report.input.tensorBytes, elapsedMs: report.timeMs });
     return report;
@@ -699,6 +742,8 @@ interface RunOptions {
   signal: AbortSignal | undefined;
   onProgress: ((p: CompressProgress) => void) | undefined;
   started: number;
+  /** Accumulates the stage times of the run. */
+  stages: StageTimes;
 }
 
 /** A promise that never rejects: for ordering steps on earlier ones however they ended. */
@@ -718,12 +763,13 @@ async function runPipeline(entries: readonly Entry[], source: ModelSource, sink:
   ro.signal?.addEventListener('abort', onAbort);
   let prevRead: Promise<void> = Promise.resolve();
   let prevWrite: Promise<void> = Promise.resolve();
+  let prevCompute: Promise<void> = Promise.resolve();
   let done = 0;
   let bytesDone = 0;
   const jobs: Promise<void>[] = [];
   ro.onProgress?.({ phase: 'start', index: 0, count: entries.length, bytesDone: 0, totalBytes, elapsedMs: performance.now() - ro.started });
 
-  const runOne = async (e: Entry, afterRead: Promise<void>, afterWrite: Promise<void>, readDone: () => void): Promise<void> => {
+  const runOne = async (e: Entry, afterRead: Promise<void>, afterCompute: Promise<void>, afterWrite: Promise<void>, readDone: () => void, computeDone: () => void): Promise<void> => {
     const held: Uint8Array[] = [];
     const take = (n: number): Uint8Array => {
       const b = pool.acquire(n);
@@ -731,22 +777,35 @@ async function runPipeline(entries: readonly Entry[], source: ModelSource, sink:
       return b;
     };
     let step = 'read';
+    const st = ro.stages;
     try {
       let input: Uint8Array;
       try {
         await afterRead;
         if (stopped()) return;
-        input = await source.readBytes(e.src.name, take(e.src.byteLength));
+        input = await timed(st, 'readMs', () => source.readBytes(e.src.name, take(e.src.byteLength)));
       } finally {
         readDone();
       }
       if (stopped()) return;
       step = e.plan.action.kind === 'keep' ? 'write' : e.plan.action.kind;
-      const result = await compressOne(e, input, take, ro);
+      let result: Result;
+      try {
+        await timed(st, 'computeWaitMs', () => afterCompute);
+        if (stopped()) return;
+        // The error is timed apart from the compression it follows.
+        const mine = noStageTimes();
+        const t0 = performance.now();
+        result = await compressOne(e, input, take, ro, mine);
+        st.compressMs += performance.now() - t0 - mine.errorMs;
+        st.errorMs += mine.errorMs;
+      } finally {
+        computeDone();
+      }
       step = 'write';
-      await afterWrite;
+      await timed(st, 'writeWaitMs', () => afterWrite);
       if (stopped()) return;
-      await sink.write(e, result);
+      await timed(st, 'writeMs', () => sink.write(e, result));
       done++;
       bytesDone += e.src.byteLength;
       ro.onProgress?.({ phase: 'tensor', tensor: e.src.name, index: done, count: entries.length, bytesDone, totalBytes, elapsedMs: performance.now() - ro.started });
@@ -761,11 +820,14 @@ async function runPipeline(entries: readonly Entry[], source: ModelSource, sink:
 
   try {
     for (const e of entries) {
-      if (!(await gate.acquire(e.need, stopped))) break;
+      if (!(await timed(ro.stages, 'admitWaitMs', () => gate.acquire(e.need, stopped)))) break;
       let readDone!: () => void;
+      let computeDone!: () => void;
       const readP = new Promise<void>((r) => (readDone = r));
-      const job = runOne(e, prevRead, prevWrite, readDone);
+      const computeP = new Promise<void>((r) => (computeDone = r));
+      const job = runOne(e, prevRead, prevCompute, prevWrite, readDone, computeDone);
       prevRead = readP;
+      prevCompute = computeP;
       prevWrite = settled(job);
       jobs.push(job);
     }
@@ -777,7 +839,7 @@ async function runPipeline(entries: readonly Entry[], source: ModelSource, sink:
   ro.signal?.throwIfAborted();
 }
 
-async function compressOne(e: Entry, input: Uint8Array, take: (n: number) => Uint8Array, ro: RunOptions): Promise<Result> {
+async function compressOne(e: Entry, input: Uint8Array, take: (n: number) => Uint8Array, ro: RunOptions, times: StageTimes): Promise<Result> {
   const a = e.plan.action;
   if (a.kind === 'keep') {
     const dt = floatDtypeOf(e.src);
@@ -789,7 +851,7 @@ async function compressOne(e: Entry, input: Uint8Array, take: (n: number) => Uin
   if (a.kind === 'convert') {
     const out = convertsInPlace(e.src, a.dtype, ro.measureError) ? input : take(n * dtypeSize(a.dtype));
     await cast(Tensor.from(input, e.src.shape, from), a.dtype, { out: Tensor.from(out, e.src.shape, a.dtype), ...(ro.threads !== undefined ? { threads: ro.threads } : {}) });
-    if (ro.measureError) e.record.error = denseError(Tensor.from(input, e.src.shape, from), Tensor.from(out, e.src.shape, a.dtype));
+    if (ro.measureError) e.record.error = await timed(times, 'errorMs', () => denseError(Tensor.from(input, e.src.shape, from), Tensor.from(out, e.src.shape, a.dtype)));
     if (ro.countZeros) countZerosInto(e, out, a.dtype);
     return { kind: 'raw', bytes: out };
   }
@@ -817,7 +879,7 @@ async function compressOne(e: Entry, input: Uint8Array, take: (n: number) => Uin
         const q = new QuantizedTensor({ format: o.format, shape, data: data.subarray(x * outPer, (x + 1) * outPer) });
         await quantize(part, { ...o, importance: w.subarray(x * cols, (x + 1) * cols), out: q, ...threads });
       }
-      if (ro.measureError) e.record.error = await quantizationError(t, out);
+      if (ro.measureError) e.record.error = await timed(times, 'errorMs', () => quantizationError(t, out));
       return { kind: 'quant', q: out };
     }
   } else {
@@ -833,7 +895,7 @@ async function compressOne(e: Entry, input: Uint8Array, take: (n: number) => Uin
     });
   }
   const q = await quantize(t, { ...o, out, ...(w !== undefined ? { importance: w } : {}), ...threads });
-  if (ro.measureError) e.record.error = await quantizationError(t, q);
+  if (ro.measureError) e.record.error = await timed(times, 'errorMs', () => quantizationError(t, q));
   return { kind: 'quant', q };
 }
 

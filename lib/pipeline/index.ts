@@ -1,5 +1,5 @@
 // Model-level compression: recipes, streaming over model files, reports.
-export { compressModel, type CompressOptions, type CompressProgress, type CompressReport, type TensorRecord } from './compress';
+export { compressModel, type CompressOptions, type CompressProgress, type CompressReport, type StageTimes, type TensorRecord } from './compress';
 export {
   PRESETS,
   PRESET_NAMES,

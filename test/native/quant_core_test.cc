@@ -162,6 +162,75 @@ void test_avx2_matches_reference() {
   }
 }
 
+// quantization_error: the AVX2 sums (two vectors of 4 doubles, then a scalar
+// tail) equal the reference's 8-lane sums bit for bit, for every dtype, row
+// lengths with and without a tail, non-finite originals (counted as 0) and
+// any thread count; and both are close to a plain sequential sum.
+void test_error_avx2_matches_reference() {
+  if (!cpu_enabled().avx2) {
+    std::printf("skipped: AVX2 error statistics vs reference (this CPU has no AVX2)\n");
+    return;
+  }
+  std::mt19937 g(77);
+  struct Case { QFormat f; int64_t cols, group; };
+  const Case cases[] = {{QFormat::Q8_0, 64, 32}, {QFormat::Q4_0, 96, 32}, {QFormat::Int8, 100, 20}, {QFormat::Int4, 13, 13}, {QFormat::Int4, 384, 128}};
+  for (const Case& c : cases) {
+    for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
+      const int64_t rows = 9;
+      std::vector<float> x = edge_values(g, rows * c.cols);
+      x[3] = std::nanf("");
+      x[static_cast<size_t>(c.cols + 1)] = INFINITY;
+      std::vector<uint16_t> h(x.size());
+      for (size_t i = 0; i < x.size(); ++i) h[i] = dt == DType::F16 ? f32_to_f16(x[i]) : f32_to_bf16(x[i]);
+      const void* src = dt == DType::F32 ? static_cast<const void*>(x.data()) : h.data();
+      QuantizeArgs a;
+      a.src = {src, dt, rows, c.cols};
+      a.format = c.f;
+      a.group = c.group;
+      a.non_finite = NonFinite::Zero;
+      const Output q = run(a);
+      DequantizeArgs d;
+      d.format = c.f;
+      d.rows = rows;
+      d.cols = c.cols;
+      d.group = c.group;
+      d.data = q.data.data();
+      d.scales = q.scales.data();
+      d.scale_dtype = a.scale_dtype;
+      ErrorStats ref, simd, simd1;
+      d.kernel = Kernel::Reference;
+      const Status s0 = quantization_error({src, dt, rows, c.cols}, d, &ref);
+      d.kernel = Kernel::Avx2;
+      d.threads = 2;
+      const Status s1 = quantization_error({src, dt, rows, c.cols}, d, &simd);
+      d.threads = 1;
+      const Status s2 = quantization_error({src, dt, rows, c.cols}, d, &simd1);
+      char what[160];
+      std::snprintf(what, sizeof what, "error avx2 == reference: %s cols=%lld dtype=%s", qformat_traits(c.f).name,
+                    static_cast<long long>(c.cols), dtype_name(dt));
+      const auto same = [](const ErrorStats& u, const ErrorStats& v) {
+        return u.sum_sq_err == v.sum_sq_err && u.sum_sq_ref == v.sum_sq_ref && u.sum_sq_deq == v.sum_sq_deq && u.dot == v.dot &&
+               u.max_abs == v.max_abs && u.count == v.count;
+      };
+      check(s0.ok() && s1.ok() && s2.ok() && same(ref, simd) && same(simd, simd1), what);
+      // against a sequential sum over the dequantized tensor
+      std::vector<float> y(x.size());
+      d.kernel = Kernel::Reference;
+      check(dequantize(d, y.data(), DType::F32).ok(), std::string(what) + ": dequantize");
+      double se = 0, mx = 0;
+      for (size_t i = 0; i < x.size(); ++i) {
+        float xv = dt == DType::F32 ? x[i] : dt == DType::F16 ? f16_to_f32(h[i]) : bf16_to_f32(h[i]);
+        if (!std::isfinite(xv)) xv = 0;
+        const double e = static_cast<double>(xv) - y[i];
+        se += e * e;
+        mx = std::max(mx, std::fabs(e));
+      }
+      check(std::fabs(ref.sum_sq_err - se) <= 1e-12 * std::max(1.0, se) && ref.max_abs == mx && ref.count == rows * c.cols,
+            std::string(what) + ": close to a sequential sum");
+    }
+  }
+}
+
 // Groups whose range is a few subnormals overflow 1/range to infinity inside
 // the search; reference and AVX2 must still agree (NaN codes clamp alike).
 void test_search_degenerate_ranges() {
@@ -342,6 +411,7 @@ int main(int argc, char** argv) {
   isa_usable(Isa::Avx512, "the AVX-512 search loops");
   test_ggml_vectors(fixtures);
   test_avx2_matches_reference();
+  test_error_avx2_matches_reference();
   test_search_degenerate_ranges();
   test_non_finite_first_index();
   test_every_output_byte_written();

@@ -250,6 +250,54 @@ class Loader {
 DType float_dtype_of(WFormat f) { return f == WFormat::F32 ? DType::F32 : f == WFormat::F16 ? DType::F16 : DType::BF16; }
 bool is_float_format(WFormat f) { return f == WFormat::F32 || f == WFormat::F16 || f == WFormat::BF16; }
 
+// The first of `count` values of dtype dt, `stride` bytes apart from p, that
+// is NaN or infinite (all exponent bits set), or -1. A file whose weights
+// hold one would give NaN logits: the loader refuses it, as compressModel
+// does.
+int64_t first_non_finite(const uint8_t* p, int64_t count, int64_t stride, DType dt) {
+  for (int64_t i = 0; i < count; ++i) {
+    const uint8_t* q = p + i * stride;
+    if (dt == DType::F32) {
+      uint32_t u;
+      std::memcpy(&u, q, 4);
+      if ((u & 0x7f800000u) == 0x7f800000u) return i;
+    } else {
+      uint16_t h;
+      std::memcpy(&h, q, 2);
+      const uint16_t exp = dt == DType::F16 ? 0x7c00 : 0x7f80;
+      if ((h & exp) == exp) return i;
+    }
+  }
+  return -1;
+}
+
+Status non_finite_weight(const std::string& tensor, const char* what, int64_t index) {
+  return Status::Error(Code::Value, "tensor " + quoted(tensor) + ": " + what + " " + std::to_string(index) + " is NaN or infinite");
+}
+
+// Every value the weight's products read is finite: dense and 2:4 values,
+// the f16 scale (and Q4_1 minimum) of each GGUF block, compressed-tensors
+// group scales.
+Status check_finite_weight(const TensorSpec& t, const uint8_t* data, int64_t rows, int64_t cols, int64_t row_bytes) {
+  int64_t bad = -1;
+  if (is_float_format(t.format)) {
+    const DType dt = float_dtype_of(t.format);
+    bad = first_non_finite(data, rows * cols, static_cast<int64_t>(dtype_size(dt)), dt);
+    if (bad >= 0) return non_finite_weight(t.name, "value", bad);
+  } else if (t.format == WFormat::Sparse24) {
+    const int64_t size = static_cast<int64_t>(dtype_size(t.values_dtype));
+    bad = first_non_finite(data, rows * row_bytes / size, size, t.values_dtype);
+    if (bad >= 0) return non_finite_weight(t.name, "kept value", bad);
+  } else if (format_info(t.format).block_bytes > 0) {
+    const int64_t bb = format_info(t.format).block_bytes;
+    const int64_t blocks = rows * row_bytes / bb;
+    bad = first_non_finite(data, blocks, bb, DType::F16);
+    if (bad < 0 && t.format == WFormat::Q4_1) bad = first_non_finite(data + 2, blocks, bb, DType::F16);
+    if (bad >= 0) return non_finite_weight(t.name, "the scale of block", bad);
+  }
+  return Status::Ok();
+}
+
 // A 1-D tensor (norm, bias, rope factors) as f32.
 Status load_vector(Loader& ld, std::vector<Buffer>& mem, const TensorSpec& t, int64_t n, const char* what, const float** out) {
   if (!is_float_format(t.format)) return Status::Error(Code::Format, "tensor " + quoted(t.name) + " (" + what + ") must be F32, F16 or BF16");
@@ -262,7 +310,10 @@ Status load_vector(Loader& ld, std::vector<Buffer>& mem, const TensorSpec& t, in
   if (!s.ok()) return s;
   float* v = alloc_array<float>(mem, n);
   if (!v) return Status::Error(Code::Value, "out of memory");
-  for (int64_t i = 0; i < n; ++i) v[i] = mm::float_at(raw, i, dt);
+  for (int64_t i = 0; i < n; ++i) {
+    v[i] = mm::float_at(raw, i, dt);
+    if (!std::isfinite(v[i])) return non_finite_weight(t.name, "value", i);
+  }
   *out = v;
   return Status::Ok();
 }
@@ -329,6 +380,8 @@ Status load_weight(Loader& ld, std::vector<Buffer>& mem, const TensorSpec& t, in
   Status s = ld.read(t.data, t.name, "data", rows * w->row_bytes, &data);
   if (!s.ok()) return s;
   w->data = data;
+  s = check_finite_weight(t, data, rows, cols, w->row_bytes);
+  if (!s.ok()) return s;
   if (t.format == WFormat::Int4 || t.format == WFormat::Int8) {
     const int bits = t.format == WFormat::Int4 ? 4 : 8;
     if (t.group <= 0 || cols % t.group != 0) {
@@ -339,6 +392,8 @@ Status load_weight(Loader& ld, std::vector<Buffer>& mem, const TensorSpec& t, in
     uint8_t* sc = nullptr;
     s = ld.read(t.scales, t.name, "weight_scale", rows * groups * static_cast<int64_t>(dtype_size(t.scale_dtype)), &sc);
     if (!s.ok()) return s;
+    const int64_t bad = first_non_finite(sc, rows * groups, static_cast<int64_t>(dtype_size(t.scale_dtype)), t.scale_dtype);
+    if (bad >= 0) return non_finite_weight(t.name, "group scale", bad);
     w->group = t.group;
     w->scales = sc;
     w->scale_dtype = t.scale_dtype;

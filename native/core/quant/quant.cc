@@ -233,23 +233,14 @@ Status quantization_error(const MatrixView& original, const DequantizeArgs& q, E
   // Per-row partial sums in double, combined in row order: the result does
   // not depend on the thread count.
   std::vector<ErrorStats> rows(static_cast<size_t>(q.rows));
-  const NonFinite keep = NonFinite::Zero;
+  // The sums' lane order is fixed (quant_math.h), so the AVX2 twin's equal the reference's.
+  ErrorRowFn err = ref::error_row;
+  if (qa.kernel != Kernel::Reference && cpu_enabled().avx2 && avx2::error_row_fn() != nullptr) err = avx2::error_row_fn();
   parallel_for(q.rows, row_grain(q.cols, 4), [&](int64_t r0, int64_t r1) {
-    float* deq = row_scratch(2 * q.cols);
-    float* ref = deq + q.cols;
+    float* deq = row_scratch(q.cols);
     for (int64_t r = r0; r < r1; ++r) {
       fn(qa, r, deq);
-      load_f32(original.data, original.dtype, r * q.cols, q.cols, ref, keep);
-      ErrorStats s;
-      for (int64_t j = 0; j < q.cols; ++j) {
-        const double x = ref[j], y = deq[j], e = x - y;
-        s.sum_sq_err += e * e;
-        s.sum_sq_ref += x * x;
-        s.sum_sq_deq += y * y;
-        s.dot += x * y;
-        s.max_abs = std::max(s.max_abs, std::fabs(e));
-      }
-      rows[static_cast<size_t>(r)] = s;
+      err(original.data, original.dtype, r * q.cols, deq, q.cols, &rows[static_cast<size_t>(r)]);
     }
   });
   for (const ErrorStats& s : rows) {

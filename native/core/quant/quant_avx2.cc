@@ -1280,6 +1280,80 @@ DequantRowFn dequantize_row_fn(const DequantizeArgs& a) {
   return a.group % 8 == 0 ? dequantize_int_row : ref::dequantize_row;
 }
 
+namespace {
+
+// ---- error statistics: the reference's 8 lanes as two vectors of 4 doubles --
+
+struct ErrorAcc {
+  __m256d se, sx, sy, dot, mx;
+};
+
+inline void error_acc_add(ErrorAcc& a, __m128 xf, __m128 yf) {
+  const __m256d x = _mm256_cvtps_pd(xf), y = _mm256_cvtps_pd(yf), e = _mm256_sub_pd(x, y);
+  a.se = _mm256_add_pd(a.se, _mm256_mul_pd(e, e));
+  a.sx = _mm256_add_pd(a.sx, _mm256_mul_pd(x, x));
+  a.sy = _mm256_add_pd(a.sy, _mm256_mul_pd(y, y));
+  a.dot = _mm256_add_pd(a.dot, _mm256_mul_pd(x, y));
+  // MAXPD(|e|, m) returns m when |e| is NaN: the reference's comparison.
+  a.mx = _mm256_max_pd(_mm256_andnot_pd(_mm256_set1_pd(-0.0), e), a.mx);
+}
+
+template <DType T>
+void error_row_t(const void* orig, DType, int64_t offset, const float* deq, int64_t n, ErrorStats* s) {
+  ErrorAcc lo = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()};
+  ErrorAcc hi = lo;
+  const __m256 inf = _mm256_set1_ps(__builtin_inff());
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    __m256 x = Src<T>::load(orig, offset + j);
+    // non-finite originals count as 0 (load_f32 with NonFinite::Zero)
+    x = _mm256_and_ps(x, _mm256_cmp_ps(_mm256_andnot_ps(sign, x), inf, _CMP_LT_OQ));
+    const __m256 y = _mm256_loadu_ps(deq + j);
+    error_acc_add(lo, _mm256_castps256_ps128(x), _mm256_castps256_ps128(y));
+    error_acc_add(hi, _mm256_extractf128_ps(x, 1), _mm256_extractf128_ps(y, 1));
+  }
+  qm::ErrorLanes l;
+  _mm256_storeu_pd(l.se, lo.se);
+  _mm256_storeu_pd(l.se + 4, hi.se);
+  _mm256_storeu_pd(l.sx, lo.sx);
+  _mm256_storeu_pd(l.sx + 4, hi.sx);
+  _mm256_storeu_pd(l.sy, lo.sy);
+  _mm256_storeu_pd(l.sy + 4, hi.sy);
+  _mm256_storeu_pd(l.dot, lo.dot);
+  _mm256_storeu_pd(l.dot + 4, hi.dot);
+  alignas(32) double m[4];
+  _mm256_store_pd(m, _mm256_max_pd(lo.mx, hi.mx));
+  l.max_abs = 0.0;
+  for (int k = 0; k < 4; ++k) l.max_abs = m[k] > l.max_abs ? m[k] : l.max_abs;
+  // the tail (n % 8 values) lands in lanes 0.. as in the reference
+  for (int k = 0; j < n; ++j, ++k) {
+    float x;
+    if (T == DType::F32) x = static_cast<const float*>(orig)[offset + j];
+    else if (T == DType::F16) x = f16_to_f32(static_cast<const uint16_t*>(orig)[offset + j]);
+    else x = bf16_to_f32(static_cast<const uint16_t*>(orig)[offset + j]);
+    if (!is_finite_bits(f32_bits(x))) x = 0.0f;
+    qm::error_lane_add(&l, k, x, deq[j]);
+  }
+  s->sum_sq_err = qm::error_fold8(l.se);
+  s->sum_sq_ref = qm::error_fold8(l.sx);
+  s->sum_sq_deq = qm::error_fold8(l.sy);
+  s->dot = qm::error_fold8(l.dot);
+  s->max_abs = l.max_abs;
+}
+
+void error_row_any(const void* orig, DType t, int64_t offset, const float* deq, int64_t n, ErrorStats* s) {
+  switch (t) {
+    case DType::F16: error_row_t<DType::F16>(orig, t, offset, deq, n, s); return;
+    case DType::BF16: error_row_t<DType::BF16>(orig, t, offset, deq, n, s); return;
+    default: error_row_t<DType::F32>(orig, t, offset, deq, n, s); return;
+  }
+}
+
+}  // namespace
+
+ErrorRowFn error_row_fn() { return error_row_any; }
+
 }  // namespace avx2
 }  // namespace st
 
@@ -1289,6 +1363,7 @@ namespace st {
 namespace avx2 {
 QuantRowFn quantize_row_fn(const QuantizeArgs&) { return nullptr; }
 DequantRowFn dequantize_row_fn(const DequantizeArgs&) { return nullptr; }
+ErrorRowFn error_row_fn() { return nullptr; }
 }  // namespace avx2
 }  // namespace st
 

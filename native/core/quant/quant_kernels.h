@@ -12,16 +12,22 @@ namespace st {
 using QuantRowFn = int64_t (*)(const QuantizeArgs& a, int64_t row);
 // Dequantizes one row to f32.
 using DequantRowFn = void (*)(const DequantizeArgs& a, int64_t row, float* out);
+// The error sums of n values of `orig` (a float dtype, from element `offset`;
+// non-finite values count as 0) against `deq`, in the lane order of
+// quant_math.h (error_lane_add, error_fold8). Sets every field but count.
+using ErrorRowFn = void (*)(const void* orig, DType t, int64_t offset, const float* deq, int64_t n, ErrorStats* s);
 
 namespace ref {
 int64_t quantize_row(const QuantizeArgs& a, int64_t row);
 void dequantize_row(const DequantizeArgs& a, int64_t row, float* out);
+void error_row(const void* orig, DType t, int64_t offset, const float* deq, int64_t n, ErrorStats* s);
 }  // namespace ref
 
 namespace avx2 {
 // Null when the file was built without AVX2 support.
 QuantRowFn quantize_row_fn(const QuantizeArgs& a);
 DequantRowFn dequantize_row_fn(const DequantizeArgs& a);
+ErrorRowFn error_row_fn();
 }  // namespace avx2
 
 // Reads n values of a float dtype starting at element `offset` as f32.

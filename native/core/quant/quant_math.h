@@ -250,6 +250,39 @@ ST_HD int get_code(const uint8_t* row, int64_t col, int bits) {
 }
 
 
+// ---------------------------------------------------------------------------
+// Error statistics (quantization_error): x the original, y its
+// reconstruction, in double. Each sum is kept in 8 lanes, element j of a row
+// in lane j % 8, and folded lane l += l + 4, then l += l + 2, then 0 += 1:
+// the order the AVX2 twin (two vectors of 4 doubles) reproduces bit for bit.
+// The largest |x - y| ignores NaN differences, as x86 MAXPD(d, m) does.
+
+struct ErrorLanes {
+  double se[8], sx[8], sy[8], dot[8];
+  double max_abs;
+};
+
+ST_HD void error_lanes_zero(ErrorLanes* l) {
+  for (int k = 0; k < 8; ++k) l->se[k] = l->sx[k] = l->sy[k] = l->dot[k] = 0.0;
+  l->max_abs = 0.0;
+}
+
+ST_HD void error_lane_add(ErrorLanes* l, int k, float xf, float yf) {
+  const double x = xf, y = yf, e = x - y;
+  l->se[k] += e * e;
+  l->sx[k] += x * x;
+  l->sy[k] += y * y;
+  l->dot[k] += x * y;
+  const double a = e < 0.0 ? -e : e;
+  l->max_abs = a > l->max_abs ? a : l->max_abs;
+}
+
+ST_HD double error_fold8(double* v) {
+  for (int k = 0; k < 4; ++k) v[k] += v[k + 4];
+  for (int k = 0; k < 2; ++k) v[k] += v[k + 2];
+  return v[0] + v[1];
+}
+
 }  // namespace qm
 
 // Host only (defined in quant.cc): the ERR_VALUE Status naming the first

@@ -138,5 +138,21 @@ void dequantize_row(const DequantizeArgs& a, int64_t row, float* out) {
   }
 }
 
+void error_row(const void* orig, DType t, int64_t offset, const float* deq, int64_t n, ErrorStats* s) {
+  qm::ErrorLanes l;
+  qm::error_lanes_zero(&l);
+  float x[8];
+  for (int64_t j = 0; j < n; j += 8) {
+    const int64_t m = n - j < 8 ? n - j : 8;
+    load_f32(orig, t, offset + j, m, x, NonFinite::Zero);
+    for (int64_t k = 0; k < m; ++k) qm::error_lane_add(&l, static_cast<int>(k), x[k], deq[j + k]);
+  }
+  s->sum_sq_err = qm::error_fold8(l.se);
+  s->sum_sq_ref = qm::error_fold8(l.sx);
+  s->sum_sq_deq = qm::error_fold8(l.sy);
+  s->dot = qm::error_fold8(l.dot);
+  s->max_abs = l.max_abs;
+}
+
 }  // namespace ref
 }  // namespace st
