@@ -3,7 +3,8 @@
 // counts, in the same run. A 1B-shaped llama GGUF (TinyLlama's shape: 22
 // blocks, 2048 wide, FFN 5632, 32 heads, 4 KV heads, vocabulary 32000) with
 // random f16 weights is generated once under .tmp/ (never committed), then
-// quantized to q4_0 and q8_0 by slimtensor's own quantizer and pruned 2:4
+// quantized to q4_0, q8_0 and llama-quantize's Q4_K_M mix (q4_k/q6_k, run
+// through the dequantizing path) by slimtensor's own quantizer and pruned 2:4
 // (pruned weights stored dense, as GGUF keeps them). Per file and thread
 // count: prompt processing (512 tokens) and generation (tokens after that
 // prompt, one at a time) in tokens/s, and generation's share of memory
@@ -116,6 +117,7 @@ interface Files {
   f16: string;
   q4_0: string;
   q8_0: string;
+  q4_k_m: string;
   sparse: string;
 }
 
@@ -126,7 +128,7 @@ async function exists(p: string): Promise<boolean> {
   );
 }
 
-/** Makes (once) the f16 model and its q4_0, q8_0 and 2:4 copies under .tmp/infer/. */
+/** Makes (once) the f16 model and its q4_0, q8_0, q4_k_m and 2:4 copies under .tmp/infer/. */
 export async function prepare(s: Shape, log: (m: string) => void): Promise<Files> {
   const dir = path.join(ROOT, '.tmp', 'infer');
   await fsp.mkdir(dir, { recursive: true });
@@ -135,6 +137,7 @@ export async function prepare(s: Shape, log: (m: string) => void): Promise<Files
     f16: path.join(dir, `${id}-f16.gguf`),
     q4_0: path.join(dir, `${id}-q4_0.gguf`),
     q8_0: path.join(dir, `${id}-q8_0.gguf`),
+    q4_k_m: path.join(dir, `${id}-q4_k_m.gguf`),
     sparse: path.join(dir, `${id}-f16-2of4.gguf`),
   };
   if (!(await exists(files.f16))) {
@@ -144,6 +147,7 @@ export async function prepare(s: Shape, log: (m: string) => void): Promise<Files
   for (const [key, recipe] of [
     ['q4_0', 'q4_0'],
     ['q8_0', 'q8_0'],
+    ['q4_k_m', 'q4_k_m'],
     ['sparse', pruneRecipe('2:4')],
   ] as const) {
     if (!(await exists(files[key]))) {
@@ -265,6 +269,7 @@ export async function runInfer(options: BenchOptions): Promise<{ rows: InferRow[
   const cases: { model: string; file: string; sparse: boolean; llama: boolean }[] = [
     { model: 'q4_0', file: files.q4_0, sparse: true, llama: true },
     { model: 'q8_0', file: files.q8_0, sparse: true, llama: true },
+    { model: 'q4_k_m', file: files.q4_k_m, sparse: true, llama: true },
     { model: 'f16', file: files.f16, sparse: true, llama: true },
     { model: 'f16 2:4 (spmm24)', file: files.sparse, sparse: true, llama: true },
     { model: 'f16 2:4 dense twin', file: files.sparse, sparse: false, llama: false },

@@ -127,6 +127,29 @@ describe('cli: eval, run, report --eval', function () {
     expect(full.kl.top1Agreement).to.equal(agree / kls.length);
   });
 
+  it('eval of a --preset q4_k_m GGUF with 256-wide rows (q4_k / q6_k weights) equals the API', async () => {
+    const c: TinyConfig = { arch: 'llama', vocab: 96, embd: 256, layers: 1, heads: 4, headsKv: 2, headDim: 64, ff: 256, eps: 1e-5, ropeBase: 10000, tied: false, ctx: 64 };
+    const f32 = path.join(tmp, 'kq-f32.gguf');
+    const kq = path.join(tmp, 'kq-q4_k_m.gguf');
+    const toks = path.join(tmp, 'kq.tokens');
+    await fsp.writeFile(f32, tinyGgufBytes(c, tinyTensors(c, 4)));
+    await compressModel({ input: f32, output: kq, recipe: 'q4_k_m' });
+    await writeTokenFile(toks, Array.from({ length: 64 }, (_, i) => (i * 29 + 3) % c.vocab));
+    const r = await cli(['eval', kq, '--tokens', toks, '--ctx', '32', '--base', f32, '--json']);
+    expect(r.code, r.stderr).to.equal(0);
+    const j = JSON.parse(r.stdout) as { scored: number; compressed: { perplexity: number }; kl: { mean: number } };
+    const m = await loadModel(kq);
+    try {
+      expect(new Set(m.linears.map((l) => l.format)).has('q4_k')).to.equal(true);
+      const api = await m.perplexity(Array.from(await readTokenFile(toks)), { ctx: 32 });
+      expect(j.scored).to.equal(api.count);
+      expect(j.compressed.perplexity).to.be.closeTo(api.perplexity, 1e-9 * api.perplexity);
+    } finally {
+      await m.dispose();
+    }
+    expect(j.kl.mean).to.be.above(0); // 4-bit weights differ from their f32 originals
+  });
+
   it('run: greedy tokens equal the API; prompt and generation speed', async () => {
     const r = await cli(['run', MODEL, '--prompt-tokens', '1,100', '-n', '12', '--json']);
     expect(r.code, r.stderr).to.equal(0);

@@ -59,6 +59,15 @@ function cases(rows: number, cols: number, seed: number): Case[] {
   ];
 }
 
+// The formats read through the quant room's dequantization: rows of 512
+// (two K-quant super-blocks), 37 rows (the 16-row tiles' tail).
+const DEQUANTIZED = ['q5_0', 'q5_1', 'q2_k', 'q3_k', 'q4_k', 'q5_k', 'q6_k'] as const;
+function dequantizedCases(rows: number, cols: number, seed: number): Case[] {
+  const rng = new Rng(seed);
+  const w = Tensor.from(rng.normals(rows * cols, 1), [rows, cols]);
+  return DEQUANTIZED.map((format) => ({ name: format, weight: quantizeSync(w, { format }), q8: false }));
+}
+
 function f16Bits(v: number): number {
   const f = new Float32Array([v]);
   const x = new Uint32Array(f.buffer)[0] as number;
@@ -74,9 +83,11 @@ describe('runtime kernels: one linear layer, every format and kernel set', () =>
   });
 
   // 7 blocks per row (an odd count: a pair kernel's tail), 67 rows (not a multiple of 4), 1 and 5 tokens.
-  const rows = 67;
-  const cols = 224;
-  for (const c of cases(rows, cols, 11)) {
+  const shapes = [
+    { rows: 67, cols: 224, list: cases(67, 224, 11) },
+    { rows: 37, cols: 512, list: dequantizedCases(37, 512, 13) },
+  ];
+  for (const { rows, cols, list } of shapes) for (const c of list) {
     it(`${c.name}: f32 activations to f32 rounding; ${c.q8 ? '8-bit activations within the rounding bound' : 'no 8-bit path'}`, () => {
       const w = f32Of(c.weight);
       const rng = new Rng(5);
@@ -114,7 +125,8 @@ describe('runtime kernels: one linear layer, every format and kernel set', () =>
         for (const kernel of SETS) {
           const yf = linearSync(c.weight, x, n, { kernel, activations: 'f32' });
           yf.forEach((v, i) => expect(Math.abs(v - (exact[i] as number)), `${kernel} f32 [${i}]`).to.be.at.most(2e-6 * (abs[i] as number) + 1e-30));
-          if (c.weight instanceof Tensor && kernel !== 'reference') expect(Array.from(yf), `${kernel}: the GEMM's bits`).to.deep.equal(Array.from(results['reference/f32'] as Float32Array));
+          // Float weights: the GEMM's bits; the dequantized formats: the same floats (the quant room's twins) into it.
+          if ((c.weight instanceof Tensor || (DEQUANTIZED as readonly string[]).includes(c.weight.format)) && kernel !== 'reference') expect(Array.from(yf), `${kernel}: the GEMM's bits`).to.deep.equal(Array.from(results['reference/f32'] as Float32Array));
           results[`${kernel}/f32`] = yf;
           const yq = linearSync(c.weight, x, n, { kernel });
           if (!c.q8) {

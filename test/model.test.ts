@@ -118,6 +118,14 @@ describe('runtime: stories260K against the f64 reference', function () {
     });
   }
 
+  it('q4_k_m GGUF (64-wide rows: llama-quantize\'s q5_0 fallbacks) runs through the dequantizing path', async () => {
+    const out = path.join(tmp, 'q4_k_m.gguf');
+    await compressModel({ input: STORIES, output: out, recipe: 'q4_k_m' });
+    const exp = expected(await referenceWeightsOfGguf(out), 2);
+    const linears = await checkAgainst(out, exp);
+    expect(linears.some((l) => l.format === 'q5_0')).to.equal(true);
+  });
+
   for (const preset of ['w4a16', 'w8a16'] as const) {
     it(`${preset} compressed-tensors written from the GGUF (llama.cpp names, hyper-parameters from the GGUF)`, async () => {
       const out = path.join(tmp, `${preset}-gguf-names`);
@@ -217,6 +225,39 @@ describe('runtime: tiny random llama, qwen2 and qwen3 models', function () {
       });
     });
   }
+});
+
+describe('runtime: a 256-wide llama GGUF quantized --preset q4_k_m (K-quants)', function () {
+  this.timeout(120000);
+  it('logits and perplexity of q4_k / q6_k weights match the reference over the dequantized weights, on every kernel set', async () => {
+    const tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'slimtensor-kq-'));
+    try {
+      const c: TinyConfig = { arch: 'llama', vocab: 96, embd: 256, layers: 2, heads: 4, headsKv: 2, headDim: 64, ff: 256, eps: 1e-5, ropeBase: 10000, tied: false, ctx: 64 };
+      const f32 = path.join(tmp, 'f32.gguf');
+      const tensors = tinyTensors(c, 9);
+      // logits of a few units (tinyTensors' head, sized for 64-wide rows, makes them tens here and the perplexity ill-conditioned)
+      for (const t of tensors) if (t.name === 'lm_head.weight') t.values.forEach((v, i) => (t.values[i] = v * 0.1));
+      await fsp.writeFile(f32, tinyGgufBytes(c, tensors));
+      const out = path.join(tmp, 'q4_k_m.gguf');
+      await compressModel({ input: f32, output: out, recipe: 'q4_k_m' });
+      const ref = await referenceWeightsOfGguf(out);
+      // each chunk of 32 starts with BOS, whether or not the scorer puts it there (this GGUF names no BOS)
+      const tokens = Array.from({ length: 64 }, (_, i) => (i % 32 === 0 ? BOS : (i * 37 + 11) % c.vocab));
+      const want = referenceForward(ref, tokens.slice(0, 12));
+      const ppl = referencePerplexity((t) => referenceForward(ref, t), tokens, 32, BOS, 2).ppl;
+      for (const kernel of ['reference', 'auto'] as const) {
+        await withModel(out, { kernel }, async (m) => {
+          const formats = new Set(m.linears.map((l) => l.format));
+          expect(formats.has('q4_k') && formats.has('q6_k'), [...formats].join(', ')).to.equal(true);
+          expect(relDiff(await m.forward(tokens.slice(0, 12), { logits: 'all' }), want, c.vocab), kernel).to.be.below(1e-4);
+          const r = await m.perplexity(tokens, { ctx: 32, chunks: 2 });
+          expect(Math.abs(r.perplexity / ppl - 1), `${kernel}: ${r.perplexity} vs ${ppl}`).to.be.below(5e-4);
+        });
+      }
+    } finally {
+      await fsp.rm(tmp, { recursive: true, force: true });
+    }
+  });
 });
 
 describe('runtime: API', function () {

@@ -39,10 +39,9 @@ function args(w: Tensor | QuantizedTensor | Sparse24Tensor, x: Float32Array, n: 
     valuesDtype: 0,
   };
   if (w instanceof QuantizedTensor) {
-    if (!Object.hasOwn(WEIGHT_FORMATS, w.format)) fail(where, 'ERR_UNSUPPORTED', `the runtime cannot multiply ${w.format} weights yet (${Object.keys(WEIGHT_FORMATS).join(', ')})`);
     return {
       ...base,
-      format: WEIGHT_FORMATS[w.format as keyof typeof WEIGHT_FORMATS],
+      format: WEIGHT_FORMATS[w.format],
       data: w.data,
       group: w.groupSize,
       ...(w.scales ? { scales: w.scales.data, scaleDtype: dtypeCode(w.scales.dtype) } : {}),

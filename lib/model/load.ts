@@ -25,7 +25,10 @@ import {
 import { hyperparametersOfGguf, hyperparametersOfHfConfig, llama3RopeFactors, type ModelHyperparameters } from './hparams';
 
 /** native/core/model/model_kernels.h WFormat. */
-export const WEIGHT_FORMATS = { f32: 0, f16: 1, bf16: 2, q4_0: 3, q4_1: 4, q8_0: 5, int4: 6, int8: 7, '2:4': 8 } as const;
+export const WEIGHT_FORMATS = {
+  f32: 0, f16: 1, bf16: 2, q4_0: 3, q4_1: 4, q8_0: 5, int4: 6, int8: 7, '2:4': 8,
+  q5_0: 9, q5_1: 10, q2_k: 11, q3_k: 12, q4_k: 13, q5_k: 14, q6_k: 15,
+} as const;
 export type WeightFormat = keyof typeof WEIGHT_FORMATS;
 
 /** native/core/model/model.h Slot: what the forward loop does with a tensor, keyed by the role's GGUF name. */
@@ -188,7 +191,7 @@ async function planGguf(file: string): Promise<ModelPlan> {
       const type = ggmlType(info.typeId);
       const fmt = type?.dtype ?? type?.quant;
       if (fmt === undefined || !(fmt in WEIGHT_FORMATS) || fmt === 'int4' || fmt === 'int8') {
-        throw new SlimTensorError(`${file}: tensor ${name} is stored as ${info.type}, which the runtime cannot multiply yet (F32, F16, BF16, Q4_0, Q4_1, Q8_0)`, 'ERR_UNSUPPORTED');
+        throw new SlimTensorError(`${file}: tensor ${name} is stored as ${info.type}, which the runtime cannot multiply yet (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K)`, 'ERR_UNSUPPORTED');
       }
       const [rows, cols] = matrixShape(info.shape, name, file);
       tensors.push({

@@ -16,6 +16,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "check.h"
@@ -130,35 +131,10 @@ Built quantized(QFormat f, WFormat wf, const std::vector<float>& src, int64_t ro
   return b;
 }
 
-void test_linear() {
-  std::mt19937 rng(7);
+// Every case on every kernel set, f32 and 8-bit activations, against a
+// double product of its dequantized weights.
+void check_linear_cases(std::vector<Built>& cases, int64_t rows, int64_t cols, std::mt19937& rng) {
   std::normal_distribution<float> N(0.0f, 1.0f);
-  const int64_t rows = 37, cols = 224;  // 7 blocks: an odd tail; rows not a multiple of 4
-  std::vector<float> src(static_cast<size_t>(rows * cols));
-  for (float& v : src) v = N(rng);
-  std::vector<Built> cases;
-  cases.push_back(quantized(QFormat::Q4_0, WFormat::Q4_0, src, rows, cols, 32, true));
-  cases.push_back(quantized(QFormat::Q4_1, WFormat::Q4_1, src, rows, cols, 32, true));
-  cases.push_back(quantized(QFormat::Q8_0, WFormat::Q8_0, src, rows, cols, 32, true));
-  cases.push_back(quantized(QFormat::Int4, WFormat::Int4, src, rows, cols, 32, true));
-  cases.push_back(quantized(QFormat::Int4, WFormat::Int4, src, rows, cols, 32, false));
-  cases.push_back(quantized(QFormat::Int8, WFormat::Int8, src, rows, cols, 224, true));
-  {
-    Built f16;
-    f16.data.resize(static_cast<size_t>(rows * cols * 2));
-    f16.deq.resize(src.size());
-    for (size_t i = 0; i < src.size(); ++i) {
-      const uint16_t h = f32_to_f16(src[i]);
-      std::memcpy(f16.data.data() + 2 * i, &h, 2);
-      f16.deq[i] = f16_to_f32(h);
-    }
-    f16.w.format = WFormat::F16;
-    f16.w.rows = rows;
-    f16.w.cols = cols;
-    f16.w.data = f16.data.data();
-    f16.w.row_bytes = cols * 2;
-    cases.push_back(std::move(f16));
-  }
   for (const int64_t n : {int64_t{1}, int64_t{6}, int64_t{11}}) {  // 11: the prompt path (panel), with a tail of 3
     std::vector<float> x(static_cast<size_t>(n * cols));
     for (float& v : x) v = N(rng);
@@ -201,6 +177,59 @@ void test_linear() {
         }
       }
     }
+  }
+}
+
+void test_linear() {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> N(0.0f, 1.0f);
+  {
+    const int64_t rows = 37, cols = 224;  // 7 blocks: an odd tail; rows not a multiple of 4
+    std::vector<float> src(static_cast<size_t>(rows * cols));
+    for (float& v : src) v = N(rng);
+    std::vector<Built> cases;
+    cases.push_back(quantized(QFormat::Q4_0, WFormat::Q4_0, src, rows, cols, 32, true));
+    cases.push_back(quantized(QFormat::Q4_1, WFormat::Q4_1, src, rows, cols, 32, true));
+    cases.push_back(quantized(QFormat::Q8_0, WFormat::Q8_0, src, rows, cols, 32, true));
+    cases.push_back(quantized(QFormat::Int4, WFormat::Int4, src, rows, cols, 32, true));
+    cases.push_back(quantized(QFormat::Int4, WFormat::Int4, src, rows, cols, 32, false));
+    cases.push_back(quantized(QFormat::Int8, WFormat::Int8, src, rows, cols, 224, true));
+    {
+      Built f16;
+      f16.data.resize(static_cast<size_t>(rows * cols * 2));
+      f16.deq.resize(src.size());
+      for (size_t i = 0; i < src.size(); ++i) {
+        const uint16_t h = f32_to_f16(src[i]);
+        std::memcpy(f16.data.data() + 2 * i, &h, 2);
+        f16.deq[i] = f16_to_f32(h);
+      }
+      f16.w.format = WFormat::F16;
+      f16.w.rows = rows;
+      f16.w.cols = cols;
+      f16.w.data = f16.data.data();
+      f16.w.row_bytes = cols * 2;
+      cases.push_back(std::move(f16));
+    }
+    check_linear_cases(cases, rows, cols, rng);
+  }
+  {
+    // The formats read through the quant room's dequantization: rows of two
+    // K-quant super-blocks, 37 rows (the 16-row tiles' tail).
+    const int64_t rows = 37, cols = 512;
+    std::vector<float> src(static_cast<size_t>(rows * cols));
+    for (float& v : src) v = N(rng);
+    std::vector<Built> cases;
+    const std::pair<QFormat, WFormat> formats[] = {{QFormat::Q5_0, WFormat::Q5_0}, {QFormat::Q5_1, WFormat::Q5_1}, {QFormat::Q2_K, WFormat::Q2_K},
+                                                   {QFormat::Q3_K, WFormat::Q3_K}, {QFormat::Q4_K, WFormat::Q4_K}, {QFormat::Q5_K, WFormat::Q5_K},
+                                                   {QFormat::Q6_K, WFormat::Q6_K}};
+    for (const auto& f : formats) {
+      cases.push_back(quantized(f.first, f.second, src, rows, cols, 32, true));
+      check(cases.back().w.row_bytes == stored_row_bytes(f.second, cols, DType::F32), std::string(format_info(f.second).name) + ": stored row bytes");
+      check(!q8_layout_ok(cases.back().w), std::string(format_info(f.second).name) + ": f32 activations only");
+    }
+    check_linear_cases(cases, rows, cols, rng);
+    std::vector<float> x(static_cast<size_t>(cols), 1.0f), y(static_cast<size_t>(rows));
+    check_error(linear(cases.back().w, x.data(), 1, Kernel::Cuda, ActMode::Auto, 1, y.data()), Code::Unsupported, "no CUDA kernel", "q6_k on CUDA");
   }
 }
 

@@ -469,38 +469,25 @@ Status load_weight(Loader& ld, std::vector<Buffer>& mem, const TensorSpec& t, in
 // The embedding row of a token as f32.
 Status embed_row(const Weight& w, int64_t id, float* out) {
   const uint8_t* row = w.data + id * w.row_bytes;
-  switch (w.format) {
-    case WFormat::F32:
-    case WFormat::F16:
-    case WFormat::BF16: {
-      const DType dt = float_dtype_of(w.format);
-      for (int64_t i = 0; i < w.cols; ++i) out[i] = mm::float_at(row, i, dt);
-      return Status::Ok();
-    }
-    case WFormat::Q4_0:
-    case WFormat::Q4_1:
-    case WFormat::Q8_0:
-    case WFormat::Int4:
-    case WFormat::Int8: {
-      DequantizeArgs a;
-      a.format = w.format == WFormat::Q4_0 ? QFormat::Q4_0 : w.format == WFormat::Q4_1 ? QFormat::Q4_1 : w.format == WFormat::Q8_0 ? QFormat::Q8_0
-                 : w.format == WFormat::Int4 ? QFormat::Int4 : QFormat::Int8;
-      a.rows = 1;
-      a.cols = w.cols;
-      a.data = row;
-      a.threads = 1;
-      if (w.format == WFormat::Int4 || w.format == WFormat::Int8) {
-        const int64_t groups = w.cols / w.group;
-        a.group = w.group;
-        a.scales = static_cast<const uint8_t*>(w.scales) + id * groups * static_cast<int64_t>(dtype_size(w.scale_dtype));
-        a.scale_dtype = w.scale_dtype;
-        a.zeros = w.zeros ? w.zeros + id * groups : nullptr;
-      }
-      return dequantize(a, out, DType::F32);
-    }
-    case WFormat::Sparse24: break;
+  if (is_float_format(w.format)) {
+    const DType dt = float_dtype_of(w.format);
+    for (int64_t i = 0; i < w.cols; ++i) out[i] = mm::float_at(row, i, dt);
+    return Status::Ok();
   }
-  return Status::Error(Code::Unsupported, "the token embedding cannot be stored 2:4");
+  DequantizeArgs a;
+  if (!quant_format_of(w.format, &a.format)) return Status::Error(Code::Unsupported, "the token embedding cannot be stored 2:4");
+  a.rows = 1;
+  a.cols = w.cols;
+  a.data = row;
+  a.threads = 1;
+  if (w.format == WFormat::Int4 || w.format == WFormat::Int8) {
+    const int64_t groups = w.cols / w.group;
+    a.group = w.group;
+    a.scales = static_cast<const uint8_t*>(w.scales) + id * groups * static_cast<int64_t>(dtype_size(w.scale_dtype));
+    a.scale_dtype = w.scale_dtype;
+    a.zeros = w.zeros ? w.zeros + id * groups : nullptr;
+  }
+  return dequantize(a, out, DType::F32);
 }
 
 // rmsnorm(x)·gamma into out (f32), the scale from mm::rms_scale.

@@ -21,7 +21,11 @@ namespace {
 const FormatInfo kFormats[kFormatCount] = {
     {"f32", 1, 0}, {"f16", 1, 0}, {"bf16", 1, 0}, {"q4_0", 32, 18}, {"q4_1", 32, 20},
     {"q8_0", 32, 34}, {"int4", 1, 0}, {"int8", 1, 0}, {"2:4", 4, 0},
+    {"q5_0", 32, 0}, {"q5_1", 32, 0}, {"q2_k", 256, 0}, {"q3_k", 256, 0}, {"q4_k", 256, 0}, {"q5_k", 256, 0}, {"q6_k", 256, 0},
 };
+
+// The formats multiplied through the quant room's dequantization.
+bool is_dequantized(WFormat f) { return static_cast<int>(f) >= static_cast<int>(WFormat::Q5_0); }
 
 // Y = W·X for a 2:4 weight through spmm24 (one fma chain per output over the
 // kept values): rows [r0, r1) of the compressed values and meta, X [n, cols]
@@ -78,6 +82,44 @@ void floats_gemm(const MatmulArgs& a, int64_t r0, int64_t r1) {
   gemm(g);  // arguments validated at load
 }
 
+// Y = X·Wᵀ for the formats without kernel-table entries (q5_0, q5_1, the
+// K-quants): per tile of kDequantRows rows, the quant room's dequantization
+// (its AVX2 twins unless the reference is asked for; they give the same
+// floats) writes the rows into per-thread scratch and the f32 GEMM
+// multiplies them: one fma chain per output in column order over the
+// dequantized values, as the reference of the other block formats. The
+// scratch (kDequantRows rows of floats) is the only copy: the model stays
+// in its stored form.
+constexpr int64_t kDequantRows = 16;
+void dequantized_gemm(const MatmulArgs& a, int64_t r0, int64_t r1) {
+  const Weight& w = *a.w;
+  thread_local std::vector<float> tile;
+  tile.resize(static_cast<size_t>(std::min(kDequantRows, r1 - r0) * w.cols));
+  for (int64_t t0 = r0; t0 < r1; t0 += kDequantRows) {
+    const int64_t rows = std::min(kDequantRows, r1 - t0);
+    DequantizeArgs d;
+    quant_format_of(w.format, &d.format);
+    d.rows = rows;
+    d.cols = w.cols;
+    d.data = w.data + t0 * w.row_bytes;
+    d.kernel = a.kernel == Kernel::Reference ? Kernel::Reference : Kernel::Auto;
+    d.threads = 1;
+    (void)dequantize(d, tile.data(), DType::F32);  // arguments validated at load
+    GemmArgs g;
+    g.m = a.n;
+    g.n = rows;
+    g.k = w.cols;
+    g.a = GemmOperand{a.x, DType::F32, a.ldx, false};
+    g.b = GemmOperand{tile.data(), DType::F32, w.cols, true};
+    g.c = a.y + t0;
+    g.ldc = a.ldy;
+    g.accumulate = a.accumulate;
+    g.kernel = a.kernel;
+    g.threads = 1;
+    gemm(g);
+  }
+}
+
 bool is_float(WFormat f) { return f == WFormat::F32 || f == WFormat::F16 || f == WFormat::BF16; }
 
 const KernelSet* set_for(Kernel k) {
@@ -96,7 +138,31 @@ const FormatInfo& format_info(WFormat f) { return kFormats[static_cast<int>(f)];
 
 bool valid_format(int32_t code) { return code >= 0 && code < kFormatCount; }
 
+bool quant_format_of(WFormat f, QFormat* out) {
+  switch (f) {
+    case WFormat::Q4_0: *out = QFormat::Q4_0; return true;
+    case WFormat::Q4_1: *out = QFormat::Q4_1; return true;
+    case WFormat::Q8_0: *out = QFormat::Q8_0; return true;
+    case WFormat::Int4: *out = QFormat::Int4; return true;
+    case WFormat::Int8: *out = QFormat::Int8; return true;
+    case WFormat::Q5_0: *out = QFormat::Q5_0; return true;
+    case WFormat::Q5_1: *out = QFormat::Q5_1; return true;
+    case WFormat::Q2_K: *out = QFormat::Q2_K; return true;
+    case WFormat::Q3_K: *out = QFormat::Q3_K; return true;
+    case WFormat::Q4_K: *out = QFormat::Q4_K; return true;
+    case WFormat::Q5_K: *out = QFormat::Q5_K; return true;
+    case WFormat::Q6_K: *out = QFormat::Q6_K; return true;
+    case WFormat::F32:
+    case WFormat::F16:
+    case WFormat::BF16:
+    case WFormat::Sparse24: break;
+  }
+  return false;
+}
+
 int64_t stored_row_bytes(WFormat f, int64_t cols, DType values_dtype) {
+  QFormat q = QFormat::Q4_0;
+  if (is_dequantized(f) && quant_format_of(f, &q)) return quant_sizes(q, cols, 32).data_row_bytes;
   switch (f) {
     case WFormat::F32: return cols * 4;
     case WFormat::F16:
@@ -107,6 +173,7 @@ int64_t stored_row_bytes(WFormat f, int64_t cols, DType values_dtype) {
     case WFormat::Int4: return (cols * 4 + 31) / 32 * 4;
     case WFormat::Int8: return (cols * 8 + 31) / 32 * 4;
     case WFormat::Sparse24: return cols / 2 * static_cast<int64_t>(dtype_size(values_dtype));
+    default: break;  // the dequantized formats, above
   }
   return 0;
 }
@@ -157,6 +224,14 @@ Status plan_linear(const Weight& w, Kernel kernel, ActMode act, LinearPlan* p) {
     p->kernel = kernel == Kernel::Avx512 ? Kernel::Avx512 : kernel == Kernel::Avx2 ? Kernel::Avx2 : kernel == Kernel::Reference ? Kernel::Reference : Kernel::Auto;
     return Status::Ok();
   }
+  if (is_dequantized(w.format)) {
+    // The quant room's dequantization, then the GEMM: pinned like the floats.
+    p->fn = dequantized_gemm;
+    p->rows = kDequantRows;
+    p->set = chain.front()->name;
+    p->kernel = kernel;
+    return Status::Ok();
+  }
   if (is_float(w.format)) {
     // The GEMM picks its loop: pin it to the set asked for.
     p->fn = floats_gemm;
@@ -202,7 +277,10 @@ std::string linear_kernel_name(const Weight& w, Kernel kernel, ActMode act) {
 }
 
 Status linear(const Weight& w, const float* x, int64_t n, Kernel kernel, ActMode act, int threads, float* y) {
-  if (kernel == Kernel::Cuda) return cuda_linear(w, x, n, act, y);
+  if (kernel == Kernel::Cuda) {
+    if (is_dequantized(w.format)) return Status::Error(Code::Unsupported, std::string(format_info(w.format).name) + " weights have no CUDA kernel in the runtime; use the CPU ('auto')");
+    return cuda_linear(w, x, n, act, y);
+  }
   LinearPlan p;
   Status st = plan_linear(w, kernel, act, &p);
   if (!st.ok()) return st;

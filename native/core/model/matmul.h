@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 
+#include "../quant/quant.h"
 #include "model.h"
 
 namespace st {
@@ -13,10 +14,14 @@ namespace model {
 struct FormatInfo {
   const char* name;
   int k_multiple;   // a row's length must be a multiple of this
-  int block_bytes;  // GGUF block formats: bytes per 32 values (0 otherwise)
+  int block_bytes;  // GGUF blocks of 32 read by the kernel tables: bytes per block (0 otherwise)
 };
 const FormatInfo& format_info(WFormat f);
 bool valid_format(int32_t code);
+
+// The quant room's format of a GGUF block or compressed-tensors weight
+// (false for f32/f16/bf16 and 2:4).
+bool quant_format_of(WFormat f, QFormat* out);
 
 // Bytes of one stored row of a weight (Int4/Int8: whole int32 words;
 // Sparse24: the kept half of the values).

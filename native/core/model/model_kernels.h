@@ -13,8 +13,9 @@ namespace st {
 namespace model {
 
 // How a linear weight is stored. Values match lib/model/native.ts
-// WEIGHT_FORMATS. A new format (the K-quants) is a new value here, a row of
-// the format table in matmul.cc and entries in the kernel tables below.
+// WEIGHT_FORMATS. A new format is a new value here, a row of the format
+// table in matmul.cc and entries in the kernel tables below (or, like the
+// K-quants, a route through the quant room's dequantization: matmul.cc).
 enum class WFormat : int32_t {
   F32 = 0,
   F16 = 1,
@@ -25,8 +26,17 @@ enum class WFormat : int32_t {
   Int4 = 6,      // compressed-tensors pack-quantized: codes + scales per group (+ zero points)
   Int8 = 7,
   Sparse24 = 8,  // 2:4: kept values (f32/f16/bf16) + int16 meta words (the sparse room's layout)
+  // GGUF formats multiplied through the quant room's row dequantization
+  // (layouts: quant_kmath.h): no kernel-table entries.
+  Q5_0 = 9,
+  Q5_1 = 10,
+  Q2_K = 11,  // super-blocks of 256 values
+  Q3_K = 12,
+  Q4_K = 13,
+  Q5_K = 14,
+  Q6_K = 15,
 };
-constexpr int kFormatCount = 9;
+constexpr int kFormatCount = 16;
 
 // A linear weight [rows = outputs, cols = inputs] in its stored form.
 struct Weight {
