@@ -18,16 +18,12 @@
 
 using namespace st;
 using st::test::check;
+using st::test::check_error;
 using st::test::Isa;
 using st::test::isa_usable;
 
 namespace {
 
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-
-void check_error(const Status& s, Code code, const std::string& part, const std::string& what) {
-  check(s.code == code && contains(s.message, part), what + ": got " + code_name(s.code) + " \"" + s.message + "\"");
-}
 
 struct Out {
   std::vector<uint8_t> data, scales;

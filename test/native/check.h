@@ -15,6 +15,7 @@
 #include <string>
 
 #include "cpu.h"
+#include "tensor.h"
 
 namespace st {
 namespace test {
@@ -37,6 +38,11 @@ inline bool check(bool ok, const std::string& what) {
     std::fprintf(stderr, "FAIL: %s\n", what.c_str());
   }
   return ok;
+}
+
+// A failing Status with the expected code whose message names `part`.
+inline void check_error(const Status& s, Code code, const std::string& part, const std::string& what) {
+  check(s.code == code && s.message.find(part) != std::string::npos, what + ": got " + code_name(s.code) + " \"" + s.message + "\"");
 }
 
 // A test (or a variant of one) that cannot run here, and why.

@@ -34,12 +34,8 @@ using namespace st::model;
 namespace {
 
 using st::test::check;
+using st::test::check_error;
 
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-
-void check_error(const Status& s, Code code, const std::string& part, const std::string& what) {
-  check(s.code == code && contains(s.message, part), what + ": got " + code_name(s.code) + " \"" + s.message + "\"");
-}
 
 // The kernel sets this run can use; each one it cannot is a counted skip (once).
 const std::vector<Kernel>& kernel_sets() {
