@@ -115,7 +115,9 @@ describe('calibrate: statistics in the pipeline', function () {
     const fromStats = path.join(tmp, 'wanda-stats.gguf');
     const explicit = path.join(tmp, 'wanda-explicit.gguf');
     const magnitude = path.join(tmp, 'magnitude.gguf');
-    await compressModel({ input: STORIES, output: fromStats, recipe: pruneRecipe('2:4'), activationStats: stats });
+    const r = await compressModel({ input: STORIES, output: fromStats, recipe: pruneRecipe('2:4'), activationStats: stats });
+    expect(r.imatrix).to.equal(undefined); // no quantize rule: no imatrix in the report
+    expect(r.calibration?.inputs).to.equal(20);
     const norms: Record<string, number[]> = {};
     for (const [name, s] of stats) norms[name] = Array.from(s.sumSquares, (v) => Math.sqrt(v));
     const rule = { match: 'blk.*.weight', method: 'prune' as const, options: { pattern: '2:4', score: { activationNorms: norms } } };
