@@ -183,11 +183,12 @@ int main() {
     a.dampening = -1;
     check_error(gptq(a, &s), Code::Value, "dampening", "negative dampening");
   }
-  // Activation statistics: two batches of 37 rows × 70 columns (not a
-  // multiple of the column block of 64) against f64 loops; every thread
-  // count and kernel the same bits.
+  // Activation statistics: two batches of 37 rows × 300 columns (not a
+  // multiple of the column block of 64, the Hessian's block rows of 256 or
+  // its mirror tiles of 64) against f64 loops; every thread count and
+  // kernel the same bits; H exactly symmetric.
   {
-    const int64_t width = 70, r1 = 37;
+    const int64_t width = 300, r1 = 37;
     std::vector<float> x(static_cast<size_t>(2 * r1 * width));
     for (float& v : x) v = nd(gen);
     std::vector<double> ss_ref(width, 0.0), sa_ref(width, 0.0), h_ref(static_cast<size_t>(width * width), 0.0);
@@ -229,6 +230,11 @@ int main() {
           for (int64_t j = 0; j < width; ++j) worst = std::max(worst, std::fabs(hh[i * width + j] - h_ref[i * width + j]) / std::sqrt(ss_ref[i] * ss_ref[j]));
         }
         check(worst < 1e-6, name + ": H within f32 rounding of the f64 XᵀX (" + std::to_string(worst) + ")");
+        bool symmetric = true;
+        for (int64_t i = 0; i < width; ++i) {
+          for (int64_t j = 0; j < i; ++j) symmetric = symmetric && std::memcmp(&hh[i * width + j], &hh[j * width + i], sizeof(float)) == 0;
+        }
+        check(symmetric, name + ": H exactly symmetric");
         if (first.empty()) first = hh;
         check(std::memcmp(first.data(), hh.data(), hh.size() * sizeof(float)) == 0, name + ": same bits as the first run");
       }
