@@ -21,6 +21,7 @@ export {
   type Kernel,
 } from './quantize';
 export { gptq, gptqSync, type GptqOptions, type GptqStats, type GptqResult } from './gptq';
+export { awqScales, awqSearch, type AwqInputStats, type AwqSearchOptions, type AwqSearchResult } from './calibrate/awq';
 export {
   GGUFReader,
   GGUF_LIMITS,
