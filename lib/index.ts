@@ -23,6 +23,16 @@ export {
 export { gptq, gptqSync, type GptqOptions, type GptqStats, type GptqResult } from './gptq';
 export { awqScales, awqSearch, type AwqInputStats, type AwqSearchOptions, type AwqSearchResult } from './calibrate/awq';
 export {
+  ActivationStatsCollector,
+  calibrate,
+  calibrationChunks,
+  type ActivationStats,
+  type ActivationStatsCollectorOptions,
+  type LayerInputStats,
+  type CalibrateOptions,
+  type CalibrationChunkOptions,
+} from './calibrate';
+export {
   GGUFReader,
   GGUF_LIMITS,
   GGML_TYPES,
