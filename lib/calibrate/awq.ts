@@ -13,18 +13,11 @@ import { SlimTensorError } from '../errors';
 import { gptq, type GptqOptions } from '../gptq';
 import type { QuantFormat } from '../quantize';
 import { Tensor, type FloatDType } from '../tensor';
+import { ARCHITECTURES } from '../model/architectures';
+import type { LayerInputStats } from './stats';
 
-/** The calibration statistics AWQ reads of one layer input (a subset of calibration's LayerInputStats). */
-export interface AwqInputStats {
-  /** Input width (columns of the weights). */
-  width: number;
-  /** Tokens accumulated. */
-  rows: number;
-  /** Σ|x| per column. */
-  sumAbs: Float32Array;
-  /** Σ xᵀx, width × width, row-major. */
-  hessian?: Float32Array;
-}
+/** The calibration statistics AWQ reads of one layer input (width, rows, Σ|x| and the Hessian). */
+export type AwqInputStats = Pick<LayerInputStats, 'width' | 'rows' | 'sumAbs' | 'hessian'>;
 
 export interface AwqSearchOptions {
   format: QuantFormat;
@@ -114,7 +107,7 @@ export async function awqSearch(weights: readonly Tensor[], stats: AwqInputStats
   if (options.scaleDtype !== undefined) base.scaleDtype = options.scaleDtype;
   if (options.threads !== undefined) base.threads = options.threads;
   const errors: number[] = [];
-  let best = { alpha: 0, error: Infinity, scales: new Float32Array(n).fill(1) };
+  let best: { alpha: number; error: number; scales: Float32Array } = { alpha: 0, error: Infinity, scales: new Float32Array(n).fill(1) };
   for (let i = 0; i < grid; i++) {
     const alpha = i / grid;
     const s = i === 0 ? new Float32Array(n).fill(1) : awqScales(meanAbs, alpha);
@@ -129,4 +122,140 @@ export async function awqSearch(weights: readonly Tensor[], stats: AwqInputStats
     if (e < best.error) best = { alpha, error: e, scales: s };
   }
   return { scales: best.scales, alpha: best.alpha, error: best.error, rtnError: errors[0] as number, errors };
+}
+
+// ---- Folding: where each group's scales go.
+
+/** Linear layers sharing one input, and what produces that input. */
+export interface AwqGroup {
+  layer: number;
+  /** 'norm': the input is an RMSNorm's output (its weight divided by s); 'linear': a linear layer's output (its rows divided by s). */
+  kind: 'norm' | 'linear';
+  /** The tensor the inverse scales fold into. */
+  prev: string;
+  /** prev's bias, when it has one (divided by s too). */
+  prevBias?: string;
+  /** The weights whose columns are multiplied by s. */
+  linears: string[];
+}
+
+export interface AwqSkipped {
+  layer: number;
+  prev: string;
+  linears: string[];
+  reason: string;
+}
+
+// The groups, in llama.cpp's role names (each mapped to the Hugging Face
+// name through the architecture table).
+const GROUPS: readonly { kind: 'norm' | 'linear'; prev: string; bias?: string; linears: readonly string[] }[] = [
+  { kind: 'norm', prev: 'attn_norm.weight', linears: ['attn_q.weight', 'attn_k.weight', 'attn_v.weight'] },
+  { kind: 'linear', prev: 'attn_v.weight', bias: 'attn_v.bias', linears: ['attn_output.weight'] },
+  { kind: 'norm', prev: 'ffn_norm.weight', linears: ['ffn_gate.weight', 'ffn_up.weight'] },
+  { kind: 'linear', prev: 'ffn_up.weight', linears: ['ffn_down.weight'] },
+];
+
+function roleNames(role: string, layer: number): string[] {
+  const r = (ARCHITECTURES.llama as { block: readonly { gguf: string; hf: string }[] }).block.find((x) => x.gguf === `blk.{L}.${role}`);
+  const hf = r?.hf ?? '';
+  const bias = role === 'attn_v.bias' ? 'model.layers.{L}.self_attn.v_proj.bias' : hf;
+  return [`blk.${layer}.${role}`, bias.replace('{L}', String(layer))];
+}
+
+/**
+ * AWQ's groups in a model's tensors (llama-style blocks, GGUF or Hugging
+ * Face names): q/k/v after attn_norm, gate/up after ffn_norm, o after v and
+ * down after up where v's rows match o's columns (with grouped-query
+ * attention they do not: one v row feeds several o columns, so o is not
+ * scaled — listed in `skipped`).
+ */
+export function awqGroups(tensors: readonly { name: string; shape: readonly number[] }[]): { groups: AwqGroup[]; skipped: AwqSkipped[] } {
+  const shapes = new Map(tensors.map((t) => [t.name, t.shape] as const));
+  const layers = new Set<number>();
+  for (const t of tensors) {
+    const m = /^(?:blk|model\.layers)\.(\d+)\./.exec(t.name);
+    if (m !== null) layers.add(Number(m[1]));
+  }
+  const groups: AwqGroup[] = [];
+  const skipped: AwqSkipped[] = [];
+  for (const layer of [...layers].sort((a, b) => a - b)) {
+    for (const g of GROUPS) {
+      // The spelling (GGUF or HF) the model uses.
+      const spelling = roleNames(g.prev, layer).findIndex((n) => shapes.has(n));
+      if (spelling < 0) continue;
+      const name = (role: string): string => roleNames(role, layer)[spelling] as string;
+      const prev = name(g.prev);
+      const linears = g.linears.map(name);
+      const missing = linears.filter((n) => !shapes.has(n));
+      if (missing.length > 0) {
+        skipped.push({ layer, prev, linears, reason: `${missing.join(', ')} not in the model` });
+        continue;
+      }
+      const width = (shapes.get(linears[0] as string) as readonly number[])[1] as number;
+      const bad = linears.find((n) => (shapes.get(n) as readonly number[]).length !== 2 || (shapes.get(n) as readonly number[])[1] !== width);
+      const prevShape = shapes.get(prev) as readonly number[];
+      const produced = g.kind === 'norm' ? prevShape[0] : prevShape.length === 2 ? prevShape[0] : undefined;
+      if (bad !== undefined || produced !== width) {
+        const why =
+          g.kind === 'linear' && produced !== undefined
+            ? `${prev} has ${produced} output rows and ${linears[0]} ${width} input columns (grouped-query attention: one v row feeds several o columns), so no per-column scale folds into it`
+            : `shapes do not match (${prev} [${prevShape.join(', ')}], ${linears.map((n) => `${n} [${(shapes.get(n) as readonly number[]).join(', ')}]`).join(', ')})`;
+        skipped.push({ layer, prev, linears, reason: why });
+        continue;
+      }
+      const group: AwqGroup = { layer, kind: g.kind, prev, linears };
+      if (g.bias !== undefined && shapes.has(name(g.bias))) group.prevBias = name(g.bias);
+      groups.push(group);
+    }
+  }
+  return { groups, skipped };
+}
+
+/** Factors a tensor is multiplied by as it is read: W[r][c]·rows[r]·cols[c]; a 1-D tensor v[i]·rows[i]. */
+export interface TensorScale {
+  rows?: Float32Array;
+  cols?: Float32Array;
+}
+
+function mulInto(into: Map<string, TensorScale>, name: string, key: 'rows' | 'cols', f: Float32Array): void {
+  const t = into.get(name) ?? {};
+  const old = t[key];
+  t[key] = old === undefined ? Float32Array.from(f) : Float32Array.from(old, (v, i) => v * (f[i] as number));
+  into.set(name, t);
+}
+
+/**
+ * The per-tensor factors that fold each group's scales s (keyed by the
+ * group's `prev`): the group's weights' columns × s, prev (and its bias) ÷ s.
+ * A model with these applied computes the same function (up to float
+ * rounding); AWQ then quantizes the scaled weights.
+ */
+export function awqFold(groups: readonly AwqGroup[], scales: ReadonlyMap<string, Float32Array>): Map<string, TensorScale> {
+  const out = new Map<string, TensorScale>();
+  for (const g of groups) {
+    const s = scales.get(g.prev);
+    if (s === undefined) continue;
+    const inv = Float32Array.from(s, (v) => 1 / v);
+    for (const l of g.linears) mulInto(out, l, 'cols', s);
+    mulInto(out, g.prev, 'rows', inv);
+    if (g.prevBias !== undefined) mulInto(out, g.prevBias, 'rows', inv);
+  }
+  return out;
+}
+
+/** Applies a TensorScale to f32 data of `shape` in place (the last dimension is the columns). */
+export function applyTensorScale(data: Float32Array, shape: readonly number[], t: TensorScale, name = 'tensor'): void {
+  const cols = shape.length >= 2 ? (shape[shape.length - 1] as number) : 1;
+  const rows = data.length / cols;
+  if (t.rows !== undefined && t.rows.length !== rows) throw new SlimTensorError(`awq: ${name} has ${rows} rows; its scales have ${t.rows.length}`, 'ERR_SHAPE');
+  if (t.cols !== undefined && (shape.length < 2 || t.cols.length !== cols)) throw new SlimTensorError(`awq: ${name} has ${shape.length < 2 ? 'no' : cols} columns; its scales have ${t.cols.length}`, 'ERR_SHAPE');
+  for (let r = 0; r < rows; r++) {
+    const fr = t.rows === undefined ? 1 : (t.rows[r] as number);
+    for (let c = 0; c < cols; c++) {
+      const i = r * cols + c;
+      let v = (data[i] as number) * fr;
+      if (t.cols !== undefined) v *= t.cols[c] as number;
+      data[i] = v;
+    }
+  }
 }

@@ -44,6 +44,9 @@ import { SUPPORTED_GGUF_ARCHITECTURES, SUPPORTED_HF_CLASSES } from '../model/arc
 import { hfModelAsGguf } from '../convert/hf-model';
 import { floatDtypeOf, openModel, readConfigJson, viewStored, type ModelSource, type SourceTensor } from './source';
 import { denseError } from './error';
+import { applyTensorScale, awqFold, awqGroups, awqSearch, type AwqSkipped, type TensorScale } from '../calibrate/awq';
+import type { ActivationStats, LayerInputStats } from '../calibrate/stats';
+import { gptq } from '../gptq';
 
 export interface CompressOptions {
   /** A GGUF file, a .safetensors file or a Hugging Face folder. */
@@ -86,6 +89,17 @@ export interface CompressOptions {
    * without it and listed in the report.
    */
   imatrix?: string | ImportanceMatrix;
+  /**
+   * Calibration statistics (calibrate() / ActivationStatsCollector, with the
+   * Hessian) for the recipe's gptq and awq rules, keyed by weight name.
+   */
+  activationStats?: ActivationStats;
+  /**
+   * Factors applied to tensors as they are read, before the recipe's method
+   * (awqFold()'s output: AWQ scales folded into norms and linears). An awq
+   * rule computes its own and multiplies them with these.
+   */
+  scaling?: ReadonlyMap<string, TensorScale>;
 }
 
 export interface CompressProgress {
@@ -122,6 +136,12 @@ export interface TensorRecord {
   error?: { rmse: number; maxAbs: number; sqnrDb: number; cosine: number };
   /** Quantized with an imatrix: the file; or 'not covered' when the imatrix has no entry for it. */
   imatrix?: string;
+  /**
+   * GPTQ: the layer-output error tr(E·H·Eᵀ) on the calibration inputs and
+   * round-to-nearest's. AWQ: the chosen α and the error of the tensor's
+   * group (the weights sharing its input) against plain rounding's.
+   */
+  calibrated?: { method: 'gptq' | 'awq'; error: number; rtnError: number; alpha?: number };
 }
 
 export interface CompressReport {
@@ -145,6 +165,8 @@ export interface CompressReport {
     /** Every 2-D tensor written as it was, with the reason. */
     kept: { name: string; shape: number[]; reason: string }[];
   };
+  /** awq rules: each group's chosen α and layer-output errors, and the groups not scaled (with why). */
+  awq?: { groups: { layer: number; prev: string; linears: string[]; alpha: number; error: number; rtnError: number }[]; skipped: AwqSkipped[] };
   /** When an imatrix was given: its files, and the quantized tensors it covered and did not. */
   imatrix?: { files: string[]; used: number; notCovered: string[] };
   /** When tensors were pruned: how many, how many weights were zeroed, and the zero fraction of all float weights written. */
@@ -215,6 +237,10 @@ interface Entry {
   /** Zero weights among `elements` in what was written (float tensors; counted for sparsity_config's global_sparsity). */
   zeros: number;
   elements: number;
+  /** Factors applied to the tensor as read (AWQ folding). */
+  scale?: TensorScale;
+  /** The input's calibration statistics (gptq). */
+  stats?: LayerInputStats;
 }
 
 type Result =
@@ -322,6 +348,7 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
     }
     const entries = tensors.map((t, i) => planEntry(t, plans[i] as TensorPlan, format, o.measureError === true));
     const imatrixUse = attachImportance(entries, imatrices);
+    const awqReport = await attachCalibrated(entries, source, o.activationStats, o.scaling, o.threads, signal);
     if (imatrixUse !== undefined && imatrixUse.notCovered.length > 0) {
       const n = imatrixUse.notCovered;
       warnings.push(`${n.length} quantized tensor${n.length === 1 ? ' is' : 's are'} not in the imatrix and ${n.length === 1 ? 'was' : 'were'} quantized without it: ${n.slice(0, 4).join(', ')}${n.length > 4 ? ', …' : ''}`);
@@ -414,6 +441,7 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
         ? { modules: { architecture: modules.architecture, rule: modules.table ? ('architecture table' as const) : ('conservative' as const), target, ignore: ctGroups.size > 0 || sparse24 > 0 ? ignore : [], kept: modulePlan.kept } }
         : {}),
       ...(imatrixUse !== undefined ? { imatrix: imatrixUse } : {}),
+      ...(awqReport !== undefined ? { awq: awqReport } : {}),
       ...(pruned > 0
         ? { sparsity: { tensors: pruned, prunedWeights: records.reduce((n, r) => n + (r.pruned === undefined ? 0 : r.pruned.total - r.pruned.kept), 0), globalSparsity: globalSparsity(entries) } }
         : {}),
@@ -841,6 +869,7 @@ async function runPipeline(entries: readonly Entry[], source: ModelSource, sink:
 
 async function compressOne(e: Entry, input: Uint8Array, take: (n: number) => Uint8Array, ro: RunOptions, times: StageTimes): Promise<Result> {
   const a = e.plan.action;
+  if (e.scale !== undefined) await scaleInPlace(e, input, take);
   if (a.kind === 'keep') {
     const dt = floatDtypeOf(e.src);
     if (ro.countZeros && dt !== undefined) countZerosInto(e, input, dt);
@@ -894,9 +923,134 @@ async function compressOne(e: Entry, input: Uint8Array, take: (n: number) => Uin
       groupSize: o.groupSize === 'channel' ? cols : (o.groupSize as number),
     });
   }
+  if (a.calibrated?.method === 'gptq') {
+    const c = a.calibrated;
+    const stats = e.stats as { hessian: Float32Array; width: number };
+    const r = await gptq(t, Tensor.from(stats.hessian, [cols, cols]), {
+      format: o.format,
+      ...(o.groupSize !== undefined ? { groupSize: o.groupSize } : {}),
+      ...(o.symmetric !== undefined ? { symmetric: o.symmetric } : {}),
+      ...(o.scaleDtype !== undefined ? { scaleDtype: o.scaleDtype } : {}),
+      ...(c.actOrder !== undefined ? { actOrder: c.actOrder } : {}),
+      ...(c.dampening !== undefined ? { dampening: c.dampening } : {}),
+      ...(c.blockSize !== undefined ? { blockSize: c.blockSize } : {}),
+      ...threads,
+    });
+    e.record.calibrated = { method: 'gptq', error: r.stats.gptqError, rtnError: r.stats.rtnError };
+    if (ro.measureError) e.record.error = await timed(times, 'errorMs', () => quantizationError(t, r.quantized));
+    return { kind: 'quant', q: r.quantized };
+  }
   const q = await quantize(t, { ...o, out, ...(w !== undefined ? { importance: w } : {}), ...threads });
   if (ro.measureError) e.record.error = await timed(times, 'errorMs', () => quantizationError(t, q));
   return { kind: 'quant', q };
+}
+
+/** Multiplies a float tensor's bytes (as read) by its entry's factors, in place (through f32 for 16-bit tensors). */
+async function scaleInPlace(e: Entry, input: Uint8Array, take: (n: number) => Uint8Array): Promise<void> {
+  const dtype = floatDtypeOf(e.src);
+  if (dtype === undefined) throw new SlimTensorError(`AWQ scales fold into '${e.src.name}', stored as ${e.src.storage}: only F32/F16/BF16 tensors can be scaled`, 'ERR_UNSUPPORTED');
+  const n = e.src.byteLength / dtypeSize(dtype);
+  if (dtype === 'f32') {
+    applyTensorScale(new Float32Array(input.buffer, input.byteOffset, n), e.src.shape, e.scale as TensorScale, e.src.name);
+    return;
+  }
+  const f = Tensor.from(take(n * 4), e.src.shape, 'f32');
+  await cast(Tensor.from(input, e.src.shape, dtype), 'f32', { out: f });
+  applyTensorScale(f.data as Float32Array, e.src.shape, e.scale as TensorScale, e.src.name);
+  await cast(f, dtype, { out: Tensor.from(input, e.src.shape, dtype) });
+}
+
+/**
+ * gptq and awq rules: checks that calibration statistics cover their
+ * tensors, gives gptq tensors their Hessian, runs AWQ's scale search over
+ * each group of awq-planned weights sharing an input (reading those
+ * weights), and gives every tensor its factors (the search's folded scales
+ * times `scaling`).
+ */
+async function attachCalibrated(
+  entries: readonly Entry[],
+  source: ModelSource,
+  stats: ActivationStats | undefined,
+  scaling: ReadonlyMap<string, TensorScale> | undefined,
+  threads: number | undefined,
+  signal: AbortSignal | undefined,
+): Promise<CompressReport['awq']> {
+  const byName = new Map(entries.map((e) => [e.src.name, e] as const));
+  const calibrated = entries.filter((e) => e.plan.action.kind === 'quantize' && e.plan.action.calibrated !== undefined);
+  for (const e of calibrated) {
+    const a = e.plan.action as Extract<TensorAction, { kind: 'quantize' }>;
+    const method = (a.calibrated as { method: string }).method;
+    const s = stats?.get(e.src.name);
+    if (s === undefined) {
+      throw new SlimTensorError(`compressModel: recipe ${e.plan.rule ?? ''} quantizes '${e.src.name}' by ${method}, which needs calibration statistics for it (activationStats from calibrate(), or the recipe's calibration)${stats === undefined ? '' : '; the statistics have no entry for it'}`, 'ERR_VALUE');
+    }
+    const cols = e.src.shape[1] as number;
+    if (s.width !== cols) throw new SlimTensorError(`compressModel: the calibration statistics of '${e.src.name}' are for inputs of ${s.width} columns; the tensor has ${cols} (statistics of another model?)`, 'ERR_SHAPE');
+    if (s.hessian === undefined) throw new SlimTensorError(`compressModel: ${method} of '${e.src.name}' needs the Hessian of its input; calibrate with hessian: true`, 'ERR_VALUE');
+    e.stats = s;
+  }
+  let report: CompressReport['awq'];
+  const factors = new Map<string, TensorScale>();
+  const awq = calibrated.filter((e) => (e.plan.action as { calibrated: { method: string } }).calibrated.method === 'awq');
+  if (awq.length > 0) {
+    const { groups, skipped } = awqGroups(source.tensors);
+    const awqNames = new Set(awq.map((e) => e.src.name));
+    const chosen = new Map<string, Float32Array>();
+    const used: typeof groups = [];
+    report = { groups: [], skipped: [...skipped] };
+    for (const g of groups) {
+      signal?.throwIfAborted();
+      const notAwq = g.linears.filter((n) => !awqNames.has(n));
+      if (notAwq.length > 0) {
+        if (notAwq.length < g.linears.length || awqNames.has(g.prev)) report.skipped.push({ layer: g.layer, prev: g.prev, linears: g.linears, reason: `${notAwq.join(', ')} not quantized by awq (a group's weights share one scale)` });
+        continue;
+      }
+      const first = (byName.get(g.linears[0] as string) as Entry).plan.action as Extract<TensorAction, { kind: 'quantize' }>;
+      const differ = g.linears.find((n) => JSON.stringify(((byName.get(n) as Entry).plan.action as Extract<TensorAction, { kind: 'quantize' }>).options) !== JSON.stringify(first.options));
+      if (differ !== undefined) {
+        report.skipped.push({ layer: g.layer, prev: g.prev, linears: g.linears, reason: `${differ} is quantized differently from ${g.linears[0] as string} (one scale search per format)` });
+        continue;
+      }
+      const prev = source.tensors.find((t) => t.name === g.prev);
+      if (prev === undefined || floatDtypeOf(prev) === undefined) {
+        report.skipped.push({ layer: g.layer, prev: g.prev, linears: g.linears, reason: `${g.prev} is stored as ${prev?.storage ?? 'nothing'}; scales fold into F32/F16/BF16 tensors only` });
+        continue;
+      }
+      const weights: Tensor[] = [];
+      for (const n of g.linears) {
+        const src = (byName.get(n) as Entry).src;
+        weights.push(viewStored(src, await source.readBytes(n)) as Tensor);
+      }
+      const c = first.calibrated as { grid?: number };
+      const o = first.options;
+      const r = await awqSearch(weights, (byName.get(g.linears[0] as string) as Entry).stats as LayerInputStats, {
+        format: o.format,
+        ...(o.groupSize !== undefined ? { groupSize: o.groupSize } : {}),
+        ...(o.symmetric !== undefined ? { symmetric: o.symmetric } : {}),
+        ...(o.scaleDtype !== undefined ? { scaleDtype: o.scaleDtype } : {}),
+        ...(c.grid !== undefined ? { grid: c.grid } : {}),
+        ...(threads !== undefined ? { threads } : {}),
+      });
+      chosen.set(g.prev, r.scales);
+      used.push(g);
+      report.groups.push({ layer: g.layer, prev: g.prev, linears: g.linears, alpha: r.alpha, error: r.error, rtnError: r.rtnError });
+      for (const n of g.linears) (byName.get(n) as Entry).record.calibrated = { method: 'awq', error: r.error, rtnError: r.rtnError, alpha: r.alpha };
+    }
+    for (const [name, f] of awqFold(used, chosen)) factors.set(name, f);
+    // Weights of an awq rule outside any scaled group: plain rounding.
+    for (const e of awq) e.record.calibrated ??= { method: 'awq', error: NaN, rtnError: NaN, alpha: 0 };
+  }
+  for (const [name, f] of scaling ?? []) {
+    const t = factors.get(name) ?? {};
+    const mul = (x: Float32Array | undefined, y: Float32Array | undefined): Float32Array | undefined => (x === undefined ? y : y === undefined ? x : Float32Array.from(x, (v, i) => v * (y[i] as number)));
+    factors.set(name, { ...(mul(t.rows, f.rows) !== undefined ? { rows: mul(t.rows, f.rows) } : {}), ...(mul(t.cols, f.cols) !== undefined ? { cols: mul(t.cols, f.cols) } : {}) });
+  }
+  for (const [name, f] of factors) {
+    const e = byName.get(name);
+    if (e === undefined) throw new SlimTensorError(`compressModel: scaling names '${name}', which is not in the model`, 'ERR_VALUE');
+    e.scale = f;
+  }
+  return report;
 }
 
 /** Adds a float tensor's zeros (either sign) and element count to the entry. */

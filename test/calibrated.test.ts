@@ -1,0 +1,142 @@
+// GPTQ and AWQ as recipe methods on stories260K: AWQ's folding keeps the f32
+// model's function (the runtime's logits before and after), a gptq rule
+// writes what the gptq op gives for the calibrated Hessian (byte for byte,
+// in the standard Q4_0 layout the runtime reads), and both lower the
+// output's divergence from the original against round-to-nearest.
+import { expect } from 'chai';
+import { promises as fsp, readFileSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { awqFold, awqGroups } from '../lib/calibrate/awq';
+import { calibrate, calibrationChunks, type ActivationStats } from '../lib/calibrate';
+import { GGUFReader } from '../lib/formats/gguf';
+import { gptqSync } from '../lib/gptq';
+import { evaluateAgainst } from '../lib/model/evaluate';
+import { loadModel, type Model } from '../lib/model/model';
+import { compressModel } from '../lib/pipeline/compress';
+import { openModel } from '../lib/pipeline/source';
+import { Tensor } from '../lib/tensor';
+import { rejected } from './support/assert';
+
+const ROOT = path.join(__dirname, '..');
+const MODEL = path.join(ROOT, 'models', 'stories260K.gguf');
+const tokens = (f: string): Int32Array => new Int32Array(readFileSync(path.join(ROOT, 'models', f)).buffer.slice(0));
+const KEEP = ['*norm*', 'token_embd.weight', 'output.weight'];
+
+describe('gptq and awq recipe methods (stories260K)', function () {
+  this.timeout(60000);
+  let tmp: string;
+  let base: Model;
+  let stats: ActivationStats;
+  const evalTokens = tokens('stories260K-eval.tokens').subarray(0, 128 * 8);
+  before(async () => {
+    tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'slimtensor-calibrated-'));
+    base = await loadModel(MODEL);
+    stats = await calibrate(base, calibrationChunks(tokens('stories260K-calib.tokens'), base, { ctx: 128, chunks: 16 }), { hessian: true });
+  });
+  after(async () => {
+    await base.dispose();
+    await fsp.rm(tmp, { recursive: true, force: true });
+  });
+
+  it("folding AWQ scales keeps the f32 model's function: the runtime's logits within f32 rounding", async () => {
+    const src = await openModel(MODEL);
+    const { groups, skipped } = awqGroups(src.tensors);
+    await src.close();
+    // q/k/v and gate/up after the norms, down after up; o is not scaled (4 KV heads of 8: v rows ≠ o columns).
+    expect(groups.map((g) => g.prev.replace(/^blk\.\d+\./, ''))).to.deep.equal(Array(5).fill(['attn_norm.weight', 'ffn_norm.weight', 'ffn_up.weight']).flat());
+    expect(skipped.map((s) => s.prev)).to.deep.equal([0, 1, 2, 3, 4].map((l) => `blk.${l}.attn_v.weight`));
+    expect(skipped[0]?.reason).to.match(/32 output rows .* 64 input columns/);
+    // Scales far from 1 (e^±1), different per group and channel.
+    const scales = new Map(groups.map((g, i) => [g.prev, Float32Array.from({ length: g.kind === 'norm' ? 64 : 172 }, (_, j) => Math.exp(Math.sin(7 * i + j)))] as const));
+    const folded = path.join(tmp, 'folded.gguf');
+    await compressModel({ input: MODEL, output: folded, recipe: { format: 'gguf', rules: [{ match: '*', method: 'keep' }] }, scaling: awqFold(groups, scales) });
+    // The weights did change as the fold says.
+    const a = await GGUFReader.open(MODEL);
+    const b = await GGUFReader.open(folded);
+    const norm0 = (await b.readTensor('blk.0.attn_norm.weight')).data as Float32Array;
+    const norm0Was = (await a.readTensor('blk.0.attn_norm.weight')).data as Float32Array;
+    const q0 = (await b.readTensor('blk.0.attn_q.weight')).data as Float32Array;
+    const q0Was = (await a.readTensor('blk.0.attn_q.weight')).data as Float32Array;
+    const s0 = scales.get('blk.0.attn_norm.weight') as Float32Array;
+    for (const j of [0, 5, 63]) {
+      expect(norm0[j]).to.equal(Math.fround((norm0Was[j] as number) * (1 / (s0[j] as number))));
+      expect(q0[64 + j]).to.equal(Math.fround((q0Was[64 + j] as number) * (s0[j] as number)));
+    }
+    await a.close();
+    await b.close();
+    const m = await loadModel(folded);
+    const chunk = Array.from(evalTokens.subarray(0, 64));
+    const want = await base.forward(chunk, { logits: 'all' });
+    const got = await m.forward(chunk, { logits: 'all' });
+    await m.dispose();
+    let worst = 0;
+    let scale = 0;
+    for (let i = 0; i < want.length; i++) scale = Math.max(scale, Math.abs(want[i] as number));
+    for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs((got[i] as number) - (want[i] as number)));
+    expect(worst / scale, 'largest logit difference relative to the largest logit').to.be.lessThan(2e-5);
+  });
+
+  it('a gptq rule writes the gptq op’s Q4_0 blocks for the calibrated Hessian, and lowers the KL against round-to-nearest', async () => {
+    const rtn = path.join(tmp, 'rtn.gguf');
+    const out = path.join(tmp, 'gptq.gguf');
+    await compressModel({ input: MODEL, output: rtn, recipe: { format: 'gguf', rules: [{ match: KEEP, method: 'keep' }, { match: '*', method: 'quantize', options: { format: 'q4_0' } }] } });
+    const r = await compressModel({ input: MODEL, output: out, recipe: { format: 'gguf', rules: [{ match: KEEP, method: 'keep' }, { match: '*', method: 'gptq', options: { format: 'q4_0' } }] }, activationStats: stats });
+    const q = r.tensors.filter((t) => t.calibrated !== undefined);
+    expect(q.map((t) => t.name)).to.have.length(30); // q, k, v, o, gate, up of 5 blocks (ffn_down: rows of 172, F16)
+    for (const t of q) expect(t.calibrated?.error as number, t.name).to.be.lessThan(t.calibrated?.rtnError as number);
+    // An independent call of the op on the same weights and Hessian: the same bytes.
+    const src = await GGUFReader.open(MODEL);
+    const written = await GGUFReader.open(out);
+    for (const name of ['blk.0.attn_k.weight', 'blk.3.ffn_gate.weight']) {
+      const w = await src.readTensor(name);
+      const h = stats.get(name)?.hessian as Float32Array;
+      const cols = w.shape[1] as number;
+      const want = gptqSync(w as Tensor, Tensor.from(h, [cols, cols]), { format: 'q4_0', measure: false }).quantized.data as Uint8Array;
+      const got = await written.readTensorBytes(name);
+      expect(Buffer.from(got).equals(Buffer.from(want.buffer, want.byteOffset, want.byteLength)), name).to.equal(true);
+    }
+    await src.close();
+    await written.close();
+    const kl = async (file: string): Promise<number> => {
+      const m = await loadModel(file);
+      const e = await evaluateAgainst(m, base, evalTokens, { ctx: 128 });
+      await m.dispose();
+      return e.kl.mean;
+    };
+    const [klRtn, klGptq] = [await kl(rtn), await kl(out)];
+    expect(klGptq, `KL gptq ${klGptq} vs round-to-nearest ${klRtn}`).to.be.lessThan(0.9 * klRtn);
+  });
+
+  it('an awq rule: scales searched per group (never worse than rounding on the calibration Hessian), folded, the file runs', async () => {
+    const out = path.join(tmp, 'awq.gguf');
+    const r = await compressModel({ input: MODEL, output: out, recipe: { format: 'gguf', rules: [{ match: KEEP, method: 'keep' }, { match: '*', method: 'awq', options: { format: 'q4_0' } }] }, activationStats: stats });
+    const awq = r.awq as NonNullable<typeof r.awq>;
+    // q/k/v and gate/up of 5 blocks; v→o (grouped-query attention) and up→down (down is F16: rows of 172) not scaled.
+    expect(awq.groups).to.have.length(10);
+    expect(awq.skipped.map((s) => s.reason)).to.satisfy((rs: string[]) => rs.filter((x) => /grouped-query/.test(x)).length === 5 && rs.filter((x) => /ffn_down.weight not quantized by awq/.test(x)).length === 5);
+    for (const g of awq.groups) {
+      expect(g.error, g.prev).to.be.at.most(g.rtnError);
+      expect(g.alpha).to.be.within(0, 0.95);
+    }
+    expect(awq.groups.some((g) => g.alpha > 0 && g.error < 0.95 * g.rtnError)).to.equal(true);
+    const m = await loadModel(out);
+    const e = await evaluateAgainst(m, base, evalTokens, { ctx: 128 });
+    await m.dispose();
+    expect(Number.isFinite(e.compressed.perplexity)).to.equal(true);
+  });
+
+  it('bad input: no statistics, statistics of another shape', async () => {
+    const recipe = { format: 'gguf' as const, rules: [{ match: KEEP, method: 'keep' as const }, { match: '*', method: 'gptq' as const, options: { format: 'q4_0' } }] };
+    const none = await rejected(compressModel({ input: MODEL, output: path.join(tmp, 'x.gguf'), recipe }));
+    expect(none.code).to.equal('ERR_VALUE');
+    expect(none.message).to.match(/blk\.0\.attn_q\.weight' by gptq, which needs calibration statistics/);
+    const wrong = new Map(stats);
+    const s = stats.get('blk.0.attn_q.weight');
+    wrong.set('blk.0.attn_q.weight', { ...(s as NonNullable<typeof s>), width: 32 });
+    const bad = await rejected(compressModel({ input: MODEL, output: path.join(tmp, 'y.gguf'), recipe, activationStats: wrong }));
+    expect(bad.code).to.equal('ERR_SHAPE');
+    expect(bad.message).to.match(/inputs of 32 columns; the tensor has 64/);
+    expect(await fsp.readdir(tmp)).to.not.include('y.gguf');
+  });
+});
