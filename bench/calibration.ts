@@ -4,7 +4,8 @@
 // stories, seeds 1000+; scripts/make-eval-tokens.mjs makes both), chunks of
 // 128 tokens as llama-perplexity (second half scored), embedding and head
 // kept. Per format (int4 g32, q4_0, q4_1, int8, the q4_k_m mix), per method
-// (round-to-nearest, imatrix-weighted, GPTQ, GPTQ with act-order, AWQ):
+// (round-to-nearest, imatrix-weighted, GPTQ, GPTQ with act-order, AWQ, AWQ
+// scales then GPTQ with act-order):
 // perplexity, KL(f32 ‖ output) and bits per weight — of the tensors the
 // method quantized, and of every linear weight (fallbacks included: the
 // 172-wide ffn_down rows fit no 32-block, so GGUF stores them F16 and int4
@@ -25,7 +26,7 @@ const MODEL = path.join(ROOT, 'models', 'stories260K.gguf');
 const tokens = (f: string): Int32Array => new Int32Array(readFileSync(path.join(ROOT, 'models', f)).buffer.slice(0));
 const KEEP: RecipeRule = { match: ['*norm*', 'token_embd.weight', 'output.weight'], method: 'keep' };
 
-type Method = 'rtn' | 'imatrix' | 'gptq' | 'gptq-actorder' | 'awq';
+type Method = 'rtn' | 'imatrix' | 'gptq' | 'gptq-actorder' | 'awq' | 'awq+gptq';
 interface Row {
   format: string;
   method: Method;
@@ -39,11 +40,11 @@ function rowsToRun(): Row[] {
       const rule: RecipeRule =
         method === 'rtn' || method === 'imatrix'
           ? { match: '*', method: 'quantize', options: { ...q, ...(method === 'rtn' ? { importance: false } : {}) } }
-          : { match: '*', method: method === 'awq' ? 'awq' : 'gptq', options: { ...q, ...(method === 'gptq-actorder' ? { actOrder: true } : {}) } };
+          : { match: '*', method: method.startsWith('awq') ? 'awq' : 'gptq', options: { ...q, ...(method === 'gptq-actorder' || method === 'awq+gptq' ? { actOrder: true } : {}), ...(method === 'awq+gptq' ? { gptq: true } : {}) } };
       rows.push({ format, method, recipe: { name: `${format} ${method}`, format: out, ...(out === 'compressed-tensors' ? { target: 'transformers' as const } : {}), rules: [KEEP, rule] } });
     }
   };
-  const all: Method[] = ['rtn', 'imatrix', 'gptq', 'gptq-actorder', 'awq'];
+  const all: Method[] = ['rtn', 'imatrix', 'gptq', 'gptq-actorder', 'awq', 'awq+gptq'];
   add('int4 g32', 'compressed-tensors', { format: 'int4', groupSize: 32, symmetric: true, scaleDtype: 'f16' }, all);
   add('q4_0', 'gguf', { format: 'q4_0' }, all);
   add('q4_1', 'gguf', { format: 'q4_1' }, all);

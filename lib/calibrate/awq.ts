@@ -27,6 +27,12 @@ export interface AwqSearchOptions {
   scaleDtype?: FloatDType;
   /** Points of the α grid: α = i/grid for i = 0..grid−1 (the paper's 20). Default 20. */
   grid?: number;
+  /**
+   * The scaled weights will be quantized by GPTQ with these settings: each
+   * candidate's error is then GPTQ's (the full sweep per α) instead of
+   * round-to-nearest's.
+   */
+  gptq?: { actOrder?: boolean; dampening?: number; blockSize?: number };
   threads?: number;
 }
 
@@ -37,7 +43,7 @@ export interface AwqSearchResult {
   alpha: number;
   /** Layer-output error tr(E·H·Eᵀ) summed over the weights, at the chosen α. */
   error: number;
-  /** The same for plain rounding (α = 0). */
+  /** The same without scales (α = 0): plain rounding, or GPTQ with options.gptq. */
   rtnError: number;
   /** The error at each grid point. */
   errors: number[];
@@ -101,7 +107,7 @@ export async function awqSearch(weights: readonly Tensor[], stats: AwqInputStats
   const h = stats.hessian;
   const scaledW = new Float32Array(rows * n);
   const scaledH = new Float32Array(n * n);
-  const base: GptqOptions = { format: options.format, sweep: false, measure: true };
+  const base: GptqOptions = { format: options.format, sweep: options.gptq !== undefined, measure: true, ...(options.gptq ?? {}) };
   if (options.groupSize !== undefined) base.groupSize = options.groupSize;
   if (options.symmetric !== undefined) base.symmetric = options.symmetric;
   if (options.scaleDtype !== undefined) base.scaleDtype = options.scaleDtype;
@@ -117,7 +123,7 @@ export async function awqSearch(weights: readonly Tensor[], stats: AwqInputStats
       for (let b = 0; b < n; b++) scaledH[a * n + b] = ((h[a * n + b] as number) * ia) / (s[b] as number);
     }
     const r = await gptq(Tensor.from(scaledW, [rows, n]), Tensor.from(scaledH, [n, n]), base);
-    const e = r.stats.rtnError;
+    const e = options.gptq !== undefined ? r.stats.gptqError : r.stats.rtnError;
     errors.push(e);
     if (e < best.error) best = { alpha, error: e, scales: s };
   }

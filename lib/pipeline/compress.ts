@@ -38,7 +38,7 @@ import { cast } from '../cast';
 import { BufferPool, Gate, poolSize } from './memory';
 import { sizeOnDisk, stageOutput, TEMP_TAG } from './output';
 import { GGUF_MIXES, llamaQuantizeOrder, mixModelOf, planMix } from './gguf-mix';
-import { checkTarget, describeAction, planTensor, resolveRecipe, TARGETS, type ImportanceSource, type OutputFormat, type PlanContext, type Recipe, type ResolvedRecipe, type Target, type TensorAction, type TensorPlan } from './recipe';
+import { checkTarget, describeAction, planTensor, resolveRecipe, TARGETS, type CalibratedMethod, type ImportanceSource, type OutputFormat, type PlanContext, type Recipe, type ResolvedRecipe, type Target, type TensorAction, type TensorPlan } from './recipe';
 import { modelModules, planModules, type ModelModules, type ModulePlan } from './linear-modules';
 import { SUPPORTED_GGUF_ARCHITECTURES, SUPPORTED_HF_CLASSES } from '../model/architectures';
 import { hfModelAsGguf } from '../convert/hf-model';
@@ -923,10 +923,14 @@ async function compressOne(e: Entry, input: Uint8Array, take: (n: number) => Uin
       groupSize: o.groupSize === 'channel' ? cols : (o.groupSize as number),
     });
   }
-  if (a.calibrated?.method === 'gptq') {
-    const c = a.calibrated;
-    const stats = e.stats as { hessian: Float32Array; width: number };
-    const r = await gptq(t, Tensor.from(stats.hessian, [cols, cols]), {
+  const gptqSettings = a.calibrated?.method === 'gptq' ? a.calibrated : a.calibrated?.method === 'awq' ? a.calibrated.gptq : undefined;
+  if (gptqSettings !== undefined) {
+    const c = gptqSettings;
+    let h = (e.stats as LayerInputStats).hessian as Float32Array;
+    // AWQ-scaled columns (W·S): the Hessian of the scaled inputs S⁻¹·H·S⁻¹.
+    const s = e.scale?.cols;
+    if (s !== undefined) h = Float32Array.from(h, (v, i) => v / ((s[Math.floor(i / cols)] as number) * (s[i % cols] as number)));
+    const r = await gptq(t, Tensor.from(h, [cols, cols]), {
       format: o.format,
       ...(o.groupSize !== undefined ? { groupSize: o.groupSize } : {}),
       ...(o.symmetric !== undefined ? { symmetric: o.symmetric } : {}),
@@ -936,7 +940,7 @@ async function compressOne(e: Entry, input: Uint8Array, take: (n: number) => Uin
       ...(c.blockSize !== undefined ? { blockSize: c.blockSize } : {}),
       ...threads,
     });
-    e.record.calibrated = { method: 'gptq', error: r.stats.gptqError, rtnError: r.stats.rtnError };
+    if (a.calibrated?.method === 'gptq') e.record.calibrated = { method: 'gptq', error: r.stats.gptqError, rtnError: r.stats.rtnError };
     if (ro.measureError) e.record.error = await timed(times, 'errorMs', () => quantizationError(t, r.quantized));
     return { kind: 'quant', q: r.quantized };
   }
@@ -1021,7 +1025,7 @@ async function attachCalibrated(
         const src = (byName.get(n) as Entry).src;
         weights.push(viewStored(src, await source.readBytes(n)) as Tensor);
       }
-      const c = first.calibrated as { grid?: number };
+      const c = first.calibrated as Extract<CalibratedMethod, { method: 'awq' }>;
       const o = first.options;
       const r = await awqSearch(weights, (byName.get(g.linears[0] as string) as Entry).stats as LayerInputStats, {
         format: o.format,
@@ -1029,6 +1033,7 @@ async function attachCalibrated(
         ...(o.symmetric !== undefined ? { symmetric: o.symmetric } : {}),
         ...(o.scaleDtype !== undefined ? { scaleDtype: o.scaleDtype } : {}),
         ...(c.grid !== undefined ? { grid: c.grid } : {}),
+        ...(c.gptq !== undefined ? { gptq: c.gptq } : {}),
         ...(threads !== undefined ? { threads } : {}),
       });
       chosen.set(g.prev, r.scales);

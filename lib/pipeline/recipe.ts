@@ -46,7 +46,8 @@ export interface RecipeRule {
    *   mix: a llama.cpp file type ('q4_k_m', …): each tensor gets the type llama-quantize gives it in that mix
    *   importance: { file } (an imatrix for this rule's tensors) or false (none, even when compressModel has one)
    * gptq: { format, groupSize?, symmetric?, scaleDtype?, actOrder?, dampening?, blockSize? } (needs calibration statistics with the Hessian)
-   * awq: { format, groupSize?, symmetric?, scaleDtype?, grid? } (needs calibration statistics with the Hessian; scales folded into the preceding norm or linear)
+   * awq: { format, groupSize?, symmetric?, scaleDtype?, grid?, gptq?, actOrder?, dampening?, blockSize? } (needs calibration statistics with the
+   *   Hessian; scales folded into the preceding norm or linear; gptq: true quantizes the scaled weights by GPTQ, the search measuring GPTQ's error)
    *   format: one of q4_0, q4_1, q8_0 (GGUF), int4, int8 (compressed-tensors)
    * keep: { dtype?: 'f32' | 'f16' | 'bf16' } (convert float tensors)
    * prune: { pattern?: 'N:M' (default '2:4'), score?: 'magnitude' | { activationNorms: { [tensor]: number[] } },
@@ -213,7 +214,7 @@ export interface ResolvedRecipe {
 const QUANT_OPTION_KEYS = ['format', 'mix', 'groupSize', 'symmetric', 'search', 'scaleDtype', 'importance'];
 const KEEP_OPTION_KEYS = ['dtype'];
 const GPTQ_OPTION_KEYS = ['format', 'groupSize', 'symmetric', 'scaleDtype', 'actOrder', 'dampening', 'blockSize'];
-const AWQ_OPTION_KEYS = ['format', 'groupSize', 'symmetric', 'scaleDtype', 'grid'];
+const AWQ_OPTION_KEYS = ['format', 'groupSize', 'symmetric', 'scaleDtype', 'grid', 'gptq', 'actOrder', 'dampening', 'blockSize'];
 const PRUNE_OPTION_KEYS = ['pattern', 'score', 'layout'];
 const FLOAT_DTYPES: readonly FloatDType[] = ['f32', 'f16', 'bf16'];
 const GGUF_QUANTS: readonly QuantFormat[] = GGML_QUANT_FORMATS;
@@ -261,6 +262,8 @@ function compileRule(r: unknown, label: string, search: unknown): CompiledRule {
     if (options.actOrder !== undefined && typeof options.actOrder !== 'boolean') throw new SlimTensorError(`recipe ${label}: options.actOrder must be a boolean`, 'ERR_VALUE');
     if (options.dampening !== undefined && !(typeof options.dampening === 'number' && options.dampening >= 0 && options.dampening < 1e6)) throw new SlimTensorError(`recipe ${label}: options.dampening must be a number in [0, 1e6)`, 'ERR_VALUE');
     if (options.blockSize !== undefined && !(Number.isInteger(options.blockSize) && (options.blockSize as number) >= 1 && (options.blockSize as number) <= 65536)) throw new SlimTensorError(`recipe ${label}: options.blockSize must be an integer in 1..65536`, 'ERR_VALUE');
+    if (options.gptq !== undefined && typeof options.gptq !== 'boolean') throw new SlimTensorError(`recipe ${label}: options.gptq must be a boolean`, 'ERR_VALUE');
+    if (method === 'awq' && options.gptq !== true && (options.actOrder !== undefined || options.dampening !== undefined || options.blockSize !== undefined)) throw new SlimTensorError(`recipe ${label}: actOrder, dampening and blockSize are GPTQ settings; an awq rule takes them with gptq: true`, 'ERR_VALUE');
     if (options.grid !== undefined && !(Number.isInteger(options.grid) && (options.grid as number) >= 1 && (options.grid as number) <= 1000)) throw new SlimTensorError(`recipe ${label}: options.grid must be an integer in 1..1000`, 'ERR_VALUE');
   } else if (method === 'prune') {
     checkKeys(options, PRUNE_OPTION_KEYS, `recipe ${label} options`);
@@ -444,7 +447,14 @@ export type TensorAction =
 /** A gptq or awq rule's method and settings, on a quantize action of a 2-D tensor in one of CALIBRATED_FORMATS. */
 export type CalibratedMethod =
   | { method: 'gptq'; actOrder?: boolean; dampening?: number; blockSize?: number }
-  | { method: 'awq'; grid?: number };
+  | { method: 'awq'; grid?: number; gptq?: GptqSettings };
+
+/** A gptq rule's settings (also an awq rule's with gptq: true). */
+export interface GptqSettings {
+  actOrder?: boolean;
+  dampening?: number;
+  blockSize?: number;
+}
 
 /** Model-wide facts a rule needs beyond the tensor itself. */
 export interface PlanContext {
@@ -549,10 +559,8 @@ function planCalibrated(t: PlanInput, rule: CompiledRule, recipe: ResolvedRecipe
     const reason = t.shape.length !== 2 ? `${t.shape.length}-D: ${method} quantizes 2-D weights` : `${method} writes ${CALIBRATED_FORMATS.join(', ')}`;
     return { ...plan, fallback: plan.fallback ?? { from: `${method} ${String(o.format)}`, to: `${a.options.format} round-to-nearest`, reason } };
   }
-  a.calibrated =
-    method === 'gptq'
-      ? { method, ...(o.actOrder !== undefined ? { actOrder: o.actOrder as boolean } : {}), ...(o.dampening !== undefined ? { dampening: o.dampening as number } : {}), ...(o.blockSize !== undefined ? { blockSize: o.blockSize as number } : {}) }
-      : { method, ...(o.grid !== undefined ? { grid: o.grid as number } : {}) };
+  const settings: GptqSettings = { ...(o.actOrder !== undefined ? { actOrder: o.actOrder as boolean } : {}), ...(o.dampening !== undefined ? { dampening: o.dampening as number } : {}), ...(o.blockSize !== undefined ? { blockSize: o.blockSize as number } : {}) };
+  a.calibrated = method === 'gptq' ? { method, ...settings } : { method, ...(o.grid !== undefined ? { grid: o.grid as number } : {}), ...(o.gptq === true ? { gptq: settings } : {}) };
   return plan;
 }
 
