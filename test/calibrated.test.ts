@@ -16,7 +16,16 @@ import { loadModel, type Model } from '../lib/model/model';
 import { compressModel } from '../lib/pipeline/compress';
 import { openModel } from '../lib/pipeline/source';
 import { Tensor } from '../lib/tensor';
-import { rejected } from './support/assert';
+import { rejected, thrown } from './support/assert';
+import { skip } from './support/skip';
+import { resolveRecipe } from '../lib/pipeline/recipe';
+
+interface Llama {
+  loadModel(o: { modelPath: string }): Promise<{
+    createContext(o: object): Promise<{ getSequence(): { controlledEvaluate(input: (number | [number, object])[]): Promise<({ next?: { probabilities?: Map<number, number> } } | undefined)[]> }; dispose(): Promise<void> }>;
+    dispose(): Promise<void>;
+  }>;
+}
 
 const ROOT = path.join(__dirname, '..');
 const MODEL = path.join(ROOT, 'models', 'stories260K.gguf');
@@ -124,6 +133,56 @@ describe('gptq and awq recipe methods (stories260K)', function () {
     const e = await evaluateAgainst(m, base, evalTokens, { ctx: 128 });
     await m.dispose();
     expect(Number.isFinite(e.compressed.perplexity)).to.equal(true);
+  });
+
+  it('the q4_0-gptq preset: llama.cpp (node-llama-cpp) loads the file and predicts as the runtime does', async function () {
+    let llama: Llama;
+    try {
+      const m = (await import('node-llama-cpp')) as unknown as { getLlama(o: object): Promise<Llama>; LlamaLogLevel: { error: unknown } };
+      llama = await m.getLlama({ gpu: false, build: 'never', logLevel: m.LlamaLogLevel.error });
+    } catch (e) {
+      skip(this, `node-llama-cpp did not load (${(e as Error).message}); install the dev dependencies`);
+      return;
+    }
+    const file = path.join(tmp, 'q4_0-gptq.gguf');
+    const r = await compressModel({ input: MODEL, output: file, recipe: 'q4_0-gptq', activationStats: stats });
+    expect(r.tensors.filter((t) => t.calibrated?.method === 'gptq')).to.have.length(30);
+    expect(r.tensors.find((t) => t.name === 'blk.0.attn_q.weight')?.to).to.equal('Q4_0');
+    const chunk = Array.from(evalTokens.subarray(0, 128));
+    chunk[0] = 1;
+    const lm = await llama.loadModel({ modelPath: file });
+    const ctx = await lm.createContext({ contextSize: 128, threads: 1 });
+    const res = await ctx.getSequence().controlledEvaluate(chunk.map((t, i): number | [number, object] => (i >= 64 && i < 127 ? [t, { generateNext: { probabilities: true } }] : t)));
+    await ctx.dispose();
+    await lm.dispose();
+    const m = await loadModel(file);
+    const logits = await m.forward(chunk, { logits: 'all' });
+    await m.dispose();
+    let kl = 0;
+    let same = 0;
+    for (let i = 64; i < 127; i++) {
+      const p = res[i]?.next?.probabilities as Map<number, number>;
+      const row = logits.subarray(i * 512, (i + 1) * 512);
+      let mx = -Infinity;
+      for (const v of row) mx = Math.max(mx, v);
+      let z = 0;
+      for (const v of row) z += Math.exp(v - mx);
+      for (const [tok, pt] of p) if (pt > 0) kl += pt * (Math.log(pt) - ((row[tok] as number) - mx - Math.log(z)));
+      let top = 0;
+      for (let j = 1; j < 512; j++) if ((row[j] as number) > (row[top] as number)) top = j;
+      if (top === [...p.entries()].reduce((x, y) => (y[1] > x[1] ? y : x))[0]) same++;
+    }
+    expect(kl / 63, 'mean KL(llama.cpp ‖ runtime)').to.be.below(0.03);
+    expect(same / 63).to.be.at.least(0.85);
+  });
+
+  it('the presets: w4a16-gptq, w4a16-awq (compressed-tensors for vLLM) and q4_0-gptq resolve to their methods', () => {
+    expect(resolveRecipe('w4a16-gptq').rules.map((x) => x.method)).to.deep.equal(['keep', 'keep', 'gptq']);
+    expect(resolveRecipe('w4a16-awq').rules.at(-1)?.options).to.deep.equal({ format: 'int4', groupSize: 128, symmetric: true });
+    expect(resolveRecipe('w4a16-awq')).to.include({ format: 'compressed-tensors', target: 'vllm' });
+    expect(resolveRecipe('q4_0-gptq')).to.include({ format: 'gguf' });
+    expect(thrown(() => resolveRecipe({ rules: [{ match: '*', method: 'awq', options: { format: 'q4_0', actOrder: true } }] })).message).to.match(/GPTQ settings; an awq rule takes them with gptq: true/);
+    expect(thrown(() => resolveRecipe({ rules: [{ match: '*', method: 'gptq', options: { format: 'q5_0' } }] })).message).to.match(/gptq needs options.format, one of q4_0, q4_1, q8_0, int4, int8/);
   });
 
   it('bad input: no statistics, statistics of another shape', async () => {
