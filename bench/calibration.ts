@@ -13,8 +13,7 @@
 import { promises as fsp, readFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { calibrate, calibrationChunks, type ActivationStats } from '../lib/calibrate';
-import type { ImatrixEntry, ImportanceMatrix } from '../lib/formats/imatrix';
+import { calibrate, calibrationChunks } from '../lib/calibrate';
 import { evaluateAgainst } from '../lib/model/evaluate';
 import { loadModel } from '../lib/model/model';
 import { compressModel, type CompressReport } from '../lib/pipeline/compress';
@@ -37,6 +36,7 @@ function rowsToRun(): Row[] {
   const rows: Row[] = [];
   const add = (format: string, out: 'gguf' | 'compressed-tensors', q: Record<string, unknown>, methods: readonly Method[]): void => {
     for (const method of methods) {
+      // With statistics, a quantize rule is imatrix-weighted unless it says importance: false.
       const rule: RecipeRule =
         method === 'rtn' || method === 'imatrix'
           ? { match: '*', method: 'quantize', options: { ...q, ...(method === 'rtn' ? { importance: false } : {}) } }
@@ -56,13 +56,6 @@ function rowsToRun(): Row[] {
     rows.push({ format: 'q4_k_m mix', method, recipe: { name: `q4_k_m ${method}`, format: 'gguf', rules: [KEEP, { match: '*', method: 'quantize', options: { mix: 'q4_k_m', ...(method === 'rtn' ? { importance: false } : {}) } }] } });
   }
   return rows;
-}
-
-/** The calibration statistics as llama.cpp's importance matrix (Σx² per column and the token count). */
-function asImatrix(stats: ActivationStats, chunks: number, ctx: number): ImportanceMatrix {
-  const entries = new Map<string, ImatrixEntry>();
-  for (const [name, s] of stats) entries.set(name, { cols: s.width, matrices: 1, sums: s.sumSquares, counts: Float32Array.of(s.rows) });
-  return { entries, datasets: ['stories260K-calib.tokens'], chunkCount: chunks, chunkSize: ctx, source: undefined };
 }
 
 interface Bits {
@@ -110,7 +103,6 @@ export async function runCalibrationBench(o: BenchOptions): Promise<CalibrationB
     const chunks = calibrationChunks(tokens('stories260K-calib.tokens'), base, { ctx, chunks: calibChunks });
     const stats = await calibrate(base, chunks, { hessian: true });
     const calibSeconds = (performance.now() - t0) / 1000;
-    const imatrix = asImatrix(stats, chunks.length, ctx);
     const rows: CalibrationRow[] = [];
     let basePpl = NaN;
     for (const row of rowsToRun()) {
@@ -118,7 +110,7 @@ export async function runCalibrationBench(o: BenchOptions): Promise<CalibrationB
       const gguf = row.recipe.format === 'gguf';
       const out = path.join(tmp, `${row.format}-${row.method}`.replace(/[^a-z0-9_-]/gi, '_') + (gguf ? '.gguf' : ''));
       const t1 = performance.now();
-      const report = await compressModel({ input: MODEL, output: out, recipe: row.recipe, activationStats: stats, ...(row.method === 'imatrix' ? { imatrix } : {}) });
+      const report = await compressModel({ input: MODEL, output: out, recipe: row.recipe, activationStats: stats });
       const seconds = (performance.now() - t1) / 1000;
       const m = await loadModel(out, gguf ? {} : { hyperparameters: MODEL });
       const e = await evaluateAgainst(m, base, evalTokens, { ctx });

@@ -185,17 +185,19 @@ describe('gptq and awq recipe methods (stories260K)', function () {
     expect(thrown(() => resolveRecipe({ rules: [{ match: '*', method: 'gptq', options: { format: 'q5_0' } }] })).message).to.match(/gptq needs options.format, one of q4_0, q4_1, q8_0, int4, int8/);
   });
 
-  it('bad input: no statistics, statistics of another shape', async () => {
+  it('bad input: no statistics, statistics without the Hessian', async () => {
     const recipe = { format: 'gguf' as const, rules: [{ match: KEEP, method: 'keep' as const }, { match: '*', method: 'gptq' as const, options: { format: 'q4_0' } }] };
     const none = await rejected(compressModel({ input: MODEL, output: path.join(tmp, 'x.gguf'), recipe }));
     expect(none.code).to.equal('ERR_VALUE');
     expect(none.message).to.match(/blk\.0\.attn_q\.weight' by gptq, which needs calibration statistics/);
+    // Statistics collected without the Hessian.
     const wrong = new Map(stats);
-    const s = stats.get('blk.0.attn_q.weight');
-    wrong.set('blk.0.attn_q.weight', { ...(s as NonNullable<typeof s>), width: 32 });
+    const s = stats.get('blk.2.ffn_up.weight');
+    const { hessian: _h, ...noHessian } = s as NonNullable<typeof s>;
+    wrong.set('blk.2.ffn_up.weight', noHessian);
     const bad = await rejected(compressModel({ input: MODEL, output: path.join(tmp, 'y.gguf'), recipe, activationStats: wrong }));
-    expect(bad.code).to.equal('ERR_SHAPE');
-    expect(bad.message).to.match(/inputs of 32 columns; the tensor has 64/);
+    expect(bad.code).to.equal('ERR_VALUE');
+    expect(bad.message).to.match(/gptq of 'blk\.2\.ffn_up\.weight' needs the Hessian of its input; calibrate with hessian: true/);
     expect(await fsp.readdir(tmp)).to.not.include('y.gguf');
   });
 });
