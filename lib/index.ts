@@ -21,7 +21,7 @@ export {
   type Kernel,
 } from './quantize';
 export { gptq, gptqSync, type GptqOptions, type GptqStats, type GptqResult } from './gptq';
-export { awqScales, awqSearch, type AwqInputStats, type AwqSearchOptions, type AwqSearchResult } from './calibrate/awq';
+export { applyTensorScale, awqFold, awqGroups, awqScales, awqSearch, type AwqGroup, type AwqInputStats, type AwqSearchOptions, type AwqSearchResult, type AwqSkipped, type TensorScale } from './calibrate/awq';
 export {
   ActivationStatsCollector,
   calibrate,

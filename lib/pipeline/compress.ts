@@ -38,7 +38,7 @@ import { cast } from '../cast';
 import { BufferPool, Gate, poolSize } from './memory';
 import { sizeOnDisk, stageOutput, TEMP_TAG } from './output';
 import { GGUF_MIXES, llamaQuantizeOrder, mixModelOf, planMix } from './gguf-mix';
-import { checkTarget, describeAction, planTensor, resolveRecipe, TARGETS, type CalibratedMethod, type ImportanceSource, type OutputFormat, type CalibrationSpec, type PlanContext, type Recipe, type ResolvedRecipe, type Target, type TensorAction, type TensorPlan } from './recipe';
+import { checkTarget, describeAction, planTensor, resolveRecipe, TARGETS, type CalibratedMethod, type GptqSettings, type ImportanceSource, type OutputFormat, type CalibrationSpec, type PlanContext, type Recipe, type ResolvedRecipe, type Target, type TensorAction, type TensorPlan } from './recipe';
 import { modelModules, planModules, type ModelModules, type ModulePlan } from './linear-modules';
 import { SUPPORTED_GGUF_ARCHITECTURES, SUPPORTED_HF_CLASSES } from '../model/architectures';
 import { hfModelAsGguf } from '../convert/hf-model';
@@ -973,21 +973,12 @@ async function compressOne(e: Entry, input: Uint8Array, take: (n: number) => Uin
   }
   const gptqSettings = a.calibrated?.method === 'gptq' ? a.calibrated : a.calibrated?.method === 'awq' ? a.calibrated.gptq : undefined;
   if (gptqSettings !== undefined) {
-    const c = gptqSettings;
+    const c: GptqSettings = gptqSettings;
     let h = (e.stats as LayerInputStats).hessian as Float32Array;
     // AWQ-scaled columns (W·S): the Hessian of the scaled inputs S⁻¹·H·S⁻¹.
     const s = e.scale?.cols;
     if (s !== undefined) h = Float32Array.from(h, (v, i) => v / ((s[Math.floor(i / cols)] as number) * (s[i % cols] as number)));
-    const r = await gptq(t, Tensor.from(h, [cols, cols]), {
-      format: o.format,
-      ...(o.groupSize !== undefined ? { groupSize: o.groupSize } : {}),
-      ...(o.symmetric !== undefined ? { symmetric: o.symmetric } : {}),
-      ...(o.scaleDtype !== undefined ? { scaleDtype: o.scaleDtype } : {}),
-      ...(c.actOrder !== undefined ? { actOrder: c.actOrder } : {}),
-      ...(c.dampening !== undefined ? { dampening: c.dampening } : {}),
-      ...(c.blockSize !== undefined ? { blockSize: c.blockSize } : {}),
-      ...threads,
-    });
+    const r = await gptq(t, Tensor.from(h, [cols, cols]), { ...groupingOf(o), ...gptqSettingsOf(c), ...threads });
     if (a.calibrated?.method === 'gptq') e.record.calibrated = { method: 'gptq', error: r.stats.gptqError, rtnError: r.stats.rtnError };
     if (ro.measureError) e.record.error = await timed(times, 'errorMs', () => quantizationError(t, r.quantized));
     return { kind: 'quant', q: r.quantized };
@@ -995,6 +986,18 @@ async function compressOne(e: Entry, input: Uint8Array, take: (n: number) => Uin
   const q = await quantize(t, { ...o, out, ...(w !== undefined ? { importance: w } : {}), ...threads });
   if (ro.measureError) e.record.error = await timed(times, 'errorMs', () => quantizationError(t, q));
   return { kind: 'quant', q };
+}
+
+/** A planned quantize action's format and grouping, as gptq() and awqSearch() take them (what is unset stays unset). */
+function groupingOf(o: QuantizeOptions): { format: QuantizeOptions['format']; groupSize?: number | 'channel'; symmetric?: boolean; scaleDtype?: FloatDType } {
+  const { format, groupSize, symmetric, scaleDtype } = o;
+  return { format, ...(groupSize !== undefined ? { groupSize } : {}), ...(symmetric !== undefined ? { symmetric } : {}), ...(scaleDtype !== undefined ? { scaleDtype } : {}) };
+}
+
+/** A rule's GPTQ settings without the method tag. */
+function gptqSettingsOf(c: GptqSettings): GptqSettings {
+  const { actOrder, dampening, blockSize } = c;
+  return { ...(actOrder !== undefined ? { actOrder } : {}), ...(dampening !== undefined ? { dampening } : {}), ...(blockSize !== undefined ? { blockSize } : {}) };
 }
 
 /** Multiplies a float tensor's bytes (as read) by its entry's factors, in place (through f32 for 16-bit tensors). */
@@ -1074,12 +1077,9 @@ async function attachCalibrated(
       const c = first.calibrated as Extract<CalibratedMethod, { method: 'awq' }>;
       const o = first.options;
       const r = await awqSearch(weights, (byName.get(g.linears[0] as string) as Entry).stats as LayerInputStats, {
-        format: o.format,
-        ...(o.groupSize !== undefined ? { groupSize: o.groupSize } : {}),
-        ...(o.symmetric !== undefined ? { symmetric: o.symmetric } : {}),
-        ...(o.scaleDtype !== undefined ? { scaleDtype: o.scaleDtype } : {}),
+        ...groupingOf(o),
         ...(c.grid !== undefined ? { grid: c.grid } : {}),
-        ...(c.gptq !== undefined ? { gptq: c.gptq } : {}),
+        ...(c.gptq !== undefined ? { gptq: gptqSettingsOf(c.gptq) } : {}),
         ...(threads !== undefined ? { threads } : {}),
       });
       chosen.set(g.prev, r.scales);
