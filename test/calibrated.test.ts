@@ -11,13 +11,14 @@ import * as path from 'node:path';
 import { awqFold, awqGroups } from '../lib/calibrate/awq';
 import { calibrate, calibrationChunks, type ActivationStats } from '../lib/calibrate';
 import { GGUFReader } from '../lib/formats/gguf';
+import { SafetensorsFile } from '../lib/formats/safetensors';
 import { gptqSync } from '../lib/gptq';
 import { evaluateAgainst } from '../lib/model/evaluate';
 import { loadModel, type Model } from '../lib/model/model';
 import { compressModel } from '../lib/pipeline/compress';
 import { openModel } from '../lib/pipeline/source';
 import { Tensor } from '../lib/tensor';
-import { rejected, thrown } from './support/assert';
+import { bytesOf, rejected, thrown } from './support/assert';
 import { resolveRecipe } from '../lib/pipeline/recipe';
 
 const ROOT = path.join(__dirname, '..');
@@ -108,6 +109,26 @@ describe('gptq and awq recipe methods (stories260K)', function () {
     };
     const [klRtn, klGptq] = [await kl(rtn), await kl(out)];
     expect(klGptq, `KL gptq ${klGptq} vs round-to-nearest ${klRtn}`).to.be.lessThan(0.9 * klRtn);
+  });
+
+  it('w4a16-gptq for transformers: compressed-tensors pack-quantized with the gptq op’s codes and scales; the folder runs', async () => {
+    const out = path.join(tmp, 'w4a16-gptq');
+    const r = await compressModel({ input: MODEL, output: out, recipe: { extends: 'w4a16-gptq', target: 'transformers', rules: [{ match: '*ffn_down*', method: 'gptq', options: { format: 'int4', groupSize: 'channel' } }] }, activationStats: stats });
+    expect(r.tensors.filter((t) => t.calibrated?.method === 'gptq')).to.have.length(35); // rows of 64 and 172: one group per row
+    const st = await SafetensorsFile.open(path.join(out, 'model.safetensors'));
+    const src = await GGUFReader.open(MODEL);
+    const name = 'blk.1.attn_v.weight';
+    const w = await src.readTensor(name);
+    const want = gptqSync(w as Tensor, Tensor.from(stats.get(name)?.hessian as Float32Array, [64, 64]), { format: 'int4', groupSize: 'channel', scaleDtype: 'f32', measure: false }).quantized;
+    const prefix = name.replace(/\.weight$/, '');
+    expect(Buffer.from(await st.readTensorBytes(`${prefix}.weight_packed`)).equals(bytesOf(want.data))).to.equal(true);
+    expect(Buffer.from(await st.readTensorBytes(`${prefix}.weight_scale`)).equals(bytesOf(want.scales?.data))).to.equal(true);
+    await st.close();
+    await src.close();
+    const m = await loadModel(out, { hyperparameters: MODEL });
+    const e = await evaluateAgainst(m, base, evalTokens, { ctx: 128 });
+    await m.dispose();
+    expect(Number.isFinite(e.compressed.perplexity)).to.equal(true);
   });
 
   it('an awq rule: scales searched per group (never worse than rounding on the calibration Hessian), folded, the file runs', async () => {
