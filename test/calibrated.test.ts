@@ -19,6 +19,7 @@ import { compressModel } from '../lib/pipeline/compress';
 import { openModel } from '../lib/pipeline/source';
 import { Tensor } from '../lib/tensor';
 import { bytesOf, rejected, thrown } from './support/assert';
+import { runCli } from './support/cli';
 import { resolveRecipe } from '../lib/pipeline/recipe';
 
 const ROOT = path.join(__dirname, '..');
@@ -78,6 +79,37 @@ describe('gptq and awq recipe methods (stories260K)', function () {
     for (let i = 0; i < want.length; i++) scale = Math.max(scale, Math.abs(want[i] as number));
     for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs((got[i] as number) - (want[i] as number)));
     expect(worst / scale, 'largest logit difference relative to the largest logit').to.be.lessThan(2e-5);
+  });
+
+  it('awqGroups on Hugging Face names: v→o with its bias when v rows match o columns, a missing weight skipped', () => {
+    const L = (i: number, n: string): string => `model.layers.${i}.${n}`;
+    const t = (name: string, shape: number[]): { name: string; shape: number[] } => ({ name, shape });
+    const tensors = [0, 1].flatMap((i) => [
+      t(L(i, 'input_layernorm.weight'), [32]),
+      t(L(i, 'self_attn.q_proj.weight'), [32, 32]),
+      t(L(i, 'self_attn.k_proj.weight'), [32, 32]),
+      t(L(i, 'self_attn.v_proj.weight'), [32, 32]),
+      t(L(i, 'self_attn.v_proj.bias'), [32]),
+      t(L(i, 'self_attn.o_proj.weight'), [32, 32]),
+      t(L(i, 'post_attention_layernorm.weight'), [32]),
+      ...(i === 1 ? [] : [t(L(i, 'mlp.gate_proj.weight'), [48, 32])]),
+      t(L(i, 'mlp.up_proj.weight'), [48, 32]),
+      t(L(i, 'mlp.down_proj.weight'), [32, 48]),
+    ]);
+    const { groups, skipped } = awqGroups(tensors);
+    expect(groups.filter((g) => g.layer === 0).map((g) => [g.prev, g.linears, g.prevBias])).to.deep.equal([
+      [L(0, 'input_layernorm.weight'), [L(0, 'self_attn.q_proj.weight'), L(0, 'self_attn.k_proj.weight'), L(0, 'self_attn.v_proj.weight')], undefined],
+      [L(0, 'self_attn.v_proj.weight'), [L(0, 'self_attn.o_proj.weight')], L(0, 'self_attn.v_proj.bias')],
+      [L(0, 'post_attention_layernorm.weight'), [L(0, 'mlp.gate_proj.weight'), L(0, 'mlp.up_proj.weight')], undefined],
+      [L(0, 'mlp.up_proj.weight'), [L(0, 'mlp.down_proj.weight')], undefined],
+    ]);
+    expect(skipped).to.deep.equal([{ layer: 1, prev: L(1, 'post_attention_layernorm.weight'), linears: [L(1, 'mlp.gate_proj.weight'), L(1, 'mlp.up_proj.weight')], reason: `${L(1, 'mlp.gate_proj.weight')} not in the model` }]);
+    // The fold: v's bias and rows ÷ s, o's columns × s.
+    const s = Float32Array.from({ length: 32 }, (_, j) => 1 + j);
+    const f = awqFold(groups.filter((g) => g.prev === L(0, 'self_attn.v_proj.weight')), new Map([[L(0, 'self_attn.v_proj.weight'), s]]));
+    expect([...f.keys()]).to.deep.equal([L(0, 'self_attn.o_proj.weight'), L(0, 'self_attn.v_proj.weight'), L(0, 'self_attn.v_proj.bias')]);
+    expect(f.get(L(0, 'self_attn.v_proj.bias'))?.rows?.[3]).to.equal(Math.fround(1 / 4));
+    expect(f.get(L(0, 'self_attn.o_proj.weight'))?.cols?.[3]).to.equal(4);
   });
 
   it('a gptq rule writes the gptq op’s Q4_0 blocks for the calibrated Hessian, and lowers the KL against round-to-nearest', async () => {
@@ -147,6 +179,24 @@ describe('gptq and awq recipe methods (stories260K)', function () {
     const e = await evaluateAgainst(m, base, evalTokens, { ctx: 128 });
     await m.dispose();
     expect(Number.isFinite(e.compressed.perplexity)).to.equal(true);
+  });
+
+  it('the CLI: compress --preset q4_0-gptq with --calibrate-tokens states GPTQ’s error against rounding; an awq recipe its α and what it did not scale', async () => {
+    const calib = path.join(ROOT, 'models', 'stories260K-calib.tokens');
+    const g = await runCli(['compress', MODEL, '-o', path.join(tmp, 'cli-gptq.gguf'), '--preset', 'q4_0-gptq', '--calibrate-tokens', calib, '--calibrate-ctx', '128', '--calibrate-chunks', '4', '-q']);
+    expect(g.code, g.stderr).to.equal(0);
+    const ratio = /gptq: 30 tensors, layer-output error tr\(E·H·Eᵀ\) on the calibration inputs ([0-9.]+)× round-to-nearest's/.exec(g.stdout);
+    expect(ratio, g.stdout).to.not.equal(null);
+    expect(Number(ratio?.[1])).to.be.within(0.2, 0.95);
+    const recipe = path.join(tmp, 'awq.json');
+    await fsp.writeFile(recipe, JSON.stringify({ format: 'gguf', rules: [{ match: KEEP, method: 'keep' }, { match: '*', method: 'awq', options: { format: 'q4_1' } }] }));
+    const a = await runCli(['compress', MODEL, '-o', path.join(tmp, 'cli-awq.gguf'), '--recipe', recipe, '--calibrate-tokens', calib, '--calibrate-ctx', '128', '--calibrate-chunks', '4', '--json', '-q']);
+    expect(a.code, a.stderr).to.equal(0);
+    const report = JSON.parse(a.stdout) as { awq: { groups: { alpha: number; error: number; rtnError: number }[]; skipped: { reason: string }[] }; calibration: { chunks: number } };
+    expect(report.calibration.chunks).to.equal(4);
+    expect(report.awq.groups).to.have.length(10);
+    expect(report.awq.skipped).to.have.length(10);
+    for (const x of report.awq.groups) expect(x.error).to.be.at.most(x.rtnError);
   });
 
   it('the presets: w4a16-gptq, w4a16-awq (compressed-tensors for vLLM) and q4_0-gptq resolve to their methods', () => {
