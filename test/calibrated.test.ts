@@ -20,6 +20,7 @@ import { openModel } from '../lib/pipeline/source';
 import { Tensor } from '../lib/tensor';
 import { bytesOf, rejected, thrown } from './support/assert';
 import { runCli } from './support/cli';
+import { tinyTensors, writeTinyHf, type TinyConfig } from './support/tiny-models';
 import { resolveRecipe } from '../lib/pipeline/recipe';
 
 const ROOT = path.join(__dirname, '..');
@@ -110,6 +111,44 @@ describe('gptq and awq recipe methods (stories260K)', function () {
     expect([...f.keys()]).to.deep.equal([L(0, 'self_attn.o_proj.weight'), L(0, 'self_attn.v_proj.weight'), L(0, 'self_attn.v_proj.bias')]);
     expect(f.get(L(0, 'self_attn.v_proj.bias'))?.rows?.[3]).to.equal(Math.fround(1 / 4));
     expect(f.get(L(0, 'self_attn.o_proj.weight'))?.cols?.[3]).to.equal(4);
+  });
+
+  it('folding into a Qwen2 Hugging Face folder (no grouped-query attention, v biases): v→o folds too, the logits stay', async () => {
+    const c: TinyConfig = { arch: 'qwen2', vocab: 64, embd: 32, layers: 2, heads: 4, headsKv: 4, headDim: 8, ff: 48, eps: 1e-6, ropeBase: 10000, tied: false, ctx: 64 };
+    const hf = path.join(tmp, 'qwen2-hf');
+    await writeTinyHf(hf, c, tinyTensors(c, 11), 'F32');
+    const src = await openModel(hf);
+    const { groups, skipped } = awqGroups(src.tensors);
+    await src.close();
+    expect(skipped).to.deep.equal([]);
+    expect(groups.filter((g) => g.prevBias !== undefined)).to.have.length(2);
+    const scales = new Map(groups.map((g, i) => [g.prev, Float32Array.from({ length: g.kind === 'norm' ? 32 : g.prev.includes('up_proj') ? 48 : 32 }, (_, j) => Math.exp(Math.cos(5 * i + j)))] as const));
+    const out = path.join(tmp, 'qwen2-folded');
+    await compressModel({ input: hf, output: out, recipe: { format: 'safetensors', rules: [{ match: '*', method: 'keep' }] }, scaling: awqFold(groups, scales) });
+    const tokens = [1, 17, 42, 5, 33, 12, 7, 60];
+    const logits = async (dir: string): Promise<Float32Array> => {
+      const m = await loadModel(dir, { activations: 'f32' });
+      const l = await m.forward(tokens, { logits: 'all' });
+      await m.dispose();
+      return l;
+    };
+    const [want, got] = [await logits(hf), await logits(out)];
+    let worst = 0;
+    let scale = 0;
+    for (let i = 0; i < want.length; i++) {
+      scale = Math.max(scale, Math.abs(want[i] as number));
+      worst = Math.max(worst, Math.abs((got[i] as number) - (want[i] as number)));
+    }
+    expect(worst / scale).to.be.lessThan(2e-5);
+    // and the fold changed the v bias
+    const a = await SafetensorsFile.open(path.join(hf, 'model.safetensors'));
+    const b = await SafetensorsFile.open(path.join(out, 'model.safetensors'));
+    const bias = 'model.layers.1.self_attn.v_proj.bias';
+    const was = (await a.readTensor(bias)).data as Float32Array;
+    const now = (await b.readTensor(bias)).data as Float32Array;
+    expect(now[2]).to.equal(Math.fround((was[2] as number) * Math.fround(1 / (scales.get('model.layers.1.self_attn.v_proj.weight')?.[2] as number))));
+    await a.close();
+    await b.close();
   });
 
   it('a gptq rule writes the gptq op’s Q4_0 blocks for the calibrated Hessian, and lowers the KL against round-to-nearest', async () => {
