@@ -203,18 +203,6 @@ export const PRESETS: Readonly<Record<string, Recipe>> = {
   '2of4': pruneRecipe('2:4'),
   'w4a16-gptq': ctPreset('w4a16-gptq', 'compressed-tensors W4A16 for vLLM by GPTQ (needs calibration): INT4 symmetric, groups of 128, no act-order, dampening 0.01; embedding, head and norms kept', 'int4', true, 'gptq'),
   'w4a16-awq': ctPreset('w4a16-awq', 'compressed-tensors W4A16 for vLLM by AWQ (needs calibration): scales folded into the norms and preceding linears, INT4 symmetric, groups of 128; embedding, head and norms kept', 'int4', true, 'awq'),
-  'q4_k_m-gptq': {
-    name: 'q4_k_m-gptq',
-    description:
-      "GGUF Q4_K_M by GPTQ (needs calibration): every linear weight GPTQ-rounded in the type llama-quantize's Q4_K_M gives it (Q4_K; Q6_K for attn_v and ffn_down on the layers use_more_bits picks; q8_0 where rows fall back to it), in the standard blocks; the types GPTQ does not write (the q5_0/q5_1 fallbacks of rows not a multiple of 256), the embedding and the output head rounded as llama-quantize --imatrix does, from the calibration's imatrix; norms F32",
-    format: 'gguf',
-    calibration: {},
-    rules: [
-      // No Hessian for these (the embedding reads token ids; the head's input is not calibrated, as llama-imatrix by default).
-      { match: [...EMBED_GLOBS, ...HEAD_GLOBS], method: 'quantize', options: { mix: 'q4_k_m' } },
-      { match: '*', method: 'gptq', options: { mix: 'q4_k_m' } },
-    ],
-  },
   'q4_0-gptq': {
     name: 'q4_0-gptq',
     description: 'GGUF Q4_0 by GPTQ (needs calibration): block weights GPTQ-rounded in the standard Q4_0 layout, embedding Q4_0 and output head Q6_K as llama-quantize, norms kept',
@@ -225,6 +213,18 @@ export const PRESETS: Readonly<Record<string, Recipe>> = {
       { match: EMBED_GLOBS, method: 'quantize', options: { format: 'q4_0' } },
       { match: HEAD_GLOBS, method: 'quantize', options: { format: 'q6_k' } },
       { match: '*', method: 'gptq', options: { format: 'q4_0' } },
+    ],
+  },
+  'q4_k_m-gptq': {
+    name: 'q4_k_m-gptq',
+    description:
+      "GGUF Q4_K_M by GPTQ (needs calibration): every linear weight GPTQ-rounded in the type llama-quantize's Q4_K_M gives it (Q4_K; Q6_K for attn_v and ffn_down on the layers use_more_bits picks; q8_0 where rows fall back to it), in the standard blocks; the types GPTQ does not write (the q5_0/q5_1 fallbacks of rows not a multiple of 256), the embedding and the output head rounded as llama-quantize --imatrix does, from the calibration's imatrix; norms F32",
+    format: 'gguf',
+    calibration: {},
+    rules: [
+      // No Hessian for these (the embedding reads token ids; the head's input is not calibrated, as llama-imatrix by default).
+      { match: [...EMBED_GLOBS, ...HEAD_GLOBS], method: 'quantize', options: { mix: 'q4_k_m' } },
+      { match: '*', method: 'gptq', options: { mix: 'q4_k_m' } },
     ],
   },
 };
