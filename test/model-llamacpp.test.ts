@@ -6,7 +6,9 @@
 // RoPE angles in f32; in the q8_0 file it also rounds the activations of
 // the F16 tensors (ffn_down, rows of 172) to f16, where the runtime
 // multiplies f16 weights by f32 activations — a few percent of perplexity
-// on this tiny, sensitive model).
+// on this tiny, sensitive model). And a random llama 256 wide written by
+// the q4_k_m-gptq preset (GPTQ-rounded Q4_K and Q6_K blocks, which
+// stories260K's rows cannot hold): llama.cpp predicts as the runtime does.
 import { expect } from 'chai';
 import { skip } from './support/skip';
 import { promises as fsp } from 'node:fs';
