@@ -315,16 +315,17 @@ describe('gptq', () => {
     const wK = new Rng(257).normals(rows * cols, 0.05);
     for (const format of K_FORMATS) {
       for (const imatrix of format === 'q4_k' ? [true, false] : [true]) {
-        it(`${format}${imatrix ? '' : ' (imatrix: false)'}: quantize()'s super-block parameters, the codes of an independent f64 GPTQ on them, below RTN's error`, () => {
+        const actOrder = format === 'q2_k' || format === 'q5_k';
+        it(`${format}${imatrix ? '' : ' (imatrix: false)'}${actOrder ? ' act-order' : ''}: quantize()'s super-block parameters, the codes of an independent f64 GPTQ on them, below RTN's error`, () => {
           const W = Tensor.from(wK, [rows, cols]);
-          const r = gptqSync(W, Tensor.from(hK, [cols, cols]), { format, blockSize: 64, imatrix });
+          const r = gptqSync(W, Tensor.from(hK, [cols, cols]), { format, blockSize: 64, imatrix, actOrder });
           // The parameters: quantize()'s, importance diag(H) (or none).
           const rtn = quantizeSync(W, { format, ...(imatrix ? { importance: diagonalOf(hK, cols) } : {}) });
           const params = kParams(format, r.quantized);
           expect(params).to.deep.equal(kParams(format, rtn));
           // The codes: an f64 GPTQ sweep rounding to those parameters' grids.
           const got = deq(r.quantized);
-          const ref = referenceGptq(wK, hK, rows, cols, { format, group: K_LAYOUT[format].sub, symmetric: true, actOrder: false, dampening: 0.01 }, kCoders(format, params));
+          const ref = referenceGptq(wK, hK, rows, cols, { format, group: K_LAYOUT[format].sub, symmetric: true, actOrder, dampening: 0.01 }, kCoders(format, params));
           let same = 0;
           for (let i = 0; i < got.length; i++) if (got[i] === fr(ref[i] as number)) same++;
           expect(same, 'values equal to the reference (dequantize of the output = the dequantized codes)').to.equal(got.length);
