@@ -100,7 +100,18 @@ export {
 } from './formats/safetensors';
 export { GGUFWriter, GGUF_FILE_TYPES, type GGUFPlannedTensor, type GGUFWriterPlan } from './formats/gguf-writer';
 export type { GGUFReadOptions } from './formats/gguf';
-export { readImatrix, parseImatrixDat, imatrixWeights, type ImportanceMatrix, type ImatrixEntry, type ImatrixReadOptions } from './formats/imatrix';
+export {
+  readImatrix,
+  parseImatrixDat,
+  imatrixWeights,
+  writeImatrix,
+  imatrixDatBytes,
+  type ImportanceMatrix,
+  type ImatrixEntry,
+  type ImatrixReadOptions,
+  type ImatrixData,
+  type ImatrixWriteOptions,
+} from './formats/imatrix';
 export {
   compressModel,
   PRESETS,
