@@ -22,6 +22,16 @@ export {
 } from './quantize';
 export { gptq, gptqSync, type GptqOptions, type GptqStats, type GptqResult } from './gptq';
 export {
+  ActivationStatsCollector,
+  calibrate,
+  calibrationChunks,
+  type ActivationStats,
+  type ActivationStatsCollectorOptions,
+  type LayerInputStats,
+  type CalibrateOptions,
+  type CalibrationChunkOptions,
+} from './calibrate';
+export {
   GGUFReader,
   GGUF_LIMITS,
   GGML_TYPES,

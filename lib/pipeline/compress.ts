@@ -38,12 +38,14 @@ import { cast } from '../cast';
 import { BufferPool, Gate, poolSize } from './memory';
 import { sizeOnDisk, stageOutput, TEMP_TAG } from './output';
 import { GGUF_MIXES, llamaQuantizeOrder, mixModelOf, planMix } from './gguf-mix';
-import { checkTarget, describeAction, planTensor, resolveRecipe, TARGETS, type ImportanceSource, type OutputFormat, type PlanContext, type Recipe, type ResolvedRecipe, type Target, type TensorAction, type TensorPlan } from './recipe';
+import { checkTarget, describeAction, planTensor, resolveRecipe, TARGETS, type ImportanceSource, type OutputFormat, type CalibrationSpec, type PlanContext, type Recipe, type ResolvedRecipe, type Target, type TensorAction, type TensorPlan } from './recipe';
 import { modelModules, planModules, type ModelModules, type ModulePlan } from './linear-modules';
 import { SUPPORTED_GGUF_ARCHITECTURES, SUPPORTED_HF_CLASSES } from '../model/architectures';
 import { hfModelAsGguf } from '../convert/hf-model';
 import { floatDtypeOf, openModel, readConfigJson, viewStored, type ModelSource, type SourceTensor } from './source';
 import { denseError } from './error';
+import { pipelineStats, statsImportance, type CalibrationRecord } from './calibration';
+import type { ActivationStats } from '../calibrate/stats';
 
 export interface CompressOptions {
   /** A GGUF file, a .safetensors file or a Hugging Face folder. */
@@ -86,6 +88,18 @@ export interface CompressOptions {
    * without it and listed in the report.
    */
   imatrix?: string | ImportanceMatrix;
+  /**
+   * Calibration data (a text or token file, ctx, chunks) over the recipe's
+   * own `calibration`: the model is run over it and its linear-layer input
+   * statistics feed the activation-aware rules — quantize weighted by the
+   * mean x² per column (as an imatrix, unless `imatrix` is given), prune by
+   * Wanda scores, lowrank whitened (SVD-LLM with the input Hessian, or ASVD).
+   */
+  calibration?: CalibrationSpec;
+  /** Statistics already collected (calibrate()), by tensor name, instead of a calibration run. */
+  activationStats?: ActivationStats;
+  /** Called after each calibration chunk. */
+  onCalibrationProgress?: (p: { chunk: number; chunks: number; tokens: number }) => void;
 }
 
 export interface CompressProgress {
@@ -147,6 +161,14 @@ export interface CompressReport {
   };
   /** When an imatrix was given: its files, and the quantized tensors it covered and did not. */
   imatrix?: { files: string[]; used: number; notCovered: string[] };
+  /** When the recipe's rules read calibration statistics: where they came from. */
+  calibration?: CalibrationRecord;
+  /**
+   * Bits per weight: of the quantized tensors (their bytes written × 8 over
+   * their weights; undefined when none was quantized), and of the whole
+   * output (bytes on disk × 8 over every tensor element of the input).
+   */
+  bitsPerWeight: { quantized: number | undefined; file: number };
   /** When tensors were pruned: how many, how many weights were zeroed, and the zero fraction of all float weights written. */
   sparsity?: { tensors: number; prunedWeights: number; globalSparsity: number };
   /** input bytes / output bytes (files on disk). */
@@ -293,7 +315,8 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
     const warnings: string[] = [];
     // A Hugging Face folder becomes what llama.cpp's converter would write
     // (GGUF names, layouts, metadata, tokenizer); the recipe then applies as to a GGUF input.
-    if (format === 'gguf' && source.format !== 'gguf') source = await hfModelAsGguf(source);
+    const converted = format === 'gguf' && source.format !== 'gguf';
+    if (converted) source = await hfModelAsGguf(source);
     if (format !== 'gguf' && source.format === 'gguf') {
       warnings.push(`the ${format} output keeps the GGUF tensor names and layouts (llama.cpp's); Hugging Face loaders such as vLLM expect the model's own names`);
     }
@@ -302,8 +325,22 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
     if (source.folder !== undefined) config = await readConfigJson(path.join(source.folder, 'config.json'));
     // Importance matrices: compressModel's and the rules' own files, read once each.
     const imatrices = await loadImatrices(o.imatrix, recipe);
+    // Calibration statistics (given, or a run of the model over the calibration data) for the activation-aware rules.
+    const calibrated = await pipelineStats(recipe, {
+      input: o.input,
+      tensors: new Map(source.tensors.map((t) => [t.name, t.shape] as const)),
+      ggufNames: converted,
+      calibration: o.calibration,
+      activationStats: o.activationStats,
+      hasImatrix: imatrices.global !== undefined || imatrices.byFile.size > 0,
+      threads: o.threads,
+      signal,
+      onProgress: o.onCalibrationProgress,
+    });
+    // Quantize rules read them as an imatrix: Σx² and the rows counted (llama-imatrix's in_sum2 and counts).
+    if (calibrated !== undefined && imatrices.global === undefined) imatrices.global = statsImportance(calibrated.stats, calibrated.record);
     // A llama-quantize mix: planned over the whole model, tensors in llama-quantize's order.
-    const ctx: PlanContext = {};
+    const ctx: PlanContext = calibrated !== undefined ? { activationStats: calibrated.stats } : {};
     let tensors = source.tensors;
     if (recipe.mix !== undefined && format === 'gguf' && source.ggufMetadata !== undefined) {
       tensors = llamaQuantizeOrder(source.tensors);
@@ -414,6 +451,8 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
         ? { modules: { architecture: modules.architecture, rule: modules.table ? ('architecture table' as const) : ('conservative' as const), target, ignore: ctGroups.size > 0 || sparse24 > 0 ? ignore : [], kept: modulePlan.kept } }
         : {}),
       ...(imatrixUse !== undefined ? { imatrix: imatrixUse } : {}),
+      ...(calibrated !== undefined ? { calibration: calibrated.record } : {}),
+      bitsPerWeight: bitsPerWeight(records, outputBytes),
       ...(pruned > 0
         ? { sparsity: { tensors: pruned, prunedWeights: records.reduce((n, r) => n + (r.pruned === undefined ? 0 : r.pruned.total - r.pruned.kept), 0), globalSparsity: globalSparsity(entries) } }
         : {}),
@@ -427,6 +466,21 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
   } finally {
     await source.close();
   }
+}
+
+function bitsPerWeight(records: readonly TensorRecord[], fileBytes: number): CompressReport['bitsPerWeight'] {
+  let qBytes = 0;
+  let qWeights = 0;
+  let weights = 0;
+  for (const r of records) {
+    const n = r.shape.reduce((a, d) => a * d, 1);
+    weights += n;
+    if (r.method === 'quantize') {
+      qBytes += r.bytesOut;
+      qWeights += n;
+    }
+  }
+  return { quantized: qWeights === 0 ? undefined : (qBytes * 8) / qWeights, file: weights === 0 ? 0 : (fileBytes * 8) / weights };
 }
 
 function planInputOf(t: SourceTensor): { name: string; shape: readonly number[]; floatDtype: FloatDType | undefined; storage: string } {
@@ -462,7 +516,7 @@ function imatrixFor(src: ImportanceSource, m: Imatrices): ImportanceMatrix | und
 }
 
 function imatrixName(m: ImportanceMatrix): string {
-  return m.source?.path ?? '(in memory)';
+  return m.source?.path ?? (m.datasets[0] !== undefined ? `calibration ${m.datasets[0]}` : '(in memory)');
 }
 
 /**
@@ -855,7 +909,7 @@ async function compressOne(e: Entry, input: Uint8Array, take: (n: number) => Uin
     if (ro.countZeros) countZerosInto(e, out, a.dtype);
     return { kind: 'raw', bytes: out };
   }
-  if (a.kind === 'lowrank') return lowRankOne(e, input, take, ro, from, a.options);
+  if (a.kind === 'lowrank') return lowRankOne(e, input, take, ro, from, a);
   if (a.kind === 'prune') return pruneOne(e, input, take, ro, from, a);
   const t = viewStored(e.src, input) as Tensor;
   const o = a.options;
@@ -1010,14 +1064,15 @@ function lowRankPlanRank(src: SourceTensor, o: Record<string, unknown>): number 
 }
 
 /** Factors W ≈ left · right (into pool buffers) and converts them to the source's dtype. */
-async function lowRankOne(e: Entry, input: Uint8Array, take: (n: number) => Uint8Array, ro: RunOptions, dtype: FloatDType, o: Record<string, unknown>): Promise<Result> {
+async function lowRankOne(e: Entry, input: Uint8Array, take: (n: number) => Uint8Array, ro: RunOptions, dtype: FloatDType, a: Extract<TensorAction, { kind: 'lowrank' }>): Promise<Result> {
+  const o = a.options;
   const w = viewStored(e.src, input) as Tensor;
   const [left, right] = e.st as [PlannedTensor, PlannedTensor];
   const rank = left.shape[1] as number;
   const { ratio: _ratio, energy: _energy, ...rest } = o;
   const f32 = (shape: readonly number[]): Tensor<'f32'> => Tensor.from(take(shape.reduce((x, d) => x * d, 1) * 4), shape, 'f32');
   const out = { left: f32(left.shape), right: f32(right.shape) };
-  const r = await lowRank(w, { ...rest, rank, out, ...(ro.threads !== undefined ? { threads: ro.threads } : {}) });
+  const r = await lowRank(w, { ...rest, rank, out, ...(a.whiten !== undefined ? { whiten: a.whiten } : {}), ...(ro.threads !== undefined ? { threads: ro.threads } : {}) });
   const parts = await Promise.all(
     [r.left, r.right].map(async (f) => {
       const bytes = new Uint8Array(f.data.buffer, f.data.byteOffset, f.data.byteLength);

@@ -8,6 +8,8 @@ import type { GGMLTypeName } from '../formats/gguf-types';
 import { GGML_QUANT_FORMATS, hasMseSearch, QUANT_FORMATS, type FloatDType, type QuantFormat, type QuantizeOptions } from '../quantize';
 import { parsePattern } from '../sparsity';
 import { blockFallback, GGUF_MIXES, isMixName, MIX_NAMES, type MixChoice, type MixName } from './gguf-mix';
+import type { ActivationStats, LayerInputStats } from '../calibrate/stats';
+import type { Whitening } from '../lowrank';
 
 /** What a compressed model is written as. */
 export type OutputFormat = 'gguf' | 'compressed-tensors' | 'safetensors';
@@ -30,6 +32,20 @@ export const PRUNE_LAYOUTS: readonly PruneLayout[] = ['dense', 'sparse-24-bitmas
 export type RecipeMethod = 'quantize' | 'prune' | 'lowrank' | 'keep';
 const METHODS: readonly RecipeMethod[] = ['quantize', 'prune', 'lowrank', 'keep'];
 
+/**
+ * What a rule needs from calibration: nothing, the per-column sums (Σx²,
+ * Σ|x|) or the input Hessian too. compressModel runs the calibration only
+ * when some rule needs it, collecting Hessians only for the inputs of the
+ * tensors whose rule asks for one. A method that reads activation
+ * statistics adds its entry here.
+ */
+export const METHOD_STATS: Record<RecipeMethod, (options: Record<string, unknown>) => 'none' | 'columns' | 'hessian'> = {
+  quantize: (o) => (o.importance === false ? 'none' : 'columns'),
+  prune: (o) => (o.score === 'magnitude' || (typeof o.score === 'object' && o.score !== null) ? 'none' : 'columns'),
+  lowrank: (o) => (o.whiten === 'none' ? 'none' : o.whiten === 'asvd' ? 'columns' : 'hessian'),
+  keep: () => 'none',
+};
+
 /** One rule: tensors whose name matches get `method` with `options`. The first matching rule wins. */
 export interface RecipeRule {
   /**
@@ -44,9 +60,12 @@ export interface RecipeRule {
    *   mix: a llama.cpp file type ('q4_k_m', …): each tensor gets the type llama-quantize gives it in that mix
    *   importance: { file } (an imatrix for this rule's tensors) or false (none, even when compressModel has one)
    * keep: { dtype?: 'f32' | 'f16' | 'bf16' } (convert float tensors)
-   * prune: { pattern?: 'N:M' (default '2:4'), score?: 'magnitude' | { activationNorms: { [tensor]: number[] } },
+   *   with calibration statistics and no imatrix, weighted by each column's mean x² (imatrix importance)
+   * prune: { pattern?: 'N:M' (default '2:4'), score?: 'magnitude' | 'wanda' | { activationNorms: { [tensor]: number[] } },
    *          layout?: 'dense' (default) | 'sparse-24-bitmask' }
-   * lowrank: { rank | energy | ratio, ... }
+   *   score unset: Wanda (‖x_j‖₂ from calibration) when there are calibration statistics, else magnitude
+   * lowrank: { rank | ratio, whiten?: 'auto' | 'hessian' | 'asvd' | 'none', alpha?: number (ASVD exponent, default 0.5), ... }
+   *   whiten 'auto' (default): SVD-LLM whitening with the input Hessian when calibration gives one, else none
    */
   options?: Record<string, unknown>;
 }
@@ -65,6 +84,26 @@ export interface Recipe {
   search?: 'none' | 'mse';
   /** safetensors outputs: largest shard in bytes (default: one file). */
   maxShardBytes?: number;
+  /**
+   * Calibration data for the activation-aware methods (imatrix-weighted
+   * quantize, Wanda, ASVD / SVD-LLM whitening): the model is run over it
+   * before compressing. Without text or tokens the recipe only asks for
+   * calibration: compressModel's `calibration` (CLI --calibrate-text /
+   * --calibrate-tokens) or an imatrix must supply it.
+   */
+  calibration?: CalibrationSpec;
+}
+
+/** Where calibration statistics come from (see Recipe.calibration). */
+export interface CalibrationSpec {
+  /** A UTF-8 text file, tokenized with the model's tokenizer as llama-imatrix does. */
+  text?: string;
+  /** A token file (little-endian int32 ids) or the ids themselves. */
+  tokens?: string | readonly number[];
+  /** Tokens per chunk. Default 512 (llama-imatrix's), at most the model's context. */
+  ctx?: number;
+  /** Most chunks (default: all whole chunks). */
+  chunks?: number;
 }
 
 // Name patterns of the tensors llama-quantize treats specially, in GGUF
@@ -133,6 +172,12 @@ export const PRESETS: Readonly<Record<string, Recipe>> = {
   q3_k_l: mixPreset('q3_k_l', 'Q3_K, attn_v, attn_output and ffn_down Q5_K, output head Q6_K'),
   q4_k_s: mixPreset('q4_k_s', 'Q4_K, attn_v Q5_K (first four), ffn_down Q5_K in the first eighth, output head Q6_K'),
   q4_k_m: mixPreset('q4_k_m', 'Q4_K, attn_v and ffn_down Q6_K on the layers use_more_bits picks (first and last eighth, every third between), output head Q6_K'),
+  'q4_k_m-imatrix': {
+    ...mixPreset('q4_k_m', 'Q4_K, attn_v and ffn_down Q6_K on the layers use_more_bits picks, output head Q6_K'),
+    name: 'q4_k_m-imatrix',
+    description: 'GGUF Q4_K_M as llama-quantize --imatrix makes it, the importance from calibration: needs calibration data (--calibrate-text / --calibrate-tokens) or an --imatrix',
+    calibration: {},
+  },
   q5_k_s: mixPreset('q5_k_s', 'Q5_K, output head Q6_K'),
   q5_k_m: mixPreset('q5_k_m', 'Q5_K, attn_v and ffn_down Q6_K on the layers use_more_bits picks, output head Q6_K'),
   q6_k: mixPreset('q6_k', 'Q6_K everywhere it fits'),
@@ -190,14 +235,18 @@ export interface ResolvedRecipe {
   maxShardBytes: number | undefined;
   /** The llama-quantize mix its quantize rules use, if any (one per recipe): GGUF output as llama-quantize writes it. */
   mix: MixName | undefined;
+  /** The recipe's calibration (its own fields over the extended preset's). */
+  calibration: CalibrationSpec | undefined;
 }
 
 const QUANT_OPTION_KEYS = ['format', 'mix', 'groupSize', 'symmetric', 'search', 'scaleDtype', 'importance'];
 const KEEP_OPTION_KEYS = ['dtype'];
 const PRUNE_OPTION_KEYS = ['pattern', 'score', 'layout'];
+const CALIBRATION_KEYS = ['text', 'tokens', 'ctx', 'chunks'];
+const WHITEN = ['auto', 'hessian', 'asvd', 'none'];
 const FLOAT_DTYPES: readonly FloatDType[] = ['f32', 'f16', 'bf16'];
 const GGUF_QUANTS: readonly QuantFormat[] = GGML_QUANT_FORMATS;
-const RECIPE_KEYS = ['name', 'description', 'extends', 'format', 'target', 'rules', 'search', 'maxShardBytes'];
+const RECIPE_KEYS = ['name', 'description', 'extends', 'format', 'target', 'rules', 'search', 'maxShardBytes', 'calibration'];
 
 function checkKeys(o: Record<string, unknown>, known: readonly string[], where: string): void {
   for (const k of Object.keys(o)) if (!known.includes(k)) throw new SlimTensorError(`${where}: unknown key ${JSON.stringify(k)}; known: ${known.join(', ')}`, 'ERR_VALUE');
@@ -248,6 +297,9 @@ function compileRule(r: unknown, label: string, search: unknown): CompiledRule {
     options.score = compileScore(options.score, label);
     options.layout ??= 'dense';
     if (!PRUNE_LAYOUTS.includes(options.layout as PruneLayout)) throw new SlimTensorError(`recipe ${label}: prune options.layout must be one of ${PRUNE_LAYOUTS.join(', ')}; got ${JSON.stringify(options.layout)}`, 'ERR_VALUE');
+  } else if (method === 'lowrank') {
+    if (options.whiten !== undefined && !WHITEN.includes(options.whiten as string)) throw new SlimTensorError(`recipe ${label}: lowrank options.whiten must be one of ${WHITEN.join(', ')}; got ${JSON.stringify(options.whiten)}`, 'ERR_VALUE');
+    if (options.alpha !== undefined && !(typeof options.alpha === 'number' && options.alpha > 0 && options.alpha <= 4)) throw new SlimTensorError(`recipe ${label}: lowrank options.alpha must be a number in (0, 4]; got ${JSON.stringify(options.alpha)}`, 'ERR_VALUE');
   } else if (method === 'keep') {
     checkKeys(options, KEEP_OPTION_KEYS, `recipe ${label} options`);
     if (options.dtype !== undefined && !FLOAT_DTYPES.includes(options.dtype as FloatDType)) throw new SlimTensorError(`recipe ${label}: keep options.dtype must be f32, f16 or bf16`, 'ERR_VALUE');
@@ -273,13 +325,18 @@ export function parsePrunePattern(p: unknown, where: string): { n: number; m: nu
   return parsePattern(p, where, 'prune options.pattern');
 }
 
-/** How a prune rule ranks weights: magnitude, or Wanda with one norm vector per tensor name. */
-export type PruneScore = 'magnitude' | { activationNorms: ReadonlyMap<string, Float32Array> };
+/**
+ * How a prune rule ranks weights: magnitude; Wanda from calibration
+ * statistics ('wanda'; 'auto', the default, when there are statistics, else
+ * magnitude); or Wanda with one norm vector per tensor name.
+ */
+export type PruneScore = 'magnitude' | 'wanda' | 'auto' | { activationNorms: ReadonlyMap<string, Float32Array> };
 
 function compileScore(score: unknown, label: string): PruneScore {
-  if (score === undefined || score === 'magnitude') return 'magnitude';
+  if (score === undefined || score === 'auto') return 'auto';
+  if (score === 'magnitude' || score === 'wanda') return score;
   const where = `recipe ${label}: prune options.score`;
-  if (typeof score !== 'object' || score === null || Array.isArray(score)) throw new SlimTensorError(`${where} must be 'magnitude' or { activationNorms: { <tensor name>: [norm per input channel] } }`, 'ERR_VALUE');
+  if (typeof score !== 'object' || score === null || Array.isArray(score)) throw new SlimTensorError(`${where} must be 'magnitude', 'wanda' or { activationNorms: { <tensor name>: [norm per input channel] } }`, 'ERR_VALUE');
   checkKeys(score as Record<string, unknown>, ['activationNorms'], where);
   const norms = (score as { activationNorms?: unknown }).activationNorms;
   if (norms instanceof Map) return { activationNorms: norms as ReadonlyMap<string, Float32Array> };
@@ -292,6 +349,42 @@ function compileScore(score: unknown, label: string): PruneScore {
     map.set(name, v instanceof Float32Array ? v : Float32Array.from(v as number[]));
   }
   return { activationNorms: map };
+}
+
+function count(v: unknown, where: string, min: number): number | undefined {
+  if (v === undefined) return undefined;
+  if (!Number.isSafeInteger(v) || (v as number) < min) throw new SlimTensorError(`${where} must be an integer >= ${min}, got ${JSON.stringify(v)}`, 'ERR_VALUE');
+  return v as number;
+}
+
+/** Validates a calibration spec (a recipe's or compressModel's). */
+export function compileCalibration(c: unknown, where: string): CalibrationSpec | undefined {
+  if (c === undefined) return undefined;
+  if (typeof c !== 'object' || c === null || Array.isArray(c)) throw new SlimTensorError(`${where} must be an object { text | tokens, ctx?, chunks? }`, 'ERR_VALUE');
+  checkKeys(c as Record<string, unknown>, CALIBRATION_KEYS, where);
+  const o = c as Record<string, unknown>;
+  if (o.text !== undefined && o.tokens !== undefined) throw new SlimTensorError(`${where}: give text or tokens, not both`, 'ERR_VALUE');
+  if (o.text !== undefined && (typeof o.text !== 'string' || o.text === '')) throw new SlimTensorError(`${where}.text must be the path of a text file`, 'ERR_VALUE');
+  const tokens = o.tokens;
+  if (tokens !== undefined && !(typeof tokens === 'string' && tokens !== '') && !(Array.isArray(tokens) && tokens.every((t) => Number.isInteger(t)))) {
+    throw new SlimTensorError(`${where}.tokens must be the path of a token file (little-endian int32 ids) or an array of integer ids`, 'ERR_VALUE');
+  }
+  const ctx = count(o.ctx, `${where}.ctx`, 1);
+  const chunks = count(o.chunks, `${where}.chunks`, 1);
+  return {
+    ...(o.text !== undefined ? { text: o.text as string } : {}),
+    ...(tokens !== undefined ? { tokens: tokens as string | number[] } : {}),
+    ...(ctx !== undefined ? { ctx } : {}),
+    ...(chunks !== undefined ? { chunks } : {}),
+  };
+}
+
+/** `over`'s fields on top of `base`'s (giving text drops base's tokens and the other way round). */
+export function mergeCalibration(base: CalibrationSpec | undefined, over: CalibrationSpec | undefined): CalibrationSpec | undefined {
+  if (base === undefined) return over;
+  if (over === undefined) return base;
+  const input = over.text !== undefined || over.tokens !== undefined ? {} : { ...(base.text !== undefined ? { text: base.text } : {}), ...(base.tokens !== undefined ? { tokens: base.tokens } : {}) };
+  return { ...base, ...input, ...over, ...(over.text !== undefined ? { tokens: undefined } : {}), ...(over.tokens !== undefined ? { text: undefined } : {}) };
 }
 
 /**
@@ -335,12 +428,14 @@ export function resolveRecipe(recipe: Recipe | string): ResolvedRecipe {
   if (recipe.target !== undefined && !TARGETS.includes(recipe.target)) throw new SlimTensorError(`recipe: target must be one of ${TARGETS.join(', ')}; got ${JSON.stringify(recipe.target)}`, 'ERR_VALUE');
   let format = recipe.format;
   let target = recipe.target;
+  let calibration = compileCalibration(recipe.calibration, 'recipe: calibration');
   if (recipe.extends !== undefined) {
     const base = PRESETS[recipe.extends];
     if (base === undefined || !Object.prototype.hasOwnProperty.call(PRESETS, recipe.extends)) throw new SlimTensorError(`recipe: extends names unknown preset ${JSON.stringify(recipe.extends)}; presets: ${PRESET_NAMES.join(', ')}`, 'ERR_VALUE');
     rules.push(...(base.rules ?? []).map((r, i) => compileRule(r, `preset ${recipe.extends} rule #${i + 1}`, recipe.search)));
     format ??= base.format;
     target ??= base.target;
+    calibration = mergeCalibration(compileCalibration(base.calibration, `preset ${recipe.extends}: calibration`), calibration);
   }
   if (rules.length === 0) throw new SlimTensorError('recipe: no rules (give rules, or extends a preset)', 'ERR_VALUE');
   refusePruneWithQuantize(rules);
@@ -349,7 +444,7 @@ export function resolveRecipe(recipe: Recipe | string): ResolvedRecipe {
   const other = mixRules.find((r) => r.options.mix !== mix);
   if (other !== undefined) throw new SlimTensorError(`recipe ${(mixRules[0] as CompiledRule).label} uses mix ${String(mix)} and ${other.label} mix ${String(other.options.mix)}: a file is one llama.cpp file type; use one mix and format rules for the exceptions`, 'ERR_VALUE');
   if (mix !== undefined && format !== undefined && format !== 'gguf') throw new SlimTensorError(`recipe: mix ${mix} is a GGUF file type; the recipe writes ${format}`, 'ERR_VALUE');
-  const resolved: ResolvedRecipe = { name: recipe.name ?? recipe.extends ?? 'custom', format: format ?? (mix !== undefined ? 'gguf' : undefined), target: target ?? 'transformers', rules, maxShardBytes: recipe.maxShardBytes, mix };
+  const resolved: ResolvedRecipe = { name: recipe.name ?? recipe.extends ?? 'custom', format: format ?? (mix !== undefined ? 'gguf' : undefined), target: target ?? 'transformers', rules, maxShardBytes: recipe.maxShardBytes, mix, calibration };
   checkTarget(resolved);
   return resolved;
 }
@@ -389,7 +484,12 @@ export type TensorAction =
       /** The rule's importance source (undefined: compressModel's imatrix, if any; false: none). */
       importance?: ImportanceSource;
     }
-  | { kind: 'lowrank'; options: Record<string, unknown> }
+  | {
+      kind: 'lowrank';
+      options: Record<string, unknown>;
+      /** Activation-aware factorization from calibration statistics (SVD-LLM gram or ASVD scale); undefined: plain SVD. */
+      whiten?: Whitening;
+    }
   | {
       kind: 'prune';
       /** 'N:M', normalised. */
@@ -410,6 +510,8 @@ export type TensorAction =
 export interface PlanContext {
   /** The recipe's mix (ResolvedRecipe.mix) planned over the whole model: planMix in gguf-mix.ts. */
   mix?: ReadonlyMap<string, MixChoice>;
+  /** Calibration statistics of the linear layers' inputs (lib/calibrate), by tensor name as the pipeline sees it. */
+  activationStats?: ActivationStats;
 }
 
 export interface TensorPlan {
@@ -446,8 +548,8 @@ export function planTensor(t: PlanInput, recipe: ResolvedRecipe, format: OutputF
   if (t.floatDtype === undefined) return { ...base, action: { kind: 'keep', reason: `stored as ${t.storage}${t.storage.startsWith('Q') ? ' (already quantized)' : ''}: only F32/F16/BF16 tensors are compressed` } };
   if (t.shape.length < 2) return { ...base, action: { kind: 'keep', reason: `${t.shape.length}-D: only matrices are compressed` } };
   if (t.shape.some((d) => d === 0)) return { ...base, action: { kind: 'keep', reason: 'empty tensor' } };
-  if (rule.method === 'lowrank') return { ...base, action: { kind: 'lowrank', options: rule.options } };
-  if (rule.method === 'prune') return planPrune(t, rule, format, base);
+  if (rule.method === 'lowrank') return planLowRank(t, rule, ctx, base);
+  if (rule.method === 'prune') return planPrune(t, rule, format, base, ctx);
 
   const o = rule.options as Omit<QuantizeOptions, 'importance'> & { mix?: MixName; importance: ImportanceSource } & Record<string, unknown>;
   const cols = t.shape[t.shape.length - 1] as number;
@@ -514,7 +616,50 @@ function planGguf(
   return { ...base, action: { kind: 'quantize', options, ...(o.importance !== undefined ? { importance: o.importance } : {}) }, ...fb };
 }
 
-function planPrune(t: PlanInput, rule: CompiledRule, format: OutputFormat, base: { name: string; rule: string | undefined }): TensorPlan {
+/** A tensor's calibration statistics, checked against its input width (ERR_SHAPE: statistics of another model). */
+export function statsFor(t: PlanInput, ctx: PlanContext, label: string): LayerInputStats | undefined {
+  const s = ctx.activationStats?.get(t.name);
+  if (s === undefined) return undefined;
+  const cols = t.shape[t.shape.length - 1] as number;
+  if (s.width !== cols) throw new SlimTensorError(`recipe ${label}: the calibration statistics of '${t.name}' are ${s.width} wide; the tensor has ${cols} input channels (shape ${shapeText(t.shape)}) — statistics of another model?`, 'ERR_SHAPE');
+  return s;
+}
+
+/** Wanda's per-input-channel norm ‖x_j‖₂ = sqrt(Σ x_j²). */
+export function wandaNorms(s: LayerInputStats): Float32Array {
+  return s.sumSquares.map(Math.sqrt);
+}
+
+/** ASVD's scale per input column: (mean |x_j|)^alpha, columns that saw nothing given the smallest positive scale. */
+export function asvdScale(s: LayerInputStats, alpha: number): Float32Array {
+  const out = new Float32Array(s.width);
+  let min = Infinity;
+  for (let j = 0; j < s.width; j++) {
+    const v = Math.pow((s.sumAbs[j] as number) / Math.max(1, s.rows), alpha);
+    out[j] = v;
+    if (v > 0 && v < min) min = v;
+  }
+  const floor = Number.isFinite(min) ? min : 1;
+  for (let j = 0; j < s.width; j++) if (!((out[j] as number) > 0)) out[j] = floor;
+  return out;
+}
+
+function planLowRank(t: PlanInput, rule: CompiledRule, ctx: PlanContext, base: { name: string; rule: string | undefined }): TensorPlan {
+  const { whiten: mode = 'auto', alpha = 0.5, ...options } = rule.options;
+  const s = mode === 'none' ? undefined : statsFor(t, ctx, rule.label);
+  if (mode !== 'auto' && mode !== 'none' && s === undefined) {
+    throw new SlimTensorError(`recipe ${rule.label}: lowrank whiten '${String(mode)}' of '${t.name}' needs calibration statistics of its input (recipe calibration, --calibrate-text / --calibrate-tokens)`, 'ERR_VALUE');
+  }
+  let whiten: Whitening | undefined;
+  if (s !== undefined) {
+    if (mode === 'asvd' || (mode === 'auto' && s.hessian === undefined)) whiten = { activationScale: asvdScale(s, alpha as number) };
+    else if (s.hessian !== undefined) whiten = { gram: s.hessian };
+    else throw new SlimTensorError(`recipe ${rule.label}: lowrank whiten 'hessian' of '${t.name}': the calibration statistics hold no Hessian for it`, 'ERR_VALUE');
+  }
+  return { ...base, action: { kind: 'lowrank', options, ...(whiten !== undefined ? { whiten } : {}) } };
+}
+
+function planPrune(t: PlanInput, rule: CompiledRule, format: OutputFormat, base: { name: string; rule: string | undefined }, ctx: PlanContext): TensorPlan {
   const pattern = rule.options.pattern as string;
   const { n, m } = parsePrunePattern(pattern, `recipe ${rule.label}`);
   const cols = t.shape[t.shape.length - 1] as number;
@@ -524,7 +669,11 @@ function planPrune(t: PlanInput, rule: CompiledRule, format: OutputFormat, base:
   }
   const score = rule.options.score as PruneScore;
   let activationNorms: Float32Array | undefined;
-  if (score !== 'magnitude') {
+  if (score === 'wanda' || score === 'auto') {
+    const s = statsFor(t, ctx, rule.label);
+    if (s !== undefined) activationNorms = wandaNorms(s);
+    else if (score === 'wanda') throw new SlimTensorError(`recipe ${rule.label} prunes '${t.name}' by Wanda scores, which need calibration statistics of its input (recipe calibration, --calibrate-text / --calibrate-tokens); none cover it`, 'ERR_VALUE');
+  } else if (score !== 'magnitude') {
     activationNorms = score.activationNorms.get(t.name);
     if (activationNorms === undefined) throw new SlimTensorError(`recipe ${rule.label} prunes '${t.name}' by Wanda scores, but options.score.activationNorms has no entry for it`, 'ERR_VALUE');
     if (activationNorms.length !== cols) throw new SlimTensorError(`recipe ${rule.label}: options.score.activationNorms['${t.name}'] has ${activationNorms.length} norms; the tensor has ${cols} input channels (shape ${shapeText(t.shape)})`, 'ERR_SHAPE');
