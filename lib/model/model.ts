@@ -666,7 +666,7 @@ async function loadNative(
 }
 
 /** The tokenizer a plan's files describe (GGUF metadata, or the folder's tokenizer files), or why there is none. */
-async function tokenizerOf(plan: ModelPlan): Promise<{ tokenizer: Tokenizer | undefined; error: string | undefined }> {
+export async function tokenizerOf(plan: ModelPlan): Promise<{ tokenizer: Tokenizer | undefined; error: string | undefined }> {
   try {
     let t: Tokenizer | undefined;
     if (plan.ggufMetadata?.has('tokenizer.ggml.model')) t = tokenizerFromGguf(plan.ggufMetadata);
