@@ -6,7 +6,7 @@ import { expect } from 'chai';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { loadModel, quantize, Tensor, type ActivationBatch } from '../lib/index';
+import { dequantize, loadModel, quantize, Tensor, type ActivationBatch } from '../lib/index';
 import { GGUFReader } from '../lib/formats/gguf';
 import { planModel, type ModelPlan } from '../lib/model/load';
 import { ModelBlock } from '../lib/model/model';
@@ -92,6 +92,15 @@ describe('ModelBlock (one block alone)', function () {
       norm = Math.max(norm, Math.abs(base[i] as number));
     }
     expect(diff).to.be.above(0).and.below(0.01 * norm);
+    // int4 with zero points (compressed-tensors packing on the way) runs as its dequantized values
+    const up = await weight('blk.0.ffn_up.weight');
+    const q4 = await quantize(up, { format: 'int4', groupSize: 32, symmetric: false });
+    const asQ = await run(new Map([['blk.0.ffn_up.weight', q4]]));
+    const asF = await run(new Map([['blk.0.ffn_up.weight', await dequantize(q4)]]));
+    let d4 = 0;
+    for (let i = 0; i < asQ.length; i++) d4 = Math.max(d4, Math.abs((asQ[i] as number) - (asF[i] as number)));
+    expect(d4).to.be.below(1e-4 * norm);
+    expect(Array.from(asQ)).to.not.deep.equal(Array.from(base));
     expect(await fsp.readdir(tmp)).to.deep.equal([]); // the replacements' file is gone
   });
 
