@@ -21,6 +21,7 @@ async function main(): Promise<void> {
   const c = calibrationChunks(await readTokenFile(tokens), tokenizer, { ctx: Number(ctx), chunks: Number(chunks) });
   let hessianBytes = 0;
   const blockSeconds: number[] = [];
+  const blockRss: number[] = [];
   let tb = performance.now();
   const stats = await calibrateSequential(plan, c, {
     hessian: hessian === '1',
@@ -28,13 +29,15 @@ async function main(): Promise<void> {
     onBlock: (b) => {
       const per = [...new Set(b.stats.values())].reduce((n, s) => n + (s.hessian?.byteLength ?? 0), 0);
       hessianBytes = Math.max(hessianBytes, per);
+      blockRss.push(process.memoryUsage.rss());
+      if (process.env.CALIBRATE_CHILD_GC === '1') (globalThis as { gc?: () => void }).gc?.();
       const now = performance.now();
       blockSeconds.push((now - tb) / 1000);
       tb = now;
     },
   });
   const seconds = (performance.now() - t0) / 1000;
-  process.stdout.write(`${JSON.stringify({ seconds, blocks: plan.hparams.blockCount, entries: stats.size, tokens: c.length * Number(ctx), blockHessianBytes: hessianBytes, blockSeconds, maxRss: process.resourceUsage().maxRSS * 1024 })}\n`);
+  process.stdout.write(`${JSON.stringify({ seconds, blocks: plan.hparams.blockCount, entries: stats.size, tokens: c.length * Number(ctx), blockHessianBytes: hessianBytes, blockSeconds, blockRss, maxRss: process.resourceUsage().maxRSS * 1024 })}\n`);
 }
 
 main().catch((e: unknown) => {

@@ -23,6 +23,9 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include "../cpu.h"
 #include "../quant/quant.h"
@@ -151,7 +154,16 @@ struct State {
 };
 
 Model::Model() = default;
-Model::~Model() = default;
+Model::~Model() {
+  team_.reset();
+  s_.reset();
+#if defined(__GLIBC__)
+  // glibc keeps freed buffers under its (raised) mmap threshold in the
+  // arenas of the threads that loaded them; a sequential pass frees a
+  // block's worth per block, which would pile up: give it back.
+  malloc_trim(0);
+#endif
+}
 
 namespace {
 
