@@ -8,6 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { dequantize, loadModel, quantize, Tensor, type ActivationBatch } from '../lib/index';
 import { GGUFReader } from '../lib/formats/gguf';
+import { GGUFWriter } from '../lib/formats/gguf-writer';
 import { planModel, type ModelPlan } from '../lib/model/load';
 import { ModelBlock } from '../lib/model/model';
 import { rejected } from './support/assert';
@@ -102,6 +103,45 @@ describe('ModelBlock (one block alone)', function () {
     expect(d4).to.be.below(1e-4 * norm);
     expect(Array.from(asQ)).to.not.deep.equal(Array.from(base));
     expect(await fsp.readdir(tmp)).to.deep.equal([]); // the replacements' file is gone
+  });
+
+  it("Llama 3's rope_freqs (a global tensor) reach every block alone", async () => {
+    // stories260K plus rope frequency factors (head_dim 8: 4 of them)
+    const file = path.join(tmp, 'rope-freqs.gguf');
+    const g = await GGUFReader.open(MODEL);
+    try {
+      const tensors = [{ name: 'rope_freqs.weight', shape: [4], type: 'F32' as const }, ...g.tensors.map((t) => ({ name: t.name, shape: t.shape, type: t.type as 'F32' }))];
+      const w = await GGUFWriter.create(file, { entries: g.entries, tensors });
+      await w.write('rope_freqs.weight', Float32Array.of(1, 3, 9, 40));
+      for (const t of g.tensors) await w.write(t.name, await g.readTensorBytes(t));
+      await w.close();
+    } finally {
+      await g.close();
+    }
+    const last = async (p: string): Promise<Float32Array> => {
+      const m = await loadModel(p, { activations: 'f32' });
+      let x = new Float32Array(0);
+      try {
+        await m.forward(TOKENS, { logits: 'none', activationSites: ['ffn_down'], onActivation: (b) => void (b.layer === 4 && (x = b.data.slice())) });
+      } finally {
+        await m.dispose();
+      }
+      return x;
+    };
+    const whole = await last(file);
+    expect(Array.from(whole)).to.not.deep.equal(Array.from(await last(MODEL))); // the factors matter
+    const p = await planModel(file);
+    let h: Float32Array | undefined;
+    let x = new Float32Array(0);
+    for (let l = 0; l < 5; l++) {
+      const b = await ModelBlock.load(p, l, { embedding: l === 0, activations: 'f32' });
+      try {
+        h = await b.run(h ? { hidden: h } : { tokens: TOKENS }, { activationSites: ['ffn_down'], onActivation: (a) => void (l === 4 && (x = a.data.slice())) });
+      } finally {
+        b.dispose();
+      }
+    }
+    expect(Buffer.from(x.buffer).equals(Buffer.from(whole.buffer))).to.equal(true);
   });
 
   it('errors name what is wrong', async () => {

@@ -496,6 +496,8 @@ export class ModelBlock {
     // The native model counts blocks from 0: this block is its block 0.
     const tensors = own.map((t) => ({ ...(replace.has(t.name) ? replacementSpec(t, replace.get(t.name) as BlockWeight, where, parts, at, files.length) : t), layer: 0 }));
     if (embedding) tensors.unshift(plan.tensors.find((t) => t.slot === 0) as TensorSpec);
+    // Llama 3's rope frequency factors (a global tensor in GGUF) shape every block's RoPE.
+    tensors.push(...plan.tensors.filter((t) => t.slot === 3));
     let tmp: string | undefined;
     try {
       if (parts.length > 0) {
