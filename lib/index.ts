@@ -143,6 +143,8 @@ export {
   type OutputFormat,
   type Target,
   type PruneLayout,
+  type CalibrationSpec,
+  type CalibrationRecord,
   GGUF_MIXES,
   MIX_NAMES,
   type MixName,

@@ -13,7 +13,8 @@ import { loadModel } from '../lib/model/model';
 import { writeTokenFile } from '../lib/model/tokens';
 import { compressModel, type CompressReport } from '../lib/pipeline/compress';
 import { renderCompressReport } from '../lib/cli/model-commands';
-import { pruneRecipe, type Recipe } from '../lib/pipeline/recipe';
+import { mergeCalibration, pruneRecipe, resolveRecipe, type Recipe } from '../lib/pipeline/recipe';
+import { SlimTensorError } from '../lib/errors';
 import { dequantize, QuantizedTensor } from '../lib/quantize';
 import { Tensor } from '../lib/tensor';
 import { bytesOf, rejected } from './support/assert';
@@ -96,12 +97,13 @@ describe('calibrate: statistics in the pipeline', function () {
     });
   }
 
-  it('a calibration run from a token file gives the bytes the same statistics give (calibrate() on the same chunks)', async () => {
+  it("a recipe's calibration run from a token file gives the bytes the same statistics give (calibrate() on the same chunks)", async () => {
     const recipe: Recipe = { format: 'gguf', rules: [{ match: 'blk.*', method: 'quantize', options: { format: 'q4_1' } }] };
     const a = path.join(tmp, 'run.gguf');
     const b = path.join(tmp, 'given.gguf');
     const progress: number[] = [];
-    const ra = await compressModel({ input: STORIES, output: a, recipe, calibration: { tokens: TOKENS_FILE, ctx: 128, chunks: 4 }, onCalibrationProgress: (p) => progress.push(p.chunk) });
+    // the recipe's own calibration (the q4_k_m-imatrix test below gives compressModel's)
+    const ra = await compressModel({ input: STORIES, output: a, recipe: { ...recipe, calibration: { tokens: TOKENS_FILE, ctx: 128, chunks: 4 } }, onCalibrationProgress: (p) => progress.push(p.chunk) });
     await compressModel({ input: STORIES, output: b, recipe, activationStats: stats });
     expect(progress).to.deep.equal([1, 2, 3, 4]);
     expect(ra.calibration).to.include({ source: TOKENS_FILE, chunks: 4, ctx: 128, tokens: 512, inputs: 20, hessians: 0 });
@@ -115,7 +117,9 @@ describe('calibrate: statistics in the pipeline', function () {
     const fromStats = path.join(tmp, 'wanda-stats.gguf');
     const explicit = path.join(tmp, 'wanda-explicit.gguf');
     const magnitude = path.join(tmp, 'magnitude.gguf');
-    await compressModel({ input: STORIES, output: fromStats, recipe: pruneRecipe('2:4'), activationStats: stats });
+    const r = await compressModel({ input: STORIES, output: fromStats, recipe: pruneRecipe('2:4'), activationStats: stats });
+    expect(r.imatrix).to.equal(undefined); // no quantize rule: no imatrix in the report
+    expect(r.calibration?.inputs).to.equal(20);
     const norms: Record<string, number[]> = {};
     for (const [name, s] of stats) norms[name] = Array.from(s.sumSquares, (v) => Math.sqrt(v));
     const rule = { match: 'blk.*.weight', method: 'prune' as const, options: { pattern: '2:4', score: { activationNorms: norms } } };
@@ -199,6 +203,24 @@ describe('calibrate: statistics in the pipeline', function () {
     expect(e.message).to.contain('by Wanda scores, which need calibration statistics');
     expect(existsSync(out)).to.equal(false);
     expect((await fsp.readdir(tmp)).filter((f) => f.includes('.tmp'))).to.deep.equal([]);
+  });
+
+  it('recipe calibration: validated, merged over the extended preset and under compressModel\'s', () => {
+    expect(resolveRecipe({ extends: 'q4_k_m-imatrix', calibration: { tokens: 'a.tokens', ctx: 64 } }).calibration).to.deep.equal({ tokens: 'a.tokens', ctx: 64 });
+    expect(resolveRecipe('q4_k_m-imatrix').calibration).to.deep.equal({});
+    expect(resolveRecipe('q4_k_m').calibration).to.equal(undefined);
+    expect(mergeCalibration({ text: 'a.txt', ctx: 8, chunks: 3 }, { tokens: [1, 2] })).to.deep.equal({ tokens: [1, 2], ctx: 8, chunks: 3 });
+    expect(mergeCalibration({ text: 'a.txt', ctx: 8 }, { ctx: 16 })).to.deep.equal({ text: 'a.txt', ctx: 16 });
+    for (const [calibration, message] of [
+      [{ text: 'a', tokens: 'b' }, 'give text or tokens, not both'],
+      [{ tokens: [1, 2.5] }, 'tokens must be the path of a token file'],
+      [{ ctx: 0 }, 'calibration.ctx must be an integer >= 1'],
+      [{ text: 'a', size: 3 }, 'unknown key "size"'],
+      ['wiki.txt', 'must be an object'],
+    ] as const) {
+      expect(() => resolveRecipe({ extends: 'q4_0', calibration } as unknown as Recipe)).to.throw(SlimTensorError, message);
+    }
+    expect(() => resolveRecipe({ rules: [{ match: '*', method: 'lowrank', options: { ratio: 0.5, whiten: 'pca' } }] })).to.throw(SlimTensorError, 'whiten must be one of auto, hessian, asvd, none');
   });
 
   it('preset q4_k_m-imatrix quantizes with the calibration imatrix', async () => {

@@ -413,7 +413,8 @@ export async function report(original: string, compressed: string, html: string 
 /** `presets`: the built-in recipes. */
 export function presets(json: boolean): string {
   if (json) return JSON.stringify(PRESETS, null, 2);
+  const width = Math.max(...Object.keys(PRESETS).map((n) => n.length));
   return Object.entries(PRESETS)
-    .map(([name, r]) => `${name.padEnd(11)} ${(r.format ?? "input's family").padEnd(19)} ${r.description ?? ''}`)
+    .map(([name, r]) => `${name.padEnd(width)} ${(r.format ?? "input's family").padEnd(19)} ${r.description ?? ''}`)
     .join('\n');
 }

@@ -379,12 +379,18 @@ export function compileCalibration(c: unknown, where: string): CalibrationSpec |
   };
 }
 
-/** `over`'s fields on top of `base`'s (giving text drops base's tokens and the other way round). */
+/** `over`'s fields on top of `base`'s; the input (text or tokens) is `over`'s when it gives one, else `base`'s. */
 export function mergeCalibration(base: CalibrationSpec | undefined, over: CalibrationSpec | undefined): CalibrationSpec | undefined {
-  if (base === undefined) return over;
-  if (over === undefined) return base;
-  const input = over.text !== undefined || over.tokens !== undefined ? {} : { ...(base.text !== undefined ? { text: base.text } : {}), ...(base.tokens !== undefined ? { tokens: base.tokens } : {}) };
-  return { ...base, ...input, ...over, ...(over.text !== undefined ? { tokens: undefined } : {}), ...(over.tokens !== undefined ? { text: undefined } : {}) };
+  if (base === undefined || over === undefined) return over ?? base;
+  const from = over.text !== undefined || over.tokens !== undefined ? over : base;
+  const ctx = over.ctx ?? base.ctx;
+  const chunks = over.chunks ?? base.chunks;
+  return {
+    ...(from.text !== undefined ? { text: from.text } : {}),
+    ...(from.tokens !== undefined ? { tokens: from.tokens } : {}),
+    ...(ctx !== undefined ? { ctx } : {}),
+    ...(chunks !== undefined ? { chunks } : {}),
+  };
 }
 
 /**

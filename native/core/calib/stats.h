@@ -4,7 +4,8 @@
 // the lowrank room's GEMM.
 //
 // H is accumulated blocked: each call's rows give scratch = XᵀX (one fma
-// chain over the call's rows, the GEMM's order), then H += scratch. The
+// chain over the call's rows, the GEMM's order; its upper triangle only,
+// mirrored), then H += scratch. The
 // rounding therefore grows with rows per call plus the number of calls, not
 // with the total row count (for 512-row batches: a few 2⁻²⁴ relative).
 #pragma once
