@@ -316,6 +316,23 @@ export function renderCompressReport(r: CompressReport, verbose: boolean): strin
     const c = r.calibration;
     out.push('', c.chunks === 0 ? `calibration: statistics given (${c.inputs} layer inputs, ${c.hessians} with a Hessian)` : `calibration on ${c.source}: ${c.chunks} chunk${c.chunks === 1 ? '' : 's'} of ${c.ctx} tokens, ${c.inputs} layer inputs (${c.hessians} with a Hessian), ${formatMs(c.timeMs)}`);
   }
+  const gptqd = r.tensors.filter((t) => t.calibrated?.method === 'gptq');
+  if (gptqd.length > 0) {
+    const sum = (k: 'error' | 'rtnError'): number => gptqd.reduce((x, t) => x + (t.calibrated?.[k] as number), 0);
+    out.push('', `gptq: ${gptqd.length} tensor${gptqd.length === 1 ? '' : 's'}, layer-output error tr(E·H·Eᵀ) on the calibration inputs ${(sum('error') / sum('rtnError')).toFixed(3)}× round-to-nearest's (summed)`);
+  }
+  if (r.awq !== undefined) {
+    const g = r.awq.groups;
+    const sum = (k: 'error' | 'rtnError'): number => g.reduce((x, y) => x + y[k], 0);
+    const alphas = g.map((x) => x.alpha).sort((a, b) => a - b);
+    out.push('', `awq: ${g.length} group${g.length === 1 ? '' : 's'} of weights scaled (α ${alphas[0]?.toFixed(2) ?? '-'}..${alphas.at(-1)?.toFixed(2) ?? '-'}), layer-output error ${g.length === 0 ? '-' : (sum('error') / sum('rtnError')).toFixed(3)}× unscaled's on the calibration inputs`);
+    const why = new Map<string, number>();
+    for (const k of r.awq.skipped) {
+      const reason = k.reason.replace(/blk\.\d+\.|model\.layers\.\d+\./g, '').replace(/\d+ output rows and \S+ \d+ input columns/, 'output rows ≠ input columns');
+      why.set(reason, (why.get(reason) ?? 0) + 1);
+    }
+    for (const [reason, n] of why) out.push(`  not scaled (${n}): ${reason}`);
+  }
   if (r.imatrix !== undefined) out.push('', `imatrix ${r.imatrix.files.join(', ')}: ${r.imatrix.used} tensor${r.imatrix.used === 1 ? '' : 's'} quantized with it, ${r.imatrix.notCovered.length} not covered`);
   for (const w of r.warnings) out.push('', `note: ${w}`);
   if (r.sparsity !== undefined) {

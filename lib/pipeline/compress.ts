@@ -38,14 +38,16 @@ import { cast } from '../cast';
 import { BufferPool, Gate, poolSize } from './memory';
 import { sizeOnDisk, stageOutput, TEMP_TAG } from './output';
 import { GGUF_MIXES, llamaQuantizeOrder, mixModelOf, planMix } from './gguf-mix';
-import { checkTarget, describeAction, planTensor, resolveRecipe, TARGETS, type ImportanceSource, type OutputFormat, type CalibrationSpec, type PlanContext, type Recipe, type ResolvedRecipe, type Target, type TensorAction, type TensorPlan } from './recipe';
+import { checkTarget, describeAction, planTensor, resolveRecipe, TARGETS, type CalibratedMethod, type GptqSettings, type ImportanceSource, type OutputFormat, type CalibrationSpec, type PlanContext, type Recipe, type ResolvedRecipe, type Target, type TensorAction, type TensorPlan } from './recipe';
 import { modelModules, planModules, type ModelModules, type ModulePlan } from './linear-modules';
 import { SUPPORTED_GGUF_ARCHITECTURES, SUPPORTED_HF_CLASSES } from '../model/architectures';
 import { hfModelAsGguf } from '../convert/hf-model';
 import { floatDtypeOf, openModel, readConfigJson, viewStored, type ModelSource, type SourceTensor } from './source';
 import { denseError } from './error';
+import { applyTensorScale, awqFold, awqGroups, awqSearch, type AwqSkipped, type TensorScale } from '../calibrate/awq';
+import type { ActivationStats, LayerInputStats } from '../calibrate/stats';
+import { gptq } from '../gptq';
 import { pipelineStats, statsImportance, type CalibrationRecord } from './calibration';
-import type { ActivationStats } from '../calibrate/stats';
 
 export interface CompressOptions {
   /** A GGUF file, a .safetensors file or a Hugging Face folder. */
@@ -100,6 +102,12 @@ export interface CompressOptions {
   activationStats?: ActivationStats;
   /** Called after each calibration chunk. */
   onCalibrationProgress?: (p: { chunk: number; chunks: number; tokens: number }) => void;
+  /**
+   * Factors applied to tensors as they are read, before the recipe's method
+   * (awqFold()'s output: AWQ scales folded into norms and linears). An awq
+   * rule computes its own and multiplies them with these.
+   */
+  scaling?: ReadonlyMap<string, TensorScale>;
 }
 
 export interface CompressProgress {
@@ -136,6 +144,12 @@ export interface TensorRecord {
   error?: { rmse: number; maxAbs: number; sqnrDb: number; cosine: number };
   /** Quantized with an imatrix: the file; or 'not covered' when the imatrix has no entry for it. */
   imatrix?: string;
+  /**
+   * GPTQ: the layer-output error tr(E·H·Eᵀ) on the calibration inputs and
+   * round-to-nearest's. AWQ: the chosen α and the error of the tensor's
+   * group (the weights sharing its input) against plain rounding's.
+   */
+  calibrated?: { method: 'gptq' | 'awq'; error: number; rtnError: number; alpha?: number };
 }
 
 export interface CompressReport {
@@ -159,6 +173,8 @@ export interface CompressReport {
     /** Every 2-D tensor written as it was, with the reason. */
     kept: { name: string; shape: number[]; reason: string }[];
   };
+  /** awq rules: each group's chosen α and layer-output errors, and the groups not scaled (with why). */
+  awq?: { groups: { layer: number; prev: string; linears: string[]; alpha: number; error: number; rtnError: number }[]; skipped: AwqSkipped[] };
   /** When an imatrix was given: its files, and the quantized tensors it covered and did not. */
   imatrix?: { files: string[]; used: number; notCovered: string[] };
   /** When the recipe's rules read calibration statistics: where they came from. */
@@ -237,6 +253,10 @@ interface Entry {
   /** Zero weights among `elements` in what was written (float tensors; counted for sparsity_config's global_sparsity). */
   zeros: number;
   elements: number;
+  /** Factors applied to the tensor as read (AWQ folding). */
+  scale?: TensorScale;
+  /** The input's calibration statistics (gptq). */
+  stats?: LayerInputStats;
 }
 
 type Result =
@@ -361,6 +381,7 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
     }
     const entries = tensors.map((t, i) => planEntry(t, plans[i] as TensorPlan, format, o.measureError === true));
     const imatrixUse = attachImportance(entries, imatrices);
+    const awqReport = await attachCalibrated(entries, source, calibrated?.stats, o.scaling, o.threads, signal);
     if (imatrixUse !== undefined && imatrixUse.notCovered.length > 0) {
       const n = imatrixUse.notCovered;
       warnings.push(`${n.length} quantized tensor${n.length === 1 ? ' is' : 's are'} not in the imatrix and ${n.length === 1 ? 'was' : 'were'} quantized without it: ${n.slice(0, 4).join(', ')}${n.length > 4 ? ', …' : ''}`);
@@ -453,6 +474,7 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
         ? { modules: { architecture: modules.architecture, rule: modules.table ? ('architecture table' as const) : ('conservative' as const), target, ignore: ctGroups.size > 0 || sparse24 > 0 ? ignore : [], kept: modulePlan.kept } }
         : {}),
       ...(imatrixUse !== undefined ? { imatrix: imatrixUse } : {}),
+      ...(awqReport !== undefined ? { awq: awqReport } : {}),
       ...(calibrated !== undefined ? { calibration: calibrated.record } : {}),
       bitsPerWeight: bitsPerWeight(records, outputBytes),
       ...(pruned > 0
@@ -897,6 +919,7 @@ async function runPipeline(entries: readonly Entry[], source: ModelSource, sink:
 
 async function compressOne(e: Entry, input: Uint8Array, take: (n: number) => Uint8Array, ro: RunOptions, times: StageTimes): Promise<Result> {
   const a = e.plan.action;
+  if (e.scale !== undefined) await scaleInPlace(e, input, take);
   if (a.kind === 'keep') {
     const dt = floatDtypeOf(e.src);
     if (ro.countZeros && dt !== undefined) countZerosInto(e, input, dt);
@@ -950,9 +973,137 @@ async function compressOne(e: Entry, input: Uint8Array, take: (n: number) => Uin
       groupSize: o.groupSize === 'channel' ? cols : (o.groupSize as number),
     });
   }
+  const gptqSettings = a.calibrated?.method === 'gptq' ? a.calibrated : a.calibrated?.method === 'awq' ? a.calibrated.gptq : undefined;
+  if (gptqSettings !== undefined) {
+    const c: GptqSettings = gptqSettings;
+    let h = (e.stats as LayerInputStats).hessian as Float32Array;
+    // AWQ-scaled columns (W·S): the Hessian of the scaled inputs S⁻¹·H·S⁻¹.
+    const s = e.scale?.cols;
+    if (s !== undefined) h = Float32Array.from(h, (v, i) => v / ((s[Math.floor(i / cols)] as number) * (s[i % cols] as number)));
+    const r = await gptq(t, Tensor.from(h, [cols, cols]), { ...groupingOf(o), ...gptqSettingsOf(c), ...threads });
+    if (a.calibrated?.method === 'gptq') e.record.calibrated = { method: 'gptq', error: r.stats.gptqError, rtnError: r.stats.rtnError };
+    if (ro.measureError) e.record.error = await timed(times, 'errorMs', () => quantizationError(t, r.quantized));
+    return { kind: 'quant', q: r.quantized };
+  }
   const q = await quantize(t, { ...o, out, ...(w !== undefined ? { importance: w } : {}), ...threads });
   if (ro.measureError) e.record.error = await timed(times, 'errorMs', () => quantizationError(t, q));
   return { kind: 'quant', q };
+}
+
+/** A planned quantize action's format and grouping, as gptq() and awqSearch() take them (what is unset stays unset). */
+function groupingOf(o: QuantizeOptions): { format: QuantizeOptions['format']; groupSize?: number | 'channel'; symmetric?: boolean; scaleDtype?: FloatDType } {
+  const { format, groupSize, symmetric, scaleDtype } = o;
+  return { format, ...(groupSize !== undefined ? { groupSize } : {}), ...(symmetric !== undefined ? { symmetric } : {}), ...(scaleDtype !== undefined ? { scaleDtype } : {}) };
+}
+
+/** A rule's GPTQ settings without the method tag. */
+function gptqSettingsOf(c: GptqSettings): GptqSettings {
+  const { actOrder, dampening, blockSize } = c;
+  return { ...(actOrder !== undefined ? { actOrder } : {}), ...(dampening !== undefined ? { dampening } : {}), ...(blockSize !== undefined ? { blockSize } : {}) };
+}
+
+/** Multiplies a float tensor's bytes (as read) by its entry's factors, in place (through f32 for 16-bit tensors). */
+async function scaleInPlace(e: Entry, input: Uint8Array, take: (n: number) => Uint8Array): Promise<void> {
+  const dtype = floatDtypeOf(e.src);
+  if (dtype === undefined) throw new SlimTensorError(`AWQ scales fold into '${e.src.name}', stored as ${e.src.storage}: only F32/F16/BF16 tensors can be scaled`, 'ERR_UNSUPPORTED');
+  const n = e.src.byteLength / dtypeSize(dtype);
+  if (dtype === 'f32') {
+    applyTensorScale(new Float32Array(input.buffer, input.byteOffset, n), e.src.shape, e.scale as TensorScale, e.src.name);
+    return;
+  }
+  const f = Tensor.from(take(n * 4), e.src.shape, 'f32');
+  await cast(Tensor.from(input, e.src.shape, dtype), 'f32', { out: f });
+  applyTensorScale(f.data as Float32Array, e.src.shape, e.scale as TensorScale, e.src.name);
+  await cast(f, dtype, { out: Tensor.from(input, e.src.shape, dtype) });
+}
+
+/**
+ * gptq and awq rules: checks that calibration statistics cover their
+ * tensors, gives gptq tensors their Hessian, runs AWQ's scale search over
+ * each group of awq-planned weights sharing an input (reading those
+ * weights), and gives every tensor its factors (the search's folded scales
+ * times `scaling`).
+ */
+async function attachCalibrated(
+  entries: readonly Entry[],
+  source: ModelSource,
+  stats: ActivationStats | undefined,
+  scaling: ReadonlyMap<string, TensorScale> | undefined,
+  threads: number | undefined,
+  signal: AbortSignal | undefined,
+): Promise<CompressReport['awq']> {
+  const byName = new Map(entries.map((e) => [e.src.name, e] as const));
+  const calibrated = entries.filter((e) => e.plan.action.kind === 'quantize' && e.plan.action.calibrated !== undefined);
+  for (const e of calibrated) {
+    const a = e.plan.action as Extract<TensorAction, { kind: 'quantize' }>;
+    const method = (a.calibrated as { method: string }).method;
+    const s = stats?.get(e.src.name);
+    if (s === undefined) {
+      throw new SlimTensorError(`compressModel: recipe ${e.plan.rule ?? ''} quantizes '${e.src.name}' by ${method}, which needs calibration statistics for it (activationStats from calibrate(), or the recipe's calibration)${stats === undefined ? '' : '; the statistics have no entry for it'}`, 'ERR_VALUE');
+    }
+    if (s.hessian === undefined) throw new SlimTensorError(`compressModel: ${method} of '${e.src.name}' needs the Hessian of its input; calibrate with hessian: true`, 'ERR_VALUE');
+    e.stats = s;
+  }
+  let report: CompressReport['awq'];
+  const factors = new Map<string, TensorScale>();
+  const awq = calibrated.filter((e) => (e.plan.action as { calibrated: { method: string } }).calibrated.method === 'awq');
+  if (awq.length > 0) {
+    const { groups, skipped } = awqGroups(source.tensors);
+    const awqNames = new Set(awq.map((e) => e.src.name));
+    const chosen = new Map<string, Float32Array>();
+    const used: typeof groups = [];
+    report = { groups: [], skipped: [...skipped] };
+    for (const g of groups) {
+      signal?.throwIfAborted();
+      const notAwq = g.linears.filter((n) => !awqNames.has(n));
+      if (notAwq.length > 0) {
+        if (notAwq.length < g.linears.length || awqNames.has(g.prev)) report.skipped.push({ layer: g.layer, prev: g.prev, linears: g.linears, reason: `${notAwq.join(', ')} not quantized by awq (a group's weights share one scale)` });
+        continue;
+      }
+      const first = (byName.get(g.linears[0] as string) as Entry).plan.action as Extract<TensorAction, { kind: 'quantize' }>;
+      const differ = g.linears.find((n) => JSON.stringify(((byName.get(n) as Entry).plan.action as Extract<TensorAction, { kind: 'quantize' }>).options) !== JSON.stringify(first.options));
+      if (differ !== undefined) {
+        report.skipped.push({ layer: g.layer, prev: g.prev, linears: g.linears, reason: `${differ} is quantized differently from ${g.linears[0] as string} (one scale search per format)` });
+        continue;
+      }
+      const prev = source.tensors.find((t) => t.name === g.prev);
+      if (prev === undefined || floatDtypeOf(prev) === undefined) {
+        report.skipped.push({ layer: g.layer, prev: g.prev, linears: g.linears, reason: `${g.prev} is stored as ${prev?.storage ?? 'nothing'}; scales fold into F32/F16/BF16 tensors only` });
+        continue;
+      }
+      const weights: Tensor[] = [];
+      for (const n of g.linears) {
+        const src = (byName.get(n) as Entry).src;
+        weights.push(viewStored(src, await source.readBytes(n)) as Tensor);
+      }
+      const c = first.calibrated as Extract<CalibratedMethod, { method: 'awq' }>;
+      const o = first.options;
+      const r = await awqSearch(weights, (byName.get(g.linears[0] as string) as Entry).stats as LayerInputStats, {
+        ...groupingOf(o),
+        ...(c.grid !== undefined ? { grid: c.grid } : {}),
+        ...(c.gptq !== undefined ? { gptq: gptqSettingsOf(c.gptq) } : {}),
+        ...(threads !== undefined ? { threads } : {}),
+      });
+      chosen.set(g.prev, r.scales);
+      used.push(g);
+      report.groups.push({ layer: g.layer, prev: g.prev, linears: g.linears, alpha: r.alpha, error: r.error, rtnError: r.rtnError });
+      for (const n of g.linears) (byName.get(n) as Entry).record.calibrated = { method: 'awq', error: r.error, rtnError: r.rtnError, alpha: r.alpha };
+    }
+    for (const [name, f] of awqFold(used, chosen)) factors.set(name, f);
+    // Weights of an awq rule outside any scaled group: plain rounding.
+    for (const e of awq) e.record.calibrated ??= { method: 'awq', error: NaN, rtnError: NaN, alpha: 0 };
+  }
+  for (const [name, f] of scaling ?? []) {
+    const t = factors.get(name) ?? {};
+    const mul = (x: Float32Array | undefined, y: Float32Array | undefined): Float32Array | undefined => (x === undefined ? y : y === undefined ? x : Float32Array.from(x, (v, i) => v * (y[i] as number)));
+    factors.set(name, { ...(mul(t.rows, f.rows) !== undefined ? { rows: mul(t.rows, f.rows) } : {}), ...(mul(t.cols, f.cols) !== undefined ? { cols: mul(t.cols, f.cols) } : {}) });
+  }
+  for (const [name, f] of factors) {
+    const e = byName.get(name);
+    if (e === undefined) throw new SlimTensorError(`compressModel: scaling names '${name}', which is not in the model`, 'ERR_VALUE');
+    e.scale = f;
+  }
+  return report;
 }
 
 /** Adds a float tensor's zeros (either sign) and element count to the entry. */

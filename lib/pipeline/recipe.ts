@@ -29,8 +29,10 @@ export const TARGETS: readonly Target[] = ['vllm', 'transformers'];
 export type PruneLayout = 'dense' | 'sparse-24-bitmask';
 export const PRUNE_LAYOUTS: readonly PruneLayout[] = ['dense', 'sparse-24-bitmask'];
 
-export type RecipeMethod = 'quantize' | 'prune' | 'lowrank' | 'keep';
-const METHODS: readonly RecipeMethod[] = ['quantize', 'prune', 'lowrank', 'keep'];
+export type RecipeMethod = 'quantize' | 'gptq' | 'awq' | 'prune' | 'lowrank' | 'keep';
+const METHODS: readonly RecipeMethod[] = ['quantize', 'gptq', 'awq', 'prune', 'lowrank', 'keep'];
+/** The formats GPTQ and AWQ write (the gptq op's). */
+export const CALIBRATED_FORMATS: readonly QuantFormat[] = ['q4_0', 'q4_1', 'q8_0', 'int4', 'int8'];
 
 /**
  * What a rule needs from calibration: nothing, the per-column sums (Σx²,
@@ -44,6 +46,8 @@ export const METHOD_STATS: Record<RecipeMethod, (options: Record<string, unknown
   prune: (o) => (o.score === 'magnitude' || (typeof o.score === 'object' && o.score !== null) ? 'none' : 'columns'),
   lowrank: (o) => (o.whiten === 'none' ? 'none' : o.whiten === 'asvd' ? 'columns' : 'hessian'),
   keep: () => 'none',
+  gptq: () => 'hessian',
+  awq: () => 'hessian',
 };
 
 /** One rule: tensors whose name matches get `method` with `options`. The first matching rule wins. */
@@ -59,6 +63,10 @@ export interface RecipeRule {
    * quantize: { format | mix, groupSize?, symmetric?, search?, scaleDtype?, importance? }
    *   mix: a llama.cpp file type ('q4_k_m', …): each tensor gets the type llama-quantize gives it in that mix
    *   importance: { file } (an imatrix for this rule's tensors) or false (none, even when compressModel has one)
+   * gptq: { format, groupSize?, symmetric?, scaleDtype?, actOrder?, dampening?, blockSize? } (needs calibration statistics with the Hessian)
+   * awq: { format, groupSize?, symmetric?, scaleDtype?, grid?, gptq?, actOrder?, dampening?, blockSize? } (needs calibration statistics with the
+   *   Hessian; scales folded into the preceding norm or linear; gptq: true quantizes the scaled weights by GPTQ, the search measuring GPTQ's error)
+   *   format: one of q4_0, q4_1, q8_0 (GGUF), int4, int8 (compressed-tensors)
    * keep: { dtype?: 'f32' | 'f16' | 'bf16' } (convert float tensors)
    *   with calibration statistics and no imatrix, weighted by each column's mean x² (imatrix importance)
    * prune: { pattern?: 'N:M' (default '2:4'), score?: 'magnitude' | 'wanda' | { activationNorms: { [tensor]: number[] } },
@@ -117,10 +125,12 @@ function mixPreset(mix: MixName, description: string): Recipe {
   return { name: mix, description: `GGUF ${GGUF_MIXES[mix].label} as llama-quantize makes it: ${description}`, format: 'gguf', rules: [{ match: '*', method: 'quantize', options: { mix } }] };
 }
 
-function ctPreset(name: string, description: string, format: 'int4' | 'int8', symmetric: boolean): Recipe {
+function ctPreset(name: string, description: string, format: 'int4' | 'int8', symmetric: boolean, method: 'quantize' | 'gptq' | 'awq' = 'quantize'): Recipe {
   return {
     name,
     description,
+    // GPTQ and AWQ read calibration statistics: the preset asks for them.
+    ...(method === 'quantize' ? {} : { calibration: {} }),
     format: 'compressed-tensors',
     target: 'vllm',
     rules: [
@@ -130,7 +140,7 @@ function ctPreset(name: string, description: string, format: 'int4' | 'int8', sy
       // same by name for a recipe's readers: the embedding is not a Linear,
       // and the head is left out as llm-compressor does.
       { match: [...EMBED_GLOBS, ...HEAD_GLOBS], method: 'keep' },
-      { match: '*', method: 'quantize', options: { format, groupSize: 128, symmetric } },
+      { match: '*', method, options: { format, groupSize: 128, symmetric } },
     ],
   };
 }
@@ -185,6 +195,20 @@ export const PRESETS: Readonly<Record<string, Recipe>> = {
   'w4a16-asym': ctPreset('w4a16-asym', 'compressed-tensors W4A16_ASYM for vLLM: INT4 with zero points, groups of 128, Linear layers that fit Marlin; embedding, head and norms kept', 'int4', false),
   w8a16: ctPreset('w8a16', 'compressed-tensors W8A16 for vLLM: INT8 symmetric, groups of 128, Linear layers that fit Marlin; embedding, head and norms kept', 'int8', true),
   '2of4': pruneRecipe('2:4'),
+  'w4a16-gptq': ctPreset('w4a16-gptq', 'compressed-tensors W4A16 for vLLM by GPTQ (needs calibration): INT4 symmetric, groups of 128, no act-order, dampening 0.01; embedding, head and norms kept', 'int4', true, 'gptq'),
+  'w4a16-awq': ctPreset('w4a16-awq', 'compressed-tensors W4A16 for vLLM by AWQ (needs calibration): scales folded into the norms and preceding linears, INT4 symmetric, groups of 128; embedding, head and norms kept', 'int4', true, 'awq'),
+  'q4_0-gptq': {
+    name: 'q4_0-gptq',
+    description: 'GGUF Q4_0 by GPTQ (needs calibration): block weights GPTQ-rounded in the standard Q4_0 layout, embedding Q4_0 and output head Q6_K as llama-quantize, norms kept',
+    format: 'gguf',
+    calibration: {},
+    rules: [
+      { match: NORM_GLOBS, method: 'keep' },
+      { match: EMBED_GLOBS, method: 'quantize', options: { format: 'q4_0' } },
+      { match: HEAD_GLOBS, method: 'quantize', options: { format: 'q6_k' } },
+      { match: '*', method: 'gptq', options: { format: 'q4_0' } },
+    ],
+  },
 };
 export const PRESET_NAMES: readonly string[] = Object.keys(PRESETS);
 
@@ -241,6 +265,8 @@ export interface ResolvedRecipe {
 
 const QUANT_OPTION_KEYS = ['format', 'mix', 'groupSize', 'symmetric', 'search', 'scaleDtype', 'importance'];
 const KEEP_OPTION_KEYS = ['dtype'];
+const GPTQ_OPTION_KEYS = ['format', 'groupSize', 'symmetric', 'scaleDtype', 'actOrder', 'dampening', 'blockSize'];
+const AWQ_OPTION_KEYS = ['format', 'groupSize', 'symmetric', 'scaleDtype', 'grid', 'gptq', 'actOrder', 'dampening', 'blockSize'];
 const PRUNE_OPTION_KEYS = ['pattern', 'score', 'layout'];
 const CALIBRATION_KEYS = ['text', 'tokens', 'ctx', 'chunks'];
 const WHITEN = ['auto', 'hessian', 'asvd', 'none'];
@@ -282,13 +308,17 @@ function compileRule(r: unknown, label: string, search: unknown): CompiledRule {
     // The recipe's search applies where it is implemented (a mix: on the tensors it gives such a type).
     if (options.search === undefined && search !== undefined && (options.mix !== undefined || hasMseSearch(options.format as QuantFormat))) options.search = search;
     options.importance = compileImportance(options.importance, label);
-    const g = options.groupSize;
-    if (g !== undefined && g !== 'channel' && !(Number.isSafeInteger(g) && (g as number) > 0)) throw new SlimTensorError(`recipe ${label}: options.groupSize must be a positive integer or 'channel'`, 'ERR_VALUE');
-    if (options.symmetric !== undefined && typeof options.symmetric !== 'boolean') throw new SlimTensorError(`recipe ${label}: options.symmetric must be a boolean`, 'ERR_VALUE');
-    if (options.scaleDtype !== undefined && !FLOAT_DTYPES.includes(options.scaleDtype as FloatDType)) throw new SlimTensorError(`recipe ${label}: options.scaleDtype must be f32, f16 or bf16`, 'ERR_VALUE');
-    if (GGUF_QUANTS.includes(options.format as QuantFormat) && (options.groupSize !== undefined || options.symmetric !== undefined)) {
-      throw new SlimTensorError(`recipe ${label}: ${String(options.format)} has fixed blocks of 32; groupSize and symmetric do not apply`, 'ERR_VALUE');
-    }
+    checkGrouping(options, label);
+  } else if (method === 'gptq' || method === 'awq') {
+    checkKeys(options, method === 'gptq' ? GPTQ_OPTION_KEYS : AWQ_OPTION_KEYS, `recipe ${label} options`);
+    if (!CALIBRATED_FORMATS.includes(options.format as QuantFormat)) throw new SlimTensorError(`recipe ${label}: ${method} needs options.format, one of ${CALIBRATED_FORMATS.join(', ')}; got ${JSON.stringify(options.format)}`, 'ERR_VALUE');
+    checkGrouping(options, label);
+    if (options.actOrder !== undefined && typeof options.actOrder !== 'boolean') throw new SlimTensorError(`recipe ${label}: options.actOrder must be a boolean`, 'ERR_VALUE');
+    if (options.dampening !== undefined && !(typeof options.dampening === 'number' && options.dampening >= 0 && options.dampening < 1e6)) throw new SlimTensorError(`recipe ${label}: options.dampening must be a number in [0, 1e6)`, 'ERR_VALUE');
+    if (options.blockSize !== undefined && !(Number.isInteger(options.blockSize) && (options.blockSize as number) >= 1 && (options.blockSize as number) <= 65536)) throw new SlimTensorError(`recipe ${label}: options.blockSize must be an integer in 1..65536`, 'ERR_VALUE');
+    if (options.gptq !== undefined && typeof options.gptq !== 'boolean') throw new SlimTensorError(`recipe ${label}: options.gptq must be a boolean`, 'ERR_VALUE');
+    if (method === 'awq' && options.gptq !== true && (options.actOrder !== undefined || options.dampening !== undefined || options.blockSize !== undefined)) throw new SlimTensorError(`recipe ${label}: actOrder, dampening and blockSize are GPTQ settings; an awq rule takes them with gptq: true`, 'ERR_VALUE');
+    if (options.grid !== undefined && !(Number.isInteger(options.grid) && (options.grid as number) >= 1 && (options.grid as number) <= 1000)) throw new SlimTensorError(`recipe ${label}: options.grid must be an integer in 1..1000`, 'ERR_VALUE');
   } else if (method === 'prune') {
     checkKeys(options, PRUNE_OPTION_KEYS, `recipe ${label} options`);
     options.pattern ??= '2:4';
@@ -305,6 +335,17 @@ function compileRule(r: unknown, label: string, search: unknown): CompiledRule {
     if (options.dtype !== undefined && !FLOAT_DTYPES.includes(options.dtype as FloatDType)) throw new SlimTensorError(`recipe ${label}: keep options.dtype must be f32, f16 or bf16`, 'ERR_VALUE');
   }
   return { label, match: (n) => matchers.some((m) => m(n)), pattern: patterns.map(String).join(' | '), method: method as RecipeMethod, options };
+}
+
+/** groupSize, symmetric and scaleDtype of a quantize, gptq or awq rule. */
+function checkGrouping(options: Record<string, unknown>, label: string): void {
+  const g = options.groupSize;
+  if (g !== undefined && g !== 'channel' && !(Number.isSafeInteger(g) && (g as number) > 0)) throw new SlimTensorError(`recipe ${label}: options.groupSize must be a positive integer or 'channel'`, 'ERR_VALUE');
+  if (options.symmetric !== undefined && typeof options.symmetric !== 'boolean') throw new SlimTensorError(`recipe ${label}: options.symmetric must be a boolean`, 'ERR_VALUE');
+  if (options.scaleDtype !== undefined && !FLOAT_DTYPES.includes(options.scaleDtype as FloatDType)) throw new SlimTensorError(`recipe ${label}: options.scaleDtype must be f32, f16 or bf16`, 'ERR_VALUE');
+  if (GGUF_QUANTS.includes(options.format as QuantFormat) && (options.groupSize !== undefined || options.symmetric !== undefined)) {
+    throw new SlimTensorError(`recipe ${label}: ${String(options.format)} has fixed blocks of 32; groupSize and symmetric do not apply`, 'ERR_VALUE');
+  }
 }
 
 /** Where a quantize rule's importance weights come from. */
@@ -401,7 +442,7 @@ export function mergeCalibration(base: CalibrationSpec | undefined, over: Calibr
  */
 function refusePruneWithQuantize(rules: readonly CompiledRule[]): void {
   const p = rules.find((r) => r.method === 'prune');
-  const q = rules.find((r) => r.method === 'quantize');
+  const q = rules.find((r) => r.method === 'quantize' || r.method === 'gptq' || r.method === 'awq');
   if (p === undefined || q === undefined) return;
   throw new SlimTensorError(
     `recipe ${p.label} prunes (${p.pattern}) and ${q.label} quantizes (${q.pattern}): pruning and quantizing in one recipe is not supported — a tensor takes only its first matching rule, and no sparse + quantized layout (such as compressed-tensors' marlin-24) is among the formats slimtensor writes; prune and quantize in separate recipes`,
@@ -464,7 +505,7 @@ export function checkTarget(r: ResolvedRecipe): void {
   if (r.target !== 'vllm') return;
   for (const rule of r.rules) {
     const o = rule.options;
-    if (rule.method !== 'quantize' || (o.format !== 'int4' && o.format !== 'int8')) continue;
+    if ((rule.method !== 'quantize' && rule.method !== 'gptq' && rule.method !== 'awq') || (o.format !== 'int4' && o.format !== 'int8')) continue;
     const problem = marlinSchemeProblem(o.format === 'int4' ? 4 : 8, o.symmetric !== false, (o.groupSize as number | 'channel' | undefined) ?? 128);
     if (problem !== undefined) throw new SlimTensorError(`recipe ${rule.label}: target 'vllm': ${problem}; use target 'transformers' to write it for compressed-tensors' own readers`, 'ERR_VALUE');
   }
@@ -489,6 +530,8 @@ export type TensorAction =
       options: QuantizeOptions;
       /** The rule's importance source (undefined: compressModel's imatrix, if any; false: none). */
       importance?: ImportanceSource;
+      /** GPTQ or AWQ (from calibration statistics) instead of round-to-nearest. */
+      calibrated?: CalibratedMethod;
     }
   | {
       kind: 'lowrank';
@@ -511,6 +554,18 @@ export type TensorAction =
       /** Why a pruned tensor is written dense. */
       dense?: string;
     };
+
+/** A gptq or awq rule's method and settings, on a quantize action of a 2-D tensor in one of CALIBRATED_FORMATS. */
+export type CalibratedMethod =
+  | { method: 'gptq'; actOrder?: boolean; dampening?: number; blockSize?: number }
+  | { method: 'awq'; grid?: number; gptq?: GptqSettings };
+
+/** A gptq rule's settings (also an awq rule's with gptq: true). */
+export interface GptqSettings {
+  actOrder?: boolean;
+  dampening?: number;
+  blockSize?: number;
+}
 
 /** Model-wide facts a rule needs beyond the tensor itself. */
 export interface PlanContext {
@@ -556,6 +611,7 @@ export function planTensor(t: PlanInput, recipe: ResolvedRecipe, format: OutputF
   if (t.shape.some((d) => d === 0)) return { ...base, action: { kind: 'keep', reason: 'empty tensor' } };
   if (rule.method === 'lowrank') return planLowRank(t, rule, ctx, base);
   if (rule.method === 'prune') return planPrune(t, rule, format, base, ctx);
+  if (rule.method === 'gptq' || rule.method === 'awq') return planCalibrated(t, rule, recipe, format, ctx);
 
   const o = rule.options as Omit<QuantizeOptions, 'importance'> & { mix?: MixName; importance: ImportanceSource } & Record<string, unknown>;
   const cols = t.shape[t.shape.length - 1] as number;
@@ -594,6 +650,32 @@ export function planTensor(t: PlanInput, recipe: ResolvedRecipe, format: OutputF
     return { ...base, action: { kind: 'quantize', options, ...importance }, fallback: { from: `${o.format} group ${g}`, to: `${o.format} channel (one group per row)`, reason } };
   }
   return { ...base, action: { kind: 'quantize', options, ...importance } };
+}
+
+/**
+ * A gptq or awq rule: planned as a quantize rule of the same format and
+ * grouping (fallbacks included); the method applies where the planned
+ * format is one the gptq op writes and the tensor is 2-D, round-to-nearest
+ * elsewhere (the fallback says so).
+ */
+function planCalibrated(t: PlanInput, rule: CompiledRule, recipe: ResolvedRecipe, format: OutputFormat, ctx: PlanContext): TensorPlan {
+  const o = rule.options;
+  const q: Record<string, unknown> = { format: o.format, importance: false };
+  for (const k of ['groupSize', 'symmetric', 'scaleDtype']) if (o[k] !== undefined) q[k] = o[k];
+  const asQuantize: CompiledRule = { ...rule, method: 'quantize', options: q };
+  const plan = planTensor(t, { ...recipe, rules: [asQuantize] }, format, ctx);
+  const a = plan.action;
+  if (a.kind !== 'quantize') return plan;
+  const method = rule.method as 'gptq' | 'awq';
+  if (!CALIBRATED_FORMATS.includes(a.options.format) || t.shape.length !== 2) {
+    const reason = t.shape.length !== 2 ? `${t.shape.length}-D: ${method} quantizes 2-D weights` : `${method} writes ${CALIBRATED_FORMATS.join(', ')}`;
+    return { ...plan, fallback: plan.fallback ?? { from: `${method} ${String(o.format)}`, to: `${a.options.format} round-to-nearest`, reason } };
+  }
+  const settings: GptqSettings = { ...(o.actOrder !== undefined ? { actOrder: o.actOrder as boolean } : {}), ...(o.dampening !== undefined ? { dampening: o.dampening as number } : {}), ...(o.blockSize !== undefined ? { blockSize: o.blockSize as number } : {}) };
+  // What the method measured is what is written: no importance-weighted rounding.
+  a.importance = false;
+  a.calibrated = method === 'gptq' ? { method, ...settings } : { method, ...(o.grid !== undefined ? { grid: o.grid as number } : {}), ...(o.gptq === true ? { gptq: settings } : {}) };
+  return plan;
 }
 
 /**

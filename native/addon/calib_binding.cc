@@ -28,6 +28,7 @@ class GptqJob : public Job {
     a_.dampening = get_double(o, "dampening");
     a_.block = get_int(o, "blockSize");
     a_.measure = get_bool(o, "measure");
+    a_.sweep = get_bool(o, "sweep");
     a_.kernel = static_cast<Kernel>(k);
     a_.threads = static_cast<int>(get_int(o, "threads"));
     const int64_t rows = a_.weight.rows, cols = a_.weight.cols;

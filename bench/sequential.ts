@@ -1,11 +1,11 @@
-// The sequential (block-by-block) calibration pass on a generated model of
+// `npm run bench -- sequential`: the block-by-block calibration pass on a generated model of
 // Llama-2-7B's shape (32 layers, 4096 wide, FFN 11008, 32 heads, vocabulary
 // 32000; F16, 13 GB; --quick: a small one): wall time and peak resident
 // set of the whole process (GNU time), without and with every input's
 // Hessian (imatrix needs Σx² only; GPTQ needs H), against the bound the
 // design promises — one block's weights in f32 + its Hessians + the
 // calibration set's hidden states — and against the model's size. Each run
-// is bench/calibrate-child.ts in its own process. The model and the token
+// is bench/sequential-child.ts in its own process. The model and the token
 // file are generated once into .tmp/bench/ and reused.
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
@@ -58,7 +58,7 @@ async function runCalibrateBench(o: BenchOptions, dir = path.join(ROOT, '.tmp', 
   const cases: Case[] = [];
   for (const hessian of [false, true]) {
     o.log(`calibrate: ${s.layers} blocks, ${chunks} chunk(s) of ${ctx}, Hessians ${hessian ? 'on' : 'off'}`);
-    const r = await timeProcess(process.execPath, ['--import', 'tsx', path.join(ROOT, 'bench', 'calibrate-child.ts'), model, tokens, String(ctx), String(chunks), hessian ? '1' : '0', String(threads)], ROOT);
+    const r = await timeProcess(process.execPath, ['--import', 'tsx', path.join(ROOT, 'bench', 'sequential-child.ts'), model, tokens, String(ctx), String(chunks), hessian ? '1' : '0', String(threads)], ROOT);
     const j = JSON.parse(r.stdout) as { seconds: number; blockSeconds: number[]; blockHessianBytes: number; maxRss: number };
     const c: Case = {
       hessian,
@@ -91,8 +91,8 @@ function markdown(r: CalibrateBenchResult, quick: boolean): string {
   ].join('\n');
 }
 
-export const calibrateBench: Benchmark = {
-  name: 'calibrate',
+export const sequentialBench: Benchmark = {
+  name: 'sequential',
   description: 'sequential calibration of a generated 7B-shaped Llama (F16, 13 GB): time and peak RSS against one block f32 + Hessians + activations',
   async run(o: BenchOptions): Promise<BenchOutcome> {
     const result = await runCalibrateBench(o);

@@ -1,6 +1,6 @@
 // One sequential calibration pass in its own process, so the calibration
 // benchmark can measure its wall time and peak resident set:
-//   node --import tsx bench/calibrate-child.ts MODEL TOKENS CTX CHUNKS HESSIAN(0|1) THREADS
+//   node --import tsx bench/sequential-child.ts MODEL TOKENS CTX CHUNKS HESSIAN(0|1) THREADS
 // Runs calibrateSequential over CHUNKS chunks of CTX tokens of the token
 // file (Hessians of every input when HESSIAN is 1) and prints its timing,
 // the block count and the statistics' size as JSON on stdout.
@@ -12,7 +12,7 @@ import { readTokenFile } from '../lib/model/tokens';
 async function main(): Promise<void> {
   const [model, tokens, ctx, chunks, hessian, threads] = process.argv.slice(2);
   if (model === undefined || tokens === undefined || ctx === undefined || chunks === undefined || hessian === undefined || threads === undefined) {
-    throw new Error('usage: calibrate-child.ts MODEL TOKENS CTX CHUNKS HESSIAN THREADS');
+    throw new Error('usage: sequential-child.ts MODEL TOKENS CTX CHUNKS HESSIAN THREADS');
   }
   const t0 = performance.now();
   const plan = await planModel(model);
