@@ -20,7 +20,7 @@ export {
   type FloatDType,
   type Kernel,
 } from './quantize';
-export { gptq, gptqSync, type GptqOptions, type GptqStats, type GptqResult } from './gptq';
+export { gptq, gptqSync, GPTQ_FORMATS, type GptqOptions, type GptqStats, type GptqResult } from './gptq';
 export { applyTensorScale, awqFold, awqGroups, awqScales, awqSearch, type AwqGroup, type AwqInputStats, type AwqSearchOptions, type AwqSearchResult, type AwqSkipped, type TensorScale } from './calibrate/awq';
 export {
   ActivationStatsCollector,
