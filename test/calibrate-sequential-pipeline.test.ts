@@ -19,6 +19,7 @@ import { renderCompressReport } from '../lib/cli/model-commands';
 import { dequantizeSync } from '../lib/quantize';
 import { Tensor } from '../lib/tensor';
 import { rejected } from './support/assert';
+import { runCli } from './support/cli';
 import { tinyTensors, writeTinyHf, type TinyConfig } from './support/tiny-models';
 
 const ROOT = path.join(__dirname, '..');
@@ -166,6 +167,24 @@ describe('compressModel: sequential calibration', function () {
     expect((await go('t-seq', true, false)).equals(await go('t-whole', false, false))).to.equal(true);
     // Pruned and factored blocks 0 and 1 feed block 2 other inputs: its prune and factors differ.
     expect((await go('t-seq-all', true, true)).equals(await go('t-whole-all', false, true))).to.equal(false);
+  });
+
+  it('the CLI: --calibrate-sequential true|false states the mode; the bytes of both equal the API runs; a bad value is a usage error', async () => {
+    const args = (out: string, mode: string): string[] => ['compress', MODEL, '-o', path.join(tmp, out), '--preset', 'q4_0-gptq', '--calibrate-tokens', CALIB, '--calibrate-ctx', '128', '--calibrate-chunks', '6', '--calibrate-sequential', mode, '-q'];
+    const s = await runCli(args('cli-seq.gguf', 'true'));
+    expect(s.code, s.stderr).to.equal(0);
+    expect(s.stdout).to.match(/calibration on .*stories260K-calib\.tokens: 6 chunks of 128 tokens, .*; sequential \(block by block, each compressed before the next\), planned peak/);
+    const w = await runCli(args('cli-whole.gguf', 'false'));
+    expect(w.code, w.stderr).to.equal(0);
+    expect(w.stdout).to.match(/; whole model at once, planned peak/);
+    const api = await compressModel({ input: MODEL, output: path.join(tmp, 'api-seq.gguf'), recipe: { extends: 'q4_0-gptq', calibration: { tokens: CALIB, ctx: 128, chunks: 6, sequential: true } } });
+    expect(api.calibration?.mode).to.equal('sequential');
+    expect((await fsp.readFile(path.join(tmp, 'cli-seq.gguf'))).equals(await fsp.readFile(path.join(tmp, 'api-seq.gguf')))).to.equal(true);
+    expect((await fsp.readFile(path.join(tmp, 'cli-seq.gguf'))).equals(await fsp.readFile(path.join(tmp, 'cli-whole.gguf')))).to.equal(false);
+    const bad = await runCli(args('cli-bad.gguf', 'maybe'));
+    expect(bad.code).to.not.equal(0);
+    expect(bad.stderr).to.match(/calibrate-sequential/);
+    expect(existsSync(path.join(tmp, 'cli-bad.gguf'))).to.equal(false);
   });
 
   it('bad input: a source the runtime cannot run, awq or scaling with sequential, a bad sequential value — clear errors, nothing written', async () => {
