@@ -108,14 +108,22 @@ step('build the addon when a native file is newer (node-gyp)', () => {
 }, ['type-check', 'build dist/', 'native tests', 'CUDA compile check', 'mocha']);
 
 // mocha's files in order: those whose tests wait for the CUDA check
-// (test/support/cuda-build.ts: waitForCudaCheck) last, so mocha starts at
-// once and reaches them as late as it can. The config's spec still lists
-// every file (mocha concatenates it; a file listed twice loads once).
+// (test/support/cuda-build.ts: waitForCudaCheck) last, the file whose first
+// wait comes latest in its text first among them (its other tests run
+// before the wait), so mocha starts at once and reaches the waits as late
+// as it can. The config's spec still lists every file (mocha concatenates
+// it; a file listed twice loads once).
 function mochaFiles() {
   const dir = path.join(root, 'test');
   const files = fs.readdirSync(dir, { recursive: true }).filter((f) => f.endsWith('.test.ts')).map((f) => path.join('test', f)).sort();
-  const waits = (f) => fs.readFileSync(path.join(root, f), 'utf8').includes('waitForCudaCheck()');
-  return [...files.filter((f) => !waits(f)), ...files.filter(waits)];
+  const waitAt = new Map();
+  for (const f of files) {
+    const text = fs.readFileSync(path.join(root, f), 'utf8');
+    const at = text.indexOf('waitForCudaCheck()');
+    if (at >= 0) waitAt.set(f, at / text.length);
+  }
+  const waiting = files.filter((f) => waitAt.has(f)).sort((a, b) => waitAt.get(b) - waitAt.get(a));
+  return [...files.filter((f) => !waitAt.has(f)), ...waiting];
 }
 
 (async () => {
