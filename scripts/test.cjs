@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // `npm test`: rebuild the addon when a native file is newer than it; then
 // start the native tests (C++ cores under ASan/UBSan) and the CUDA compile
-// check, type-check meanwhile (a type error stops everything), rebuild dist/
-// when lib/ is newer, and run mocha next to the two C++ steps. mocha's tests
+// check, rebuild dist/ when lib/ is newer, and run the type-check and mocha
+// next to the two C++ steps (a type error stops everything). mocha's tests
 // that load build-cuda/ wait for the CUDA check (waitForCudaCheck in
 // test/support/cuda-build.ts) and their files run last. Arguments go to
 // mocha (in place of the ordered list of files).
@@ -57,7 +57,7 @@ function finish(notRun = []) {
   const names = failedSteps.map((s) => s.title);
   fs.writeFileSync(summaries.total, JSON.stringify({ ...total, failedSteps: names }) + '\n');
   process.stdout.write(`\nnpm test steps: ${timings.join('; ')}; total ${seconds(Date.now() - started)}\n`);
-  if (names.length) process.stdout.write(`failed step${names.length > 1 ? 's' : ''}: ${names.join('; ')}${notRun.length ? ` (not run: ${notRun.join(', ')})` : ''}\n`);
+  if (names.length) process.stdout.write(`failed step${names.length > 1 ? 's' : ''}: ${names.join('; ')}${notRun.length ? ` (not run or stopped: ${notRun.join(', ')})` : ''}\n`);
   process.stdout.write(`npm test: ${total.passed} passed, ${total.failed} failed, ${total.skipped} skipped\n`);
   process.exit(names.length || total.failed ? 1 : 0);
 }
@@ -81,23 +81,50 @@ function step(title, run, later) {
 }
 
 
+const running = new Set();
+function stopGroup(child) {
+  try {
+    if (process.platform === 'win32') child.kill('SIGTERM');
+    else process.kill(-child.pid, 'SIGTERM');
+  } catch {
+    // already gone
+  }
+}
+// Ctrl-C or a kill of npm test stops every step it started.
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.on(signal, () => {
+    for (const child of running) stopGroup(child);
+    process.exit(130);
+  });
+}
+
 /** A step in the background, its output held until `show` is called. */
 function background(title, cmd, args, { live = false, quiet = false, summary = null, env = process.env } = {}) {
   const t0 = Date.now();
   let text = '';
-  const child = spawn(cmd, args, { cwd: root, env, stdio: live ? 'inherit' : ['ignore', 'pipe', 'pipe'] });
+  // Its own process group, so that stopping it stops what it started (g++,
+  // cmake, the process mocha's bin starts with tsx).
+  const child = spawn(cmd, args, { cwd: root, env, detached: process.platform !== 'win32', stdio: live ? 'inherit' : ['ignore', 'pipe', 'pipe'] });
+  running.add(child);
   if (live && !quiet) process.stdout.write(`\n> ${title}\n`);
   else for (const s of [child.stdout, child.stderr]) s.on('data', (d) => (text += d));
   const done = new Promise((resolve) => {
     child.on('close', (code, signal) => {
+      running.delete(child);
       timings.push(`${title.split(' (')[0]} ${seconds(Date.now() - t0)} (from ${seconds(t0 - started)})`);
       const ok = code === 0;
-      // A step whose summary file has its failures counts them itself.
-      if (!ok) failedSteps.push({ title, counted: summary !== null && (readCounts(summary)?.failed ?? 0) > 0 });
+      // A step whose summary file has its failures counts them itself; a
+      // step stopped because another failed is named as not finished.
+      if (!ok && !killed) failedSteps.push({ title, counted: summary !== null && (readCounts(summary)?.failed ?? 0) > 0 });
       resolve({ ok, code: code ?? signal });
     });
   });
-  const kill = () => child.exitCode === null && child.signalCode === null && child.kill('SIGTERM');
+  let killed = false;
+  const kill = () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    killed = true;
+    stopGroup(child);
+  };
   return { done, kill, show: () => !live && process.stdout.write(`\n> ${title}\n${text}`) };
 }
 
@@ -138,24 +165,30 @@ function mochaFiles() {
     await Promise.all([native.done, cuda.done]);
     finish(notRun);
   };
-  // tsc's answer first: a type error stops the run.
-  const check = await background('type-check (tsc --noEmit)', node, [bin('typescript', 'bin/tsc'), '-p', 'tsconfig.check.json'], { live: true }).done;
-  if (!check.ok) return stop(['build dist/', 'native tests', 'CUDA compile check', 'mocha']);
   // dist/ (the CLI tests run dist/cli/main.js) is rebuilt when lib/ or the
   // config is newer; npm install's prepare step has just built it.
   const distWhy = staleness(path.join(root, 'dist', 'index.js'), ['lib', 'tsconfig.json']);
   if (distWhy) {
     process.stdout.write(`\n> build dist/ (${distWhy})\n`);
     const dist = await background('build dist/', node, [path.join(__dirname, 'build-ts.cjs')], { live: true, quiet: true }).done;
-    if (!dist.ok) return stop(['native tests', 'CUDA compile check', 'mocha']);
+    if (!dist.ok) return stop(['type-check', 'mocha', 'native tests', 'CUDA compile check']);
   } else process.stdout.write('\n> build dist/: dist/index.js is current with lib/\n');
-  // The steps' output waits for mocha's (it prints as it runs).
+  // The type-check runs next to mocha (its output is held: mocha prints as
+  // it runs); a type error stops everything.
+  const typeCheck = background('type-check (tsc --noEmit)', node, [bin('typescript', 'bin/tsc'), '-p', 'tsconfig.check.json']);
   const args = process.argv.slice(2);
   const mocha = background('mocha', node, [bin('mocha', 'bin/mocha.js'), ...(args.length ? args : mochaFiles())], {
     live: true,
     summary: summaries.mocha,
     env: { ...process.env, SLIMTENSOR_CUDA_CHECK_DONE: cudaDone },
   });
+  const check = await typeCheck.done;
+  if (!check.ok) {
+    typeCheck.show();
+    mocha.kill();
+    await mocha.done;
+    return stop(['mocha', 'native tests', 'CUDA compile check']);
+  }
   await mocha.done;
   await cuda.done;
   cuda.show();
