@@ -128,6 +128,30 @@ const MODEL_RUN: Entry = {
 const TINY_LLAMA = 'gguf/tiny-llama.gguf';
 
 /**
+ * compressModel of tiny-llama.gguf calibrated on the input (a token file or
+ * a text file): q4_0 weighted by the calibration imatrix, or 2:4 Wanda. A
+ * result must report its calibration and open again.
+ */
+function calibrated(name: string, kind: 'tokens' | 'text', recipe: Recipe | string): Entry {
+  return {
+    name,
+    async run(c) {
+      const output = path.join(c.outDir, 'out.gguf');
+      const calibration = kind === 'tokens' ? { tokens: c.input, ctx: 16 } : { text: c.input, ctx: 16 };
+      const r = await compressModel({ input: path.join(SEED_DIR, TINY_LLAMA), output, recipe, calibration, memoryLimit: 8 * 1024 * 1024 });
+      if (r.calibration === undefined || r.calibration.chunks < 1 || r.calibration.ctx !== 16) fail(`the report's calibration is ${JSON.stringify(r.calibration)}`);
+      const m = await openModel(output);
+      try {
+        for (const t of m.tensors) await m.readBytes(t.name);
+      } finally {
+        await m.close();
+      }
+      return output;
+    },
+  };
+}
+
+/**
  * Entry points that misbehave on purpose, by case number (ok, a TypeError,
  * a file left behind, ERR_INTERNAL, an abort, a hang): the harness's own
  * test (SLIMTENSOR_FUZZ_SELFTEST=1) checks that each is caught.
@@ -186,6 +210,9 @@ export const ENTRIES: Readonly<Record<string, Entry>> = Object.fromEntries(
       },
     },
     MODEL_RUN,
+    calibrated('calibrate tokens: tiny-llama q4_0', 'tokens', 'q4_0'),
+    calibrated('calibrate tokens: tiny-llama 2:4 Wanda', 'tokens', pruneRecipe('2:4')),
+    calibrated('calibrate text: tiny-llama q4_0', 'text', 'q4_0'),
     {
       name: 'compare',
       async run(c: EntryContext) {
@@ -264,6 +291,14 @@ export const TARGETS: readonly Target[] = [
     name: 'imatrix',
     description: "llama.cpp importance matrices (GGUF and legacy .dat) for gguf/tiny-llama.gguf: readImatrix, compressModel of that model with the imatrix (q4_k_m, q4_0)",
     seeds: ['tiny-llama.imatrix.gguf', 'tiny-llama.imatrix.dat'].map((f) => ({ path: `test/fixtures/fuzz/imatrix/${f}`, entries: ['readImatrix', 'compress tiny-llama q4_k_m --imatrix', 'compress tiny-llama q4_0 --imatrix'] })),
+  },
+  {
+    name: 'calibration',
+    description: 'calibration inputs (a little-endian int32 token file, a text file) for gguf/tiny-llama.gguf: compressModel with calibration (imatrix-weighted q4_0, Wanda 2:4)',
+    seeds: [
+      { path: 'test/fixtures/fuzz/calibration/calib.tokens', entries: ['calibrate tokens: tiny-llama q4_0', 'calibrate tokens: tiny-llama 2:4 Wanda'] },
+      { path: 'test/fixtures/fuzz/calibration/calib.txt', entries: ['calibrate text: tiny-llama q4_0'] },
+    ],
   },
   {
     name: 'tokenizer',

@@ -34,6 +34,14 @@ export interface GptqOptions {
    * about two times the GPTQ sweep's arithmetic; default true.
    */
   measure?: boolean;
+  /**
+   * false: skip GPTQ's sweep and return round-to-nearest with the same group
+   * parameters (as quantize(), dead columns as 0), measuring only its error
+   * (`rtnError`, also given as `gptqError`): the layer-output error of plain
+   * rounding for one GEMM's worth of arithmetic, what AWQ's scale search
+   * evaluates. H need not be definite. Default true.
+   */
+  sweep?: boolean;
   /** The GEMM's kernel: 'auto', 'reference', 'avx2', 'avx512' (CPU only). */
   kernel?: Kernel;
   threads?: number;
@@ -44,7 +52,7 @@ export interface GptqStats {
   gptqError: number;
   /** The same for round-to-nearest with the same scales (what quantize() gives). NaN if not measured. */
   rtnError: number;
-  /** The same for the damped H, as GPTQ accounts it while it runs (free). */
+  /** The same for the damped H, as GPTQ accounts it while it runs (free). NaN without the sweep. */
   dampedError: number;
   /** The value added to diag(H). */
   damp: number;
@@ -57,7 +65,7 @@ export interface GptqResult {
   stats: GptqStats;
 }
 
-const GPTQ_OPTIONS = ['format', 'groupSize', 'symmetric', 'scaleDtype', 'actOrder', 'dampening', 'blockSize', 'measure', 'kernel', 'threads'];
+const GPTQ_OPTIONS = ['format', 'groupSize', 'symmetric', 'scaleDtype', 'actOrder', 'dampening', 'blockSize', 'measure', 'sweep', 'kernel', 'threads'];
 
 function planGptq(weight: Tensor, hessian: Tensor, options: GptqOptions, where: string): { args: NativeArgs; quantized: QuantizedTensor } {
   const w = checkTensor(weight, where, 'weight', ['f32', 'f16', 'bf16']);
@@ -73,6 +81,8 @@ function planGptq(weight: Tensor, hessian: Tensor, options: GptqOptions, where: 
   if (typeof actOrder !== 'boolean') fail(where, 'ERR_VALUE', `options.actOrder must be a boolean, got ${String(actOrder)}`);
   const measure = o.measure ?? true;
   if (typeof measure !== 'boolean') fail(where, 'ERR_VALUE', `options.measure must be a boolean, got ${String(measure)}`);
+  const sweep = o.sweep ?? true;
+  if (typeof sweep !== 'boolean') fail(where, 'ERR_VALUE', `options.sweep must be a boolean, got ${String(sweep)}`);
   const dampening = o.dampening ?? 0.01;
   if (typeof dampening !== 'number' || !(dampening >= 0 && dampening < 1e6)) {
     fail(where, 'ERR_VALUE', `options.dampening must be a number in [0, 1e6), got ${String(dampening)}`);
@@ -101,6 +111,7 @@ function planGptq(weight: Tensor, hessian: Tensor, options: GptqOptions, where: 
     dampening,
     blockSize,
     measure,
+    sweep,
     kernel,
     threads: threadCount(o.threads, where),
     data: qa.data,
@@ -111,11 +122,11 @@ function planGptq(weight: Tensor, hessian: Tensor, options: GptqOptions, where: 
   return { args, quantized: q.result };
 }
 
-function toStats(s: NativeGptqStats, measured: boolean): GptqStats {
+function toStats(s: NativeGptqStats, measured: boolean, swept: boolean): GptqStats {
   return {
     gptqError: measured ? s.gptqError : NaN,
     rtnError: measured ? s.rtnError : NaN,
-    dampedError: s.dampedError,
+    dampedError: swept ? s.dampedError : NaN,
     damp: s.damp,
     deadColumns: s.deadColumns,
   };
@@ -130,12 +141,12 @@ function toStats(s: NativeGptqStats, measured: boolean): GptqStats {
 export async function gptq(weight: Tensor, hessian: Tensor, options: GptqOptions): Promise<GptqResult> {
   const { args, quantized } = planGptq(weight, hessian, options, 'gptq');
   const s = await callAsync('gptq', () => binding.gptq(args, true));
-  return { quantized, stats: toStats(s, args.measure as boolean) };
+  return { quantized, stats: toStats(s, args.measure as boolean, args.sweep as boolean) };
 }
 
 /** Synchronous gptq: blocks the calling thread. */
 export function gptqSync(weight: Tensor, hessian: Tensor, options: GptqOptions): GptqResult {
   const { args, quantized } = planGptq(weight, hessian, options, 'gptqSync');
   const s = callSync('gptqSync', () => binding.gptq(args, false));
-  return { quantized, stats: toStats(s, args.measure as boolean) };
+  return { quantized, stats: toStats(s, args.measure as boolean, args.sweep as boolean) };
 }

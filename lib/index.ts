@@ -21,6 +21,17 @@ export {
   type Kernel,
 } from './quantize';
 export { gptq, gptqSync, type GptqOptions, type GptqStats, type GptqResult } from './gptq';
+export { applyTensorScale, awqFold, awqGroups, awqScales, awqSearch, type AwqGroup, type AwqInputStats, type AwqSearchOptions, type AwqSearchResult, type AwqSkipped, type TensorScale } from './calibrate/awq';
+export {
+  ActivationStatsCollector,
+  calibrate,
+  calibrationChunks,
+  type ActivationStats,
+  type ActivationStatsCollectorOptions,
+  type LayerInputStats,
+  type CalibrateOptions,
+  type CalibrationChunkOptions,
+} from './calibrate';
 export {
   GGUFReader,
   GGUF_LIMITS,
@@ -119,6 +130,8 @@ export {
   type OutputFormat,
   type Target,
   type PruneLayout,
+  type CalibrationSpec,
+  type CalibrationRecord,
   GGUF_MIXES,
   MIX_NAMES,
   type MixName,

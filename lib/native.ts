@@ -99,6 +99,9 @@ interface Binding {
   /** GPTQ (native/addon/calib_binding.cc): fills data/scales/zeros of `args`, returns the error statistics. */
   gptq(args: NativeArgs, async: false): NativeGptqStats;
   gptq(args: NativeArgs, async: true): Promise<NativeGptqStats>;
+  /** Activation statistics (native/addon/calib_binding.cc): adds x's rows to sumSquares/sumAbs (f64) and hessian (f32, via scratch). */
+  activationStats(args: NativeArgs, async: false): undefined;
+  activationStats(args: NativeArgs, async: true): Promise<undefined>;
   /** The CPU kernel a spmm24 kernel code resolves to ('reference', 'avx2', 'avx512', 'unavailable'). */
   spmm24Kernel(kernel: number): string;
   /** The runtime (native/addon/model_binding.cc): a model handle, loading, forward steps. */

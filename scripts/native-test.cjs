@@ -150,6 +150,7 @@ const ROOMS = [
     test: 'test/native/calib_test.cc',
     sources: [
       'native/core/calib/gptq.cc',
+      'native/core/calib/stats.cc',
       'native/core/quant/quant.cc',
       'native/core/quant/quant_ref.cc',
       'native/core/lowrank/gemm.cc',

@@ -374,7 +374,22 @@ describe('Hugging Face -> GGUF (convert)', function () {
       it(`quantize ./hf-folder --preset ${preset}: one pass to a GGUF node-llama-cpp loads and runs; norms F32, matrices quantized`, async function () {
         const s = SPECS[1] as TinySpec; // mistral: a small vocabulary loads fast
         const out = path.join(tmp, `preset-${preset}.gguf`);
-        const report = await compressModel({ input: (folders.get(s) as { dir: string }).dir, output: out, recipe: preset });
+        // a preset that asks for calibration (q4_k_m-imatrix) runs the folder's model over a few ids, its statistics named as the GGUF's tensors
+        const calibration = PRESETS[preset]?.calibration !== undefined ? { calibration: { tokens: Array.from({ length: 64 }, (_, i) => (i * 977) % s.vocab), ctx: 32 } } : {};
+        const report = await compressModel({ input: (folders.get(s) as { dir: string }).dir, output: out, recipe: preset, ...calibration });
+        if (PRESETS[preset]?.calibration !== undefined) {
+          expect(report.calibration).to.include({ chunks: 2, ctx: 32 });
+          // every quantized matrix but the embedding (no linear input) is weighted: the statistics carry the GGUF names
+          // (the head's Q8_0 fallback takes no importance, as in llama-quantize)
+          expect(report.imatrix?.notCovered).to.deep.equal(['token_embd.weight']);
+          // (a gptq preset's GPTQ-rounded matrices take the Hessian instead)
+          const gptqd = report.tensors.filter((t) => t.calibrated?.method === 'gptq');
+          if (preset.endsWith('-gptq')) expect(gptqd.length).to.be.above(0);
+          const weighted = report.tensors.filter((t) => t.method === 'quantize' && t.to !== 'Q8_0' && t.name !== 'token_embd.weight' && t.calibrated === undefined);
+          if (!preset.endsWith('-gptq')) expect(weighted.length).to.be.above(0);
+          for (const t of weighted) expect(t.imatrix, t.name).to.equal('calibration (tokens in memory)');
+          expect(report.imatrix?.used).to.equal(weighted.length);
+        }
         expect(report.input.format).to.equal('safetensors');
         expect(report.output.format).to.equal('gguf');
         const r = await GGUFReader.open(out);

@@ -1,6 +1,7 @@
 // GPTQ against an independent f64 implementation written here (the paper's
 // Algorithm 1 without lazy batches: explicit inverse of the damped Hessian,
-// its Cholesky factor, one column at a time), against quantize() (a diagonal
+// its Cholesky factor, one column at a time; every GPTQ format: int4, int8,
+// q4_0, q4_1, q8_0), against quantize() (a diagonal
 // Hessian makes GPTQ round-to-nearest), and against the layer-output error
 // computed here from the dequantized weights.
 import { expect } from 'chai';
@@ -43,6 +44,17 @@ function coderFor(format: QuantFormat, g: Float64Array, symmetric: boolean): Cod
     const d = fr(max / -8);
     const inv = d !== 0 ? fr(1 / d) : 0;
     return (x) => (trunc15(fr(fr(x * inv) + 8.5)) - 8) * h(d);
+  }
+  if (format === 'q4_1') {
+    let min = Infinity;
+    let max = -Infinity;
+    for (const v of g) {
+      min = Math.min(min, v);
+      max = Math.max(max, v);
+    }
+    const d = fr((max - min) / 15);
+    const inv = d !== 0 ? fr(1 / d) : 0;
+    return (x) => fr(fr(trunc15(fr(fr(fr(x - min) * inv) + 0.5)) * h(d)) + h(min));
   }
   if (format === 'q8_0') {
     let amax = 0;
@@ -182,6 +194,7 @@ describe('gptq', () => {
     { name: 'int8 g64 act-order 16×64', shape: small, w: wSmall, h: hSmall, o: { format: 'int8', group: 64, symmetric: true, actOrder: true, dampening: 0.05 } },
     { name: 'q4_0 32×128', shape: mid, w: wMid, h: hMid, o: { format: 'q4_0', group: 32, symmetric: true, actOrder: false, dampening: 0.01 } },
     { name: 'q4_0 act-order 32×128', shape: mid, w: wMid, h: hMid, o: { format: 'q4_0', group: 32, symmetric: true, actOrder: true, dampening: 0.01 } },
+    { name: 'q4_1 act-order 32×128', shape: mid, w: wMid, h: hMid, o: { format: 'q4_1', group: 32, symmetric: true, actOrder: true, dampening: 0.01 } },
     { name: 'q8_0 16×64', shape: small, w: wSmall, h: hSmall, o: { format: 'q8_0', group: 32, symmetric: true, actOrder: false, dampening: 0.01 } },
   ];
 
@@ -295,6 +308,27 @@ describe('gptq', () => {
     expect(m.stats.gptqError).to.be.NaN;
     expect(m.stats.rtnError).to.be.NaN;
     expect(m.stats.dampedError).to.equal(s.stats.dampedError);
+  });
+
+  it('sweep: false is round-to-nearest (quantize()) with its error measured: no sweep, no definiteness needed', () => {
+    const { rows, cols } = mid;
+    const W = Tensor.from(wMid, [rows, cols]);
+    for (const v of [{ format: 'q4_1' as const }, { format: 'int4' as const, groupSize: 32, symmetric: false, scaleDtype: 'f16' as const }]) {
+      const full = gptqSync(W, Tensor.from(hMid, [cols, cols]), v);
+      const r = gptqSync(W, Tensor.from(hMid, [cols, cols]), { ...v, sweep: false });
+      const q = quantizeSync(W, v);
+      expect(bytesOf(r.quantized.data)).to.deep.equal(bytesOf(q.data));
+      if (q.scales) expect(bytesOf(r.quantized.scales!.data)).to.deep.equal(bytesOf(q.scales.data));
+      expect(rel(r.stats.rtnError, layerError(wMid, deq(q), hMid, rows, cols))).to.be.lessThan(1e-4);
+      expect(rel(r.stats.rtnError, full.stats.rtnError)).to.be.lessThan(1e-6);
+      expect(r.stats.gptqError).to.equal(r.stats.rtnError);
+      expect(r.stats.dampedError).to.be.NaN;
+    }
+    // Rank 8, no dampening: the sweep refuses it, plain rounding does not need it.
+    const lowRank = hessian(new Rng(3), cols, 8, 0);
+    expect(thrown(() => gptqSync(W, Tensor.from(lowRank, [cols, cols]), { format: 'q4_0', dampening: 0 })).code).to.equal('ERR_VALUE');
+    expect(gptqSync(W, Tensor.from(lowRank, [cols, cols]), { format: 'q4_0', dampening: 0, sweep: false }).stats.rtnError).to.be.greaterThan(0);
+    expect(thrown(() => gptqSync(W, Tensor.from(hMid, [cols, cols]), { format: 'q4_0', sweep: 1 } as unknown as GptqOptions)).message).to.match(/options\.sweep must be a boolean/);
   });
 
   it('dead input columns (H_ii = 0) are quantized as 0 and cost nothing', () => {

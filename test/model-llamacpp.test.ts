@@ -1,5 +1,6 @@
 // The runtime against llama.cpp itself (node-llama-cpp's prebuilt CPU build,
-// a devDependency) on the bundled stories260K and its q8_0 copy: the same
+// a devDependency) on the bundled stories260K, its q8_0 copy and its
+// q4_0-gptq copy (GPTQ-rounded codes in the standard Q4_0 blocks): the same
 // greedy continuation, the same most likely tokens, and perplexity on the
 // bundled tokens within a small margin (llama.cpp rounds differently: its
 // RoPE angles in f32; in the q8_0 file it also rounds the activations of
@@ -129,14 +130,17 @@ describe('runtime vs llama.cpp (node-llama-cpp)', function () {
     expect(got).to.deep.equal(want);
   });
 
-  for (const variant of ['f32', 'q8_0'] as const) {
-    it(`${variant}: next-token distributions close (mean KL), the same most likely tokens, perplexity within ${variant === 'f32' ? '0.1' : '3'} % on 4 chunks`, async function () {
+  // q4_0-gptq: the preset's GPTQ-rounded Q4_0 blocks (calibrated on the bundled calibration tokens), which llama.cpp must read as any Q4_0.
+  const LIMITS = { f32: { ppl: 1e-3, kl: 2e-4, top: 0.99 }, q8_0: { ppl: 3e-2, kl: 0.03, top: 0.85 }, 'q4_0-gptq': { ppl: 3e-2, kl: 0.03, top: 0.85 } };
+  for (const variant of ['f32', 'q8_0', 'q4_0-gptq'] as const) {
+    it(`${variant}: next-token distributions close (mean KL), the same most likely tokens, perplexity within ${LIMITS[variant].ppl * 100} % on 4 chunks`, async function () {
       if (!llama) {
         this.skip();
         return;
       }
-      const file = variant === 'f32' ? MODEL : path.join(tmp, 'q8_0.gguf');
+      const file = variant === 'f32' ? MODEL : path.join(tmp, `${variant}.gguf`);
       if (variant === 'q8_0') await compressModel({ input: MODEL, output: file, recipe: 'q8_0' });
+      if (variant === 'q4_0-gptq') await compressModel({ input: MODEL, output: file, recipe: 'q4_0-gptq', calibration: { tokens: path.join(ROOT, 'models', 'stories260K-calib.tokens'), ctx: 128, chunks: 8 } });
       const ids = Array.from(await readTokenFile(TOKENS));
       const chunks = [0, 1, 2, 3].map((c) => {
         const ch = ids.slice(c * 128, (c + 1) * 128);
@@ -175,11 +179,11 @@ describe('runtime vs llama.cpp (node-llama-cpp)', function () {
       await m.dispose();
       const pplOurs = Math.exp(ours / positions);
       const pplTheirs = Math.exp(ref / positions);
-      expect(Math.abs(pplOurs / pplTheirs - 1), `ours ${pplOurs}, llama.cpp ${pplTheirs}`).to.be.below(variant === 'f32' ? 1e-3 : 3e-2);
+      expect(Math.abs(pplOurs / pplTheirs - 1), `ours ${pplOurs}, llama.cpp ${pplTheirs}`).to.be.below(LIMITS[variant].ppl);
       // f32: the two agree to f32 rounding. q8_0: their difference is well below
       // what q8_0 changes against f32 itself (mean KL ~0.05 on these tokens).
-      expect(kl / positions, 'mean KL(llama.cpp ‖ runtime)').to.be.below(variant === 'f32' ? 2e-4 : 0.03);
-      expect(sameTop / positions).to.be.at.least(variant === 'f32' ? 0.99 : 0.85);
+      expect(kl / positions, 'mean KL(llama.cpp ‖ runtime)').to.be.below(LIMITS[variant].kl);
+      expect(sameTop / positions).to.be.at.least(LIMITS[variant].top);
     });
   }
 

@@ -129,7 +129,7 @@ describe('pipeline', function () {
         [{ rules: [{ match: '*', method: 'prune', options: { pattern: '2/4' } }] }, "rule #1: prune options.pattern must be 'N:M'"],
         [{ rules: [{ match: '*', method: 'prune', options: { pattern: '5:4' } }] }, 'need 1 <= N <= M <= 32'],
         [{ rules: [{ match: '*', method: 'prune', options: { pattern: '2:4', sparsity: 0.5 } }] }, 'unknown key "sparsity"'],
-        [{ rules: [{ match: '*', method: 'prune', options: { score: 'wanda' } }] }, "options.score must be 'magnitude' or { activationNorms"],
+        [{ rules: [{ match: '*', method: 'prune', options: { score: 'random' } }] }, "options.score must be 'magnitude', 'wanda' or { activationNorms"],
         [{ rules: [{ match: '*', method: 'prune', options: { layout: 'bitmask' } }] }, "prune options.layout must be one of dense, sparse-24-bitmask"],
         [{ extends: 'w4a16', target: 'tgi' }, 'target must be one of vllm, transformers'],
         // vLLM's Marlin kernel: group sizes 32, 64, 128 or per row; zero points with 4-bit weights only
@@ -158,7 +158,7 @@ describe('pipeline', function () {
         expect((e as SlimTensorError).message).to.match(/recipe (rule #1|preset 2of4 rule #2) prunes .* and (rule #1|preset w4a16 rule #3) quantizes/).and.include('marlin-24');
       }
       expect(() => plan({ rules: [{ match: '*', method: 'quantize', options: { format: 'int4' } }] }, 'w', [4, 32], 'gguf')).to.throw(SlimTensorError, 'compressed-tensors format');
-      expect(Object.keys(PRESETS)).to.deep.equal(['q4_0', 'q4_1', 'q5_0', 'q5_1', 'q8_0', 'q2_k', 'q3_k_s', 'q3_k_m', 'q3_k_l', 'q4_k_s', 'q4_k_m', 'q5_k_s', 'q5_k_m', 'q6_k', 'w4a16', 'w4a16-asym', 'w8a16', '2of4']);
+      expect(Object.keys(PRESETS)).to.deep.equal(['q4_0', 'q4_1', 'q5_0', 'q5_1', 'q8_0', 'q2_k', 'q3_k_s', 'q3_k_m', 'q3_k_l', 'q4_k_s', 'q4_k_m', 'q4_k_m-imatrix', 'q5_k_s', 'q5_k_m', 'q6_k', 'w4a16', 'w4a16-asym', 'w8a16', '2of4', 'w4a16-gptq', 'w4a16-awq', 'q4_0-gptq']);
       // the same schemes are fine for compressed-tensors' own readers, and presets say whom they are for
       expect(resolveRecipe({ extends: 'w4a16', target: 'transformers', rules: [{ match: '*', method: 'quantize', options: { format: 'int4', groupSize: 256 } }] }).target).to.equal('transformers');
       expect(['w4a16', 'w4a16-asym', 'w8a16', '2of4', 'q4_0'].map((p) => resolveRecipe(p).target)).to.deep.equal(['vllm', 'vllm', 'vllm', 'transformers', 'transformers']);

@@ -10,7 +10,7 @@ import { SlimTensorError } from '../errors';
 import { renderDemo } from './demo-output';
 import { EXIT_INTERRUPTED, inspect, lowrankRecipe, parseSize, presets, readRecipeFile, report, runCompression, type RunOptions } from './model-commands';
 import { CONVERT_MEMORY_LIMIT, convertRecipe, OUT_TYPES, type OutType } from '../convert/convert-model';
-import { parsePrunePattern, PRESET_NAMES, PRUNE_LAYOUTS, pruneRecipe, TARGETS, type PruneLayout, type Target } from '../pipeline/recipe';
+import { parsePrunePattern, PRESET_NAMES, PRUNE_LAYOUTS, pruneRecipe, TARGETS, type CalibrationSpec, type PruneLayout, type Target } from '../pipeline/recipe';
 import { parseDuration, runSubmit, runWorker } from './queue-commands';
 import { evalCommand, interruptible, runCommand, type ModelFlags } from './run-commands';
 
@@ -142,6 +142,38 @@ interface RunArgs {
   error: boolean;
   target?: string | undefined;
   imatrix?: string | undefined;
+  'calibrate-text'?: string | undefined;
+  'calibrate-tokens'?: string | undefined;
+  'calibrate-ctx'?: number | undefined;
+  'calibrate-chunks'?: number | undefined;
+}
+
+/** --calibrate-*: calibration data for the activation-aware methods. */
+function calibrateOptions<T>(y: import('yargs').Argv<T>) {
+  return y
+    .option('calibrate-text', { type: 'string', describe: "Calibration text file (UTF-8, tokenized by the model): the model runs over it and its layer inputs' statistics weight quantize as an imatrix, give prune Wanda scores and whiten lowrank (SVD-LLM / ASVD)" })
+    .option('calibrate-tokens', { type: 'string', describe: 'Calibration token file (little-endian int32 ids) instead of text' })
+    .option('calibrate-ctx', { type: 'number', describe: "Tokens per calibration chunk (default 512, at most the model's context)" })
+    .option('calibrate-chunks', { type: 'number', describe: 'Most calibration chunks (default: all whole chunks)' })
+    .check((a) => {
+      if (a['calibrate-text'] !== undefined && a['calibrate-tokens'] !== undefined) throw new UsageError('give one of --calibrate-text, --calibrate-tokens');
+      for (const k of ['calibrate-ctx', 'calibrate-chunks'] as const) {
+        const v = a[k];
+        if (v !== undefined && !(Number.isSafeInteger(v) && v >= 1)) throw new UsageError(`--${k} must be an integer >= 1, got ${String(v)}`);
+        if (v !== undefined && a['calibrate-text'] === undefined && a['calibrate-tokens'] === undefined) throw new UsageError(`--${k} needs --calibrate-text or --calibrate-tokens`);
+      }
+      return true;
+    });
+}
+
+function calibrationOf(a: RunArgs): CalibrationSpec | undefined {
+  if (a['calibrate-text'] === undefined && a['calibrate-tokens'] === undefined) return undefined;
+  return {
+    ...(a['calibrate-text'] !== undefined ? { text: a['calibrate-text'] } : {}),
+    ...(a['calibrate-tokens'] !== undefined ? { tokens: a['calibrate-tokens'] } : {}),
+    ...(a['calibrate-ctx'] !== undefined ? { ctx: a['calibrate-ctx'] } : {}),
+    ...(a['calibrate-chunks'] !== undefined ? { chunks: a['calibrate-chunks'] } : {}),
+  };
 }
 
 /** `--imatrix`: llama.cpp's importance matrix for the quantizers. */
@@ -185,6 +217,7 @@ function toRunOptions(a: RunArgs, recipe: RunOptions['recipe']): RunOptions {
     shardSize: size(a['shard-size'], '--shard-size'),
     target: a.target as Target | undefined,
     imatrix: a.imatrix,
+    calibration: calibrationOf(a),
   };
 }
 
@@ -202,7 +235,7 @@ function buildParser(argv: string[]) {
       'quantize <input>',
       `Quantize a model with a preset (${QUANTIZE_PRESETS.join(', ')}); a Hugging Face folder is converted to GGUF on the way for the GGUF presets`,
       (y) =>
-        imatrixOption(targetOption(runOptions(y.positional('input', { type: 'string', demandOption: true, describe: 'GGUF file, .safetensors file or Hugging Face folder' }))))
+        calibrateOptions(imatrixOption(targetOption(runOptions(y.positional('input', { type: 'string', demandOption: true, describe: 'GGUF file, .safetensors file or Hugging Face folder' })))))
           .option('preset', { alias: 'p', type: 'string', demandOption: true, choices: QUANTIZE_PRESETS, describe: 'The recipe to apply (GGUF: llama-quantize\'s file types; see `slimtensor presets`)' })
           .option('search', { type: 'string', choices: ['none', 'mse'], describe: 'Scale search (mse: slower, lower error)' }),
       async (args) => {
@@ -232,7 +265,7 @@ function buildParser(argv: string[]) {
       'prune <input>',
       'N:M structured sparsity by magnitude of every matrix but norms, embedding and head, the pruned weights written dense: a Hugging Face folder stays a Hugging Face folder, a GGUF file stays GGUF',
       (y) =>
-        runOptions(y.positional('input', { type: 'string', demandOption: true, describe: 'GGUF file, .safetensors file or Hugging Face folder' }))
+        calibrateOptions(runOptions(y.positional('input', { type: 'string', demandOption: true, describe: 'GGUF file, .safetensors file or Hugging Face folder' })))
           .option('pattern', { type: 'string', default: '2:4', describe: "Keep N of every M consecutive weights along a row ('2:4', '1:4', '4:8', ...)" })
           .option('layout', {
             type: 'string',
@@ -257,7 +290,7 @@ function buildParser(argv: string[]) {
       'lowrank <input>',
       'Low-rank factorization (W ≈ left · right, plain safetensors) of every matrix but norms, embedding and head',
       (y) =>
-        runOptions(y.positional('input', { type: 'string', demandOption: true }))
+        calibrateOptions(runOptions(y.positional('input', { type: 'string', demandOption: true })))
           .option('rank', { type: 'number', describe: 'Rank of the factors' })
           .option('ratio', { type: 'number', describe: 'Parameter budget as a fraction of the original' })
           .check((a) => {
@@ -276,7 +309,7 @@ function buildParser(argv: string[]) {
       'compress <input>',
       'Compress a model with a recipe file (JSON rules) or a preset',
       (y) =>
-        imatrixOption(targetOption(runOptions(y.positional('input', { type: 'string', demandOption: true }))))
+        calibrateOptions(imatrixOption(targetOption(runOptions(y.positional('input', { type: 'string', demandOption: true })))))
           .option('recipe', { alias: 'r', type: 'string', describe: 'Recipe file (JSON)' })
           .option('preset', { alias: 'p', type: 'string', choices: PRESET_NAMES, describe: 'A built-in recipe instead of a file' })
           .check((a) => {

@@ -12,7 +12,7 @@ import { compressModel, type CompressReport } from '../pipeline/compress';
 import { evaluateFiles, renderEvaluation, type ModelFlags } from './run-commands';
 import { renderReportHtml } from '../pipeline/html';
 import { LIVE_TEMPS } from '../pipeline/output';
-import { EMBED_GLOBS, HEAD_GLOBS, NORM_GLOBS, PRESETS, type Recipe, type Target } from '../pipeline/recipe';
+import { EMBED_GLOBS, HEAD_GLOBS, NORM_GLOBS, PRESETS, type CalibrationSpec, type Recipe, type Target } from '../pipeline/recipe';
 import { openModel, type ModelSource } from '../pipeline/source';
 import { sparse24Names, sparse24Prefixes } from '../formats/compressed-tensors';
 import * as path from 'node:path';
@@ -189,6 +189,8 @@ export interface RunOptions {
   verbose: boolean;
   target?: Target | undefined;
   imatrix?: string | undefined;
+  /** --calibrate-text / --calibrate-tokens / --calibrate-ctx / --calibrate-chunks. */
+  calibration?: CalibrationSpec | undefined;
   /** Measure each changed tensor's error (default true; `--no-error`). */
   measureError?: boolean | undefined;
 }
@@ -225,6 +227,8 @@ export async function runCompression(o: RunOptions): Promise<string> {
       ...(o.shardSize !== undefined ? { maxShardBytes: o.shardSize } : {}),
       ...(o.target !== undefined ? { target: o.target } : {}),
       ...(o.imatrix !== undefined ? { imatrix: o.imatrix } : {}),
+      ...(o.calibration !== undefined ? { calibration: o.calibration } : {}),
+      ...(o.quiet ? {} : { onCalibrationProgress: calibrationProgress(process.stderr) }),
       overwrite: o.force,
       signal: ac.signal,
       onProgress: progress,
@@ -236,6 +240,17 @@ export async function runCompression(o: RunOptions): Promise<string> {
     progress.stop();
     process.removeListener('SIGINT', onSigint);
   }
+}
+
+/** Calibration progress on stderr: a line per chunk, at most every half second, and the last one. */
+function calibrationProgress(stream: NodeJS.WriteStream): (p: { chunk: number; chunks: number; tokens: number }) => void {
+  let last = 0;
+  return (p) => {
+    const now = Date.now();
+    if (p.chunk !== p.chunks && now - last < 500) return;
+    last = now;
+    stream.write(`calibrating: chunk ${p.chunk}/${p.chunks} (${p.tokens} tokens)\n`);
+  };
 }
 
 /** The abort reason of a Ctrl-C. */
@@ -294,6 +309,29 @@ export function renderCompressReport(r: CompressReport, verbose: boolean): strin
       by.set(k, [...(by.get(k) ?? []), f.name]);
     }
     for (const [k, names] of by) out.push(`  ${names.length} tensor${names.length === 1 ? '' : 's'} (${names.slice(0, 3).join(', ')}${names.length > 3 ? ', ...' : ''}): ${k}`);
+  }
+  const bpw = r.bitsPerWeight;
+  out.push('', `bits per weight: ${bpw.quantized === undefined ? '' : `${bpw.quantized.toFixed(3)} in the quantized tensors, `}${bpw.file.toFixed(3)} for the whole file`);
+  if (r.calibration !== undefined) {
+    const c = r.calibration;
+    out.push('', c.chunks === 0 ? `calibration: statistics given (${c.inputs} layer inputs, ${c.hessians} with a Hessian)` : `calibration on ${c.source}: ${c.chunks} chunk${c.chunks === 1 ? '' : 's'} of ${c.ctx} tokens, ${c.inputs} layer inputs (${c.hessians} with a Hessian), ${formatMs(c.timeMs)}`);
+  }
+  const gptqd = r.tensors.filter((t) => t.calibrated?.method === 'gptq');
+  if (gptqd.length > 0) {
+    const sum = (k: 'error' | 'rtnError'): number => gptqd.reduce((x, t) => x + (t.calibrated?.[k] as number), 0);
+    out.push('', `gptq: ${gptqd.length} tensor${gptqd.length === 1 ? '' : 's'}, layer-output error tr(E·H·Eᵀ) on the calibration inputs ${(sum('error') / sum('rtnError')).toFixed(3)}× round-to-nearest's (summed)`);
+  }
+  if (r.awq !== undefined) {
+    const g = r.awq.groups;
+    const sum = (k: 'error' | 'rtnError'): number => g.reduce((x, y) => x + y[k], 0);
+    const alphas = g.map((x) => x.alpha).sort((a, b) => a - b);
+    out.push('', `awq: ${g.length} group${g.length === 1 ? '' : 's'} of weights scaled (α ${alphas[0]?.toFixed(2) ?? '-'}..${alphas.at(-1)?.toFixed(2) ?? '-'}), layer-output error ${g.length === 0 ? '-' : (sum('error') / sum('rtnError')).toFixed(3)}× unscaled's on the calibration inputs`);
+    const why = new Map<string, number>();
+    for (const k of r.awq.skipped) {
+      const reason = k.reason.replace(/blk\.\d+\.|model\.layers\.\d+\./g, '').replace(/\d+ output rows and \S+ \d+ input columns/, 'output rows ≠ input columns');
+      why.set(reason, (why.get(reason) ?? 0) + 1);
+    }
+    for (const [reason, n] of why) out.push(`  not scaled (${n}): ${reason}`);
   }
   if (r.imatrix !== undefined) out.push('', `imatrix ${r.imatrix.files.join(', ')}: ${r.imatrix.used} tensor${r.imatrix.used === 1 ? '' : 's'} quantized with it, ${r.imatrix.notCovered.length} not covered`);
   for (const w of r.warnings) out.push('', `note: ${w}`);
@@ -392,7 +430,8 @@ export async function report(original: string, compressed: string, html: string 
 /** `presets`: the built-in recipes. */
 export function presets(json: boolean): string {
   if (json) return JSON.stringify(PRESETS, null, 2);
+  const width = Math.max(...Object.keys(PRESETS).map((n) => n.length));
   return Object.entries(PRESETS)
-    .map(([name, r]) => `${name.padEnd(11)} ${(r.format ?? "input's family").padEnd(19)} ${r.description ?? ''}`)
+    .map(([name, r]) => `${name.padEnd(width)} ${(r.format ?? "input's family").padEnd(19)} ${r.description ?? ''}`)
     .join('\n');
 }

@@ -38,12 +38,16 @@ import { cast } from '../cast';
 import { BufferPool, Gate, poolSize } from './memory';
 import { sizeOnDisk, stageOutput, TEMP_TAG } from './output';
 import { GGUF_MIXES, llamaQuantizeOrder, mixModelOf, planMix } from './gguf-mix';
-import { checkTarget, describeAction, planTensor, resolveRecipe, TARGETS, type ImportanceSource, type OutputFormat, type PlanContext, type Recipe, type ResolvedRecipe, type Target, type TensorAction, type TensorPlan } from './recipe';
+import { checkTarget, describeAction, planTensor, resolveRecipe, TARGETS, type CalibratedMethod, type GptqSettings, type ImportanceSource, type OutputFormat, type CalibrationSpec, type PlanContext, type Recipe, type ResolvedRecipe, type Target, type TensorAction, type TensorPlan } from './recipe';
 import { modelModules, planModules, type ModelModules, type ModulePlan } from './linear-modules';
 import { SUPPORTED_GGUF_ARCHITECTURES, SUPPORTED_HF_CLASSES } from '../model/architectures';
 import { hfModelAsGguf } from '../convert/hf-model';
 import { floatDtypeOf, openModel, readConfigJson, viewStored, type ModelSource, type SourceTensor } from './source';
 import { denseError } from './error';
+import { applyTensorScale, awqFold, awqGroups, awqSearch, type AwqSkipped, type TensorScale } from '../calibrate/awq';
+import type { ActivationStats, LayerInputStats } from '../calibrate/stats';
+import { gptq } from '../gptq';
+import { pipelineStats, statsImportance, type CalibrationRecord } from './calibration';
 
 export interface CompressOptions {
   /** A GGUF file, a .safetensors file or a Hugging Face folder. */
@@ -86,6 +90,24 @@ export interface CompressOptions {
    * without it and listed in the report.
    */
   imatrix?: string | ImportanceMatrix;
+  /**
+   * Calibration data (a text or token file, ctx, chunks) over the recipe's
+   * own `calibration`: the model is run over it and its linear-layer input
+   * statistics feed the activation-aware rules — quantize weighted by the
+   * mean x² per column (as an imatrix, unless `imatrix` is given), prune by
+   * Wanda scores, lowrank whitened (SVD-LLM with the input Hessian, or ASVD).
+   */
+  calibration?: CalibrationSpec;
+  /** Statistics already collected (calibrate()), by tensor name, instead of a calibration run. */
+  activationStats?: ActivationStats;
+  /** Called after each calibration chunk. */
+  onCalibrationProgress?: (p: { chunk: number; chunks: number; tokens: number }) => void;
+  /**
+   * Factors applied to tensors as they are read, before the recipe's method
+   * (awqFold()'s output: AWQ scales folded into norms and linears). An awq
+   * rule computes its own and multiplies them with these.
+   */
+  scaling?: ReadonlyMap<string, TensorScale>;
 }
 
 export interface CompressProgress {
@@ -122,6 +144,12 @@ export interface TensorRecord {
   error?: { rmse: number; maxAbs: number; sqnrDb: number; cosine: number };
   /** Quantized with an imatrix: the file; or 'not covered' when the imatrix has no entry for it. */
   imatrix?: string;
+  /**
+   * GPTQ: the layer-output error tr(E·H·Eᵀ) on the calibration inputs and
+   * round-to-nearest's. AWQ: the chosen α and the error of the tensor's
+   * group (the weights sharing its input) against plain rounding's.
+   */
+  calibrated?: { method: 'gptq' | 'awq'; error: number; rtnError: number; alpha?: number };
 }
 
 export interface CompressReport {
@@ -145,8 +173,18 @@ export interface CompressReport {
     /** Every 2-D tensor written as it was, with the reason. */
     kept: { name: string; shape: number[]; reason: string }[];
   };
+  /** awq rules: each group's chosen α and layer-output errors, and the groups not scaled (with why). */
+  awq?: { groups: { layer: number; prev: string; linears: string[]; alpha: number; error: number; rtnError: number }[]; skipped: AwqSkipped[] };
   /** When an imatrix was given: its files, and the quantized tensors it covered and did not. */
   imatrix?: { files: string[]; used: number; notCovered: string[] };
+  /** When the recipe's rules read calibration statistics: where they came from. */
+  calibration?: CalibrationRecord;
+  /**
+   * Bits per weight: of the quantized tensors (their bytes written × 8 over
+   * their weights; undefined when none was quantized), and of the whole
+   * output (bytes on disk × 8 over every tensor element of the input).
+   */
+  bitsPerWeight: { quantized: number | undefined; file: number };
   /** When tensors were pruned: how many, how many weights were zeroed, and the zero fraction of all float weights written. */
   sparsity?: { tensors: number; prunedWeights: number; globalSparsity: number };
   /** input bytes / output bytes (files on disk). */
@@ -215,6 +253,10 @@ interface Entry {
   /** Zero weights among `elements` in what was written (float tensors; counted for sparsity_config's global_sparsity). */
   zeros: number;
   elements: number;
+  /** Factors applied to the tensor as read (AWQ folding). */
+  scale?: TensorScale;
+  /** The input's calibration statistics (gptq). */
+  stats?: LayerInputStats;
 }
 
 type Result =
@@ -293,7 +335,8 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
     const warnings: string[] = [];
     // A Hugging Face folder becomes what llama.cpp's converter would write
     // (GGUF names, layouts, metadata, tokenizer); the recipe then applies as to a GGUF input.
-    if (format === 'gguf' && source.format !== 'gguf') source = await hfModelAsGguf(source);
+    const converted = format === 'gguf' && source.format !== 'gguf';
+    if (converted) source = await hfModelAsGguf(source);
     if (format !== 'gguf' && source.format === 'gguf') {
       warnings.push(`the ${format} output keeps the GGUF tensor names and layouts (llama.cpp's); Hugging Face loaders such as vLLM expect the model's own names`);
     }
@@ -302,8 +345,24 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
     if (source.folder !== undefined) config = await readConfigJson(path.join(source.folder, 'config.json'));
     // Importance matrices: compressModel's and the rules' own files, read once each.
     const imatrices = await loadImatrices(o.imatrix, recipe);
+    // Calibration statistics (given, or a run of the model over the calibration data) for the activation-aware rules.
+    const calibrated = await pipelineStats(recipe, {
+      input: o.input,
+      tensors: new Map(source.tensors.map((t) => [t.name, t.shape] as const)),
+      ggufNames: converted,
+      calibration: o.calibration,
+      activationStats: o.activationStats,
+      hasImatrix: imatrices.global !== undefined || imatrices.byFile.size > 0,
+      threads: o.threads,
+      signal,
+      onProgress: o.onCalibrationProgress,
+    });
+    // Quantize rules read them as an imatrix: Σx² and the rows counted (llama-imatrix's in_sum2 and counts).
+    if (calibrated !== undefined && imatrices.global === undefined && recipe.rules.some((r) => r.method === 'quantize' && r.options.importance === undefined)) {
+      imatrices.global = statsImportance(calibrated.stats, calibrated.record);
+    }
     // A llama-quantize mix: planned over the whole model, tensors in llama-quantize's order.
-    const ctx: PlanContext = {};
+    const ctx: PlanContext = calibrated !== undefined ? { activationStats: calibrated.stats } : {};
     let tensors = source.tensors;
     if (recipe.mix !== undefined && format === 'gguf' && source.ggufMetadata !== undefined) {
       tensors = llamaQuantizeOrder(source.tensors);
@@ -322,6 +381,7 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
     }
     const entries = tensors.map((t, i) => planEntry(t, plans[i] as TensorPlan, format, o.measureError === true));
     const imatrixUse = attachImportance(entries, imatrices);
+    const awqReport = await attachCalibrated(entries, source, calibrated?.stats, o.scaling, o.threads, signal);
     if (imatrixUse !== undefined && imatrixUse.notCovered.length > 0) {
       const n = imatrixUse.notCovered;
       warnings.push(`${n.length} quantized tensor${n.length === 1 ? ' is' : 's are'} not in the imatrix and ${n.length === 1 ? 'was' : 'were'} quantized without it: ${n.slice(0, 4).join(', ')}${n.length > 4 ? ', …' : ''}`);
@@ -414,6 +474,9 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
         ? { modules: { architecture: modules.architecture, rule: modules.table ? ('architecture table' as const) : ('conservative' as const), target, ignore: ctGroups.size > 0 || sparse24 > 0 ? ignore : [], kept: modulePlan.kept } }
         : {}),
       ...(imatrixUse !== undefined ? { imatrix: imatrixUse } : {}),
+      ...(awqReport !== undefined ? { awq: awqReport } : {}),
+      ...(calibrated !== undefined ? { calibration: calibrated.record } : {}),
+      bitsPerWeight: bitsPerWeight(records, outputBytes),
       ...(pruned > 0
         ? { sparsity: { tensors: pruned, prunedWeights: records.reduce((n, r) => n + (r.pruned === undefined ? 0 : r.pruned.total - r.pruned.kept), 0), globalSparsity: globalSparsity(entries) } }
         : {}),
@@ -427,6 +490,21 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
   } finally {
     await source.close();
   }
+}
+
+function bitsPerWeight(records: readonly TensorRecord[], fileBytes: number): CompressReport['bitsPerWeight'] {
+  let qBytes = 0;
+  let qWeights = 0;
+  let weights = 0;
+  for (const r of records) {
+    const n = r.shape.reduce((a, d) => a * d, 1);
+    weights += n;
+    if (r.method === 'quantize') {
+      qBytes += r.bytesOut;
+      qWeights += n;
+    }
+  }
+  return { quantized: qWeights === 0 ? undefined : (qBytes * 8) / qWeights, file: weights === 0 ? 0 : (fileBytes * 8) / weights };
 }
 
 function planInputOf(t: SourceTensor): { name: string; shape: readonly number[]; floatDtype: FloatDType | undefined; storage: string } {
@@ -462,7 +540,7 @@ function imatrixFor(src: ImportanceSource, m: Imatrices): ImportanceMatrix | und
 }
 
 function imatrixName(m: ImportanceMatrix): string {
-  return m.source?.path ?? '(in memory)';
+  return m.source?.path ?? (m.datasets[0] !== undefined ? `calibration ${m.datasets[0]}` : '(in memory)');
 }
 
 /**
@@ -841,6 +919,7 @@ async function runPipeline(entries: readonly Entry[], source: ModelSource, sink:
 
 async function compressOne(e: Entry, input: Uint8Array, take: (n: number) => Uint8Array, ro: RunOptions, times: StageTimes): Promise<Result> {
   const a = e.plan.action;
+  if (e.scale !== undefined) await scaleInPlace(e, input, take);
   if (a.kind === 'keep') {
     const dt = floatDtypeOf(e.src);
     if (ro.countZeros && dt !== undefined) countZerosInto(e, input, dt);
@@ -855,7 +934,7 @@ async function compressOne(e: Entry, input: Uint8Array, take: (n: number) => Uin
     if (ro.countZeros) countZerosInto(e, out, a.dtype);
     return { kind: 'raw', bytes: out };
   }
-  if (a.kind === 'lowrank') return lowRankOne(e, input, take, ro, from, a.options);
+  if (a.kind === 'lowrank') return lowRankOne(e, input, take, ro, from, a);
   if (a.kind === 'prune') return pruneOne(e, input, take, ro, from, a);
   const t = viewStored(e.src, input) as Tensor;
   const o = a.options;
@@ -894,9 +973,137 @@ async function compressOne(e: Entry, input: Uint8Array, take: (n: number) => Uin
       groupSize: o.groupSize === 'channel' ? cols : (o.groupSize as number),
     });
   }
+  const gptqSettings = a.calibrated?.method === 'gptq' ? a.calibrated : a.calibrated?.method === 'awq' ? a.calibrated.gptq : undefined;
+  if (gptqSettings !== undefined) {
+    const c: GptqSettings = gptqSettings;
+    let h = (e.stats as LayerInputStats).hessian as Float32Array;
+    // AWQ-scaled columns (W·S): the Hessian of the scaled inputs S⁻¹·H·S⁻¹.
+    const s = e.scale?.cols;
+    if (s !== undefined) h = Float32Array.from(h, (v, i) => v / ((s[Math.floor(i / cols)] as number) * (s[i % cols] as number)));
+    const r = await gptq(t, Tensor.from(h, [cols, cols]), { ...groupingOf(o), ...gptqSettingsOf(c), ...threads });
+    if (a.calibrated?.method === 'gptq') e.record.calibrated = { method: 'gptq', error: r.stats.gptqError, rtnError: r.stats.rtnError };
+    if (ro.measureError) e.record.error = await timed(times, 'errorMs', () => quantizationError(t, r.quantized));
+    return { kind: 'quant', q: r.quantized };
+  }
   const q = await quantize(t, { ...o, out, ...(w !== undefined ? { importance: w } : {}), ...threads });
   if (ro.measureError) e.record.error = await timed(times, 'errorMs', () => quantizationError(t, q));
   return { kind: 'quant', q };
+}
+
+/** A planned quantize action's format and grouping, as gptq() and awqSearch() take them (what is unset stays unset). */
+function groupingOf(o: QuantizeOptions): { format: QuantizeOptions['format']; groupSize?: number | 'channel'; symmetric?: boolean; scaleDtype?: FloatDType } {
+  const { format, groupSize, symmetric, scaleDtype } = o;
+  return { format, ...(groupSize !== undefined ? { groupSize } : {}), ...(symmetric !== undefined ? { symmetric } : {}), ...(scaleDtype !== undefined ? { scaleDtype } : {}) };
+}
+
+/** A rule's GPTQ settings without the method tag. */
+function gptqSettingsOf(c: GptqSettings): GptqSettings {
+  const { actOrder, dampening, blockSize } = c;
+  return { ...(actOrder !== undefined ? { actOrder } : {}), ...(dampening !== undefined ? { dampening } : {}), ...(blockSize !== undefined ? { blockSize } : {}) };
+}
+
+/** Multiplies a float tensor's bytes (as read) by its entry's factors, in place (through f32 for 16-bit tensors). */
+async function scaleInPlace(e: Entry, input: Uint8Array, take: (n: number) => Uint8Array): Promise<void> {
+  const dtype = floatDtypeOf(e.src);
+  if (dtype === undefined) throw new SlimTensorError(`AWQ scales fold into '${e.src.name}', stored as ${e.src.storage}: only F32/F16/BF16 tensors can be scaled`, 'ERR_UNSUPPORTED');
+  const n = e.src.byteLength / dtypeSize(dtype);
+  if (dtype === 'f32') {
+    applyTensorScale(new Float32Array(input.buffer, input.byteOffset, n), e.src.shape, e.scale as TensorScale, e.src.name);
+    return;
+  }
+  const f = Tensor.from(take(n * 4), e.src.shape, 'f32');
+  await cast(Tensor.from(input, e.src.shape, dtype), 'f32', { out: f });
+  applyTensorScale(f.data as Float32Array, e.src.shape, e.scale as TensorScale, e.src.name);
+  await cast(f, dtype, { out: Tensor.from(input, e.src.shape, dtype) });
+}
+
+/**
+ * gptq and awq rules: checks that calibration statistics cover their
+ * tensors, gives gptq tensors their Hessian, runs AWQ's scale search over
+ * each group of awq-planned weights sharing an input (reading those
+ * weights), and gives every tensor its factors (the search's folded scales
+ * times `scaling`).
+ */
+async function attachCalibrated(
+  entries: readonly Entry[],
+  source: ModelSource,
+  stats: ActivationStats | undefined,
+  scaling: ReadonlyMap<string, TensorScale> | undefined,
+  threads: number | undefined,
+  signal: AbortSignal | undefined,
+): Promise<CompressReport['awq']> {
+  const byName = new Map(entries.map((e) => [e.src.name, e] as const));
+  const calibrated = entries.filter((e) => e.plan.action.kind === 'quantize' && e.plan.action.calibrated !== undefined);
+  for (const e of calibrated) {
+    const a = e.plan.action as Extract<TensorAction, { kind: 'quantize' }>;
+    const method = (a.calibrated as { method: string }).method;
+    const s = stats?.get(e.src.name);
+    if (s === undefined) {
+      throw new SlimTensorError(`compressModel: recipe ${e.plan.rule ?? ''} quantizes '${e.src.name}' by ${method}, which needs calibration statistics for it (activationStats from calibrate(), or the recipe's calibration)${stats === undefined ? '' : '; the statistics have no entry for it'}`, 'ERR_VALUE');
+    }
+    if (s.hessian === undefined) throw new SlimTensorError(`compressModel: ${method} of '${e.src.name}' needs the Hessian of its input; calibrate with hessian: true`, 'ERR_VALUE');
+    e.stats = s;
+  }
+  let report: CompressReport['awq'];
+  const factors = new Map<string, TensorScale>();
+  const awq = calibrated.filter((e) => (e.plan.action as { calibrated: { method: string } }).calibrated.method === 'awq');
+  if (awq.length > 0) {
+    const { groups, skipped } = awqGroups(source.tensors);
+    const awqNames = new Set(awq.map((e) => e.src.name));
+    const chosen = new Map<string, Float32Array>();
+    const used: typeof groups = [];
+    report = { groups: [], skipped: [...skipped] };
+    for (const g of groups) {
+      signal?.throwIfAborted();
+      const notAwq = g.linears.filter((n) => !awqNames.has(n));
+      if (notAwq.length > 0) {
+        if (notAwq.length < g.linears.length || awqNames.has(g.prev)) report.skipped.push({ layer: g.layer, prev: g.prev, linears: g.linears, reason: `${notAwq.join(', ')} not quantized by awq (a group's weights share one scale)` });
+        continue;
+      }
+      const first = (byName.get(g.linears[0] as string) as Entry).plan.action as Extract<TensorAction, { kind: 'quantize' }>;
+      const differ = g.linears.find((n) => JSON.stringify(((byName.get(n) as Entry).plan.action as Extract<TensorAction, { kind: 'quantize' }>).options) !== JSON.stringify(first.options));
+      if (differ !== undefined) {
+        report.skipped.push({ layer: g.layer, prev: g.prev, linears: g.linears, reason: `${differ} is quantized differently from ${g.linears[0] as string} (one scale search per format)` });
+        continue;
+      }
+      const prev = source.tensors.find((t) => t.name === g.prev);
+      if (prev === undefined || floatDtypeOf(prev) === undefined) {
+        report.skipped.push({ layer: g.layer, prev: g.prev, linears: g.linears, reason: `${g.prev} is stored as ${prev?.storage ?? 'nothing'}; scales fold into F32/F16/BF16 tensors only` });
+        continue;
+      }
+      const weights: Tensor[] = [];
+      for (const n of g.linears) {
+        const src = (byName.get(n) as Entry).src;
+        weights.push(viewStored(src, await source.readBytes(n)) as Tensor);
+      }
+      const c = first.calibrated as Extract<CalibratedMethod, { method: 'awq' }>;
+      const o = first.options;
+      const r = await awqSearch(weights, (byName.get(g.linears[0] as string) as Entry).stats as LayerInputStats, {
+        ...groupingOf(o),
+        ...(c.grid !== undefined ? { grid: c.grid } : {}),
+        ...(c.gptq !== undefined ? { gptq: gptqSettingsOf(c.gptq) } : {}),
+        ...(threads !== undefined ? { threads } : {}),
+      });
+      chosen.set(g.prev, r.scales);
+      used.push(g);
+      report.groups.push({ layer: g.layer, prev: g.prev, linears: g.linears, alpha: r.alpha, error: r.error, rtnError: r.rtnError });
+      for (const n of g.linears) (byName.get(n) as Entry).record.calibrated = { method: 'awq', error: r.error, rtnError: r.rtnError, alpha: r.alpha };
+    }
+    for (const [name, f] of awqFold(used, chosen)) factors.set(name, f);
+    // Weights of an awq rule outside any scaled group: plain rounding.
+    for (const e of awq) e.record.calibrated ??= { method: 'awq', error: NaN, rtnError: NaN, alpha: 0 };
+  }
+  for (const [name, f] of scaling ?? []) {
+    const t = factors.get(name) ?? {};
+    const mul = (x: Float32Array | undefined, y: Float32Array | undefined): Float32Array | undefined => (x === undefined ? y : y === undefined ? x : Float32Array.from(x, (v, i) => v * (y[i] as number)));
+    factors.set(name, { ...(mul(t.rows, f.rows) !== undefined ? { rows: mul(t.rows, f.rows) } : {}), ...(mul(t.cols, f.cols) !== undefined ? { cols: mul(t.cols, f.cols) } : {}) });
+  }
+  for (const [name, f] of factors) {
+    const e = byName.get(name);
+    if (e === undefined) throw new SlimTensorError(`compressModel: scaling names '${name}', which is not in the model`, 'ERR_VALUE');
+    e.scale = f;
+  }
+  return report;
 }
 
 /** Adds a float tensor's zeros (either sign) and element count to the entry. */
@@ -1010,14 +1217,15 @@ function lowRankPlanRank(src: SourceTensor, o: Record<string, unknown>): number 
 }
 
 /** Factors W ≈ left · right (into pool buffers) and converts them to the source's dtype. */
-async function lowRankOne(e: Entry, input: Uint8Array, take: (n: number) => Uint8Array, ro: RunOptions, dtype: FloatDType, o: Record<string, unknown>): Promise<Result> {
+async function lowRankOne(e: Entry, input: Uint8Array, take: (n: number) => Uint8Array, ro: RunOptions, dtype: FloatDType, a: Extract<TensorAction, { kind: 'lowrank' }>): Promise<Result> {
+  const o = a.options;
   const w = viewStored(e.src, input) as Tensor;
   const [left, right] = e.st as [PlannedTensor, PlannedTensor];
   const rank = left.shape[1] as number;
   const { ratio: _ratio, energy: _energy, ...rest } = o;
   const f32 = (shape: readonly number[]): Tensor<'f32'> => Tensor.from(take(shape.reduce((x, d) => x * d, 1) * 4), shape, 'f32');
   const out = { left: f32(left.shape), right: f32(right.shape) };
-  const r = await lowRank(w, { ...rest, rank, out, ...(ro.threads !== undefined ? { threads: ro.threads } : {}) });
+  const r = await lowRank(w, { ...rest, rank, out, ...(a.whiten !== undefined ? { whiten: a.whiten } : {}), ...(ro.threads !== undefined ? { threads: ro.threads } : {}) });
   const parts = await Promise.all(
     [r.left, r.right].map(async (f) => {
       const bytes = new Uint8Array(f.data.buffer, f.data.byteOffset, f.data.byteLength);

@@ -8,6 +8,8 @@ import type { GGMLTypeName } from '../formats/gguf-types';
 import { GGML_QUANT_FORMATS, hasMseSearch, QUANT_FORMATS, type FloatDType, type QuantFormat, type QuantizeOptions } from '../quantize';
 import { parsePattern } from '../sparsity';
 import { blockFallback, GGUF_MIXES, isMixName, MIX_NAMES, type MixChoice, type MixName } from './gguf-mix';
+import type { ActivationStats, LayerInputStats } from '../calibrate/stats';
+import type { Whitening } from '../lowrank';
 
 /** What a compressed model is written as. */
 export type OutputFormat = 'gguf' | 'compressed-tensors' | 'safetensors';
@@ -27,8 +29,26 @@ export const TARGETS: readonly Target[] = ['vllm', 'transformers'];
 export type PruneLayout = 'dense' | 'sparse-24-bitmask';
 export const PRUNE_LAYOUTS: readonly PruneLayout[] = ['dense', 'sparse-24-bitmask'];
 
-export type RecipeMethod = 'quantize' | 'prune' | 'lowrank' | 'keep';
-const METHODS: readonly RecipeMethod[] = ['quantize', 'prune', 'lowrank', 'keep'];
+export type RecipeMethod = 'quantize' | 'gptq' | 'awq' | 'prune' | 'lowrank' | 'keep';
+const METHODS: readonly RecipeMethod[] = ['quantize', 'gptq', 'awq', 'prune', 'lowrank', 'keep'];
+/** The formats GPTQ and AWQ write (the gptq op's). */
+export const CALIBRATED_FORMATS: readonly QuantFormat[] = ['q4_0', 'q4_1', 'q8_0', 'int4', 'int8'];
+
+/**
+ * What a rule needs from calibration: nothing, the per-column sums (Σx²,
+ * Σ|x|) or the input Hessian too. compressModel runs the calibration only
+ * when some rule needs it, collecting Hessians only for the inputs of the
+ * tensors whose rule asks for one. A method that reads activation
+ * statistics adds its entry here.
+ */
+export const METHOD_STATS: Record<RecipeMethod, (options: Record<string, unknown>) => 'none' | 'columns' | 'hessian'> = {
+  quantize: (o) => (o.importance === false ? 'none' : 'columns'),
+  prune: (o) => (o.score === 'magnitude' || (typeof o.score === 'object' && o.score !== null) ? 'none' : 'columns'),
+  lowrank: (o) => (o.whiten === 'none' ? 'none' : o.whiten === 'asvd' ? 'columns' : 'hessian'),
+  keep: () => 'none',
+  gptq: () => 'hessian',
+  awq: () => 'hessian',
+};
 
 /** One rule: tensors whose name matches get `method` with `options`. The first matching rule wins. */
 export interface RecipeRule {
@@ -43,10 +63,17 @@ export interface RecipeRule {
    * quantize: { format | mix, groupSize?, symmetric?, search?, scaleDtype?, importance? }
    *   mix: a llama.cpp file type ('q4_k_m', …): each tensor gets the type llama-quantize gives it in that mix
    *   importance: { file } (an imatrix for this rule's tensors) or false (none, even when compressModel has one)
+   * gptq: { format, groupSize?, symmetric?, scaleDtype?, actOrder?, dampening?, blockSize? } (needs calibration statistics with the Hessian)
+   * awq: { format, groupSize?, symmetric?, scaleDtype?, grid?, gptq?, actOrder?, dampening?, blockSize? } (needs calibration statistics with the
+   *   Hessian; scales folded into the preceding norm or linear; gptq: true quantizes the scaled weights by GPTQ, the search measuring GPTQ's error)
+   *   format: one of q4_0, q4_1, q8_0 (GGUF), int4, int8 (compressed-tensors)
    * keep: { dtype?: 'f32' | 'f16' | 'bf16' } (convert float tensors)
-   * prune: { pattern?: 'N:M' (default '2:4'), score?: 'magnitude' | { activationNorms: { [tensor]: number[] } },
+   *   with calibration statistics and no imatrix, weighted by each column's mean x² (imatrix importance)
+   * prune: { pattern?: 'N:M' (default '2:4'), score?: 'magnitude' | 'wanda' | { activationNorms: { [tensor]: number[] } },
    *          layout?: 'dense' (default) | 'sparse-24-bitmask' }
-   * lowrank: { rank | energy | ratio, ... }
+   *   score unset: Wanda (‖x_j‖₂ from calibration) when there are calibration statistics, else magnitude
+   * lowrank: { rank | ratio, whiten?: 'auto' | 'hessian' | 'asvd' | 'none', alpha?: number (ASVD exponent, default 0.5), ... }
+   *   whiten 'auto' (default): SVD-LLM whitening with the input Hessian when calibration gives one, else none
    */
   options?: Record<string, unknown>;
 }
@@ -65,6 +92,26 @@ export interface Recipe {
   search?: 'none' | 'mse';
   /** safetensors outputs: largest shard in bytes (default: one file). */
   maxShardBytes?: number;
+  /**
+   * Calibration data for the activation-aware methods (imatrix-weighted
+   * quantize, Wanda, ASVD / SVD-LLM whitening): the model is run over it
+   * before compressing. Without text or tokens the recipe only asks for
+   * calibration: compressModel's `calibration` (CLI --calibrate-text /
+   * --calibrate-tokens) or an imatrix must supply it.
+   */
+  calibration?: CalibrationSpec;
+}
+
+/** Where calibration statistics come from (see Recipe.calibration). */
+export interface CalibrationSpec {
+  /** A UTF-8 text file, tokenized with the model's tokenizer as llama-imatrix does. */
+  text?: string;
+  /** A token file (little-endian int32 ids) or the ids themselves. */
+  tokens?: string | readonly number[];
+  /** Tokens per chunk. Default 512 (llama-imatrix's), at most the model's context. */
+  ctx?: number;
+  /** Most chunks (default: all whole chunks). */
+  chunks?: number;
 }
 
 // Name patterns of the tensors llama-quantize treats specially, in GGUF
@@ -78,10 +125,12 @@ function mixPreset(mix: MixName, description: string): Recipe {
   return { name: mix, description: `GGUF ${GGUF_MIXES[mix].label} as llama-quantize makes it: ${description}`, format: 'gguf', rules: [{ match: '*', method: 'quantize', options: { mix } }] };
 }
 
-function ctPreset(name: string, description: string, format: 'int4' | 'int8', symmetric: boolean): Recipe {
+function ctPreset(name: string, description: string, format: 'int4' | 'int8', symmetric: boolean, method: 'quantize' | 'gptq' | 'awq' = 'quantize'): Recipe {
   return {
     name,
     description,
+    // GPTQ and AWQ read calibration statistics: the preset asks for them.
+    ...(method === 'quantize' ? {} : { calibration: {} }),
     format: 'compressed-tensors',
     target: 'vllm',
     rules: [
@@ -91,7 +140,7 @@ function ctPreset(name: string, description: string, format: 'int4' | 'int8', sy
       // same by name for a recipe's readers: the embedding is not a Linear,
       // and the head is left out as llm-compressor does.
       { match: [...EMBED_GLOBS, ...HEAD_GLOBS], method: 'keep' },
-      { match: '*', method: 'quantize', options: { format, groupSize: 128, symmetric } },
+      { match: '*', method, options: { format, groupSize: 128, symmetric } },
     ],
   };
 }
@@ -133,6 +182,12 @@ export const PRESETS: Readonly<Record<string, Recipe>> = {
   q3_k_l: mixPreset('q3_k_l', 'Q3_K, attn_v, attn_output and ffn_down Q5_K, output head Q6_K'),
   q4_k_s: mixPreset('q4_k_s', 'Q4_K, attn_v Q5_K (first four), ffn_down Q5_K in the first eighth, output head Q6_K'),
   q4_k_m: mixPreset('q4_k_m', 'Q4_K, attn_v and ffn_down Q6_K on the layers use_more_bits picks (first and last eighth, every third between), output head Q6_K'),
+  'q4_k_m-imatrix': {
+    ...mixPreset('q4_k_m', 'Q4_K, attn_v and ffn_down Q6_K on the layers use_more_bits picks, output head Q6_K'),
+    name: 'q4_k_m-imatrix',
+    description: 'GGUF Q4_K_M as llama-quantize --imatrix makes it, the importance from calibration: needs calibration data (--calibrate-text / --calibrate-tokens) or an --imatrix',
+    calibration: {},
+  },
   q5_k_s: mixPreset('q5_k_s', 'Q5_K, output head Q6_K'),
   q5_k_m: mixPreset('q5_k_m', 'Q5_K, attn_v and ffn_down Q6_K on the layers use_more_bits picks, output head Q6_K'),
   q6_k: mixPreset('q6_k', 'Q6_K everywhere it fits'),
@@ -140,6 +195,20 @@ export const PRESETS: Readonly<Record<string, Recipe>> = {
   'w4a16-asym': ctPreset('w4a16-asym', 'compressed-tensors W4A16_ASYM for vLLM: INT4 with zero points, groups of 128, Linear layers that fit Marlin; embedding, head and norms kept', 'int4', false),
   w8a16: ctPreset('w8a16', 'compressed-tensors W8A16 for vLLM: INT8 symmetric, groups of 128, Linear layers that fit Marlin; embedding, head and norms kept', 'int8', true),
   '2of4': pruneRecipe('2:4'),
+  'w4a16-gptq': ctPreset('w4a16-gptq', 'compressed-tensors W4A16 for vLLM by GPTQ (needs calibration): INT4 symmetric, groups of 128, no act-order, dampening 0.01; embedding, head and norms kept', 'int4', true, 'gptq'),
+  'w4a16-awq': ctPreset('w4a16-awq', 'compressed-tensors W4A16 for vLLM by AWQ (needs calibration): scales folded into the norms and preceding linears, INT4 symmetric, groups of 128; embedding, head and norms kept', 'int4', true, 'awq'),
+  'q4_0-gptq': {
+    name: 'q4_0-gptq',
+    description: 'GGUF Q4_0 by GPTQ (needs calibration): block weights GPTQ-rounded in the standard Q4_0 layout, embedding Q4_0 and output head Q6_K as llama-quantize, norms kept',
+    format: 'gguf',
+    calibration: {},
+    rules: [
+      { match: NORM_GLOBS, method: 'keep' },
+      { match: EMBED_GLOBS, method: 'quantize', options: { format: 'q4_0' } },
+      { match: HEAD_GLOBS, method: 'quantize', options: { format: 'q6_k' } },
+      { match: '*', method: 'gptq', options: { format: 'q4_0' } },
+    ],
+  },
 };
 export const PRESET_NAMES: readonly string[] = Object.keys(PRESETS);
 
@@ -190,14 +259,20 @@ export interface ResolvedRecipe {
   maxShardBytes: number | undefined;
   /** The llama-quantize mix its quantize rules use, if any (one per recipe): GGUF output as llama-quantize writes it. */
   mix: MixName | undefined;
+  /** The recipe's calibration (its own fields over the extended preset's). */
+  calibration: CalibrationSpec | undefined;
 }
 
 const QUANT_OPTION_KEYS = ['format', 'mix', 'groupSize', 'symmetric', 'search', 'scaleDtype', 'importance'];
 const KEEP_OPTION_KEYS = ['dtype'];
+const GPTQ_OPTION_KEYS = ['format', 'groupSize', 'symmetric', 'scaleDtype', 'actOrder', 'dampening', 'blockSize'];
+const AWQ_OPTION_KEYS = ['format', 'groupSize', 'symmetric', 'scaleDtype', 'grid', 'gptq', 'actOrder', 'dampening', 'blockSize'];
 const PRUNE_OPTION_KEYS = ['pattern', 'score', 'layout'];
+const CALIBRATION_KEYS = ['text', 'tokens', 'ctx', 'chunks'];
+const WHITEN = ['auto', 'hessian', 'asvd', 'none'];
 const FLOAT_DTYPES: readonly FloatDType[] = ['f32', 'f16', 'bf16'];
 const GGUF_QUANTS: readonly QuantFormat[] = GGML_QUANT_FORMATS;
-const RECIPE_KEYS = ['name', 'description', 'extends', 'format', 'target', 'rules', 'search', 'maxShardBytes'];
+const RECIPE_KEYS = ['name', 'description', 'extends', 'format', 'target', 'rules', 'search', 'maxShardBytes', 'calibration'];
 
 function checkKeys(o: Record<string, unknown>, known: readonly string[], where: string): void {
   for (const k of Object.keys(o)) if (!known.includes(k)) throw new SlimTensorError(`${where}: unknown key ${JSON.stringify(k)}; known: ${known.join(', ')}`, 'ERR_VALUE');
@@ -233,13 +308,17 @@ function compileRule(r: unknown, label: string, search: unknown): CompiledRule {
     // The recipe's search applies where it is implemented (a mix: on the tensors it gives such a type).
     if (options.search === undefined && search !== undefined && (options.mix !== undefined || hasMseSearch(options.format as QuantFormat))) options.search = search;
     options.importance = compileImportance(options.importance, label);
-    const g = options.groupSize;
-    if (g !== undefined && g !== 'channel' && !(Number.isSafeInteger(g) && (g as number) > 0)) throw new SlimTensorError(`recipe ${label}: options.groupSize must be a positive integer or 'channel'`, 'ERR_VALUE');
-    if (options.symmetric !== undefined && typeof options.symmetric !== 'boolean') throw new SlimTensorError(`recipe ${label}: options.symmetric must be a boolean`, 'ERR_VALUE');
-    if (options.scaleDtype !== undefined && !FLOAT_DTYPES.includes(options.scaleDtype as FloatDType)) throw new SlimTensorError(`recipe ${label}: options.scaleDtype must be f32, f16 or bf16`, 'ERR_VALUE');
-    if (GGUF_QUANTS.includes(options.format as QuantFormat) && (options.groupSize !== undefined || options.symmetric !== undefined)) {
-      throw new SlimTensorError(`recipe ${label}: ${String(options.format)} has fixed blocks of 32; groupSize and symmetric do not apply`, 'ERR_VALUE');
-    }
+    checkGrouping(options, label);
+  } else if (method === 'gptq' || method === 'awq') {
+    checkKeys(options, method === 'gptq' ? GPTQ_OPTION_KEYS : AWQ_OPTION_KEYS, `recipe ${label} options`);
+    if (!CALIBRATED_FORMATS.includes(options.format as QuantFormat)) throw new SlimTensorError(`recipe ${label}: ${method} needs options.format, one of ${CALIBRATED_FORMATS.join(', ')}; got ${JSON.stringify(options.format)}`, 'ERR_VALUE');
+    checkGrouping(options, label);
+    if (options.actOrder !== undefined && typeof options.actOrder !== 'boolean') throw new SlimTensorError(`recipe ${label}: options.actOrder must be a boolean`, 'ERR_VALUE');
+    if (options.dampening !== undefined && !(typeof options.dampening === 'number' && options.dampening >= 0 && options.dampening < 1e6)) throw new SlimTensorError(`recipe ${label}: options.dampening must be a number in [0, 1e6)`, 'ERR_VALUE');
+    if (options.blockSize !== undefined && !(Number.isInteger(options.blockSize) && (options.blockSize as number) >= 1 && (options.blockSize as number) <= 65536)) throw new SlimTensorError(`recipe ${label}: options.blockSize must be an integer in 1..65536`, 'ERR_VALUE');
+    if (options.gptq !== undefined && typeof options.gptq !== 'boolean') throw new SlimTensorError(`recipe ${label}: options.gptq must be a boolean`, 'ERR_VALUE');
+    if (method === 'awq' && options.gptq !== true && (options.actOrder !== undefined || options.dampening !== undefined || options.blockSize !== undefined)) throw new SlimTensorError(`recipe ${label}: actOrder, dampening and blockSize are GPTQ settings; an awq rule takes them with gptq: true`, 'ERR_VALUE');
+    if (options.grid !== undefined && !(Number.isInteger(options.grid) && (options.grid as number) >= 1 && (options.grid as number) <= 1000)) throw new SlimTensorError(`recipe ${label}: options.grid must be an integer in 1..1000`, 'ERR_VALUE');
   } else if (method === 'prune') {
     checkKeys(options, PRUNE_OPTION_KEYS, `recipe ${label} options`);
     options.pattern ??= '2:4';
@@ -248,11 +327,25 @@ function compileRule(r: unknown, label: string, search: unknown): CompiledRule {
     options.score = compileScore(options.score, label);
     options.layout ??= 'dense';
     if (!PRUNE_LAYOUTS.includes(options.layout as PruneLayout)) throw new SlimTensorError(`recipe ${label}: prune options.layout must be one of ${PRUNE_LAYOUTS.join(', ')}; got ${JSON.stringify(options.layout)}`, 'ERR_VALUE');
+  } else if (method === 'lowrank') {
+    if (options.whiten !== undefined && !WHITEN.includes(options.whiten as string)) throw new SlimTensorError(`recipe ${label}: lowrank options.whiten must be one of ${WHITEN.join(', ')}; got ${JSON.stringify(options.whiten)}`, 'ERR_VALUE');
+    if (options.alpha !== undefined && !(typeof options.alpha === 'number' && options.alpha > 0 && options.alpha <= 4)) throw new SlimTensorError(`recipe ${label}: lowrank options.alpha must be a number in (0, 4]; got ${JSON.stringify(options.alpha)}`, 'ERR_VALUE');
   } else if (method === 'keep') {
     checkKeys(options, KEEP_OPTION_KEYS, `recipe ${label} options`);
     if (options.dtype !== undefined && !FLOAT_DTYPES.includes(options.dtype as FloatDType)) throw new SlimTensorError(`recipe ${label}: keep options.dtype must be f32, f16 or bf16`, 'ERR_VALUE');
   }
   return { label, match: (n) => matchers.some((m) => m(n)), pattern: patterns.map(String).join(' | '), method: method as RecipeMethod, options };
+}
+
+/** groupSize, symmetric and scaleDtype of a quantize, gptq or awq rule. */
+function checkGrouping(options: Record<string, unknown>, label: string): void {
+  const g = options.groupSize;
+  if (g !== undefined && g !== 'channel' && !(Number.isSafeInteger(g) && (g as number) > 0)) throw new SlimTensorError(`recipe ${label}: options.groupSize must be a positive integer or 'channel'`, 'ERR_VALUE');
+  if (options.symmetric !== undefined && typeof options.symmetric !== 'boolean') throw new SlimTensorError(`recipe ${label}: options.symmetric must be a boolean`, 'ERR_VALUE');
+  if (options.scaleDtype !== undefined && !FLOAT_DTYPES.includes(options.scaleDtype as FloatDType)) throw new SlimTensorError(`recipe ${label}: options.scaleDtype must be f32, f16 or bf16`, 'ERR_VALUE');
+  if (GGUF_QUANTS.includes(options.format as QuantFormat) && (options.groupSize !== undefined || options.symmetric !== undefined)) {
+    throw new SlimTensorError(`recipe ${label}: ${String(options.format)} has fixed blocks of 32; groupSize and symmetric do not apply`, 'ERR_VALUE');
+  }
 }
 
 /** Where a quantize rule's importance weights come from. */
@@ -273,13 +366,18 @@ export function parsePrunePattern(p: unknown, where: string): { n: number; m: nu
   return parsePattern(p, where, 'prune options.pattern');
 }
 
-/** How a prune rule ranks weights: magnitude, or Wanda with one norm vector per tensor name. */
-export type PruneScore = 'magnitude' | { activationNorms: ReadonlyMap<string, Float32Array> };
+/**
+ * How a prune rule ranks weights: magnitude; Wanda from calibration
+ * statistics ('wanda'; 'auto', the default, when there are statistics, else
+ * magnitude); or Wanda with one norm vector per tensor name.
+ */
+export type PruneScore = 'magnitude' | 'wanda' | 'auto' | { activationNorms: ReadonlyMap<string, Float32Array> };
 
 function compileScore(score: unknown, label: string): PruneScore {
-  if (score === undefined || score === 'magnitude') return 'magnitude';
+  if (score === undefined || score === 'auto') return 'auto';
+  if (score === 'magnitude' || score === 'wanda') return score;
   const where = `recipe ${label}: prune options.score`;
-  if (typeof score !== 'object' || score === null || Array.isArray(score)) throw new SlimTensorError(`${where} must be 'magnitude' or { activationNorms: { <tensor name>: [norm per input channel] } }`, 'ERR_VALUE');
+  if (typeof score !== 'object' || score === null || Array.isArray(score)) throw new SlimTensorError(`${where} must be 'magnitude', 'wanda' or { activationNorms: { <tensor name>: [norm per input channel] } }`, 'ERR_VALUE');
   checkKeys(score as Record<string, unknown>, ['activationNorms'], where);
   const norms = (score as { activationNorms?: unknown }).activationNorms;
   if (norms instanceof Map) return { activationNorms: norms as ReadonlyMap<string, Float32Array> };
@@ -294,6 +392,48 @@ function compileScore(score: unknown, label: string): PruneScore {
   return { activationNorms: map };
 }
 
+function count(v: unknown, where: string, min: number): number | undefined {
+  if (v === undefined) return undefined;
+  if (!Number.isSafeInteger(v) || (v as number) < min) throw new SlimTensorError(`${where} must be an integer >= ${min}, got ${JSON.stringify(v)}`, 'ERR_VALUE');
+  return v as number;
+}
+
+/** Validates a calibration spec (a recipe's or compressModel's). */
+export function compileCalibration(c: unknown, where: string): CalibrationSpec | undefined {
+  if (c === undefined) return undefined;
+  if (typeof c !== 'object' || c === null || Array.isArray(c)) throw new SlimTensorError(`${where} must be an object { text | tokens, ctx?, chunks? }`, 'ERR_VALUE');
+  checkKeys(c as Record<string, unknown>, CALIBRATION_KEYS, where);
+  const o = c as Record<string, unknown>;
+  if (o.text !== undefined && o.tokens !== undefined) throw new SlimTensorError(`${where}: give text or tokens, not both`, 'ERR_VALUE');
+  if (o.text !== undefined && (typeof o.text !== 'string' || o.text === '')) throw new SlimTensorError(`${where}.text must be the path of a text file`, 'ERR_VALUE');
+  const tokens = o.tokens;
+  if (tokens !== undefined && !(typeof tokens === 'string' && tokens !== '') && !(Array.isArray(tokens) && tokens.every((t) => Number.isInteger(t)))) {
+    throw new SlimTensorError(`${where}.tokens must be the path of a token file (little-endian int32 ids) or an array of integer ids`, 'ERR_VALUE');
+  }
+  const ctx = count(o.ctx, `${where}.ctx`, 1);
+  const chunks = count(o.chunks, `${where}.chunks`, 1);
+  return {
+    ...(o.text !== undefined ? { text: o.text as string } : {}),
+    ...(tokens !== undefined ? { tokens: tokens as string | number[] } : {}),
+    ...(ctx !== undefined ? { ctx } : {}),
+    ...(chunks !== undefined ? { chunks } : {}),
+  };
+}
+
+/** `over`'s fields on top of `base`'s; the input (text or tokens) is `over`'s when it gives one, else `base`'s. */
+export function mergeCalibration(base: CalibrationSpec | undefined, over: CalibrationSpec | undefined): CalibrationSpec | undefined {
+  if (base === undefined || over === undefined) return over ?? base;
+  const from = over.text !== undefined || over.tokens !== undefined ? over : base;
+  const ctx = over.ctx ?? base.ctx;
+  const chunks = over.chunks ?? base.chunks;
+  return {
+    ...(from.text !== undefined ? { text: from.text } : {}),
+    ...(from.tokens !== undefined ? { tokens: from.tokens } : {}),
+    ...(ctx !== undefined ? { ctx } : {}),
+    ...(chunks !== undefined ? { chunks } : {}),
+  };
+}
+
 /**
  * A tensor gets its first matching rule only, so a recipe with both prune
  * and quantize rules never prunes and quantizes the same weight; and the
@@ -302,7 +442,7 @@ function compileScore(score: unknown, label: string): PruneScore {
  */
 function refusePruneWithQuantize(rules: readonly CompiledRule[]): void {
   const p = rules.find((r) => r.method === 'prune');
-  const q = rules.find((r) => r.method === 'quantize');
+  const q = rules.find((r) => r.method === 'quantize' || r.method === 'gptq' || r.method === 'awq');
   if (p === undefined || q === undefined) return;
   throw new SlimTensorError(
     `recipe ${p.label} prunes (${p.pattern}) and ${q.label} quantizes (${q.pattern}): pruning and quantizing in one recipe is not supported — a tensor takes only its first matching rule, and no sparse + quantized layout (such as compressed-tensors' marlin-24) is among the formats slimtensor writes; prune and quantize in separate recipes`,
@@ -335,12 +475,14 @@ export function resolveRecipe(recipe: Recipe | string): ResolvedRecipe {
   if (recipe.target !== undefined && !TARGETS.includes(recipe.target)) throw new SlimTensorError(`recipe: target must be one of ${TARGETS.join(', ')}; got ${JSON.stringify(recipe.target)}`, 'ERR_VALUE');
   let format = recipe.format;
   let target = recipe.target;
+  let calibration = compileCalibration(recipe.calibration, 'recipe: calibration');
   if (recipe.extends !== undefined) {
     const base = PRESETS[recipe.extends];
     if (base === undefined || !Object.prototype.hasOwnProperty.call(PRESETS, recipe.extends)) throw new SlimTensorError(`recipe: extends names unknown preset ${JSON.stringify(recipe.extends)}; presets: ${PRESET_NAMES.join(', ')}`, 'ERR_VALUE');
     rules.push(...(base.rules ?? []).map((r, i) => compileRule(r, `preset ${recipe.extends} rule #${i + 1}`, recipe.search)));
     format ??= base.format;
     target ??= base.target;
+    calibration = mergeCalibration(compileCalibration(base.calibration, `preset ${recipe.extends}: calibration`), calibration);
   }
   if (rules.length === 0) throw new SlimTensorError('recipe: no rules (give rules, or extends a preset)', 'ERR_VALUE');
   refusePruneWithQuantize(rules);
@@ -349,7 +491,7 @@ export function resolveRecipe(recipe: Recipe | string): ResolvedRecipe {
   const other = mixRules.find((r) => r.options.mix !== mix);
   if (other !== undefined) throw new SlimTensorError(`recipe ${(mixRules[0] as CompiledRule).label} uses mix ${String(mix)} and ${other.label} mix ${String(other.options.mix)}: a file is one llama.cpp file type; use one mix and format rules for the exceptions`, 'ERR_VALUE');
   if (mix !== undefined && format !== undefined && format !== 'gguf') throw new SlimTensorError(`recipe: mix ${mix} is a GGUF file type; the recipe writes ${format}`, 'ERR_VALUE');
-  const resolved: ResolvedRecipe = { name: recipe.name ?? recipe.extends ?? 'custom', format: format ?? (mix !== undefined ? 'gguf' : undefined), target: target ?? 'transformers', rules, maxShardBytes: recipe.maxShardBytes, mix };
+  const resolved: ResolvedRecipe = { name: recipe.name ?? recipe.extends ?? 'custom', format: format ?? (mix !== undefined ? 'gguf' : undefined), target: target ?? 'transformers', rules, maxShardBytes: recipe.maxShardBytes, mix, calibration };
   checkTarget(resolved);
   return resolved;
 }
@@ -363,7 +505,7 @@ export function checkTarget(r: ResolvedRecipe): void {
   if (r.target !== 'vllm') return;
   for (const rule of r.rules) {
     const o = rule.options;
-    if (rule.method !== 'quantize' || (o.format !== 'int4' && o.format !== 'int8')) continue;
+    if ((rule.method !== 'quantize' && rule.method !== 'gptq' && rule.method !== 'awq') || (o.format !== 'int4' && o.format !== 'int8')) continue;
     const problem = marlinSchemeProblem(o.format === 'int4' ? 4 : 8, o.symmetric !== false, (o.groupSize as number | 'channel' | undefined) ?? 128);
     if (problem !== undefined) throw new SlimTensorError(`recipe ${rule.label}: target 'vllm': ${problem}; use target 'transformers' to write it for compressed-tensors' own readers`, 'ERR_VALUE');
   }
@@ -388,8 +530,15 @@ export type TensorAction =
       options: QuantizeOptions;
       /** The rule's importance source (undefined: compressModel's imatrix, if any; false: none). */
       importance?: ImportanceSource;
+      /** GPTQ or AWQ (from calibration statistics) instead of round-to-nearest. */
+      calibrated?: CalibratedMethod;
     }
-  | { kind: 'lowrank'; options: Record<string, unknown> }
+  | {
+      kind: 'lowrank';
+      options: Record<string, unknown>;
+      /** Activation-aware factorization from calibration statistics (SVD-LLM gram or ASVD scale); undefined: plain SVD. */
+      whiten?: Whitening;
+    }
   | {
       kind: 'prune';
       /** 'N:M', normalised. */
@@ -406,10 +555,24 @@ export type TensorAction =
       dense?: string;
     };
 
+/** A gptq or awq rule's method and settings, on a quantize action of a 2-D tensor in one of CALIBRATED_FORMATS. */
+export type CalibratedMethod =
+  | { method: 'gptq'; actOrder?: boolean; dampening?: number; blockSize?: number }
+  | { method: 'awq'; grid?: number; gptq?: GptqSettings };
+
+/** A gptq rule's settings (also an awq rule's with gptq: true). */
+export interface GptqSettings {
+  actOrder?: boolean;
+  dampening?: number;
+  blockSize?: number;
+}
+
 /** Model-wide facts a rule needs beyond the tensor itself. */
 export interface PlanContext {
   /** The recipe's mix (ResolvedRecipe.mix) planned over the whole model: planMix in gguf-mix.ts. */
   mix?: ReadonlyMap<string, MixChoice>;
+  /** Calibration statistics of the linear layers' inputs (lib/calibrate), by tensor name as the pipeline sees it. */
+  activationStats?: ActivationStats;
 }
 
 export interface TensorPlan {
@@ -446,8 +609,9 @@ export function planTensor(t: PlanInput, recipe: ResolvedRecipe, format: OutputF
   if (t.floatDtype === undefined) return { ...base, action: { kind: 'keep', reason: `stored as ${t.storage}${t.storage.startsWith('Q') ? ' (already quantized)' : ''}: only F32/F16/BF16 tensors are compressed` } };
   if (t.shape.length < 2) return { ...base, action: { kind: 'keep', reason: `${t.shape.length}-D: only matrices are compressed` } };
   if (t.shape.some((d) => d === 0)) return { ...base, action: { kind: 'keep', reason: 'empty tensor' } };
-  if (rule.method === 'lowrank') return { ...base, action: { kind: 'lowrank', options: rule.options } };
-  if (rule.method === 'prune') return planPrune(t, rule, format, base);
+  if (rule.method === 'lowrank') return planLowRank(t, rule, ctx, base);
+  if (rule.method === 'prune') return planPrune(t, rule, format, base, ctx);
+  if (rule.method === 'gptq' || rule.method === 'awq') return planCalibrated(t, rule, recipe, format, ctx);
 
   const o = rule.options as Omit<QuantizeOptions, 'importance'> & { mix?: MixName; importance: ImportanceSource } & Record<string, unknown>;
   const cols = t.shape[t.shape.length - 1] as number;
@@ -489,6 +653,32 @@ export function planTensor(t: PlanInput, recipe: ResolvedRecipe, format: OutputF
 }
 
 /**
+ * A gptq or awq rule: planned as a quantize rule of the same format and
+ * grouping (fallbacks included); the method applies where the planned
+ * format is one the gptq op writes and the tensor is 2-D, round-to-nearest
+ * elsewhere (the fallback says so).
+ */
+function planCalibrated(t: PlanInput, rule: CompiledRule, recipe: ResolvedRecipe, format: OutputFormat, ctx: PlanContext): TensorPlan {
+  const o = rule.options;
+  const q: Record<string, unknown> = { format: o.format, importance: false };
+  for (const k of ['groupSize', 'symmetric', 'scaleDtype']) if (o[k] !== undefined) q[k] = o[k];
+  const asQuantize: CompiledRule = { ...rule, method: 'quantize', options: q };
+  const plan = planTensor(t, { ...recipe, rules: [asQuantize] }, format, ctx);
+  const a = plan.action;
+  if (a.kind !== 'quantize') return plan;
+  const method = rule.method as 'gptq' | 'awq';
+  if (!CALIBRATED_FORMATS.includes(a.options.format) || t.shape.length !== 2) {
+    const reason = t.shape.length !== 2 ? `${t.shape.length}-D: ${method} quantizes 2-D weights` : `${method} writes ${CALIBRATED_FORMATS.join(', ')}`;
+    return { ...plan, fallback: plan.fallback ?? { from: `${method} ${String(o.format)}`, to: `${a.options.format} round-to-nearest`, reason } };
+  }
+  const settings: GptqSettings = { ...(o.actOrder !== undefined ? { actOrder: o.actOrder as boolean } : {}), ...(o.dampening !== undefined ? { dampening: o.dampening as number } : {}), ...(o.blockSize !== undefined ? { blockSize: o.blockSize as number } : {}) };
+  // What the method measured is what is written: no importance-weighted rounding.
+  a.importance = false;
+  a.calibrated = method === 'gptq' ? { method, ...settings } : { method, ...(o.grid !== undefined ? { grid: o.grid as number } : {}), ...(o.gptq === true ? { gptq: settings } : {}) };
+  return plan;
+}
+
+/**
  * A GGUF tensor of type `chosen`, or — when its blocks do not fit the rows
  * — of `fallback.to` (llama-quantize's fallbacks, blockFallback): a block
  * format is quantized, F16 is a conversion (or the tensor as it is, when
@@ -514,7 +704,50 @@ function planGguf(
   return { ...base, action: { kind: 'quantize', options, ...(o.importance !== undefined ? { importance: o.importance } : {}) }, ...fb };
 }
 
-function planPrune(t: PlanInput, rule: CompiledRule, format: OutputFormat, base: { name: string; rule: string | undefined }): TensorPlan {
+/** A tensor's calibration statistics, checked against its input width (ERR_SHAPE: statistics of another model). */
+export function statsFor(t: PlanInput, ctx: PlanContext, label: string): LayerInputStats | undefined {
+  const s = ctx.activationStats?.get(t.name);
+  if (s === undefined) return undefined;
+  const cols = t.shape[t.shape.length - 1] as number;
+  if (s.width !== cols) throw new SlimTensorError(`recipe ${label}: the calibration statistics of '${t.name}' are ${s.width} wide; the tensor has ${cols} input channels (shape ${shapeText(t.shape)}) — statistics of another model?`, 'ERR_SHAPE');
+  return s;
+}
+
+/** Wanda's per-input-channel norm ‖x_j‖₂ = sqrt(Σ x_j²). */
+export function wandaNorms(s: LayerInputStats): Float32Array {
+  return s.sumSquares.map(Math.sqrt);
+}
+
+/** ASVD's scale per input column: (mean |x_j|)^alpha, columns that saw nothing given the smallest positive scale. */
+export function asvdScale(s: LayerInputStats, alpha: number): Float32Array {
+  const out = new Float32Array(s.width);
+  let min = Infinity;
+  for (let j = 0; j < s.width; j++) {
+    const v = Math.pow((s.sumAbs[j] as number) / Math.max(1, s.rows), alpha);
+    out[j] = v;
+    if (v > 0 && v < min) min = v;
+  }
+  const floor = Number.isFinite(min) ? min : 1;
+  for (let j = 0; j < s.width; j++) if (!((out[j] as number) > 0)) out[j] = floor;
+  return out;
+}
+
+function planLowRank(t: PlanInput, rule: CompiledRule, ctx: PlanContext, base: { name: string; rule: string | undefined }): TensorPlan {
+  const { whiten: mode = 'auto', alpha = 0.5, ...options } = rule.options;
+  const s = mode === 'none' ? undefined : statsFor(t, ctx, rule.label);
+  if (mode !== 'auto' && mode !== 'none' && s === undefined) {
+    throw new SlimTensorError(`recipe ${rule.label}: lowrank whiten '${String(mode)}' of '${t.name}' needs calibration statistics of its input (recipe calibration, --calibrate-text / --calibrate-tokens)`, 'ERR_VALUE');
+  }
+  let whiten: Whitening | undefined;
+  if (s !== undefined) {
+    if (mode === 'asvd' || (mode === 'auto' && s.hessian === undefined)) whiten = { activationScale: asvdScale(s, alpha as number) };
+    else if (s.hessian !== undefined) whiten = { gram: s.hessian };
+    else throw new SlimTensorError(`recipe ${rule.label}: lowrank whiten 'hessian' of '${t.name}': the calibration statistics hold no Hessian for it`, 'ERR_VALUE');
+  }
+  return { ...base, action: { kind: 'lowrank', options, ...(whiten !== undefined ? { whiten } : {}) } };
+}
+
+function planPrune(t: PlanInput, rule: CompiledRule, format: OutputFormat, base: { name: string; rule: string | undefined }, ctx: PlanContext): TensorPlan {
   const pattern = rule.options.pattern as string;
   const { n, m } = parsePrunePattern(pattern, `recipe ${rule.label}`);
   const cols = t.shape[t.shape.length - 1] as number;
@@ -524,7 +757,11 @@ function planPrune(t: PlanInput, rule: CompiledRule, format: OutputFormat, base:
   }
   const score = rule.options.score as PruneScore;
   let activationNorms: Float32Array | undefined;
-  if (score !== 'magnitude') {
+  if (score === 'wanda' || score === 'auto') {
+    const s = statsFor(t, ctx, rule.label);
+    if (s !== undefined) activationNorms = wandaNorms(s);
+    else if (score === 'wanda') throw new SlimTensorError(`recipe ${rule.label} prunes '${t.name}' by Wanda scores, which need calibration statistics of its input (recipe calibration, --calibrate-text / --calibrate-tokens); none cover it`, 'ERR_VALUE');
+  } else if (score !== 'magnitude') {
     activationNorms = score.activationNorms.get(t.name);
     if (activationNorms === undefined) throw new SlimTensorError(`recipe ${rule.label} prunes '${t.name}' by Wanda scores, but options.score.activationNorms has no entry for it`, 'ERR_VALUE');
     if (activationNorms.length !== cols) throw new SlimTensorError(`recipe ${rule.label}: options.score.activationNorms['${t.name}'] has ${activationNorms.length} norms; the tensor has ${cols} input channels (shape ${shapeText(t.shape)})`, 'ERR_SHAPE');

@@ -1,5 +1,6 @@
 // gptq: argument object -> GptqArgs, a Job returning the statistics.
 #include "../core/calib/gptq.h"
+#include "../core/calib/stats.h"
 
 #include "job.h"
 
@@ -27,6 +28,7 @@ class GptqJob : public Job {
     a_.dampening = get_double(o, "dampening");
     a_.block = get_int(o, "blockSize");
     a_.measure = get_bool(o, "measure");
+    a_.sweep = get_bool(o, "sweep");
     a_.kernel = static_cast<Kernel>(k);
     a_.threads = static_cast<int>(get_int(o, "threads"));
     const int64_t rows = a_.weight.rows, cols = a_.weight.cols;
@@ -64,10 +66,43 @@ class GptqJob : public Job {
   GptqStats stats_;
 };
 
+
+// Activation statistics: x read, the sums and the Hessian added to (in-out),
+// scratch overwritten.
+class ActStatsJob : public Job {
+ public:
+  ActStatsJob(Napi::Env env, const Napi::Object& o) {
+    const int64_t k = get_int(o, "kernel");
+    if (k < 0 || k > 4) throw_error(env, Code::Value, "unknown kernel code");
+    a_.rows = get_int(o, "rows");
+    a_.width = get_int(o, "width");
+    if (a_.rows < 0 || a_.width < 0) throw_error(env, Code::Shape, "negative dimension");
+    a_.kernel = static_cast<Kernel>(k);
+    a_.threads = static_cast<int>(get_int(o, "threads"));
+    const uint64_t w = static_cast<uint64_t>(a_.width);
+    const uint64_t n = checked_mul(env, static_cast<uint64_t>(a_.rows), w, "x");
+    a_.x = static_cast<const float*>(pin(env, o.Get("x"), "x", checked_mul(env, n, 4, "x")));
+    a_.sum_squares = static_cast<double*>(pin_inout(env, o.Get("sumSquares"), "sumSquares", checked_mul(env, w, 8, "sumSquares")));
+    a_.sum_abs = static_cast<double*>(pin_inout(env, o.Get("sumAbs"), "sumAbs", checked_mul(env, w, 8, "sumAbs")));
+    const Napi::Value h = o.Get("hessian");
+    if (!h.IsUndefined() && !h.IsNull()) {
+      const uint64_t hb = checked_mul(env, checked_mul(env, w, w, "hessian"), 4, "hessian");
+      a_.hessian = static_cast<float*>(pin_inout(env, h, "hessian", hb));
+      a_.scratch = static_cast<float*>(pin_output(env, o.Get("scratch"), "scratch", hb));
+    }
+  }
+  Status run() override { return accumulate_activation_stats(a_); }
+  Napi::Value result(Napi::Env env) override { return env.Undefined(); }
+
+ private:
+  ActStatsArgs a_;
+};
+
 }  // namespace
 
 void register_calib(Napi::Env env, Napi::Object exports) {
   exports.Set("gptq", Napi::Function::New(env, run_job<GptqJob>, "gptq"));
+  exports.Set("activationStats", Napi::Function::New(env, run_job<ActStatsJob>, "activationStats"));
 }
 
 }  // namespace addon

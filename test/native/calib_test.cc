@@ -5,6 +5,7 @@
 // round-to-nearest's and equals the statistics; every output byte is
 // written (outputs poisoned with two patterns); the GEMM kernels agree bit
 // for bit; the error statuses. Buffers are exactly the documented sizes.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "calib/gptq.h"
+#include "calib/stats.h"
 #include "check.h"
 #include "cpu.h"
 #include "quant/quant.h"
@@ -180,6 +182,79 @@ int main() {
     a.kernel = Kernel::Auto;
     a.dampening = -1;
     check_error(gptq(a, &s), Code::Value, "dampening", "negative dampening");
+  }
+  // Activation statistics: two batches of 37 rows × 300 columns (not a
+  // multiple of the column block of 64, the Hessian's block rows of 256 or
+  // its mirror tiles of 64) against f64 loops; every thread count and
+  // kernel the same bits; H exactly symmetric.
+  {
+    const int64_t width = 300, r1 = 37;
+    std::vector<float> x(static_cast<size_t>(2 * r1 * width));
+    for (float& v : x) v = nd(gen);
+    std::vector<double> ss_ref(width, 0.0), sa_ref(width, 0.0), h_ref(static_cast<size_t>(width * width), 0.0);
+    std::vector<double> h_batch(h_ref.size(), 0.0);
+    for (int64_t b = 0; b < 2; ++b) {
+      std::fill(h_batch.begin(), h_batch.end(), 0.0);
+      for (int64_t r = b * r1; r < (b + 1) * r1; ++r) {
+        for (int64_t i = 0; i < width; ++i) {
+          const double v = x[r * width + i];
+          ss_ref[i] += v * v;
+          sa_ref[i] += std::fabs(v);
+          for (int64_t j = 0; j < width; ++j) h_batch[i * width + j] += v * x[r * width + j];
+        }
+      }
+      for (size_t i = 0; i < h_ref.size(); ++i) h_ref[i] += h_batch[i];
+    }
+    std::vector<float> first;
+    for (const int threads : {1, 3}) {
+      for (const Kernel k : {Kernel::Reference, Kernel::Auto}) {
+        std::vector<double> ss(width, 0.0), sa(width, 0.0);
+        std::vector<float> hh(h_ref.size(), 0.0f), scratch(h_ref.size(), NAN);
+        for (int64_t b = 0; b < 2; ++b) {
+          ActStatsArgs a;
+          a.x = x.data() + b * r1 * width;
+          a.rows = r1;
+          a.width = width;
+          a.sum_squares = ss.data();
+          a.sum_abs = sa.data();
+          a.hessian = hh.data();
+          a.scratch = scratch.data();
+          a.kernel = k;
+          a.threads = threads;
+          check(accumulate_activation_stats(a).ok(), "activation stats: ok");
+        }
+        const std::string name = "activation stats (threads " + std::to_string(threads) + ", kernel " + std::to_string(static_cast<int>(k)) + ")";
+        check(ss == ss_ref && sa == sa_ref, name + ": column sums are the f64 sums in row order");
+        double worst = 0;
+        for (int64_t i = 0; i < width; ++i) {
+          for (int64_t j = 0; j < width; ++j) worst = std::max(worst, std::fabs(hh[i * width + j] - h_ref[i * width + j]) / std::sqrt(ss_ref[i] * ss_ref[j]));
+        }
+        check(worst < 1e-6, name + ": H within f32 rounding of the f64 XᵀX (" + std::to_string(worst) + ")");
+        bool symmetric = true;
+        for (int64_t i = 0; i < width; ++i) {
+          for (int64_t j = 0; j < i; ++j) symmetric = symmetric && std::memcmp(&hh[i * width + j], &hh[j * width + i], sizeof(float)) == 0;
+        }
+        check(symmetric, name + ": H exactly symmetric");
+        if (first.empty()) first = hh;
+        check(std::memcmp(first.data(), hh.data(), hh.size() * sizeof(float)) == 0, name + ": same bits as the first run");
+      }
+    }
+    std::vector<double> ss(width, 0.0), sa(width, 0.0);
+    std::vector<float> hh(h_ref.size(), 0.0f);
+    ActStatsArgs a;
+    a.x = x.data();
+    a.rows = r1;
+    a.width = width;
+    a.sum_squares = ss.data();
+    a.sum_abs = sa.data();
+    a.hessian = hh.data();
+    check_error(accumulate_activation_stats(a), Code::Value, "scratch", "activation stats without scratch");
+    a.hessian = nullptr;
+    a.rows = -1;
+    check_error(accumulate_activation_stats(a), Code::Shape, "negative", "activation stats: negative rows");
+    a.rows = r1;
+    a.kernel = Kernel::Cuda;
+    check_error(accumulate_activation_stats(a), Code::Unsupported, "CPU", "activation stats: cuda");
   }
   return st::test::finish("native calib core");
 }

@@ -98,6 +98,130 @@ float element(const MatrixView& m, int64_t i) {
   return m.dtype == DType::F16 ? f16_to_f32(h) : bf16_to_f32(h);
 }
 
+// The GPTQ sweep: codes[r·n + col] for every weight, in original column
+// order, and stats->damped_error.
+Status sweep(const GptqArgs& a, const std::vector<int64_t>& perm, const std::vector<char>& dead, const std::vector<double>& diag,
+             const std::vector<gq::Coder>& coders, int8_t* codes_out, GptqStats* stats) {
+  const int64_t rows = a.weight.rows, n = a.weight.cols;
+  const int threads = a.threads;
+  const int64_t group = qformat_traits(a.format).ggml ? qm::QK : a.group;
+  const int64_t ngroups = n / group;
+  const size_t nn = static_cast<size_t>(n) * static_cast<size_t>(n);
+  Status st;
+  // GPTQ's recurrence, as the paper writes it, uses U, the upper Cholesky
+  // factor of Hp⁻¹ (Hp: the damped H in processing order): the error
+  // Err_i = (w̃_i − q_i)/U_ii of column i moves the later columns by
+  // −Err_i·U[i, j]. Unrolled, with V = U⁻¹ (upper, Hp = V·Vᵀ), this is
+  //   w̃_j = w_j + Σ_{k<j} (w_k − q_k)·V_kj / V_jj
+  // (W − Q = Err·U, so Err = (W − Q)·V), and V needs no inverse: with J
+  // the reversal, J·Hp·J = RᵀR (R upper, Cholesky) gives V = J·Rᵀ·J. The
+  // sweep below accumulates the sum in `t` with V' = V·diag(V)⁻¹.
+  std::unique_ptr<float[]> vs = workspace<float>(nn);  // V', upper triangle (the rest unset)
+  std::vector<double> vdiag(static_cast<size_t>(n));
+  {
+    // G = J·Hp·J + damp·I, upper triangle, with Hp the symmetrised (H + Hᵀ)/2
+    // in processing order; by tiles, so that Hᵀ is read a tile at a time.
+    std::unique_ptr<double[]> g = workspace<double>(nn);
+    constexpr int64_t kTile = 64;
+    const int64_t tiles = (n + kTile - 1) / kTile;
+    parallel_for(tiles, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t ti = t0; ti < t1; ++ti) {
+        for (int64_t tj = ti; tj < tiles; ++tj) {
+          for (int64_t i = ti * kTile; i < std::min(n, (ti + 1) * kTile); ++i) {
+            const int64_t pi = perm[n - 1 - i];
+            for (int64_t j = std::max(i, tj * kTile); j < std::min(n, (tj + 1) * kTile); ++j) {
+              const int64_t pj = perm[n - 1 - j];
+              g[i * n + j] = i == j ? diag[pi] + stats->damp
+                                    : 0.5 * (static_cast<double>(a.hessian[pi * n + pj]) + static_cast<double>(a.hessian[pj * n + pi]));
+            }
+          }
+        }
+      }
+    }, threads);
+    const int64_t bad = la::cholesky_upper(g.get(), n, n, 1e-15, threads);
+    if (bad >= 0) {
+      return Status::Error(Code::Value, "hessian + dampening·mean(diag)·I is not positive definite (pivot of input column " +
+                                            std::to_string(perm[n - 1 - bad]) + " vanished with dampening " +
+                                            std::to_string(a.dampening) + "); raise options.dampening");
+    }
+    for (int64_t j = 0; j < n; ++j) vdiag[j] = g[(n - 1 - j) * n + (n - 1 - j)];
+    // V'[i][j] = R[n−1−j][n−1−i] / V_jj, j >= i: a reversed transpose, by tiles.
+    parallel_for(tiles, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t ti = t0; ti < t1; ++ti) {
+        for (int64_t tj = ti; tj < tiles; ++tj) {
+          for (int64_t i = ti * kTile; i < std::min(n, (ti + 1) * kTile); ++i) {
+            for (int64_t j = std::max(i, tj * kTile); j < std::min(n, (tj + 1) * kTile); ++j) {
+              vs[i * n + j] = static_cast<float>(g[(n - 1 - j) * n + (n - 1 - i)] / vdiag[j]);
+            }
+          }
+        }
+      }
+    }, threads);
+  }
+
+  // The sweep: t[r][j] = Σ_{k<j} E[r][k]·V'[k][j] over the columns done,
+  // within a block column by column, and for the columns after it one GEMM
+  // per block. Codes land in original column order.
+  std::unique_ptr<float[]> t = workspace<float>(static_cast<size_t>(rows) * static_cast<size_t>(n));
+  parallel_for(rows, 64, [&](int64_t r0, int64_t r1) { std::fill(t.get() + r0 * n, t.get() + r1 * n, 0.0f); }, threads);
+  std::vector<double> row_err(static_cast<size_t>(rows), 0.0);
+  const int64_t bmax = std::min(a.block, n);
+  std::vector<float> err(static_cast<size_t>(rows * bmax));
+  std::vector<float> vblock(static_cast<size_t>(bmax * bmax));  // V'[i1:i2, i1:i2], contiguous
+  // Per processing position: the column's group and whether it is dead.
+  std::vector<int64_t> group_of(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) group_of[i] = dead[perm[i]] ? -1 : perm[i] / group;
+  for (int64_t i1 = 0; i1 < n; i1 += bmax) {
+    const int64_t i2 = std::min(n, i1 + bmax), b = i2 - i1;
+    for (int64_t i = 0; i < b; ++i) std::copy(vs.get() + (i1 + i) * n + i1 + i, vs.get() + (i1 + i) * n + i2, vblock.data() + i * b + i);
+    parallel_for(rows, 32, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        float* tr_row = t.get() + r * n;
+        float* er = err.data() + r * b;
+        int8_t* cr = codes_out + r * n;
+        const gq::Coder* cd = coders.data() + r * ngroups;
+        double acc = 0;
+        for (int64_t i = i1; i < i2; ++i) {
+          const int64_t col = perm[i];
+          const int64_t gi = group_of[i];
+          const float w0 = gi < 0 ? 0.0f : element(a.weight, r * n + col);
+          const float x = w0 + tr_row[i];
+          const gq::Coder& c = cd[gi < 0 ? col / group : gi];
+          const int q = gq::code(a.format, c, x);
+          const float deq = gq::dequant(a.format, c, q);
+          cr[col] = static_cast<int8_t>(q);
+          const double scaled = static_cast<double>(x - deq) * vdiag[i];  // the paper's (w̃ − q)/U_ii
+          acc += scaled * scaled;
+          const float e = w0 - deq;
+          er[i - i1] = e;
+          const float* vi = vblock.data() + (i - i1) * b;  // vi[j − i1] = V'[i][j]
+          for (int64_t j = i + 1; j < i2; ++j) tr_row[j] += e * vi[j - i1];
+        }
+        row_err[r] += acc;
+      }
+    }, threads);
+    if (i2 < n) {
+      // t[:, i2:] += E[:, i1:i2]·V'[i1:i2, i2:]
+      GemmArgs g;
+      g.m = rows;
+      g.n = n - i2;
+      g.k = b;
+      g.a = GemmOperand{err.data(), DType::F32, b, false};
+      g.b = GemmOperand{vs.get() + i1 * n + i2, DType::F32, n, false};
+      g.c = t.get() + i2;
+      g.ldc = n;
+      g.accumulate = true;
+      g.kernel = a.kernel;
+      g.threads = threads;
+      st = gemm(g);
+      if (!st.ok()) return st;
+    }
+  }
+  for (double e : row_err) stats->damped_error += e;
+  vs.reset();
+  t.reset();
+  return Status::Ok();
+}
 }  // namespace
 
 Status gptq(const GptqArgs& a, GptqStats* stats) {
@@ -115,7 +239,6 @@ Status gptq(const GptqArgs& a, GptqStats* stats) {
   const int64_t group = ggml ? qm::QK : a.group;
   const int64_t ngroups = n / group;
   const QuantSizes sizes = quant_sizes(a.format, n, group);
-  const size_t nn = static_cast<size_t>(n) * static_cast<size_t>(n);
 
   // H: finite, diagonal >= 0 (rows in parallel; the first bad element in
   // row-major order is reported).
@@ -187,119 +310,22 @@ Status gptq(const GptqArgs& a, GptqStats* stats) {
     if (!st.ok()) return st;
   }
 
-  // GPTQ's recurrence, as the paper writes it, uses U, the upper Cholesky
-  // factor of Hp⁻¹ (Hp: the damped H in processing order): the error
-  // Err_i = (w̃_i − q_i)/U_ii of column i moves the later columns by
-  // −Err_i·U[i, j]. Unrolled, with V = U⁻¹ (upper, Hp = V·Vᵀ), this is
-  //   w̃_j = w_j + Σ_{k<j} (w_k − q_k)·V_kj / V_jj
-  // (W − Q = Err·U, so Err = (W − Q)·V), and V needs no inverse: with J
-  // the reversal, J·Hp·J = RᵀR (R upper, Cholesky) gives V = J·Rᵀ·J. The
-  // sweep below accumulates the sum in `t` with V' = V·diag(V)⁻¹.
-  std::unique_ptr<float[]> vs = workspace<float>(nn);  // V', upper triangle (the rest unset)
-  std::vector<double> vdiag(static_cast<size_t>(n));
-  {
-    // G = J·Hp·J + damp·I, upper triangle, with Hp the symmetrised (H + Hᵀ)/2
-    // in processing order; by tiles, so that Hᵀ is read a tile at a time.
-    std::unique_ptr<double[]> g = workspace<double>(nn);
-    constexpr int64_t kTile = 64;
-    const int64_t tiles = (n + kTile - 1) / kTile;
-    parallel_for(tiles, 1, [&](int64_t t0, int64_t t1) {
-      for (int64_t ti = t0; ti < t1; ++ti) {
-        for (int64_t tj = ti; tj < tiles; ++tj) {
-          for (int64_t i = ti * kTile; i < std::min(n, (ti + 1) * kTile); ++i) {
-            const int64_t pi = perm[n - 1 - i];
-            for (int64_t j = std::max(i, tj * kTile); j < std::min(n, (tj + 1) * kTile); ++j) {
-              const int64_t pj = perm[n - 1 - j];
-              g[i * n + j] = i == j ? diag[pi] + stats->damp
-                                    : 0.5 * (static_cast<double>(a.hessian[pi * n + pj]) + static_cast<double>(a.hessian[pj * n + pi]));
-            }
-          }
-        }
-      }
-    }, threads);
-    const int64_t bad = la::cholesky_upper(g.get(), n, n, 1e-15, threads);
-    if (bad >= 0) {
-      return Status::Error(Code::Value, "hessian + dampening·mean(diag)·I is not positive definite (pivot of input column " +
-                                            std::to_string(perm[n - 1 - bad]) + " vanished with dampening " +
-                                            std::to_string(a.dampening) + "); raise options.dampening");
-    }
-    for (int64_t j = 0; j < n; ++j) vdiag[j] = g[(n - 1 - j) * n + (n - 1 - j)];
-    // V'[i][j] = R[n−1−j][n−1−i] / V_jj, j >= i: a reversed transpose, by tiles.
-    parallel_for(tiles, 1, [&](int64_t t0, int64_t t1) {
-      for (int64_t ti = t0; ti < t1; ++ti) {
-        for (int64_t tj = ti; tj < tiles; ++tj) {
-          for (int64_t i = ti * kTile; i < std::min(n, (ti + 1) * kTile); ++i) {
-            for (int64_t j = std::max(i, tj * kTile); j < std::min(n, (tj + 1) * kTile); ++j) {
-              vs[i * n + j] = static_cast<float>(g[(n - 1 - j) * n + (n - 1 - i)] / vdiag[j]);
-            }
-          }
-        }
-      }
-    }, threads);
-  }
-
-  // The sweep: t[r][j] = Σ_{k<j} E[r][k]·V'[k][j] over the columns done,
-  // within a block column by column, and for the columns after it one GEMM
-  // per block. Codes land in original column order.
-  std::unique_ptr<float[]> t = workspace<float>(static_cast<size_t>(rows) * static_cast<size_t>(n));
-  parallel_for(rows, 64, [&](int64_t r0, int64_t r1) { std::fill(t.get() + r0 * n, t.get() + r1 * n, 0.0f); }, threads);
   std::unique_ptr<int8_t[]> codes = workspace<int8_t>(static_cast<size_t>(rows) * static_cast<size_t>(n));
-  std::vector<double> row_err(static_cast<size_t>(rows), 0.0);
-  const int64_t bmax = std::min(a.block, n);
-  std::vector<float> err(static_cast<size_t>(rows * bmax));
-  std::vector<float> vblock(static_cast<size_t>(bmax * bmax));  // V'[i1:i2, i1:i2], contiguous
-  // Per processing position: the column's group and whether it is dead.
-  std::vector<int64_t> group_of(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) group_of[i] = dead[perm[i]] ? -1 : perm[i] / group;
-  for (int64_t i1 = 0; i1 < n; i1 += bmax) {
-    const int64_t i2 = std::min(n, i1 + bmax), b = i2 - i1;
-    for (int64_t i = 0; i < b; ++i) std::copy(vs.get() + (i1 + i) * n + i1 + i, vs.get() + (i1 + i) * n + i2, vblock.data() + i * b + i);
-    parallel_for(rows, 32, [&](int64_t r0, int64_t r1) {
+  if (a.sweep) {
+    st = sweep(a, perm, dead, diag, coders, codes.get(), stats);
+    if (!st.ok()) return st;
+  } else {
+    // Round to nearest with the same coders (dead columns as 0).
+    parallel_for(rows, 16, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
-        float* tr_row = t.get() + r * n;
-        float* er = err.data() + r * b;
-        int8_t* cr = codes.get() + r * n;
         const gq::Coder* cd = coders.data() + r * ngroups;
-        double acc = 0;
-        for (int64_t i = i1; i < i2; ++i) {
-          const int64_t col = perm[i];
-          const int64_t gi = group_of[i];
-          const float w0 = gi < 0 ? 0.0f : element(a.weight, r * n + col);
-          const float x = w0 + tr_row[i];
-          const gq::Coder& c = cd[gi < 0 ? col / group : gi];
-          const int q = gq::code(a.format, c, x);
-          const float deq = gq::dequant(a.format, c, q);
-          cr[col] = static_cast<int8_t>(q);
-          const double scaled = static_cast<double>(x - deq) * vdiag[i];  // the paper's (w̃ − q)/U_ii
-          acc += scaled * scaled;
-          const float e = w0 - deq;
-          er[i - i1] = e;
-          const float* vi = vblock.data() + (i - i1) * b;  // vi[j − i1] = V'[i][j]
-          for (int64_t j = i + 1; j < i2; ++j) tr_row[j] += e * vi[j - i1];
+        int8_t* cr = codes.get() + r * n;
+        for (int64_t j = 0; j < n; ++j) {
+          cr[j] = static_cast<int8_t>(gq::code(a.format, cd[j / group], dead[j] ? 0.0f : element(a.weight, r * n + j)));
         }
-        row_err[r] += acc;
       }
     }, threads);
-    if (i2 < n) {
-      // t[:, i2:] += E[:, i1:i2]·V'[i1:i2, i2:]
-      GemmArgs g;
-      g.m = rows;
-      g.n = n - i2;
-      g.k = b;
-      g.a = GemmOperand{err.data(), DType::F32, b, false};
-      g.b = GemmOperand{vs.get() + i1 * n + i2, DType::F32, n, false};
-      g.c = t.get() + i2;
-      g.ldc = n;
-      g.accumulate = true;
-      g.kernel = a.kernel;
-      g.threads = threads;
-      st = gemm(g);
-      if (!st.ok()) return st;
-    }
   }
-  for (double e : row_err) stats->damped_error += e;
-  vs.reset();
-  t.reset();
 
   // Codes into the output layout.
   parallel_for(rows, 64, [&](int64_t r0, int64_t r1) {
@@ -328,7 +354,9 @@ Status gptq(const GptqArgs& a, GptqStats* stats) {
 
   if (!a.measure) return Status::Ok();
   // tr(E·H·Eᵀ) for GPTQ and RTN (the same coders on the original weights):
-  // for a chunk of rows, both error matrices stacked times H in one GEMM.
+  // for a chunk of rows, both error matrices stacked times H in one GEMM
+  // (without the sweep the codes are RTN's: one matrix).
+  const int64_t stack = a.sweep ? 2 : 1;
   const int64_t chunk = std::max<int64_t>(8, std::min<int64_t>(rows, (int64_t{1} << 22) / n));
   std::unique_ptr<float[]> e = workspace<float>(static_cast<size_t>(2 * chunk * n)), eh = workspace<float>(static_cast<size_t>(2 * chunk * n));
   std::vector<double> sums(static_cast<size_t>(2 * chunk));
@@ -349,12 +377,12 @@ Status gptq(const GptqArgs& a, GptqStats* stats) {
           const float deq_rtn = gq::dequant(a.format, c, gq::code(a.format, c, dead[j] ? 0.0f : x));
           const float deq_gptq = gq::dequant(a.format, c, cr[j]);
           eg[j] = x - deq_gptq;
-          er[j] = x - deq_rtn;
+          if (stack == 2) er[j] = x - deq_rtn;
         }
       }
     }, threads);
     GemmArgs g;
-    g.m = 2 * m;
+    g.m = stack * m;
     g.n = n;
     g.k = n;
     g.a = GemmOperand{e.get(), DType::F32, n, false};
@@ -365,7 +393,7 @@ Status gptq(const GptqArgs& a, GptqStats* stats) {
     g.threads = threads;
     st = gemm(g);
     if (!st.ok()) return st;
-    parallel_for(2 * m, 4, [&](int64_t q0, int64_t q1) {
+    parallel_for(stack * m, 4, [&](int64_t q0, int64_t q1) {
       for (int64_t q = q0; q < q1; ++q) {
         double s = 0;
         for (int64_t j = 0; j < n; ++j) s += static_cast<double>(e[q * n + j]) * eh[q * n + j];
@@ -374,7 +402,7 @@ Status gptq(const GptqArgs& a, GptqStats* stats) {
     }, threads);
     for (int64_t q = 0; q < m; ++q) {
       gptq_sum += sums[q];
-      rtn_sum += sums[m + q];
+      rtn_sum += sums[stack == 2 ? m + q : q];
     }
   }
   stats->gptq_error = gptq_sum;

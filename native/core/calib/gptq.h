@@ -27,6 +27,11 @@ struct GptqArgs {
   double dampening = 0.01;         // added to diag(H): dampening · mean(diag(H))
   int64_t block = 128;             // columns per lazy batch (the trailing update is one GEMM)
   bool measure = true;             // compute tr(E·H·Eᵀ) for GPTQ and RTN (two extra GEMMs' worth)
+  // false: no GPTQ sweep (no Cholesky, H need not be definite); the output
+  // is round-to-nearest with the same group parameters (dead columns as 0)
+  // and only its error is measured (one GEMM's worth) — what AWQ's scale
+  // search evaluates for each candidate.
+  bool sweep = true;
   Kernel kernel = Kernel::Auto;    // the GEMM's kernel (CPU kernels only)
   int threads = 0;
 
@@ -39,7 +44,7 @@ struct GptqArgs {
 struct GptqStats {
   // tr(E·H·Eᵀ) with E = W − dequantized, on the caller's H (undamped): the
   // layer-output squared error summed over the calibration tokens. -1 when
-  // not measured.
+  // not measured. Without the sweep gptq_error is rtn_error.
   double gptq_error = -1, rtn_error = -1;
   // The same quantity for the damped H, as GPTQ accounts it (Σ of the
   // squared scaled errors): no extra work, exact up to rounding.

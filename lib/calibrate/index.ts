@@ -1,0 +1,3 @@
+// Calibration: activation statistics for the activation-aware methods.
+export { ActivationStatsCollector, type ActivationStats, type ActivationStatsCollectorOptions, type LayerInputStats } from './stats';
+export { calibrate, calibrationChunks, type CalibrateOptions, type CalibrationChunkOptions } from './calibrate';
