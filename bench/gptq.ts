@@ -11,7 +11,8 @@
 //
 // The Hessian is an AR(1) covariance (ρ = 0.9) with uneven channel scales:
 // positive definite, correlated, built in O(n²). The error statistics come
-// from one extra run with measure: true on the quick shape.
+// from extra runs with measure: true on the quick shape: int4 g128 (with and
+// without act-order) and the GGUF formats q4_0 and q2_k..q6_k.
 import { gptq, gptqSync, matmul, Tensor } from '../lib/index';
 import { Rng } from '../test/support/random';
 import { copier, markdownTable, median, type Benchmark, type BenchOptions, type BenchOutcome } from './harness';
@@ -49,7 +50,20 @@ export interface GptqBenchResult {
   ofGemm: number;
   /** Median over pairs of GPTQ time / copy time. */
   copyMultiple: number;
-  errors: { rows: number; cols: number; gptq: number; rtn: number; ratio: number; actOrder: number };
+  errors: { rows: number; cols: number; gptq: number; rtn: number; ratio: number; actOrder: number; kquants: KQuantErrors[] };
+}
+
+/**
+ * One GGUF format on the quick shape: GPTQ's error over round-to-nearest's
+ * with the same block parameters (K-quants: imatrix-weighted with diag(H)),
+ * and both over plain round-to-nearest (K-quants: ggml's reference search,
+ * quantize() without an imatrix).
+ */
+export interface KQuantErrors {
+  format: 'q4_0' | 'q2_k' | 'q3_k' | 'q4_k' | 'q5_k' | 'q6_k';
+  gptqOverRtn: number;
+  rtnOverPlain: number;
+  gptqOverPlain: number;
 }
 
 async function runGptqBench(o: BenchOptions): Promise<GptqBenchResult> {
@@ -92,6 +106,13 @@ async function runGptqBench(o: BenchOptions): Promise<GptqBenchResult> {
   const q = problem(QUICK, 17);
   const plain = gptqSync(q.w, q.h, { format: 'int4', groupSize: 128 }).stats;
   const ordered = gptqSync(q.w, q.h, { format: 'int4', groupSize: 128, actOrder: true }).stats;
+  const kquants: KQuantErrors[] = [];
+  for (const format of ['q4_0', 'q2_k', 'q3_k', 'q4_k', 'q5_k', 'q6_k'] as const) {
+    o.log(`gptq: ${format} error`);
+    const k = gptqSync(q.w, q.h, { format }).stats;
+    const plainRtn = gptqSync(q.w, q.h, { format, sweep: false, ...(format === 'q4_0' ? {} : { imatrix: false }) }).stats.rtnError;
+    kquants.push({ format, gptqOverRtn: k.gptqError / k.rtnError, rtnOverPlain: k.rtnError / plainRtn, gptqOverPlain: k.gptqError / plainRtn });
+  }
   const gptqSeconds = median(tg);
   const gemmSeconds = median(tm);
   return {
@@ -105,7 +126,7 @@ async function runGptqBench(o: BenchOptions): Promise<GptqBenchResult> {
     gemmGflops: gemmFlops / gemmSeconds / 1e9,
     ofGemm: median(ofGemm),
     copyMultiple: median(copyMultiple),
-    errors: { rows: QUICK.rows, cols: QUICK.cols, gptq: plain.gptqError, rtn: plain.rtnError, ratio: plain.gptqError / plain.rtnError, actOrder: ordered.gptqError / ordered.rtnError },
+    errors: { rows: QUICK.rows, cols: QUICK.cols, gptq: plain.gptqError, rtn: plain.rtnError, ratio: plain.gptqError / plain.rtnError, actOrder: ordered.gptqError / ordered.rtnError, kquants },
   };
 }
 
@@ -125,6 +146,14 @@ function formatGptqBench(r: GptqBenchResult): string {
     ),
     '',
     `Layer-output error tr(E·H·Eᵀ) on [${r.errors.rows}, ${r.errors.cols}]: GPTQ / RTN = ${f(r.errors.ratio, 3)} (act-order ${f(r.errors.actOrder, 3)}).`,
+    '',
+    'GGUF formats on the same layer: RTN is round-to-nearest with the block parameters GPTQ uses (K-quants: imatrix-weighted with diag(H)); plain RTN is quantize() without an imatrix.',
+    '',
+    markdownTable(
+      ['format', 'GPTQ / RTN', 'RTN / plain RTN', 'GPTQ / plain RTN'],
+      r.errors.kquants.map((k) => [k.format, f(k.gptqOverRtn, 3), f(k.rtnOverPlain, 3), f(k.gptqOverPlain, 3)]),
+      ['left', 'right', 'right', 'right'],
+    ),
   ].join('\n');
 }
 

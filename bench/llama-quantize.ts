@@ -61,7 +61,7 @@ async function sha256File(file: string): Promise<string> {
 }
 
 /** The model file in `dir`, generated once per shape and reused (its shape and size recorded beside it). */
-async function modelFile(dir: string, s: LlamaShape, log: (m: string) => void): Promise<string> {
+export async function modelFile(dir: string, s: LlamaShape, log: (m: string) => void): Promise<string> {
   await fsp.mkdir(dir, { recursive: true });
   const file = path.join(dir, `llama-${s.layers}x${s.hidden}-${s.dtype.toLowerCase()}.gguf`);
   const stamp = `${file}.json`;
@@ -69,7 +69,7 @@ async function modelFile(dir: string, s: LlamaShape, log: (m: string) => void): 
   const st = await fsp.stat(file).catch(() => undefined);
   const recorded = await fsp.readFile(stamp, 'utf8').catch(() => '');
   if (st !== undefined && recorded === `${want}\n${st.size}`) return file;
-  log(`llama-quantize bench: generating a ${s.layers}-layer ${s.hidden}-wide ${s.dtype} Llama GGUF in ${file}`);
+  log(`bench: generating a ${s.layers}-layer ${s.hidden}-wide ${s.dtype} Llama GGUF in ${file}`);
   await writeLlamaGguf(file, s);
   await fsp.writeFile(stamp, `${want}\n${(await fsp.stat(file)).size}`);
   return file;

@@ -15,12 +15,13 @@ import { queueBench } from './queue';
 import { llamaQuantizeBench } from './llama-quantize';
 import { inferBench } from './infer';
 import { gptqBench } from './gptq';
+import { sequentialBench } from './sequential';
 import { convertBench } from './convert';
 import { calibrationBench } from './calibration';
 
 // The registry: later benchmarks (sparsity, lowrank, distill, pipeline) add
 // one line here and one module beside this file.
-const BENCHMARKS: readonly Benchmark[] = [quantizeBench, searchFloorBench, sparsityBench, pipelineBench, convertBench, llamaQuantizeBench, distillBench, lowrankBench, tokenizerBench, queueBench, inferBench, gptqBench, calibrationBench];
+const BENCHMARKS: readonly Benchmark[] = [quantizeBench, searchFloorBench, sparsityBench, pipelineBench, convertBench, llamaQuantizeBench, distillBench, lowrankBench, tokenizerBench, queueBench, inferBench, gptqBench, calibrationBench, sequentialBench];
 
 const DEFAULT_RUNS = 7;
 const QUICK_RUNS = 3;

@@ -8,7 +8,11 @@ import { checkOptions, kernelCode, threadCount, type Kernel } from './options';
 import { planQuantize, type QuantFormat, type QuantizedTensor } from './quantize';
 import { checkTensor, dtypeCode, Tensor, type FloatDType } from './tensor';
 
+/** The formats gptq() writes. */
+export const GPTQ_FORMATS: readonly QuantFormat[] = ['q4_0', 'q4_1', 'q8_0', 'q2_k', 'q3_k', 'q4_k', 'q5_k', 'q6_k', 'int4', 'int8'];
+
 export interface GptqOptions {
+  /** One of GPTQ_FORMATS: GGUF q4_0, q4_1, q8_0, the K-quants q2_k..q6_k (rows a multiple of 256), or int4/int8. */
   format: QuantFormat;
   /** int4/int8: values per scale along a row, or 'channel'. Default 128. GGUF formats: fixed blocks of 32. */
   groupSize?: number | 'channel';
@@ -25,6 +29,14 @@ export interface GptqOptions {
    * Default false.
    */
   actOrder?: boolean;
+  /**
+   * K-quants: each 256-value super-block's scales and minimums (and their
+   * 6-/4-bit codes) come from llama.cpp's importance-weighted search with
+   * diag(H) as the importance — `quantize()` with `importance: diag(H)` —
+   * before the sweep; false: ggml's reference search (`quantize()` without
+   * importance). Default true. The other formats take no importance.
+   */
+  imatrix?: boolean;
   /** Added to diag(H): dampening · mean(diag(H)). Default 0.01. */
   dampening?: number;
   /** Columns per lazy batch update. Default 128. */
@@ -65,7 +77,7 @@ export interface GptqResult {
   stats: GptqStats;
 }
 
-const GPTQ_OPTIONS = ['format', 'groupSize', 'symmetric', 'scaleDtype', 'actOrder', 'dampening', 'blockSize', 'measure', 'sweep', 'kernel', 'threads'];
+const GPTQ_OPTIONS = ['format', 'groupSize', 'symmetric', 'scaleDtype', 'actOrder', 'imatrix', 'dampening', 'blockSize', 'measure', 'sweep', 'kernel', 'threads'];
 
 function planGptq(weight: Tensor, hessian: Tensor, options: GptqOptions, where: string): { args: NativeArgs; quantized: QuantizedTensor } {
   const w = checkTensor(weight, where, 'weight', ['f32', 'f16', 'bf16']);
@@ -79,6 +91,13 @@ function planGptq(weight: Tensor, hessian: Tensor, options: GptqOptions, where: 
   const o = checkOptions(options, where, GPTQ_OPTIONS) as Partial<GptqOptions>;
   const actOrder = o.actOrder ?? false;
   if (typeof actOrder !== 'boolean') fail(where, 'ERR_VALUE', `options.actOrder must be a boolean, got ${String(actOrder)}`);
+  if (o.format !== undefined && typeof o.format === 'string' && ['q5_0', 'q5_1'].includes(o.format)) {
+    fail(where, 'ERR_UNSUPPORTED', `gptq writes ${GPTQ_FORMATS.join(', ')}; not ${o.format}`);
+  }
+  const kquant = typeof o.format === 'string' && o.format.endsWith('_k');
+  const imatrix = o.imatrix ?? true;
+  if (typeof imatrix !== 'boolean') fail(where, 'ERR_VALUE', `options.imatrix must be a boolean, got ${String(imatrix)}`);
+  if (o.imatrix !== undefined && !kquant) fail(where, 'ERR_VALUE', `options.imatrix applies to the K-quants (q2_k..q6_k), not ${String(o.format)}`);
   const measure = o.measure ?? true;
   if (typeof measure !== 'boolean') fail(where, 'ERR_VALUE', `options.measure must be a boolean, got ${String(measure)}`);
   const sweep = o.sweep ?? true;
@@ -108,6 +127,7 @@ function planGptq(weight: Tensor, hessian: Tensor, options: GptqOptions, where: 
     symmetric: qa.symmetric,
     scaleDtype: qa.scaleDtype,
     actOrder,
+    imatrix,
     dampening,
     blockSize,
     measure,

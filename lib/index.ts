@@ -20,12 +20,15 @@ export {
   type FloatDType,
   type Kernel,
 } from './quantize';
-export { gptq, gptqSync, type GptqOptions, type GptqStats, type GptqResult } from './gptq';
+export { gptq, gptqSync, GPTQ_FORMATS, type GptqOptions, type GptqStats, type GptqResult } from './gptq';
 export { applyTensorScale, awqFold, awqGroups, awqScales, awqSearch, type AwqGroup, type AwqInputStats, type AwqSearchOptions, type AwqSearchResult, type AwqSkipped, type TensorScale } from './calibrate/awq';
 export {
   ActivationStatsCollector,
   calibrate,
   calibrationChunks,
+  calibrateSequential,
+  type CalibrateSequentialOptions,
+  type SequentialBlock,
   type ActivationStats,
   type ActivationStatsCollectorOptions,
   type LayerInputStats,
@@ -111,7 +114,18 @@ export {
 } from './formats/safetensors';
 export { GGUFWriter, GGUF_FILE_TYPES, type GGUFPlannedTensor, type GGUFWriterPlan } from './formats/gguf-writer';
 export type { GGUFReadOptions } from './formats/gguf';
-export { readImatrix, parseImatrixDat, imatrixWeights, type ImportanceMatrix, type ImatrixEntry, type ImatrixReadOptions } from './formats/imatrix';
+export {
+  readImatrix,
+  parseImatrixDat,
+  imatrixWeights,
+  writeImatrix,
+  imatrixDatBytes,
+  type ImportanceMatrix,
+  type ImatrixEntry,
+  type ImatrixReadOptions,
+  type ImatrixData,
+  type ImatrixWriteOptions,
+} from './formats/imatrix';
 export {
   compressModel,
   PRESETS,
@@ -168,8 +182,12 @@ export { ggufTokenizerMetadata, type TokenizerMetadataOptions } from './convert/
 export {
   loadModel,
   Model,
+  ModelBlock,
   ACTIVATION_SITES,
   type LoadModelOptions,
+  type ModelBlockOptions,
+  type ModelBlockRunOptions,
+  type BlockWeight,
   type ForwardOptions,
   type GenerateOptions,
   type GeneratedToken,

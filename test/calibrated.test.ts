@@ -244,7 +244,39 @@ describe('gptq and awq recipe methods (stories260K)', function () {
     expect(resolveRecipe('w4a16-awq')).to.include({ format: 'compressed-tensors', target: 'vllm' });
     expect(resolveRecipe('q4_0-gptq')).to.include({ format: 'gguf' });
     expect(thrown(() => resolveRecipe({ rules: [{ match: '*', method: 'awq', options: { format: 'q4_0', actOrder: true } }] })).message).to.match(/GPTQ settings; an awq rule takes them with gptq: true/);
-    expect(thrown(() => resolveRecipe({ rules: [{ match: '*', method: 'gptq', options: { format: 'q5_0' } }] })).message).to.match(/gptq needs options.format, one of q4_0, q4_1, q8_0, int4, int8/);
+    expect(thrown(() => resolveRecipe({ rules: [{ match: '*', method: 'gptq', options: { format: 'q5_0' } }] })).message).to.match(/gptq needs options.format, one of q4_0, q4_1, q8_0, q2_k, q3_k, q4_k, q5_k, q6_k, int4, int8, or options.mix/);
+    expect(thrown(() => resolveRecipe({ rules: [{ match: '*', method: 'awq', options: { format: 'q4_k' } }] })).message).to.match(/awq needs options.format, one of q4_0, q4_1, q8_0, int4, int8;/);
+    expect(resolveRecipe('q4_k_m-gptq')).to.include({ format: 'gguf', mix: 'q4_k_m' });
+    expect(resolveRecipe({ rules: [{ match: '*', method: 'gptq', options: { format: 'q4_k', actOrder: true } }] }).rules[0]?.options).to.deep.equal({ format: 'q4_k', actOrder: true });
+    expect(thrown(() => resolveRecipe({ rules: [{ match: '*', method: 'gptq', options: { mix: 'q4_k_m', format: 'q4_k' } }] })).message).to.match(/format or options.mix, not both/);
+    expect(thrown(() => resolveRecipe({ rules: [{ match: '*', method: 'gptq', options: { mix: 'q9' } }] })).message).to.match(/options.mix must be one of/);
+    expect(thrown(() => resolveRecipe({ rules: [{ match: 'a', method: 'quantize', options: { mix: 'q4_0' } }, { match: '*', method: 'gptq', options: { mix: 'q4_k_m' } }] })).message).to.match(/one llama.cpp file type/);
+  });
+
+  it('q4_k_m-gptq on stories260K (rows of 64 and 172: no 256 block fits): each linear in its llama-quantize fallback type, by GPTQ where the op writes it (q8_0), imatrix-weighted rounding elsewhere (q5_0/q5_1), F16 where no block fits', async () => {
+    const r = await compressModel({ input: MODEL, output: path.join(tmp, 'q4_k_m-gptq.gguf'), recipe: 'q4_k_m-gptq', activationStats: stats });
+    const linears = r.tensors.filter((t) => /^blk\.\d+\.(attn_[qkvo]|attn_output|ffn_(gate|up|down))\.weight$/.test(t.name));
+    expect(linears.length).to.equal(35);
+    let gptqd = 0;
+    let rounded = 0;
+    for (const t of linears) {
+      expect(t.fallback, t.name).to.not.equal(undefined);
+      if (t.to === 'Q8_0') {
+        gptqd++;
+        expect(t.calibrated?.method, t.name).to.equal('gptq');
+        expect(t.calibrated?.error, t.name).to.be.lessThan(t.calibrated?.rtnError as number);
+      } else if (t.to === 'F16') {
+        expect(t.name, 'ffn_down: rows of 172, no block of 32 fits').to.match(/ffn_down/);
+        expect(t.method).to.equal('convert');
+      } else {
+        rounded++;
+        expect(['Q5_0', 'Q5_1'], t.name).to.include(t.to);
+        expect(t.calibrated, t.name).to.equal(undefined);
+        expect(t.imatrix, t.name).to.be.a('string').and.not.equal('not covered');
+      }
+    }
+    expect(gptqd).to.be.greaterThan(0);
+    expect(rounded).to.be.greaterThan(0);
   });
 
   it('bad input: no statistics, statistics without the Hessian', async () => {

@@ -118,8 +118,8 @@ interface RefOptions {
   dampening: number;
 }
 
-/** The dequantized GPTQ weights [rows, cols], f64 throughout. */
-function referenceGptq(w32: Float32Array, h32: Float32Array, rows: number, cols: number, o: RefOptions): Float64Array {
+/** The dequantized GPTQ weights [rows, cols], f64 throughout; `given`: each group's coder (row-major), else coderFor's from the weights. */
+function referenceGptq(w32: Float32Array, h32: Float32Array, rows: number, cols: number, o: RefOptions, given?: Coder[]): Float64Array {
   const h = new Float64Array(cols * cols);
   for (let i = 0; i < cols; i++) for (let j = 0; j < cols; j++) h[i * cols + j] = ((h32[i * cols + j] as number) + (h32[j * cols + i] as number)) / 2;
   const w = Float64Array.from(w32);
@@ -132,8 +132,8 @@ function referenceGptq(w32: Float32Array, h32: Float32Array, rows: number, cols:
     mean += (h[i * cols + i] as number) / cols;
   }
   // Static groups from the weights before any update.
-  const coders: Coder[] = [];
-  for (let r = 0; r < rows; r++) {
+  const coders: Coder[] = given ?? [];
+  for (let r = 0; r < rows && given === undefined; r++) {
     for (let g = 0; g < cols / o.group; g++) coders.push(coderFor(o.format, w.subarray(r * cols + g * o.group, r * cols + (g + 1) * o.group), o.symmetric));
   }
   const perm = Array.from({ length: cols }, (_, i) => i);
@@ -176,6 +176,78 @@ function deq(q: QuantizedTensor): Float32Array {
 
 function rel(a: number, b: number): number {
   return Math.abs(a - b) / Math.abs(b);
+}
+
+/** A K-quant block's layout, from ggml-common.h: bytes, values per sub-block, and the sub-blocks' stored scale d and offset m (x ≈ d·q − m; symmetric: m = 0, q signed). */
+const K_LAYOUT = {
+  q2_k: { bytes: 84, sub: 16, nmax: 3, sym: false },
+  q3_k: { bytes: 110, sub: 16, nmax: 3, sym: true }, // l in [-4, 3]
+  q4_k: { bytes: 144, sub: 32, nmax: 15, sym: false },
+  q5_k: { bytes: 176, sub: 32, nmax: 31, sym: false },
+  q6_k: { bytes: 210, sub: 16, nmax: 31, sym: true }, // l in [-32, 31]
+} as const;
+type KFormat = keyof typeof K_LAYOUT;
+const K_FORMATS = Object.keys(K_LAYOUT) as KFormat[];
+
+function kSubParams(format: KFormat, y: Uint8Array): { d: number[]; m: number[] } {
+  const f16 = (o: number): number => f16ToF32((y[o] as number) | ((y[o + 1] as number) << 8));
+  const d: number[] = [];
+  const m: number[] = [];
+  if (format === 'q2_k') {
+    for (let j = 0; j < 16; j++) {
+      d.push(fr(f16(80) * ((y[j] as number) & 15)));
+      m.push(fr(f16(82) * ((y[j] as number) >> 4)));
+    }
+  } else if (format === 'q3_k') {
+    const s = y.subarray(96, 108);
+    for (let j = 0; j < 16; j++) {
+      const lo = j < 8 ? (s[j] as number) & 15 : (s[j - 8] as number) >> 4;
+      const hi = ((s[8 + (j % 4)] as number) >> (2 * Math.floor(j / 4))) & 3;
+      d.push(fr(f16(108) * ((lo | (hi << 4)) - 32)));
+      m.push(0);
+    }
+  } else if (format === 'q6_k') {
+    for (let j = 0; j < 16; j++) {
+      d.push(fr(f16(208) * (((y[192 + j] as number) << 24) >> 24)));
+      m.push(0);
+    }
+  } else {
+    const s = y.subarray(4, 16);
+    for (let j = 0; j < 8; j++) {
+      const sc = j < 4 ? (s[j] as number) & 63 : ((s[j + 4] as number) & 15) | (((s[j - 4] as number) >> 6) << 4);
+      const mn = j < 4 ? (s[j + 4] as number) & 63 : ((s[j + 4] as number) >> 4) | (((s[j] as number) >> 6) << 4);
+      d.push(fr(f16(0) * sc));
+      m.push(fr(f16(2) * mn));
+    }
+  }
+  return { d, m };
+}
+
+/** Every sub-block's parameters of a K-quant tensor, row-major. */
+function kParams(format: KFormat, q: QuantizedTensor): { d: number[]; m: number[] } {
+  const data = bytesOf(q.data);
+  const b = K_LAYOUT[format].bytes;
+  const out = { d: [] as number[], m: [] as number[] };
+  for (let o = 0; o < data.length; o += b) {
+    const p = kSubParams(format, data.subarray(o, o + b));
+    out.d.push(...p.d);
+    out.m.push(...p.m);
+  }
+  return out;
+}
+
+/** The K-quant coders of the stored parameters: codes rounded to nearest and clamped to the format's range; what to_float reads back. */
+function kCoders(format: KFormat, p: { d: number[]; m: number[] }): Coder[] {
+  const { nmax, sym } = K_LAYOUT[format];
+  return p.d.map((d, i) => {
+    const m = p.m[i] as number;
+    if (sym) return (x: number) => (d === 0 ? fr(d * -(nmax + 1)) : fr(d * Math.min(nmax, Math.max(-(nmax + 1), Math.round(x / d)))));
+    return (x: number) => (d === 0 ? fr(-m) : fr(fr(d * Math.min(nmax, Math.max(0, Math.round((x + m) / d)))) - m));
+  });
+}
+
+function diagonalOf(h: Float32Array, n: number): Float32Array {
+  return Float32Array.from({ length: n }, (_, i) => h[i * n + i] as number);
 }
 
 describe('gptq', () => {
@@ -235,6 +307,62 @@ describe('gptq', () => {
       expect(errGot).to.be.lessThan(0.7 * errRtn);
     });
   }
+
+  describe('K-quants (super-blocks of 256)', () => {
+    const rows = 8;
+    const cols = 512;
+    const hK = hessian(new Rng(256), cols, 600, 0.5);
+    const wK = new Rng(257).normals(rows * cols, 0.05);
+    for (const format of K_FORMATS) {
+      for (const imatrix of format === 'q4_k' ? [true, false] : [true]) {
+        const actOrder = format === 'q2_k' || format === 'q5_k';
+        it(`${format}${imatrix ? '' : ' (imatrix: false)'}${actOrder ? ' act-order' : ''}: quantize()'s super-block parameters, the codes of an independent f64 GPTQ on them, below RTN's error`, () => {
+          const W = Tensor.from(wK, [rows, cols]);
+          const r = gptqSync(W, Tensor.from(hK, [cols, cols]), { format, blockSize: 64, imatrix, actOrder });
+          // The parameters: quantize()'s, importance diag(H) (or none).
+          const rtn = quantizeSync(W, { format, ...(imatrix ? { importance: diagonalOf(hK, cols) } : {}) });
+          const params = kParams(format, r.quantized);
+          expect(params).to.deep.equal(kParams(format, rtn));
+          // The codes: an f64 GPTQ sweep rounding to those parameters' grids.
+          const got = deq(r.quantized);
+          const ref = referenceGptq(wK, hK, rows, cols, { format, group: K_LAYOUT[format].sub, symmetric: true, actOrder, dampening: 0.01 }, kCoders(format, params));
+          let same = 0;
+          for (let i = 0; i < got.length; i++) if (got[i] === fr(ref[i] as number)) same++;
+          expect(same, 'values equal to the reference (dequantize of the output = the dequantized codes)').to.equal(got.length);
+          const errGot = layerError(wK, got, hK, rows, cols);
+          expect(rel(errGot, layerError(wK, ref, hK, rows, cols))).to.be.lessThan(0.01);
+          expect(rel(r.stats.gptqError, errGot)).to.be.lessThan(1e-4);
+          const errRtn = layerError(wK, deq(rtn), hK, rows, cols);
+          expect(rel(r.stats.rtnError, errRtn)).to.be.lessThan(1e-4);
+          expect(errGot).to.be.lessThan(0.7 * errRtn);
+        });
+      }
+    }
+
+    it('a diagonal Hessian gives quantize() byte for byte (importance diag(H), or none with imatrix: false; act-order too)', () => {
+      const diag = new Float32Array(cols * cols);
+      for (let i = 0; i < cols; i++) diag[i * cols + i] = 1 + (i % 5) * (i % 3);
+      const W = Tensor.from(Uint16Array.from(wK, (v) => f32ToF16(v)), [rows, cols], 'f16');
+      for (const format of K_FORMATS) {
+        for (const actOrder of [false, true]) {
+          const what = `${format} actOrder ${actOrder}`;
+          const g = gptqSync(W, Tensor.from(diag, [cols, cols]), { format, actOrder });
+          expect(bytesOf(g.quantized.data), what).to.deep.equal(bytesOf(quantizeSync(W, { format, importance: diagonalOf(diag, cols) }).data));
+          const plain = gptqSync(W, Tensor.from(diag, [cols, cols]), { format, actOrder, imatrix: false });
+          expect(bytesOf(plain.quantized.data), `${what} imatrix: false`).to.deep.equal(bytesOf(quantizeSync(W, { format }).data));
+        }
+      }
+    });
+
+    it('bad input: rows not a multiple of 256, formats gptq does not write, imatrix off the K-quants', () => {
+      const W = Tensor.from(wSmall, [16, 64]);
+      const H = Tensor.from(hSmall, [64, 64]);
+      expect(thrown(() => gptqSync(W, H, { format: 'q4_k' })).message).to.match(/256/);
+      expect(thrown(() => gptqSync(W, H, { format: 'q5_0' })).code).to.equal('ERR_UNSUPPORTED');
+      expect(thrown(() => gptqSync(W, H, { format: 'q4_0', imatrix: true })).message).to.match(/options\.imatrix applies to the K-quants/);
+      expect(thrown(() => gptqSync(Tensor.from(wK, [rows, cols]), Tensor.from(hK, [cols, cols]), { format: 'q6_k', imatrix: 1 } as unknown as GptqOptions)).code).to.equal('ERR_VALUE');
+    });
+  });
 
   it('a diagonal Hessian gives quantize() byte for byte (every format, f16 weights, bf16 scales)', () => {
     const { rows, cols } = mid;

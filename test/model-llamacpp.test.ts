@@ -6,7 +6,9 @@
 // RoPE angles in f32; in the q8_0 file it also rounds the activations of
 // the F16 tensors (ffn_down, rows of 172) to f16, where the runtime
 // multiplies f16 weights by f32 activations — a few percent of perplexity
-// on this tiny, sensitive model).
+// on this tiny, sensitive model). And a random llama 256 wide written by
+// the q4_k_m-gptq preset (GPTQ-rounded Q4_K and Q6_K blocks, which
+// stories260K's rows cannot hold): llama.cpp predicts as the runtime does.
 import { expect } from 'chai';
 import { skip } from './support/skip';
 import { promises as fsp } from 'node:fs';
@@ -19,17 +21,19 @@ import { GGUFReader } from '../lib/formats/gguf';
 import { GGUFWriter, type GGUFPlannedTensor } from '../lib/formats/gguf-writer';
 import { Rng } from './support/random';
 
-/** A one-block llama 32 wide with random f32 weights and the tokenizer metadata of a vocabulary file. */
-async function writeRandomLlamaWithVocab(file: string, vocabFile: string): Promise<void> {
+/**
+ * A one-block llama E wide (F the feed-forward width) with random f32
+ * weights (N(0, (0.5·√(32/E))²), so the activations do not grow with E)
+ * and the tokenizer metadata of a vocabulary file.
+ */
+async function writeRandomLlamaWithVocab(file: string, vocabFile: string, E = 32, F = 64): Promise<void> {
   const v = await GGUFReader.open(vocabFile);
   const tok = v.entries.filter((e) => e.key.startsWith('tokenizer.'));
   const n = (v.metadata.get('tokenizer.ggml.tokens') as string[]).length;
   await v.close();
-  const E = 32;
-  const F = 64;
   const entries = [
     { key: 'general.architecture', type: 'string' as const, value: 'llama' },
-    { key: 'llama.context_length', type: 'u32' as const, value: 64 },
+    { key: 'llama.context_length', type: 'u32' as const, value: E === 32 ? 64 : 128 },
     { key: 'llama.embedding_length', type: 'u32' as const, value: E },
     { key: 'llama.block_count', type: 'u32' as const, value: 1 },
     { key: 'llama.feed_forward_length', type: 'u32' as const, value: F },
@@ -56,7 +60,7 @@ async function writeRandomLlamaWithVocab(file: string, vocabFile: string): Promi
   const w = await GGUFWriter.create(file, { entries, tensors });
   for (const t of tensors) {
     const count = t.shape.reduce((a, d) => a * d, 1);
-    await w.write(t.name, t.shape.length === 1 ? new Float32Array(count).fill(1) : rng.normals(count, 0.5));
+    await w.write(t.name, t.shape.length === 1 ? new Float32Array(count).fill(1) : rng.normals(count, 0.5 * Math.sqrt(32 / E)));
   }
   await w.close();
 }
@@ -186,6 +190,60 @@ describe('runtime vs llama.cpp (node-llama-cpp)', function () {
       expect(sameTop / positions).to.be.at.least(LIMITS[variant].top);
     });
   }
+
+  it('q4_k_m-gptq: GPTQ-rounded Q4_K and Q6_K blocks (a random llama 256 wide, rows of 256 and 512) read by llama.cpp as the runtime reads them', async function () {
+    if (!llama) {
+      this.skip();
+      return;
+    }
+    const src = path.join(tmp, 'random-256.gguf');
+    await writeRandomLlamaWithVocab(src, MODEL, 256, 512);
+    const file = path.join(tmp, 'random-256-q4_k_m-gptq.gguf');
+    const r = await compressModel({ input: src, output: file, recipe: 'q4_k_m-gptq', calibration: { tokens: path.join(ROOT, 'models', 'stories260K-calib.tokens'), ctx: 64, chunks: 4 } });
+    const types = new Map(r.tensors.map((t) => [t.name, t] as const));
+    // llama-quantize's Q4_K_M types (layer 0 of 1 is a use_more_bits layer: attn_v and ffn_down Q6_K), all linears by GPTQ.
+    for (const [name, type] of [['blk.0.attn_q.weight', 'Q4_K'], ['blk.0.ffn_gate.weight', 'Q4_K'], ['blk.0.attn_v.weight', 'Q6_K'], ['blk.0.ffn_down.weight', 'Q6_K']] as const) {
+      const t = types.get(name);
+      expect(t?.to, name).to.equal(type);
+      expect(t?.calibrated?.method, name).to.equal('gptq');
+      expect(t?.calibrated?.error, name).to.be.lessThan(t?.calibrated?.rtnError as number);
+    }
+    expect(types.get('token_embd.weight')?.to).to.equal('Q4_K');
+    expect(types.get('token_embd.weight')?.calibrated).to.equal(undefined);
+    expect(types.get('output.weight')?.to).to.equal('Q6_K');
+    const ids = Array.from(await readTokenFile(TOKENS));
+    const chunks = [0, 1].map((c) => {
+      const ch = ids.slice(c * 64, (c + 1) * 64);
+      ch[0] = 1;
+      return ch;
+    });
+    const theirs = await llamaProbabilities(file, chunks, 32, 63);
+    const m = await loadModel(file);
+    let kl = 0;
+    let sameTop = 0;
+    let positions = 0;
+    for (let c = 0; c < chunks.length; c++) {
+      const chunk = chunks[c] as number[];
+      const logits = await m.forward(chunk, { logits: 'all' });
+      for (let i = 32; i < 63; i++) {
+        const row = logits.subarray(i * 512, (i + 1) * 512);
+        let mx = -Infinity;
+        for (const v of row) mx = Math.max(mx, v);
+        let s = 0;
+        for (const v of row) s += Math.exp(v - mx);
+        const p = (theirs[c] as Probabilities[])[i - 32] as Probabilities;
+        let ourTop = 0;
+        for (let j = 1; j < 512; j++) if ((row[j] as number) > (row[ourTop] as number)) ourTop = j;
+        if (ourTop === [...p.entries()].reduce((a, b) => (b[1] > a[1] ? b : a))[0]) sameTop++;
+        for (const [tok, pt] of p) if (pt > 0) kl += pt * (Math.log(pt) - ((row[tok] as number) - mx - Math.log(s)));
+        positions++;
+      }
+    }
+    await m.dispose();
+    // llama.cpp quantizes the activations to Q8_K for K-quant dot products; the runtime does not: close, not equal.
+    expect(kl / positions, 'mean KL(llama.cpp ‖ runtime)').to.be.below(0.03);
+    expect(sameTop / positions).to.be.at.least(0.85);
+  });
 
   it('text in, text out: a real SentencePiece vocabulary (llama.cpp\'s llama-spm) on random weights gives llama.cpp\'s tokens and text', async function () {
     if (!llama) {

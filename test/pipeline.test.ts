@@ -158,7 +158,7 @@ describe('pipeline', function () {
         expect((e as SlimTensorError).message).to.match(/recipe (rule #1|preset 2of4 rule #2) prunes .* and (rule #1|preset w4a16 rule #3) quantizes/).and.include('marlin-24');
       }
       expect(() => plan({ rules: [{ match: '*', method: 'quantize', options: { format: 'int4' } }] }, 'w', [4, 32], 'gguf')).to.throw(SlimTensorError, 'compressed-tensors format');
-      expect(Object.keys(PRESETS)).to.deep.equal(['q4_0', 'q4_1', 'q5_0', 'q5_1', 'q8_0', 'q2_k', 'q3_k_s', 'q3_k_m', 'q3_k_l', 'q4_k_s', 'q4_k_m', 'q4_k_m-imatrix', 'q5_k_s', 'q5_k_m', 'q6_k', 'w4a16', 'w4a16-asym', 'w8a16', '2of4', 'w4a16-gptq', 'w4a16-awq', 'q4_0-gptq']);
+      expect(Object.keys(PRESETS)).to.deep.equal(['q4_0', 'q4_1', 'q5_0', 'q5_1', 'q8_0', 'q2_k', 'q3_k_s', 'q3_k_m', 'q3_k_l', 'q4_k_s', 'q4_k_m', 'q4_k_m-imatrix', 'q5_k_s', 'q5_k_m', 'q6_k', 'w4a16', 'w4a16-asym', 'w8a16', '2of4', 'w4a16-gptq', 'w4a16-awq', 'q4_0-gptq', 'q4_k_m-gptq']);
       // the same schemes are fine for compressed-tensors' own readers, and presets say whom they are for
       expect(resolveRecipe({ extends: 'w4a16', target: 'transformers', rules: [{ match: '*', method: 'quantize', options: { format: 'int4', groupSize: 256 } }] }).target).to.equal('transformers');
       expect(['w4a16', 'w4a16-asym', 'w8a16', '2of4', 'q4_0'].map((p) => resolveRecipe(p).target)).to.deep.equal(['vllm', 'vllm', 'vllm', 'transformers', 'transformers']);

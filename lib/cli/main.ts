@@ -13,6 +13,7 @@ import { CONVERT_MEMORY_LIMIT, convertRecipe, OUT_TYPES, type OutType } from '..
 import { parsePrunePattern, PRESET_NAMES, PRUNE_LAYOUTS, pruneRecipe, TARGETS, type CalibrationSpec, type PruneLayout, type Target } from '../pipeline/recipe';
 import { parseDuration, runSubmit, runWorker } from './queue-commands';
 import { evalCommand, interruptible, runCommand, type ModelFlags } from './run-commands';
+import { calibrateCommand } from './calibrate-command';
 
 const EXIT_ERROR = 1;
 const EXIT_USAGE = 2;
@@ -455,6 +456,53 @@ function buildParser(argv: string[]) {
               ...(args.chunks !== undefined ? { chunks: args.chunks } : {}),
               ...(args.base !== undefined ? { base: args.base } : {}),
               json: args.json,
+              signal,
+            }),
+          ),
+        ),
+    )
+    .command(
+      'calibrate <model>',
+      "Run a model over calibration text or tokens and write llama.cpp's importance matrix (imatrix, as llama-imatrix computes it) for llama-quantize --imatrix or slimtensor quantize --imatrix; block by block when the weights exceed the memory budget",
+      (y) =>
+        modelOptions(
+          y
+            .positional('model', { type: 'string', demandOption: true, describe: 'GGUF file or Hugging Face folder' })
+            .option('text', { type: 'string', describe: 'Calibration text file (UTF-8, tokenized by the model with BOS as its vocabulary asks)' })
+            .option('tokens', { type: 'string', describe: 'Calibration token file: little-endian int32 ids' })
+            .option('ctx', { type: 'number', describe: "Tokens per chunk (default 512, at most the model's context); each chunk starts with BOS as llama-imatrix's" })
+            .option('chunks', { type: 'number', describe: 'Most chunks (default: every whole chunk)' })
+            .option('imatrix', { alias: 'o', type: 'string', demandOption: true, describe: 'Output file' })
+            .option('format', { type: 'string', choices: ['gguf', 'dat'], describe: "gguf (llama.cpp since mid-2025) or dat (the legacy form older llama-quantize reads); default: dat for a .dat name, else gguf" })
+            .option('memory-budget', { type: 'string', describe: 'Largest weights run as a whole model, e.g. 8GiB (default: half the physical memory); above it, one block at a time' })
+            .option('sequential', { type: 'boolean', default: false, describe: 'Run block by block whatever the size' })
+            .option('force', { alias: 'f', type: 'boolean', default: false, describe: 'Replace an existing output' })
+            .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'No progress output' })
+            .option('json', { type: 'boolean', default: false, describe: 'Print the summary as JSON' })
+            .check((a) => {
+              if ((a.text === undefined) === (a.tokens === undefined)) throw new UsageError('give one of --text FILE or --tokens FILE');
+              positiveInt(a.ctx, '--ctx');
+              positiveInt(a.chunks, '--chunks');
+              return true;
+            }),
+        ),
+      async (args) =>
+        print(
+          await interruptible((signal) =>
+            calibrateCommand({
+              model: args.model,
+              ...modelFlags(args),
+              ...(args.text !== undefined ? { text: args.text } : {}),
+              ...(args.tokens !== undefined ? { tokens: args.tokens } : {}),
+              ...(args.ctx !== undefined ? { ctx: args.ctx } : {}),
+              ...(args.chunks !== undefined ? { chunks: args.chunks } : {}),
+              imatrix: args.imatrix,
+              ...(args.format !== undefined ? { format: args.format as 'gguf' | 'dat' } : {}),
+              ...(args['memory-budget'] !== undefined ? { memoryBudget: parseSize(args['memory-budget'], '--memory-budget') } : {}),
+              sequential: args.sequential,
+              force: args.force,
+              json: args.json,
+              ...(args.quiet ? {} : { progress: (line: string) => void process.stderr.write(`${line}\n`) }),
               signal,
             }),
           ),

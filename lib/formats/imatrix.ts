@@ -18,14 +18,28 @@
 // values llama-quantize derives from either form. The same form is what an
 // imatrix writer starts from.
 //
+// Writers (writeImatrix) take the same form back to either file:
+// - GGUF as llama.cpp's llama-imatrix writes it since mid-2025: the keys
+//   above, then per entry (in name order) `<name>.in_sum2` F32 [cols,
+//   matrices] and `<name>.counts` F32 [1, matrices], both 2-D.
+// - legacy .dat: per entry ncall = the chunk count (c392e50 counts one call
+//   per chunk of up to 512 tokens; 1 when the chunk count is unknown) and
+//   values = (sums / count) × ncall, so llama-quantize's value / ncall is
+//   the weight; a mixture-of-experts entry becomes one run of cols ×
+//   matrices values (the legacy form has one count per entry); the trailer
+//   holds the chunk count and the first dataset name.
+//
 // Files are hostile input, as for the model readers: a size cap, every
 // count and length checked against the bytes that remain before anything
 // is allocated, values finite and >= 0, duplicate names refused; every
 // failure is ERR_FORMAT naming the file and the entry.
 import { promises as fsp } from 'node:fs';
 import { SlimTensorError } from '../errors';
+import { stageOutput } from '../pipeline/output';
 import { GGUFReader } from './gguf';
-import { quoteName, type GGUFValue } from './gguf-header';
+import { GGUF_LIMITS, quoteName, type GGUFMetadataEntry, type GGUFValue } from './gguf-header';
+import { GGUFWriter, type GGUFPlannedTensor } from './gguf-writer';
+import { writeAll } from './safetensors';
 
 /** One tensor's statistics. */
 export interface ImatrixEntry {
@@ -217,4 +231,149 @@ export async function readImatrix(file: string, options: ImatrixReadOptions = {}
   const bytes = await fsp.readFile(file);
   if (bytes.length !== st.size) throw bad(file, `the file changed size while being read (${st.size} then ${bytes.length} bytes)`);
   return parseImatrixDat(bytes, file);
+}
+
+// ---- writing ---------------------------------------------------------------------
+
+/** What a writer needs: an ImportanceMatrix without its source. */
+export type ImatrixData = Pick<ImportanceMatrix, 'entries' | 'datasets' | 'chunkCount' | 'chunkSize'>;
+
+export interface ImatrixWriteOptions {
+  /** 'gguf' (llama.cpp since mid-2025) or 'dat' (legacy). Default: 'dat' for a name ending in .dat, else 'gguf'. */
+  format?: 'gguf' | 'dat';
+  /** Replace an existing file. Default false (ERR_VALUE). */
+  overwrite?: boolean;
+}
+
+function badWrite(message: string): SlimTensorError {
+  return new SlimTensorError(`writeImatrix: ${message}`, 'ERR_VALUE');
+}
+
+const I32_MAX = 2 ** 31 - 1;
+
+/** Checks what a writer is given (shapes, counts, finite values, names); returns the entries in name order. */
+function checkData(m: ImatrixData, format: 'gguf' | 'dat'): [string, ImatrixEntry][] {
+  if (m === null || typeof m !== 'object' || !(m.entries instanceof Map)) throw badWrite('the importance matrix must have an entries Map');
+  if (m.entries.size === 0) throw badWrite('no entries: nothing to write');
+  if (!Number.isSafeInteger(m.chunkCount) || m.chunkCount < 0 || m.chunkCount > I32_MAX) throw badWrite(`chunkCount must be an integer in 0..${I32_MAX}, got ${String(m.chunkCount)}`);
+  if (m.chunkSize !== undefined && (!Number.isSafeInteger(m.chunkSize) || m.chunkSize < 0 || m.chunkSize > 2 ** 32 - 1)) throw badWrite(`chunkSize must be an integer in 0..4294967295, got ${String(m.chunkSize)}`);
+  if (!Array.isArray(m.datasets) || !m.datasets.every((d) => typeof d === 'string')) throw badWrite('datasets must be an array of strings');
+  for (const [name, e] of m.entries) {
+    if (typeof name !== 'string' || name === '') throw badWrite('an entry has an empty name');
+    const bytes = Buffer.byteLength(name, 'utf8');
+    // ggml keeps names in 64 bytes with the terminating zero
+    if (format === 'gguf' && bytes + '.in_sum2'.length >= GGUF_LIMITS.maxTensorNameBytes) {
+      throw badWrite(`${quoteName(name)}: with .in_sum2 the name has ${bytes + 8} bytes; ggml takes at most ${GGUF_LIMITS.maxTensorNameBytes - 1}`);
+    }
+    if (format === 'dat' && bytes > MAX_DAT_NAME_BYTES) throw badWrite(`${quoteName(name)}: longer than ${MAX_DAT_NAME_BYTES} bytes`);
+    if (e === null || typeof e !== 'object') throw badWrite(`${quoteName(name)}: not an entry`);
+    if (!Number.isSafeInteger(e.cols) || !Number.isSafeInteger(e.matrices) || e.cols < 1 || e.matrices < 1 || e.cols * e.matrices > I32_MAX) {
+      throw badWrite(`${quoteName(name)}: cols ${String(e.cols)} × matrices ${String(e.matrices)} is not a positive size`);
+    }
+    if (!(e.sums instanceof Float32Array) || e.sums.length !== e.cols * e.matrices) throw badWrite(`${quoteName(name)}: sums must be a Float32Array of cols × matrices = ${e.cols * e.matrices} values`);
+    if (!(e.counts instanceof Float32Array) || e.counts.length !== e.matrices) throw badWrite(`${quoteName(name)}: counts must be a Float32Array of ${e.matrices} values`);
+    for (const [what, v] of [['sums', e.sums], ['counts', e.counts]] as const) {
+      for (let i = 0; i < v.length; i++) {
+        const x = v[i] as number;
+        if (!(x >= 0 && x !== Infinity)) throw badWrite(`${quoteName(name)}: ${what}[${i}] is ${x}; importance statistics must be finite and >= 0`);
+      }
+    }
+  }
+  return [...m.entries].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
+/** The legacy .dat bytes of `m` (see the file's head for the layout and the rule for ncall). */
+export function imatrixDatBytes(m: ImatrixData): Uint8Array {
+  const entries = checkData(m, 'dat');
+  const ncall = m.chunkCount > 0 ? m.chunkCount : 1;
+  const names = entries.map(([name]) => Buffer.from(name, 'utf8'));
+  const dataset = Buffer.from(m.datasets[0] ?? '', 'utf8');
+  let size = 4 + 8 + dataset.length;
+  entries.forEach(([, e], k) => (size += 12 + (names[k] as Buffer).length + 4 * e.sums.length));
+  const out = new Uint8Array(size);
+  const dv = new DataView(out.buffer);
+  let pos = 0;
+  const i32 = (v: number): void => {
+    dv.setInt32(pos, v, true);
+    pos += 4;
+  };
+  i32(entries.length);
+  entries.forEach(([, e], k) => {
+    const nb = names[k] as Buffer;
+    i32(nb.length);
+    out.set(nb, pos);
+    pos += nb.length;
+    i32(ncall);
+    i32(e.sums.length);
+    for (let j = 0; j < e.matrices; j++) {
+      const c = e.counts[j] as number;
+      for (let i = j * e.cols; i < (j + 1) * e.cols; i++) {
+        // value / ncall is the weight llama-quantize takes: sums / count (1 for an unseen matrix)
+        dv.setFloat32(pos, (c > 0 ? (e.sums[i] as number) / c : 1) * ncall, true);
+        pos += 4;
+      }
+    }
+  });
+  i32(m.chunkCount);
+  i32(dataset.length);
+  out.set(dataset, pos);
+  return out;
+}
+
+/** The GGUF plan (metadata, tensors in name order) of `m`. */
+function ggufPlan(m: ImatrixData): { entries: GGUFMetadataEntry[]; tensors: GGUFPlannedTensor[]; data: Float32Array[] } {
+  const sorted = checkData(m, 'gguf');
+  const entries: GGUFMetadataEntry[] = [
+    { key: 'general.type', type: 'string', value: 'imatrix' },
+    { key: 'imatrix.datasets', type: 'array', itemType: 'string', value: [...m.datasets] },
+    { key: 'imatrix.chunk_count', type: 'u32', value: m.chunkCount },
+    { key: 'imatrix.chunk_size', type: 'u32', value: m.chunkSize ?? 0 },
+  ];
+  const tensors: GGUFPlannedTensor[] = [];
+  const data: Float32Array[] = [];
+  for (const [name, e] of sorted) {
+    // PyTorch order (outermost first): in_sum2 [matrices, cols], counts [matrices, 1]
+    tensors.push({ name: `${name}.in_sum2`, shape: [e.matrices, e.cols], type: 'F32' }, { name: `${name}.counts`, shape: [e.matrices, 1], type: 'F32' });
+    data.push(e.sums, e.counts);
+  }
+  return { entries, tensors, data };
+}
+
+/**
+ * Writes an importance matrix as llama.cpp reads it (GGUF or legacy .dat,
+ * see the file's head), through a temporary name renamed into place: on
+ * any failure nothing is left behind. Bad statistics → ERR_VALUE naming the
+ * entry; an existing file without `overwrite` → ERR_VALUE.
+ */
+export async function writeImatrix(file: string, m: ImatrixData, options: ImatrixWriteOptions = {}): Promise<void> {
+  if (typeof file !== 'string' || file === '') throw badWrite('file must be a non-empty string');
+  const format = options.format ?? (file.toLowerCase().endsWith('.dat') ? 'dat' : 'gguf');
+  if (format !== 'gguf' && format !== 'dat') throw badWrite(`options.format must be 'gguf' or 'dat', got ${JSON.stringify(format)}`);
+  // Checked (and serialised, for .dat) before anything touches the disk.
+  const dat = format === 'dat' ? imatrixDatBytes(m) : undefined;
+  const plan = format === 'gguf' ? ggufPlan(m) : undefined;
+  const staged = await stageOutput(file, 'file', undefined, options.overwrite === true);
+  try {
+    if (dat !== undefined) {
+      const fh = await fsp.open(staged.tmp, 'w');
+      try {
+        await writeAll(fh, dat, 0);
+      } finally {
+        await fh.close();
+      }
+    } else if (plan !== undefined) {
+      const w = await GGUFWriter.create(staged.tmp, plan);
+      try {
+        for (let i = 0; i < plan.tensors.length; i++) await w.write((plan.tensors[i] as GGUFPlannedTensor).name, plan.data[i] as Float32Array);
+        await w.close();
+      } catch (e) {
+        await w.abort();
+        throw e;
+      }
+    }
+    await staged.commit();
+  } catch (e) {
+    await staged.discard();
+    throw e;
+  }
 }

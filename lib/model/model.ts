@@ -2,10 +2,17 @@
 // perplexity and an activation hook. Every heavy step runs in native code
 // on the libuv pool (the event loop stays free); calls on one model queue
 // behind each other; an AbortSignal stops a running step at the next block.
+import { promises as fsp } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { SlimTensorError, fail } from '../errors';
+import { packZeroPoints } from '../formats/compressed-tensors';
+import { writeAll } from '../formats/safetensors';
 import { binding, callAsync } from '../native';
 import { kernelCode, threadCount, type Kernel } from '../options';
-import { planModel, type ModelPlan, type PlanOptions, type TensorSpec, type WeightFormat } from './load';
+import { QuantizedTensor } from '../quantize';
+import { dtypeCode, Tensor } from '../tensor';
+import { planModel, WEIGHT_FORMATS, type FilePart, type ModelPlan, type PlanOptions, type TensorSpec, type WeightFormat } from './load';
 import type { Architecture } from './architectures';
 import type { ModelHyperparameters } from './hparams';
 import { createSampler, type SamplingOptions } from './sampling';
@@ -189,55 +196,13 @@ export class Model {
 
   /** @internal Loads the tensors of a plan (planModel's result; the files must not have changed since). */
   static async fromPlan(plan: ModelPlan, options: LoadModelOptions = {}): Promise<Model> {
-    const where = 'loadModel';
-    const kernel = kernelCode(options.kernel, where);
-    const weightBytes = plan.tensors.reduce((a, t) => a + t.data.bytes + (t.scales?.bytes ?? 0) + (t.zeros?.bytes ?? 0) + (t.bitmask?.bytes ?? 0), 0);
-    const threads = options.threads === undefined && weightBytes < SMALL_MODEL_BYTES ? 1 : threadCount(options.threads, where);
-    const signal = options.signal;
-    signal?.throwIfAborted();
-    const h = plan.hparams;
-    const contextSize = options.contextSize ?? Math.min(h.contextLength, 4096);
-    if (!Number.isInteger(contextSize) || contextSize < 1 || contextSize > 1 << 22) fail(where, 'ERR_VALUE', `options.contextSize must be an integer in 1..4194304, got ${String(options.contextSize)}`);
-    const batchSize = options.batchSize ?? 512;
-    if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 65536) fail(where, 'ERR_VALUE', `options.batchSize must be an integer in 1..65536, got ${String(options.batchSize)}`);
-    const box = binding.modelNew();
-    const onAbort = (): void => binding.modelCancel(box, true);
-    signal?.addEventListener('abort', onAbort);
+    const { box, info, contextSize, batchSize } = await loadNative('loadModel', plan, plan.tensors, plan.files, plan.hparams.blockCount, false, options);
     try {
-      const info = await callAsync(where, () =>
-        binding.modelLoad(
-          {
-            model: box,
-            config: {
-              vocab: h.vocabSize,
-              embd: h.embeddingLength,
-              layers: h.blockCount,
-              heads: h.headCount,
-              headsKv: h.headCountKv,
-              headDim: h.headDim,
-              ff: h.feedForwardLength,
-              ctxTrain: h.contextLength,
-              ropeStyle: plan.rope === 'neox' ? 1 : 0,
-              ropeDims: h.ropeDimensions,
-              ropeBase: h.ropeFreqBase,
-              ropePosScale: h.ropeScaling.type === 'linear' ? 1 / h.ropeScaling.factor : 1,
-              ropeFactors: plan.ropeFactors,
-              eps: h.rmsNormEps,
-            },
-            options: { ctx: contextSize, batch: Math.min(batchSize, contextSize), threads, kernel, act: options.activations === 'f32' ? 1 : 0, detectSparse: options.sparse !== false },
-            files: plan.files,
-            tensors: plan.tensors,
-          },
-          true,
-        ),
-      );
       const { tokenizer, error } = await tokenizerOf(plan);
-      return new Model(plan, box, info, contextSize, Math.min(batchSize, contextSize), tokenizer, error);
+      return new Model(plan, box, info, contextSize, batchSize, tokenizer, error);
     } catch (e) {
-      if (isAbort(e) && signal?.aborted) throw signal.reason;
+      binding.modelDispose(box);
       throw e;
-    } finally {
-      signal?.removeEventListener('abort', onAbort);
     }
   }
 
@@ -338,10 +303,8 @@ export class Model {
     return out;
   }
 
-  /** The tensor names reading a site of block l. */
   private weightsOf(layer: number, site: number): string[] {
-    const slots = [[11, 12, 13], [14], [16, 17], [18]][site] as number[];
-    return slots.map((s) => (this.plan.tensors.find((t) => t.slot === s && t.layer === layer) as TensorSpec).name);
+    return siteWeights(this.plan.tensors, layer, site);
   }
 
   /**
@@ -418,8 +381,294 @@ export class Model {
   }
 }
 
+/** A weight given in place of the file's to a ModelBlock: dense, or in a format the runtime multiplies. */
+export type BlockWeight = Tensor | QuantizedTensor;
+
+export interface ModelBlockOptions extends Omit<LoadModelOptions, 'hyperparameters'> {
+  /** Load the token embedding too, so run() takes token ids (the first block of a sequential pass). */
+  embedding?: boolean;
+  /** Weights to use instead of the file's (tensor names as stored), e.g. the block quantized. */
+  replace?: ReadonlyMap<string, BlockWeight>;
+  /** Folder for the replacement weights' temporary file (removed once they are loaded). Default os.tmpdir(). */
+  tempDir?: string;
+}
+
+export interface ModelBlockRunOptions {
+  signal?: AbortSignal;
+  /** As ForwardOptions.onActivation (batches name the block's own layer and weights). */
+  onActivation?: ForwardOptions['onActivation'];
+  activationSites?: readonly ActivationSite[];
+}
+
+/** Where one replacement's parts sit in the temporary file, and its spec. */
+function replacementSpec(spec: TensorSpec, w: BlockWeight, where: string, parts: Uint8Array[], at: { offset: number }, file: number): TensorSpec {
+  const part = (b: ArrayBufferView): FilePart => {
+    const bytes = new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+    const p = { file, offset: at.offset, bytes: bytes.length };
+    parts.push(bytes);
+    const padded = Math.ceil(bytes.length / 64) * 64;
+    if (padded > bytes.length) parts.push(new Uint8Array(padded - bytes.length));
+    at.offset += padded;
+    return p;
+  };
+  const shape = w instanceof Tensor || w instanceof QuantizedTensor ? w.shape : undefined;
+  if (shape === undefined) fail(where, 'ERR_VALUE', `options.replace: ${spec.name} must be a Tensor or a QuantizedTensor`);
+  if (shape.length !== 2 || shape[0] !== spec.rows || shape[1] !== spec.cols) {
+    fail(where, 'ERR_SHAPE', `options.replace: ${spec.name} is [${shape.join(', ')}]; the block needs [${spec.rows}, ${spec.cols}]`);
+  }
+  const base = { name: spec.name, slot: spec.slot, layer: spec.layer, rows: spec.rows, cols: spec.cols, group: 0, scaleDtype: 0, valuesDtype: 0 };
+  if (w instanceof Tensor) {
+    if (w.dtype !== 'f32' && w.dtype !== 'f16' && w.dtype !== 'bf16') fail(where, 'ERR_DTYPE', `options.replace: ${spec.name} is ${w.dtype}; dense weights are f32, f16 or bf16`);
+    return { ...base, format: WEIGHT_FORMATS[w.dtype], formatName: w.dtype, data: part(w.data) };
+  }
+  const fmt = w.format as WeightFormat;
+  if (!(fmt in WEIGHT_FORMATS)) fail(where, 'ERR_UNSUPPORTED', `options.replace: ${spec.name} is ${w.format}, which the runtime does not multiply`);
+  if (fmt !== 'int4' && fmt !== 'int8') return { ...base, format: WEIGHT_FORMATS[fmt], formatName: fmt, data: part(w.data) };
+  const scales = w.scales as Tensor;
+  const groups = spec.cols / w.groupSize;
+  return {
+    ...base,
+    format: WEIGHT_FORMATS[fmt],
+    formatName: fmt,
+    group: w.groupSize,
+    scaleDtype: dtypeCode(scales.dtype),
+    data: part(w.data),
+    scales: part(scales.data),
+    ...(w.zeros ? { zeros: part(packZeroPoints(w.zeros.data, spec.rows, groups, fmt === 'int4' ? 4 : 8)) } : {}),
+  };
+}
+
+/**
+ * One block of a model loaded alone (with the token embedding when asked):
+ * what a sequential pass over a model too large for memory holds at a
+ * time. run() takes one sequence — token ids (with the embedding) or the
+ * previous block's hidden states — from position 0, and returns the hidden
+ * states after the block; the activation hook sees the block's linear
+ * inputs as Model.forward's does.
+ */
+export class ModelBlock {
+  readonly layer: number;
+  readonly plan: ModelPlan;
+  readonly weightBytes: number;
+  readonly contextSize: number;
+  readonly batchSize: number;
+  readonly linears: readonly LinearInfo[];
+  readonly hasEmbedding: boolean;
+  private readonly box: object;
+  private readonly tensors: readonly TensorSpec[];
+  private busy = false;
+  private disposed = false;
+
+  private constructor(plan: ModelPlan, layer: number, box: object, info: NativeInfo, contextSize: number, batchSize: number, tensors: TensorSpec[], embedding: boolean) {
+    this.plan = plan;
+    this.layer = layer;
+    this.box = box;
+    this.weightBytes = info.weightBytes;
+    this.contextSize = contextSize;
+    this.batchSize = batchSize;
+    this.tensors = tensors;
+    this.hasEmbedding = embedding;
+    this.linears = Object.freeze(
+      info.linears.map((l) => {
+        const [name, format, kernel] = l.split('\t') as [string, string, string];
+        return Object.freeze({ name, format, kernel });
+      }),
+    );
+  }
+
+  /** Loads block `layer` of a plan (planModel's result), its weights replaced where options.replace says. */
+  static async load(plan: ModelPlan, layer: number, options: ModelBlockOptions = {}): Promise<ModelBlock> {
+    const where = 'ModelBlock.load';
+    if (typeof options !== 'object' || options === null) fail(where, 'ERR_VALUE', 'options must be an object');
+    const known = ['contextSize', 'batchSize', 'threads', 'kernel', 'activations', 'sparse', 'signal', 'embedding', 'replace', 'tempDir'];
+    for (const k of Object.keys(options)) if (!known.includes(k)) fail(where, 'ERR_VALUE', `unknown option ${JSON.stringify(k)}; known: ${known.join(', ')}`);
+    if (!Number.isInteger(layer) || layer < 0 || layer >= plan.hparams.blockCount) fail(where, 'ERR_VALUE', `layer must be an integer in 0..${plan.hparams.blockCount - 1}, got ${String(layer)}`);
+    if (options.replace !== undefined && !(options.replace instanceof Map)) fail(where, 'ERR_VALUE', 'options.replace must be a Map from tensor names to weights');
+    const embedding = options.embedding === true;
+    const own = plan.tensors.filter((t) => t.layer === layer);
+    const replace = options.replace ?? new Map<string, BlockWeight>();
+    for (const name of replace.keys()) {
+      if (!own.some((t) => t.name === name && t.slot >= 11 && t.slot !== 15 && t.slot <= 18)) fail(where, 'ERR_VALUE', `options.replace: ${JSON.stringify(name)} is not a linear weight of block ${layer}`);
+    }
+    const files = plan.files.slice();
+    const parts: Uint8Array[] = [];
+    const at = { offset: 0 };
+    // The native model counts blocks from 0: this block is its block 0.
+    const tensors = own.map((t) => ({ ...(replace.has(t.name) ? replacementSpec(t, replace.get(t.name) as BlockWeight, where, parts, at, files.length) : t), layer: 0 }));
+    if (embedding) tensors.unshift(plan.tensors.find((t) => t.slot === 0) as TensorSpec);
+    // Llama 3's rope frequency factors (a global tensor in GGUF) shape every block's RoPE.
+    tensors.push(...plan.tensors.filter((t) => t.slot === 3));
+    let tmp: string | undefined;
+    try {
+      if (parts.length > 0) {
+        tmp = path.join(options.tempDir ?? os.tmpdir(), `.slimtensor-block-${process.pid}-${Math.random().toString(36).slice(2, 10)}.tmp`);
+        const fh = await fsp.open(tmp, 'wx');
+        try {
+          let pos = 0;
+          for (const p of parts) {
+            await writeAll(fh, p, pos);
+            pos += p.length;
+          }
+        } finally {
+          await fh.close();
+        }
+        const st = await fsp.stat(tmp, { bigint: true });
+        files.push({ path: tmp, size: Number(st.size), mtimeNs: st.mtimeNs });
+      }
+      const { box, info, contextSize, batchSize } = await loadNative(where, plan, tensors, files, 1, true, options);
+      return new ModelBlock(plan, layer, box, info, contextSize, batchSize, tensors, embedding);
+    } finally {
+      if (tmp !== undefined) await fsp.rm(tmp, { force: true });
+    }
+  }
+
+  /**
+   * Runs one sequence through the block from position 0: `tokens` (needs
+   * the embedding) or `hidden` states [n × embedding_length]. Returns the
+   * hidden states after the block, [n × embedding_length].
+   */
+  async run(input: { tokens: ArrayLike<number> } | { hidden: Float32Array }, options: ModelBlockRunOptions = {}): Promise<Float32Array> {
+    const where = 'ModelBlock.run';
+    if (this.disposed) fail(where, 'ERR_VALUE', 'the block was disposed');
+    if (this.busy) fail(where, 'ERR_VALUE', 'the block is running another sequence');
+    const h = this.plan.hparams;
+    const D = h.embeddingLength;
+    let tokens: Int32Array | undefined;
+    let hidden: Float32Array | undefined;
+    if (typeof input === 'object' && input !== null && 'tokens' in input) {
+      if (!this.hasEmbedding) fail(where, 'ERR_VALUE', `block ${this.layer} was loaded without the token embedding: pass hidden states`);
+      tokens = tokenArray(input.tokens, h.vocabSize, where);
+    } else if (typeof input === 'object' && input !== null && input.hidden instanceof Float32Array) {
+      hidden = input.hidden;
+      if (hidden.length === 0 || hidden.length % D !== 0) fail(where, 'ERR_SHAPE', `hidden holds ${hidden.length} values, not a positive multiple of embedding_length ${D}`);
+    } else {
+      fail(where, 'ERR_VALUE', 'input must be { tokens } or { hidden: Float32Array }');
+    }
+    const n = tokens ? tokens.length : (hidden as Float32Array).length / D;
+    if (n < 1 || n > this.contextSize) fail(where, 'ERR_VALUE', `${n} positions do not fit the context of ${this.contextSize} (1..${this.contextSize})`);
+    const sites = options.activationSites ?? ACTIVATION_SITES;
+    const hook = options.onActivation;
+    if (hook !== undefined && typeof hook !== 'function') fail(where, 'ERR_VALUE', 'options.onActivation must be a function');
+    const signal = options.signal;
+    signal?.throwIfAborted();
+    this.busy = true;
+    binding.modelCancel(this.box, false);
+    const onAbort = (): void => binding.modelCancel(this.box, true);
+    signal?.addEventListener('abort', onAbort);
+    try {
+      const out = new Float32Array(n * D);
+      const widths = [D, h.headCount * h.headDim, D, h.feedForwardLength];
+      for (let start = 0; start < n; start += this.batchSize) {
+        signal?.throwIfAborted();
+        const m = Math.min(this.batchSize, n - start);
+        const capture = hook ? widths.map((w, i) => (sites.includes(ACTIVATION_SITES[i] as ActivationSite) ? new Float32Array(m * w) : null)) : undefined;
+        const hiddenOut = out.subarray(start * D, (start + m) * D);
+        const input = tokens ? { tokens: tokens.subarray(start, start + m) } : { hidden: (hidden as Float32Array).subarray(start * D, (start + m) * D) };
+        await callAsync(where, () =>
+          binding.modelStep(
+            { model: this.box, n: m, l0: 0, l1: 1, all: false, begin: true, ...input, pos: start, capture, finish: true, hiddenOut, fresh: [hiddenOut, ...(capture ?? []).filter((c) => c !== null)] },
+            true,
+          ),
+        );
+        if (hook && capture) {
+          for (let i = 0; i < 4; i++) {
+            const data = capture[i];
+            if (data) await hook({ layer: this.layer, site: ACTIVATION_SITES[i] as ActivationSite, weights: siteWeights(this.tensors, 0, i), position: start, rows: m, width: widths[i] as number, data });
+          }
+        }
+      }
+      return out;
+    } catch (e) {
+      if (isAbort(e) && signal?.aborted) throw signal.reason;
+      throw e;
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      this.busy = false;
+    }
+  }
+
+  /** Frees the block's weights. Safe to call twice; not while run() is pending. */
+  dispose(): void {
+    if (this.disposed) return;
+    if (this.busy) fail('ModelBlock.dispose', 'ERR_VALUE', 'the block is running a sequence');
+    this.disposed = true;
+    binding.modelDispose(this.box);
+  }
+}
+
+/** The tensor names reading a site (index into ACTIVATION_SITES, not the head) of block `layer`. */
+function siteWeights(tensors: readonly TensorSpec[], layer: number, site: number): string[] {
+  const slots = [[11, 12, 13], [14], [16, 17], [18]][site] as number[];
+  return slots.map((s) => (tensors.find((t) => t.slot === s && t.layer === layer) as TensorSpec).name);
+}
+
+/**
+ * Checks the load options and loads `tensors` (of `files`) into a new
+ * native model of `layers` blocks: the whole model, or (blocksOnly) blocks
+ * alone, with or without the token embedding.
+ */
+async function loadNative(
+  where: string,
+  plan: ModelPlan,
+  tensors: readonly TensorSpec[],
+  files: ModelPlan['files'],
+  layers: number,
+  blocksOnly: boolean,
+  options: LoadModelOptions,
+): Promise<{ box: object; info: NativeInfo; contextSize: number; batchSize: number; threads: number }> {
+  const kernel = kernelCode(options.kernel, where);
+  const weightBytes = tensors.reduce((a, t) => a + t.data.bytes + (t.scales?.bytes ?? 0) + (t.zeros?.bytes ?? 0) + (t.bitmask?.bytes ?? 0), 0);
+  const threads = options.threads === undefined && weightBytes < SMALL_MODEL_BYTES ? 1 : threadCount(options.threads, where);
+  const signal = options.signal;
+  signal?.throwIfAborted();
+  const h = plan.hparams;
+  const contextSize = options.contextSize ?? Math.min(h.contextLength, 4096);
+  if (!Number.isInteger(contextSize) || contextSize < 1 || contextSize > 1 << 22) fail(where, 'ERR_VALUE', `options.contextSize must be an integer in 1..4194304, got ${String(options.contextSize)}`);
+  const batchSize = options.batchSize ?? 512;
+  if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 65536) fail(where, 'ERR_VALUE', `options.batchSize must be an integer in 1..65536, got ${String(options.batchSize)}`);
+  const box = binding.modelNew();
+  const onAbort = (): void => binding.modelCancel(box, true);
+  signal?.addEventListener('abort', onAbort);
+  try {
+    const info = await callAsync(where, () =>
+      binding.modelLoad(
+        {
+          model: box,
+          config: {
+            vocab: h.vocabSize,
+            embd: h.embeddingLength,
+            layers,
+            heads: h.headCount,
+            headsKv: h.headCountKv,
+            headDim: h.headDim,
+            ff: h.feedForwardLength,
+            ctxTrain: h.contextLength,
+            ropeStyle: plan.rope === 'neox' ? 1 : 0,
+            ropeDims: h.ropeDimensions,
+            ropeBase: h.ropeFreqBase,
+            ropePosScale: h.ropeScaling.type === 'linear' ? 1 / h.ropeScaling.factor : 1,
+            ropeFactors: plan.ropeFactors,
+            eps: h.rmsNormEps,
+          },
+          options: { ctx: contextSize, batch: Math.min(batchSize, contextSize), threads, kernel, act: options.activations === 'f32' ? 1 : 0, detectSparse: options.sparse !== false, blocksOnly },
+          files,
+          tensors,
+        },
+        true,
+      ),
+    );
+    return { box, info, contextSize, batchSize: Math.min(batchSize, contextSize), threads };
+  } catch (e) {
+    binding.modelDispose(box);
+    if (isAbort(e) && signal?.aborted) throw signal.reason;
+    throw e;
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+  }
+}
+
 /** The tokenizer a plan's files describe (GGUF metadata, or the folder's tokenizer files), or why there is none. */
-async function tokenizerOf(plan: ModelPlan): Promise<{ tokenizer: Tokenizer | undefined; error: string | undefined }> {
+export async function tokenizerOf(plan: ModelPlan): Promise<{ tokenizer: Tokenizer | undefined; error: string | undefined }> {
   try {
     let t: Tokenizer | undefined;
     if (plan.ggufMetadata?.has('tokenizer.ggml.model')) t = tokenizerFromGguf(plan.ggufMetadata);

@@ -59,7 +59,7 @@ function checkStats(stats: unknown, tensors: ReadonlyMap<string, readonly number
 }
 
 /** The GGUF name a Hugging Face tensor name gets in conversion (the name itself when the architecture does not know it). */
-function ggufNameOf(name: string, arch: Architecture): string {
+export function ggufNameOf(name: string, arch: Architecture): string {
   const r = resolveTensor(arch, name, 'hf');
   return r === undefined ? name : tensorName(r.role, 'gguf', r.layer);
 }

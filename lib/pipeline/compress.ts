@@ -358,7 +358,7 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
       onProgress: o.onCalibrationProgress,
     });
     // Quantize rules read them as an imatrix: Σx² and the rows counted (llama-imatrix's in_sum2 and counts).
-    if (calibrated !== undefined && imatrices.global === undefined && recipe.rules.some((r) => r.method === 'quantize' && r.options.importance === undefined)) {
+    if (calibrated !== undefined && imatrices.global === undefined && recipe.rules.some((r) => (r.method === 'quantize' && r.options.importance === undefined) || (r.method === 'gptq' && r.options.mix !== undefined))) {
       imatrices.global = statsImportance(calibrated.stats, calibrated.record);
     }
     // A llama-quantize mix: planned over the whole model, tensors in llama-quantize's order.

@@ -57,18 +57,19 @@ export async function removeTemps(output: string, tag: string): Promise<string[]
 /**
  * Prepares `output` (a file or a folder) for writing through a temporary
  * name in the same folder. Refuses an existing output unless `overwrite`,
- * and an output that is or lies inside the input. `tag` (default: the
- * process id) goes into the temporary name, so removeTemps can find what a
- * killed run left.
+ * and an output that is or lies inside the input (undefined: an output
+ * made from no file, e.g. statistics). `tag` (default: the process id)
+ * goes into the temporary name, so removeTemps can find what a killed run
+ * left.
  */
-export async function stageOutput(output: string, kind: 'file' | 'folder', input: string, overwrite: boolean, tag = String(process.pid)): Promise<StagedOutput> {
+export async function stageOutput(output: string, kind: 'file' | 'folder', input: string | undefined, overwrite: boolean, tag = String(process.pid)): Promise<StagedOutput> {
   const out = path.resolve(output);
-  const inp = await real(input);
+  const inp = input === undefined ? undefined : await real(input);
   const outReal = await real(out);
-  if (outReal === inp || outReal.startsWith(inp + path.sep)) {
+  if (inp !== undefined && (outReal === inp || outReal.startsWith(inp + path.sep))) {
     throw new SlimTensorError(`output ${output} is the input or inside it; write the compressed model elsewhere`, 'ERR_VALUE');
   }
-  if (inp.startsWith(outReal + path.sep) && overwrite) {
+  if (inp !== undefined && inp.startsWith(outReal + path.sep) && overwrite) {
     throw new SlimTensorError(`output ${output} contains the input; overwriting it would delete the input`, 'ERR_VALUE');
   }
   const parent = path.dirname(out);

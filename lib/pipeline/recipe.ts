@@ -4,6 +4,7 @@
 // defaults need when a row does not fit a block or group).
 import { SlimTensorError } from '../errors';
 import { marlinSchemeProblem } from '../formats/compressed-tensors';
+import { GPTQ_FORMATS } from '../gptq';
 import type { GGMLTypeName } from '../formats/gguf-types';
 import { GGML_QUANT_FORMATS, hasMseSearch, QUANT_FORMATS, type FloatDType, type QuantFormat, type QuantizeOptions } from '../quantize';
 import { parsePattern } from '../sparsity';
@@ -32,7 +33,12 @@ export const PRUNE_LAYOUTS: readonly PruneLayout[] = ['dense', 'sparse-24-bitmas
 export type RecipeMethod = 'quantize' | 'gptq' | 'awq' | 'prune' | 'lowrank' | 'keep';
 const METHODS: readonly RecipeMethod[] = ['quantize', 'gptq', 'awq', 'prune', 'lowrank', 'keep'];
 /** The formats GPTQ and AWQ write (the gptq op's). */
-export const CALIBRATED_FORMATS: readonly QuantFormat[] = ['q4_0', 'q4_1', 'q8_0', 'int4', 'int8'];
+/** The formats a gptq rule writes by GPTQ (the gptq op's); an awq rule's (the K-quants are GPTQ's only). */
+export const CALIBRATED_FORMATS: readonly QuantFormat[] = GPTQ_FORMATS;
+export const AWQ_FORMATS: readonly QuantFormat[] = ['q4_0', 'q4_1', 'q8_0', 'int4', 'int8'];
+function calibratedFormats(method: 'gptq' | 'awq'): readonly QuantFormat[] {
+  return method === 'gptq' ? CALIBRATED_FORMATS : AWQ_FORMATS;
+}
 
 /**
  * What a rule needs from calibration: nothing, the per-column sums (Σx²,
@@ -209,6 +215,18 @@ export const PRESETS: Readonly<Record<string, Recipe>> = {
       { match: '*', method: 'gptq', options: { format: 'q4_0' } },
     ],
   },
+  'q4_k_m-gptq': {
+    name: 'q4_k_m-gptq',
+    description:
+      "GGUF Q4_K_M by GPTQ (needs calibration): every linear weight GPTQ-rounded in the type llama-quantize's Q4_K_M gives it (Q4_K; Q6_K for attn_v and ffn_down on the layers use_more_bits picks; q8_0 where rows fall back to it), in the standard blocks; the types GPTQ does not write (the q5_0/q5_1 fallbacks of rows not a multiple of 256), the embedding and the output head rounded as llama-quantize --imatrix does, from the calibration's imatrix; norms F32",
+    format: 'gguf',
+    calibration: {},
+    rules: [
+      // No Hessian for these (the embedding reads token ids; the head's input is not calibrated, as llama-imatrix by default).
+      { match: [...EMBED_GLOBS, ...HEAD_GLOBS], method: 'quantize', options: { mix: 'q4_k_m' } },
+      { match: '*', method: 'gptq', options: { mix: 'q4_k_m' } },
+    ],
+  },
 };
 export const PRESET_NAMES: readonly string[] = Object.keys(PRESETS);
 
@@ -265,7 +283,7 @@ export interface ResolvedRecipe {
 
 const QUANT_OPTION_KEYS = ['format', 'mix', 'groupSize', 'symmetric', 'search', 'scaleDtype', 'importance'];
 const KEEP_OPTION_KEYS = ['dtype'];
-const GPTQ_OPTION_KEYS = ['format', 'groupSize', 'symmetric', 'scaleDtype', 'actOrder', 'dampening', 'blockSize'];
+const GPTQ_OPTION_KEYS = ['format', 'mix', 'groupSize', 'symmetric', 'scaleDtype', 'actOrder', 'dampening', 'blockSize'];
 const AWQ_OPTION_KEYS = ['format', 'groupSize', 'symmetric', 'scaleDtype', 'grid', 'gptq', 'actOrder', 'dampening', 'blockSize'];
 const PRUNE_OPTION_KEYS = ['pattern', 'score', 'layout'];
 const CALIBRATION_KEYS = ['text', 'tokens', 'ctx', 'chunks'];
@@ -311,7 +329,15 @@ function compileRule(r: unknown, label: string, search: unknown): CompiledRule {
     checkGrouping(options, label);
   } else if (method === 'gptq' || method === 'awq') {
     checkKeys(options, method === 'gptq' ? GPTQ_OPTION_KEYS : AWQ_OPTION_KEYS, `recipe ${label} options`);
-    if (!CALIBRATED_FORMATS.includes(options.format as QuantFormat)) throw new SlimTensorError(`recipe ${label}: ${method} needs options.format, one of ${CALIBRATED_FORMATS.join(', ')}; got ${JSON.stringify(options.format)}`, 'ERR_VALUE');
+    const formats = calibratedFormats(method);
+    if (options.mix !== undefined) {
+      // A gptq rule with a llama-quantize mix: each tensor in the mix's type, by GPTQ where the op writes it.
+      if (!isMixName(options.mix)) throw new SlimTensorError(`recipe ${label}: options.mix must be one of ${MIX_NAMES.join(', ')}; got ${JSON.stringify(options.mix)}`, 'ERR_VALUE');
+      if (options.format !== undefined) throw new SlimTensorError(`recipe ${label}: give options.format or options.mix, not both`, 'ERR_VALUE');
+      for (const k of ['groupSize', 'symmetric', 'scaleDtype']) if (options[k] !== undefined) throw new SlimTensorError(`recipe ${label}: a mix writes GGUF blocks; ${k} does not apply`, 'ERR_VALUE');
+    } else if (!formats.includes(options.format as QuantFormat)) {
+      throw new SlimTensorError(`recipe ${label}: ${method} needs options.format, one of ${formats.join(', ')}${method === 'gptq' ? `, or options.mix, one of ${MIX_NAMES.join(', ')}` : ''}; got ${JSON.stringify(options.format)}`, 'ERR_VALUE');
+    }
     checkGrouping(options, label);
     if (options.actOrder !== undefined && typeof options.actOrder !== 'boolean') throw new SlimTensorError(`recipe ${label}: options.actOrder must be a boolean`, 'ERR_VALUE');
     if (options.dampening !== undefined && !(typeof options.dampening === 'number' && options.dampening >= 0 && options.dampening < 1e6)) throw new SlimTensorError(`recipe ${label}: options.dampening must be a number in [0, 1e6)`, 'ERR_VALUE');
@@ -486,7 +512,7 @@ export function resolveRecipe(recipe: Recipe | string): ResolvedRecipe {
   }
   if (rules.length === 0) throw new SlimTensorError('recipe: no rules (give rules, or extends a preset)', 'ERR_VALUE');
   refusePruneWithQuantize(rules);
-  const mixRules = rules.filter((r) => r.method === 'quantize' && r.options.mix !== undefined);
+  const mixRules = rules.filter((r) => (r.method === 'quantize' || r.method === 'gptq') && r.options.mix !== undefined);
   const mix = mixRules[0]?.options.mix as MixName | undefined;
   const other = mixRules.find((r) => r.options.mix !== mix);
   if (other !== undefined) throw new SlimTensorError(`recipe ${(mixRules[0] as CompiledRule).label} uses mix ${String(mix)} and ${other.label} mix ${String(other.options.mix)}: a file is one llama.cpp file type; use one mix and format rules for the exceptions`, 'ERR_VALUE');
@@ -660,16 +686,19 @@ export function planTensor(t: PlanInput, recipe: ResolvedRecipe, format: OutputF
  */
 function planCalibrated(t: PlanInput, rule: CompiledRule, recipe: ResolvedRecipe, format: OutputFormat, ctx: PlanContext): TensorPlan {
   const o = rule.options;
-  const q: Record<string, unknown> = { format: o.format, importance: false };
+  const q: Record<string, unknown> = { ...(o.mix !== undefined ? { mix: o.mix } : { format: o.format }), importance: false };
   for (const k of ['groupSize', 'symmetric', 'scaleDtype']) if (o[k] !== undefined) q[k] = o[k];
   const asQuantize: CompiledRule = { ...rule, method: 'quantize', options: q };
   const plan = planTensor(t, { ...recipe, rules: [asQuantize] }, format, ctx);
   const a = plan.action;
   if (a.kind !== 'quantize') return plan;
   const method = rule.method as 'gptq' | 'awq';
-  if (!CALIBRATED_FORMATS.includes(a.options.format) || t.shape.length !== 2) {
-    const reason = t.shape.length !== 2 ? `${t.shape.length}-D: ${method} quantizes 2-D weights` : `${method} writes ${CALIBRATED_FORMATS.join(', ')}`;
-    return { ...plan, fallback: plan.fallback ?? { from: `${method} ${String(o.format)}`, to: `${a.options.format} round-to-nearest`, reason } };
+  const formats = calibratedFormats(method);
+  if (!formats.includes(a.options.format) || t.shape.length !== 2) {
+    const reason = t.shape.length !== 2 ? `${t.shape.length}-D: ${method} quantizes 2-D weights` : `${method} writes ${formats.join(', ')}`;
+    // A mix's other types are rounded as the quantize method does: with the run's imatrix (from calibration), if any.
+    if (o.mix !== undefined) delete a.importance;
+    return { ...plan, fallback: plan.fallback ?? { from: `${method} ${String(o.format ?? a.options.format)}`, to: `${a.options.format} round-to-nearest`, reason } };
   }
   const settings: GptqSettings = { ...(o.actOrder !== undefined ? { actOrder: o.actOrder as boolean } : {}), ...(o.dampening !== undefined ? { dampening: o.dampening as number } : {}), ...(o.blockSize !== undefined ? { blockSize: o.blockSize as number } : {}) };
   // What the method measured is what is written: no importance-weighted rounding.

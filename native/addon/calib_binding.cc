@@ -15,7 +15,7 @@ class GptqJob : public Job {
     const int64_t dt = get_int(o, "weightDtype"), sdt = get_int(o, "scaleDtype"), f = get_int(o, "format"), k = get_int(o, "kernel");
     if (dt < 0 || dt > 2) throw_error(env, Code::DType, "weight must be f32, f16 or bf16");
     if (sdt < 0 || sdt > 2) throw_error(env, Code::DType, "scale dtype must be f32, f16 or bf16");
-    if (f < 0 || f > 4) throw_error(env, Code::Value, "unknown quantization format code");
+    if (f < 0 || f >= kQFormatCount) throw_error(env, Code::Value, "unknown quantization format code");
     if (k < 0 || k > 4) throw_error(env, Code::Value, "unknown kernel code");
     a_.weight.dtype = static_cast<DType>(dt);
     a_.weight.rows = get_int(o, "rows");
@@ -25,6 +25,7 @@ class GptqJob : public Job {
     a_.symmetric = get_bool(o, "symmetric");
     a_.scale_dtype = static_cast<DType>(sdt);
     a_.act_order = get_bool(o, "actOrder");
+    a_.imatrix = get_bool(o, "imatrix");
     a_.dampening = get_double(o, "dampening");
     a_.block = get_int(o, "blockSize");
     a_.measure = get_bool(o, "measure");
@@ -34,7 +35,7 @@ class GptqJob : public Job {
     const int64_t rows = a_.weight.rows, cols = a_.weight.cols;
     if (rows < 0 || cols < 0) throw_error(env, Code::Shape, "negative dimension");
     const QFormatTraits& tr = qformat_traits(a_.format);
-    const int64_t group = tr.ggml ? 32 : a_.group;
+    const int64_t group = tr.ggml ? tr.block : a_.group;
     if (group <= 0 || cols % group != 0) {
       throw_error(env, Code::Shape, "row length " + std::to_string(cols) + " is not a multiple of the group size " + std::to_string(group));
     }

@@ -126,6 +126,7 @@ class LoadJob : public ModelJob {
     opt_.kernel = get_kernel(op);
     opt_.act = get_int(op, "act") == 1 ? model::ActMode::F32 : model::ActMode::Auto;
     opt_.detect_sparse = get_bool(op, "detectSparse");
+    opt_.blocks_only = op.Has("blocksOnly") && get_bool(op, "blocksOnly");
     Napi::Array files = o.Get("files").As<Napi::Array>();
     for (uint32_t i = 0; i < files.Length(); ++i) {
       Napi::Object f = files.Get(i).As<Napi::Object>();
@@ -199,9 +200,15 @@ class StepJob : public ModelJob {
     if (l0_ < 0 || l1_ < l0_ || l1_ > c.layers) throw_error(env, Code::Value, "bad layer range");
     n_ = get_int(o, "n");  // tokens of the step (begin: of `tokens`)
     if (n_ < 1 || n_ > m->options().batch) throw_error(env, Code::Value, "a step takes 1.." + std::to_string(m->options().batch) + " tokens");
+    const uint64_t hidden_bytes = checked_mul(env, checked_mul(env, static_cast<uint64_t>(n_), static_cast<uint64_t>(c.embd), "hidden"), 4, "hidden");
     if (begin_) {
-      // ids index the embedding table: copied, so what begin() checks is what it reads
-      tokens_ = static_cast<const int32_t*>(copy_in(env, o.Get("tokens"), "tokens", checked_mul(env, static_cast<uint64_t>(n_), 4, "tokens")));
+      Napi::Value hv = o.Get("hidden");
+      if (!hv.IsUndefined() && !hv.IsNull()) {
+        hidden_ = static_cast<const float*>(pin(env, hv, "hidden states", hidden_bytes));
+      } else {
+        // ids index the embedding table: copied, so what begin() checks is what it reads
+        tokens_ = static_cast<const int32_t*>(copy_in(env, o.Get("tokens"), "tokens", checked_mul(env, static_cast<uint64_t>(n_), 4, "tokens")));
+      }
       pos_ = get_int(o, "pos");
     }
     Napi::Value cap = o.Get("capture");
@@ -225,14 +232,16 @@ class StepJob : public ModelJob {
       }
       Napi::Value hi = o.Get("headIn");
       if (!hi.IsNull() && !hi.IsUndefined()) head_in_ = static_cast<float*>(pin_output(env, hi, "activation buffer", checked_mul(env, checked_mul(env, outs, static_cast<uint64_t>(c.embd), "head"), 4, "head")));
+      Napi::Value ho = o.Get("hiddenOut");
+      if (!ho.IsNull() && !ho.IsUndefined()) hidden_out_ = static_cast<float*>(pin_output(env, ho, "hidden states", hidden_bytes));
     }
   }
   Status run() override {
     return locked([&](Model& m) -> Status {
       Status st;
-      if (begin_ && !(st = m.begin(tokens_, n_, pos_)).ok()) return st;
+      if (begin_ && !(st = hidden_ ? m.begin_hidden(hidden_, n_, pos_) : m.begin(tokens_, n_, pos_)).ok()) return st;
       if (l1_ > l0_ && !(st = m.layers(l0_, l1_, has_capture_ ? &capture_ : nullptr)).ok()) return st;
-      if (finish_) return m.finish(all_, logits_, head_in_);
+      if (finish_) return m.finish(all_, logits_, head_in_, hidden_out_);
       return st;
     });
   }
@@ -242,6 +251,8 @@ class StepJob : public ModelJob {
   bool begin_ = false, finish_ = false, all_ = false, has_capture_ = false;
   int64_t l0_ = 0, l1_ = 0, n_ = 0, pos_ = 0;
   const int32_t* tokens_ = nullptr;
+  const float* hidden_ = nullptr;
+  float* hidden_out_ = nullptr;
   model::Capture capture_;
   float* logits_ = nullptr;
   float* head_in_ = nullptr;

@@ -87,46 +87,45 @@ double layer_error(const std::vector<float>& w, const std::vector<float>& q, con
   return total;
 }
 
-}  // namespace
+struct Variant { QFormat f; int64_t group; bool symmetric; };
 
-int main() {
-  const int64_t rows = 12, n = 64, tokens = 200;
-  std::mt19937 gen(16);
+// H = XᵀX of `tokens` inputs n wide, correlated along the row.
+std::vector<float> correlated_hessian(std::mt19937& gen, int64_t n, int64_t tokens) {
   std::normal_distribution<float> nd(0.0f, 1.0f);
-  std::vector<float> w(static_cast<size_t>(rows * n));
-  for (float& v : w) v = nd(gen);
-  // H = XᵀX of inputs correlated along the row.
   std::vector<float> h(static_cast<size_t>(n * n), 0.0f);
-  {
-    std::vector<double> hd(h.size(), 0.0), x(static_cast<size_t>(n));
-    for (int64_t t = 0; t < tokens; ++t) {
-      double v = nd(gen);
-      for (int64_t j = 0; j < n; ++j) x[j] = v = 0.9 * v + nd(gen);
-      for (int64_t i = 0; i < n; ++i) {
-        for (int64_t j = 0; j < n; ++j) hd[i * n + j] += x[i] * x[j];
-      }
+  std::vector<double> hd(h.size(), 0.0), x(static_cast<size_t>(n));
+  for (int64_t t = 0; t < tokens; ++t) {
+    double v = nd(gen);
+    for (int64_t j = 0; j < n; ++j) x[j] = v = 0.9 * v + nd(gen);
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t j = 0; j < n; ++j) hd[i * n + j] += x[i] * x[j];
     }
-    for (size_t i = 0; i < h.size(); ++i) h[i] = static_cast<float>(hd[i]);
   }
+  for (size_t i = 0; i < h.size(); ++i) h[i] = static_cast<float>(hd[i]);
+  return h;
+}
+
+// One format on weights [rows, n]: a diagonal H gives quantize()'s bytes
+// (K-quants: with imatrix off, the reference search), a correlated one
+// writes every byte, measures its error and beats round-to-nearest, and
+// every GEMM kernel gives the same bits.
+void check_variant(const Variant& v, const std::vector<float>& w, const std::vector<float>& h, int64_t rows, int64_t n) {
   std::vector<float> diag(static_cast<size_t>(n * n), 0.0f);
   for (int64_t i = 0; i < n; ++i) diag[i * n + i] = 1.0f + static_cast<float>(i % 5);
-
-  struct Variant { QFormat f; int64_t group; bool symmetric; };
-  const Variant variants[] = {{QFormat::Q4_0, 32, true}, {QFormat::Q4_1, 32, true}, {QFormat::Q8_0, 32, true},
-                              {QFormat::Int4, 32, false}, {QFormat::Int8, 64, true}};
-  for (const Variant& v : variants) {
+  {
     const std::string name = qformat_traits(v.f).name;
     // Diagonal H: quantize()'s bytes.
     {
       Out g = make_out(v.f, rows, n, v.group, v.symmetric, 0xa5), q = make_out(v.f, rows, n, v.group, v.symmetric, 0x5a);
       GptqArgs a = args_for(v.f, w, rows, n, diag, v.group, v.symmetric, &g);
       a.act_order = true;
+      a.imatrix = false;
       GptqStats s;
       check(gptq(a, &s).ok(), name + " diagonal: ok");
       QuantizeArgs qa;
       qa.src = MatrixView{w.data(), DType::F32, rows, n};
       qa.format = v.f;
-      qa.group = qformat_traits(v.f).ggml ? 32 : v.group;
+      qa.group = qformat_traits(v.f).ggml ? qformat_traits(v.f).block : v.group;
       qa.symmetric = v.symmetric;
       qa.data = q.data.data();
       qa.scales = q.scales.empty() ? nullptr : q.scales.data();
@@ -157,6 +156,40 @@ int main() {
       GptqStats s3;
       check(gptq(a, &s3).ok() && o3.data == o1.data && s3.gptq_error == s1.gptq_error, name + ": kernel " + std::to_string(static_cast<int>(k)) + " same bits");
     }
+  }
+}
+
+}  // namespace
+
+int main() {
+  const int64_t rows = 12, n = 64, tokens = 200;
+  std::mt19937 gen(16);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> w(static_cast<size_t>(rows * n));
+  for (float& v : w) v = nd(gen);
+  // H = XᵀX of inputs correlated along the row.
+  std::vector<float> h(static_cast<size_t>(n * n), 0.0f);
+  {
+    std::vector<double> hd(h.size(), 0.0), x(static_cast<size_t>(n));
+    for (int64_t t = 0; t < tokens; ++t) {
+      double v = nd(gen);
+      for (int64_t j = 0; j < n; ++j) x[j] = v = 0.9 * v + nd(gen);
+      for (int64_t i = 0; i < n; ++i) {
+        for (int64_t j = 0; j < n; ++j) hd[i * n + j] += x[i] * x[j];
+      }
+    }
+    for (size_t i = 0; i < h.size(); ++i) h[i] = static_cast<float>(hd[i]);
+  }
+  const Variant variants[] = {{QFormat::Q4_0, 32, true}, {QFormat::Q4_1, 32, true}, {QFormat::Q8_0, 32, true},
+                              {QFormat::Int4, 32, false}, {QFormat::Int8, 64, true}};
+  for (const Variant& v : variants) check_variant(v, w, h, rows, n);
+  // K-quants: super-blocks of 256.
+  {
+    const int64_t nk = 256;
+    std::vector<float> wk(static_cast<size_t>(4 * nk));
+    for (float& v : wk) v = nd(gen);
+    const std::vector<float> hk = correlated_hessian(gen, nk, 300);
+    for (QFormat f : {QFormat::Q2_K, QFormat::Q3_K, QFormat::Q4_K, QFormat::Q5_K, QFormat::Q6_K}) check_variant({f, 256, true}, wk, hk, 4, nk);
   }
 
   // Errors.

@@ -364,6 +364,48 @@ void test_model() {
     std::unique_ptr<Model> m2;
     check_error(Model::create(f.cfg, o, files_of(f), f.specs, &cancel, &m2), Code::Value, "aborted", "load cancelled");
   }
+  // Blocks alone (a sequential pass): block 0 with the embedding, then
+  // block 1 from block 0's hidden states, give the whole model's hidden
+  // states after block 1 (the same float operations: bit for bit).
+  {
+    Options o;
+    o.ctx = 16;
+    o.batch = 8;
+    const int64_t D = f.cfg.embd;
+    std::unique_ptr<Model> whole;
+    check(Model::create(f.cfg, o, files_of(f), f.specs, nullptr, &whole).ok(), "create whole");
+    std::vector<float> want(static_cast<size_t>(n * D), NAN), logits(static_cast<size_t>(f.cfg.vocab));
+    check(whole->begin(tokens.data(), n, 0).ok() && whole->layers(0, 2, nullptr).ok() && whole->finish(false, logits.data(), nullptr, want.data()).ok(), "whole: hidden states out");
+    o.blocks_only = true;
+    Config c1 = f.cfg;
+    c1.layers = 1;
+    std::vector<TensorSpec> b0, b1;
+    for (const TensorSpec& t : f.specs) {
+      if (t.slot == Slot::TokenEmbd || t.layer == 0) b0.push_back(t);
+      if (t.layer == 1) {
+        b1.push_back(t);
+        b1.back().layer = 0;
+      }
+    }
+    std::unique_ptr<Model> m0, m1;
+    check(Model::create(c1, o, files_of(f), b0, nullptr, &m0).ok(), "create block 0 with the embedding");
+    check(Model::create(c1, o, files_of(f), b1, nullptr, &m1).ok(), "create block 1 alone");
+    std::vector<float> h0(static_cast<size_t>(n * D), NAN), h1(static_cast<size_t>(n * D), NAN);
+    check(m0->begin(tokens.data(), n, 0).ok() && m0->layers(0, 1, nullptr).ok() && m0->finish(false, nullptr, nullptr, h0.data()).ok(), "block 0");
+    check(m1->begin_hidden(h0.data(), n, 0).ok() && m1->layers(0, 1, nullptr).ok() && m1->finish(false, nullptr, nullptr, h1.data()).ok(), "block 1 from hidden states");
+    check(std::memcmp(h1.data(), want.data(), h1.size() * 4) == 0, "blocks alone equal the whole model bit for bit");
+    check(m1->describe().size() == 7, "a blocks-only model lists its 7 linears, no head");
+    check_error(m1->begin(tokens.data(), 1, 0), Code::Value, "holds no token embedding", "tokens into a block without the embedding");
+    check(m1->begin_hidden(h0.data(), 1, 0).ok() && m1->layers(0, 1, nullptr).ok(), "step");
+    check_error(m1->finish(false, logits.data(), nullptr, nullptr), Code::Value, "has no head", "logits from a blocks-only model");
+    std::vector<float> bad(h0.begin(), h0.begin() + D);
+    bad[5] = INFINITY;
+    check_error(m1->begin_hidden(bad.data(), 1, 0), Code::Value, "hidden state 0, value 5 is NaN or infinite", "non-finite hidden states");
+    std::vector<TensorSpec> with_head = b1;
+    with_head.push_back(f.specs[1]);  // output_norm.weight
+    std::unique_ptr<Model> m2;
+    check_error(Model::create(c1, o, files_of(f), with_head, nullptr, &m2), Code::Format, "takes no output norm or head", "a head in a blocks-only model");
+  }
   // Load errors.
   Options o;
   o.ctx = 16;

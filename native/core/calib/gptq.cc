@@ -21,11 +21,15 @@ namespace st {
 
 namespace {
 
-bool is_ggml(QFormat f) { return f == QFormat::Q4_0 || f == QFormat::Q4_1 || f == QFormat::Q8_0; }
+bool is_ggml(QFormat f) { return f == QFormat::Q4_0 || f == QFormat::Q4_1 || f == QFormat::Q8_0 || gq::is_k(f); }
 
 Status check_args(const GptqArgs& a) {
-  if (static_cast<int32_t>(a.format) < 0 || static_cast<int32_t>(a.format) > 4) {
+  if (static_cast<int32_t>(a.format) < 0 || static_cast<int32_t>(a.format) >= kQFormatCount) {
     return Status::Error(Code::Value, "unknown quantization format code");
+  }
+  if (a.format == QFormat::Q5_0 || a.format == QFormat::Q5_1) {
+    return Status::Error(Code::Unsupported, std::string("gptq writes q4_0, q4_1, q8_0, q2_k, q3_k, q4_k, q5_k, q6_k, int4 and int8, not ") +
+                                                qformat_traits(a.format).name);
   }
   const int64_t rows = a.weight.rows, cols = a.weight.cols;
   if (rows < 0 || cols < 0) return Status::Error(Code::Shape, "negative dimension");
@@ -33,9 +37,10 @@ Status check_args(const GptqArgs& a) {
     return Status::Error(Code::DType, std::string("weight must be f32, f16 or bf16, got ") + dtype_name(a.weight.dtype));
   }
   if (is_ggml(a.format)) {
-    if (cols % qm::QK != 0) {
-      return Status::Error(Code::Shape, std::string(qformat_traits(a.format).name) +
-                                            " needs rows whose length is a multiple of 32, got " + std::to_string(cols));
+    const int block = qformat_traits(a.format).block;
+    if (cols % block != 0) {
+      return Status::Error(Code::Shape, std::string(qformat_traits(a.format).name) + " needs rows whose length is a multiple of " +
+                                            std::to_string(block) + ", got " + std::to_string(cols));
     }
   } else {
     if (a.group <= 0 || (cols > 0 && cols % a.group != 0)) {
@@ -104,7 +109,7 @@ Status sweep(const GptqArgs& a, const std::vector<int64_t>& perm, const std::vec
              const std::vector<gq::Coder>& coders, int8_t* codes_out, GptqStats* stats) {
   const int64_t rows = a.weight.rows, n = a.weight.cols;
   const int threads = a.threads;
-  const int64_t group = qformat_traits(a.format).ggml ? qm::QK : a.group;
+  const int64_t group = gq::coder_group(a.format, a.group);
   const int64_t ngroups = n / group;
   const size_t nn = static_cast<size_t>(n) * static_cast<size_t>(n);
   Status st;
@@ -236,7 +241,8 @@ Status gptq(const GptqArgs& a, GptqStats* stats) {
   const int threads = a.threads;
   const QFormatTraits& tr = qformat_traits(a.format);
   const bool ggml = tr.ggml;
-  const int64_t group = ggml ? qm::QK : a.group;
+  const bool kquant = gq::is_k(a.format);
+  const int64_t group = gq::coder_group(a.format, a.group);
   const int64_t ngroups = n / group;
   const QuantSizes sizes = quant_sizes(a.format, n, group);
 
@@ -263,6 +269,12 @@ Status gptq(const GptqArgs& a, GptqStats* stats) {
     }, threads);
     st = errs.get();
     if (!st.ok()) return st;
+  }
+  // K-quants' importance: diag(H) as given.
+  std::vector<float> importance;
+  if (kquant && a.imatrix) {
+    importance.resize(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) importance[i] = a.hessian[i * n + i];
   }
   // Dead inputs (never non-zero in calibration): their weights cannot change
   // the output; as the reference, H_ii := 1 and the weights := 0.
@@ -299,6 +311,15 @@ Status gptq(const GptqArgs& a, GptqStats* stats) {
           if (dead[j]) row[j] = 0.0f;
         }
         uint8_t* out_row = a.data + r * sizes.data_row_bytes;
+        if (kquant) {
+          // Per super-block: the header (and codes the sweep replaces), and its sub-blocks' coders.
+          const int64_t subs = qk::QK_K / group;
+          for (int64_t b = 0; b < n / qk::QK_K; ++b) {
+            gq::make_k_coders(a.format, row.data() + b * qk::QK_K, importance.empty() ? nullptr : importance.data() + b * qk::QK_K,
+                              out_row + b * tr.block_bytes, coders.data() + r * ngroups + b * subs);
+          }
+          continue;
+        }
         for (int64_t g = 0; g < ngroups; ++g) {
           uint8_t* block = ggml ? out_row + g * tr.block_bytes : nullptr;
           coders[r * ngroups + g] = gq::make_coder(a.format, row.data() + g * group, static_cast<int>(group), a.symmetric,
@@ -332,7 +353,9 @@ Status gptq(const GptqArgs& a, GptqStats* stats) {
     for (int64_t r = r0; r < r1; ++r) {
       uint8_t* out_row = a.data + r * sizes.data_row_bytes;
       const int8_t* cr = codes.get() + r * n;
-      if (ggml) {
+      if (kquant) {
+        for (int64_t b = 0; b < n / qk::QK_K; ++b) gq::pack_k_codes(a.format, cr + b * qk::QK_K, out_row + b * tr.block_bytes);
+      } else if (ggml) {
         for (int64_t g = 0; g < ngroups; ++g) {
           uint8_t* y = out_row + g * tr.block_bytes;
           const int8_t* c = cr + g * qm::QK;

@@ -2,7 +2,7 @@
 // rounding error on the columns not yet quantized, weighted by the layer's
 // input Hessian H = Σ x·xᵀ over calibration tokens. The output is exactly
 // what quantize() writes for the same format (native/core/quant/quant.h):
-// GGUF blocks, or compressed-tensors packed codes + scales (+ zero points),
+// GGUF blocks (q4_0, q4_1, q8_0 and the K-quants q2_k..q6_k), or compressed-tensors packed codes + scales (+ zero points),
 // so every reader of a QuantizedTensor accepts it.
 #pragma once
 #include <cstdint>
@@ -16,7 +16,7 @@ struct GptqArgs {
   MatrixView weight;               // f32/f16/bf16 [rows, cols]
   const float* hessian = nullptr;  // f32 [cols, cols]; symmetrised as (H + Hᵀ)/2
   QFormat format = QFormat::Int4;
-  int64_t group = 128;             // ggml formats: 32; int4/int8: group size (cols: per channel)
+  int64_t group = 128;             // ggml formats: their block; int4/int8: group size (cols: per channel)
   bool symmetric = true;           // int4/int8 only
   DType scale_dtype = DType::F16;  // int4/int8 only
   // Process columns in descending diag(H) order. Groups stay the contiguous
@@ -24,6 +24,11 @@ struct GptqArgs {
   // weights before any update (compressed-tensors actorder "weight"): no
   // g_idx is needed to read the result.
   bool act_order = false;
+  // K-quants (q2_k..q6_k): each super-block's scales and minimums come from
+  // llama.cpp's importance-weighted search with diag(H) as the importance
+  // (quantize() with that importance); false: ggml's reference search
+  // (quantize() without). Ignored by the other formats.
+  bool imatrix = true;
   double dampening = 0.01;         // added to diag(H): dampening · mean(diag(H))
   int64_t block = 128;             // columns per lazy batch (the trailing update is one GEMM)
   bool measure = true;             // compute tr(E·H·Eᵀ) for GPTQ and RTN (two extra GEMMs' worth)

@@ -23,6 +23,9 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include "../cpu.h"
 #include "../quant/quant.h"
@@ -151,7 +154,16 @@ struct State {
 };
 
 Model::Model() = default;
-Model::~Model() = default;
+Model::~Model() {
+  team_.reset();
+  s_.reset();
+#if defined(__GLIBC__)
+  // glibc keeps freed buffers under its (raised) mmap threshold in the
+  // arenas of the threads that loaded them; a sequential pass frees a
+  // block's worth per block, which would pile up: give it back.
+  malloc_trim(0);
+#endif
+}
 
 namespace {
 
@@ -577,14 +589,17 @@ Status Model::create(const Config& c, const Options& o, const std::vector<FileSp
   }
   st = ld.verify_all();
   if (!st.ok()) return st;
-  if (!have_embd || !have_norm) return Status::Error(Code::Format, std::string("the model has no ") + (have_embd ? "output norm" : "token embedding"));
+  // A blocks-only model (one block of a sequential pass) may lack the
+  // embedding (its steps start from hidden states) and the head.
+  if (!o.blocks_only && (!have_embd || !have_norm)) return Status::Error(Code::Format, std::string("the model has no ") + (have_embd ? "output norm" : "token embedding"));
+  if (o.blocks_only && (s.head.present || have_norm)) return Status::Error(Code::Format, "a blocks-only model takes no output norm or head");
   for (int64_t l = 0; l < c.layers; ++l) {
     Block& b = s.blocks[static_cast<size_t>(l)];
     if (!b.attn_norm || !b.ffn_norm || !b.q.present || !b.k.present || !b.v.present || !b.o.present || !b.gate.present || !b.up.present || !b.down.present) {
       return Status::Error(Code::Format, "block " + std::to_string(l) + " is missing tensors");
     }
   }
-  if (!s.head.present) {  // tied embeddings: the head multiplies by the embedding as stored
+  if (!s.head.present && !o.blocks_only) {  // tied embeddings: the head multiplies by the embedding as stored
     s.head.w = s.embd;
     s.head.name = s.embd_name;
     s.head.present = true;
@@ -595,7 +610,7 @@ Status Model::create(const Config& c, const Options& o, const std::vector<FileSp
     if (!p.ok()) return Status::Error(p.code, "tensor " + quoted(L.name) + ": " + p.message);
     return p;
   };
-  if (!(st = plan(s.head)).ok()) return st;
+  if (s.head.present && !(st = plan(s.head)).ok()) return st;
   for (Block& b : s.blocks) {
     for (Linear* L : {&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down}) {
       if (!(st = plan(*L)).ok()) return st;
@@ -649,7 +664,7 @@ std::vector<std::string> Model::describe() const {
   for (const Block& b : s_->blocks) {
     for (const Linear* L : {&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down}) line(*L);
   }
-  line(s_->head);
+  if (s_->head.present) line(s_->head);
   return out;
 }
 
@@ -658,9 +673,13 @@ Status Model::check_step(const char* what) const {
   return Status::Ok();
 }
 
-Status Model::begin(const int32_t* tokens, int64_t n, int64_t pos) {
+Status Model::begin(const int32_t* tokens, int64_t n, int64_t pos) { return start(tokens, nullptr, n, pos); }
+Status Model::begin_hidden(const float* hidden, int64_t n, int64_t pos) { return start(nullptr, hidden, n, pos); }
+
+Status Model::start(const int32_t* tokens, const float* hidden, int64_t n, int64_t pos) {
   const Config& c = cfg_;
   State& s = *s_;
+  if (tokens && !s.embd.data) return Status::Error(Code::Value, "this blocks-only model holds no token embedding: start its steps from hidden states");
   if (n < 1 || n > opt_.batch) return Status::Error(Code::Value, "a step takes 1.." + std::to_string(opt_.batch) + " tokens (the batch size), got " + std::to_string(n));
   if (pos < 0 || pos > filled_) {
     return Status::Error(Code::Value, "position " + std::to_string(pos) + " is past the " + std::to_string(filled_) + " positions the cache holds");
@@ -669,16 +688,24 @@ Status Model::begin(const int32_t* tokens, int64_t n, int64_t pos) {
     return Status::Error(Code::Value, "positions " + std::to_string(pos) + ".." + std::to_string(pos + n - 1) + " do not fit the context of " + std::to_string(opt_.ctx) +
                                           " tokens");
   }
-  for (int64_t t = 0; t < n; ++t) {
+  for (int64_t t = 0; tokens && t < n; ++t) {
     if (tokens[t] < 0 || tokens[t] >= c.vocab) {
       return Status::Error(Code::Value, "token " + std::to_string(t) + " is " + std::to_string(tokens[t]) + ", outside the vocabulary (0.." + std::to_string(c.vocab - 1) + ")");
     }
   }
+  for (int64_t i = 0; hidden && i < n * c.embd; ++i) {
+    if (!std::isfinite(hidden[i])) return Status::Error(Code::Value, "hidden state " + std::to_string(i / c.embd) + ", value " + std::to_string(i % c.embd) + " is NaN or infinite");
+  }
   filled_ = pos;  // what lies after pos is overwritten from here on
-  s.tokens.assign(tokens, tokens + n);
-  for (int64_t t = 0; t < n; ++t) {
-    Status st = embed_row(s.embd, tokens[t], s.h + t * c.embd);
-    if (!st.ok()) return st;
+  if (hidden) {
+    s.tokens.clear();
+    std::memcpy(s.h, hidden, static_cast<size_t>(n * c.embd) * 4);
+  } else {
+    s.tokens.assign(tokens, tokens + n);
+    for (int64_t t = 0; t < n; ++t) {
+      Status st = embed_row(s.embd, tokens[t], s.h + t * c.embd);
+      if (!st.ok()) return st;
+    }
   }
   const int64_t half = c.rope_dims / 2;
   for (int64_t t = 0; t < n; ++t) {
@@ -870,7 +897,7 @@ Status Model::layers(int64_t l0, int64_t l1, const Capture* cap) {
   return Status::Ok();
 }
 
-Status Model::finish(bool all, float* logits, float* head_in) {
+Status Model::finish(bool all, float* logits, float* head_in, float* hidden_out) {
   Status st = check_step("finish");
   if (!st.ok()) return st;
   if (next_layer_ != cfg_.layers) return Status::Error(Code::Value, "finish: blocks " + std::to_string(next_layer_) + ".. have not run");
@@ -878,7 +905,9 @@ Status Model::finish(bool all, float* logits, float* head_in) {
   State& s = *s_;
   const int64_t D = c.embd, first = all ? 0 : step_n_ - 1, outs = step_n_ - first;
   const Linear& head = s.head;
-  if (!logits) {  // only the cache was wanted
+  if ((logits || head_in) && !head.present) return Status::Error(Code::Value, "finish: this blocks-only model has no head; ask for the hidden states only");
+  if (hidden_out) std::memcpy(hidden_out, s.h, static_cast<size_t>(step_n_ * D) * 4);
+  if (!logits) {  // only the cache (and the hidden states) was wanted
     filled_ = step_pos_ + step_n_;
     next_layer_ = -1;
     return Status::Ok();
@@ -904,7 +933,7 @@ Status Model::forward(const int32_t* tokens, int64_t n, int64_t pos, bool all, f
   if (!st.ok()) return st;
   st = layers(0, cfg_.layers, nullptr);
   if (!st.ok()) return st;
-  return finish(all, logits, nullptr);
+  return finish(all, logits, nullptr, nullptr);
 }
 
 }  // namespace model

@@ -44,6 +44,10 @@ struct Options {
   Kernel kernel = Kernel::Auto;
   ActMode act = ActMode::Auto;
   bool detect_sparse = true;  // dense float weights that are 2:4 run on spmm24
+  // Some blocks of a model, alone (a sequential calibration pass loads one
+  // block at a time): no output norm or head; the token embedding optional
+  // (without it steps start from hidden states, begin_hidden).
+  bool blocks_only = false;
 };
 
 // What the forward loop does with a tensor. Values match lib/model/native.ts SLOTS.
@@ -110,12 +114,15 @@ class Model {
   std::vector<std::string> describe() const;
 
   // A forward pass over n tokens at positions [pos, pos + n): begin embeds
-  // them (pos <= filled(): the cache before pos is kept), layers runs
-  // blocks [l0, l1) in order, finish writes logits of the last token
-  // (all = false) or of every token into logits [outputs, vocab].
+  // them (pos <= filled(): the cache before pos is kept), begin_hidden
+  // starts from their hidden states [n, embd] instead, layers runs blocks
+  // [l0, l1) in order, finish writes logits of the last token (all =
+  // false) or of every token into logits [outputs, vocab], and the hidden
+  // states after the last block into hidden_out [n, embd] when given.
   Status begin(const int32_t* tokens, int64_t n, int64_t pos);
+  Status begin_hidden(const float* hidden, int64_t n, int64_t pos);
   Status layers(int64_t l0, int64_t l1, const Capture* cap);
-  Status finish(bool all, float* logits, float* head_in);
+  Status finish(bool all, float* logits, float* head_in, float* hidden_out = nullptr);
   Status forward(const int32_t* tokens, int64_t n, int64_t pos, bool all, float* logits);
 
   // The Model is not thread-safe: one call at a time (the addon holds a
@@ -126,6 +133,7 @@ class Model {
  private:
   Model();
   Status check_step(const char* what) const;
+  Status start(const int32_t* tokens, const float* hidden, int64_t n, int64_t pos);
   void run_layer(int64_t l, const Capture* cap, int64_t l0, int ith);
 
   Config cfg_;
