@@ -26,7 +26,7 @@ import {
 import { planLowRank, planMatmul } from '../lib/lowrank';
 import type { NativeArgs, NativeLowRank } from '../lib/native';
 import { bytesOf, rejected, thrown, transferAway } from './support/assert';
-import { requireCudaBuild, CUDA_ADDON, type RawAddon } from './support/cuda-build';
+import { requireCudaBuild, CUDA_ADDON, type RawAddon, waitForCudaCheck } from './support/cuda-build';
 import { Rng } from './support/random';
 import { kernelsHere, simdUnavailable, skip } from './support/skip';
 
@@ -613,6 +613,7 @@ interface RawLowrank extends RawAddon {
 }
 
 describe('lowrank: CUDA (cuSOLVER loaded with dlopen)', function () {
+  waitForCudaCheck();
   it('the CUDA build reports cuSOLVER available (with its library) or why not', function () {
     const cb = requireCudaBuild<RawLowrank>(this, 'lowRank');
     const c = cb.backends().cuda;

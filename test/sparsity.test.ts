@@ -40,7 +40,7 @@ import { binding, type NativeArgs, type NativeUnstructured } from '../lib/native
 import { planCompress24, planDecompress24, planPrune, planUnstructured } from '../lib/sparsity';
 import { bytesOf, rejected, thrown, transferAway } from './support/assert';
 import { unpack } from './support/ct-oracle';
-import { requireCudaBuild, type RawAddon } from './support/cuda-build';
+import { requireCudaBuild, type RawAddon, waitForCudaCheck } from './support/cuda-build';
 import { Rng } from './support/random';
 import { kernelsHere, skip } from './support/skip';
 
@@ -1130,6 +1130,7 @@ interface RawSparse extends RawAddon {
 }
 
 describe('sparsity: CUDA', function () {
+  waitForCudaCheck();
 
   it("the default build rejects kernel 'cuda' with ERR_UNSUPPORTED", async function () {
     if (backends().cuda.compiled) skip(this, 'build/ holds a CUDA build; see the tests below');

@@ -97,7 +97,7 @@ export interface ModelPlan {
   /** The RoPE layout the stored Q/K rows need (Hugging Face layouts rotate halves). */
   rope: RopeStyle;
   ropeFactors: Float32Array | undefined;
-  files: { path: string; size: number; mtimeNs: bigint }[];
+  files: ModelFileEntry[];
   tensors: TensorSpec[];
   bosId: number | undefined;
   eosId: number | undefined;
@@ -119,9 +119,22 @@ export interface PlanOptions {
 
 const DTYPE_OF_STORAGE: Readonly<Record<string, DType>> = { F32: 'f32', F16: 'f16', BF16: 'bf16' };
 
-async function fileEntry(p: string): Promise<{ path: string; size: number; mtimeNs: bigint }> {
+/**
+ * A weight file as the header was read from it: the native loader refuses
+ * to read it if any of these changed since (a rewrite in place changes size
+ * or mtime; a file renamed over it within one mtime tick changes the inode).
+ */
+export interface ModelFileEntry {
+  path: string;
+  size: number;
+  mtimeNs: bigint;
+  ino: bigint;
+  dev: bigint;
+}
+
+export async function fileEntry(p: string): Promise<ModelFileEntry> {
   const st = await fsp.stat(p, { bigint: true });
-  return { path: p, size: Number(st.size), mtimeNs: st.mtimeNs };
+  return { path: p, size: Number(st.size), mtimeNs: st.mtimeNs, ino: st.ino, dev: st.dev };
 }
 
 function ggufInt(md: ReadonlyMap<string, GGUFValue>, key: string): number | undefined {

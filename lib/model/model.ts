@@ -12,7 +12,7 @@ import { binding, callAsync } from '../native';
 import { kernelCode, threadCount, type Kernel } from '../options';
 import { QuantizedTensor } from '../quantize';
 import { dtypeCode, Tensor } from '../tensor';
-import { planModel, WEIGHT_FORMATS, type FilePart, type ModelPlan, type PlanOptions, type TensorSpec, type WeightFormat } from './load';
+import { fileEntry, planModel, WEIGHT_FORMATS, type FilePart, type ModelPlan, type PlanOptions, type TensorSpec, type WeightFormat } from './load';
 import type { Architecture } from './architectures';
 import type { ModelHyperparameters } from './hparams';
 import { createSampler, type SamplingOptions } from './sampling';
@@ -512,8 +512,7 @@ export class ModelBlock {
         } finally {
           await fh.close();
         }
-        const st = await fsp.stat(tmp, { bigint: true });
-        files.push({ path: tmp, size: Number(st.size), mtimeNs: st.mtimeNs });
+        files.push(await fileEntry(tmp));
       }
       const { box, info, contextSize, batchSize } = await loadNative(where, plan, tensors, files, 1, true, options);
       return new ModelBlock(plan, layer, box, info, contextSize, batchSize, tensors, embedding);

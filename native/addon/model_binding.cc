@@ -137,6 +137,11 @@ class LoadJob : public ModelJob {
       if (!mt.IsBigInt()) throw_error(env, Code::Internal, "files[].mtimeNs must be a bigint");
       bool lossless = true;
       fs.mtime_ns = mt.As<Napi::BigInt>().Int64Value(&lossless);
+      for (const char* key : {"ino", "dev"}) {
+        Napi::Value v = f.Get(key);
+        if (!v.IsBigInt()) throw_error(env, Code::Internal, std::string("files[].") + key + " must be a bigint");
+        (key[0] == 'i' ? fs.ino : fs.dev) = v.As<Napi::BigInt>().Uint64Value(&lossless);
+      }
       files_.push_back(fs);
     }
     Napi::Array ts = o.Get("tensors").As<Napi::Array>();

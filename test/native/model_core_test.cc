@@ -296,7 +296,8 @@ TinyFile write_tiny() {
 std::vector<FileSpec> files_of(const TinyFile& f) {
   struct stat st;
   stat(f.path.c_str(), &st);
-  return {FileSpec{f.path, static_cast<int64_t>(st.st_size), static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec}};
+  return {FileSpec{f.path, static_cast<int64_t>(st.st_size), static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec,
+                   static_cast<uint64_t>(st.st_ino), static_cast<uint64_t>(st.st_dev)}};
 }
 
 void test_model() {
@@ -430,6 +431,9 @@ void test_model() {
     std::vector<FileSpec> fs = files_of(f);
     fs[0].size += 1;
     check_error(Model::create(f.cfg, o, fs, f.specs, nullptr, &m), Code::Format, "changed", "a file changed after planning");
+    fs = files_of(f);
+    fs[0].ino += 1;  // another file renamed over it: same size and mtime, another inode
+    check_error(Model::create(f.cfg, o, fs, f.specs, nullptr, &m), Code::Format, "replaced by another file", "a file replaced after planning");
     std::vector<TensorSpec> s = f.specs;
     s.back().data.offset = f.size;  // reads past the end
     check_error(Model::create(f.cfg, o, files_of(f), s, nullptr, &m), Code::Format, "lies outside", "data past the file's end");

@@ -1,5 +1,6 @@
 // The CUDA build of the addon in build-cuda/ (scripts/check-cuda.cjs builds
-// it wherever nvcc exists; npm test runs it before mocha), which the rooms'
+// it wherever nvcc exists; npm test runs it next to mocha, whose tests that
+// load it wait for it: waitForCudaCheck), which the rooms'
 // CUDA tests load next to the default build. Where nvcc exists, a missing
 // or stale build-cuda/ fails those tests (run node scripts/check-cuda.cjs);
 // only where there is no nvcc to build it are they skipped.
@@ -62,6 +63,25 @@ export function cudaBuild<T extends RawAddon>(needs: keyof T & string): CudaBuil
     return build.findNvcc() ? { fail: `${why}; run node scripts/check-cuda.cjs (npm test does)` } : { skip: `${why} and there is no nvcc to rebuild it` };
   }
   return loaded as CudaBuild<T>;
+}
+
+/**
+ * npm test (scripts/test.cjs) starts mocha while scripts/check-cuda.cjs is
+ * still building build-cuda/, and names in $SLIMTENSOR_CUDA_CHECK_DONE the
+ * file it writes when the check has ended (built, failed or skipped). Call
+ * this at the top of each describe whose tests load build-cuda/: their
+ * `before` hook waits for that file (no time limit; the check's own
+ * failure fails the run), and scripts/test.cjs runs the files that call it
+ * last, so the rest of mocha runs meanwhile. Without the variable (mocha run
+ * by hand) nothing waits: build-cuda/ is used as it is on disk.
+ */
+export function waitForCudaCheck(): void {
+  before(async function () {
+    const done = process.env.SLIMTENSOR_CUDA_CHECK_DONE;
+    if (!done) return;
+    this.timeout(0);
+    while (!fs.existsSync(done)) await new Promise((resolve) => setTimeout(resolve, 200));
+  });
 }
 
 /** The build-cuda/ addon for the running test: skips it or fails it when there is none usable. */

@@ -185,6 +185,9 @@ Status file_changed(const FileSpec& f, const struct stat& st) {
     return Status::Error(Code::Format, f.path + ": the file changed (size " + std::to_string(f.size) + " -> " + std::to_string(static_cast<int64_t>(st.st_size)) +
                                            ") after its header was read; load it again");
   }
+  if (static_cast<uint64_t>(st.st_ino) != f.ino || static_cast<uint64_t>(st.st_dev) != f.dev) {
+    return Status::Error(Code::Format, f.path + ": the file changed (replaced by another file) after its header was read; load it again");
+  }
   return Status::Ok();
 }
 

@@ -61,6 +61,7 @@ struct FileSpec {
   std::string path;
   int64_t size = 0;      // as lib/ saw it when it parsed the header
   int64_t mtime_ns = 0;
+  uint64_t ino = 0, dev = 0;  // another file renamed over it within one mtime tick keeps size and mtime
 };
 
 // A byte range of one file (bytes = 0: absent).
