@@ -124,10 +124,16 @@ Status sweep(const GptqArgs& a, const std::vector<int64_t>& perm, const std::vec
   // sweep below accumulates the sum in `t` with V' = V·diag(V)⁻¹.
   std::unique_ptr<float[]> vs = workspace<float>(nn);  // V', upper triangle (the rest unset)
   std::vector<double> vdiag(static_cast<size_t>(n));
+  // One buffer holds G (f64 n²) for the factorisation, then t (f32
+  // rows·n): the pages G faulted in serve t, and faulting in hundreds of
+  // MB (the kernel zeroing them, compacting for huge pages) costs as much
+  // as the arithmetic on a busy VM.
+  const size_t tn = static_cast<size_t>(rows) * static_cast<size_t>(n);
+  std::unique_ptr<double[]> shared = workspace<double>(std::max(nn, (tn + 1) / 2));
   {
     // G = J·Hp·J + damp·I, upper triangle, with Hp the symmetrised (H + Hᵀ)/2
     // in processing order; by tiles, so that Hᵀ is read a tile at a time.
-    std::unique_ptr<double[]> g = workspace<double>(nn);
+    double* g = shared.get();
     constexpr int64_t kTile = 64;
     const int64_t tiles = (n + kTile - 1) / kTile;
     parallel_for(tiles, 1, [&](int64_t t0, int64_t t1) {
@@ -144,7 +150,7 @@ Status sweep(const GptqArgs& a, const std::vector<int64_t>& perm, const std::vec
         }
       }
     }, threads);
-    const int64_t bad = la::cholesky_upper(g.get(), n, n, 1e-15, threads);
+    const int64_t bad = la::cholesky_upper(g, n, n, 1e-15, threads);
     if (bad >= 0) {
       return Status::Error(Code::Value, "hessian + dampening·mean(diag)·I is not positive definite (pivot of input column " +
                                             std::to_string(perm[n - 1 - bad]) + " vanished with dampening " +
@@ -168,8 +174,11 @@ Status sweep(const GptqArgs& a, const std::vector<int64_t>& perm, const std::vec
   // The sweep: t[r][j] = Σ_{k<j} E[r][k]·V'[k][j] over the columns done,
   // within a block column by column, and for the columns after it one GEMM
   // per block. Codes land in original column order.
-  std::unique_ptr<float[]> t = workspace<float>(static_cast<size_t>(rows) * static_cast<size_t>(n));
-  parallel_for(rows, 64, [&](int64_t r0, int64_t r1) { std::fill(t.get() + r0 * n, t.get() + r1 * n, 0.0f); }, threads);
+  // t in G's buffer (G is no longer needed). Objects of a trivial type
+  // start their life when first written: every float is stored before it
+  // is read.
+  float* const t = reinterpret_cast<float*>(shared.get());
+  parallel_for(rows, 64, [&](int64_t r0, int64_t r1) { std::fill(t + r0 * n, t + r1 * n, 0.0f); }, threads);
   std::vector<double> row_err(static_cast<size_t>(rows), 0.0);
   const gk::Kernels& kern = gk::kernels();
   const int64_t bmax = std::min(a.block, n);
@@ -198,7 +207,7 @@ Status sweep(const GptqArgs& a, const std::vector<int64_t>& perm, const std::vec
     ba.coders = coders.data();
     ba.vblock = vblock.data();
     ba.vdiag = vdiag.data();
-    ba.t = t.get();
+    ba.t = t;
     ba.err = err.data();
     ba.codes = codes_out;
     ba.row_err = row_err.data();
@@ -212,7 +221,7 @@ Status sweep(const GptqArgs& a, const std::vector<int64_t>& perm, const std::vec
       g.k = b;
       g.a = GemmOperand{err.data(), DType::F32, b, false};
       g.b = GemmOperand{vs.get() + i1 * n + i2, DType::F32, n, false};
-      g.c = t.get() + i2;
+      g.c = t + i2;
       g.ldc = n;
       g.accumulate = true;
       g.kernel = a.kernel;
@@ -223,7 +232,7 @@ Status sweep(const GptqArgs& a, const std::vector<int64_t>& perm, const std::vec
   }
   for (double e : row_err) stats->damped_error += e;
   vs.reset();
-  t.reset();
+  shared.reset();
   return Status::Ok();
 }
 }  // namespace
