@@ -150,6 +150,7 @@ const ROOMS = [
     test: 'test/native/calib_test.cc',
     sources: [
       'native/core/calib/gptq.cc',
+      'native/core/calib/gptq_ref.cc',
       'native/core/calib/stats.cc',
       'native/core/quant/quant.cc',
       'native/core/quant/quant_ref.cc',
@@ -164,8 +165,10 @@ const ROOMS = [
       ['native/core/lowrank/gemm_avx2.cc', AVX2],
       ['native/core/lowrank/la_avx2.cc', AVX2],
       ['native/core/lowrank/gemm_avx512.cc', AVX512],
+      ['native/core/calib/gptq_avx2.cc', AVX2],
+      ['native/core/calib/gptq_avx512.cc', AVX512],
     ],
-    isas: ['all', 'scalar'],
+    isas: ['all', 'avx2', 'scalar'],
   },
   {
     // f32/f16/bf16 conversion; no AVX-512 kernel, so 'avx2' would repeat 'all'.

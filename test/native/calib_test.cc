@@ -13,6 +13,8 @@
 #include <vector>
 
 #include "calib/gptq.h"
+#include "calib/gptq_kernels.h"
+#include "calib/gptq_math.h"
 #include "calib/stats.h"
 #include "check.h"
 #include "cpu.h"
@@ -161,6 +163,105 @@ void check_variant(const Variant& v, const std::vector<float>& w, const std::vec
 
 }  // namespace
 
+
+// The sweep's in-block kernel (gptq_kernels.h) of every build the CPU runs
+// against the loop it replaced, written here one row at a time: the same
+// codes, errors, t and error sums, bit for bit. 7 rows (a group of four and
+// three single ones), a 40-wide block from column 8 (not a multiple of the
+// vector width), a reversed processing order and a dead column.
+static void check_block_kernels(std::mt19937& gen, QFormat f, int64_t group) {
+  const int64_t rows = 7, n = 64, i1 = 8, i2 = 48, b = i2 - i1, ngroups = n / group;
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> w(static_cast<size_t>(rows * n)), t0(w.size()), vblock(static_cast<size_t>(b * b), 0.0f);
+  for (float& v : w) v = nd(gen);
+  for (float& v : t0) v = 0.1f * nd(gen);
+  for (int64_t i = 0; i < b; ++i) {
+    for (int64_t j = i; j < b; ++j) vblock[i * b + j] = j == i ? 1.0f : 0.3f * nd(gen);
+  }
+  std::vector<double> vdiag(static_cast<size_t>(n));
+  for (double& v : vdiag) v = 0.5 + std::fabs(nd(gen));
+  std::vector<int64_t> perm(static_cast<size_t>(n)), group_of(perm.size());
+  for (int64_t i = 0; i < n; ++i) perm[i] = n - 1 - i;
+  for (int64_t i = 0; i < n; ++i) group_of[i] = i == 20 ? -1 : perm[i] / group;
+  std::vector<gq::Coder> coders(static_cast<size_t>(rows * ngroups));
+  std::vector<uint8_t> blocks(64);
+  std::vector<uint8_t> scales(static_cast<size_t>(rows * ngroups * 4));
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t g = 0; g < ngroups; ++g) {
+      coders[r * ngroups + g] = gq::make_coder(f, w.data() + r * n + g * group, static_cast<int>(group), true, DType::F32,
+                                               blocks.data(), scales.data(), nullptr, r * ngroups + g);
+    }
+  }
+  // The expected values: one row at a time.
+  std::vector<float> te = t0, erre(static_cast<size_t>(rows * b));
+  std::vector<int8_t> codese(w.size(), 0);
+  std::vector<double> rowe(static_cast<size_t>(rows), 0.25);
+  for (int64_t r = 0; r < rows; ++r) {
+    double acc = 0;
+    for (int64_t i = i1; i < i2; ++i) {
+      const int64_t col = perm[i], gi = group_of[i];
+      const float w0 = gi < 0 ? 0.0f : w[r * n + col];
+      const float x = w0 + te[r * n + i];
+      const gq::Coder& c = coders[r * ngroups + (gi < 0 ? col / group : gi)];
+      const int q = gq::code(f, c, x);
+      const float deq = gq::dequant(f, c, q);
+      codese[r * n + col] = static_cast<int8_t>(q);
+      const double sc = static_cast<double>(x - deq) * vdiag[i];
+      acc += sc * sc;
+      const float e = w0 - deq;
+      erre[r * b + i - i1] = e;
+      for (int64_t j = i + 1; j < i2; ++j) te[r * n + j] += e * vblock[(i - i1) * b + j - i1];
+    }
+    rowe[r] += acc;
+  }
+  struct Build {
+    const char* name;
+    const gk::Kernels* k;
+    bool usable;
+  };
+  const std::string fmt = qformat_traits(f).name;
+  const Build builds[] = {{"reference", &gk::ref::kernels(), true},
+                          {"avx2", gk::avx2::kernels(), isa_usable(Isa::Avx2, "gptq block kernel avx2 " + fmt)},
+                          {"avx512", gk::avx512::kernels(), isa_usable(Isa::Avx512, "gptq block kernel avx512 " + fmt)}};
+  for (const Build& bd : builds) {
+    if (!bd.usable || !bd.k) continue;
+    std::vector<float> t = t0, err(static_cast<size_t>(rows * b));
+    std::vector<int8_t> codes(w.size(), 0);
+    std::vector<double> rowv(static_cast<size_t>(rows), 0.25);
+    gk::BlockArgs a;
+    a.format = f;
+    a.weight = w.data();
+    a.dtype = DType::F32;
+    a.n = n;
+    a.i1 = i1;
+    a.i2 = i2;
+    a.perm = perm.data();
+    a.group_of = group_of.data();
+    a.group = group;
+    a.ngroups = ngroups;
+    a.coders = coders.data();
+    a.vblock = vblock.data();
+    a.vdiag = vdiag.data();
+    a.t = t.data();
+    a.err = err.data();
+    a.codes = codes.data();
+    a.row_err = rowv.data();
+    bd.k->block(a, 0, rows);
+    bool t_same = true;  // columns [i1, i2) are the kernel's scratch; the rest must be untouched
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t j = 0; j < n; ++j) {
+        if (j >= i1 && j < i2) continue;
+        t_same = t_same && std::memcmp(&t[r * n + j], &te[r * n + j], 4) == 0;
+      }
+    }
+    const std::string what = std::string("gptq block kernel ") + bd.name + " " + fmt;
+    check(codes == codese, what + ": codes equal the row-by-row loop's");
+    check(std::memcmp(err.data(), erre.data(), err.size() * 4) == 0, what + ": errors equal bit for bit");
+    check(std::memcmp(rowv.data(), rowe.data(), rowv.size() * 8) == 0, what + ": damped error sums equal bit for bit");
+    check(t_same, what + ": t outside the block untouched");
+  }
+}
+
 int main() {
   const int64_t rows = 12, n = 64, tokens = 200;
   std::mt19937 gen(16);
@@ -183,6 +284,8 @@ int main() {
   const Variant variants[] = {{QFormat::Q4_0, 32, true}, {QFormat::Q4_1, 32, true}, {QFormat::Q8_0, 32, true},
                               {QFormat::Int4, 32, false}, {QFormat::Int8, 64, true}};
   for (const Variant& v : variants) check_variant(v, w, h, rows, n);
+  check_block_kernels(gen, QFormat::Int4, 16);
+  check_block_kernels(gen, QFormat::Q4_0, 32);
   // K-quants: super-blocks of 256.
   {
     const int64_t nk = 256;

@@ -15,6 +15,7 @@
 #include "../lowrank/gemm.h"
 #include "../lowrank/linalg.h"
 #include "../quant/quant_kernels.h"
+#include "gptq_kernels.h"
 #include "gptq_math.h"
 
 namespace st {
@@ -123,10 +124,16 @@ Status sweep(const GptqArgs& a, const std::vector<int64_t>& perm, const std::vec
   // sweep below accumulates the sum in `t` with V' = V·diag(V)⁻¹.
   std::unique_ptr<float[]> vs = workspace<float>(nn);  // V', upper triangle (the rest unset)
   std::vector<double> vdiag(static_cast<size_t>(n));
+  // One buffer holds G (f64 n²) for the factorisation, then t (f32
+  // rows·n): the pages G faulted in serve t, and faulting in hundreds of
+  // MB (the kernel zeroing them, compacting for huge pages) costs as much
+  // as the arithmetic on a busy VM.
+  const size_t tn = static_cast<size_t>(rows) * static_cast<size_t>(n);
+  std::unique_ptr<double[]> shared = workspace<double>(std::max(nn, (tn + 1) / 2));
   {
     // G = J·Hp·J + damp·I, upper triangle, with Hp the symmetrised (H + Hᵀ)/2
     // in processing order; by tiles, so that Hᵀ is read a tile at a time.
-    std::unique_ptr<double[]> g = workspace<double>(nn);
+    double* g = shared.get();
     constexpr int64_t kTile = 64;
     const int64_t tiles = (n + kTile - 1) / kTile;
     parallel_for(tiles, 1, [&](int64_t t0, int64_t t1) {
@@ -143,7 +150,7 @@ Status sweep(const GptqArgs& a, const std::vector<int64_t>& perm, const std::vec
         }
       }
     }, threads);
-    const int64_t bad = la::cholesky_upper(g.get(), n, n, 1e-15, threads);
+    const int64_t bad = la::cholesky_upper(g, n, n, 1e-15, threads);
     if (bad >= 0) {
       return Status::Error(Code::Value, "hessian + dampening·mean(diag)·I is not positive definite (pivot of input column " +
                                             std::to_string(perm[n - 1 - bad]) + " vanished with dampening " +
@@ -167,44 +174,45 @@ Status sweep(const GptqArgs& a, const std::vector<int64_t>& perm, const std::vec
   // The sweep: t[r][j] = Σ_{k<j} E[r][k]·V'[k][j] over the columns done,
   // within a block column by column, and for the columns after it one GEMM
   // per block. Codes land in original column order.
-  std::unique_ptr<float[]> t = workspace<float>(static_cast<size_t>(rows) * static_cast<size_t>(n));
-  parallel_for(rows, 64, [&](int64_t r0, int64_t r1) { std::fill(t.get() + r0 * n, t.get() + r1 * n, 0.0f); }, threads);
+  // t in G's buffer (G is no longer needed). Objects of a trivial type
+  // start their life when first written: every float is stored before it
+  // is read.
+  float* const t = reinterpret_cast<float*>(shared.get());
+  parallel_for(rows, 64, [&](int64_t r0, int64_t r1) { std::fill(t + r0 * n, t + r1 * n, 0.0f); }, threads);
   std::vector<double> row_err(static_cast<size_t>(rows), 0.0);
+  const gk::Kernels& kern = gk::kernels();
   const int64_t bmax = std::min(a.block, n);
   std::vector<float> err(static_cast<size_t>(rows * bmax));
-  std::vector<float> vblock(static_cast<size_t>(bmax * bmax));  // V'[i1:i2, i1:i2], contiguous
+  std::vector<float> vblock(static_cast<size_t>(bmax * bmax));  // V'[i1:i2, i1:i2], contiguous, zeros below the diagonal
   // Per processing position: the column's group and whether it is dead.
   std::vector<int64_t> group_of(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) group_of[i] = dead[perm[i]] ? -1 : perm[i] / group;
   for (int64_t i1 = 0; i1 < n; i1 += bmax) {
     const int64_t i2 = std::min(n, i1 + bmax), b = i2 - i1;
-    for (int64_t i = 0; i < b; ++i) std::copy(vs.get() + (i1 + i) * n + i1 + i, vs.get() + (i1 + i) * n + i2, vblock.data() + i * b + i);
-    parallel_for(rows, 32, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        float* tr_row = t.get() + r * n;
-        float* er = err.data() + r * b;
-        int8_t* cr = codes_out + r * n;
-        const gq::Coder* cd = coders.data() + r * ngroups;
-        double acc = 0;
-        for (int64_t i = i1; i < i2; ++i) {
-          const int64_t col = perm[i];
-          const int64_t gi = group_of[i];
-          const float w0 = gi < 0 ? 0.0f : element(a.weight, r * n + col);
-          const float x = w0 + tr_row[i];
-          const gq::Coder& c = cd[gi < 0 ? col / group : gi];
-          const int q = gq::code(a.format, c, x);
-          const float deq = gq::dequant(a.format, c, q);
-          cr[col] = static_cast<int8_t>(q);
-          const double scaled = static_cast<double>(x - deq) * vdiag[i];  // the paper's (w̃ − q)/U_ii
-          acc += scaled * scaled;
-          const float e = w0 - deq;
-          er[i - i1] = e;
-          const float* vi = vblock.data() + (i - i1) * b;  // vi[j − i1] = V'[i][j]
-          for (int64_t j = i + 1; j < i2; ++j) tr_row[j] += e * vi[j - i1];
-        }
-        row_err[r] += acc;
-      }
-    }, threads);
+    for (int64_t i = 0; i < b; ++i) {
+      std::fill(vblock.data() + i * b, vblock.data() + i * b + i, 0.0f);
+      std::copy(vs.get() + (i1 + i) * n + i1 + i, vs.get() + (i1 + i) * n + i2, vblock.data() + i * b + i);
+    }
+    gk::BlockArgs ba;
+    ba.format = a.format;
+    ba.weight = a.weight.data;
+    ba.dtype = a.weight.dtype;
+    ba.n = n;
+    ba.i1 = i1;
+    ba.i2 = i2;
+    ba.perm = perm.data();
+    ba.group_of = group_of.data();
+    ba.group = group;
+    ba.ngroups = ngroups;
+    ba.coders = coders.data();
+    ba.vblock = vblock.data();
+    ba.vdiag = vdiag.data();
+    ba.t = t;
+    ba.err = err.data();
+    ba.codes = codes_out;
+    ba.row_err = row_err.data();
+    // Column by column within the block (gptq_kernels.h), rows in parallel.
+    parallel_for(rows, 32, [&](int64_t r0, int64_t r1) { kern.block(ba, r0, r1); }, threads);
     if (i2 < n) {
       // t[:, i2:] += E[:, i1:i2]·V'[i1:i2, i2:]
       GemmArgs g;
@@ -213,7 +221,7 @@ Status sweep(const GptqArgs& a, const std::vector<int64_t>& perm, const std::vec
       g.k = b;
       g.a = GemmOperand{err.data(), DType::F32, b, false};
       g.b = GemmOperand{vs.get() + i1 * n + i2, DType::F32, n, false};
-      g.c = t.get() + i2;
+      g.c = t + i2;
       g.ldc = n;
       g.accumulate = true;
       g.kernel = a.kernel;
@@ -224,7 +232,7 @@ Status sweep(const GptqArgs& a, const std::vector<int64_t>& perm, const std::vec
   }
   for (double e : row_err) stats->damped_error += e;
   vs.reset();
-  t.reset();
+  shared.reset();
   return Status::Ok();
 }
 }  // namespace
