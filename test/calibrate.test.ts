@@ -114,6 +114,31 @@ describe('calibrate: activation statistics', function () {
     expect(q?.rows).to.equal(256);
   });
 
+  it('inputs wider than one 256-row block of H (a scratch of 256 rows, not width²): the f64 sums, H symmetric, kernels and sync/async alike', async () => {
+    const width = 600; // three block rows: 256, 256, 88
+    const batches: ActivationBatch[] = [40, 7].map((rows, k) => ({
+      site: 'ffn_down' as const,
+      layer: 0,
+      position: k === 0 ? 0 : 40,
+      rows,
+      width,
+      weights: ['blk.0.ffn_down.weight'],
+      data: Float32Array.from({ length: rows * width }, (_, i) => Math.sin(i * 0.37 + k) * (1 + (i % 13) / 7)),
+    }));
+    const a = new ActivationStatsCollector({ hessian: true });
+    const r = new ActivationStatsCollector({ hessian: true, kernel: 'reference', threads: 1 });
+    for (const b of batches) {
+      await a.add(b);
+      r.addSync(b);
+    }
+    expectMatches(a.stats(), reference(batches), true);
+    const h = a.stats().get('blk.0.ffn_down.weight')?.hessian as Float32Array;
+    const hr = r.stats().get('blk.0.ffn_down.weight')?.hessian as Float32Array;
+    for (let i = 0; i < width; i += 7) for (let j = 0; j < width; j += 5) expect(h[i * width + j], `${i},${j}`).to.equal(h[j * width + i]);
+    expectMatches(r.stats(), reference(batches), true);
+    expect(hr.length).to.equal(width * width);
+  });
+
   it('addSync gives the same bits as add; without hessian none is kept; a function picks inputs', async () => {
     const seen: ActivationBatch[] = [];
     await model.forward(TOKENS.subarray(300, 364), { logits: 'none', onActivation: (b) => void seen.push(copyBatch(b)) });

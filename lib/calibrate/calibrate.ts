@@ -15,10 +15,22 @@ export interface CalibrationChunkOptions {
 }
 
 /** What calibrationChunks reads from a model or a tokenizer. */
-type TokenSource = Model | Tokenizer;
+/** What splitting token ids needs of a model without a tokenizer: its vocabulary size and BOS rule (a ModelPlan's). */
+export interface TokenIdRule {
+  vocabSize: number;
+  bosId: number | undefined;
+  addBos: boolean;
+}
+
+type TokenSource = Model | Tokenizer | TokenIdRule;
 
 function vocabOf(src: TokenSource): number {
   return src instanceof Model ? src.hyperparameters.vocabSize : src.vocabSize;
+}
+
+function isIdRule(src: unknown): src is TokenIdRule {
+  const s = src as TokenIdRule;
+  return typeof s === 'object' && s !== null && Number.isSafeInteger(s.vocabSize) && typeof s.addBos === 'boolean' && (s.bosId === undefined || Number.isSafeInteger(s.bosId));
 }
 
 /**
@@ -31,7 +43,7 @@ function vocabOf(src: TokenSource): number {
  */
 export function calibrationChunks(input: string | ArrayLike<number>, source: TokenSource, options: CalibrationChunkOptions = {}): Int32Array[] {
   const where = 'calibrationChunks';
-  if (!(source instanceof Model) && !(source instanceof Tokenizer)) fail(where, 'ERR_VALUE', 'source must be a Model or a Tokenizer');
+  if (!(source instanceof Model) && !(source instanceof Tokenizer) && !isIdRule(source)) fail(where, 'ERR_VALUE', 'source must be a Model, a Tokenizer or a token id rule { vocabSize, bosId, addBos }');
   const o = checkOptions(options, where, ['ctx', 'chunks']) as CalibrationChunkOptions;
   const limit = source instanceof Model ? source.contextSize : Infinity;
   const ctx = o.ctx ?? Math.min(512, limit);
@@ -42,6 +54,7 @@ export function calibrationChunks(input: string | ArrayLike<number>, source: Tok
   let ids: Int32Array;
   let what: string;
   if (typeof input === 'string') {
+    if (!(source instanceof Model) && !(source instanceof Tokenizer)) fail(where, 'ERR_VALUE', 'text needs a Model or a Tokenizer to be tokenized; a token id rule splits ids only');
     ids = source instanceof Model ? source.tokenize(input) : source.encode(input);
     what = `the calibration text tokenizes to ${ids.length} tokens`;
   } else {
@@ -57,7 +70,7 @@ export function calibrationChunks(input: string | ArrayLike<number>, source: Tok
   const available = Math.floor(ids.length / ctx);
   if (available < 1) fail(where, 'ERR_VALUE', `${what}, fewer than one chunk of ${ctx}; give more text/tokens or a smaller ctx`);
   const n = Math.min(o.chunks ?? available, available);
-  const addBos = source instanceof Model ? source.addBos : source.addBos && source.bosId !== undefined;
+  const addBos = source instanceof Tokenizer ? source.addBos && source.bosId !== undefined : source.addBos;
   const bos = source.bosId;
   const out: Int32Array[] = [];
   for (let c = 0; c < n; c++) {

@@ -48,6 +48,8 @@ interface Accumulator {
 }
 
 const WHERE = 'ActivationStatsCollector';
+/** Rows of H per GEMM in the native sum (kHessianBlockRows): the scratch is that many rows. */
+const HESSIAN_BLOCK_ROWS = 256;
 
 /**
  * Sums activation statistics over batches of linear-layer inputs.
@@ -177,10 +179,10 @@ export class ActivationStatsCollector {
     return { args, acc };
   }
 
-  /** The shared GEMM scratch (width² floats), grown when needed; set right before the call (calls are serial). */
+  /** The shared GEMM scratch (min(256, width) × width floats: a block row of H, native/core/calib/stats.h), grown when needed; set right before the call (calls are serial). */
   private fillScratch(args: NativeArgs, acc: Accumulator): void {
     if (acc.hessian === undefined) return;
-    const n = acc.width * acc.width;
+    const n = Math.min(HESSIAN_BLOCK_ROWS, acc.width) * acc.width;
     if (this.scratch.length < n) this.scratch = new Float32Array(n);
     args.scratch = this.scratch.subarray(0, n);
   }

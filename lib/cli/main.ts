@@ -147,6 +147,7 @@ interface RunArgs {
   'calibrate-tokens'?: string | undefined;
   'calibrate-ctx'?: number | undefined;
   'calibrate-chunks'?: number | undefined;
+  'calibrate-sequential'?: string | undefined;
 }
 
 /** --calibrate-*: calibration data for the activation-aware methods. */
@@ -156,8 +157,14 @@ function calibrateOptions<T>(y: import('yargs').Argv<T>) {
     .option('calibrate-tokens', { type: 'string', describe: 'Calibration token file (little-endian int32 ids) instead of text' })
     .option('calibrate-ctx', { type: 'number', describe: "Tokens per calibration chunk (default 512, at most the model's context)" })
     .option('calibrate-chunks', { type: 'number', describe: 'Most calibration chunks (default: all whole chunks)' })
+    .option('calibrate-sequential', {
+      type: 'string',
+      choices: ['true', 'false', 'auto'],
+      describe: "Calibrate block by block, each block compressed before the next is calibrated on its outputs (GPTQ's sequential mode, memory of one block): true, false, or auto (default: when the weights in f32 + the rules' Hessians exceed --memory)",
+    })
     .check((a) => {
       if (a['calibrate-text'] !== undefined && a['calibrate-tokens'] !== undefined) throw new UsageError('give one of --calibrate-text, --calibrate-tokens');
+      if (a['calibrate-sequential'] !== undefined && a['calibrate-text'] === undefined && a['calibrate-tokens'] === undefined) throw new UsageError('--calibrate-sequential needs --calibrate-text or --calibrate-tokens');
       for (const k of ['calibrate-ctx', 'calibrate-chunks'] as const) {
         const v = a[k];
         if (v !== undefined && !(Number.isSafeInteger(v) && v >= 1)) throw new UsageError(`--${k} must be an integer >= 1, got ${String(v)}`);
@@ -174,6 +181,7 @@ function calibrationOf(a: RunArgs): CalibrationSpec | undefined {
     ...(a['calibrate-tokens'] !== undefined ? { tokens: a['calibrate-tokens'] } : {}),
     ...(a['calibrate-ctx'] !== undefined ? { ctx: a['calibrate-ctx'] } : {}),
     ...(a['calibrate-chunks'] !== undefined ? { chunks: a['calibrate-chunks'] } : {}),
+    ...(a['calibrate-sequential'] !== undefined ? { sequential: a['calibrate-sequential'] === 'auto' ? ('auto' as const) : a['calibrate-sequential'] === 'true' } : {}),
   };
 }
 

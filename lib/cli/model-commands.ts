@@ -314,7 +314,7 @@ export function renderCompressReport(r: CompressReport, verbose: boolean): strin
   out.push('', `bits per weight: ${bpw.quantized === undefined ? '' : `${bpw.quantized.toFixed(3)} in the quantized tensors, `}${bpw.file.toFixed(3)} for the whole file`);
   if (r.calibration !== undefined) {
     const c = r.calibration;
-    out.push('', c.chunks === 0 ? `calibration: statistics given (${c.inputs} layer inputs, ${c.hessians} with a Hessian)` : `calibration on ${c.source}: ${c.chunks} chunk${c.chunks === 1 ? '' : 's'} of ${c.ctx} tokens, ${c.inputs} layer inputs (${c.hessians} with a Hessian), ${formatMs(c.timeMs)}`);
+    out.push('', c.chunks === 0 ? `calibration: statistics given (${c.inputs} layer inputs, ${c.hessians} with a Hessian)` : `calibration on ${c.source}: ${c.chunks} chunk${c.chunks === 1 ? '' : 's'} of ${c.ctx} tokens, ${c.inputs} layer inputs (${c.hessians} with a Hessian), ${formatMs(c.timeMs)}; ${c.mode === 'sequential' ? `sequential (block by block, each compressed before the next), planned peak ${formatBytes(c.plannedPeakBytes)} (whole model: ${formatBytes(c.wholeModelBytes)})` : `whole model at once, planned peak ${formatBytes(c.plannedPeakBytes)}`}`);
   }
   const gptqd = r.tensors.filter((t) => t.calibrated?.method === 'gptq');
   if (gptqd.length > 0) {

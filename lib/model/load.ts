@@ -53,6 +53,11 @@ const SLOTS: Readonly<Record<string, number>> = {
   'attn_k_norm.weight': 23,
 };
 
+/** Whether a tensor is one of a block's linear weights (q, k, v, output, gate, up, down): those with activation statistics, and those a ModelBlock can replace. */
+export function isBlockLinear(t: Pick<TensorSpec, 'slot'>): boolean {
+  return t.slot >= 11 && t.slot <= 18 && t.slot !== 15;
+}
+
 function slotOf(role: TensorRole): number {
   const key = role.gguf.replace(/^blk\.\{L\}\./, '');
   const slot = SLOTS[key];

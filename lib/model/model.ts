@@ -12,7 +12,7 @@ import { binding, callAsync } from '../native';
 import { kernelCode, threadCount, type Kernel } from '../options';
 import { QuantizedTensor } from '../quantize';
 import { dtypeCode, Tensor } from '../tensor';
-import { fileEntry, planModel, WEIGHT_FORMATS, type FilePart, type ModelPlan, type PlanOptions, type TensorSpec, type WeightFormat } from './load';
+import { fileEntry, isBlockLinear, planModel, WEIGHT_FORMATS, type FilePart, type ModelPlan, type PlanOptions, type TensorSpec, type WeightFormat } from './load';
 import type { Architecture } from './architectures';
 import type { ModelHyperparameters } from './hparams';
 import { createSampler, type SamplingOptions } from './sampling';
@@ -488,7 +488,7 @@ export class ModelBlock {
     const own = plan.tensors.filter((t) => t.layer === layer);
     const replace = options.replace ?? new Map<string, BlockWeight>();
     for (const name of replace.keys()) {
-      if (!own.some((t) => t.name === name && t.slot >= 11 && t.slot !== 15 && t.slot <= 18)) fail(where, 'ERR_VALUE', `options.replace: ${JSON.stringify(name)} is not a linear weight of block ${layer}`);
+      if (!own.some((t) => t.name === name && isBlockLinear(t))) fail(where, 'ERR_VALUE', `options.replace: ${JSON.stringify(name)} is not a linear weight of block ${layer}`);
     }
     const files = plan.files.slice();
     const parts: Uint8Array[] = [];

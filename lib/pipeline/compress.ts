@@ -31,7 +31,7 @@ import { ggmlTypeByName, type GGMLTypeName } from '../formats/gguf-types';
 import { imatrixWeights, readImatrix, type ImatrixEntry, type ImportanceMatrix } from '../formats/imatrix';
 import { DTYPE_TO_SAFETENSORS, plannedBytes, SAFETENSORS_INDEX, ShardedSafetensorsWriter, type PlannedTensor } from '../formats/safetensors';
 import { lowRank, matmul, rankForRatio } from '../lowrank';
-import { GGML_QUANT_FORMATS, quantizationError, quantize, QuantizedTensor, type FloatDType, type QuantizeOptions } from '../quantize';
+import { dequantize, GGML_QUANT_FORMATS, quantizationError, quantize, QuantizedTensor, type FloatDType, type QuantizeOptions } from '../quantize';
 import { compress24, decompress24, prune, Sparse24Tensor, type SparsityScore } from '../sparsity';
 import { dtypeSize, Tensor } from '../tensor';
 import { cast } from '../cast';
@@ -47,7 +47,10 @@ import { denseError } from './error';
 import { applyTensorScale, awqFold, awqGroups, awqSearch, type AwqSkipped, type TensorScale } from '../calibrate/awq';
 import type { ActivationStats, LayerInputStats } from '../calibrate/stats';
 import { gptq } from '../gptq';
-import { pipelineStats, statsImportance, type CalibrationRecord } from './calibration';
+import { pipelineStats, statsImportance, type CalibrationRecord, type SequentialCalibration } from './calibration';
+import { calibrateSequential } from '../calibrate/sequential';
+import { isBlockLinear } from '../model/load';
+import type { BlockWeight } from '../model/model';
 
 export interface CompressOptions {
   /** A GGUF file, a .safetensors file or a Hugging Face folder. */
@@ -262,8 +265,8 @@ interface Entry {
 type Result =
   | { kind: 'raw'; bytes: Uint8Array }
   | { kind: 'quant'; q: QuantizedTensor }
-  /** Several output tensors, in the order of Entry.st. */
-  | { kind: 'parts'; parts: ArrayBufferView[] };
+  /** Several output tensors, in the order of Entry.st; `weight` rebuilds the dense weight they stand for (f32, fresh memory). */
+  | { kind: 'parts'; parts: ArrayBufferView[]; weight: () => Promise<Tensor> };
 
 const GGUF_TYPE_OF_DTYPE: Record<FloatDType, GGMLTypeName> = { f32: 'F32', f16: 'F16', bf16: 'BF16' };
 
@@ -346,6 +349,14 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
     // Importance matrices: compressModel's and the rules' own files, read once each.
     const imatrices = await loadImatrices(o.imatrix, recipe);
     // Calibration statistics (given, or a run of the model over the calibration data) for the activation-aware rules.
+    // Sequential calibration hands each compressed block back to the runtime by the names it loads: not through a conversion, nor under factors it does not apply.
+    const sequentialBlocked = converted
+      ? 'the Hugging Face folder is converted to GGUF (names and Q/K layouts change), and the compressed blocks are handed back to the runtime by the stored names'
+      : o.scaling !== undefined
+        ? "the runtime runs the blocks without compressModel's scaling factors"
+        : recipe.rules.some((r) => r.method === 'awq')
+          ? "awq rules fold scales into the norms, which a block's replacement weights cannot carry"
+          : undefined;
     const calibrated = await pipelineStats(recipe, {
       input: o.input,
       tensors: new Map(source.tensors.map((t) => [t.name, t.shape] as const)),
@@ -356,13 +367,23 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
       threads: o.threads,
       signal,
       onProgress: o.onCalibrationProgress,
+      memoryLimit,
+      sequentialBlocked,
     });
+    const stats = calibrated?.kind === 'stats' ? calibrated.stats : undefined;
+    const seqRun = calibrated?.kind === 'sequential' ? calibrated.run : undefined;
+    const calibrationRecord = calibrated?.kind === 'stats' ? calibrated.record : seqRun?.record;
     // Quantize rules read them as an imatrix: Σx² and the rows counted (llama-imatrix's in_sum2 and counts).
-    if (calibrated !== undefined && imatrices.global === undefined && recipe.rules.some((r) => (r.method === 'quantize' && r.options.importance === undefined) || (r.method === 'gptq' && r.options.mix !== undefined))) {
-      imatrices.global = statsImportance(calibrated.stats, calibrated.record);
+    // A sequential run fills the matrix block by block (its entries are named now: the header counts them).
+    const blockStats = seqRun !== undefined ? placeholderStats(seqRun) : undefined;
+    if (calibrationRecord !== undefined && imatrices.global === undefined && recipe.rules.some((r) => (r.method === 'quantize' && r.options.importance === undefined) || (r.method === 'gptq' && r.options.mix !== undefined))) {
+      imatrices.global = statsImportance((stats ?? blockStats) as ActivationStats, calibrationRecord);
     }
+    // (statsImportance's own Map, which the sequential run fills in)
+    const liveImatrix = blockStats !== undefined && imatrices.global !== undefined ? (imatrices.global.entries as Map<string, ImatrixEntry>) : undefined;
     // A llama-quantize mix: planned over the whole model, tensors in llama-quantize's order.
-    const ctx: PlanContext = calibrated !== undefined ? { activationStats: calibrated.stats } : {};
+    // Sequential: the blocks' rules are planned on placeholders, and prune / lowrank planned again on each block's statistics.
+    const ctx: PlanContext = stats !== undefined ? { activationStats: stats } : blockStats !== undefined ? { activationStats: blockStats } : {};
     let tensors = source.tensors;
     if (recipe.mix !== undefined && format === 'gguf' && source.ggufMetadata !== undefined) {
       tensors = llamaQuantizeOrder(source.tensors);
@@ -379,13 +400,21 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
       modulePlan = planModules(inputs, plans, modules, target);
       plans = modulePlan.plans;
     }
-    const entries = tensors.map((t, i) => planEntry(t, plans[i] as TensorPlan, format, o.measureError === true));
-    const imatrixUse = attachImportance(entries, imatrices);
-    const awqReport = await attachCalibrated(entries, source, calibrated?.stats, o.scaling, o.threads, signal);
-    if (imatrixUse !== undefined && imatrixUse.notCovered.length > 0) {
+    let entries = tensors.map((t, i) => planEntry(t, plans[i] as TensorPlan, format, o.measureError === true));
+    // Sequential: blocks in order in the output (a source already in that order keeps its order), each
+    // block's tensors given their statistics when the calibration reaches it.
+    const seq = seqRun !== undefined ? sequentialPlan(seqRun, entries) : undefined;
+    if (seq !== undefined) entries = seq.entries;
+    const early = seq === undefined ? entries : entries.filter((e) => !seq.layerOf.has(e.src.name));
+    const imatrixUse = attachImportance(early, imatrices);
+    const awqReport = await attachCalibrated(early, source, stats, o.scaling, o.threads, signal);
+    const notCoveredWarning = (): void => {
+      if (imatrixUse === undefined || imatrixUse.notCovered.length === 0) return;
       const n = imatrixUse.notCovered;
       warnings.push(`${n.length} quantized tensor${n.length === 1 ? ' is' : 's are'} not in the imatrix and ${n.length === 1 ? 'was' : 'were'} quantized without it: ${n.slice(0, 4).join(', ')}${n.length > 4 ? ', …' : ''}`);
-    }
+    };
+    // (a sequential run knows the block tensors' coverage once it has run)
+    if (seq === undefined) notCoveredWarning();
     const ctGroups = new Map<string, CTGroup>();
     let sparse24 = 0;
     let pruned = 0;
@@ -441,7 +470,32 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
       const sink = await createSink(format, staged.tmp, entries, source, o.maxShardBytes ?? recipe.maxShardBytes, recipe, imatrices);
       files = format === 'gguf' ? [path.basename(staged.output)] : sink.files;
       try {
-        await runPipeline(entries, source, sink, pool, { memoryLimit, maxInFlight, threads: o.threads, measureError: o.measureError === true, countZeros: pruned > 0, signal, onProgress: o.onProgress, started, stages });
+        const ro: RunOptions = { memoryLimit, maxInFlight, threads: o.threads, measureError: o.measureError === true, countZeros: pruned > 0, signal, onProgress: o.onProgress, started, stages };
+        if (seq === undefined) await runPipeline(entries, source, sink, pool, ro);
+        else {
+          await runSequential(seq, ro, (r) => runPipeline(entries, source, sink, pool, r), async (block, l) => {
+            // The block's statistics reach its tensors: prune / lowrank planned on them, quantize's imatrix entries, gptq's Hessians.
+            for (const e of block) {
+              const k = e.plan.action.kind;
+              if (k === 'prune' || k === 'lowrank') {
+                const again = planTensor(planInputOf(e.src), { ...recipe, target }, format, { ...ctx, activationStats: l.stats });
+                if (again.action.kind === k) e.plan = { ...e.plan, action: again.action };
+              }
+            }
+            if (liveImatrix !== undefined) {
+              for (const e of block) {
+                const s = l.stats.get(e.src.name);
+                if (s !== undefined) liveImatrix.set(e.src.name, { cols: s.width, matrices: 1, sums: s.sumSquares, counts: Float32Array.of(s.rows) });
+              }
+            }
+            const use = attachImportance(block, imatrices);
+            if (use !== undefined && imatrixUse !== undefined) {
+              imatrixUse.used += use.used;
+              imatrixUse.notCovered.push(...use.notCovered);
+            }
+            await attachCalibrated(block, source, l.stats, undefined, o.threads, signal);
+          }, o.onCalibrationProgress);
+        }
         await sink.finish();
       } catch (e) {
         await sink.abort();
@@ -460,6 +514,7 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
       pool.clear();
     }
 
+    if (seq !== undefined) notCoveredWarning();
     const inputBytes = await sizeOnDisk(o.input).catch(() => 0);
     const outputBytes = await sizeOnDisk(staged.output);
     const records = entries.map((e) => e.record);
@@ -475,7 +530,7 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
         : {}),
       ...(imatrixUse !== undefined ? { imatrix: imatrixUse } : {}),
       ...(awqReport !== undefined ? { awq: awqReport } : {}),
-      ...(calibrated !== undefined ? { calibration: calibrated.record } : {}),
+      ...(calibrationRecord !== undefined ? { calibration: calibrationRecord } : {}),
       bitsPerWeight: bitsPerWeight(records, outputBytes),
       ...(pruned > 0
         ? { sparsity: { tensors: pruned, prunedWeights: records.reduce((n, r) => n + (r.pruned === undefined ? 0 : r.pruned.total - r.pruned.kept), 0), globalSparsity: globalSparsity(entries) } }
@@ -822,6 +877,10 @@ interface RunOptions {
   started: number;
   /** Accumulates the stage times of the run. */
   stages: StageTimes;
+  /** Sequential calibration: waits until a tensor's statistics are there (before it is compressed). */
+  ready?: (e: Entry) => Promise<void> | undefined;
+  /** Sequential calibration: sees each tensor's compressed result (before its buffers go back to the pool). */
+  onComputed?: (e: Entry, r: Result) => Promise<void>;
 }
 
 /** A promise that never rejects: for ordering steps on earlier ones however they ended. */
@@ -869,7 +928,10 @@ async function runPipeline(entries: readonly Entry[], source: ModelSource, sink:
       step = e.plan.action.kind === 'keep' ? 'write' : e.plan.action.kind;
       let result: Result;
       try {
-        await timed(st, 'computeWaitMs', () => afterCompute);
+        await timed(st, 'computeWaitMs', async () => {
+          await afterCompute;
+          if (!stopped()) await ro.ready?.(e);
+        });
         if (stopped()) return;
         // The error is timed apart from the compression it follows.
         const mine = noStageTimes();
@@ -877,6 +939,7 @@ async function runPipeline(entries: readonly Entry[], source: ModelSource, sink:
         result = await compressOne(e, input, take, ro, mine);
         st.compressMs += performance.now() - t0 - mine.errorMs;
         st.errorMs += mine.errorMs;
+        await ro.onComputed?.(e, result);
       } finally {
         computeDone();
       }
@@ -1179,7 +1242,11 @@ async function pruneOne(e: Entry, input: Uint8Array, take: (n: number) => Uint8A
       e.elements += w.size / 2;
     }
     if (ro.measureError) e.record.error = denseError(w, (await decompress24(s, { out: dense(), ...threads })) as Tensor);
-    return { kind: 'parts', parts: encodeSparse24(s) };
+    return { kind: 'parts', parts: encodeSparse24(s), weight: async () => {
+        const d = (await decompress24(s, threads)) as Tensor;
+        return d.dtype === 'f32' ? d : cast(d, 'f32');
+      },
+    };
   }
   const r = await prune(w, { pattern: a.pattern, score, out: { tensor: dense(), mask }, ...threads });
   const out = new Uint8Array(r.tensor.data.buffer, r.tensor.data.byteOffset, r.tensor.data.byteLength);
@@ -1235,9 +1302,180 @@ async function lowRankOne(e: Entry, input: Uint8Array, take: (n: number) => Uint
       return converted;
     }),
   );
-  if (ro.measureError) {
-    const approx = await matmul(Tensor.from(parts[0] as Uint8Array, left.shape, dtype), Tensor.from(parts[1] as Uint8Array, right.shape, dtype), { out: f32(e.src.shape) });
-    e.record.error = denseError(w, approx);
+  const product = (out?: Tensor<'f32'>): Promise<Tensor<'f32'>> => matmul(Tensor.from(parts[0] as Uint8Array, left.shape, dtype), Tensor.from(parts[1] as Uint8Array, right.shape, dtype), out !== undefined ? { out } : {});
+  if (ro.measureError) e.record.error = denseError(w, await product(f32(e.src.shape)));
+  return { kind: 'parts', parts, weight: () => product() };
+}
+
+// ---- sequential calibration (GPTQ's sequential mode) next to the pipeline
+
+/**
+ * Statistics of the right widths (no rows) for every block linear weight,
+ * so that a sequential run plans its block tensors (and names its imatrix
+ * entries) before their statistics exist; an empty Hessian where the rules
+ * want one. Each block's tensors get their real statistics when the
+ * calibration reaches it.
+ */
+function placeholderStats(run: SequentialCalibration): ActivationStats {
+  const out: ActivationStats = new Map();
+  for (const t of run.plan.tensors) {
+    if (!isBlockLinear(t)) continue;
+    out.set(t.name, { width: t.cols, rows: 0, sumSquares: new Float32Array(t.cols), sumAbs: new Float32Array(t.cols), weights: [t.name], ...(run.hessian(t.name) ? { hessian: new Float32Array(0) } : {}) });
   }
-  return { kind: 'parts', parts };
+  return out;
+}
+
+interface SequentialPlan {
+  run: SequentialCalibration;
+  /** The entries in output order: blocks ascending. */
+  entries: Entry[];
+  /** The block of each tensor the runtime loads in a block. */
+  layerOf: Map<string, number>;
+  byLayer: Entry[][];
+}
+
+/**
+ * Orders the output so that block i's tensors come before block i+1's (a
+ * source already in that order keeps it; a tensor outside the blocks stays
+ * after the block tensors it followed), and groups the entries by block.
+ */
+function sequentialPlan(run: SequentialCalibration, entries: readonly Entry[]): SequentialPlan {
+  const runtime = new Map(run.plan.tensors.filter((t) => t.slot >= 10).map((t) => [t.name, t.layer] as const));
+  const layerOf = new Map<string, number>();
+  let last = -1;
+  const keyed = entries.map((e, i) => {
+    const l = runtime.get(e.src.name);
+    if (l !== undefined) {
+      layerOf.set(e.src.name, l);
+      last = Math.max(last, l);
+    }
+    return { e, i, key: l ?? last };
+  });
+  keyed.sort((a, b) => a.key - b.key || a.i - b.i);
+  const byLayer: Entry[][] = Array.from({ length: run.plan.hparams.blockCount }, () => []);
+  for (const { e } of keyed) {
+    const l = layerOf.get(e.src.name);
+    if (l !== undefined) (byLayer[l] as Entry[]).push(e);
+  }
+  return { run, entries: keyed.map((k) => k.e), layerOf, byLayer };
+}
+
+/** The weight a compressed block tensor hands back to the runtime: what was written, dequantized to f32 (fresh memory). Kept tensors: none. */
+async function replacementOf(e: Entry, r: Result): Promise<BlockWeight | undefined> {
+  const a = e.plan.action;
+  if (a.kind === 'keep') return undefined;
+  if (r.kind === 'quant') return dequantize(r.q, { dtype: 'f32' });
+  if (r.kind === 'parts') return r.weight();
+  const dtype = a.kind === 'convert' ? a.dtype : (floatDtypeOf(e.src) as FloatDType);
+  if (dtype === 'f32') return Tensor.from(new Float32Array(r.bytes.buffer.slice(r.bytes.byteOffset, r.bytes.byteOffset + r.bytes.byteLength)), e.src.shape, 'f32');
+  return cast(Tensor.from(r.bytes, e.src.shape, dtype), 'f32');
+}
+
+interface Deferred<T> {
+  promise: Promise<T>;
+  resolve: (v: T) => void;
+  reject: (e: unknown) => void;
+}
+
+function deferred<T>(): Deferred<T> {
+  let resolve!: (v: T) => void;
+  let reject!: (e: unknown) => void;
+  const promise = new Promise<T>((a, b) => {
+    resolve = a;
+    reject = b;
+  });
+  // Rejected when the run fails; whoever waits sees it, nobody else has to.
+  promise.catch(() => undefined);
+  return { promise, resolve, reject };
+}
+
+/**
+ * Runs the pipeline and the sequential calibration together: block i's
+ * tensors wait in the pipeline until the calibration has block i's
+ * statistics (`attach` gives them their plans, imatrix and Hessians); the
+ * calibration waits until they are compressed, hands their compressed
+ * weights back to the runtime (so block i+1 is calibrated on the
+ * compressed block's outputs) and drops block i's Hessians. Either side's
+ * failure stops the other; the first error is thrown.
+ */
+async function runSequential(
+  seq: SequentialPlan,
+  ro: RunOptions,
+  pipeline: (ro: RunOptions) => Promise<void>,
+  attach: (block: Entry[], stats: { layer: number; stats: ActivationStats }) => Promise<void>,
+  onProgress: ((p: { chunk: number; chunks: number; tokens: number }) => void) | undefined,
+): Promise<void> {
+  const { run, byLayer, layerOf } = seq;
+  const inner = new AbortController();
+  const onAbort = (): void => inner.abort(ro.signal?.reason);
+  if (ro.signal?.aborted) onAbort();
+  ro.signal?.addEventListener('abort', onAbort);
+  const statsReady = byLayer.map(() => deferred<void>());
+  const computed = byLayer.map(() => deferred<void>());
+  const left = byLayer.map((b) => b.length);
+  const replace = byLayer.map(() => new Map<string, BlockWeight>());
+  const linear = new Set(run.plan.tensors.filter(isBlockLinear).map((t) => t.name));
+  left.forEach((n, l) => n === 0 && (computed[l] as Deferred<void>).resolve());
+  let failure: { error: unknown } | undefined;
+  const stop = (error: unknown): never => {
+    if (failure === undefined) {
+      failure = { error };
+      for (const d of [...statsReady, ...computed]) d.reject(error);
+      inner.abort(error);
+    }
+    throw error;
+  };
+  const r: RunOptions = {
+    ...ro,
+    signal: inner.signal,
+    ready: (e) => {
+      const l = layerOf.get(e.src.name);
+      return l === undefined ? undefined : (statsReady[l] as Deferred<void>).promise;
+    },
+    onComputed: async (e, res) => {
+      const l = layerOf.get(e.src.name);
+      if (l === undefined) return;
+      if (linear.has(e.src.name) && l < byLayer.length - 1) {
+        const w = await replacementOf(e, res);
+        if (w !== undefined) (replace[l] as Map<string, BlockWeight>).set(e.src.name, w);
+      }
+      // The block's Hessians go with their last use.
+      delete e.stats;
+      const a = e.plan.action;
+      if (a.kind === 'lowrank' && a.whiten !== undefined) {
+        const { whiten: _dropped, ...rest } = a;
+        e.plan = { ...e.plan, action: rest };
+      }
+      left[l] = (left[l] as number) - 1;
+      if (left[l] === 0) (computed[l] as Deferred<void>).resolve();
+    },
+  };
+  const ctx = (run.chunks[0] as Int32Array).length;
+  const calibration = calibrateSequential(run.plan, run.chunks, {
+    hessian: run.hessian,
+    signal: inner.signal,
+    ...(ro.threads !== undefined ? { load: { threads: ro.threads } } : {}),
+    ...(onProgress !== undefined ? { onProgress: (p) => onProgress({ chunk: (p.block - 1) * p.chunks + p.chunk, chunks: p.blocks * p.chunks, tokens: ((p.block - 1) * p.chunks + p.chunk) * ctx }) } : {}),
+    onBlock: async (b) => {
+      await attach(byLayer[b.layer] as Entry[], { layer: b.layer, stats: b.stats });
+      for (const s of new Set(b.stats.values())) {
+        run.record.inputs++;
+        if (s.hessian !== undefined) run.record.hessians++;
+      }
+      (statsReady[b.layer] as Deferred<void>).resolve();
+      await (computed[b.layer] as Deferred<void>).promise;
+      const m = replace[b.layer] as Map<string, BlockWeight>;
+      replace[b.layer] = new Map();
+      // The last block feeds nothing: no second run.
+      return b.layer < b.blocks - 1 ? m : undefined;
+    },
+  }).then(() => {
+    run.record.timeMs = performance.now() - run.started;
+  }, stop);
+  try {
+    await Promise.allSettled([calibration, pipeline(r).catch(stop)]);
+  } finally {
+    ro.signal?.removeEventListener('abort', onAbort);
+  }
+  if (failure !== undefined) throw failure.error;
 }

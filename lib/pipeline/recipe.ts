@@ -118,6 +118,14 @@ export interface CalibrationSpec {
   ctx?: number;
   /** Most chunks (default: all whole chunks). */
   chunks?: number;
+  /**
+   * Calibrate block by block, compressing each block before the next one is
+   * calibrated on its outputs (GPTQ's sequential mode, memory bounded by one
+   * block), or the whole model at once. 'auto' (default): sequential when the
+   * whole-model calibration's estimate (weights in f32 + every Hessian the
+   * rules need) exceeds compressModel's memoryLimit.
+   */
+  sequential?: boolean | 'auto';
 }
 
 // Name patterns of the tensors llama-quantize treats specially, in GGUF
@@ -286,7 +294,7 @@ const KEEP_OPTION_KEYS = ['dtype'];
 const GPTQ_OPTION_KEYS = ['format', 'mix', 'groupSize', 'symmetric', 'scaleDtype', 'actOrder', 'dampening', 'blockSize'];
 const AWQ_OPTION_KEYS = ['format', 'groupSize', 'symmetric', 'scaleDtype', 'grid', 'gptq', 'actOrder', 'dampening', 'blockSize'];
 const PRUNE_OPTION_KEYS = ['pattern', 'score', 'layout'];
-const CALIBRATION_KEYS = ['text', 'tokens', 'ctx', 'chunks'];
+const CALIBRATION_KEYS = ['text', 'tokens', 'ctx', 'chunks', 'sequential'];
 const WHITEN = ['auto', 'hessian', 'asvd', 'none'];
 const FLOAT_DTYPES: readonly FloatDType[] = ['f32', 'f16', 'bf16'];
 const GGUF_QUANTS: readonly QuantFormat[] = GGML_QUANT_FORMATS;
@@ -438,11 +446,14 @@ export function compileCalibration(c: unknown, where: string): CalibrationSpec |
   }
   const ctx = count(o.ctx, `${where}.ctx`, 1);
   const chunks = count(o.chunks, `${where}.chunks`, 1);
+  const sequential = o.sequential;
+  if (sequential !== undefined && typeof sequential !== 'boolean' && sequential !== 'auto') throw new SlimTensorError(`${where}.sequential must be true, false or 'auto', got ${JSON.stringify(sequential)}`, 'ERR_VALUE');
   return {
     ...(o.text !== undefined ? { text: o.text as string } : {}),
     ...(tokens !== undefined ? { tokens: tokens as string | number[] } : {}),
     ...(ctx !== undefined ? { ctx } : {}),
     ...(chunks !== undefined ? { chunks } : {}),
+    ...(sequential !== undefined ? { sequential } : {}),
   };
 }
 
@@ -452,11 +463,13 @@ export function mergeCalibration(base: CalibrationSpec | undefined, over: Calibr
   const from = over.text !== undefined || over.tokens !== undefined ? over : base;
   const ctx = over.ctx ?? base.ctx;
   const chunks = over.chunks ?? base.chunks;
+  const sequential = over.sequential ?? base.sequential;
   return {
     ...(from.text !== undefined ? { text: from.text } : {}),
     ...(from.tokens !== undefined ? { tokens: from.tokens } : {}),
     ...(ctx !== undefined ? { ctx } : {}),
     ...(chunks !== undefined ? { chunks } : {}),
+    ...(sequential !== undefined ? { sequential } : {}),
   };
 }
 

@@ -1,4 +1,6 @@
 // gptq: argument object -> GptqArgs, a Job returning the statistics.
+#include <algorithm>
+
 #include "../core/calib/gptq.h"
 #include "../core/calib/stats.h"
 
@@ -89,7 +91,8 @@ class ActStatsJob : public Job {
     if (!h.IsUndefined() && !h.IsNull()) {
       const uint64_t hb = checked_mul(env, checked_mul(env, w, w, "hessian"), 4, "hessian");
       a_.hessian = static_cast<float*>(pin_inout(env, h, "hessian", hb));
-      a_.scratch = static_cast<float*>(pin_output(env, o.Get("scratch"), "scratch", hb));
+      const uint64_t sr = std::min<uint64_t>(w, static_cast<uint64_t>(kHessianBlockRows));
+      a_.scratch = static_cast<float*>(pin_output(env, o.Get("scratch"), "scratch", checked_mul(env, checked_mul(env, sr, w, "scratch"), 4, "scratch")));
     }
   }
   Status run() override { return accumulate_activation_stats(a_); }

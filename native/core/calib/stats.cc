@@ -31,11 +31,13 @@ Status accumulate_activation_stats(const ActStatsArgs& a) {
   }, a.threads);
   if (!a.hessian) return Status::Ok();
   // H is symmetric: only its upper triangle is computed, a block row of
-  // kBlock columns at a time (rows [i0, i1) × columns [i0, width)), about
+  // kBlock rows at a time (rows [i0, i1) × columns [i0, width)), about
   // half of the full product's arithmetic. Each element is still one fma
   // chain over the rows in order, and fma(x_i, x_j, ·) = fma(x_j, x_i, ·),
   // so the mirrored lower triangle has the bits the full GEMM would give.
-  constexpr int64_t kBlock = 256;
+  // Each block row goes through the scratch (kHessianBlockRows × width,
+  // not width²) and is added to H's upper triangle at once.
+  constexpr int64_t kBlock = kHessianBlockRows;
   for (int64_t i0 = 0; i0 < width; i0 += kBlock) {
     const int64_t i1 = i0 + kBlock < width ? i0 + kBlock : width;
     GemmArgs g;
@@ -44,22 +46,24 @@ Status accumulate_activation_stats(const ActStatsArgs& a) {
     g.k = rows;
     g.a = GemmOperand{x + i0, DType::F32, width, true};
     g.b = GemmOperand{x + i0, DType::F32, width, false};
-    g.c = a.scratch + i0 * width + i0;
+    g.c = a.scratch + i0;  // scratch row r holds H's row i0 + r, columns i0..width
     g.ldc = width;
     g.accumulate = false;
     g.kernel = a.kernel;
     g.threads = a.threads;
     Status st = gemm(g);
     if (!st.ok()) return st;
+    // H += the block row's upper triangle.
+    parallel_for(i1 - i0, 16, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; r++) {
+        const int64_t i = i0 + r;
+        float* h = a.hessian + i * width;
+        const float* s = a.scratch + r * width;
+        for (int64_t j = i; j < width; j++) h[j] += s[j];
+      }
+    }, a.threads);
   }
-  // H += the batch's upper triangle, then the lower one mirrored from it.
-  parallel_for(width, 16, [&](int64_t r0, int64_t r1) {
-    for (int64_t i = r0; i < r1; i++) {
-      float* h = a.hessian + i * width;
-      const float* s = a.scratch + i * width;
-      for (int64_t j = i; j < width; j++) h[j] += s[j];
-    }
-  }, a.threads);
+  // Then the lower triangle, mirrored from the upper one.
   // The mirror goes tile by tile (64 × 64) so that the column reads stay in cache.
   constexpr int64_t kTile = 64;
   const int64_t tiles = (width + kTile - 1) / kTile;
