@@ -130,6 +130,14 @@ function positiveInt(v: number | undefined, name: string): number | undefined {
   return v;
 }
 
+/** eval and calibrate read one of --text / --tokens, in chunks of --ctx, at most --chunks of them. */
+function checkTokenInput(a: { text?: string | undefined; tokens?: string | undefined; ctx?: number | undefined; chunks?: number | undefined }): true {
+  if ((a.text === undefined) === (a.tokens === undefined)) throw new UsageError('give one of --text FILE or --tokens FILE');
+  positiveInt(a.ctx, '--ctx');
+  positiveInt(a.chunks, '--chunks');
+  return true;
+}
+
 interface RunArgs {
   input: string;
   output: string;
@@ -445,12 +453,7 @@ function buildParser(argv: string[]) {
             .option('chunks', { type: 'number', describe: 'Most chunks to evaluate (default: all)' })
             .option('base', { type: 'string', describe: 'The model to compare with (e.g. the uncompressed original)' })
             .option('json', { type: 'boolean', default: false, describe: 'Print as JSON' })
-            .check((a) => {
-              if ((a.text === undefined) === (a.tokens === undefined)) throw new UsageError('give one of --text FILE or --tokens FILE');
-              positiveInt(a.ctx, '--ctx');
-              positiveInt(a.chunks, '--chunks');
-              return true;
-            }),
+            .check(checkTokenInput),
         ),
       async (args) =>
         print(
@@ -487,12 +490,7 @@ function buildParser(argv: string[]) {
             .option('force', { alias: 'f', type: 'boolean', default: false, describe: 'Replace an existing output' })
             .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'No progress output' })
             .option('json', { type: 'boolean', default: false, describe: 'Print the summary as JSON' })
-            .check((a) => {
-              if ((a.text === undefined) === (a.tokens === undefined)) throw new UsageError('give one of --text FILE or --tokens FILE');
-              positiveInt(a.ctx, '--ctx');
-              positiveInt(a.chunks, '--chunks');
-              return true;
-            }),
+            .check(checkTokenInput),
         ),
       async (args) =>
         print(
