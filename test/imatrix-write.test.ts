@@ -14,31 +14,17 @@ import { promisify } from 'node:util';
 import { imatrixDatBytes, imatrixWeights, readImatrix, writeImatrix, type ImatrixData, type ImatrixEntry } from '../lib/index';
 import { GGUFReader } from '../lib/formats/gguf';
 import { rejected } from './support/assert';
+import { parseDatByHand } from './support/imatrix-dat';
 import { skip } from './support/skip';
 
 const FIXTURES = path.join(__dirname, 'fixtures', 'calibrate');
 const REFERENCE = path.join(FIXTURES, 'stories260K.imatrix.dat');
 const MODEL = path.join(__dirname, '..', 'models', 'stories260K.gguf');
 
-/** The legacy layout parsed on its own: name → [ncall, value bytes], chunk count, dataset. */
+/** The legacy layout parsed on its own (test/support/imatrix-dat.ts): name → [ncall, value bytes], chunk count, dataset. */
 function parseDat(b: Buffer): { entries: Map<string, [number, Buffer]>; chunks: number; dataset: string; end: number } {
-  let p = 0;
-  const n = b.readInt32LE(p);
-  p += 4;
-  const entries = new Map<string, [number, Buffer]>();
-  for (let i = 0; i < n; i++) {
-    const len = b.readInt32LE(p);
-    const name = b.toString('utf8', p + 4, p + 4 + len);
-    p += 4 + len;
-    const ncall = b.readInt32LE(p);
-    const nval = b.readInt32LE(p + 4);
-    p += 8;
-    entries.set(name, [ncall, b.subarray(p, p + 4 * nval)]);
-    p += 4 * nval;
-  }
-  const chunks = b.readInt32LE(p);
-  const dlen = b.readInt32LE(p + 4);
-  return { entries, chunks, dataset: b.toString('utf8', p + 8, p + 8 + dlen), end: p + 8 + dlen };
+  const d = parseDatByHand(b);
+  return { ...d, entries: new Map(d.entries.map((e) => [e.name, [e.ncall, e.bytes]])) };
 }
 
 function entry(cols: number, sums: number[], counts: number[]): ImatrixEntry {

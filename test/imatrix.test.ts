@@ -10,34 +10,12 @@ import * as path from 'node:path';
 import { imatrixWeights, parseImatrixDat, readImatrix, SlimTensorError } from '../lib/index';
 import { compressModel } from '../lib/pipeline/compress';
 import { rejected } from './support/assert';
+import { datValues, parseDatByHand } from './support/imatrix-dat';
 import { writeGGUF, GGML, type WTensor } from './support/gguf-writer';
 import { writeLlamaGguf } from './support/llama-gguf';
 import { FIXTURE_MODELS, FIXTURES, fixtureImatrixArg, tensorHashes, type Manifest } from './support/llama-quantize-fixtures';
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? 120);
-
-/** The legacy layout, parsed here on its own: [name, ncall, values], chunk count, dataset. */
-function parseDatByHand(b: Buffer): { entries: [string, number, Float32Array][]; chunks: number; dataset: string } {
-  let p = 0;
-  const n = b.readInt32LE(p);
-  p += 4;
-  const entries: [string, number, Float32Array][] = [];
-  for (let i = 0; i < n; i++) {
-    const len = b.readInt32LE(p);
-    const name = b.toString('utf8', p + 4, p + 4 + len);
-    p += 4 + len;
-    const ncall = b.readInt32LE(p);
-    const nval = b.readInt32LE(p + 4);
-    p += 8;
-    const v = new Float32Array(nval);
-    for (let j = 0; j < nval; j++) v[j] = b.readFloatLE(p + 4 * j);
-    p += 4 * nval;
-    entries.push([name, ncall, v]);
-  }
-  const chunks = b.readInt32LE(p);
-  const dlen = b.readInt32LE(p + 4);
-  return { entries, chunks, dataset: b.toString('utf8', p + 8, p + 8 + dlen) };
-}
 
 /** A legacy file from entries (name, ncall, values) and an optional trailer. */
 function dat(entries: [string, number, number[]][], trailer?: [number, string]): Buffer {
@@ -105,7 +83,9 @@ describe('imatrix files', function () {
       expect(m.datasets).to.deep.equal(['calibration.txt']);
       expect(m.chunkCount).to.equal(byHand.chunks).and.be.above(1);
       expect(m.chunkSize).to.equal(undefined);
-      for (const [name, ncall, values] of byHand.entries) {
+      for (const entry of byHand.entries) {
+        const { name, ncall } = entry;
+        const values = datValues(entry);
         const e = m.entries.get(name);
         expect(e, name).to.not.equal(undefined);
         expect(e?.cols).to.equal(values.length);
