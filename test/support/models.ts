@@ -15,6 +15,52 @@ export interface GeneratedTensor {
   values: Float32Array;
 }
 
+/** What a tensor of a Hugging Face Llama-family model is, for generators that pick a scale per role. */
+export type HfLlamaRole = 'embed' | 'norm' | 'q' | 'k' | 'v' | 'o' | 'gate' | 'up' | 'down' | 'bias' | 'headNorm' | 'head';
+
+export interface HfLlamaShape {
+  vocab: number;
+  embd: number;
+  layers: number;
+  heads: number;
+  headsKv: number;
+  headDim: number;
+  ff: number;
+  tied: boolean;
+  /** q/k/v biases (Qwen2). */
+  qkvBias: boolean;
+  /** per-head q/k RMSNorms (Qwen3). */
+  qkNorm: boolean;
+}
+
+/** The tensors of a Llama / Qwen2 / Qwen3 model in transformers' names and shapes, in the order the generators draw them. */
+export function hfLlamaLayout(c: HfLlamaShape): { name: string; shape: number[]; role: HfLlamaRole }[] {
+  const q = c.heads * c.headDim;
+  const kv = c.headsKv * c.headDim;
+  const out: { name: string; shape: number[]; role: HfLlamaRole }[] = [{ name: 'model.embed_tokens.weight', shape: [c.vocab, c.embd], role: 'embed' }];
+  for (let l = 0; l < c.layers; l++) {
+    const p = `model.layers.${l}.`;
+    const add = (name: string, shape: number[], role: HfLlamaRole): void => void out.push({ name: p + name, shape, role });
+    add('input_layernorm.weight', [c.embd], 'norm');
+    add('self_attn.q_proj.weight', [q, c.embd], 'q');
+    add('self_attn.k_proj.weight', [kv, c.embd], 'k');
+    add('self_attn.v_proj.weight', [kv, c.embd], 'v');
+    add('self_attn.o_proj.weight', [c.embd, q], 'o');
+    add('post_attention_layernorm.weight', [c.embd], 'norm');
+    add('mlp.gate_proj.weight', [c.ff, c.embd], 'gate');
+    add('mlp.up_proj.weight', [c.ff, c.embd], 'up');
+    add('mlp.down_proj.weight', [c.embd, c.ff], 'down');
+    if (c.qkvBias) for (const [n, w] of [['q', q], ['k', kv], ['v', kv]] as const) add(`self_attn.${n}_proj.bias`, [w], 'bias');
+    if (c.qkNorm) for (const n of ['q', 'k']) add(`self_attn.${n}_norm.weight`, [c.headDim], 'headNorm');
+  }
+  out.push({ name: 'model.norm.weight', shape: [c.embd], role: 'norm' });
+  if (!c.tied) out.push({ name: 'lm_head.weight', shape: [c.vocab, c.embd], role: 'head' });
+  return out;
+}
+
+/** Norm weights are drawn around 1, everything else around 0. */
+export const hfRoleOffset = (role: HfLlamaRole): number => (role === 'norm' || role === 'headNorm' ? 1 : 0);
+
 /** llama.cpp names: embedding, head, norms, attention and MLP of `layers` blocks; ffn_down has rows of 48 (no block of 32 fits). */
 export function ggufTensors(seed = 1, layers = 2, dim = 64): GeneratedTensor[] {
   const rng = new Rng(seed);

@@ -7,7 +7,7 @@
 // Also the same weights, as stored (rounded to the folder's dtype), in f64
 // for the reference forward pass.
 import * as path from 'node:path';
-import { stored, writeHFFolder, type GeneratedTensor, type HalfDType } from './models';
+import { hfLlamaLayout, hfRoleOffset, stored, writeHFFolder, type GeneratedTensor, type HalfDType, type HfLlamaRole } from './models';
 import { Rng } from './random';
 import type { RefConfig, RefLayer, RefWeights } from './reference-llm';
 
@@ -78,28 +78,10 @@ export function tinyTensors(s: TinySpec): GeneratedTensor[] {
     for (let i = 0; i < v.length; i++) v[i] = offset + (rng.u32() / 4294967296 - 0.5) * k;
     return { name, shape, values: v };
   };
-  const q = s.heads * s.headDim;
-  const kv = s.headsKv * s.headDim;
-  const out = [t('model.embed_tokens.weight', [s.vocab, s.embd], 1)];
-  for (let l = 0; l < s.layers; l++) {
-    const p = `model.layers.${l}.`;
-    out.push(
-      t(`${p}input_layernorm.weight`, [s.embd], 0.1, 1),
-      t(`${p}self_attn.q_proj.weight`, [q, s.embd], 0.4),
-      t(`${p}self_attn.k_proj.weight`, [kv, s.embd], 0.4),
-      t(`${p}self_attn.v_proj.weight`, [kv, s.embd], 0.4),
-      t(`${p}self_attn.o_proj.weight`, [s.embd, q], 0.3),
-      t(`${p}post_attention_layernorm.weight`, [s.embd], 0.1, 1),
-      t(`${p}mlp.gate_proj.weight`, [s.ff, s.embd], 0.3),
-      t(`${p}mlp.up_proj.weight`, [s.ff, s.embd], 0.3),
-      t(`${p}mlp.down_proj.weight`, [s.embd, s.ff], 0.2),
-    );
-    if (s.hfClass === 'Qwen2ForCausalLM') out.push(t(`${p}self_attn.q_proj.bias`, [q], 0.5), t(`${p}self_attn.k_proj.bias`, [kv], 0.5), t(`${p}self_attn.v_proj.bias`, [kv], 0.5));
-    if (s.hfClass === 'Qwen3ForCausalLM') out.push(t(`${p}self_attn.q_norm.weight`, [s.headDim], 0.1, 1), t(`${p}self_attn.k_norm.weight`, [s.headDim], 0.1, 1));
-  }
-  out.push(t('model.norm.weight', [s.embd], 0.1, 1));
-  if (!s.tied) out.push(t('lm_head.weight', [s.vocab, s.embd], 1));
-  return out;
+  // Standard deviation per role (norms around 1).
+  const scale: Record<HfLlamaRole, number> = { embed: 1, norm: 0.1, q: 0.4, k: 0.4, v: 0.4, o: 0.3, gate: 0.3, up: 0.3, down: 0.2, bias: 0.5, headNorm: 0.1, head: 1 };
+  const layout = hfLlamaLayout({ ...s, qkvBias: s.hfClass === 'Qwen2ForCausalLM', qkNorm: s.hfClass === 'Qwen3ForCausalLM' });
+  return layout.map((e) => t(e.name, e.shape, scale[e.role], hfRoleOffset(e.role)));
 }
 
 /** The folder: config.json, the weights (sharded when shards > 1), the package's tokenizer files, README.md when given. */

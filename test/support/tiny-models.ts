@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import { GGUFReader } from '../../lib/formats/gguf';
 import { unpermuteQK } from './reference-llm';
 import { bytesOf, f32ToBF16Bits, f32ToF16Bits, GGML, writeGGUF, type WValue } from './gguf-writer';
+import { hfLlamaLayout, hfRoleOffset, type HfLlamaRole } from './models';
 import { Rng } from './random';
 import { stFile, stPack } from './st-bytes';
 
@@ -45,28 +46,10 @@ export function tinyTensors(c: TinyConfig, seed: number): TinyTensor[] {
     if (offset) for (let i = 0; i < v.length; i++) v[i] = (v[i] as number) + offset;
     return { name, shape, values: v };
   };
-  const q = c.heads * c.headDim;
-  const kv = c.headsKv * c.headDim;
-  const out = [t('model.embed_tokens.weight', [c.vocab, c.embd], 1)];
-  for (let l = 0; l < c.layers; l++) {
-    const p = `model.layers.${l}.`;
-    out.push(
-      t(`${p}input_layernorm.weight`, [c.embd], 0.1, 1),
-      t(`${p}self_attn.q_proj.weight`, [q, c.embd], 0.3),
-      t(`${p}self_attn.k_proj.weight`, [kv, c.embd], 0.3),
-      t(`${p}self_attn.v_proj.weight`, [kv, c.embd], 0.3),
-      t(`${p}self_attn.o_proj.weight`, [c.embd, q], 0.2),
-      t(`${p}post_attention_layernorm.weight`, [c.embd], 0.1, 1),
-      t(`${p}mlp.gate_proj.weight`, [c.ff, c.embd], 0.3),
-      t(`${p}mlp.up_proj.weight`, [c.ff, c.embd], 0.3),
-      t(`${p}mlp.down_proj.weight`, [c.embd, c.ff], 0.2),
-    );
-    if (c.arch === 'qwen2') out.push(t(`${p}self_attn.q_proj.bias`, [q], 0.5), t(`${p}self_attn.k_proj.bias`, [kv], 0.5), t(`${p}self_attn.v_proj.bias`, [kv], 0.5));
-    if (c.arch === 'qwen3') out.push(t(`${p}self_attn.q_norm.weight`, [c.headDim], 0.1, 1), t(`${p}self_attn.k_norm.weight`, [c.headDim], 0.1, 1));
-  }
-  out.push(t('model.norm.weight', [c.embd], 0.1, 1));
-  if (!c.tied) out.push(t('lm_head.weight', [c.vocab, c.embd], 0.3));
-  return out;
+  // Standard deviation per role (norms around 1).
+  const scale: Record<HfLlamaRole, number> = { embed: 1, norm: 0.1, q: 0.3, k: 0.3, v: 0.3, o: 0.2, gate: 0.3, up: 0.3, down: 0.2, bias: 0.5, headNorm: 0.1, head: 0.3 };
+  const layout = hfLlamaLayout({ ...c, qkvBias: c.arch === 'qwen2', qkNorm: c.arch === 'qwen3' });
+  return layout.map((e) => t(e.name, e.shape, scale[e.role], hfRoleOffset(e.role)));
 }
 
 function encode(values: Float32Array, dtype: 'F32' | 'F16' | 'BF16'): Uint8Array {
