@@ -69,6 +69,8 @@ interface Binding {
   setBufferGuard(mark: (o: object) => void): void;
   /** memcpy on `threads` threads (0 = all): bench/'s copy-bandwidth limit. */
   parallelCopy(dst: ArrayBufferView, src: ArrayBufferView, threads: number): void;
+  /** Bytes from the start of `view` to the next address that is a multiple of `alignment` (a power of two): O_DIRECT's buffers. */
+  alignmentOffset(view: ArrayBufferView, alignment: number): number;
   quantize(args: NativeArgs, async: false): undefined;
   quantize(args: NativeArgs, async: true): Promise<undefined>;
   dequantize(args: NativeArgs, async: false): undefined;

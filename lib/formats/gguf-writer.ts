@@ -3,11 +3,11 @@
 // first, then each tensor's data in plan order, padded to the alignment.
 // Metadata entries are written as given, typed: copy a source file's
 // `entries` and set what changed (writer helpers below).
-import { promises as fsp } from 'node:fs';
 import { SlimTensorError } from '../errors';
 import { nestedArrayItemType, quoteName, GGUF_LIMITS, type GGUFArrayValue, type GGUFMetadataEntry, type GGUFValue } from './gguf-header';
 import { GGUF_VALUE_TYPES, ggmlTypeByName, SCALAR_BYTES, type GGMLTypeName, type GGUFValueTypeName } from './gguf-types';
-import { viewBytes, writeAll } from './safetensors';
+import { OutputFile } from './output-file';
+import { viewBytes } from './safetensors';
 
 /** A tensor to write: PyTorch-order shape (outermost first) and a ggml type. */
 export interface GGUFPlannedTensor {
@@ -253,15 +253,15 @@ export class GGUFWriter {
   readonly alignment: number;
   /** Absolute offset of the data section. */
   readonly dataOffset: number;
-  private fh: fsp.FileHandle | undefined;
+  private out: OutputFile | undefined;
   private readonly tensors: readonly GGUFPlannedTensor[];
   private readonly sizes: number[];
   private readonly offsets: number[];
   private next = 0;
 
-  private constructor(p: string, fh: fsp.FileHandle, plan: GGUFWriterPlan, alignment: number, dataOffset: number, sizes: number[], offsets: number[]) {
+  private constructor(p: string, out: OutputFile, plan: GGUFWriterPlan, alignment: number, dataOffset: number, sizes: number[], offsets: number[]) {
     this.path = p;
-    this.fh = fh;
+    this.out = out;
     this.tensors = plan.tensors.slice();
     this.alignment = alignment;
     this.dataOffset = dataOffset;
@@ -322,14 +322,14 @@ export class GGUFWriter {
 
   static async create(file: string, plan: GGUFWriterPlan): Promise<GGUFWriter> {
     const l = GGUFWriter.layout(plan);
-    const fh = await fsp.open(file, 'w');
+    const out = await OutputFile.create(file, { plannedBytes: l.fileSize });
     try {
-      await writeAll(fh, l.header, 0);
+      await out.write(l.header, 0);
     } catch (e) {
-      await fh.close();
+      await out.abort();
       throw e;
     }
-    return new GGUFWriter(file, fh, plan, l.alignment, l.dataOffset, l.sizes, l.offsets);
+    return new GGUFWriter(file, out, plan, l.alignment, l.dataOffset, l.sizes, l.offsets);
   }
 
   get expected(): string | undefined {
@@ -338,7 +338,7 @@ export class GGUFWriter {
 
   /** Writes the next planned tensor's data (`parts` concatenated) and the padding after it. */
   async write(name: string, ...parts: ArrayBufferView[]): Promise<void> {
-    const fh = this.handle();
+    const out = this.handle();
     const t = this.tensors[this.next];
     if (t === undefined || t.name !== name) throw new SlimTensorError(`GGUFWriter ${this.path}: got tensor ${quoteName(name)}, expected ${t === undefined ? 'no more tensors' : quoteName(t.name)}`, 'ERR_VALUE');
     const size = this.sizes[this.next] as number;
@@ -346,31 +346,31 @@ export class GGUFWriter {
     if (total !== size) throw new SlimTensorError(`GGUFWriter ${this.path}: tensor ${quoteName(name)} (${t.type} [${t.shape.join(', ')}]) needs ${size} bytes, got ${total}`, 'ERR_SHAPE');
     let at = this.dataOffset + (this.offsets[this.next] as number);
     for (const p of parts) {
-      await writeAll(fh, viewBytes(p), at);
+      await out.write(viewBytes(p), at);
       at += p.byteLength;
     }
     const pad = (this.alignment - (size % this.alignment)) % this.alignment;
-    if (pad > 0) await writeAll(fh, new Uint8Array(pad), at);
+    if (pad > 0) await out.write(new Uint8Array(pad), at);
     this.next++;
   }
 
   async close(): Promise<void> {
-    const fh = this.handle();
+    const out = this.handle();
     if (this.next !== this.tensors.length) {
       throw new SlimTensorError(`GGUFWriter ${this.path}: closed after ${this.next} of ${this.tensors.length} tensors`, 'ERR_VALUE');
     }
-    this.fh = undefined;
-    await fh.close();
+    this.out = undefined;
+    await out.close();
   }
 
   async abort(): Promise<void> {
-    const fh = this.fh;
-    this.fh = undefined;
-    if (fh !== undefined) await fh.close().catch(() => undefined);
+    const out = this.out;
+    this.out = undefined;
+    await out?.abort();
   }
 
-  private handle(): fsp.FileHandle {
-    if (this.fh === undefined) throw new SlimTensorError(`GGUFWriter ${this.path}: already closed`, 'ERR_VALUE');
-    return this.fh;
+  private handle(): OutputFile {
+    if (this.out === undefined) throw new SlimTensorError(`GGUFWriter ${this.path}: already closed`, 'ERR_VALUE');
+    return this.out;
   }
 }

@@ -39,7 +39,7 @@ import { stageOutput } from '../pipeline/output';
 import { GGUFReader } from './gguf';
 import { GGUF_LIMITS, quoteName, type GGUFMetadataEntry, type GGUFValue } from './gguf-header';
 import { GGUFWriter, type GGUFPlannedTensor } from './gguf-writer';
-import { writeAll } from './safetensors';
+import { writeAll } from './output-file';
 
 /** One tensor's statistics. */
 export interface ImatrixEntry {

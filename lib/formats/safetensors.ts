@@ -10,6 +10,7 @@ import { SlimTensorError } from '../errors';
 import { Tensor, type DType } from '../tensor';
 import { quoteName } from './gguf-header';
 import { setOwn } from './json';
+import { OutputFile } from './output-file';
 import {
   buildSafetensorsHeader,
   headerLength,
@@ -59,15 +60,6 @@ async function readRun(fh: fsp.FileHandle, into: Uint8Array, start: number, posi
       throw new SlimTensorError(`${what}: the file ended at ${position + (done - start)} while reading ${into.length - start} bytes at ${position} (was it truncated after opening?)`, 'ERR_FORMAT');
     }
     done += bytesRead;
-  }
-}
-
-/** Writes all of `data` at `position`. */
-export async function writeAll(fh: fsp.FileHandle, data: Uint8Array, position: number): Promise<void> {
-  let done = 0;
-  while (done < data.length) {
-    const { bytesWritten } = await fh.write(data, done, data.length - done, position + done);
-    done += bytesWritten;
   }
 }
 
@@ -354,16 +346,16 @@ async function readIndex(indexPath: string): Promise<{ weightMap: Map<string, st
 /** Writes one safetensors file: the header from the plan, then each tensor's bytes in plan order. */
 export class SafetensorsWriter {
   readonly path: string;
-  private fh: fsp.FileHandle | undefined;
+  private out: OutputFile | undefined;
   private readonly planned: readonly PlannedTensor[];
   private readonly offsets: [number, number][];
   private readonly dataStart: number;
   private next = 0;
   private written = 0;
 
-  private constructor(p: string, fh: fsp.FileHandle, planned: readonly PlannedTensor[], offsets: [number, number][], dataStart: number) {
+  private constructor(p: string, out: OutputFile, planned: readonly PlannedTensor[], offsets: [number, number][], dataStart: number) {
     this.path = p;
-    this.fh = fh;
+    this.out = out;
     this.planned = planned;
     this.offsets = offsets;
     this.dataStart = dataStart;
@@ -373,14 +365,15 @@ export class SafetensorsWriter {
   static async create(file: string, tensors: readonly PlannedTensor[], metadata?: Readonly<Record<string, string>>): Promise<SafetensorsWriter> {
     checkHost('SafetensorsWriter.create');
     const header = buildSafetensorsHeader(tensors, metadata);
-    const fh = await fsp.open(file, 'w');
+    const dataBytes = header.offsets.reduce((m, [, end]) => Math.max(m, end), 0);
+    const out = await OutputFile.create(file, { plannedBytes: header.bytes.length + dataBytes });
     try {
-      await writeAll(fh, header.bytes, 0);
+      await out.write(header.bytes, 0);
     } catch (e) {
-      await fh.close();
+      await out.abort();
       throw e;
     }
-    return new SafetensorsWriter(file, fh, tensors.slice(), header.offsets, header.bytes.length);
+    return new SafetensorsWriter(file, out, tensors.slice(), header.offsets, header.bytes.length);
   }
 
   /** The name of the tensor write() expects next, or undefined when all are written. */
@@ -395,7 +388,7 @@ export class SafetensorsWriter {
 
   /** Writes the next planned tensor; `parts` are concatenated and must add up to its planned size. */
   async write(name: string, ...parts: ArrayBufferView[]): Promise<void> {
-    const fh = this.handle();
+    const out = this.handle();
     const t = this.planned[this.next];
     if (t === undefined || t.name !== name) {
       throw new SlimTensorError(`SafetensorsWriter ${this.path}: got tensor ${quoteName(name)}, expected ${t === undefined ? 'no more tensors' : quoteName(t.name)}`, 'ERR_VALUE');
@@ -405,7 +398,7 @@ export class SafetensorsWriter {
     if (total !== end - begin) throw new SlimTensorError(`SafetensorsWriter ${this.path}: tensor ${quoteName(name)} is planned as ${end - begin} bytes, got ${total}`, 'ERR_SHAPE');
     let at = this.dataStart + begin;
     for (const p of parts) {
-      await writeAll(fh, viewBytes(p), at);
+      await out.write(viewBytes(p), at);
       at += p.byteLength;
     }
     this.written += total;
@@ -414,24 +407,24 @@ export class SafetensorsWriter {
 
   /** Closes the file after checking every planned tensor was written. */
   async close(): Promise<void> {
-    const fh = this.handle();
+    const out = this.handle();
     if (this.next !== this.planned.length) {
       throw new SlimTensorError(`SafetensorsWriter ${this.path}: closed after ${this.next} of ${this.planned.length} tensors (next: ${quoteName(this.planned[this.next]?.name ?? '')})`, 'ERR_VALUE');
     }
-    this.fh = undefined;
-    await fh.close();
+    this.out = undefined;
+    await out.close();
   }
 
   /** Closes without checks (the caller removes the file). */
   async abort(): Promise<void> {
-    const fh = this.fh;
-    this.fh = undefined;
-    if (fh !== undefined) await fh.close().catch(() => undefined);
+    const out = this.out;
+    this.out = undefined;
+    await out?.abort();
   }
 
-  private handle(): fsp.FileHandle {
-    if (this.fh === undefined) throw new SlimTensorError(`SafetensorsWriter ${this.path}: already closed`, 'ERR_VALUE');
-    return this.fh;
+  private handle(): OutputFile {
+    if (this.out === undefined) throw new SlimTensorError(`SafetensorsWriter ${this.path}: already closed`, 'ERR_VALUE');
+    return this.out;
   }
 }
 

@@ -7,7 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { SlimTensorError, fail } from '../errors';
 import { packZeroPoints } from '../formats/compressed-tensors';
-import { writeAll } from '../formats/safetensors';
+import { writeAll } from '../formats/output-file';
 import { binding, callAsync } from '../native';
 import { kernelCode, threadCount, type Kernel } from '../options';
 import { QuantizedTensor } from '../quantize';

@@ -79,7 +79,25 @@ Napi::Value parallel_copy_js(const Napi::CallbackInfo& info) {
   });
 }
 
+// For O_DIRECT writes (lib/formats/output-file.ts): how many bytes past the
+// start of `view` the next address that is a multiple of `alignment` (a
+// power of two) lies. JavaScript cannot see addresses; the kernel demands
+// aligned ones.
+Napi::Value alignment_offset_js(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    if (!info[0].IsTypedArray() || !info[1].IsNumber()) throw_error(env, Code::Value, "alignmentOffset(view, alignment) takes a TypedArray and a number");
+    const int64_t a = info[1].As<Napi::Number>().Int64Value();
+    if (a <= 0 || a > (int64_t{1} << 30) || (a & (a - 1)) != 0) throw_error(env, Code::Value, "alignmentOffset: alignment must be a power of two up to 2^30");
+    Napi::TypedArray v = info[0].As<Napi::TypedArray>();
+    const uintptr_t at = reinterpret_cast<uintptr_t>(v.ArrayBuffer().Data()) + v.ByteOffset();
+    const uintptr_t mask = static_cast<uintptr_t>(a) - 1;
+    return Napi::Number::New(env, static_cast<double>((static_cast<uintptr_t>(a) - (at & mask)) & mask));
+  });
+}
+
 Napi::Object init(Napi::Env env, Napi::Object exports) {
+  exports.Set("alignmentOffset", Napi::Function::New(env, alignment_offset_js, "alignmentOffset"));
   exports.Set("parallelCopy", Napi::Function::New(env, parallel_copy_js, "parallelCopy"));
   exports.Set("backends", Napi::Function::New(env, backends, "backends"));
   exports.Set("setThreads", Napi::Function::New(env, set_threads_js, "setThreads"));
