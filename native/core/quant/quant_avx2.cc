@@ -1283,6 +1283,7 @@ DequantRowFn dequantize_row_fn(const DequantizeArgs& a) {
 namespace {
 
 // ---- error statistics: the reference's 8 lanes as two vectors of 4 doubles --
+// (with AVX-512 allowed, quant_avx512.cc's twin holds them in one zmm instead)
 
 struct ErrorAcc {
   __m256d se, sx, sy, dot, mx;
@@ -1290,10 +1291,10 @@ struct ErrorAcc {
 
 inline void error_acc_add(ErrorAcc& a, __m128 xf, __m128 yf) {
   const __m256d x = _mm256_cvtps_pd(xf), y = _mm256_cvtps_pd(yf), e = _mm256_sub_pd(x, y);
-  a.se = _mm256_add_pd(a.se, _mm256_mul_pd(e, e));
-  a.sx = _mm256_add_pd(a.sx, _mm256_mul_pd(x, x));
-  a.sy = _mm256_add_pd(a.sy, _mm256_mul_pd(y, y));
-  a.dot = _mm256_add_pd(a.dot, _mm256_mul_pd(x, y));
+  a.se = _mm256_add_pd(a.se, _mm256_mul_pd(e, e));  // e*e is rounded: no FMA here (quant_math.h)
+  a.sx = _mm256_fmadd_pd(x, x, a.sx);  // exact products: fused = the reference's mul then add
+  a.sy = _mm256_fmadd_pd(y, y, a.sy);
+  a.dot = _mm256_fmadd_pd(x, y, a.dot);
   // MAXPD(|e|, m) returns m when |e| is NaN: the reference's comparison.
   a.mx = _mm256_max_pd(_mm256_andnot_pd(_mm256_set1_pd(-0.0), e), a.mx);
 }
@@ -1352,7 +1353,12 @@ void error_row_any(const void* orig, DType t, int64_t offset, const float* deq, 
 
 }  // namespace
 
-ErrorRowFn error_row_fn() { return error_row_any; }
+ErrorRowFn error_row_fn(Kernel k) {
+  if (avx512_allowed(k)) {
+    if (ErrorRowFn f = avx512::error_row_fn()) return f;
+  }
+  return error_row_any;
+}
 
 }  // namespace avx2
 }  // namespace st
@@ -1363,7 +1369,7 @@ namespace st {
 namespace avx2 {
 QuantRowFn quantize_row_fn(const QuantizeArgs&) { return nullptr; }
 DequantRowFn dequantize_row_fn(const DequantizeArgs&) { return nullptr; }
-ErrorRowFn error_row_fn() { return nullptr; }
+ErrorRowFn error_row_fn(Kernel) { return nullptr; }
 }  // namespace avx2
 }  // namespace st
 

@@ -16,6 +16,7 @@
 #if defined(__AVX512F__) && defined(__AVX512VL__)
 
 #include "quant_ksimd.h"
+#include "quant_math.h"
 
 namespace st {
 namespace avx512 {
@@ -178,6 +179,80 @@ void q4_1_sums8(const float* x, const float* w, float mn, const float* inv, int 
 
 QuantRowFn ggml_search_row_fn(const QuantizeArgs& a) { return ks::row_fn<V16, 2>(a); }
 
+// ---- error statistics: the reference's 8 lanes (quant_math.h) as one zmm of
+// doubles, element j of a row in lane j % 8, the same operations per lane.
+
+namespace {
+
+template <DType T> __m256 load8(const void* p, int64_t i);
+template <> __m256 load8<DType::F32>(const void* p, int64_t i) { return _mm256_loadu_ps(static_cast<const float*>(p) + i); }
+template <> __m256 load8<DType::F16>(const void* p, int64_t i) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(p) + i)));
+}
+template <> __m256 load8<DType::BF16>(const void* p, int64_t i) {
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(p) + i));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+template <DType T>
+void error_row_t(const void* orig, DType, int64_t offset, const float* deq, int64_t n, ErrorStats* s) {
+  __m512d se = _mm512_setzero_pd(), sx = se, sy = se, dot = se, mx = se;
+  const __m256 inf = _mm256_set1_ps(__builtin_inff());
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  const __m512i abs_mask = _mm512_set1_epi64(0x7fffffffffffffffLL);
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    __m256 xf = load8<T>(orig, offset + j);
+    // non-finite originals count as 0 (load_f32 with NonFinite::Zero)
+    xf = _mm256_and_ps(xf, _mm256_cmp_ps(_mm256_andnot_ps(sign, xf), inf, _CMP_LT_OQ));
+    const __m512d x = _mm512_cvtps_pd(xf), y = _mm512_cvtps_pd(_mm256_loadu_ps(deq + j));
+    const __m512d e = _mm512_sub_pd(x, y);
+    se = _mm512_add_pd(se, _mm512_mul_pd(e, e));  // e*e is rounded: no FMA here
+    // x*x, y*y, x*y of two floats are exact in double (quant_math.h), so
+    // the fused multiply-add rounds once, as the reference's add does.
+    sx = _mm512_fmadd_pd(x, x, sx);
+    sy = _mm512_fmadd_pd(y, y, sy);
+    dot = _mm512_fmadd_pd(x, y, dot);
+    // MAXPD(|e|, m) returns m when |e| is NaN: the reference's comparison.
+    mx = _mm512_max_pd(_mm512_castsi512_pd(_mm512_and_si512(_mm512_castpd_si512(e), abs_mask)), mx);
+  }
+  qm::ErrorLanes l;
+  _mm512_storeu_pd(l.se, se);
+  _mm512_storeu_pd(l.sx, sx);
+  _mm512_storeu_pd(l.sy, sy);
+  _mm512_storeu_pd(l.dot, dot);
+  double m[8];
+  _mm512_storeu_pd(m, mx);
+  l.max_abs = 0.0;
+  for (int k = 0; k < 8; ++k) l.max_abs = m[k] > l.max_abs ? m[k] : l.max_abs;
+  // the tail (n % 8 values) lands in lanes 0.. as in the reference
+  for (int k = 0; j < n; ++j, ++k) {
+    float x;
+    if (T == DType::F32) x = static_cast<const float*>(orig)[offset + j];
+    else if (T == DType::F16) x = f16_to_f32(static_cast<const uint16_t*>(orig)[offset + j]);
+    else x = bf16_to_f32(static_cast<const uint16_t*>(orig)[offset + j]);
+    if (!is_finite_bits(f32_bits(x))) x = 0.0f;
+    qm::error_lane_add(&l, k, x, deq[j]);
+  }
+  s->sum_sq_err = qm::error_fold8(l.se);
+  s->sum_sq_ref = qm::error_fold8(l.sx);
+  s->sum_sq_deq = qm::error_fold8(l.sy);
+  s->dot = qm::error_fold8(l.dot);
+  s->max_abs = l.max_abs;
+}
+
+void error_row_any(const void* orig, DType t, int64_t offset, const float* deq, int64_t n, ErrorStats* s) {
+  switch (t) {
+    case DType::F16: error_row_t<DType::F16>(orig, t, offset, deq, n, s); return;
+    case DType::BF16: error_row_t<DType::BF16>(orig, t, offset, deq, n, s); return;
+    default: error_row_t<DType::F32>(orig, t, offset, deq, n, s); return;
+  }
+}
+
+}  // namespace
+
+ErrorRowFn error_row_fn() { return error_row_any; }
+
 }  // namespace avx512
 }  // namespace st
 
@@ -187,6 +262,7 @@ namespace st {
 namespace avx512 {
 bool compiled() { return false; }
 QuantRowFn ggml_search_row_fn(const QuantizeArgs&) { return nullptr; }
+ErrorRowFn error_row_fn() { return nullptr; }
 void sym_sums8(const float*, const float*, int, const float*, int, float, float, __m256*, __m256*) {}
 void asym_sums8(const float*, const float*, int, const float*, const float*, int, float, float, __m256*, __m256*) {}
 void q4_1_sums8(const float*, const float*, float, const float*, int, __m256*, __m256*, __m256*) {}

@@ -20,6 +20,10 @@ QuantRowFn ggml_search_row_fn(const QuantizeArgs& a);
 // False when this binary was built without the AVX-512 file's flags.
 bool compiled();
 
+// The error sums (quant_kernels.h's ErrorRowFn) with the reference's 8 lanes
+// in one zmm of doubles; null when built without the AVX-512 file's flags.
+ErrorRowFn error_row_fn();
+
 // a = Σ w·q·x, b = Σ w·q² with q = clamp(round(x·inv[k]), qmin, qmax).
 void sym_sums8(const float* x, const float* w, int n, const float* inv, int m, float qmin, float qmax, __m256* a,
                __m256* b);

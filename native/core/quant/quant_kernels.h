@@ -27,7 +27,8 @@ namespace avx2 {
 // Null when the file was built without AVX2 support.
 QuantRowFn quantize_row_fn(const QuantizeArgs& a);
 DequantRowFn dequantize_row_fn(const DequantizeArgs& a);
-ErrorRowFn error_row_fn();
+// The AVX-512 twin when `k` allows it (Auto, Avx512) and the CPU has it.
+ErrorRowFn error_row_fn(Kernel k);
 }  // namespace avx2
 
 // Reads n values of a float dtype starting at element `offset` as f32.
