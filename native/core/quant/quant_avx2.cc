@@ -1299,21 +1299,38 @@ inline void error_acc_add(ErrorAcc& a, __m128 xf, __m128 yf) {
   a.mx = _mm256_max_pd(_mm256_andnot_pd(_mm256_set1_pd(-0.0), e), a.mx);
 }
 
-template <DType T>
-void error_row_t(const void* orig, DType, int64_t offset, const float* deq, int64_t n, ErrorStats* s) {
-  ErrorAcc lo = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()};
-  ErrorAcc hi = lo;
+// The vector part of a row, n8 values (a multiple of 8), in lanes 0-3 (lo)
+// and 4-7 (hi). Masked: non-finite originals count as 0 (load_f32 with
+// NonFinite::Zero); unmasked, they are taken as they are, which only the
+// caller's check makes right.
+template <DType T, bool Masked>
+void error_lanes8(const void* orig, int64_t offset, const float* deq, int64_t n8, ErrorAcc& lo, ErrorAcc& hi) {
+  lo = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()};
+  hi = lo;
   const __m256 inf = _mm256_set1_ps(__builtin_inff());
   const __m256 sign = _mm256_set1_ps(-0.0f);
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8) {
+  for (int64_t j = 0; j < n8; j += 8) {
     __m256 x = Src<T>::load(orig, offset + j);
-    // non-finite originals count as 0 (load_f32 with NonFinite::Zero)
-    x = _mm256_and_ps(x, _mm256_cmp_ps(_mm256_andnot_ps(sign, x), inf, _CMP_LT_OQ));
+    if (Masked) x = _mm256_and_ps(x, _mm256_cmp_ps(_mm256_andnot_ps(sign, x), inf, _CMP_LT_OQ));
     const __m256 y = _mm256_loadu_ps(deq + j);
     error_acc_add(lo, _mm256_castps256_ps128(x), _mm256_castps256_ps128(y));
     error_acc_add(hi, _mm256_extractf128_ps(x, 1), _mm256_extractf128_ps(y, 1));
   }
+}
+
+template <DType T>
+void error_row_t(const void* orig, DType, int64_t offset, const float* deq, int64_t n, ErrorStats* s) {
+  int64_t j = n - n % 8;
+  // Optimistically without the non-finite mask: a non-finite x makes x*x,
+  // hence its sx lane, infinite or NaN for good, while finite floats'
+  // squares (< 2^256 each) cannot overflow the double sum. So all-finite sx
+  // lanes prove every x was finite and the unmasked sums are the masked
+  // ones; otherwise the row is summed again with the mask.
+  ErrorAcc lo, hi;
+  error_lanes8<T, false>(orig, offset, deq, j, lo, hi);
+  const __m256d inf = _mm256_set1_pd(__builtin_inf());
+  const __m256d finite = _mm256_and_pd(_mm256_cmp_pd(lo.sx, inf, _CMP_LT_OQ), _mm256_cmp_pd(hi.sx, inf, _CMP_LT_OQ));
+  if (_mm256_movemask_pd(finite) != 0xf) error_lanes8<T, true>(orig, offset, deq, j, lo, hi);
   qm::ErrorLanes l;
   _mm256_storeu_pd(l.se, lo.se);
   _mm256_storeu_pd(l.se + 4, hi.se);

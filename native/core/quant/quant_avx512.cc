@@ -194,45 +194,65 @@ template <> __m256 load8<DType::BF16>(const void* p, int64_t i) {
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
 
-template <DType T>
-void error_row_t(const void* orig, DType, int64_t offset, const float* deq, int64_t n, ErrorStats* s) {
-  __m512d se = _mm512_setzero_pd(), sx = se, sy = se, dot = se, mx = se;
+struct ErrorAcc512 {
+  __m512d se, sx, sy, dot, mx;
+};
+
+// The vector part of a row: n8 values (a multiple of 8). Masked: non-finite
+// originals count as 0 (load_f32 with NonFinite::Zero); unmasked, they are
+// taken as they are, which only the caller's check makes right.
+template <DType T, bool Masked>
+ErrorAcc512 error_lanes8(const void* orig, int64_t offset, const float* deq, int64_t n8) {
+  ErrorAcc512 a;
+  a.se = a.sx = a.sy = a.dot = a.mx = _mm512_setzero_pd();
   const __m256 inf = _mm256_set1_ps(__builtin_inff());
   const __m256 sign = _mm256_set1_ps(-0.0f);
   const __m512i abs_mask = _mm512_set1_epi64(0x7fffffffffffffffLL);
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8) {
+  for (int64_t j = 0; j < n8; j += 8) {
     __m256 xf = load8<T>(orig, offset + j);
-    // non-finite originals count as 0 (load_f32 with NonFinite::Zero)
-    xf = _mm256_and_ps(xf, _mm256_cmp_ps(_mm256_andnot_ps(sign, xf), inf, _CMP_LT_OQ));
+    if (Masked) xf = _mm256_and_ps(xf, _mm256_cmp_ps(_mm256_andnot_ps(sign, xf), inf, _CMP_LT_OQ));
     const __m512d x = _mm512_cvtps_pd(xf), y = _mm512_cvtps_pd(_mm256_loadu_ps(deq + j));
     const __m512d e = _mm512_sub_pd(x, y);
-    se = _mm512_add_pd(se, _mm512_mul_pd(e, e));  // e*e is rounded: no FMA here
+    a.se = _mm512_add_pd(a.se, _mm512_mul_pd(e, e));  // e*e is rounded: no FMA here
     // x*x, y*y, x*y of two floats are exact in double (quant_math.h), so
     // the fused multiply-add rounds once, as the reference's add does.
-    sx = _mm512_fmadd_pd(x, x, sx);
-    sy = _mm512_fmadd_pd(y, y, sy);
-    dot = _mm512_fmadd_pd(x, y, dot);
+    a.sx = _mm512_fmadd_pd(x, x, a.sx);
+    a.sy = _mm512_fmadd_pd(y, y, a.sy);
+    a.dot = _mm512_fmadd_pd(x, y, a.dot);
     // MAXPD(|e|, m) returns m when |e| is NaN: the reference's comparison.
-    mx = _mm512_max_pd(_mm512_castsi512_pd(_mm512_and_si512(_mm512_castpd_si512(e), abs_mask)), mx);
+    a.mx = _mm512_max_pd(_mm512_castsi512_pd(_mm512_and_si512(_mm512_castpd_si512(e), abs_mask)), a.mx);
   }
+  return a;
+}
+
+template <DType T>
+void error_row_t(const void* orig, DType, int64_t offset, const float* deq, int64_t n, ErrorStats* s) {
+  const int64_t n8 = n - n % 8;
+  // Optimistically without the non-finite mask (an eighth of the loop's
+  // work): a non-finite x makes x*x, hence its sx lane, infinite or NaN for
+  // good, while finite floats' squares (< 2^256 each) cannot overflow the
+  // double sum. So all-finite sx lanes prove every x was finite and the
+  // unmasked sums are the masked ones; otherwise the row is summed again.
+  ErrorAcc512 a = error_lanes8<T, false>(orig, offset, deq, n8);
+  const __mmask8 finite = _mm512_cmp_pd_mask(a.sx, _mm512_set1_pd(__builtin_inf()), _CMP_LT_OQ);
+  if (finite != 0xff) a = error_lanes8<T, true>(orig, offset, deq, n8);
   qm::ErrorLanes l;
-  _mm512_storeu_pd(l.se, se);
-  _mm512_storeu_pd(l.sx, sx);
-  _mm512_storeu_pd(l.sy, sy);
-  _mm512_storeu_pd(l.dot, dot);
+  _mm512_storeu_pd(l.se, a.se);
+  _mm512_storeu_pd(l.sx, a.sx);
+  _mm512_storeu_pd(l.sy, a.sy);
+  _mm512_storeu_pd(l.dot, a.dot);
   double m[8];
-  _mm512_storeu_pd(m, mx);
+  _mm512_storeu_pd(m, a.mx);
   l.max_abs = 0.0;
   for (int k = 0; k < 8; ++k) l.max_abs = m[k] > l.max_abs ? m[k] : l.max_abs;
   // the tail (n % 8 values) lands in lanes 0.. as in the reference
-  for (int k = 0; j < n; ++j, ++k) {
+  for (int64_t j = n8, k = 0; j < n; ++j, ++k) {
     float x;
     if (T == DType::F32) x = static_cast<const float*>(orig)[offset + j];
     else if (T == DType::F16) x = f16_to_f32(static_cast<const uint16_t*>(orig)[offset + j]);
     else x = bf16_to_f32(static_cast<const uint16_t*>(orig)[offset + j]);
     if (!is_finite_bits(f32_bits(x))) x = 0.0f;
-    qm::error_lane_add(&l, k, x, deq[j]);
+    qm::error_lane_add(&l, static_cast<int>(k), x, deq[j]);
   }
   s->sum_sq_err = qm::error_fold8(l.se);
   s->sum_sq_ref = qm::error_fold8(l.sx);
