@@ -1245,9 +1245,12 @@ void dequantize_kquant_row(const DequantizeArgs& a, int64_t row, float* out) {
       case QFormat::Q5_K: {
         const bool five = a.format == QFormat::Q5_K;
         const uint8_t* qs = y + (five ? 48 : 16);
+        // qk::q45_k_sub's products with the two f16 conversions done once per block
+        const float d = f16_to_f32(qm::load_u16(y)), dmin = f16_to_f32(qm::load_u16(y + 2));
         for (int j = 0; j < 8; ++j) {
-          float dl, ml;
-          qk::q45_k_sub(y, j, &dl, &ml);
+          int sc, mc;
+          qk::scale_min_k4(j, y + 4, &sc, &mc);
+          const float dl = d * static_cast<float>(sc), ml = dmin * static_cast<float>(mc);
           for (int i = 32 * j; i < 32 * j + 32; i += 8) {
             __m256i q = field8(qs + 32 * (i / 64) + i % 32, 4 * ((i / 32) & 1), 0x0f);
             if (five) q = _mm256_or_si256(q, _mm256_slli_epi32(field8(y + 16 + i % 32, i / 32, 1), 4));
