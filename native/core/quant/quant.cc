@@ -238,7 +238,14 @@ Status quantization_error(const MatrixView& original, const DequantizeArgs& q, E
   if (qa.kernel != Kernel::Reference && cpu_enabled().avx2 && avx2::error_row_fn(qa.kernel) != nullptr) {
     err = avx2::error_row_fn(qa.kernel);
   }
+  // AVX-512 with Q8_0 / Q4_0: the dequantization fused into the sums.
+  ErrorDeqRowFn fused = nullptr;
+  if (qa.kernel != Kernel::Reference && cpu_enabled().avx2) fused = avx2::error_deq_row_fn(qa, original.dtype);
   parallel_for(q.rows, row_grain(q.cols, 4), [&](int64_t r0, int64_t r1) {
+    if (fused) {
+      for (int64_t r = r0; r < r1; ++r) fused(original, qa, r, &rows[static_cast<size_t>(r)]);
+      return;
+    }
     float* deq = row_scratch(q.cols);
     for (int64_t r = r0; r < r1; ++r) {
       fn(qa, r, deq);

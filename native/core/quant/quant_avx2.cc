@@ -1373,6 +1373,10 @@ void error_row_any(const void* orig, DType t, int64_t offset, const float* deq, 
 
 }  // namespace
 
+ErrorDeqRowFn error_deq_row_fn(const DequantizeArgs& q, DType orig) {
+  return avx512_allowed(q.kernel) ? avx512::error_deq_row_fn(q, orig) : nullptr;
+}
+
 ErrorRowFn error_row_fn(Kernel k) {
   if (avx512_allowed(k)) {
     if (ErrorRowFn f = avx512::error_row_fn()) return f;
@@ -1390,6 +1394,7 @@ namespace avx2 {
 QuantRowFn quantize_row_fn(const QuantizeArgs&) { return nullptr; }
 DequantRowFn dequantize_row_fn(const DequantizeArgs&) { return nullptr; }
 ErrorRowFn error_row_fn(Kernel) { return nullptr; }
+ErrorDeqRowFn error_deq_row_fn(const DequantizeArgs&, DType) { return nullptr; }
 }  // namespace avx2
 }  // namespace st
 

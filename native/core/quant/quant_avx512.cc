@@ -198,44 +198,57 @@ struct ErrorAcc512 {
   __m512d se, sx, sy, dot, mx;
 };
 
-// The vector part of a row: n8 values (a multiple of 8). Masked: non-finite
-// originals count as 0 (load_f32 with NonFinite::Zero); unmasked, they are
-// taken as they are, which only the caller's check makes right.
-template <DType T, bool Masked>
-ErrorAcc512 error_lanes8(const void* orig, int64_t offset, const float* deq, int64_t n8) {
+ErrorAcc512 error_acc_zero() {
   ErrorAcc512 a;
   a.se = a.sx = a.sy = a.dot = a.mx = _mm512_setzero_pd();
-  const __m256 inf = _mm256_set1_ps(__builtin_inff());
-  const __m256 sign = _mm256_set1_ps(-0.0f);
-  const __m512i abs_mask = _mm512_set1_epi64(0x7fffffffffffffffLL);
-  for (int64_t j = 0; j < n8; j += 8) {
-    __m256 xf = load8<T>(orig, offset + j);
-    if (Masked) xf = _mm256_and_ps(xf, _mm256_cmp_ps(_mm256_andnot_ps(sign, xf), inf, _CMP_LT_OQ));
-    const __m512d x = _mm512_cvtps_pd(xf), y = _mm512_cvtps_pd(_mm256_loadu_ps(deq + j));
-    const __m512d e = _mm512_sub_pd(x, y);
-    a.se = _mm512_add_pd(a.se, _mm512_mul_pd(e, e));  // e*e is rounded: no FMA here
-    // x*x, y*y, x*y of two floats are exact in double (quant_math.h), so
-    // the fused multiply-add rounds once, as the reference's add does.
-    a.sx = _mm512_fmadd_pd(x, x, a.sx);
-    a.sy = _mm512_fmadd_pd(y, y, a.sy);
-    a.dot = _mm512_fmadd_pd(x, y, a.dot);
-    // MAXPD(|e|, m) returns m when |e| is NaN: the reference's comparison.
-    a.mx = _mm512_max_pd(_mm512_castsi512_pd(_mm512_and_si512(_mm512_castpd_si512(e), abs_mask)), a.mx);
-  }
   return a;
 }
 
+// Eight originals (element j of the row in lane j % 8) and their
+// reconstructions into the lanes. Masked: non-finite originals count as 0
+// (load_f32 with NonFinite::Zero); unmasked, they are taken as they are,
+// which only the caller's check makes right.
+template <bool Masked>
+inline void error_add8(ErrorAcc512& a, __m256 xf, __m256 yf) {
+  if (Masked) {
+    const __m256 ax = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), xf);
+    xf = _mm256_and_ps(xf, _mm256_cmp_ps(ax, _mm256_set1_ps(__builtin_inff()), _CMP_LT_OQ));
+  }
+  const __m512d x = _mm512_cvtps_pd(xf), y = _mm512_cvtps_pd(yf);
+  const __m512d e = _mm512_sub_pd(x, y);
+  a.se = _mm512_add_pd(a.se, _mm512_mul_pd(e, e));  // e*e is rounded: no FMA here
+  // x*x, y*y, x*y of two floats are exact in double (quant_math.h), so
+  // the fused multiply-add rounds once, as the reference's add does.
+  a.sx = _mm512_fmadd_pd(x, x, a.sx);
+  a.sy = _mm512_fmadd_pd(y, y, a.sy);
+  a.dot = _mm512_fmadd_pd(x, y, a.dot);
+  // MAXPD(|e|, m) returns m when |e| is NaN: the reference's comparison.
+  const __m512i abs_mask = _mm512_set1_epi64(0x7fffffffffffffffLL);
+  a.mx = _mm512_max_pd(_mm512_castsi512_pd(_mm512_and_si512(_mm512_castpd_si512(e), abs_mask)), a.mx);
+}
+
+// The vector part of a row: n8 values (a multiple of 8).
+template <DType T, bool Masked>
+ErrorAcc512 error_lanes8(const void* orig, int64_t offset, const float* deq, int64_t n8) {
+  ErrorAcc512 a = error_acc_zero();
+  for (int64_t j = 0; j < n8; j += 8) error_add8<Masked>(a, load8<T>(orig, offset + j), _mm256_loadu_ps(deq + j));
+  return a;
+}
+
+// Optimistically without the non-finite mask (an eighth of the loop's work):
+// a non-finite x makes x*x, hence its sx lane, infinite or NaN for good,
+// while finite floats' squares (< 2^256 each) cannot overflow the double
+// sum. So all-finite sx lanes prove every x was finite and the unmasked sums
+// are the masked ones; otherwise the caller sums the row again, masked.
+inline bool all_x_finite(const ErrorAcc512& a) {
+  return _mm512_cmp_pd_mask(a.sx, _mm512_set1_pd(__builtin_inf()), _CMP_LT_OQ) == 0xff;
+}
+
+// The lanes folded as quant_math.h specifies, after the tail (n % 8 values,
+// from element j8 of the row, in lanes 0..) added the reference's way.
 template <DType T>
-void error_row_t(const void* orig, DType, int64_t offset, const float* deq, int64_t n, ErrorStats* s) {
-  const int64_t n8 = n - n % 8;
-  // Optimistically without the non-finite mask (an eighth of the loop's
-  // work): a non-finite x makes x*x, hence its sx lane, infinite or NaN for
-  // good, while finite floats' squares (< 2^256 each) cannot overflow the
-  // double sum. So all-finite sx lanes prove every x was finite and the
-  // unmasked sums are the masked ones; otherwise the row is summed again.
-  ErrorAcc512 a = error_lanes8<T, false>(orig, offset, deq, n8);
-  const __mmask8 finite = _mm512_cmp_pd_mask(a.sx, _mm512_set1_pd(__builtin_inf()), _CMP_LT_OQ);
-  if (finite != 0xff) a = error_lanes8<T, true>(orig, offset, deq, n8);
+void error_finish(const ErrorAcc512& a, const void* orig, int64_t offset, const float* deq, int64_t j8, int64_t n,
+                  ErrorStats* s) {
   qm::ErrorLanes l;
   _mm512_storeu_pd(l.se, a.se);
   _mm512_storeu_pd(l.sx, a.sx);
@@ -245,8 +258,7 @@ void error_row_t(const void* orig, DType, int64_t offset, const float* deq, int6
   _mm512_storeu_pd(m, a.mx);
   l.max_abs = 0.0;
   for (int k = 0; k < 8; ++k) l.max_abs = m[k] > l.max_abs ? m[k] : l.max_abs;
-  // the tail (n % 8 values) lands in lanes 0.. as in the reference
-  for (int64_t j = n8, k = 0; j < n; ++j, ++k) {
+  for (int64_t j = j8, k = 0; j < n; ++j, ++k) {
     float x;
     if (T == DType::F32) x = static_cast<const float*>(orig)[offset + j];
     else if (T == DType::F16) x = f16_to_f32(static_cast<const uint16_t*>(orig)[offset + j]);
@@ -261,6 +273,58 @@ void error_row_t(const void* orig, DType, int64_t offset, const float* deq, int6
   s->max_abs = l.max_abs;
 }
 
+template <DType T>
+void error_row_t(const void* orig, DType, int64_t offset, const float* deq, int64_t n, ErrorStats* s) {
+  const int64_t n8 = n - n % 8;
+  ErrorAcc512 a = error_lanes8<T, false>(orig, offset, deq, n8);
+  if (!all_x_finite(a)) a = error_lanes8<T, true>(orig, offset, deq, n8);
+  error_finish<T>(a, orig, offset, deq, n8, n, s);
+}
+
+// ---- the same with Q8_0 / Q4_0 dequantized in registers (the values of
+// qm::q8_0_unblock / q4_0_unblock and the AVX2 dequantize_ggml_row), so the
+// row never goes through memory.
+
+template <DType T, QFormat F, bool Masked>
+ErrorAcc512 error_lanes_ggml(const void* orig, int64_t offset, const uint8_t* in, int64_t nb) {
+  constexpr int kBytes = F == QFormat::Q8_0 ? 34 : 18;
+  ErrorAcc512 a = error_acc_zero();
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* blk = in + b * kBytes;
+    const __m256 d = _mm256_set1_ps(f16_to_f32(qm::load_u16(blk)));
+    const int64_t o = offset + b * qm::QK;
+    for (int k = 0; k < 4; ++k) {
+      __m256i q;
+      if (F == QFormat::Q8_0) {
+        q = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk + 2 + 8 * k)));
+      } else {  // element j < 16: low nibble of qs[j]; j >= 16: high nibble of qs[j - 16]
+        const __m256i u = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk + 2 + 8 * (k & 1))));
+        q = _mm256_sub_epi32(_mm256_and_si256(k < 2 ? u : _mm256_srli_epi32(u, 4), _mm256_set1_epi32(0x0f)),
+                             _mm256_set1_epi32(8));
+      }
+      error_add8<Masked>(a, load8<T>(orig, o + 8 * k), _mm256_mul_ps(_mm256_cvtepi32_ps(q), d));
+    }
+  }
+  return a;
+}
+
+template <DType T, QFormat F>
+void error_ggml_row_t(const MatrixView& orig, const DequantizeArgs& q, int64_t row, ErrorStats* s) {
+  const int64_t nb = q.cols / qm::QK;
+  const uint8_t* in = q.data + row * nb * (F == QFormat::Q8_0 ? 34 : 18);
+  const int64_t offset = row * q.cols;
+  ErrorAcc512 a = error_lanes_ggml<T, F, false>(orig.data, offset, in, nb);
+  if (!all_x_finite(a)) a = error_lanes_ggml<T, F, true>(orig.data, offset, in, nb);
+  error_finish<T>(a, orig.data, offset, nullptr, q.cols, q.cols, s);  // no tail: rows are whole blocks
+}
+
+template <QFormat F>
+ErrorDeqRowFn error_ggml_row_fn(DType t) {
+  if (t == DType::F16) return error_ggml_row_t<DType::F16, F>;
+  if (t == DType::BF16) return error_ggml_row_t<DType::BF16, F>;
+  return error_ggml_row_t<DType::F32, F>;
+}
+
 void error_row_any(const void* orig, DType t, int64_t offset, const float* deq, int64_t n, ErrorStats* s) {
   switch (t) {
     case DType::F16: error_row_t<DType::F16>(orig, t, offset, deq, n, s); return;
@@ -273,6 +337,12 @@ void error_row_any(const void* orig, DType t, int64_t offset, const float* deq, 
 
 ErrorRowFn error_row_fn() { return error_row_any; }
 
+ErrorDeqRowFn error_deq_row_fn(const DequantizeArgs& q, DType orig) {
+  if (q.format == QFormat::Q8_0) return error_ggml_row_fn<QFormat::Q8_0>(orig);
+  if (q.format == QFormat::Q4_0) return error_ggml_row_fn<QFormat::Q4_0>(orig);
+  return nullptr;
+}
+
 }  // namespace avx512
 }  // namespace st
 
@@ -283,6 +353,7 @@ namespace avx512 {
 bool compiled() { return false; }
 QuantRowFn ggml_search_row_fn(const QuantizeArgs&) { return nullptr; }
 ErrorRowFn error_row_fn() { return nullptr; }
+ErrorDeqRowFn error_deq_row_fn(const DequantizeArgs&, DType) { return nullptr; }
 void sym_sums8(const float*, const float*, int, const float*, int, float, float, __m256*, __m256*) {}
 void asym_sums8(const float*, const float*, int, const float*, const float*, int, float, float, __m256*, __m256*) {}
 void q4_1_sums8(const float*, const float*, float, const float*, int, __m256*, __m256*, __m256*) {}
