@@ -15,6 +15,8 @@
 
 #if defined(__AVX512F__) && defined(__AVX512VL__)
 
+#include <cstring>
+
 #include "quant_ksimd.h"
 #include "quant_math.h"
 
@@ -281,9 +283,10 @@ void error_row_t(const void* orig, DType, int64_t offset, const float* deq, int6
   error_finish<T>(a, orig, offset, deq, n8, n, s);
 }
 
-// ---- the same with Q8_0 / Q4_0 dequantized in registers (the values of
-// qm::q8_0_unblock / q4_0_unblock and the AVX2 dequantize_ggml_row), so the
-// row never goes through memory.
+// ---- the same with Q8_0 / Q4_0 / INT8 / INT4 dequantized in registers (the values of
+// qm::q8_0_unblock / q4_0_unblock, ref::dequantize_row's groups and the
+// AVX2 dequantize_ggml_row / dequantize_int_row), so the row never goes
+// through memory.
 
 template <DType T, QFormat F, bool Masked>
 ErrorAcc512 error_lanes_ggml(const void* orig, int64_t offset, const uint8_t* in, int64_t nb) {
@@ -318,6 +321,47 @@ void error_ggml_row_t(const MatrixView& orig, const DequantizeArgs& q, int64_t r
   error_finish<T>(a, orig.data, offset, nullptr, q.cols, q.cols, s);  // no tail: rows are whole blocks
 }
 
+// INT8 / INT4 groups (a multiple of 8 values), as the AVX2
+// dequantize_int_row: (u - 2^(bits-1) - z) * s with u the stored code.
+template <DType T, int Bits, bool Masked>
+ErrorAcc512 error_lanes_int(const void* orig, int64_t offset, const DequantizeArgs& q, int64_t row, const uint8_t* in) {
+  const int64_t ng = q.cols / q.group;
+  ErrorAcc512 a = error_acc_zero();
+  for (int64_t gi = 0; gi < ng; ++gi) {
+    const __m256 sc = _mm256_set1_ps(qm::load_scale(q.scales, row * ng + gi, q.scale_dtype));
+    const __m256i off = _mm256_set1_epi32((1 << (Bits - 1)) + (q.zeros ? q.zeros[row * ng + gi] : 0));
+    for (int64_t j = gi * q.group; j < (gi + 1) * q.group; j += 8) {
+      __m256i u;
+      if (Bits == 8) {
+        u = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(in + j)));
+      } else {
+        uint32_t word;
+        std::memcpy(&word, in + j / 2, 4);
+        u = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int32_t>(word)), _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)),
+                             _mm256_set1_epi32(0x0f));
+      }
+      error_add8<Masked>(a, load8<T>(orig, offset + j), _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(u, off)), sc));
+    }
+  }
+  return a;
+}
+
+template <DType T, int Bits>
+void error_int_row_t(const MatrixView& orig, const DequantizeArgs& q, int64_t row, ErrorStats* s) {
+  const uint8_t* in = q.data + row * quant_sizes(q.format, q.cols, q.group).data_row_bytes;
+  const int64_t offset = row * q.cols;
+  ErrorAcc512 a = error_lanes_int<T, Bits, false>(orig.data, offset, q, row, in);
+  if (!all_x_finite(a)) a = error_lanes_int<T, Bits, true>(orig.data, offset, q, row, in);
+  error_finish<T>(a, orig.data, offset, nullptr, q.cols, q.cols, s);  // no tail: rows are whole groups of 8k
+}
+
+template <int Bits>
+ErrorDeqRowFn error_int_row_fn(DType t) {
+  if (t == DType::F16) return error_int_row_t<DType::F16, Bits>;
+  if (t == DType::BF16) return error_int_row_t<DType::BF16, Bits>;
+  return error_int_row_t<DType::F32, Bits>;
+}
+
 template <QFormat F>
 ErrorDeqRowFn error_ggml_row_fn(DType t) {
   if (t == DType::F16) return error_ggml_row_t<DType::F16, F>;
@@ -340,6 +384,8 @@ ErrorRowFn error_row_fn() { return error_row_any; }
 ErrorDeqRowFn error_deq_row_fn(const DequantizeArgs& q, DType orig) {
   if (q.format == QFormat::Q8_0) return error_ggml_row_fn<QFormat::Q8_0>(orig);
   if (q.format == QFormat::Q4_0) return error_ggml_row_fn<QFormat::Q4_0>(orig);
+  if (q.group % 8 == 0 && q.format == QFormat::Int8) return error_int_row_fn<8>(orig);
+  if (q.group % 8 == 0 && q.format == QFormat::Int4) return error_int_row_fn<4>(orig);
   return nullptr;
 }
 
