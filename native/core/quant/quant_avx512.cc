@@ -283,10 +283,10 @@ void error_row_t(const void* orig, DType, int64_t offset, const float* deq, int6
   error_finish<T>(a, orig, offset, deq, n8, n, s);
 }
 
-// ---- the same with Q8_0 / Q4_0 / INT8 / INT4 dequantized in registers (the values of
-// qm::q8_0_unblock / q4_0_unblock, ref::dequantize_row's groups and the
-// AVX2 dequantize_ggml_row / dequantize_int_row), so the row never goes
-// through memory.
+// ---- the same with Q8_0 / Q4_0 / Q4_K / Q5_K / INT8 / INT4 dequantized in registers (the values of
+// qm::q8_0_unblock / q4_0_unblock, qk's K-quant unblocking, ref::
+// dequantize_row's groups and the AVX2 dequantize_*_row), so the row never
+// goes through memory.
 
 template <DType T, QFormat F, bool Masked>
 ErrorAcc512 error_lanes_ggml(const void* orig, int64_t offset, const uint8_t* in, int64_t nb) {
@@ -319,6 +319,54 @@ void error_ggml_row_t(const MatrixView& orig, const DequantizeArgs& q, int64_t r
   ErrorAcc512 a = error_lanes_ggml<T, F, false>(orig.data, offset, in, nb);
   if (!all_x_finite(a)) a = error_lanes_ggml<T, F, true>(orig.data, offset, in, nb);
   error_finish<T>(a, orig.data, offset, nullptr, q.cols, q.cols, s);  // no tail: rows are whole blocks
+}
+
+// Q4_K / Q5_K super-blocks of 256, as the AVX2 dequantize_kquant_row:
+// sub-block j of 32 values has dl = d * sc_j, ml = dmin * m_j (qk::q45_k_sub)
+// and x = dl * q - ml.
+template <DType T, QFormat F, bool Masked>
+ErrorAcc512 error_lanes_k45(const void* orig, int64_t offset, const uint8_t* in, int64_t nb) {
+  constexpr bool kFive = F == QFormat::Q5_K;
+  constexpr int kBytes = kFive ? 176 : 144;
+  ErrorAcc512 a = error_acc_zero();
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* y = in + b * kBytes;
+    const uint8_t* qs = y + (kFive ? 48 : 16);
+    const float d = f16_to_f32(qm::load_u16(y)), dmin = f16_to_f32(qm::load_u16(y + 2));
+    const int64_t o = offset + b * qk::QK_K;
+    for (int j = 0; j < 8; ++j) {
+      int sc, mc;
+      qk::scale_min_k4(j, y + 4, &sc, &mc);
+      const __m256 dl = _mm256_set1_ps(d * static_cast<float>(sc)), ml = _mm256_set1_ps(dmin * static_cast<float>(mc));
+      for (int i = 32 * j; i < 32 * j + 32; i += 8) {
+        const __m256i bytes = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(qs + 32 * (i / 64) + i % 32)));
+        __m256i q = _mm256_and_si256(_mm256_srli_epi32(bytes, 4 * ((i / 32) & 1)), _mm256_set1_epi32(0x0f));
+        if (kFive) {
+          const __m256i hb = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(y + 16 + i % 32)));
+          q = _mm256_or_si256(q, _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(hb, i / 32), _mm256_set1_epi32(1)), 4));
+        }
+        error_add8<Masked>(a, load8<T>(orig, o + i), _mm256_sub_ps(_mm256_mul_ps(dl, _mm256_cvtepi32_ps(q)), ml));
+      }
+    }
+  }
+  return a;
+}
+
+template <DType T, QFormat F>
+void error_k45_row_t(const MatrixView& orig, const DequantizeArgs& q, int64_t row, ErrorStats* s) {
+  const int64_t nb = q.cols / qk::QK_K;
+  const uint8_t* in = q.data + row * nb * (F == QFormat::Q5_K ? 176 : 144);
+  const int64_t offset = row * q.cols;
+  ErrorAcc512 a = error_lanes_k45<T, F, false>(orig.data, offset, in, nb);
+  if (!all_x_finite(a)) a = error_lanes_k45<T, F, true>(orig.data, offset, in, nb);
+  error_finish<T>(a, orig.data, offset, nullptr, q.cols, q.cols, s);  // no tail: rows are whole blocks
+}
+
+template <QFormat F>
+ErrorDeqRowFn error_k45_row_fn(DType t) {
+  if (t == DType::F16) return error_k45_row_t<DType::F16, F>;
+  if (t == DType::BF16) return error_k45_row_t<DType::BF16, F>;
+  return error_k45_row_t<DType::F32, F>;
 }
 
 // INT8 / INT4 groups (a multiple of 8 values), as the AVX2
@@ -384,6 +432,8 @@ ErrorRowFn error_row_fn() { return error_row_any; }
 ErrorDeqRowFn error_deq_row_fn(const DequantizeArgs& q, DType orig) {
   if (q.format == QFormat::Q8_0) return error_ggml_row_fn<QFormat::Q8_0>(orig);
   if (q.format == QFormat::Q4_0) return error_ggml_row_fn<QFormat::Q4_0>(orig);
+  if (q.format == QFormat::Q4_K) return error_k45_row_fn<QFormat::Q4_K>(orig);
+  if (q.format == QFormat::Q5_K) return error_k45_row_fn<QFormat::Q5_K>(orig);
   if (q.group % 8 == 0 && q.format == QFormat::Int8) return error_int_row_fn<8>(orig);
   if (q.group % 8 == 0 && q.format == QFormat::Int4) return error_int_row_fn<4>(orig);
   return nullptr;
