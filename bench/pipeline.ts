@@ -260,7 +260,7 @@ async function measure(
   // Each run writes a new file: the previous run's output is removed first,
   // outside the timing (replacing a file would add its deletion to the run).
   const slim = async (extra: string[]): Promise<Sample & { r: CompressReport }> => {
-    await fsp.rm(output, { force: true });
+    await fsp.rm(output, { recursive: true, force: true });
     const c = await timed(process.execPath, ['--import', 'tsx', path.join(ROOT, 'lib', 'cli', 'main.ts'), 'quantize', input, '-o', output, '-p', preset, '--threads', String(threads), '--json', '--quiet', '--force', ...extra]);
     const r = JSON.parse(c.stdout) as CompressReport;
     return { s: r.timeMs / 1000, rss: c.peakRss, cpu: c.cpuSeconds, r };

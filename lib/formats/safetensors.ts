@@ -85,6 +85,23 @@ export interface ReadTensorOptions {
    * allocation; the result views it. Its byteOffset must suit the dtype.
    */
   into?: Uint8Array;
+  /** Read only these bytes of the tensor (e.g. a band of rows): `length` bytes from `offset`. */
+  range?: TensorByteRange;
+}
+
+export interface TensorByteRange {
+  offset: number;
+  length: number;
+}
+
+/** The [offset, length] a read covers: the whole tensor, or `range` checked against its byteLength. */
+export function readSpan(range: TensorByteRange | undefined, byteLength: number, where: string): { offset: number; length: number } {
+  if (range === undefined) return { offset: 0, length: byteLength };
+  const { offset, length } = (range ?? {}) as Partial<TensorByteRange>;
+  if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || (offset as number) < 0 || (length as number) < 0 || (offset as number) + (length as number) > byteLength) {
+    throw new SlimTensorError(`${where}: options.range must be whole bytes inside the tensor's ${byteLength} (got offset ${String(offset)}, length ${String(length)})`, 'ERR_VALUE');
+  }
+  return { offset: offset as number, length: length as number };
 }
 
 /** One open safetensors file. */
@@ -137,8 +154,9 @@ export class SafetensorsFile {
   async readTensorBytes(tensor: string | SafetensorsTensorInfo, options: ReadTensorOptions = {}): Promise<Uint8Array> {
     const info = this.resolve(tensor, 'readTensorBytes');
     const fh = this.handle('readTensorBytes');
-    const bytes = target(options.into, info.byteLength, 'SafetensorsFile.readTensorBytes');
-    await readExact(fh, bytes, 0, info.fileOffset, `safetensors ${this.path}`);
+    const span = readSpan(options.range, info.byteLength, 'SafetensorsFile.readTensorBytes');
+    const bytes = target(options.into, span.length, 'SafetensorsFile.readTensorBytes');
+    await readExact(fh, bytes, 0, info.fileOffset + span.offset, `safetensors ${this.path}`);
     return bytes;
   }
 
@@ -152,6 +170,7 @@ export class SafetensorsFile {
     if (dtype === undefined) {
       throw new SlimTensorError(`SafetensorsFile.readTensor: tensor ${quoteName(info.name)} in ${this.path} has dtype ${info.dtype}, which slimtensor cannot represent; readTensorBytes() returns its bytes`, 'ERR_UNSUPPORTED');
     }
+    if (options.range !== undefined) throw new SlimTensorError('SafetensorsFile.readTensor reads whole tensors; readTensorBytes takes options.range', 'ERR_VALUE');
     const bytes = await this.readTensorBytes(info, options);
     return Tensor.from(bytes, info.shape, dtype);
   }
