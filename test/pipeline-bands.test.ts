@@ -11,7 +11,7 @@ import { GGUFWriter } from '../lib/formats/gguf-writer';
 import { SafetensorsModel, ShardedSafetensorsWriter } from '../lib/formats/safetensors';
 import { rejected } from './support/assert';
 import { f32ToF16Bits, GGML, writeGGUF } from './support/gguf-writer';
-import { ggufTensors, type GeneratedTensor } from './support/models';
+import { ggufTensors, hfTensors, writeHFFolder, type GeneratedTensor } from './support/models';
 
 /** The tensors as a GGUF of F32 or F16 matrices (norms F32). */
 async function writeModel(file: string, tensors: readonly GeneratedTensor[], matrices: 'F32' | 'F16'): Promise<void> {
@@ -106,6 +106,43 @@ describe('pipeline: large tensors quantized in bands of rows', function () {
     // the imatrix changes the bytes, and banding does not
     expect(Buffer.compare(banded.bytes, whole.bytes)).to.not.equal(0);
     expect(Buffer.compare(banded2.bytes, whole.bytes)).to.equal(0);
+  });
+
+  it('kept tensors go in bands too (GGUF, and a sharded safetensors folder to w4a16 and to 2:4 pruning): the same files, the same zero count', async () => {
+    const keepAll = { name: 'copy', rules: [{ match: '*', method: 'keep' as const }] };
+    for (const input of ['f32.gguf', 'f16.gguf']) {
+      const outs: Buffer[] = [];
+      for (const bandBytes of [0, 3 * 1024 + 5]) {
+        const output = path.join(tmp, `kept-${input}-${bandBytes}.gguf`);
+        const r = await compressModel({ input: path.join(tmp, input), output, overwrite: true, recipe: keepAll, bandBytes });
+        outs.push(await fsp.readFile(output));
+        if (bandBytes > 0) expect(r.memory.peakBytes, input).to.be.below(2 * 4096 + 3 * 1024 * 4);
+      }
+      expect(Buffer.compare(outs[0] as Buffer, outs[1] as Buffer), input).to.equal(0);
+    }
+    const hf = path.join(tmp, 'hf');
+    // embed_tokens [64, 128] F16 = 16 KiB, kept by w4a16 and by the pruning presets
+    await writeHFFolder(hf, hfTensors(5, 128), 'F16', 2);
+    for (const recipe of ['w4a16', '2of4', 'keep']) {
+      const folders: Map<string, Buffer>[] = [];
+      const sparsity: unknown[] = [];
+      const peaks: number[] = [];
+      for (const bandBytes of [0, 1000]) {
+        const output = path.join(tmp, `hf-${recipe}-${bandBytes}`);
+        const r = await compressModel({ input: hf, output, overwrite: true, recipe: recipe === 'keep' ? { ...keepAll, format: 'safetensors' } : recipe, bandBytes, maxShardBytes: 40 * 1024 });
+        peaks.push(r.memory.peakBytes);
+        const names = (await fsp.readdir(output)).sort();
+        folders.push(new Map(await Promise.all(names.map(async (n) => [n, await fsp.readFile(path.join(output, n))] as const))));
+        sparsity.push((JSON.parse(await fsp.readFile(path.join(output, 'config.json'), 'utf8')) as { quantization_config?: unknown }).quantization_config);
+      }
+      const [whole, banded] = folders as [Map<string, Buffer>, Map<string, Buffer>];
+      expect([...banded.keys()], recipe).to.deep.equal([...whole.keys()]);
+      expect([...whole.keys()].filter((n) => n.endsWith('.safetensors')).length, recipe).to.be.greaterThan(1);
+      for (const [n, b] of whole) expect(Buffer.compare(banded.get(n) as Buffer, b), `${recipe} ${n}`).to.equal(0);
+      expect(sparsity[1], recipe).to.deep.equal(sparsity[0]);
+      // every tensor kept: all go in bands, and the buffers held shrink
+      if (recipe === 'keep') expect(peaks[1]).to.be.below(peaks[0] as number);
+    }
   });
 
   it('readTensorBytes reads a byte range (GGUF and safetensors) and refuses ranges outside the tensor', async () => {

@@ -745,8 +745,10 @@ function planEntry(src: SourceTensor, plan: TensorPlan, format: OutputFormat, me
 interface Sink {
   files: string[];
   write(e: Entry, r: Result): Promise<void>;
-  /** The next bytes of a tensor written in bands (GGUF output: one data tensor per input tensor). */
-  append?(e: Entry, bytes: Uint8Array): Promise<void>;
+  /** GGUF output (one data tensor per input tensor: quantized tensors can be written in bands). */
+  gguf: boolean;
+  /** The next band of a tensor written in bands (bandsOf): raw bytes, or (GGUF) quantized blocks. */
+  append?(e: Entry, r: Result): Promise<void>;
   finish(): Promise<void>;
   abort(): Promise<void>;
 }
@@ -774,7 +776,12 @@ async function createSink(
         else if (r.kind === 'quant') await w.write(e.src.name, r.q.data);
         else throw new SlimTensorError('compressModel: GGUF output holds one tensor per input tensor (no low-rank factors or sparse parts)', 'ERR_UNSUPPORTED');
       },
-      append: (e, bytes) => w.append(e.src.name, bytes),
+      gguf: true,
+      append: async (e, r) => {
+        if (r.kind === 'raw') await w.append(e.src.name, r.bytes);
+        else if (r.kind === 'quant') await w.append(e.src.name, r.q.data);
+        else throw new SlimTensorError('compressModel: GGUF output holds one tensor per input tensor (no low-rank factors or sparse parts)', 'ERR_UNSUPPORTED');
+      },
       finish: () => w.close(),
       abort: () => w.abort(),
     };
@@ -793,6 +800,12 @@ async function createSink(
       } else {
         for (let i = 0; i < e.st.length; i++) await w.write((e.st[i] as PlannedTensor).name, r.parts[i] as ArrayBufferView);
       }
+    },
+    gguf: false,
+    append: async (e, r) => {
+      // bands come only from tensors written as they are read (bandsOf)
+      if (r.kind !== 'raw') throw new SlimTensorError(`compressModel: tensor ${quoteName(e.src.name)}: only kept tensors are written in bands to ${format}`, 'ERR_INTERNAL');
+      await w.append((e.st[0] as PlannedTensor).name, r.bytes);
     },
     finish: () => w.close(),
     abort: () => w.abort(),
@@ -909,16 +922,19 @@ function settled(p: Promise<unknown>): Promise<void> {
 }
 
 /**
- * A band of rows of a large tensor, quantized on its own: its input and
- * output buffers stay small enough to be reused warm (and mostly cached)
- * from band to band, and the first band's output is written while the
- * next is read and quantized instead of the tensor going through each
- * stage whole. GGML formats quantize rows independently, so the bands'
- * bytes are the tensor's.
+ * A band of rows of a large tensor, quantized (or copied, when kept) on its
+ * own: its input and output buffers stay small enough to be reused warm
+ * (and mostly cached) from band to band, and one band's output is written
+ * while the next is read and quantized, instead of the tensor going
+ * through each stage whole. GGML formats quantize rows independently, so
+ * the bands' bytes are the tensor's.
  */
 interface Band {
   row0: number;
   rows: number;
+  /** The band's stored bytes in the tensor: from `offset`, `bytes` of them. */
+  offset: number;
+  bytes: number;
   index: number;
   count: number;
 }
@@ -934,24 +950,34 @@ interface WorkItem {
   need: number;
 }
 
-/** The bands a tensor is quantized in, or undefined when it goes whole. */
+/**
+ * The bands a tensor goes through the pipeline in, or undefined when it
+ * goes whole: tensors kept as they are, and (GGUF output) plain quantize
+ * rules to a GGML format, read from a source that reads byte ranges.
+ */
 function bandsOf(e: Entry, source: ModelSource, sink: Sink, ro: RunOptions): { bands: Band[]; need: number } | undefined {
   const a = e.plan.action;
-  if (a.kind !== 'quantize' || source.readRange === undefined || sink.append === undefined || ro.ready !== undefined || ro.onComputed !== undefined) return undefined;
-  if (!GGML_QUANT_FORMATS.includes(a.options.format) || a.calibrated !== undefined || e.scale !== undefined) return undefined;
-  const from = floatDtypeOf(e.src);
-  if (from === undefined || ro.bandBytes === 0 || e.src.byteLength < 1.5 * ro.bandBytes) return undefined;
+  if (ro.bandBytes === 0 || e.src.byteLength < 1.5 * ro.bandBytes || source.readRange === undefined || sink.append === undefined) return undefined;
+  if (ro.ready !== undefined || ro.onComputed !== undefined || e.scale !== undefined) return undefined;
   const cols = e.src.shape[e.src.shape.length - 1] as number;
-  // a 3-D weight with one importance vector per expert goes whole (compressOne)
-  if (e.importance !== undefined && e.importance.sums.length > cols) return undefined;
-  const rows = e.src.byteLength / (cols * dtypeSize(from));
-  const rowIn = cols * dtypeSize(from);
-  const rowOut = quantBytes([1, cols], a.options).data;
+  const rows = e.src.shape.reduce((x, d) => x * d, 1) / cols;
+  const rowIn = e.src.byteLength / rows;
+  if (!(rows >= 2 && Number.isInteger(rowIn))) return undefined;
+  let rowOut = 0; // kept: the output is the band as read
+  if (a.kind === 'quantize') {
+    if (!sink.gguf || !GGML_QUANT_FORMATS.includes(a.options.format) || a.calibrated !== undefined || floatDtypeOf(e.src) === undefined) return undefined;
+    // a 3-D weight with one importance vector per expert goes whole (compressOne)
+    if (e.importance !== undefined && e.importance.sums.length > cols) return undefined;
+    rowOut = quantBytes([1, cols], a.options).data;
+  } else if (a.kind !== 'keep') return undefined;
   const per = Math.max(1, Math.floor(ro.bandBytes / rowIn));
   const bands: Band[] = [];
-  for (let r = 0; r < rows; r += per) bands.push({ row0: r, rows: Math.min(per, rows - r), index: bands.length, count: 0 });
+  for (let r = 0; r < rows; r += per) {
+    const n = Math.min(per, rows - r);
+    bands.push({ row0: r, rows: n, offset: r * rowIn, bytes: n * rowIn, index: bands.length, count: 0 });
+  }
   for (const b of bands) b.count = bands.length;
-  return { bands, need: poolSize(per * rowIn) + poolSize(per * rowOut) };
+  return { bands, need: poolSize(per * rowIn) + (rowOut > 0 ? poolSize(per * rowOut) : 0) };
 }
 
 async function runPipeline(entries: readonly Entry[], source: ModelSource, sink: Sink, pool: BufferPool, ro: RunOptions): Promise<void> {
@@ -978,15 +1004,13 @@ async function runPipeline(entries: readonly Entry[], source: ModelSource, sink:
     };
     let step = 'read';
     const st = ro.stages;
-    // a band's rows: bytes of one stored row
-    const rowIn = band === undefined ? 0 : (e.src.shape[e.src.shape.length - 1] as number) * dtypeSize(floatDtypeOf(e.src) as FloatDType);
     try {
       let input: Uint8Array;
       try {
         await afterRead;
         if (stopped()) return;
         input = await timed(st, 'readMs', () =>
-          band === undefined ? source.readBytes(e.src.name, take(e.src.byteLength)) : (source.readRange as NonNullable<ModelSource['readRange']>)(e.src.name, band.row0 * rowIn, band.rows * rowIn, take(band.rows * rowIn)),
+          band === undefined ? source.readBytes(e.src.name, take(e.src.byteLength)) : (source.readRange as NonNullable<ModelSource['readRange']>)(e.src.name, band.offset, band.bytes, take(band.bytes)),
         );
       } finally {
         readDone();
@@ -1003,7 +1027,7 @@ async function runPipeline(entries: readonly Entry[], source: ModelSource, sink:
         // The error is timed apart from the compression it follows.
         const mine = noStageTimes();
         const t0 = performance.now();
-        result = band === undefined ? await compressOne(e, input, take, ro, mine) : await quantizeBand(e, band, input, take, ro, mine);
+        result = band === undefined ? await compressOne(e, input, take, ro, mine) : await bandOne(e, band, input, take, ro, mine);
         st.compressMs += performance.now() - t0 - mine.errorMs;
         st.errorMs += mine.errorMs;
         await ro.onComputed?.(e, result);
@@ -1013,7 +1037,7 @@ async function runPipeline(entries: readonly Entry[], source: ModelSource, sink:
       step = 'write';
       await timed(st, 'writeWaitMs', () => afterWrite);
       if (stopped()) return;
-      await timed(st, 'writeMs', () => (band === undefined ? sink.write(e, result) : (sink.append as NonNullable<Sink['append']>)(e, (result as { q: QuantizedTensor }).q.data as Uint8Array)));
+      await timed(st, 'writeMs', () => (band === undefined ? sink.write(e, result) : (sink.append as NonNullable<Sink['append']>)(e, result)));
       if (band !== undefined && band.index < band.count - 1) return;
       done++;
       bytesDone += e.src.byteLength;
@@ -1053,9 +1077,15 @@ async function runPipeline(entries: readonly Entry[], source: ModelSource, sink:
   ro.signal?.throwIfAborted();
 }
 
-/** Quantizes one band of a tensor's rows (bandsOf); the tensor's error is complete after its last band. */
-async function quantizeBand(e: Entry, band: Band, input: Uint8Array, take: (n: number) => Uint8Array, ro: RunOptions, times: StageTimes): Promise<Result> {
-  const o = (e.plan.action as Extract<TensorAction, { kind: 'quantize' }>).options;
+/** One band of a tensor's rows (bandsOf): kept as read, or quantized; the tensor's error is complete after its last band. */
+async function bandOne(e: Entry, band: Band, input: Uint8Array, take: (n: number) => Uint8Array, ro: RunOptions, times: StageTimes): Promise<Result> {
+  const a = e.plan.action;
+  if (a.kind !== 'quantize') {
+    const dt = floatDtypeOf(e.src);
+    if (ro.countZeros && dt !== undefined) countZerosInto(e, input, dt);
+    return { kind: 'raw', bytes: input };
+  }
+  const o = a.options;
   const cols = e.src.shape[e.src.shape.length - 1] as number;
   const shape = [band.rows, cols];
   const t = Tensor.from(input, shape, floatDtypeOf(e.src) as FloatDType);
