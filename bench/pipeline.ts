@@ -257,7 +257,10 @@ async function measure(
   const err: (Sample & { r: CompressReport })[] = [];
   const noErr: Sample[] = [];
   const peerRuns: Sample[] = [];
+  // Each run writes a new file: the previous run's output is removed first,
+  // outside the timing (replacing a file would add its deletion to the run).
   const slim = async (extra: string[]): Promise<Sample & { r: CompressReport }> => {
+    await fsp.rm(output, { recursive: true, force: true });
     const c = await timed(process.execPath, ['--import', 'tsx', path.join(ROOT, 'lib', 'cli', 'main.ts'), 'quantize', input, '-o', output, '-p', preset, '--threads', String(threads), '--json', '--quiet', '--force', ...extra]);
     const r = JSON.parse(c.stdout) as CompressReport;
     return { s: r.timeMs / 1000, rss: c.peakRss, cpu: c.cpuSeconds, r };
@@ -275,6 +278,7 @@ async function measure(
       const n = noErr[i] as Sample;
       let line = `  ${id} run ${i + 1}/${runs}: read alone ${read.toFixed(2)} s, error on ${e.s.toFixed(2)} s (${fmtGBs(gbps(inputBytes, e.s))} GB/s, ${fmtBytes(e.rss)}), --no-error ${n.s.toFixed(2)} s (${fmtGBs(gbps(inputBytes, n.s))} GB/s)`;
       if (peer !== undefined && 'path' in peer) {
+        await fsp.rm(peerOut, { force: true });
         const p = await timed(peer.path, [input, peerOut, LLAMA_TYPE[preset] as string, String(threads)]);
         peerRuns.push({ s: p.seconds, rss: p.peakRss, cpu: p.cpuSeconds });
         line += `, llama-quantize ${p.seconds.toFixed(2)} s (${fmtBytes(p.peakRss)})`;

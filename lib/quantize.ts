@@ -419,7 +419,8 @@ function planError(original: Tensor, q: QuantizedTensor, where: string): NativeA
   return args;
 }
 
-function summarise(s: ErrorSums): QuantizationError {
+/** The error statistics the sums describe (quantizationError's result). */
+export function errorFromSums(s: ErrorSums): QuantizationError {
   const n = s.count;
   const cosDen = Math.sqrt(s.sumSqRef * s.sumSqDeq);
   return {
@@ -432,13 +433,30 @@ function summarise(s: ErrorSums): QuantizationError {
 
 /** Error statistics of `q` against `original`, without materialising the dequantized tensor. */
 export async function quantizationError(original: Tensor, q: QuantizedTensor): Promise<QuantizationError> {
+  return errorFromSums(await quantizationErrorSums(original, q));
+}
+
+/** quantizationError's sums (not exported from the package): parts of one tensor add up with addErrorSums. */
+export async function quantizationErrorSums(original: Tensor, q: QuantizedTensor): Promise<ErrorSums> {
   const args = planError(original, q, 'quantizationError');
-  return summarise(await callAsync('quantizationError', () => binding.quantizationError(args, true)));
+  return callAsync('quantizationError', () => binding.quantizationError(args, true));
+}
+
+/** The sums of two disjoint parts of one tensor. */
+export function addErrorSums(a: ErrorSums, b: ErrorSums): ErrorSums {
+  return {
+    sumSqErr: a.sumSqErr + b.sumSqErr,
+    sumSqRef: a.sumSqRef + b.sumSqRef,
+    sumSqDeq: a.sumSqDeq + b.sumSqDeq,
+    dot: a.dot + b.dot,
+    maxAbs: Math.max(a.maxAbs, b.maxAbs),
+    count: a.count + b.count,
+  };
 }
 
 export function quantizationErrorSync(original: Tensor, q: QuantizedTensor): QuantizationError {
   const args = planError(original, q, 'quantizationErrorSync');
-  return summarise(callSync('quantizationErrorSync', () => binding.quantizationError(args, false)));
+  return errorFromSums(callSync('quantizationErrorSync', () => binding.quantizationError(args, false)));
 }
 
 export type { DType, FloatDType, Kernel };

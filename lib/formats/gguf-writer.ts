@@ -258,6 +258,8 @@ export class GGUFWriter {
   private readonly sizes: number[];
   private readonly offsets: number[];
   private next = 0;
+  /** Bytes of the tensor `next` appended so far. */
+  private filled = 0;
 
   private constructor(p: string, out: OutputFile, plan: GGUFWriterPlan, alignment: number, dataOffset: number, sizes: number[], offsets: number[]) {
     this.path = p;
@@ -338,20 +340,44 @@ export class GGUFWriter {
 
   /** Writes the next planned tensor's data (`parts` concatenated) and the padding after it. */
   async write(name: string, ...parts: ArrayBufferView[]): Promise<void> {
-    const out = this.handle();
-    const t = this.tensors[this.next];
-    if (t === undefined || t.name !== name) throw new SlimTensorError(`GGUFWriter ${this.path}: got tensor ${quoteName(name)}, expected ${t === undefined ? 'no more tensors' : quoteName(t.name)}`, 'ERR_VALUE');
+    const t = this.expect(name);
     const size = this.sizes[this.next] as number;
     const total = parts.reduce((n, p) => n + p.byteLength, 0);
-    if (total !== size) throw new SlimTensorError(`GGUFWriter ${this.path}: tensor ${quoteName(name)} (${t.type} [${t.shape.join(', ')}]) needs ${size} bytes, got ${total}`, 'ERR_SHAPE');
-    let at = this.dataOffset + (this.offsets[this.next] as number);
-    for (const p of parts) {
-      await out.write(viewBytes(p), at);
-      at += p.byteLength;
-    }
+    if (total !== size || this.filled > 0) throw new SlimTensorError(`GGUFWriter ${this.path}: tensor ${quoteName(name)} (${t.type} [${t.shape.join(', ')}]) needs ${size} bytes, got ${total}${this.filled > 0 ? ` after ${this.filled} appended` : ''}`, 'ERR_SHAPE');
+    if (size === 0) return this.finishTensor();
+    for (const p of parts) if (p.byteLength > 0) await this.append(name, p);
+  }
+
+  /**
+   * Writes the next bytes of the planned tensor `name` (the one expected):
+   * a tensor written in pieces, e.g. bands of rows. When its size is
+   * reached the padding follows and the next tensor is expected.
+   */
+  async append(name: string, bytes: ArrayBufferView): Promise<void> {
+    const out = this.handle();
+    const t = this.expect(name);
+    const size = this.sizes[this.next] as number;
+    if (this.filled + bytes.byteLength > size) throw new SlimTensorError(`GGUFWriter ${this.path}: tensor ${quoteName(name)} (${t.type} [${t.shape.join(', ')}]) needs ${size} bytes; ${this.filled} written and ${bytes.byteLength} more given`, 'ERR_SHAPE');
+    await out.write(viewBytes(bytes), this.dataOffset + (this.offsets[this.next] as number) + this.filled);
+    this.filled += bytes.byteLength;
+    if (this.filled === size) await this.finishTensor();
+  }
+
+  /** The planned tensor `name`, when it is the one expected next. */
+  private expect(name: string): GGUFPlannedTensor {
+    this.handle();
+    const t = this.tensors[this.next];
+    if (t === undefined || t.name !== name) throw new SlimTensorError(`GGUFWriter ${this.path}: got tensor ${quoteName(name)}, expected ${t === undefined ? 'no more tensors' : quoteName(t.name)}`, 'ERR_VALUE');
+    return t;
+  }
+
+  /** The padding after the current tensor; the next one is expected. */
+  private async finishTensor(): Promise<void> {
+    const size = this.sizes[this.next] as number;
     const pad = (this.alignment - (size % this.alignment)) % this.alignment;
-    if (pad > 0) await out.write(new Uint8Array(pad), at);
+    if (pad > 0) await this.handle().write(new Uint8Array(pad), this.dataOffset + (this.offsets[this.next] as number) + size);
     this.next++;
+    this.filled = 0;
   }
 
   async close(): Promise<void> {

@@ -16,7 +16,7 @@ import {
   type GGUFValue,
 } from './gguf-header';
 import { ggmlType, type GGMLTypeInfo } from './gguf-types';
-import { readExact } from './safetensors';
+import { readExact, readSpan, type TensorByteRange } from './safetensors';
 
 export { GGUF_LIMITS, nestedArrayItemType, type GGUFArrayValue, type GGUFMetadataEntry, type GGUFTensorInfo, type GGUFValue } from './gguf-header';
 export { GGML_TYPES, type GGMLTypeInfo, type GGMLTypeName, type GGUFValueTypeName } from './gguf-types';
@@ -36,6 +36,8 @@ export interface GGUFReadOptions {
    * Its byteOffset must suit the tensor's element type.
    */
   into?: Uint8Array;
+  /** Read only these bytes of the tensor (e.g. a band of rows): `length` bytes from `offset` (readTensorBytes). */
+  range?: TensorByteRange;
 }
 
 const DEFAULT_MAX_HEADER = 256 * 1024 * 1024;
@@ -168,11 +170,12 @@ export class GGUFReader {
     // Without `into`, a fresh allocation per tensor: offset 0 of its own
     // ArrayBuffer, so any typed view over it is aligned.
     const into = options.into;
-    if (into !== undefined && (!(into instanceof Uint8Array) || into.byteLength < info.byteLength)) {
-      throw new SlimTensorError(`GGUFReader.readTensorBytes: options.into must be a Uint8Array of at least ${info.byteLength} bytes`, 'ERR_VALUE');
+    const span = readSpan(options.range, info.byteLength, 'GGUFReader.readTensorBytes');
+    if (into !== undefined && (!(into instanceof Uint8Array) || into.byteLength < span.length)) {
+      throw new SlimTensorError(`GGUFReader.readTensorBytes: options.into must be a Uint8Array of at least ${span.length} bytes`, 'ERR_VALUE');
     }
-    const bytes = into === undefined ? new Uint8Array(info.byteLength) : into.subarray(0, info.byteLength);
-    await readExact(fh, bytes, 0, info.fileOffset, `GGUF ${this.path}`);
+    const bytes = into === undefined ? new Uint8Array(span.length) : into.subarray(0, span.length);
+    await readExact(fh, bytes, 0, info.fileOffset + span.offset, `GGUF ${this.path}`);
     return bytes;
   }
 
@@ -190,6 +193,7 @@ export class GGUFReader {
     if (type.dtype === undefined && type.quant === undefined) {
       throw new SlimTensorError(`GGUFReader.readTensor: tensor ${quoteName(info.name)} in ${this.path} has type ${type.name}, which slimtensor cannot represent; readTensorBytes() returns its raw blocks`, 'ERR_UNSUPPORTED');
     }
+    if (options.range !== undefined) throw new SlimTensorError('GGUFReader.readTensor reads whole tensors; readTensorBytes takes options.range', 'ERR_VALUE');
     const bytes = await this.readTensorBytes(info, options);
     if (type.quant !== undefined) return new QuantizedTensor({ format: type.quant, shape: info.shape, data: bytes });
     return Tensor.from(bytes, info.shape, type.dtype);

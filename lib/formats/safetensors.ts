@@ -85,6 +85,23 @@ export interface ReadTensorOptions {
    * allocation; the result views it. Its byteOffset must suit the dtype.
    */
   into?: Uint8Array;
+  /** Read only these bytes of the tensor (e.g. a band of rows): `length` bytes from `offset`. */
+  range?: TensorByteRange;
+}
+
+export interface TensorByteRange {
+  offset: number;
+  length: number;
+}
+
+/** The [offset, length] a read covers: the whole tensor, or `range` checked against its byteLength. */
+export function readSpan(range: TensorByteRange | undefined, byteLength: number, where: string): { offset: number; length: number } {
+  if (range === undefined) return { offset: 0, length: byteLength };
+  const { offset, length } = (range ?? {}) as Partial<TensorByteRange>;
+  if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || (offset as number) < 0 || (length as number) < 0 || (offset as number) + (length as number) > byteLength) {
+    throw new SlimTensorError(`${where}: options.range must be whole bytes inside the tensor's ${byteLength} (got offset ${String(offset)}, length ${String(length)})`, 'ERR_VALUE');
+  }
+  return { offset: offset as number, length: length as number };
 }
 
 /** One open safetensors file. */
@@ -137,8 +154,9 @@ export class SafetensorsFile {
   async readTensorBytes(tensor: string | SafetensorsTensorInfo, options: ReadTensorOptions = {}): Promise<Uint8Array> {
     const info = this.resolve(tensor, 'readTensorBytes');
     const fh = this.handle('readTensorBytes');
-    const bytes = target(options.into, info.byteLength, 'SafetensorsFile.readTensorBytes');
-    await readExact(fh, bytes, 0, info.fileOffset, `safetensors ${this.path}`);
+    const span = readSpan(options.range, info.byteLength, 'SafetensorsFile.readTensorBytes');
+    const bytes = target(options.into, span.length, 'SafetensorsFile.readTensorBytes');
+    await readExact(fh, bytes, 0, info.fileOffset + span.offset, `safetensors ${this.path}`);
     return bytes;
   }
 
@@ -152,6 +170,7 @@ export class SafetensorsFile {
     if (dtype === undefined) {
       throw new SlimTensorError(`SafetensorsFile.readTensor: tensor ${quoteName(info.name)} in ${this.path} has dtype ${info.dtype}, which slimtensor cannot represent; readTensorBytes() returns its bytes`, 'ERR_UNSUPPORTED');
     }
+    if (options.range !== undefined) throw new SlimTensorError('SafetensorsFile.readTensor reads whole tensors; readTensorBytes takes options.range', 'ERR_VALUE');
     const bytes = await this.readTensorBytes(info, options);
     return Tensor.from(bytes, info.shape, dtype);
   }
@@ -352,6 +371,8 @@ export class SafetensorsWriter {
   private readonly dataStart: number;
   private next = 0;
   private written = 0;
+  /** Bytes of the tensor `next` appended so far. */
+  private filled = 0;
 
   private constructor(p: string, out: OutputFile, planned: readonly PlannedTensor[], offsets: [number, number][], dataStart: number) {
     this.path = p;
@@ -388,21 +409,42 @@ export class SafetensorsWriter {
 
   /** Writes the next planned tensor; `parts` are concatenated and must add up to its planned size. */
   async write(name: string, ...parts: ArrayBufferView[]): Promise<void> {
+    this.expect(name);
+    const [begin, end] = this.offsets[this.next] as [number, number];
+    const total = parts.reduce((s, p) => s + p.byteLength, 0);
+    if (total !== end - begin || this.filled > 0) throw new SlimTensorError(`SafetensorsWriter ${this.path}: tensor ${quoteName(name)} is planned as ${end - begin} bytes, got ${total}${this.filled > 0 ? ` after ${this.filled} appended` : ''}`, 'ERR_SHAPE');
+    if (total === 0) {
+      this.next++;
+      return;
+    }
+    for (const p of parts) if (p.byteLength > 0) await this.append(name, p);
+  }
+
+  /**
+   * Writes the next bytes of the planned tensor `name` (the one expected):
+   * a tensor written in pieces, e.g. bands of rows. When its planned size
+   * is reached the next tensor is expected.
+   */
+  async append(name: string, bytes: ArrayBufferView): Promise<void> {
     const out = this.handle();
+    this.expect(name);
+    const [begin, end] = this.offsets[this.next] as [number, number];
+    if (this.filled + bytes.byteLength > end - begin) throw new SlimTensorError(`SafetensorsWriter ${this.path}: tensor ${quoteName(name)} is planned as ${end - begin} bytes; ${this.filled} written and ${bytes.byteLength} more given`, 'ERR_SHAPE');
+    await out.write(viewBytes(bytes), this.dataStart + begin + this.filled);
+    this.filled += bytes.byteLength;
+    this.written += bytes.byteLength;
+    if (this.filled === end - begin) {
+      this.next++;
+      this.filled = 0;
+    }
+  }
+
+  private expect(name: string): void {
+    this.handle();
     const t = this.planned[this.next];
     if (t === undefined || t.name !== name) {
       throw new SlimTensorError(`SafetensorsWriter ${this.path}: got tensor ${quoteName(name)}, expected ${t === undefined ? 'no more tensors' : quoteName(t.name)}`, 'ERR_VALUE');
     }
-    const [begin, end] = this.offsets[this.next] as [number, number];
-    const total = parts.reduce((s, p) => s + p.byteLength, 0);
-    if (total !== end - begin) throw new SlimTensorError(`SafetensorsWriter ${this.path}: tensor ${quoteName(name)} is planned as ${end - begin} bytes, got ${total}`, 'ERR_SHAPE');
-    let at = this.dataStart + begin;
-    for (const p of parts) {
-      await out.write(viewBytes(p), at);
-      at += p.byteLength;
-    }
-    this.written += total;
-    this.next++;
   }
 
   /** Closes the file after checking every planned tensor was written. */
@@ -512,6 +554,16 @@ export class ShardedSafetensorsWriter {
 
   /** Writes the next planned tensor (opening the next shard when the current one is full). */
   async write(name: string, ...parts: ArrayBufferView[]): Promise<void> {
+    await (await this.shardFor(name)).write(name, ...parts);
+  }
+
+  /** Writes the next bytes of the planned tensor `name` (SafetensorsWriter.append). */
+  async append(name: string, bytes: ArrayBufferView): Promise<void> {
+    await (await this.shardFor(name)).append(name, bytes);
+  }
+
+  /** The shard writer expecting a tensor, the next shard opened when the current one is full. */
+  private async shardFor(name: string): Promise<SafetensorsWriter> {
     while (this.current === undefined || this.current.expected === undefined) {
       if (this.current !== undefined) await this.current.close();
       this.current = undefined;
@@ -520,7 +572,7 @@ export class ShardedSafetensorsWriter {
       if (shard === undefined) throw new SlimTensorError(`ShardedSafetensorsWriter ${this.folder}: got tensor ${quoteName(name)} after every planned tensor`, 'ERR_VALUE');
       this.current = await SafetensorsWriter.create(path.join(this.folder, this.files[this.shard] as string), shard, this.metadata);
     }
-    await this.current.write(name, ...parts);
+    return this.current;
   }
 
   /** Finishes the last shard (and creates shards with no tensors left, e.g. an empty model). */

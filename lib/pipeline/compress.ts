@@ -31,7 +31,8 @@ import { ggmlTypeByName, type GGMLTypeName } from '../formats/gguf-types';
 import { imatrixWeights, readImatrix, type ImatrixEntry, type ImportanceMatrix } from '../formats/imatrix';
 import { DTYPE_TO_SAFETENSORS, plannedBytes, SAFETENSORS_INDEX, ShardedSafetensorsWriter, type PlannedTensor } from '../formats/safetensors';
 import { lowRank, matmul, rankForRatio } from '../lowrank';
-import { dequantize, GGML_QUANT_FORMATS, quantizationError, quantize, QuantizedTensor, type FloatDType, type QuantizeOptions } from '../quantize';
+import { addErrorSums, dequantize, errorFromSums, GGML_QUANT_FORMATS, quantizationError, quantizationErrorSums, quantize, QuantizedTensor, type FloatDType, type QuantizeOptions } from '../quantize';
+import type { ErrorSums } from '../native';
 import { compress24, decompress24, prune, Sparse24Tensor, type SparsityScore } from '../sparsity';
 import { dtypeSize, Tensor } from '../tensor';
 import { cast } from '../cast';
@@ -69,8 +70,15 @@ export interface CompressOptions {
   overwrite?: boolean;
   /** Bytes of tensor buffers the pipeline may hold (a larger single tensor still runs, alone). Default 1 GiB. */
   memoryLimit?: number;
-  /** Tensors in flight at once (reading, compressing, writing). Default 4. */
+  /** Tensors (or bands of a large tensor's rows) in flight at once (reading, compressing, writing). Default 4. */
   maxInFlight?: number;
+  /**
+   * Input bytes per band when a large tensor is quantized to a GGML format
+   * in bands of rows (GGUF to GGUF, plain quantize rules); 0 quantizes every
+   * tensor whole. Default BAND_BYTES (8 MiB). The output is the same bytes
+   * either way.
+   */
+  bandBytes?: number;
   /** Measure each quantized tensor's error against its original (one more pass). Default false. */
   measureError?: boolean;
   /** Output format; overrides the recipe's. */
@@ -260,6 +268,8 @@ interface Entry {
   scale?: TensorScale;
   /** The input's calibration statistics (gptq). */
   stats?: LayerInputStats;
+  /** A tensor quantized in bands: the error sums of the bands so far. */
+  bandError?: ErrorSums;
 }
 
 type Result =
@@ -311,6 +321,8 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
   const memoryLimit = o.memoryLimit ?? DEFAULT_MEMORY;
   if (!(Number.isSafeInteger(memoryLimit) && memoryLimit > 0)) throw new SlimTensorError('compressModel: memoryLimit must be a positive integer (bytes)', 'ERR_VALUE');
   const maxInFlight = o.maxInFlight ?? DEFAULT_IN_FLIGHT;
+  const bandBytes = o.bandBytes ?? BAND_BYTES;
+  if (!(Number.isSafeInteger(bandBytes) && bandBytes >= 0)) throw new SlimTensorError('compressModel: bandBytes must be an integer >= 0', 'ERR_VALUE');
   if (!(Number.isSafeInteger(maxInFlight) && maxInFlight >= 1)) throw new SlimTensorError('compressModel: maxInFlight must be an integer >= 1', 'ERR_VALUE');
   if (o.threads !== undefined && !(Number.isInteger(o.threads) && o.threads >= 1 && o.threads <= 1024)) throw new SlimTensorError(`compressModel: threads must be an integer in 1..1024, got ${String(o.threads)}`, 'ERR_VALUE');
   if (o.tempTag !== undefined && !(typeof o.tempTag === 'string' && TEMP_TAG.test(o.tempTag))) throw new SlimTensorError(`compressModel: tempTag must be 1 to 64 letters, digits or _, got ${JSON.stringify(o.tempTag)}`, 'ERR_VALUE');
@@ -470,7 +482,7 @@ export async function compressModel(options: CompressOptions): Promise<CompressR
       const sink = await createSink(format, staged.tmp, entries, source, o.maxShardBytes ?? recipe.maxShardBytes, recipe, imatrices);
       files = format === 'gguf' ? [path.basename(staged.output)] : sink.files;
       try {
-        const ro: RunOptions = { memoryLimit, maxInFlight, threads: o.threads, measureError: o.measureError === true, countZeros: pruned > 0, signal, onProgress: o.onProgress, started, stages };
+        const ro: RunOptions = { memoryLimit, maxInFlight, bandBytes, threads: o.threads, measureError: o.measureError === true, countZeros: pruned > 0, signal, onProgress: o.onProgress, started, stages };
         if (seq === undefined) await runPipeline(entries, source, sink, pool, ro);
         else {
           await runSequential(seq, ro, (r) => runPipeline(entries, source, sink, pool, r), async (block, l) => {
@@ -733,6 +745,10 @@ function planEntry(src: SourceTensor, plan: TensorPlan, format: OutputFormat, me
 interface Sink {
   files: string[];
   write(e: Entry, r: Result): Promise<void>;
+  /** GGUF output (one data tensor per input tensor: quantized tensors can be written in bands). */
+  gguf: boolean;
+  /** The next band of a tensor written in bands (bandsOf): raw bytes, or (GGUF) quantized blocks. */
+  append?(e: Entry, r: Result): Promise<void>;
   finish(): Promise<void>;
   abort(): Promise<void>;
 }
@@ -760,6 +776,12 @@ async function createSink(
         else if (r.kind === 'quant') await w.write(e.src.name, r.q.data);
         else throw new SlimTensorError('compressModel: GGUF output holds one tensor per input tensor (no low-rank factors or sparse parts)', 'ERR_UNSUPPORTED');
       },
+      gguf: true,
+      append: async (e, r) => {
+        if (r.kind === 'raw') await w.append(e.src.name, r.bytes);
+        else if (r.kind === 'quant') await w.append(e.src.name, r.q.data);
+        else throw new SlimTensorError('compressModel: GGUF output holds one tensor per input tensor (no low-rank factors or sparse parts)', 'ERR_UNSUPPORTED');
+      },
       finish: () => w.close(),
       abort: () => w.abort(),
     };
@@ -778,6 +800,12 @@ async function createSink(
       } else {
         for (let i = 0; i < e.st.length; i++) await w.write((e.st[i] as PlannedTensor).name, r.parts[i] as ArrayBufferView);
       }
+    },
+    gguf: false,
+    append: async (e, r) => {
+      // bands come only from tensors written as they are read (bandsOf)
+      if (r.kind !== 'raw') throw new SlimTensorError(`compressModel: tensor ${quoteName(e.src.name)}: only kept tensors are written in bands to ${format}`, 'ERR_INTERNAL');
+      await w.append((e.st[0] as PlannedTensor).name, r.bytes);
     },
     finish: () => w.close(),
     abort: () => w.abort(),
@@ -868,6 +896,8 @@ async function finishFolder(
 interface RunOptions {
   memoryLimit: number;
   maxInFlight: number;
+  /** Input bytes per band of a large tensor (0: whole tensors). */
+  bandBytes: number;
   threads: number | undefined;
   measureError: boolean;
   /** Count the zero weights each tensor is written with (Entry.zeros). */
@@ -891,6 +921,65 @@ function settled(p: Promise<unknown>): Promise<void> {
   );
 }
 
+/**
+ * A band of rows of a large tensor, quantized (or copied, when kept) on its
+ * own: its input and output buffers stay small enough to be reused warm
+ * (and mostly cached) from band to band, and one band's output is written
+ * while the next is read and quantized, instead of the tensor going
+ * through each stage whole. GGML formats quantize rows independently, so
+ * the bands' bytes are the tensor's.
+ */
+interface Band {
+  row0: number;
+  rows: number;
+  /** The band's stored bytes in the tensor: from `offset`, `bytes` of them. */
+  offset: number;
+  bytes: number;
+  index: number;
+  count: number;
+}
+
+/** Input bytes per band (a tensor under 1.5× this goes whole). */
+export const BAND_BYTES = 8 * 1024 * 1024;
+
+/** One unit of the pipeline: a whole tensor, or one band of it. */
+interface WorkItem {
+  e: Entry;
+  band: Band | undefined;
+  /** Buffer bytes it holds (the gate's accounting). */
+  need: number;
+}
+
+/**
+ * The bands a tensor goes through the pipeline in, or undefined when it
+ * goes whole: tensors kept as they are, and (GGUF output) plain quantize
+ * rules to a GGML format, read from a source that reads byte ranges.
+ */
+function bandsOf(e: Entry, source: ModelSource, sink: Sink, ro: RunOptions): { bands: Band[]; need: number } | undefined {
+  const a = e.plan.action;
+  if (ro.bandBytes === 0 || e.src.byteLength < 1.5 * ro.bandBytes || source.readRange === undefined || sink.append === undefined) return undefined;
+  if (ro.ready !== undefined || ro.onComputed !== undefined || e.scale !== undefined) return undefined;
+  const cols = e.src.shape[e.src.shape.length - 1] as number;
+  const rows = e.src.shape.reduce((x, d) => x * d, 1) / cols;
+  const rowIn = e.src.byteLength / rows;
+  if (!(rows >= 2 && Number.isInteger(rowIn))) return undefined;
+  let rowOut = 0; // kept: the output is the band as read
+  if (a.kind === 'quantize') {
+    if (!sink.gguf || !GGML_QUANT_FORMATS.includes(a.options.format) || a.calibrated !== undefined || floatDtypeOf(e.src) === undefined) return undefined;
+    // a 3-D weight with one importance vector per expert goes whole (compressOne)
+    if (e.importance !== undefined && e.importance.sums.length > cols) return undefined;
+    rowOut = quantBytes([1, cols], a.options).data;
+  } else if (a.kind !== 'keep') return undefined;
+  const per = Math.max(1, Math.floor(ro.bandBytes / rowIn));
+  const bands: Band[] = [];
+  for (let r = 0; r < rows; r += per) {
+    const n = Math.min(per, rows - r);
+    bands.push({ row0: r, rows: n, offset: r * rowIn, bytes: n * rowIn, index: bands.length, count: 0 });
+  }
+  for (const b of bands) b.count = bands.length;
+  return { bands, need: poolSize(per * rowIn) + (rowOut > 0 ? poolSize(per * rowOut) : 0) };
+}
+
 async function runPipeline(entries: readonly Entry[], source: ModelSource, sink: Sink, pool: BufferPool, ro: RunOptions): Promise<void> {
   const gate = new Gate(ro.memoryLimit, ro.maxInFlight);
   const totalBytes = entries.reduce((s, e) => s + e.src.byteLength, 0);
@@ -906,7 +995,7 @@ async function runPipeline(entries: readonly Entry[], source: ModelSource, sink:
   const jobs: Promise<void>[] = [];
   ro.onProgress?.({ phase: 'start', index: 0, count: entries.length, bytesDone: 0, totalBytes, elapsedMs: performance.now() - ro.started });
 
-  const runOne = async (e: Entry, afterRead: Promise<void>, afterCompute: Promise<void>, afterWrite: Promise<void>, readDone: () => void, computeDone: () => void): Promise<void> => {
+  const runOne = async ({ e, band, need }: WorkItem, afterRead: Promise<void>, afterCompute: Promise<void>, afterWrite: Promise<void>, readDone: () => void, computeDone: () => void): Promise<void> => {
     const held: Uint8Array[] = [];
     const take = (n: number): Uint8Array => {
       const b = pool.acquire(n);
@@ -920,7 +1009,9 @@ async function runPipeline(entries: readonly Entry[], source: ModelSource, sink:
       try {
         await afterRead;
         if (stopped()) return;
-        input = await timed(st, 'readMs', () => source.readBytes(e.src.name, take(e.src.byteLength)));
+        input = await timed(st, 'readMs', () =>
+          band === undefined ? source.readBytes(e.src.name, take(e.src.byteLength)) : (source.readRange as NonNullable<ModelSource['readRange']>)(e.src.name, band.offset, band.bytes, take(band.bytes)),
+        );
       } finally {
         readDone();
       }
@@ -936,7 +1027,7 @@ async function runPipeline(entries: readonly Entry[], source: ModelSource, sink:
         // The error is timed apart from the compression it follows.
         const mine = noStageTimes();
         const t0 = performance.now();
-        result = await compressOne(e, input, take, ro, mine);
+        result = band === undefined ? await compressOne(e, input, take, ro, mine) : await bandOne(e, band, input, take, ro, mine);
         st.compressMs += performance.now() - t0 - mine.errorMs;
         st.errorMs += mine.errorMs;
         await ro.onComputed?.(e, result);
@@ -946,7 +1037,8 @@ async function runPipeline(entries: readonly Entry[], source: ModelSource, sink:
       step = 'write';
       await timed(st, 'writeWaitMs', () => afterWrite);
       if (stopped()) return;
-      await timed(st, 'writeMs', () => sink.write(e, result));
+      await timed(st, 'writeMs', () => (band === undefined ? sink.write(e, result) : (sink.append as NonNullable<Sink['append']>)(e, result)));
+      if (band !== undefined && band.index < band.count - 1) return;
       done++;
       bytesDone += e.src.byteLength;
       ro.onProgress?.({ phase: 'tensor', tensor: e.src.name, index: done, count: entries.length, bytesDone, totalBytes, elapsedMs: performance.now() - ro.started });
@@ -955,22 +1047,27 @@ async function runPipeline(entries: readonly Entry[], source: ModelSource, sink:
       gate.wake();
     } finally {
       for (const b of held) pool.release(b);
-      gate.release(e.need);
+      gate.release(need);
     }
   };
 
   try {
     for (const e of entries) {
-      if (!(await timed(ro.stages, 'admitWaitMs', () => gate.acquire(e.need, stopped)))) break;
-      let readDone!: () => void;
-      let computeDone!: () => void;
-      const readP = new Promise<void>((r) => (readDone = r));
-      const computeP = new Promise<void>((r) => (computeDone = r));
-      const job = runOne(e, prevRead, prevCompute, prevWrite, readDone, computeDone);
-      prevRead = readP;
-      prevCompute = computeP;
-      prevWrite = settled(job);
-      jobs.push(job);
+      const split = bandsOf(e, source, sink, ro);
+      const items: WorkItem[] = split === undefined ? [{ e, band: undefined, need: e.need }] : split.bands.map((band) => ({ e, band, need: split.need }));
+      for (const item of items) {
+        if (!(await timed(ro.stages, 'admitWaitMs', () => gate.acquire(item.need, stopped)))) break;
+        let readDone!: () => void;
+        let computeDone!: () => void;
+        const readP = new Promise<void>((r) => (readDone = r));
+        const computeP = new Promise<void>((r) => (computeDone = r));
+        const job = runOne(item, prevRead, prevCompute, prevWrite, readDone, computeDone);
+        prevRead = readP;
+        prevCompute = computeP;
+        prevWrite = settled(job);
+        jobs.push(job);
+      }
+      if (stopped()) break;
     }
     await Promise.all(jobs);
   } finally {
@@ -978,6 +1075,29 @@ async function runPipeline(entries: readonly Entry[], source: ModelSource, sink:
   }
   if (failure !== undefined) throw failure.error;
   ro.signal?.throwIfAborted();
+}
+
+/** One band of a tensor's rows (bandsOf): kept as read, or quantized; the tensor's error is complete after its last band. */
+async function bandOne(e: Entry, band: Band, input: Uint8Array, take: (n: number) => Uint8Array, ro: RunOptions, times: StageTimes): Promise<Result> {
+  const a = e.plan.action;
+  if (a.kind !== 'quantize') {
+    const dt = floatDtypeOf(e.src);
+    if (ro.countZeros && dt !== undefined) countZerosInto(e, input, dt);
+    return { kind: 'raw', bytes: input };
+  }
+  const o = a.options;
+  const cols = e.src.shape[e.src.shape.length - 1] as number;
+  const shape = [band.rows, cols];
+  const t = Tensor.from(input, shape, floatDtypeOf(e.src) as FloatDType);
+  const out = new QuantizedTensor({ format: o.format, shape, data: take(quantBytes(shape, o).data) });
+  const w = e.importance === undefined ? undefined : imatrixWeights(e.importance);
+  const q = await quantize(t, { ...o, out, ...(w !== undefined ? { importance: w } : {}), ...(ro.threads !== undefined ? { threads: ro.threads } : {}) });
+  if (ro.measureError) {
+    const sums = await timed(times, 'errorMs', () => quantizationErrorSums(t, q));
+    e.bandError = band.index === 0 || e.bandError === undefined ? sums : addErrorSums(e.bandError, sums);
+    if (band.index === band.count - 1) e.record.error = errorFromSums(e.bandError);
+  }
+  return { kind: 'quant', q };
 }
 
 async function compressOne(e: Entry, input: Uint8Array, take: (n: number) => Uint8Array, ro: RunOptions, times: StageTimes): Promise<Result> {

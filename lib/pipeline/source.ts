@@ -43,6 +43,12 @@ export interface ModelSource {
   safetensors: SafetensorsModel | undefined;
   /** A tensor's stored bytes, read into `into` when given. */
   readBytes(name: string, into?: Uint8Array): Promise<Uint8Array>;
+  /**
+   * `length` stored bytes of a tensor from byte `offset` (a band of its
+   * rows), read into `into`. Absent where tensors are not read as stored
+   * (a Hugging Face folder seen as GGUF reorders rows).
+   */
+  readRange?(name: string, offset: number, length: number, into: Uint8Array): Promise<Uint8Array>;
   close(): Promise<void>;
 }
 
@@ -86,6 +92,7 @@ export async function openModel(p: string): Promise<ModelSource> {
       ggufMetadata: g.entries,
       safetensors: undefined,
       readBytes: (name, into) => g.readTensorBytes(name, into === undefined ? {} : { into }),
+      readRange: (name, offset, length, into) => g.readTensorBytes(name, { into, range: { offset, length } }),
       close: () => g.close(),
     };
   }
@@ -115,6 +122,7 @@ async function openSafetensors(p: string, isFolder: boolean): Promise<ModelSourc
     ggufMetadata: undefined,
     safetensors: m,
     readBytes: (name, into) => m.readTensorBytes(name, into === undefined ? {} : { into }),
+    readRange: (name, offset, length, into) => m.readTensorBytes(name, { into, range: { offset, length } }),
     close: () => m.close(),
   };
 }

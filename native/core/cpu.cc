@@ -216,8 +216,13 @@ const CpuFeatures& cpu_enabled() {
 }
 
 int hardware_threads() {
-  const unsigned n = std::thread::hardware_concurrency();
-  return n == 0 ? 1 : static_cast<int>(n);
+  // Read once: glibc opens and parses /sys/devices/system/cpu/online on
+  // every call, and threads() asks on every parallel_for.
+  static const int n = [] {
+    const unsigned h = std::thread::hardware_concurrency();
+    return h == 0 ? 1 : static_cast<int>(h);
+  }();
+  return n;
 }
 
 int threads() {
