@@ -233,7 +233,7 @@ Status quantization_error(const MatrixView& original, const DequantizeArgs& q, E
   // Per-row partial sums in double, combined in row order: the result does
   // not depend on the thread count.
   std::vector<ErrorStats> rows(static_cast<size_t>(q.rows));
-  // The sums' lane order is fixed (quant_math.h), so the AVX2 twin's equal the reference's.
+  // The sums' lane order is fixed (quant_math.h), so the AVX2 and AVX-512 twins' equal the reference's.
   ErrorRowFn err = ref::error_row;
   if (qa.kernel != Kernel::Reference && cpu_enabled().avx2 && avx2::error_row_fn(qa.kernel) != nullptr) {
     err = avx2::error_row_fn(qa.kernel);
