@@ -15,10 +15,8 @@
 
 #if defined(__AVX512F__) && defined(__AVX512VL__)
 
-#include <cstring>
-
+#include "quant_errsimd.h"
 #include "quant_ksimd.h"
-#include "quant_math.h"
 
 namespace st {
 namespace avx512 {
@@ -181,263 +179,53 @@ void q4_1_sums8(const float* x, const float* w, float mn, const float* inv, int 
 
 QuantRowFn ggml_search_row_fn(const QuantizeArgs& a) { return ks::row_fn<V16, 2>(a); }
 
-// ---- error statistics: the reference's 8 lanes (quant_math.h) as one zmm of
-// doubles, element j of a row in lane j % 8, the same operations per lane.
+// ---- error statistics (quant_errsimd.h): the reference's 8 lanes
+// (quant_math.h) as one zmm of doubles, the same operations per lane.
 
 namespace {
 
-template <DType T> __m256 load8(const void* p, int64_t i);
-template <> __m256 load8<DType::F32>(const void* p, int64_t i) { return _mm256_loadu_ps(static_cast<const float*>(p) + i); }
-template <> __m256 load8<DType::F16>(const void* p, int64_t i) {
-  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(p) + i)));
-}
-template <> __m256 load8<DType::BF16>(const void* p, int64_t i) {
-  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(p) + i));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-}
-
-struct ErrorAcc512 {
-  __m512d se, sx, sy, dot, mx;
+struct Zmm {
+  struct Acc {
+    __m512d se, sx, sy, dot, mx;
+  };
+  static Acc zero() {
+    Acc a;
+    a.se = a.sx = a.sy = a.dot = a.mx = _mm512_setzero_pd();
+    return a;
+  }
+  static void add8(Acc& a, __m256 xf, __m256 yf) {
+    const __m512d x = _mm512_cvtps_pd(xf), y = _mm512_cvtps_pd(yf);
+    const __m512d e = _mm512_sub_pd(x, y);
+    a.se = _mm512_add_pd(a.se, _mm512_mul_pd(e, e));  // e*e is rounded: no FMA here
+    // x*x, y*y, x*y of two floats are exact in double (quant_math.h), so
+    // the fused multiply-add rounds once, as the reference's add does.
+    a.sx = _mm512_fmadd_pd(x, x, a.sx);
+    a.sy = _mm512_fmadd_pd(y, y, a.sy);
+    a.dot = _mm512_fmadd_pd(x, y, a.dot);
+    // MAXPD(|e|, m) returns m when |e| is NaN: the reference's comparison.
+    const __m512i abs_mask = _mm512_set1_epi64(0x7fffffffffffffffLL);
+    a.mx = _mm512_max_pd(_mm512_castsi512_pd(_mm512_and_si512(_mm512_castpd_si512(e), abs_mask)), a.mx);
+  }
+  static bool x_finite(const Acc& a) {
+    return _mm512_cmp_pd_mask(a.sx, _mm512_set1_pd(__builtin_inf()), _CMP_LT_OQ) == 0xff;
+  }
+  static void store(const Acc& a, qm::ErrorLanes* l) {
+    _mm512_storeu_pd(l->se, a.se);
+    _mm512_storeu_pd(l->sx, a.sx);
+    _mm512_storeu_pd(l->sy, a.sy);
+    _mm512_storeu_pd(l->dot, a.dot);
+    double m[8];
+    _mm512_storeu_pd(m, a.mx);
+    l->max_abs = 0.0;
+    for (int k = 0; k < 8; ++k) l->max_abs = m[k] > l->max_abs ? m[k] : l->max_abs;
+  }
 };
-
-ErrorAcc512 error_acc_zero() {
-  ErrorAcc512 a;
-  a.se = a.sx = a.sy = a.dot = a.mx = _mm512_setzero_pd();
-  return a;
-}
-
-// Eight originals (element j of the row in lane j % 8) and their
-// reconstructions into the lanes. Masked: non-finite originals count as 0
-// (load_f32 with NonFinite::Zero); unmasked, they are taken as they are,
-// which only the caller's check makes right.
-template <bool Masked>
-inline void error_add8(ErrorAcc512& a, __m256 xf, __m256 yf) {
-  if (Masked) {
-    const __m256 ax = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), xf);
-    xf = _mm256_and_ps(xf, _mm256_cmp_ps(ax, _mm256_set1_ps(__builtin_inff()), _CMP_LT_OQ));
-  }
-  const __m512d x = _mm512_cvtps_pd(xf), y = _mm512_cvtps_pd(yf);
-  const __m512d e = _mm512_sub_pd(x, y);
-  a.se = _mm512_add_pd(a.se, _mm512_mul_pd(e, e));  // e*e is rounded: no FMA here
-  // x*x, y*y, x*y of two floats are exact in double (quant_math.h), so
-  // the fused multiply-add rounds once, as the reference's add does.
-  a.sx = _mm512_fmadd_pd(x, x, a.sx);
-  a.sy = _mm512_fmadd_pd(y, y, a.sy);
-  a.dot = _mm512_fmadd_pd(x, y, a.dot);
-  // MAXPD(|e|, m) returns m when |e| is NaN: the reference's comparison.
-  const __m512i abs_mask = _mm512_set1_epi64(0x7fffffffffffffffLL);
-  a.mx = _mm512_max_pd(_mm512_castsi512_pd(_mm512_and_si512(_mm512_castpd_si512(e), abs_mask)), a.mx);
-}
-
-// The vector part of a row: n8 values (a multiple of 8).
-template <DType T, bool Masked>
-ErrorAcc512 error_lanes8(const void* orig, int64_t offset, const float* deq, int64_t n8) {
-  ErrorAcc512 a = error_acc_zero();
-  for (int64_t j = 0; j < n8; j += 8) error_add8<Masked>(a, load8<T>(orig, offset + j), _mm256_loadu_ps(deq + j));
-  return a;
-}
-
-// Optimistically without the non-finite mask (an eighth of the loop's work):
-// a non-finite x makes x*x, hence its sx lane, infinite or NaN for good,
-// while finite floats' squares (< 2^256 each) cannot overflow the double
-// sum. So all-finite sx lanes prove every x was finite and the unmasked sums
-// are the masked ones; otherwise the caller sums the row again, masked.
-inline bool all_x_finite(const ErrorAcc512& a) {
-  return _mm512_cmp_pd_mask(a.sx, _mm512_set1_pd(__builtin_inf()), _CMP_LT_OQ) == 0xff;
-}
-
-// The lanes folded as quant_math.h specifies, after the tail (n % 8 values,
-// from element j8 of the row, in lanes 0..) added the reference's way.
-template <DType T>
-void error_finish(const ErrorAcc512& a, const void* orig, int64_t offset, const float* deq, int64_t j8, int64_t n,
-                  ErrorStats* s) {
-  qm::ErrorLanes l;
-  _mm512_storeu_pd(l.se, a.se);
-  _mm512_storeu_pd(l.sx, a.sx);
-  _mm512_storeu_pd(l.sy, a.sy);
-  _mm512_storeu_pd(l.dot, a.dot);
-  double m[8];
-  _mm512_storeu_pd(m, a.mx);
-  l.max_abs = 0.0;
-  for (int k = 0; k < 8; ++k) l.max_abs = m[k] > l.max_abs ? m[k] : l.max_abs;
-  for (int64_t j = j8, k = 0; j < n; ++j, ++k) {
-    float x;
-    if (T == DType::F32) x = static_cast<const float*>(orig)[offset + j];
-    else if (T == DType::F16) x = f16_to_f32(static_cast<const uint16_t*>(orig)[offset + j]);
-    else x = bf16_to_f32(static_cast<const uint16_t*>(orig)[offset + j]);
-    if (!is_finite_bits(f32_bits(x))) x = 0.0f;
-    qm::error_lane_add(&l, static_cast<int>(k), x, deq[j]);
-  }
-  s->sum_sq_err = qm::error_fold8(l.se);
-  s->sum_sq_ref = qm::error_fold8(l.sx);
-  s->sum_sq_deq = qm::error_fold8(l.sy);
-  s->dot = qm::error_fold8(l.dot);
-  s->max_abs = l.max_abs;
-}
-
-template <DType T>
-void error_row_t(const void* orig, DType, int64_t offset, const float* deq, int64_t n, ErrorStats* s) {
-  const int64_t n8 = n - n % 8;
-  ErrorAcc512 a = error_lanes8<T, false>(orig, offset, deq, n8);
-  if (!all_x_finite(a)) a = error_lanes8<T, true>(orig, offset, deq, n8);
-  error_finish<T>(a, orig, offset, deq, n8, n, s);
-}
-
-// ---- the same with Q8_0 / Q4_0 / Q4_K / Q5_K / INT8 / INT4 dequantized in registers (the values of
-// qm::q8_0_unblock / q4_0_unblock, qk's K-quant unblocking, ref::
-// dequantize_row's groups and the AVX2 dequantize_*_row), so the row never
-// goes through memory.
-
-template <DType T, QFormat F, bool Masked>
-ErrorAcc512 error_lanes_ggml(const void* orig, int64_t offset, const uint8_t* in, int64_t nb) {
-  constexpr int kBytes = F == QFormat::Q8_0 ? 34 : 18;
-  ErrorAcc512 a = error_acc_zero();
-  for (int64_t b = 0; b < nb; ++b) {
-    const uint8_t* blk = in + b * kBytes;
-    const __m256 d = _mm256_set1_ps(f16_to_f32(qm::load_u16(blk)));
-    const int64_t o = offset + b * qm::QK;
-    for (int k = 0; k < 4; ++k) {
-      __m256i q;
-      if (F == QFormat::Q8_0) {
-        q = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk + 2 + 8 * k)));
-      } else {  // element j < 16: low nibble of qs[j]; j >= 16: high nibble of qs[j - 16]
-        const __m256i u = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk + 2 + 8 * (k & 1))));
-        q = _mm256_sub_epi32(_mm256_and_si256(k < 2 ? u : _mm256_srli_epi32(u, 4), _mm256_set1_epi32(0x0f)),
-                             _mm256_set1_epi32(8));
-      }
-      error_add8<Masked>(a, load8<T>(orig, o + 8 * k), _mm256_mul_ps(_mm256_cvtepi32_ps(q), d));
-    }
-  }
-  return a;
-}
-
-template <DType T, QFormat F>
-void error_ggml_row_t(const MatrixView& orig, const DequantizeArgs& q, int64_t row, ErrorStats* s) {
-  const int64_t nb = q.cols / qm::QK;
-  const uint8_t* in = q.data + row * nb * (F == QFormat::Q8_0 ? 34 : 18);
-  const int64_t offset = row * q.cols;
-  ErrorAcc512 a = error_lanes_ggml<T, F, false>(orig.data, offset, in, nb);
-  if (!all_x_finite(a)) a = error_lanes_ggml<T, F, true>(orig.data, offset, in, nb);
-  error_finish<T>(a, orig.data, offset, nullptr, q.cols, q.cols, s);  // no tail: rows are whole blocks
-}
-
-// Q4_K / Q5_K super-blocks of 256, as the AVX2 dequantize_kquant_row:
-// sub-block j of 32 values has dl = d * sc_j, ml = dmin * m_j (qk::q45_k_sub)
-// and x = dl * q - ml.
-template <DType T, QFormat F, bool Masked>
-ErrorAcc512 error_lanes_k45(const void* orig, int64_t offset, const uint8_t* in, int64_t nb) {
-  constexpr bool kFive = F == QFormat::Q5_K;
-  constexpr int kBytes = kFive ? 176 : 144;
-  ErrorAcc512 a = error_acc_zero();
-  for (int64_t b = 0; b < nb; ++b) {
-    const uint8_t* y = in + b * kBytes;
-    const uint8_t* qs = y + (kFive ? 48 : 16);
-    const float d = f16_to_f32(qm::load_u16(y)), dmin = f16_to_f32(qm::load_u16(y + 2));
-    const int64_t o = offset + b * qk::QK_K;
-    for (int j = 0; j < 8; ++j) {
-      int sc, mc;
-      qk::scale_min_k4(j, y + 4, &sc, &mc);
-      const __m256 dl = _mm256_set1_ps(d * static_cast<float>(sc)), ml = _mm256_set1_ps(dmin * static_cast<float>(mc));
-      for (int i = 32 * j; i < 32 * j + 32; i += 8) {
-        const __m256i bytes = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(qs + 32 * (i / 64) + i % 32)));
-        __m256i q = _mm256_and_si256(_mm256_srli_epi32(bytes, 4 * ((i / 32) & 1)), _mm256_set1_epi32(0x0f));
-        if (kFive) {
-          const __m256i hb = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(y + 16 + i % 32)));
-          q = _mm256_or_si256(q, _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(hb, i / 32), _mm256_set1_epi32(1)), 4));
-        }
-        error_add8<Masked>(a, load8<T>(orig, o + i), _mm256_sub_ps(_mm256_mul_ps(dl, _mm256_cvtepi32_ps(q)), ml));
-      }
-    }
-  }
-  return a;
-}
-
-template <DType T, QFormat F>
-void error_k45_row_t(const MatrixView& orig, const DequantizeArgs& q, int64_t row, ErrorStats* s) {
-  const int64_t nb = q.cols / qk::QK_K;
-  const uint8_t* in = q.data + row * nb * (F == QFormat::Q5_K ? 176 : 144);
-  const int64_t offset = row * q.cols;
-  ErrorAcc512 a = error_lanes_k45<T, F, false>(orig.data, offset, in, nb);
-  if (!all_x_finite(a)) a = error_lanes_k45<T, F, true>(orig.data, offset, in, nb);
-  error_finish<T>(a, orig.data, offset, nullptr, q.cols, q.cols, s);  // no tail: rows are whole blocks
-}
-
-template <QFormat F>
-ErrorDeqRowFn error_k45_row_fn(DType t) {
-  if (t == DType::F16) return error_k45_row_t<DType::F16, F>;
-  if (t == DType::BF16) return error_k45_row_t<DType::BF16, F>;
-  return error_k45_row_t<DType::F32, F>;
-}
-
-// INT8 / INT4 groups (a multiple of 8 values), as the AVX2
-// dequantize_int_row: (u - 2^(bits-1) - z) * s with u the stored code.
-template <DType T, int Bits, bool Masked>
-ErrorAcc512 error_lanes_int(const void* orig, int64_t offset, const DequantizeArgs& q, int64_t row, const uint8_t* in) {
-  const int64_t ng = q.cols / q.group;
-  ErrorAcc512 a = error_acc_zero();
-  for (int64_t gi = 0; gi < ng; ++gi) {
-    const __m256 sc = _mm256_set1_ps(qm::load_scale(q.scales, row * ng + gi, q.scale_dtype));
-    const __m256i off = _mm256_set1_epi32((1 << (Bits - 1)) + (q.zeros ? q.zeros[row * ng + gi] : 0));
-    for (int64_t j = gi * q.group; j < (gi + 1) * q.group; j += 8) {
-      __m256i u;
-      if (Bits == 8) {
-        u = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(in + j)));
-      } else {
-        uint32_t word;
-        std::memcpy(&word, in + j / 2, 4);
-        u = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int32_t>(word)), _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)),
-                             _mm256_set1_epi32(0x0f));
-      }
-      error_add8<Masked>(a, load8<T>(orig, offset + j), _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(u, off)), sc));
-    }
-  }
-  return a;
-}
-
-template <DType T, int Bits>
-void error_int_row_t(const MatrixView& orig, const DequantizeArgs& q, int64_t row, ErrorStats* s) {
-  const uint8_t* in = q.data + row * quant_sizes(q.format, q.cols, q.group).data_row_bytes;
-  const int64_t offset = row * q.cols;
-  ErrorAcc512 a = error_lanes_int<T, Bits, false>(orig.data, offset, q, row, in);
-  if (!all_x_finite(a)) a = error_lanes_int<T, Bits, true>(orig.data, offset, q, row, in);
-  error_finish<T>(a, orig.data, offset, nullptr, q.cols, q.cols, s);  // no tail: rows are whole groups of 8k
-}
-
-template <int Bits>
-ErrorDeqRowFn error_int_row_fn(DType t) {
-  if (t == DType::F16) return error_int_row_t<DType::F16, Bits>;
-  if (t == DType::BF16) return error_int_row_t<DType::BF16, Bits>;
-  return error_int_row_t<DType::F32, Bits>;
-}
-
-template <QFormat F>
-ErrorDeqRowFn error_ggml_row_fn(DType t) {
-  if (t == DType::F16) return error_ggml_row_t<DType::F16, F>;
-  if (t == DType::BF16) return error_ggml_row_t<DType::BF16, F>;
-  return error_ggml_row_t<DType::F32, F>;
-}
-
-void error_row_any(const void* orig, DType t, int64_t offset, const float* deq, int64_t n, ErrorStats* s) {
-  switch (t) {
-    case DType::F16: error_row_t<DType::F16>(orig, t, offset, deq, n, s); return;
-    case DType::BF16: error_row_t<DType::BF16>(orig, t, offset, deq, n, s); return;
-    default: error_row_t<DType::F32>(orig, t, offset, deq, n, s); return;
-  }
-}
 
 }  // namespace
 
-ErrorRowFn error_row_fn() { return error_row_any; }
+ErrorRowFn error_row_fn() { return es::row_plain_any<Zmm>; }
 
-ErrorDeqRowFn error_deq_row_fn(const DequantizeArgs& q, DType orig) {
-  if (q.format == QFormat::Q8_0) return error_ggml_row_fn<QFormat::Q8_0>(orig);
-  if (q.format == QFormat::Q4_0) return error_ggml_row_fn<QFormat::Q4_0>(orig);
-  if (q.format == QFormat::Q4_K) return error_k45_row_fn<QFormat::Q4_K>(orig);
-  if (q.format == QFormat::Q5_K) return error_k45_row_fn<QFormat::Q5_K>(orig);
-  if (q.group % 8 == 0 && q.format == QFormat::Int8) return error_int_row_fn<8>(orig);
-  if (q.group % 8 == 0 && q.format == QFormat::Int4) return error_int_row_fn<4>(orig);
-  return nullptr;
-}
+ErrorDeqRowFn error_deq_row_fn(const DequantizeArgs& q, DType orig) { return es::fused_fn<Zmm>(q, orig); }
 
 }  // namespace avx512
 }  // namespace st
