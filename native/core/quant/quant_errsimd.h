@@ -1,6 +1,6 @@
 // SIMD twins of ref::error_row (quantization_error's sums, quant_math.h's
 // lane order), plain (against a dequantized row) and with the row's
-// dequantization fused in, for Q8_0, Q4_0, Q4_K, Q5_K and INT8/INT4 groups
+// dequantization fused in, for Q8_0, Q4_0, Q4_1, Q4_K, Q5_K and INT8/INT4 groups
 // of a multiple of 8: those values are made in registers the way the AVX2
 // dequantize_*_row (and the reference unblocking) make them, so the row
 // never goes through memory.
@@ -106,26 +106,31 @@ void row_plain_any(const void* orig, DType t, int64_t offset, const float* deq, 
 
 // ---- fused: the row's blocks or groups dequantized in registers
 
-// Q8_0: x = q * d; Q4_0: element j < 16 the low nibble of qs[j], j >= 16 the
-// high nibble of qs[j - 16], x = (q - 8) * d (qm::q8_0_unblock / q4_0_unblock).
+// Q8_0: x = q * d. Q4_0 / Q4_1: element j < 16 the low nibble of qs[j],
+// j >= 16 the high nibble of qs[j - 16]; Q4_0: x = (q - 8) * d, Q4_1:
+// x = q * d + m (qm::q8_0_unblock / q4_0_unblock / q4_1_unblock).
 template <class A, DType T, QFormat F, bool Masked>
 typename A::Acc lanes_ggml(const void* orig, int64_t offset, const uint8_t* in, int64_t nb) {
-  constexpr int kBytes = F == QFormat::Q8_0 ? 34 : 18;
+  constexpr int kBytes = F == QFormat::Q8_0 ? 34 : F == QFormat::Q4_0 ? 18 : 20;
+  constexpr int kCodes = F == QFormat::Q4_1 ? 4 : 2;  // the codes' offset in the block
   typename A::Acc a = A::zero();
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* blk = in + b * kBytes;
     const __m256 d = _mm256_set1_ps(f16_to_f32(qm::load_u16(blk)));
+    const __m256 m = _mm256_set1_ps(F == QFormat::Q4_1 ? f16_to_f32(qm::load_u16(blk + 2)) : 0.0f);
     const int64_t o = offset + b * qm::QK;
     for (int k = 0; k < 4; ++k) {
       __m256i q;
       if (F == QFormat::Q8_0) {
-        q = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk + 2 + 8 * k)));
+        q = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk + kCodes + 8 * k)));
       } else {
-        const __m256i u = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk + 2 + 8 * (k & 1))));
-        q = _mm256_sub_epi32(_mm256_and_si256(k < 2 ? u : _mm256_srli_epi32(u, 4), _mm256_set1_epi32(0x0f)),
-                             _mm256_set1_epi32(8));
+        const __m256i u = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk + kCodes + 8 * (k & 1))));
+        q = _mm256_and_si256(k < 2 ? u : _mm256_srli_epi32(u, 4), _mm256_set1_epi32(0x0f));
+        if (F == QFormat::Q4_0) q = _mm256_sub_epi32(q, _mm256_set1_epi32(8));
       }
-      A::add8(a, orig8<T, Masked>(orig, o + 8 * k), _mm256_mul_ps(_mm256_cvtepi32_ps(q), d));
+      __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(q), d);
+      if (F == QFormat::Q4_1) y = _mm256_add_ps(y, m);
+      A::add8(a, orig8<T, Masked>(orig, o + 8 * k), y);
     }
   }
   return a;
@@ -193,7 +198,9 @@ template <class A, DType T, QFormat F, bool Masked>
 typename A::Acc lanes_fused(const MatrixView& orig, const DequantizeArgs& q, int64_t row) {
   const int64_t offset = row * q.cols;
   const uint8_t* in = q.data + row * quant_sizes(q.format, q.cols, q.group).data_row_bytes;
-  if (F == QFormat::Q8_0 || F == QFormat::Q4_0) return lanes_ggml<A, T, F, Masked>(orig.data, offset, in, q.cols / qm::QK);
+  if (F == QFormat::Q8_0 || F == QFormat::Q4_0 || F == QFormat::Q4_1) {
+    return lanes_ggml<A, T, F, Masked>(orig.data, offset, in, q.cols / qm::QK);
+  }
   if (F == QFormat::Q4_K || F == QFormat::Q5_K) return lanes_k45<A, T, F, Masked>(orig.data, offset, in, q.cols / qk::QK_K);
   return lanes_int<A, T, F == QFormat::Int8 ? 8 : 4, Masked>(orig.data, offset, q, row, in);
 }
@@ -217,6 +224,7 @@ ErrorDeqRowFn fused_fn(const DequantizeArgs& q, DType orig) {
   switch (q.format) {
     case QFormat::Q8_0: return fused_for<A, QFormat::Q8_0>(orig);
     case QFormat::Q4_0: return fused_for<A, QFormat::Q4_0>(orig);
+    case QFormat::Q4_1: return fused_for<A, QFormat::Q4_1>(orig);
     case QFormat::Q4_K: return fused_for<A, QFormat::Q4_K>(orig);
     case QFormat::Q5_K: return fused_for<A, QFormat::Q5_K>(orig);
     case QFormat::Int8: return q.group % 8 == 0 ? fused_for<A, QFormat::Int8>(orig) : nullptr;
