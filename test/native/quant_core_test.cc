@@ -175,13 +175,14 @@ void test_error_avx2_matches_reference() {
   }
   const bool avx512 = isa_usable(Isa::Avx512, "AVX-512 error statistics vs reference");
   std::mt19937 g(77);
-  // INT groups of a multiple of 8, Q8_0, Q4_0, Q4_1, Q4_K, Q5_K take the
+  // INT groups of a multiple of 8, Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K take the
   // AVX-512 loop with the dequantization fused in; the others the plain one.
   struct Case { QFormat f; int64_t cols, group; bool asym; };
   const Case cases[] = {{QFormat::Q8_0, 64, 32, false}, {QFormat::Q4_0, 96, 32, false}, {QFormat::Int8, 100, 20, false},
                         {QFormat::Int4, 13, 13, false},  {QFormat::Int4, 384, 128, false}, {QFormat::Int8, 96, 32, true},
                         {QFormat::Int4, 48, 16, true},   {QFormat::Q4_K, 256, 256, false}, {QFormat::Q5_K, 512, 256, false},
-                        {QFormat::Q4_1, 64, 32, false},  {QFormat::Q6_K, 256, 256, false}};
+                        {QFormat::Q4_1, 64, 32, false},  {QFormat::Q6_K, 256, 256, false},
+                        {QFormat::Q3_K, 256, 256, false}};
   for (const Case& c : cases) {
     for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
       const int64_t rows = 9;

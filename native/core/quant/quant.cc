@@ -238,7 +238,7 @@ Status quantization_error(const MatrixView& original, const DequantizeArgs& q, E
   if (qa.kernel != Kernel::Reference && cpu_enabled().avx2 && avx2::error_row_fn(qa.kernel) != nullptr) {
     err = avx2::error_row_fn(qa.kernel);
   }
-  // AVX-512 with Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, INT8, INT4: the dequantization fused into the sums.
+  // AVX-512 with Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K, INT8, INT4: the dequantization fused into the sums.
   ErrorDeqRowFn fused = nullptr;
   if (qa.kernel != Kernel::Reference && cpu_enabled().avx2) fused = avx2::error_deq_row_fn(qa, original.dtype);
   parallel_for(q.rows, row_grain(q.cols, 4), [&](int64_t r0, int64_t r1) {

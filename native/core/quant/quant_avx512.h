@@ -24,8 +24,8 @@ bool compiled();
 // in one zmm of doubles; null when built without the AVX-512 file's flags.
 ErrorRowFn error_row_fn();
 // The same with the dequantization of `q` fused in, for Q8_0, Q4_0, Q4_1,
-// Q4_K, Q5_K, and INT8 / INT4 with groups of a multiple of 8 (originals of
-// dtype `orig`); null for the other formats or such a build.
+// Q4_K, Q5_K, Q6_K, and INT8 / INT4 with groups of a multiple of 8
+// (originals of dtype `orig`); null for the other formats or such a build.
 ErrorDeqRowFn error_deq_row_fn(const DequantizeArgs& q, DType orig);
 
 // a = Σ w·q·x, b = Σ w·q² with q = clamp(round(x·inv[k]), qmin, qmax).

@@ -1,9 +1,9 @@
 // SIMD twins of ref::error_row (quantization_error's sums, quant_math.h's
 // lane order), plain (against a dequantized row) and with the row's
-// dequantization fused in, for Q8_0, Q4_0, Q4_1, Q4_K, Q5_K and INT8/INT4 groups
-// of a multiple of 8: those values are made in registers the way the AVX2
-// dequantize_*_row (and the reference unblocking) make them, so the row
-// never goes through memory.
+// dequantization fused in, for Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K and
+// INT8/INT4 groups of a multiple of 8: those values are made in registers
+// the way the AVX2 dequantize_*_row (and the reference unblocking) make
+// them, so the row never goes through memory.
 //
 // The 8 lanes live in an accumulator policy A:
 //   A::Acc                      the lanes' sums and largest |x - y|
@@ -167,6 +167,32 @@ typename A::Acc lanes_k45(const void* orig, int64_t offset, const uint8_t* in, i
   return a;
 }
 
+// Q6_K super-blocks of 256 (210 bytes): sixteen sub-blocks of 16 with
+// dl = qk::q6_k_sub, x = dl * (q - 32), q's low nibble and top two bits
+// where the AVX2 dequantize_kquant_row (and qk's unblocking) take them.
+template <class A, DType T, bool Masked>
+typename A::Acc lanes_q6k(const void* orig, int64_t offset, const uint8_t* in, int64_t nb) {
+  typename A::Acc a = A::zero();
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* y = in + b * 210;
+    const int64_t o = offset + b * qk::QK_K;
+    const float d = f16_to_f32(qm::load_u16(y + 208));  // qk::q6_k_sub's, converted once
+    for (int j = 0; j < 16; ++j) {
+      const __m256 dl = _mm256_set1_ps(d * static_cast<float>(static_cast<int8_t>(y[192 + j])));
+      for (int i = 16 * j; i < 16 * j + 16; i += 8) {
+        const int h = i / 128, k = (i % 128) / 32, l = i % 32;
+        const __m256i lb = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(y + 64 * h + 32 * (k & 1) + l)));
+        const __m256i hb = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(y + 128 + 32 * h + l)));
+        const __m256i low = _mm256_and_si256(_mm256_srli_epi32(lb, 4 * (k >> 1)), _mm256_set1_epi32(0x0f));
+        const __m256i high = _mm256_and_si256(_mm256_srli_epi32(hb, 2 * k), _mm256_set1_epi32(3));
+        const __m256i q = _mm256_sub_epi32(_mm256_or_si256(low, _mm256_slli_epi32(high, 4)), _mm256_set1_epi32(32));
+        A::add8(a, orig8<T, Masked>(orig, o + i), _mm256_mul_ps(dl, _mm256_cvtepi32_ps(q)));
+      }
+    }
+  }
+  return a;
+}
+
 // INT8 / INT4 groups (a multiple of 8 values): x = (u - 2^(bits-1) - z) * s
 // with u the stored code (ref::dequantize_row).
 template <class A, DType T, int Bits, bool Masked>
@@ -202,6 +228,7 @@ typename A::Acc lanes_fused(const MatrixView& orig, const DequantizeArgs& q, int
     return lanes_ggml<A, T, F, Masked>(orig.data, offset, in, q.cols / qm::QK);
   }
   if (F == QFormat::Q4_K || F == QFormat::Q5_K) return lanes_k45<A, T, F, Masked>(orig.data, offset, in, q.cols / qk::QK_K);
+  if (F == QFormat::Q6_K) return lanes_q6k<A, T, Masked>(orig.data, offset, in, q.cols / qk::QK_K);
   return lanes_int<A, T, F == QFormat::Int8 ? 8 : 4, Masked>(orig.data, offset, q, row, in);
 }
 
@@ -227,6 +254,7 @@ ErrorDeqRowFn fused_fn(const DequantizeArgs& q, DType orig) {
     case QFormat::Q4_1: return fused_for<A, QFormat::Q4_1>(orig);
     case QFormat::Q4_K: return fused_for<A, QFormat::Q4_K>(orig);
     case QFormat::Q5_K: return fused_for<A, QFormat::Q5_K>(orig);
+    case QFormat::Q6_K: return fused_for<A, QFormat::Q6_K>(orig);
     case QFormat::Int8: return q.group % 8 == 0 ? fused_for<A, QFormat::Int8>(orig) : nullptr;
     case QFormat::Int4: return q.group % 8 == 0 ? fused_for<A, QFormat::Int4>(orig) : nullptr;
     default: return nullptr;

@@ -33,7 +33,7 @@ DequantRowFn dequantize_row_fn(const DequantizeArgs& a);
 // The AVX-512 twin when `k` allows it (Auto, Avx512) and the CPU has it.
 ErrorRowFn error_row_fn(Kernel k);
 // A fused ErrorDeqRowFn (AVX-512, when q.kernel allows it) for q's format
-// (Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, INT8/INT4 with groups of 8k) and the originals'
+// (Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K, INT8/INT4 with groups of 8k) and the originals'
 // dtype; else null.
 ErrorDeqRowFn error_deq_row_fn(const DequantizeArgs& q, DType orig);
 }  // namespace avx2
