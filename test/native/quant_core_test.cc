@@ -17,6 +17,7 @@
 #include "cpu.h"
 #include "numeric.h"
 #include "quant/quant.h"
+#include "quant/quant_kernels.h"
 
 using namespace st;
 using st::test::check;
@@ -163,17 +164,25 @@ void test_avx2_matches_reference() {
 }
 
 // quantization_error: the AVX2 sums (two vectors of 4 doubles, then a scalar
-// tail) equal the reference's 8-lane sums bit for bit, for every dtype, row
-// lengths with and without a tail, non-finite originals (counted as 0) and
-// any thread count; and both are close to a plain sequential sum.
+// tail) and the AVX-512 ones (one vector of 8 doubles) equal the reference's
+// 8-lane sums bit for bit, for every dtype, row lengths with and without a
+// tail, non-finite originals (counted as 0) and any thread count; and all are
+// close to a plain sequential sum.
 void test_error_avx2_matches_reference() {
   if (!cpu_enabled().avx2) {
     std::printf("skipped: AVX2 error statistics vs reference (this CPU has no AVX2)\n");
     return;
   }
+  const bool avx512 = isa_usable(Isa::Avx512, "AVX-512 error statistics vs reference");
   std::mt19937 g(77);
-  struct Case { QFormat f; int64_t cols, group; };
-  const Case cases[] = {{QFormat::Q8_0, 64, 32}, {QFormat::Q4_0, 96, 32}, {QFormat::Int8, 100, 20}, {QFormat::Int4, 13, 13}, {QFormat::Int4, 384, 128}};
+  // INT groups of a multiple of 8, Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K take the
+  // AVX-512 loop with the dequantization fused in; the others the plain one.
+  struct Case { QFormat f; int64_t cols, group; bool asym; };
+  const Case cases[] = {{QFormat::Q8_0, 64, 32, false}, {QFormat::Q4_0, 96, 32, false}, {QFormat::Int8, 100, 20, false},
+                        {QFormat::Int4, 13, 13, false},  {QFormat::Int4, 384, 128, false}, {QFormat::Int8, 96, 32, true},
+                        {QFormat::Int4, 48, 16, true},   {QFormat::Q4_K, 256, 256, false}, {QFormat::Q5_K, 512, 256, false},
+                        {QFormat::Q4_1, 64, 32, false},  {QFormat::Q6_K, 256, 256, false},
+                        {QFormat::Q3_K, 256, 256, false}};
   for (const Case& c : cases) {
     for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
       const int64_t rows = 9;
@@ -187,6 +196,7 @@ void test_error_avx2_matches_reference() {
       a.src = {src, dt, rows, c.cols};
       a.format = c.f;
       a.group = c.group;
+      a.symmetric = !c.asym;
       a.non_finite = NonFinite::Zero;
       const Output q = run(a);
       DequantizeArgs d;
@@ -197,6 +207,7 @@ void test_error_avx2_matches_reference() {
       d.data = q.data.data();
       d.scales = q.scales.data();
       d.scale_dtype = a.scale_dtype;
+      d.zeros = c.asym ? q.zeros.data() : nullptr;
       ErrorStats ref, simd, simd1;
       d.kernel = Kernel::Reference;
       const Status s0 = quantization_error({src, dt, rows, c.cols}, d, &ref);
@@ -213,6 +224,15 @@ void test_error_avx2_matches_reference() {
                u.max_abs == v.max_abs && u.count == v.count;
       };
       check(s0.ok() && s1.ok() && s2.ok() && same(ref, simd) && same(simd, simd1), what);
+      if (avx512) {
+        ErrorStats zmm, zmm1;
+        d.kernel = Kernel::Avx512;
+        d.threads = 2;
+        const Status s3 = quantization_error({src, dt, rows, c.cols}, d, &zmm);
+        d.threads = 1;
+        const Status s4 = quantization_error({src, dt, rows, c.cols}, d, &zmm1);
+        check(s3.ok() && s4.ok() && same(ref, zmm) && same(zmm, zmm1), std::string(what) + " (avx512)");
+      }
       // against a sequential sum over the dequantized tensor
       std::vector<float> y(x.size());
       d.kernel = Kernel::Reference;
@@ -227,6 +247,50 @@ void test_error_avx2_matches_reference() {
       }
       check(std::fabs(ref.sum_sq_err - se) <= 1e-12 * std::max(1.0, se) && ref.max_abs == mx && ref.count == rows * c.cols,
             std::string(what) + ": close to a sequential sum");
+    }
+  }
+}
+
+// The row sums on pairs quantization rarely produces: originals and
+// reconstructions of unrelated magnitudes (x - y then has more than 26
+// significant bits, so e*e rounds and a fused e*e + s would differ),
+// subnormals, an infinite original (counted as 0), an infinite and a NaN
+// reconstruction. Each SIMD row kernel equals the reference.
+void test_error_rows_unrelated_values() {
+  if (!isa_usable(Isa::Avx2, "error rows on unrelated values")) return;
+  const bool avx512 = isa_usable(Isa::Avx512, "error rows on unrelated values");
+  const ErrorRowFn f2 = avx2::error_row_fn(Kernel::Avx2), f512 = avx2::error_row_fn(Kernel::Avx512);
+  check(f2 != nullptr && (!avx512 || (f512 != nullptr && f512 != f2)), "error row kernels: AVX2 and AVX-512 present and distinct");
+  std::mt19937 g(5);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::uniform_int_distribution<int> ex(-20, 20);
+  const auto same = [](double a, double b) { return a == b || (std::isnan(a) && std::isnan(b)); };
+  for (int64_t n : {1, 7, 8, 37, 256, 1001}) {
+    for (int special = 0; special < 2; ++special) {
+      for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
+        const int64_t off = 3;
+        std::vector<float> x(static_cast<size_t>(off + n)), y(static_cast<size_t>(n));
+        for (auto& v : x) v = std::ldexp(u(g), ex(g));
+        for (auto& v : y) v = std::ldexp(u(g), ex(g));
+        if (n > 20) { x[off + 2] = 1e-41f; y[4] = 3e-42f; }
+        if (special && n > 20) { x[off + 5] = -INFINITY; y[9] = INFINITY; y[17] = std::nanf(""); }
+        std::vector<uint16_t> h(x.size());
+        for (size_t i = 0; i < x.size(); ++i) h[i] = dt == DType::F16 ? f32_to_f16(x[i]) : f32_to_bf16(x[i]);
+        const void* src = dt == DType::F32 ? static_cast<const void*>(x.data()) : h.data();
+        ErrorStats r, s2, s512;
+        ref::error_row(src, dt, off, y.data(), n, &r);
+        f2(src, dt, off, y.data(), n, &s2);
+        if (avx512) f512(src, dt, off, y.data(), n, &s512);
+        else s512 = r;
+        char what[120];
+        std::snprintf(what, sizeof what, "error row == reference on unrelated values: n=%lld dtype=%s%s",
+                      static_cast<long long>(n), dtype_name(dt), special ? " with inf/NaN" : "");
+        for (const ErrorStats* s : {&s2, &s512}) {
+          check(same(r.sum_sq_err, s->sum_sq_err) && same(r.sum_sq_ref, s->sum_sq_ref) && same(r.sum_sq_deq, s->sum_sq_deq) &&
+                    same(r.dot, s->dot) && r.max_abs == s->max_abs,
+                std::string(what) + (s == &s2 ? " (avx2)" : " (avx512)"));
+        }
+      }
     }
   }
 }
@@ -412,6 +476,7 @@ int main(int argc, char** argv) {
   test_ggml_vectors(fixtures);
   test_avx2_matches_reference();
   test_error_avx2_matches_reference();
+  test_error_rows_unrelated_values();
   test_search_degenerate_ranges();
   test_non_finite_first_index();
   test_every_output_byte_written();

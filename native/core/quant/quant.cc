@@ -233,16 +233,25 @@ Status quantization_error(const MatrixView& original, const DequantizeArgs& q, E
   // Per-row partial sums in double, combined in row order: the result does
   // not depend on the thread count.
   std::vector<ErrorStats> rows(static_cast<size_t>(q.rows));
-  // The sums' lane order is fixed (quant_math.h), so the AVX2 twin's equal the reference's.
+  // The sums' lane order is fixed (quant_math.h), so the AVX2 and AVX-512 twins' equal the reference's.
   ErrorRowFn err = ref::error_row;
-  if (qa.kernel != Kernel::Reference && cpu_enabled().avx2 && avx2::error_row_fn() != nullptr) err = avx2::error_row_fn();
+  if (qa.kernel != Kernel::Reference && cpu_enabled().avx2 && avx2::error_row_fn(qa.kernel) != nullptr) {
+    err = avx2::error_row_fn(qa.kernel);
+  }
+  // AVX-512 with Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K, INT8, INT4: the dequantization fused into the sums.
+  ErrorDeqRowFn fused = nullptr;
+  if (qa.kernel != Kernel::Reference && cpu_enabled().avx2) fused = avx2::error_deq_row_fn(qa, original.dtype);
   parallel_for(q.rows, row_grain(q.cols, 4), [&](int64_t r0, int64_t r1) {
+    if (fused) {
+      for (int64_t r = r0; r < r1; ++r) fused(original, qa, r, &rows[static_cast<size_t>(r)]);
+      return;
+    }
     float* deq = row_scratch(q.cols);
     for (int64_t r = r0; r < r1; ++r) {
       fn(qa, r, deq);
       err(original.data, original.dtype, r * q.cols, deq, q.cols, &rows[static_cast<size_t>(r)]);
     }
-  });
+  }, qa.threads);
   for (const ErrorStats& s : rows) {
     out->sum_sq_err += s.sum_sq_err;
     out->sum_sq_ref += s.sum_sq_ref;

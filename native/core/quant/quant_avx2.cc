@@ -11,6 +11,7 @@
 
 #include "../cpu.h"
 #include "quant_avx512.h"
+#include "quant_errsimd.h"
 #include "quant_ksimd.h"
 #include "quant_math.h"
 #include "quant_search.h"
@@ -1245,9 +1246,12 @@ void dequantize_kquant_row(const DequantizeArgs& a, int64_t row, float* out) {
       case QFormat::Q5_K: {
         const bool five = a.format == QFormat::Q5_K;
         const uint8_t* qs = y + (five ? 48 : 16);
+        // qk::q45_k_sub's products with the two f16 conversions done once per block
+        const float d = f16_to_f32(qm::load_u16(y)), dmin = f16_to_f32(qm::load_u16(y + 2));
         for (int j = 0; j < 8; ++j) {
-          float dl, ml;
-          qk::q45_k_sub(y, j, &dl, &ml);
+          int sc, mc;
+          qk::scale_min_k4(j, y + 4, &sc, &mc);
+          const float dl = d * static_cast<float>(sc), ml = dmin * static_cast<float>(mc);
           for (int i = 32 * j; i < 32 * j + 32; i += 8) {
             __m256i q = field8(qs + 32 * (i / 64) + i % 32, 4 * ((i / 32) & 1), 0x0f);
             if (five) q = _mm256_or_si256(q, _mm256_slli_epi32(field8(y + 16 + i % 32, i / 32, 1), 4));
@@ -1282,77 +1286,70 @@ DequantRowFn dequantize_row_fn(const DequantizeArgs& a) {
 
 namespace {
 
-// ---- error statistics: the reference's 8 lanes as two vectors of 4 doubles --
+// ---- error statistics (quant_errsimd.h): the reference's 8 lanes as two
+// vectors of 4 doubles (with AVX-512 allowed, quant_avx512.cc's twin holds
+// them in one zmm instead)
 
-struct ErrorAcc {
-  __m256d se, sx, sy, dot, mx;
+struct Ymm2 {
+  struct Half {
+    __m256d se, sx, sy, dot, mx;
+  };
+  struct Acc {
+    Half lo, hi;  // lanes 0-3, 4-7
+  };
+  static Acc zero() {
+    const __m256d z = _mm256_setzero_pd();
+    return {{z, z, z, z, z}, {z, z, z, z, z}};
+  }
+  static void add4(Half& a, __m128 xf, __m128 yf) {
+    const __m256d x = _mm256_cvtps_pd(xf), y = _mm256_cvtps_pd(yf), e = _mm256_sub_pd(x, y);
+    a.se = _mm256_add_pd(a.se, _mm256_mul_pd(e, e));  // e*e is rounded: no FMA here (quant_math.h)
+    a.sx = _mm256_fmadd_pd(x, x, a.sx);  // exact products: fused = the reference's mul then add
+    a.sy = _mm256_fmadd_pd(y, y, a.sy);
+    a.dot = _mm256_fmadd_pd(x, y, a.dot);
+    // MAXPD(|e|, m) returns m when |e| is NaN: the reference's comparison.
+    a.mx = _mm256_max_pd(_mm256_andnot_pd(_mm256_set1_pd(-0.0), e), a.mx);
+  }
+  static void add8(Acc& a, __m256 x, __m256 y) {
+    add4(a.lo, _mm256_castps256_ps128(x), _mm256_castps256_ps128(y));
+    add4(a.hi, _mm256_extractf128_ps(x, 1), _mm256_extractf128_ps(y, 1));
+  }
+  static bool x_finite(const Acc& a) {
+    const __m256d inf = _mm256_set1_pd(__builtin_inf());
+    const __m256d f = _mm256_and_pd(_mm256_cmp_pd(a.lo.sx, inf, _CMP_LT_OQ), _mm256_cmp_pd(a.hi.sx, inf, _CMP_LT_OQ));
+    return _mm256_movemask_pd(f) == 0xf;
+  }
+  static void store(const Acc& a, qm::ErrorLanes* l) {
+    _mm256_storeu_pd(l->se, a.lo.se);
+    _mm256_storeu_pd(l->se + 4, a.hi.se);
+    _mm256_storeu_pd(l->sx, a.lo.sx);
+    _mm256_storeu_pd(l->sx + 4, a.hi.sx);
+    _mm256_storeu_pd(l->sy, a.lo.sy);
+    _mm256_storeu_pd(l->sy + 4, a.hi.sy);
+    _mm256_storeu_pd(l->dot, a.lo.dot);
+    _mm256_storeu_pd(l->dot + 4, a.hi.dot);
+    alignas(32) double m[4];
+    _mm256_store_pd(m, _mm256_max_pd(a.lo.mx, a.hi.mx));
+    l->max_abs = 0.0;
+    for (int k = 0; k < 4; ++k) l->max_abs = m[k] > l->max_abs ? m[k] : l->max_abs;
+  }
 };
-
-inline void error_acc_add(ErrorAcc& a, __m128 xf, __m128 yf) {
-  const __m256d x = _mm256_cvtps_pd(xf), y = _mm256_cvtps_pd(yf), e = _mm256_sub_pd(x, y);
-  a.se = _mm256_add_pd(a.se, _mm256_mul_pd(e, e));
-  a.sx = _mm256_add_pd(a.sx, _mm256_mul_pd(x, x));
-  a.sy = _mm256_add_pd(a.sy, _mm256_mul_pd(y, y));
-  a.dot = _mm256_add_pd(a.dot, _mm256_mul_pd(x, y));
-  // MAXPD(|e|, m) returns m when |e| is NaN: the reference's comparison.
-  a.mx = _mm256_max_pd(_mm256_andnot_pd(_mm256_set1_pd(-0.0), e), a.mx);
-}
-
-template <DType T>
-void error_row_t(const void* orig, DType, int64_t offset, const float* deq, int64_t n, ErrorStats* s) {
-  ErrorAcc lo = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()};
-  ErrorAcc hi = lo;
-  const __m256 inf = _mm256_set1_ps(__builtin_inff());
-  const __m256 sign = _mm256_set1_ps(-0.0f);
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8) {
-    __m256 x = Src<T>::load(orig, offset + j);
-    // non-finite originals count as 0 (load_f32 with NonFinite::Zero)
-    x = _mm256_and_ps(x, _mm256_cmp_ps(_mm256_andnot_ps(sign, x), inf, _CMP_LT_OQ));
-    const __m256 y = _mm256_loadu_ps(deq + j);
-    error_acc_add(lo, _mm256_castps256_ps128(x), _mm256_castps256_ps128(y));
-    error_acc_add(hi, _mm256_extractf128_ps(x, 1), _mm256_extractf128_ps(y, 1));
-  }
-  qm::ErrorLanes l;
-  _mm256_storeu_pd(l.se, lo.se);
-  _mm256_storeu_pd(l.se + 4, hi.se);
-  _mm256_storeu_pd(l.sx, lo.sx);
-  _mm256_storeu_pd(l.sx + 4, hi.sx);
-  _mm256_storeu_pd(l.sy, lo.sy);
-  _mm256_storeu_pd(l.sy + 4, hi.sy);
-  _mm256_storeu_pd(l.dot, lo.dot);
-  _mm256_storeu_pd(l.dot + 4, hi.dot);
-  alignas(32) double m[4];
-  _mm256_store_pd(m, _mm256_max_pd(lo.mx, hi.mx));
-  l.max_abs = 0.0;
-  for (int k = 0; k < 4; ++k) l.max_abs = m[k] > l.max_abs ? m[k] : l.max_abs;
-  // the tail (n % 8 values) lands in lanes 0.. as in the reference
-  for (int k = 0; j < n; ++j, ++k) {
-    float x;
-    if (T == DType::F32) x = static_cast<const float*>(orig)[offset + j];
-    else if (T == DType::F16) x = f16_to_f32(static_cast<const uint16_t*>(orig)[offset + j]);
-    else x = bf16_to_f32(static_cast<const uint16_t*>(orig)[offset + j]);
-    if (!is_finite_bits(f32_bits(x))) x = 0.0f;
-    qm::error_lane_add(&l, k, x, deq[j]);
-  }
-  s->sum_sq_err = qm::error_fold8(l.se);
-  s->sum_sq_ref = qm::error_fold8(l.sx);
-  s->sum_sq_deq = qm::error_fold8(l.sy);
-  s->dot = qm::error_fold8(l.dot);
-  s->max_abs = l.max_abs;
-}
-
-void error_row_any(const void* orig, DType t, int64_t offset, const float* deq, int64_t n, ErrorStats* s) {
-  switch (t) {
-    case DType::F16: error_row_t<DType::F16>(orig, t, offset, deq, n, s); return;
-    case DType::BF16: error_row_t<DType::BF16>(orig, t, offset, deq, n, s); return;
-    default: error_row_t<DType::F32>(orig, t, offset, deq, n, s); return;
-  }
-}
 
 }  // namespace
 
-ErrorRowFn error_row_fn() { return error_row_any; }
+// AVX-512 only: with AVX2's 16 registers the ten accumulators and the
+// dequantization's temporaries spill, and the fused loop measured slower
+// than dequantizing the row first (es::fused_fn<Ymm2> would be correct).
+ErrorDeqRowFn error_deq_row_fn(const DequantizeArgs& q, DType orig) {
+  return avx512_allowed(q.kernel) ? avx512::error_deq_row_fn(q, orig) : nullptr;
+}
+
+ErrorRowFn error_row_fn(Kernel k) {
+  if (avx512_allowed(k)) {
+    if (ErrorRowFn f = avx512::error_row_fn()) return f;
+  }
+  return es::row_plain_any<Ymm2>;
+}
 
 }  // namespace avx2
 }  // namespace st
@@ -1363,7 +1360,8 @@ namespace st {
 namespace avx2 {
 QuantRowFn quantize_row_fn(const QuantizeArgs&) { return nullptr; }
 DequantRowFn dequantize_row_fn(const DequantizeArgs&) { return nullptr; }
-ErrorRowFn error_row_fn() { return nullptr; }
+ErrorRowFn error_row_fn(Kernel) { return nullptr; }
+ErrorDeqRowFn error_deq_row_fn(const DequantizeArgs&, DType) { return nullptr; }
 }  // namespace avx2
 }  // namespace st
 

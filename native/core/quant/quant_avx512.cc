@@ -15,6 +15,7 @@
 
 #if defined(__AVX512F__) && defined(__AVX512VL__)
 
+#include "quant_errsimd.h"
 #include "quant_ksimd.h"
 
 namespace st {
@@ -178,6 +179,54 @@ void q4_1_sums8(const float* x, const float* w, float mn, const float* inv, int 
 
 QuantRowFn ggml_search_row_fn(const QuantizeArgs& a) { return ks::row_fn<V16, 2>(a); }
 
+// ---- error statistics (quant_errsimd.h): the reference's 8 lanes
+// (quant_math.h) as one zmm of doubles, the same operations per lane.
+
+namespace {
+
+struct Zmm {
+  struct Acc {
+    __m512d se, sx, sy, dot, mx;
+  };
+  static Acc zero() {
+    Acc a;
+    a.se = a.sx = a.sy = a.dot = a.mx = _mm512_setzero_pd();
+    return a;
+  }
+  static void add8(Acc& a, __m256 xf, __m256 yf) {
+    const __m512d x = _mm512_cvtps_pd(xf), y = _mm512_cvtps_pd(yf);
+    const __m512d e = _mm512_sub_pd(x, y);
+    a.se = _mm512_add_pd(a.se, _mm512_mul_pd(e, e));  // e*e is rounded: no FMA here
+    // x*x, y*y, x*y of two floats are exact in double (quant_math.h), so
+    // the fused multiply-add rounds once, as the reference's add does.
+    a.sx = _mm512_fmadd_pd(x, x, a.sx);
+    a.sy = _mm512_fmadd_pd(y, y, a.sy);
+    a.dot = _mm512_fmadd_pd(x, y, a.dot);
+    // MAXPD(|e|, m) returns m when |e| is NaN: the reference's comparison.
+    const __m512i abs_mask = _mm512_set1_epi64(0x7fffffffffffffffLL);
+    a.mx = _mm512_max_pd(_mm512_castsi512_pd(_mm512_and_si512(_mm512_castpd_si512(e), abs_mask)), a.mx);
+  }
+  static bool x_finite(const Acc& a) {
+    return _mm512_cmp_pd_mask(a.sx, _mm512_set1_pd(__builtin_inf()), _CMP_LT_OQ) == 0xff;
+  }
+  static void store(const Acc& a, qm::ErrorLanes* l) {
+    _mm512_storeu_pd(l->se, a.se);
+    _mm512_storeu_pd(l->sx, a.sx);
+    _mm512_storeu_pd(l->sy, a.sy);
+    _mm512_storeu_pd(l->dot, a.dot);
+    double m[8];
+    _mm512_storeu_pd(m, a.mx);
+    l->max_abs = 0.0;
+    for (int k = 0; k < 8; ++k) l->max_abs = m[k] > l->max_abs ? m[k] : l->max_abs;
+  }
+};
+
+}  // namespace
+
+ErrorRowFn error_row_fn() { return es::row_plain_any<Zmm>; }
+
+ErrorDeqRowFn error_deq_row_fn(const DequantizeArgs& q, DType orig) { return es::fused_fn<Zmm>(q, orig); }
+
 }  // namespace avx512
 }  // namespace st
 
@@ -187,6 +236,8 @@ namespace st {
 namespace avx512 {
 bool compiled() { return false; }
 QuantRowFn ggml_search_row_fn(const QuantizeArgs&) { return nullptr; }
+ErrorRowFn error_row_fn() { return nullptr; }
+ErrorDeqRowFn error_deq_row_fn(const DequantizeArgs&, DType) { return nullptr; }
 void sym_sums8(const float*, const float*, int, const float*, int, float, float, __m256*, __m256*) {}
 void asym_sums8(const float*, const float*, int, const float*, const float*, int, float, float, __m256*, __m256*) {}
 void q4_1_sums8(const float*, const float*, float, const float*, int, __m256*, __m256*, __m256*) {}

@@ -20,6 +20,14 @@ QuantRowFn ggml_search_row_fn(const QuantizeArgs& a);
 // False when this binary was built without the AVX-512 file's flags.
 bool compiled();
 
+// The error sums (quant_kernels.h's ErrorRowFn) with the reference's 8 lanes
+// in one zmm of doubles; null when built without the AVX-512 file's flags.
+ErrorRowFn error_row_fn();
+// The same with the dequantization of `q` fused in, for Q8_0, Q4_0, Q4_1,
+// Q4_K, Q5_K, Q6_K, and INT8 / INT4 with groups of a multiple of 8
+// (originals of dtype `orig`); null for the other formats or such a build.
+ErrorDeqRowFn error_deq_row_fn(const DequantizeArgs& q, DType orig);
+
 // a = Σ w·q·x, b = Σ w·q² with q = clamp(round(x·inv[k]), qmin, qmax).
 void sym_sums8(const float* x, const float* w, int n, const float* inv, int m, float qmin, float qmax, __m256* a,
                __m256* b);

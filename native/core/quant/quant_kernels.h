@@ -16,6 +16,9 @@ using DequantRowFn = void (*)(const DequantizeArgs& a, int64_t row, float* out);
 // non-finite values count as 0) against `deq`, in the lane order of
 // quant_math.h (error_lane_add, error_fold8). Sets every field but count.
 using ErrorRowFn = void (*)(const void* orig, DType t, int64_t offset, const float* deq, int64_t n, ErrorStats* s);
+// The same for row `row` of `orig` against row `row` of `q`, dequantized on
+// the fly: equal to DequantRowFn then ErrorRowFn.
+using ErrorDeqRowFn = void (*)(const MatrixView& orig, const DequantizeArgs& q, int64_t row, ErrorStats* s);
 
 namespace ref {
 int64_t quantize_row(const QuantizeArgs& a, int64_t row);
@@ -27,7 +30,12 @@ namespace avx2 {
 // Null when the file was built without AVX2 support.
 QuantRowFn quantize_row_fn(const QuantizeArgs& a);
 DequantRowFn dequantize_row_fn(const DequantizeArgs& a);
-ErrorRowFn error_row_fn();
+// The AVX-512 twin when `k` allows it (Auto, Avx512) and the CPU has it.
+ErrorRowFn error_row_fn(Kernel k);
+// A fused ErrorDeqRowFn (AVX-512, when q.kernel allows it) for q's format
+// (Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K, INT8/INT4 with groups of 8k) and the originals'
+// dtype; else null.
+ErrorDeqRowFn error_deq_row_fn(const DequantizeArgs& q, DType orig);
 }  // namespace avx2
 
 // Reads n values of a float dtype starting at element `offset` as f32.

@@ -254,8 +254,17 @@ ST_HD int get_code(const uint8_t* row, int64_t col, int bits) {
 // Error statistics (quantization_error): x the original, y its
 // reconstruction, in double. Each sum is kept in 8 lanes, element j of a row
 // in lane j % 8, and folded lane l += l + 4, then l += l + 2, then 0 += 1:
-// the order the AVX2 twin (two vectors of 4 doubles) reproduces bit for bit.
+// the order the AVX2 twin (two vectors of 4 doubles) and the AVX-512 one (a
+// vector of 8) reproduce bit for bit.
 // The largest |x - y| ignores NaN differences, as x86 MAXPD(d, m) does.
+// The SIMD twins may fuse x*x, y*y and x*y with their additions: x and y are
+// floats (24-bit significands, exponents within 2^-149..2^128), so each
+// product has at most 48 significant bits and lies far inside double's
+// normal range: it is exact, and fma(x, y, s) rounds once, exactly as
+// s + x*y does here (compiled without contraction). With an infinite or
+// NaN factor both give the same infinity, or both NaN. e*e is not exact
+// (x - y can carry up to 53 bits), so se is always a rounded product, then a
+// rounded add.
 
 struct ErrorLanes {
   double se[8], sx[8], sy[8], dot[8];
