@@ -371,7 +371,7 @@ function markdown(r: { threads: number; cases: readonly PipelineCase[] }, quick:
     '',
     markdownTable(['model -> preset', 'tool', 'input', 'output', 'seconds', 'GB/s', 'read alone GB/s', '× read', 'CPU s', 'peak RSS'], rows),
     '',
-    'Where the time went (the median run with the error; seconds summed over tensors — stages of different tensors overlap — then the waits: read tensors waiting for the compute lane, compressed tensors for the ordered write, the planner for room under the memory limit):',
+    'Where the time went (the median run with the error; seconds summed over tensors — stages of different tensors overlap — then the waits: read tensors waiting for the compute lane, compressed tensors for the ordered write, the planner for room under the memory limit; plain quantization measures each row right after quantizing it, so its error time is in "compress"):',
     '',
     markdownTable(['model -> preset', 'read', 'compress', 'error', 'write', 'wait compute', 'wait write', 'wait admit', 'tensor buffers peak / limit'], stages),
     ...(peerNote !== undefined ? ['', `llama-quantize: ${peerNote.missing}.`] : []),

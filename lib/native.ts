@@ -71,8 +71,9 @@ interface Binding {
   parallelCopy(dst: ArrayBufferView, src: ArrayBufferView, threads: number): void;
   /** Bytes from the start of `view` to the next address that is a multiple of `alignment` (a power of two): O_DIRECT's buffers. */
   alignmentOffset(view: ArrayBufferView, alignment: number): number;
-  quantize(args: NativeArgs, async: false): undefined;
-  quantize(args: NativeArgs, async: true): Promise<undefined>;
+  /** With args.measureError, also returns the result's error sums (as quantizationError's). */
+  quantize(args: NativeArgs, async: false): ErrorSums | undefined;
+  quantize(args: NativeArgs, async: true): Promise<ErrorSums | undefined>;
   dequantize(args: NativeArgs, async: false): undefined;
   dequantize(args: NativeArgs, async: true): Promise<undefined>;
   quantizationError(args: NativeArgs, async: false): ErrorSums;

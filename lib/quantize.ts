@@ -331,6 +331,19 @@ export async function quantize(t: Tensor, options: QuantizeOptions): Promise<Qua
   return result;
 }
 
+/**
+ * quantize, and the result's quantizationError sums, each row measured
+ * right after it is quantized (while it is in the core's cache): the same
+ * bytes and the same sums, bit for bit, as the two calls (not exported
+ * from the package; the pipeline's measured quantize).
+ */
+export async function quantizeMeasured(t: Tensor, options: QuantizeOptions): Promise<{ q: QuantizedTensor; sums: ErrorSums }> {
+  const { args, result } = planQuantize(t, options, 'quantize');
+  args.measureError = true;
+  const sums = await callAsync('quantize', () => binding.quantize(args, true));
+  return { q: result, sums: sums as ErrorSums };
+}
+
 /** Synchronous quantize: blocks the calling thread; for small tensors and scripts. */
 export function quantizeSync(t: Tensor, options: QuantizeOptions): QuantizedTensor {
   const { args, result } = planQuantize(t, options, 'quantizeSync');

@@ -16,7 +16,7 @@ import { kernelsHere, skip } from './support/skip';
 
 /** The part of an addon instance these tests call (see lib/native.ts). */
 interface RawBinding extends RawAddon {
-  quantize(args: NativeArgs, async: boolean): Promise<undefined> | undefined;
+  quantize(args: NativeArgs, async: boolean): Promise<unknown> | undefined;
   dequantize(args: NativeArgs, async: boolean): Promise<undefined> | undefined;
 }
 

@@ -11,7 +11,9 @@ import {
   Tensor,
   type QuantFormat,
   type QuantizeOptions,
+  castSync,
 } from '../lib/index';
+import { quantizationErrorSums, quantizeMeasured } from '../lib/quantize';
 import { code, groupParams, unpack, type ScaleDType } from './support/ct-oracle';
 import { bytesOf } from './support/assert';
 import { Rng } from './support/random';
@@ -427,5 +429,39 @@ describe('quantize: API behaviour', () => {
     const copy = new QuantizedTensor({ format: q.format, shape: q.shape, data: q.data.slice(), scales: q.scales, zeros: q.zeros, groupSize: 64 });
     expect(Array.from(dequantizeSync(copy).data as Float32Array)).to.deep.equal(Array.from(dequantizeSync(q).data as Float32Array));
     expect(() => new QuantizedTensor({ format: 'q4_0', shape: [2, 32], data: new Uint8Array(35) })).to.throw(/needs 36/).with.property('code', 'ERR_SHAPE');
+  });
+});
+
+describe('quantizeMeasured (the pipeline measuring each row as it quantizes it)', () => {
+  it('writes the same bytes and returns the same sums as quantize then quantizationError, for every format, with and without an importance vector', async () => {
+    const rng = new Rng(31);
+    const rows = 7;
+    const cols = 512;
+    const x = Float32Array.from(rng.normals(rows * cols, 0.05), (v, i) => (i % 97 === 0 ? v * 40 : v));
+    const importance = Float32Array.from({ length: cols }, (_, i) => 0.25 + ((i * 13) % 7));
+    const cases: QuantizeOptions[] = [
+      { format: 'q8_0' },
+      { format: 'q4_0' },
+      { format: 'q4_1' },
+      { format: 'q4_k' },
+      { format: 'q6_k' },
+      { format: 'q4_k', importance },
+      { format: 'int4', groupSize: 128 },
+      { format: 'int4', groupSize: 32, symmetric: false },
+      { format: 'int8', groupSize: 'channel' },
+    ];
+    for (const dtype of ['f32', 'f16'] as const) {
+      const t = dtype === 'f32' ? Tensor.from(x, [rows, cols]) : castSync(Tensor.from(x, [rows, cols]), 'f16');
+      for (const o of cases) {
+        const label = `${dtype} ${JSON.stringify({ ...o, importance: o.importance === undefined ? undefined : 'given' })}`;
+        const plain = await quantize(t, { ...o, threads: 2 });
+        const sums = await quantizationErrorSums(t, plain);
+        const m = await quantizeMeasured(t, { ...o, threads: 2 });
+        expect(Buffer.compare(bytesOf(m.q.data), bytesOf(plain.data)), label).to.equal(0);
+        if (plain.scales !== undefined) expect(Buffer.compare(bytesOf((m.q.scales as Tensor).data), bytesOf(plain.scales.data)), label).to.equal(0);
+        expect(m.sums, label).to.deep.equal(sums);
+        expect(m.sums.count, label).to.equal(rows * cols);
+      }
+    }
   });
 });

@@ -31,7 +31,7 @@ import { ggmlTypeByName, type GGMLTypeName } from '../formats/gguf-types';
 import { imatrixWeights, readImatrix, type ImatrixEntry, type ImportanceMatrix } from '../formats/imatrix';
 import { DTYPE_TO_SAFETENSORS, plannedBytes, SAFETENSORS_INDEX, ShardedSafetensorsWriter, type PlannedTensor } from '../formats/safetensors';
 import { lowRank, matmul, rankForRatio } from '../lowrank';
-import { addErrorSums, dequantize, errorFromSums, GGML_QUANT_FORMATS, quantizationError, quantizationErrorSums, quantize, QuantizedTensor, type FloatDType, type QuantizeOptions } from '../quantize';
+import { addErrorSums, dequantize, errorFromSums, GGML_QUANT_FORMATS, quantizationError, quantize, quantizeMeasured, QuantizedTensor, type FloatDType, type QuantizeOptions } from '../quantize';
 import type { ErrorSums } from '../native';
 import { compress24, decompress24, prune, Sparse24Tensor, type SparsityScore } from '../sparsity';
 import { dtypeSize, Tensor } from '../tensor';
@@ -218,7 +218,12 @@ export interface StageTimes {
   readMs: number;
   /** Quantizing, converting, pruning or factorizing (on the thread pool). */
   compressMs: number;
-  /** Measuring the error (measureError) of quantized and converted tensors; pruned and low-rank tensors count theirs in compressMs. */
+  /**
+   * Measuring the error (measureError) as a pass of its own: converted and
+   * GPTQ-quantized tensors. Plain quantization measures each row right
+   * after quantizing it, and pruned and low-rank tensors measure theirs as
+   * part of the method: those count in compressMs.
+   */
   errorMs: number;
   /** Writing to the output. */
   writeMs: number;
@@ -1027,7 +1032,7 @@ async function runPipeline(entries: readonly Entry[], source: ModelSource, sink:
         // The error is timed apart from the compression it follows.
         const mine = noStageTimes();
         const t0 = performance.now();
-        result = band === undefined ? await compressOne(e, input, take, ro, mine) : await bandOne(e, band, input, take, ro, mine);
+        result = band === undefined ? await compressOne(e, input, take, ro, mine) : await bandOne(e, band, input, take, ro);
         st.compressMs += performance.now() - t0 - mine.errorMs;
         st.errorMs += mine.errorMs;
         await ro.onComputed?.(e, result);
@@ -1078,7 +1083,7 @@ async function runPipeline(entries: readonly Entry[], source: ModelSource, sink:
 }
 
 /** One band of a tensor's rows (bandsOf): kept as read, or quantized; the tensor's error is complete after its last band. */
-async function bandOne(e: Entry, band: Band, input: Uint8Array, take: (n: number) => Uint8Array, ro: RunOptions, times: StageTimes): Promise<Result> {
+async function bandOne(e: Entry, band: Band, input: Uint8Array, take: (n: number) => Uint8Array, ro: RunOptions): Promise<Result> {
   const a = e.plan.action;
   if (a.kind !== 'quantize') {
     const dt = floatDtypeOf(e.src);
@@ -1091,12 +1096,12 @@ async function bandOne(e: Entry, band: Band, input: Uint8Array, take: (n: number
   const t = Tensor.from(input, shape, floatDtypeOf(e.src) as FloatDType);
   const out = new QuantizedTensor({ format: o.format, shape, data: take(quantBytes(shape, o).data) });
   const w = e.importance === undefined ? undefined : imatrixWeights(e.importance);
-  const q = await quantize(t, { ...o, out, ...(w !== undefined ? { importance: w } : {}), ...(ro.threads !== undefined ? { threads: ro.threads } : {}) });
-  if (ro.measureError) {
-    const sums = await timed(times, 'errorMs', () => quantizationErrorSums(t, q));
-    e.bandError = band.index === 0 || e.bandError === undefined ? sums : addErrorSums(e.bandError, sums);
-    if (band.index === band.count - 1) e.record.error = errorFromSums(e.bandError);
-  }
+  const qo = { ...o, out, ...(w !== undefined ? { importance: w } : {}), ...(ro.threads !== undefined ? { threads: ro.threads } : {}) };
+  if (!ro.measureError) return { kind: 'quant', q: await quantize(t, qo) };
+  // each row measured right after it is quantized (the time counts as compressing)
+  const { q, sums } = await quantizeMeasured(t, qo);
+  e.bandError = band.index === 0 || e.bandError === undefined ? sums : addErrorSums(e.bandError, sums);
+  if (band.index === band.count - 1) e.record.error = errorFromSums(e.bandError);
   return { kind: 'quant', q };
 }
 
@@ -1168,8 +1173,11 @@ async function compressOne(e: Entry, input: Uint8Array, take: (n: number) => Uin
     if (ro.measureError) e.record.error = await timed(times, 'errorMs', () => quantizationError(t, r.quantized));
     return { kind: 'quant', q: r.quantized };
   }
-  const q = await quantize(t, { ...o, out, ...(w !== undefined ? { importance: w } : {}), ...threads });
-  if (ro.measureError) e.record.error = await timed(times, 'errorMs', () => quantizationError(t, q));
+  const qo = { ...o, out, ...(w !== undefined ? { importance: w } : {}), ...threads };
+  if (!ro.measureError) return { kind: 'quant', q: await quantize(t, qo) };
+  // each row measured right after it is quantized (the time counts as compressing)
+  const { q, sums } = await quantizeMeasured(t, qo);
+  e.record.error = errorFromSums(sums);
   return { kind: 'quant', q };
 }
 

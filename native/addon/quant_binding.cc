@@ -50,6 +50,18 @@ QBytes quant_bytes(Napi::Env env, QFormat f, int64_t rows, int64_t cols, int64_t
   return b;
 }
 
+// quantizationError's result object (and quantize's, when it measures).
+Napi::Object error_sums(Napi::Env env, const ErrorStats& s) {
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("sumSqErr", s.sum_sq_err);
+  r.Set("sumSqRef", s.sum_sq_ref);
+  r.Set("sumSqDeq", s.sum_sq_deq);
+  r.Set("dot", s.dot);
+  r.Set("maxAbs", s.max_abs);
+  r.Set("count", static_cast<double>(s.count));
+  return r;
+}
+
 class QuantizeJob : public Job {
  public:
   QuantizeJob(Napi::Env env, const Napi::Object& o) {
@@ -75,11 +87,16 @@ class QuantizeJob : public Job {
     const bool ggml = qformat_traits(a_.format).ggml;
     if (!ggml) a_.scales = pin_output(env, o.Get("scales"), "scales", b.scales);
     if (!ggml && !a_.symmetric) a_.zeros = static_cast<int8_t*>(pin_output(env, o.Get("zeros"), "zeros", b.zeros));
+    // The error statistics of the result against the input, each row measured right after it is quantized.
+    measure_ = o.Has("measureError") && get_bool(o, "measureError");
   }
-  Status run() override { return quantize(a_); }
+  Status run() override { return quantize(a_, measure_ ? &stats_ : nullptr); }
+  Napi::Value result(Napi::Env env) override { return measure_ ? error_sums(env, stats_) : env.Undefined(); }
 
  private:
   QuantizeArgs a_;
+  bool measure_ = false;
+  ErrorStats stats_;
 };
 
 // Shared by dequantize and quantizationError: the quantized operand.
@@ -130,16 +147,7 @@ class ErrorJob : public Job {
     orig_.data = pin(env, o.Get("orig"), "original", checked_mul(env, n, dtype_size(orig_.dtype), "original"));
   }
   Status run() override { return quantization_error(orig_, d_, &stats_); }
-  Napi::Value result(Napi::Env env) override {
-    Napi::Object r = Napi::Object::New(env);
-    r.Set("sumSqErr", stats_.sum_sq_err);
-    r.Set("sumSqRef", stats_.sum_sq_ref);
-    r.Set("sumSqDeq", stats_.sum_sq_deq);
-    r.Set("dot", stats_.dot);
-    r.Set("maxAbs", stats_.max_abs);
-    r.Set("count", static_cast<double>(stats_.count));
-    return r;
-  }
+  Napi::Value result(Napi::Env env) override { return error_sums(env, stats_); }
 
  private:
   DequantizeArgs d_;

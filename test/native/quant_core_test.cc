@@ -40,7 +40,8 @@ struct Output {
 
 // Outputs start filled with `fill`: lib/ hands the kernels uninitialized
 // memory, so every byte must be written (test_every_output_byte_written).
-Output run(QuantizeArgs a, uint8_t fill = 0xcd) {
+// With `error`, quantize also measures the result (quantize's `error`).
+Output run(QuantizeArgs a, uint8_t fill = 0xcd, ErrorStats* error = nullptr) {
   Output o;
   const QuantSizes sz = quant_sizes(a.format, a.src.cols, a.group);
   o.data.assign(static_cast<size_t>(a.src.rows * sz.data_row_bytes), fill);
@@ -50,7 +51,7 @@ Output run(QuantizeArgs a, uint8_t fill = 0xcd) {
   a.data = o.data.data();
   a.scales = o.scales.data();
   a.zeros = o.zeros.data();
-  o.status = quantize(a);
+  o.status = quantize(a, error);
   return o;
 }
 
@@ -224,6 +225,20 @@ void test_error_avx2_matches_reference() {
                u.max_abs == v.max_abs && u.count == v.count;
       };
       check(s0.ok() && s1.ok() && s2.ok() && same(ref, simd) && same(simd, simd1), what);
+      // quantize measuring each row as it goes: the same bytes and the same sums, on every kernel and thread count
+      for (const Kernel k : {Kernel::Reference, Kernel::Avx2, Kernel::Avx512}) {
+        if (k == Kernel::Avx512 && !avx512) continue;
+        for (const int threads : {1, 2}) {
+          QuantizeArgs m = a;
+          m.kernel = k;
+          m.threads = threads;
+          ErrorStats measured;
+          measured.sum_sq_err = -1;  // overwritten
+          const Output qm = run(m, 0xcd, &measured);
+          check(qm.status.ok() && qm == q && same(measured, ref),
+                std::string(what) + ": quantize with error == quantize then quantization_error (kernel " + std::to_string(static_cast<int>(k)) + ", " + std::to_string(threads) + " threads)");
+        }
+      }
       if (avx512) {
         ErrorStats zmm, zmm1;
         d.kernel = Kernel::Avx512;

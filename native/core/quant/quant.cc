@@ -151,7 +151,81 @@ QuantSizes quant_sizes(QFormat f, int64_t cols, int64_t group) {
   return {group > 0 ? cols / group : 0, words * 4};
 }
 
-Status quantize(const QuantizeArgs& a) {
+namespace {
+
+// One row's error statistics against its original: the SIMD twin that
+// dequantizes inside the sums where there is one (AVX-512 with Q8_0, Q4_0,
+// Q4_1, Q4_K, Q5_K, Q6_K, INT8, INT4), else the row dequantized into
+// scratch and summed. The sums' lane order is fixed (quant_math.h), so the
+// AVX2 and AVX-512 twins' equal the reference's.
+class RowError {
+ public:
+  RowError(const MatrixView& original, const DequantizeArgs& q) : orig_(original), q_(q) {
+    if (q_.kernel == Kernel::Cuda) q_.kernel = Kernel::Auto;  // the statistics run on the CPU
+  }
+  Status init() {
+    Status st;
+    deq_ = pick_dequant(q_, &st);
+    if (!deq_) return st;
+    err_ = ref::error_row;
+    if (q_.kernel != Kernel::Reference && cpu_enabled().avx2 && avx2::error_row_fn(q_.kernel) != nullptr) err_ = avx2::error_row_fn(q_.kernel);
+    if (q_.kernel != Kernel::Reference && cpu_enabled().avx2) fused_ = avx2::error_deq_row_fn(q_, orig_.dtype);
+    return Status::Ok();
+  }
+  // `scratch`: row_scratch(cols) of the calling thread (unused when fused).
+  void row(int64_t r, float* scratch, ErrorStats* out) const {
+    if (fused_) {
+      fused_(orig_, q_, r, out);
+      return;
+    }
+    deq_(q_, r, scratch);
+    err_(orig_.data, orig_.dtype, r * q_.cols, scratch, q_.cols, out);
+  }
+  bool fused() const { return fused_ != nullptr; }
+  const DequantizeArgs& args() const { return q_; }
+
+ private:
+  MatrixView orig_;
+  DequantizeArgs q_;
+  DequantRowFn deq_ = nullptr;
+  ErrorRowFn err_ = nullptr;
+  ErrorDeqRowFn fused_ = nullptr;
+};
+
+// Per-row partial sums in double, combined in row order: the result does
+// not depend on the thread count, nor on whether the rows were summed
+// right after quantizing them (quantize with `error`) or later.
+void combine_rows(const std::vector<ErrorStats>& rows, int64_t count, ErrorStats* out) {
+  *out = ErrorStats{};
+  for (const ErrorStats& s : rows) {
+    out->sum_sq_err += s.sum_sq_err;
+    out->sum_sq_ref += s.sum_sq_ref;
+    out->sum_sq_deq += s.sum_sq_deq;
+    out->dot += s.dot;
+    out->max_abs = std::max(out->max_abs, s.max_abs);
+  }
+  out->count = count;
+}
+
+// The quantized output of `a` as dequantize reads it.
+DequantizeArgs output_of(const QuantizeArgs& a) {
+  DequantizeArgs d;
+  d.format = a.format;
+  d.rows = a.src.rows;
+  d.cols = a.src.cols;
+  d.group = a.group;
+  d.data = a.data;
+  d.scales = a.scales;
+  d.scale_dtype = a.scale_dtype;
+  d.zeros = a.symmetric ? nullptr : a.zeros;
+  d.kernel = a.kernel;
+  d.threads = a.threads;
+  return d;
+}
+
+}  // namespace
+
+Status quantize(const QuantizeArgs& a, ErrorStats* error) {
   Status st = check_common(a.format, a.src.rows, a.src.cols, a.group, a.scale_dtype);
   if (!st.ok()) return st;
   if (!is_float_dtype(a.src.dtype)) {
@@ -167,16 +241,30 @@ Status quantize(const QuantizeArgs& a) {
   if (a.search == Search::None && a.importance && !tr.ggml) {
     return Status::Error(Code::Value, "importance weights on int4/int8 need search 'mse'");
   }
+  if (error) *error = ErrorStats{};
   if (a.src.rows == 0 || a.src.cols == 0) return Status::Ok();
-  if (a.kernel == Kernel::Cuda) return cuda_quantize(a);
+  if (a.kernel == Kernel::Cuda) {
+    st = cuda_quantize(a);
+    if (!st.ok() || !error) return st;
+    return quantization_error(a.src, output_of(a), error);
+  }
 
   QuantRowFn fn = pick_quant(a, &st);
   if (!fn) return st;
+  // With `error`: each row's statistics right after the row is quantized,
+  // while its input and blocks are still in the core's cache.
+  RowError measure(a.src, output_of(a));
+  if (error) {
+    st = measure.init();
+    if (!st.ok()) return st;
+  }
+  std::vector<ErrorStats> rows(error ? static_cast<size_t>(a.src.rows) : 0);
   // First non-finite element (flat index), or INT64_MAX. A chunk may stop
   // early only once a smaller index is known, so the minimum is exact.
   std::atomic<int64_t> first_bad{INT64_MAX};
   const int64_t cols = a.src.cols;
   parallel_for(a.src.rows, row_grain(cols, dtype_size(a.src.dtype)), [&](int64_t r0, int64_t r1) {
+    float* scratch = error && !measure.fused() ? row_scratch(cols) : nullptr;
     for (int64_t r = r0; r < r1; ++r) {
       if (first_bad.load(std::memory_order_relaxed) < r * cols) return;
       const int64_t bad = fn(a, r);
@@ -185,10 +273,12 @@ Status quantize(const QuantizeArgs& a) {
         while (flat < cur && !first_bad.compare_exchange_weak(cur, flat)) {}
         return;
       }
+      if (error) measure.row(r, scratch, &rows[static_cast<size_t>(r)]);
     }
   }, a.threads);
   const int64_t bad = first_bad.load();
   if (bad != INT64_MAX) return non_finite_error(a.src, bad);
+  if (error) combine_rows(rows, a.src.rows * cols, error);
   return Status::Ok();
 }
 
@@ -226,40 +316,15 @@ Status quantization_error(const MatrixView& original, const DequantizeArgs& q, E
   }
   *out = ErrorStats{};
   if (q.rows == 0 || q.cols == 0) return Status::Ok();
-  DequantizeArgs qa = q;
-  if (qa.kernel == Kernel::Cuda) qa.kernel = Kernel::Auto;  // the statistics run on the CPU
-  DequantRowFn fn = pick_dequant(qa, &st);
-  if (!fn) return st;
-  // Per-row partial sums in double, combined in row order: the result does
-  // not depend on the thread count.
+  RowError measure(original, q);
+  st = measure.init();
+  if (!st.ok()) return st;
   std::vector<ErrorStats> rows(static_cast<size_t>(q.rows));
-  // The sums' lane order is fixed (quant_math.h), so the AVX2 and AVX-512 twins' equal the reference's.
-  ErrorRowFn err = ref::error_row;
-  if (qa.kernel != Kernel::Reference && cpu_enabled().avx2 && avx2::error_row_fn(qa.kernel) != nullptr) {
-    err = avx2::error_row_fn(qa.kernel);
-  }
-  // AVX-512 with Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K, INT8, INT4: the dequantization fused into the sums.
-  ErrorDeqRowFn fused = nullptr;
-  if (qa.kernel != Kernel::Reference && cpu_enabled().avx2) fused = avx2::error_deq_row_fn(qa, original.dtype);
   parallel_for(q.rows, row_grain(q.cols, 4), [&](int64_t r0, int64_t r1) {
-    if (fused) {
-      for (int64_t r = r0; r < r1; ++r) fused(original, qa, r, &rows[static_cast<size_t>(r)]);
-      return;
-    }
-    float* deq = row_scratch(q.cols);
-    for (int64_t r = r0; r < r1; ++r) {
-      fn(qa, r, deq);
-      err(original.data, original.dtype, r * q.cols, deq, q.cols, &rows[static_cast<size_t>(r)]);
-    }
-  }, qa.threads);
-  for (const ErrorStats& s : rows) {
-    out->sum_sq_err += s.sum_sq_err;
-    out->sum_sq_ref += s.sum_sq_ref;
-    out->sum_sq_deq += s.sum_sq_deq;
-    out->dot += s.dot;
-    out->max_abs = std::max(out->max_abs, s.max_abs);
-  }
-  out->count = q.rows * q.cols;
+    float* scratch = measure.fused() ? nullptr : row_scratch(q.cols);
+    for (int64_t r = r0; r < r1; ++r) measure.row(r, scratch, &rows[static_cast<size_t>(r)]);
+  }, measure.args().threads);
+  combine_rows(rows, q.rows * q.cols, out);
   return Status::Ok();
 }
 

@@ -57,8 +57,13 @@ struct QuantSizes {
 };
 QuantSizes quant_sizes(QFormat f, int64_t cols, int64_t group);
 
-// Validates arguments (shapes, group size, pointers) and quantizes.
-Status quantize(const QuantizeArgs& a);
+struct ErrorStats;
+
+// Validates arguments (shapes, group size, pointers) and quantizes. With
+// `error`, also measures the result against the input as
+// quantization_error does (the same sums, bit for bit), each row right
+// after it is quantized.
+Status quantize(const QuantizeArgs& a, ErrorStats* error = nullptr);
 
 struct DequantizeArgs {
   QFormat format = QFormat::Q4_0;
