@@ -36,7 +36,10 @@ export class BufferPool {
     // equal the bytes the gate admitted (blocks of a model repeat their
     // shapes, so exact reuse is the common case).
     const size = poolSize(n);
-    const i = this.free.findIndex((b) => b.byteLength === size);
+    // The most recently released first: its memory is the likeliest to be
+    // still in the cache (bands of one tensor cycle through a few buffers).
+    let i = this.free.length - 1;
+    while (i >= 0 && (this.free[i] as Uint8Array).byteLength !== size) i--;
     let buf: Uint8Array;
     if (i >= 0) {
       buf = this.free.splice(i, 1)[0] as Uint8Array;
