@@ -777,13 +777,26 @@ int64_t quantize_ggml_block(const QuantizeArgs& a, int64_t row, int64_t b, uint8
   return -1;
 }
 
-template <DType T>
+// Zmm: the batches are quant_avx512.cc's (Q4_0, Q4_1, Q8_0 without search).
+template <DType T, bool Zmm>
 int64_t quantize_ggml_row(const QuantizeArgs& a, int64_t row) {
   const QFormatTraits& tr = qformat_traits(a.format);
   const int64_t cols = a.src.cols, nb = cols / qm::QK;
   uint8_t* out = a.data + row * nb * tr.block_bytes;
   int64_t b = 0;
-  if (a.search == Search::None) {
+  if (Zmm) {
+    const avx512::GgmlBatchFn batch = avx512::ggml_batch_fn(a.format, T);
+    for (; b + 8 <= nb; b += 8) {
+      const int64_t off = row * cols + b * qm::QK;
+      prefetch_ahead<T>(a.src.data, off);
+      if (batch(a.src.data, off, out + b * tr.block_bytes)) continue;
+      // NaN/Inf inside, or a Q8_0 scale whose reciprocal overflows
+      for (int64_t k = b; k < b + 8; ++k) {
+        const int64_t bad = quantize_ggml_block<T>(a, row, k, out + k * tr.block_bytes);
+        if (bad >= 0) return bad;
+      }
+    }
+  } else if (a.search == Search::None) {
     for (; b + 8 <= nb; b += 8) {
       const int64_t off = row * cols + b * qm::QK;
       uint8_t* y = out + b * tr.block_bytes;
@@ -1087,7 +1100,11 @@ int64_t quantize_int_row(const QuantizeArgs& a, int64_t row) {
 template <DType T>
 QuantRowFn pick_for(const QuantizeArgs& a) {
   if (qformat_traits(a.format).ggml) {
-    if (!ks::handles(a)) return quantize_ggml_row<T>;
+    if (!ks::handles(a)) {
+      // Q4_0, Q4_1, Q8_0 without search: AVX-512's batches when allowed
+      const bool zmm = a.search == Search::None && avx512_allowed(a.kernel) && avx512::ggml_batch_fn(a.format, T) != nullptr;
+      return zmm ? quantize_ggml_row<T, true> : quantize_ggml_row<T, false>;
+    }
     // ggml's searches: 16 lanes with AVX-512, else 8
     if (avx512_allowed(a.kernel)) {
       if (QuantRowFn f = avx512::ggml_search_row_fn(a)) return f;
