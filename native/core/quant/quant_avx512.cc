@@ -379,18 +379,31 @@ bool q8_0_batch(const void* src, int64_t off, uint8_t* y) {
   alignas(16) uint16_t dh[8];
   _mm_store_si128(reinterpret_cast<__m128i*>(dh), _mm256_cvtps_ph(d, _MM_FROUND_TO_NEAREST_INT));
   // roundf(t) == trunc(t + copysign(0.49999997f, t)) for |t| < 2^8, as in
-  // quant_avx2.cc; |t| <= 127(1+eps), so truncating to a byte is exact.
-  const __m512i sign = _mm512_set1_epi32(INT32_MIN);
-  const __m512 half = _mm512_set1_ps(0.49999997f);
-  for (int b = 0; b < 8; ++b) {
+  // quant_avx2.cc; |t| <= 127(1+eps).
+  const __m512i sign = _mm512_set1_epi32(INT32_MIN), half = _mm512_castps_si512(_mm512_set1_ps(0.49999997f));
+  // Two blocks' 64 codes: saturating packs (exact: |q| <= 127) leave 128-bit
+  // lane L holding elements 4L..4L+3 of block b's halves, then of block
+  // b + 1's, one dword each; a dword permutation puts them in order.
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  for (int b = 0; b < 8; b += 2) {
+    __m512i p[2];
+    for (int j = 0; j < 2; ++j) {
+      const __m512 vid = _mm512_set1_ps(id[b + j]);
+      __m512i q[2];
+      for (int h = 0; h < 2; ++h) {
+        const __m512 t = _mm512_mul_ps(k.x[2 * (b + j) + h], vid);
+        // (t & sign) | half in one ternary-logic op (0xea: (A & B) | C)
+        const __m512 r = _mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_castps_si512(t), sign, half, 0xea));
+        q[h] = _mm512_cvttps_epi32(_mm512_add_ps(t, r));
+      }
+      p[j] = _mm512_packs_epi32(q[0], q[1]);
+    }
+    const __m512i codes = _mm512_permutexvar_epi32(order, _mm512_packs_epi16(p[0], p[1]));
     uint8_t* yb = y + 34 * b;
     qm::store_u16(yb, dh[b]);
-    const __m512 vid = _mm512_set1_ps(id[b]);
-    for (int h = 0; h < 2; ++h) {
-      const __m512 t = _mm512_mul_ps(k.x[2 * b + h], vid);
-      const __m512 r = _mm512_castsi512_ps(_mm512_or_si512(_mm512_and_si512(_mm512_castps_si512(t), sign), _mm512_castps_si512(half)));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(yb + 2 + 16 * h), _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(_mm512_add_ps(t, r))));
-    }
+    qm::store_u16(yb + 34, dh[b + 1]);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(yb + 2), _mm512_castsi512_si256(codes));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(yb + 36), _mm512_extracti64x4_epi64(codes, 1));
   }
   return true;
 }
