@@ -1,4 +1,4 @@
-// The legacy GGUF row quantizers (q8_0, q4_0, q4_1, no search) on a
+// The legacy GGUF row quantizers (q8_0, q4_0, q4_1, q5_0, q5_1; no search) on a
 // 5632 x 2048 f16 tensor at 2 threads, the AVX-512 rows ('auto' on a CPU
 // with AVX-512) against the AVX2 ones ('avx2'), timed in alternation so a
 // busy machine slows both alike: median of 9 rounds, each the mean of 5 calls.
@@ -16,14 +16,14 @@ for (let i = 0; i < x.length; i++) {
 const t = Tensor.from(x, [rows, cols], 'f16');
 const median = (v: number[]) => [...v].sort((a, b) => a - b)[v.length >> 1];
 
-async function time(format: 'q8_0' | 'q4_0' | 'q4_1', kernel: Kernel, out: QuantizedTensor): Promise<number> {
+async function time(format: 'q8_0' | 'q4_0' | 'q4_1' | 'q5_0' | 'q5_1', kernel: Kernel, out: QuantizedTensor): Promise<number> {
   const t0 = process.hrtime.bigint();
   for (let c = 0; c < calls; c++) await quantize(t, { format, kernel, threads: 2, out });
   return Number(process.hrtime.bigint() - t0) / 1e6 / calls;
 }
 
 (async () => {
-  for (const format of ['q8_0', 'q4_0', 'q4_1'] as const) {
+  for (const format of ['q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1'] as const) {
     const out = await quantize(t, { format, threads: 2 });
     const ms: Record<string, number[]> = { auto: [], avx2: [] };
     const ratio: number[] = [];

@@ -130,10 +130,11 @@ void test_avx2_matches_reference() {
   if (!isa_usable(Isa::Avx2, "AVX2 vs reference")) return;
   const bool avx512 = isa_usable(Isa::Avx512, "AVX-512 vs reference");
   std::mt19937 g(1234);
-  const QFormat formats[] = {QFormat::Q4_0, QFormat::Q4_1, QFormat::Q8_0, QFormat::Int4, QFormat::Int8};
+  const QFormat formats[] = {QFormat::Q4_0, QFormat::Q4_1, QFormat::Q8_0, QFormat::Int4, QFormat::Int8, QFormat::Q5_0, QFormat::Q5_1};
   for (QFormat f : formats) {
     const bool ggml = qformat_traits(f).ggml;
-    for (int search = 0; search < 2; ++search) {
+    const bool five = f == QFormat::Q5_0 || f == QFormat::Q5_1;  // no search 'mse'
+    for (int search = 0; search < (five ? 1 : 2); ++search) {
       for (int sym = 0; sym < (ggml ? 1 : 2); ++sym) {
         for (int64_t group : ggml ? std::vector<int64_t>{32} : std::vector<int64_t>{32, 128, 384}) {
           for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
@@ -363,7 +364,7 @@ void test_non_finite_first_index() {
   }
 }
 
-// Q4_0, Q4_1, Q8_0 with NaN/Inf inside 8-block batches and in row tails, on
+// Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 with NaN/Inf inside 8-block batches and in row tails, on
 // every kernel and dtype: NonFinite::Error names the first one (flat and
 // [row, col]); NonFinite::Zero gives the bytes the reference gives for the
 // input with those values replaced by +0.
@@ -403,7 +404,7 @@ void test_non_finite_ggml() {
         }
         const void* src = dt == DType::F32 ? static_cast<const void*>(x.data()) : h.data();
         const void* csrc = dt == DType::F32 ? static_cast<const void*>(clean.data()) : hc.data();
-        for (QFormat f : {QFormat::Q4_0, QFormat::Q4_1, QFormat::Q8_0}) {
+        for (QFormat f : {QFormat::Q4_0, QFormat::Q4_1, QFormat::Q5_0, QFormat::Q5_1, QFormat::Q8_0}) {
           QuantizeArgs c;
           c.src = {csrc, dt, rows, cols};
           c.format = f;

@@ -738,6 +738,13 @@ int64_t quantize_ggml_block(const QuantizeArgs& a, int64_t row, int64_t b, uint8
   const int64_t cols = a.src.cols;
   const int64_t off = row * cols + b * qm::QK;
   alignas(32) float xb[qm::QK];
+  if (a.format == QFormat::Q5_0 || a.format == QFormat::Q5_1) {
+    // the AVX-512 rows' tails and non-finite batches: the reference block
+    const int64_t bad = load_f32(a.src.data, a.src.dtype, off, qm::QK, xb, a.non_finite);
+    if (bad >= 0) return b * qm::QK + bad;
+    a.format == QFormat::Q5_0 ? qm::q5_0_block(xb, y) : qm::q5_1_block(xb, y);
+    return -1;
+  }
   __m256 v[4];
   load_block<T>(a.src.data, off, v);
   uint32_t amax_bits = block_amax_bits(v);
@@ -777,7 +784,8 @@ int64_t quantize_ggml_block(const QuantizeArgs& a, int64_t row, int64_t b, uint8
   return -1;
 }
 
-// Zmm: the batches are quant_avx512.cc's (Q4_0, Q4_1, Q8_0 without search).
+// Zmm: the batches are quant_avx512.cc's (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 without
+// search or importance).
 template <DType T, bool Zmm>
 int64_t quantize_ggml_row(const QuantizeArgs& a, int64_t row) {
   const QFormatTraits& tr = qformat_traits(a.format);
@@ -1100,11 +1108,10 @@ int64_t quantize_int_row(const QuantizeArgs& a, int64_t row) {
 template <DType T>
 QuantRowFn pick_for(const QuantizeArgs& a) {
   if (qformat_traits(a.format).ggml) {
-    if (!ks::handles(a)) {
-      // Q4_0, Q4_1, Q8_0 without search: AVX-512's batches when allowed
-      const bool zmm = a.search == Search::None && avx512_allowed(a.kernel) && avx512::ggml_batch_fn(a.format, T) != nullptr;
-      return zmm ? quantize_ggml_row<T, true> : quantize_ggml_row<T, false>;
-    }
+    // Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 without search or importance: AVX-512's batches when allowed
+    const bool plain = a.search == Search::None && !(a.importance && ggml_weighted(a.format));
+    if (plain && avx512_allowed(a.kernel) && avx512::ggml_batch_fn(a.format, T) != nullptr) return quantize_ggml_row<T, true>;
+    if (!ks::handles(a)) return quantize_ggml_row<T, false>;
     // ggml's searches: 16 lanes with AVX-512, else 8
     if (avx512_allowed(a.kernel)) {
       if (QuantRowFn f = avx512::ggml_search_row_fn(a)) return f;

@@ -15,6 +15,8 @@
 
 #if defined(__AVX512F__) && defined(__AVX512VL__)
 
+#include <cstring>
+
 #include "quant_errsimd.h"
 #include "quant_ksimd.h"
 
@@ -282,8 +284,39 @@ inline void nibbles16(const Block8& k, int b, const __m512* sub, __m512 id, __m5
   _mm_storeu_si128(reinterpret_cast<__m128i*>(qs), _mm512_cvtepi32_epi8(_mm512_or_si512(q[0], _mm512_slli_epi32(q[1], 4))));
 }
 
-template <DType T>
-bool q4_0_batch(const void* src, int64_t off, uint8_t* y) {
+// Q5_0 / Q5_1: block b's 32 codes (bits 0-7 of each lane as the
+// reference's byte) as its qh (bit j: bit 4 of code j, little-endian) and
+// qs (byte j: low nibbles of codes j and j + 16).
+inline void pack_q5(__m512i q0, __m512i q1, uint8_t* qh) {
+  const __m512i m15 = _mm512_set1_epi32(0x0f), m16 = _mm512_set1_epi32(0x10);
+  const uint32_t h = static_cast<uint32_t>(_mm512_test_epi32_mask(q0, m16)) | (static_cast<uint32_t>(_mm512_test_epi32_mask(q1, m16)) << 16);
+  std::memcpy(qh, &h, 4);
+  const __m512i lo = _mm512_or_si512(_mm512_and_si512(q0, m15), _mm512_slli_epi32(_mm512_and_si512(q1, m15), 4));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(qh + 4), _mm512_cvtepi32_epi8(lo));
+}
+
+// Q5_0: min(31, (int8_t)cvtt(x·id + 16.5)) exactly as the reference writes it.
+inline void q5_0_codes(const Block8& k, int b, __m512 id, uint8_t* qh) {
+  __m512i q[2];
+  for (int h = 0; h < 2; ++h) {
+    const __m512i i = _mm512_cvttps_epi32(_mm512_add_ps(_mm512_mul_ps(k.x[2 * b + h], id), _mm512_set1_ps(16.5f)));
+    q[h] = _mm512_min_epi32(_mm512_srai_epi32(_mm512_slli_epi32(i, 24), 24), _mm512_set1_epi32(31));
+  }
+  pack_q5(q[0], q[1], qh);
+}
+
+// Q5_1: the low byte of cvtt((x − min)·id + 0.5), no clamp, as the reference.
+inline void q5_1_codes(const Block8& k, int b, __m512 mn, __m512 id, uint8_t* qh) {
+  __m512i q[2];
+  for (int h = 0; h < 2; ++h) {
+    q[h] = _mm512_cvttps_epi32(_mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(k.x[2 * b + h], mn), id), _mm512_set1_ps(0.5f)));
+  }
+  pack_q5(q[0], q[1], qh);
+}
+
+// Q4_0 (Five false) and Q5_0.
+template <DType T, bool Five>
+bool sym_batch(const void* src, int64_t off, uint8_t* y) {
   Block8 k;
   load8<T>(src, off, &k, true);
   if (any_non_finite(k.amax_bits)) return false;
@@ -309,22 +342,24 @@ bool q4_0_batch(const void* src, int64_t off, uint8_t* y) {
     }
     max = _mm256_load_ps(m);
   }
-  const __m256 d = _mm256_div_ps(max, _mm256_set1_ps(-8.0f));
+  const __m256 d = _mm256_div_ps(max, _mm256_set1_ps(Five ? -16.0f : -8.0f));
   alignas(32) float id[8];
   _mm256_store_ps(id, safe_recip(d));
   alignas(16) uint16_t dh[8];
   _mm_store_si128(reinterpret_cast<__m128i*>(dh), _mm256_cvtps_ph(d, _MM_FROUND_TO_NEAREST_INT));
   const __m512 bias = _mm512_set1_ps(8.5f);
   for (int b = 0; b < 8; ++b) {
-    uint8_t* yb = y + 18 * b;
+    uint8_t* yb = y + (Five ? 22 : 18) * b;
     qm::store_u16(yb, dh[b]);
-    nibbles16(k, b, nullptr, _mm512_set1_ps(id[b]), bias, yb + 2);
+    if (Five) q5_0_codes(k, b, _mm512_set1_ps(id[b]), yb + 2);
+    else nibbles16(k, b, nullptr, _mm512_set1_ps(id[b]), bias, yb + 2);
   }
   return true;
 }
 
-template <DType T>
-bool q4_1_batch(const void* src, int64_t off, uint8_t* y) {
+// Q4_1 (Five false) and Q5_1.
+template <DType T, bool Five>
+bool asym_batch(const void* src, int64_t off, uint8_t* y) {
   Block8 k;
   load8<T>(src, off, &k, true);
   if (any_non_finite(k.amax_bits)) return false;
@@ -348,7 +383,7 @@ bool q4_1_batch(const void* src, int64_t off, uint8_t* y) {
     min = _mm256_load_ps(lo);
     max = _mm256_load_ps(hi);
   }
-  const __m256 d = _mm256_div_ps(_mm256_sub_ps(max, min), _mm256_set1_ps(15.0f));
+  const __m256 d = _mm256_div_ps(_mm256_sub_ps(max, min), _mm256_set1_ps(Five ? 31.0f : 15.0f));
   alignas(32) float id[8], mn[8];
   _mm256_store_ps(id, safe_recip(d));
   _mm256_store_ps(mn, min);
@@ -357,11 +392,12 @@ bool q4_1_batch(const void* src, int64_t off, uint8_t* y) {
   _mm_store_si128(reinterpret_cast<__m128i*>(mh), _mm256_cvtps_ph(min, _MM_FROUND_TO_NEAREST_INT));
   const __m512 bias = _mm512_set1_ps(0.5f);
   for (int b = 0; b < 8; ++b) {
-    uint8_t* yb = y + 20 * b;
+    uint8_t* yb = y + (Five ? 24 : 20) * b;
     qm::store_u16(yb, dh[b]);
     qm::store_u16(yb + 2, mh[b]);
     const __m512 sub = _mm512_set1_ps(mn[b]);
-    nibbles16(k, b, &sub, _mm512_set1_ps(id[b]), bias, yb + 4);
+    if (Five) q5_1_codes(k, b, sub, _mm512_set1_ps(id[b]), yb + 4);
+    else nibbles16(k, b, &sub, _mm512_set1_ps(id[b]), bias, yb + 4);
   }
   return true;
 }
@@ -411,8 +447,10 @@ bool q8_0_batch(const void* src, int64_t off, uint8_t* y) {
 template <DType T>
 GgmlBatchFn batch_for(QFormat f) {
   switch (f) {
-    case QFormat::Q4_0: return q4_0_batch<T>;
-    case QFormat::Q4_1: return q4_1_batch<T>;
+    case QFormat::Q4_0: return sym_batch<T, false>;
+    case QFormat::Q4_1: return asym_batch<T, false>;
+    case QFormat::Q5_0: return sym_batch<T, true>;
+    case QFormat::Q5_1: return asym_batch<T, true>;
     case QFormat::Q8_0: return q8_0_batch<T>;
     default: return nullptr;
   }

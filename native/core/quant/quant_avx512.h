@@ -20,9 +20,10 @@ QuantRowFn ggml_search_row_fn(const QuantizeArgs& a);
 // False when this binary was built without the AVX-512 file's flags.
 bool compiled();
 
-// Q4_0, Q4_1 and Q8_0 without search, eight blocks at a time: quantizes the
-// 256 values of dtype t from element `off` of src into the 8 blocks at y,
-// bit for bit as quant_avx2.cc's batches (and the reference) do. Returns
+// Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 without search or importance, eight
+// blocks at a time: quantizes the 256 values of dtype t from element `off`
+// of src into the 8 blocks at y, bit for bit as the reference (and
+// quant_avx2.cc's batches) do. Returns
 // false, having written nothing, when a block holds NaN/Inf or (Q8_0) a
 // block's 1/d overflows: the caller takes those blocks one by one. Null for
 // other formats and dtypes, or when built without the AVX-512 flags.
