@@ -1,7 +1,8 @@
-// AVX-512 inner loops of the MSE search (see quant_avx512.h). Compiled with
+// AVX-512 twins (see quant_avx512.h): the legacy GGUF batches, ggml's
+// searches, the error sums and the MSE search's inner loops. Compiled with
 // -mavx512f -mavx512bw -mavx512vl in its own translation unit. A zmm register
 // holds exactly the reference's 16 accumulation lanes (element j in lane
-// j % 16), so a 32-value block is two vector steps instead of four, with the
+// j % 16) in the searches, so a 32-value block is two vector steps instead of four, with the
 // same operations in the same order per lane as quant_search.h.
 // GCC 12 reports its own AVX-512 intrinsics' undefined pass-through operand
 // as uninitialized (a false positive inside its headers, so the pragma must

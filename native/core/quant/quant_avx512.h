@@ -1,5 +1,7 @@
-// AVX-512 inner loops of the MSE search (quant_avx512.cc), called by the
-// AVX2 kernels when the CPU has AVX-512 (cpu_enabled().avx512). Each scores
+// AVX-512 code of the quant room (quant_avx512.cc), called by the AVX2
+// kernels when the CPU has AVX-512 (cpu_enabled().avx512) and the kernel is
+// 'auto' or 'avx512': the legacy GGUF batches, ggml's searches, the error
+// sums, and the inner loops of the MSE search. Each of the last scores
 // up to 8 candidates of one batch: for candidate k (k < m) it accumulates the
 // weighted sums over the group's n floats (n a multiple of 8) in the
 // reference's 16-lane order (quant_search.h) and stores them folded to 8
