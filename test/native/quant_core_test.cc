@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <random>
@@ -127,11 +128,13 @@ void test_ggml_vectors(const std::string& dir) {
 
 void test_avx2_matches_reference() {
   if (!isa_usable(Isa::Avx2, "AVX2 vs reference")) return;
+  const bool avx512 = isa_usable(Isa::Avx512, "AVX-512 vs reference");
   std::mt19937 g(1234);
-  const QFormat formats[] = {QFormat::Q4_0, QFormat::Q4_1, QFormat::Q8_0, QFormat::Int4, QFormat::Int8};
+  const QFormat formats[] = {QFormat::Q4_0, QFormat::Q4_1, QFormat::Q8_0, QFormat::Int4, QFormat::Int8, QFormat::Q5_0, QFormat::Q5_1};
   for (QFormat f : formats) {
     const bool ggml = qformat_traits(f).ggml;
-    for (int search = 0; search < 2; ++search) {
+    const bool five = f == QFormat::Q5_0 || f == QFormat::Q5_1;  // no search 'mse'
+    for (int search = 0; search < (five ? 1 : 2); ++search) {
       for (int sym = 0; sym < (ggml ? 1 : 2); ++sym) {
         for (int64_t group : ggml ? std::vector<int64_t>{32} : std::vector<int64_t>{32, 128, 384}) {
           for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
@@ -157,6 +160,13 @@ void test_avx2_matches_reference() {
             std::snprintf(what, sizeof what, "avx2 == reference: %s search=%d sym=%d group=%lld dtype=%s",
                           qformat_traits(f).name, search, sym == 0, static_cast<long long>(group), dtype_name(dt));
             check(ref.status.ok() && simd.status.ok() && ref == simd, what);
+            if (avx512) {
+              a.kernel = Kernel::Avx512;
+              const Output zmm = run(a);
+              std::snprintf(what, sizeof what, "avx512 == reference: %s search=%d sym=%d group=%lld dtype=%s",
+                            qformat_traits(f).name, search, sym == 0, static_cast<long long>(group), dtype_name(dt));
+              check(zmm.status.ok() && ref == zmm, what);
+            }
           }
         }
       }
@@ -354,6 +364,75 @@ void test_non_finite_first_index() {
   }
 }
 
+// Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 with NaN/Inf inside 8-block batches and in row tails, on
+// every kernel and dtype: NonFinite::Error names the first one (flat and
+// [row, col]); NonFinite::Zero gives the bytes the reference gives for the
+// input with those values replaced by +0.
+void test_non_finite_ggml() {
+  const bool avx2 = isa_usable(Isa::Avx2, "non-finite ggml rows"), avx512 = isa_usable(Isa::Avx512, "non-finite ggml rows");
+  std::mt19937 g(77);
+  std::normal_distribution<float> nd;
+  struct Bad {
+    int64_t at;
+    float v;
+  };
+  const int64_t rows = 5;
+  for (const int64_t cols : {int64_t{512}, int64_t{288}}) {  // two whole batches; one batch and a tail of one block
+    // a NaN alone; three in different rows (the first by flat index is in
+    // row 0, past the other rows' columns); a -Inf in the last block of row 2
+    const std::vector<std::vector<Bad>> cases = {
+        {{3 * cols + 45, NAN}},
+        {{1 * cols + 7, INFINITY}, {0 * cols + 200, NAN}, {4 * cols + 1, -INFINITY}},
+        {{2 * cols + cols - 3, -INFINITY}, {3 * cols + 31, NAN}},
+    };
+    for (size_t ci = 0; ci < cases.size(); ++ci) {
+      std::vector<float> x(static_cast<size_t>(rows * cols));
+      for (auto& v : x) v = nd(g);
+      std::vector<float> clean = x;
+      int64_t first = INT64_MAX;
+      for (const Bad& b : cases[ci]) {
+        x[static_cast<size_t>(b.at)] = b.v;
+        clean[static_cast<size_t>(b.at)] = 0.0f;
+        first = std::min(first, b.at);
+      }
+      const std::string where = "[" + std::to_string(first / cols) + ", " + std::to_string(first % cols) + "] (flat " + std::to_string(first) + ")";
+      for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
+        std::vector<uint16_t> h(x.size()), hc(x.size());
+        for (size_t i = 0; i < x.size(); ++i) {
+          h[i] = dt == DType::F16 ? f32_to_f16(x[i]) : f32_to_bf16(x[i]);
+          hc[i] = dt == DType::F16 ? f32_to_f16(clean[i]) : f32_to_bf16(clean[i]);
+        }
+        const void* src = dt == DType::F32 ? static_cast<const void*>(x.data()) : h.data();
+        const void* csrc = dt == DType::F32 ? static_cast<const void*>(clean.data()) : hc.data();
+        for (QFormat f : {QFormat::Q4_0, QFormat::Q4_1, QFormat::Q5_0, QFormat::Q5_1, QFormat::Q8_0}) {
+          QuantizeArgs c;
+          c.src = {csrc, dt, rows, cols};
+          c.format = f;
+          c.kernel = Kernel::Reference;
+          const Output want = run(c);
+          for (Kernel k : {Kernel::Reference, Kernel::Avx2, Kernel::Avx512}) {
+            if (k == Kernel::Avx2 && !avx2) continue;
+            if (k == Kernel::Avx512 && !avx512) continue;
+            const std::string what = std::string(qformat_traits(f).name) + " " + dtype_name(dt) + " cols=" + std::to_string(cols) +
+                                     " case " + std::to_string(ci) + (k == Kernel::Reference ? " reference" : k == Kernel::Avx2 ? " avx2" : " avx512");
+            QuantizeArgs a;
+            a.src = {src, dt, rows, cols};
+            a.format = f;
+            a.kernel = k;
+            a.threads = 2;
+            const Output e = run(a);
+            check(e.status.code == Code::Value && e.status.message.find(where) != std::string::npos,
+                  "non-finite error names " + where + ": " + what + ": " + e.status.message);
+            a.non_finite = NonFinite::Zero;
+            const Output z = run(a);
+            check(z.status.ok() && want.status.ok() && z == want, "non-finite values quantized as 0: " + what);
+          }
+        }
+      }
+    }
+  }
+}
+
 // Quantizing into outputs prefilled with 0x00 and with 0xff gives the same
 // bytes: no output byte is left unwritten (odd widths, padding words, tails).
 void test_every_output_byte_written() {
@@ -425,16 +504,20 @@ void test_thread_pool() {
 // purpose. Outputs are prefilled with 0xee; sin() data never gives a run of
 // 16 such bytes. The race needs both threads on a core at once: each case
 // runs until the kernel has seen the NaN a thousand times (or a cap).
-// Without the MSE search (the only AVX-512 code of quantize) SLIMTENSOR_ISA
-// =avx2 runs the same AVX2 kernel, so it runs once (5 s of CPU under ASan).
+// The int formats have no AVX-512 code, so SLIMTENSOR_ISA=avx2 runs their
+// AVX2 kernel again: they run once (5 s of CPU under ASan). Q8_0 and Q4_0
+// rows of 8 blocks take AVX-512's batches, or with SLIMTENSOR_ISA=avx2
+// AVX2's: they run under both.
 void test_input_changed_during_call() {
-  if (!st::test::isa_independent("input rewritten during the call")) return;
   struct Case {
     QFormat format;
     int64_t cols, at;
   };
+  const bool all = !std::getenv("SLIMTENSOR_ISA");
+  if (!all) st::test::isa_independent("input rewritten during the call (int4, int8)");
   for (const Case c : {Case{QFormat::Int8, 256, 0}, Case{QFormat::Int8, 256, 100}, Case{QFormat::Int4, 512, 300}, Case{QFormat::Q8_0, 256, 40},
-                       Case{QFormat::Q4_0, 32, 5}}) {
+                       Case{QFormat::Q4_0, 32, 5}, Case{QFormat::Q4_0, 256, 100}}) {
+    if (!all && !qformat_traits(c.format).ggml) continue;
     std::vector<float> x(static_cast<size_t>(c.cols));
     for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(static_cast<float>(i));
     x[static_cast<size_t>(c.at)] = 1.0f;
@@ -494,6 +577,7 @@ int main(int argc, char** argv) {
   test_error_rows_unrelated_values();
   test_search_degenerate_ranges();
   test_non_finite_first_index();
+  test_non_finite_ggml();
   test_every_output_byte_written();
   test_thread_pool();
   test_input_changed_during_call();

@@ -70,7 +70,9 @@ QuantRowFn pick_quant(const QuantizeArgs& a, Status* st) {
     case Kernel::Avx2:
       if (!avx2_ok) { *st = Status::Error(Code::Unsupported, "the AVX2 kernel is not available on this CPU or build"); return nullptr; }
       return avx2::quantize_row_fn(a);
-    case Kernel::Avx512:  // the AVX2 kernels with their AVX-512 loops (the search)
+    // avx2::quantize_row_fn picks the AVX-512 rows (legacy GGUF batches,
+    // searches) itself for Auto and Avx512 when the CPU has AVX-512
+    case Kernel::Avx512:
       if (!avx2_ok || !cpu_enabled().avx512) {
         *st = Status::Error(Code::Unsupported, "the AVX-512 kernels are not available on this CPU or build");
         return nullptr;

@@ -738,6 +738,13 @@ int64_t quantize_ggml_block(const QuantizeArgs& a, int64_t row, int64_t b, uint8
   const int64_t cols = a.src.cols;
   const int64_t off = row * cols + b * qm::QK;
   alignas(32) float xb[qm::QK];
+  if (a.format == QFormat::Q5_0 || a.format == QFormat::Q5_1) {
+    // the AVX-512 rows' tails and non-finite batches: the reference block
+    const int64_t bad = load_f32(a.src.data, a.src.dtype, off, qm::QK, xb, a.non_finite);
+    if (bad >= 0) return b * qm::QK + bad;
+    a.format == QFormat::Q5_0 ? qm::q5_0_block(xb, y) : qm::q5_1_block(xb, y);
+    return -1;
+  }
   __m256 v[4];
   load_block<T>(a.src.data, off, v);
   uint32_t amax_bits = block_amax_bits(v);
@@ -777,13 +784,27 @@ int64_t quantize_ggml_block(const QuantizeArgs& a, int64_t row, int64_t b, uint8
   return -1;
 }
 
-template <DType T>
+// Zmm: the batches are quant_avx512.cc's (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 without
+// search or importance).
+template <DType T, bool Zmm>
 int64_t quantize_ggml_row(const QuantizeArgs& a, int64_t row) {
   const QFormatTraits& tr = qformat_traits(a.format);
   const int64_t cols = a.src.cols, nb = cols / qm::QK;
   uint8_t* out = a.data + row * nb * tr.block_bytes;
   int64_t b = 0;
-  if (a.search == Search::None) {
+  if (Zmm) {
+    const avx512::GgmlBatchFn batch = avx512::ggml_batch_fn(a.format, T);
+    for (; b + 8 <= nb; b += 8) {
+      const int64_t off = row * cols + b * qm::QK;
+      prefetch_ahead<T>(a.src.data, off);
+      if (batch(a.src.data, off, out + b * tr.block_bytes)) continue;
+      // NaN/Inf inside, or a Q8_0 scale whose reciprocal overflows
+      for (int64_t k = b; k < b + 8; ++k) {
+        const int64_t bad = quantize_ggml_block<T>(a, row, k, out + k * tr.block_bytes);
+        if (bad >= 0) return bad;
+      }
+    }
+  } else if (a.search == Search::None) {
     for (; b + 8 <= nb; b += 8) {
       const int64_t off = row * cols + b * qm::QK;
       uint8_t* y = out + b * tr.block_bytes;
@@ -1087,7 +1108,10 @@ int64_t quantize_int_row(const QuantizeArgs& a, int64_t row) {
 template <DType T>
 QuantRowFn pick_for(const QuantizeArgs& a) {
   if (qformat_traits(a.format).ggml) {
-    if (!ks::handles(a)) return quantize_ggml_row<T>;
+    // Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 without search or importance: AVX-512's batches when allowed
+    const bool plain = a.search == Search::None && !(a.importance && ggml_weighted(a.format));
+    if (plain && avx512_allowed(a.kernel) && avx512::ggml_batch_fn(a.format, T) != nullptr) return quantize_ggml_row<T, true>;
+    if (!ks::handles(a)) return quantize_ggml_row<T, false>;
     // ggml's searches: 16 lanes with AVX-512, else 8
     if (avx512_allowed(a.kernel)) {
       if (QuantRowFn f = avx512::ggml_search_row_fn(a)) return f;

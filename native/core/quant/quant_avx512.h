@@ -1,5 +1,7 @@
-// AVX-512 inner loops of the MSE search (quant_avx512.cc), called by the
-// AVX2 kernels when the CPU has AVX-512 (cpu_enabled().avx512). Each scores
+// AVX-512 code of the quant room (quant_avx512.cc), called by the AVX2
+// kernels when the CPU has AVX-512 (cpu_enabled().avx512) and the kernel is
+// 'auto' or 'avx512': the legacy GGUF batches, ggml's searches, the error
+// sums, and the inner loops of the MSE search. Each of the last scores
 // up to 8 candidates of one batch: for candidate k (k < m) it accumulates the
 // weighted sums over the group's n floats (n a multiple of 8) in the
 // reference's 16-lane order (quant_search.h) and stores them folded to 8
@@ -19,6 +21,16 @@ QuantRowFn ggml_search_row_fn(const QuantizeArgs& a);
 
 // False when this binary was built without the AVX-512 file's flags.
 bool compiled();
+
+// Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 without search or importance, eight
+// blocks at a time: quantizes the 256 values of dtype t from element `off`
+// of src into the 8 blocks at y, bit for bit as the reference (and
+// quant_avx2.cc's batches) do. Returns
+// false, having written nothing, when a block holds NaN/Inf or (Q8_0) a
+// block's 1/d overflows: the caller takes those blocks one by one. Null for
+// other formats and dtypes, or when built without the AVX-512 flags.
+using GgmlBatchFn = bool (*)(const void* src, int64_t off, uint8_t* y);
+GgmlBatchFn ggml_batch_fn(QFormat f, DType t);
 
 // The error sums (quant_kernels.h's ErrorRowFn) with the reference's 8 lanes
 // in one zmm of doubles; null when built without the AVX-512 file's flags.

@@ -915,7 +915,8 @@ inline void row_q5_plain(const float* x, int64_t cols, QFormat f, uint8_t* out) 
 
 // The row function: loads the row (dtype conversion, NaN/Inf policy) and
 // runs the format's quantizer. Plain Q4_0/Q4_1/Q8_0 and search 'mse' are
-// not here (quant_avx2.cc has them).
+// not here (quant_avx2.cc has them), nor, with AVX-512, plain Q5_0/Q5_1
+// (quant_avx512.cc's batches).
 template <class V, int P, DType T>
 int64_t quantize_row(const QuantizeArgs& a, int64_t row) {
   const int64_t cols = a.src.cols;
