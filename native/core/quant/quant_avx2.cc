@@ -1186,15 +1186,7 @@ void dequantize_int_row(const DequantizeArgs& a, int64_t row, float* out) {
     // (u - bias - z) with u the stored code: one integer offset per group
     const __m256i off = _mm256_set1_epi32((1 << (bits - 1)) + (a.zeros ? a.zeros[row * ng + gi] : 0));
     for (int64_t j = gi * a.group; j < (gi + 1) * a.group; j += 8) {
-      __m256i u;
-      if (bits == 8) {
-        u = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(in + j)));
-      } else {
-        uint32_t word;
-        std::memcpy(&word, in + j / 2, 4);
-        u = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int32_t>(word)), _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)),
-                             _mm256_set1_epi32(0x0f));
-      }
+      const __m256i u = es::int_codes8(in, j, bits);
       _mm256_storeu_ps(out + j, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(u, off)), s));
     }
   }

@@ -47,6 +47,16 @@ template <> inline __m256 load8<DType::BF16>(const void* p, int64_t i) {
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
 
+// The stored codes of values j..j+7 (j % 8 == 0) of an INT8 (bits 8) or
+// INT4 row, as 32-bit integers (the AVX2 dequantize_int_row's unpacking too).
+inline __m256i int_codes8(const uint8_t* in, int64_t j, int bits) {
+  if (bits == 8) return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(in + j)));
+  uint32_t word;
+  std::memcpy(&word, in + j / 2, 4);
+  return _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int32_t>(word)), _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)),
+                          _mm256_set1_epi32(0x0f));
+}
+
 // Eight originals, non-finite ones as 0 when Masked.
 template <DType T, bool Masked>
 inline __m256 orig8(const void* p, int64_t i) {
@@ -203,15 +213,7 @@ typename A::Acc lanes_int(const void* orig, int64_t offset, const DequantizeArgs
     const __m256 sc = _mm256_set1_ps(qm::load_scale(q.scales, row * ng + gi, q.scale_dtype));
     const __m256i off = _mm256_set1_epi32((1 << (Bits - 1)) + (q.zeros ? q.zeros[row * ng + gi] : 0));
     for (int64_t j = gi * q.group; j < (gi + 1) * q.group; j += 8) {
-      __m256i u;
-      if (Bits == 8) {
-        u = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(in + j)));
-      } else {
-        uint32_t word;
-        std::memcpy(&word, in + j / 2, 4);
-        u = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int32_t>(word)), _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)),
-                             _mm256_set1_epi32(0x0f));
-      }
+      const __m256i u = int_codes8(in, j, Bits);
       A::add8(a, orig8<T, Masked>(orig, offset + j), _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(u, off)), sc));
     }
   }
