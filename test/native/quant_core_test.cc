@@ -193,13 +193,17 @@ void test_error_avx2_matches_reference() {
                         {QFormat::Int4, 13, 13, false},  {QFormat::Int4, 384, 128, false}, {QFormat::Int8, 96, 32, true},
                         {QFormat::Int4, 48, 16, true},   {QFormat::Q4_K, 256, 256, false}, {QFormat::Q5_K, 512, 256, false},
                         {QFormat::Q4_1, 64, 32, false},  {QFormat::Q6_K, 256, 256, false},
-                        {QFormat::Q3_K, 256, 256, false}};
+                        {QFormat::Q3_K, 256, 256, false},
+                        // rows of several AVX-512 batches of 8 blocks and a tail of blocks: quantize with
+                        // error sums those batches' terms inside the quantizer
+                        {QFormat::Q8_0, 576, 32, false}, {QFormat::Q4_0, 544, 32, false}, {QFormat::Q4_1, 800, 32, false}};
   for (const Case& c : cases) {
     for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
       const int64_t rows = 9;
       std::vector<float> x = edge_values(g, rows * c.cols);
       x[3] = std::nanf("");
       x[static_cast<size_t>(c.cols + 1)] = INFINITY;
+      x[static_cast<size_t>(3 * c.cols - 5)] = -INFINITY;  // row 2: in the last block (past the batches when there are any)
       std::vector<uint16_t> h(x.size());
       for (size_t i = 0; i < x.size(); ++i) h[i] = dt == DType::F16 ? f32_to_f16(x[i]) : f32_to_bf16(x[i]);
       const void* src = dt == DType::F32 ? static_cast<const void*>(x.data()) : h.data();
