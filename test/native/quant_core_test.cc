@@ -194,8 +194,8 @@ void test_error_avx2_matches_reference() {
                         {QFormat::Int4, 48, 16, true},   {QFormat::Q4_K, 256, 256, false}, {QFormat::Q5_K, 512, 256, false},
                         {QFormat::Q4_1, 64, 32, false},  {QFormat::Q6_K, 256, 256, false},
                         {QFormat::Q3_K, 256, 256, false},
-                        // rows of several AVX-512 batches of 8 blocks and a tail of blocks: quantize with
-                        // error sums those batches' terms inside the quantizer
+                        // rows of several AVX-512 batches of 8 blocks and a tail of blocks: the batched
+                        // quantizers, then each row's measurement
                         {QFormat::Q8_0, 576, 32, false}, {QFormat::Q4_0, 544, 32, false}, {QFormat::Q4_1, 800, 32, false}};
   for (const Case& c : cases) {
     for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
