@@ -774,19 +774,16 @@ async function createSink(
     const imatrix = imatrices.global ?? (imatrices.byFile.size === 1 ? [...imatrices.byFile.values()][0] : undefined);
     const meta = ggufOutputMetadata(base, tensors, recipe, imatrix);
     const w = await GGUFWriter.create(tmp, { entries: meta, tensors });
+    const bytesOf = (r: Result): ArrayBufferView => {
+      if (r.kind === 'raw') return r.bytes;
+      if (r.kind === 'quant') return r.q.data;
+      throw new SlimTensorError('compressModel: GGUF output holds one tensor per input tensor (no low-rank factors or sparse parts)', 'ERR_UNSUPPORTED');
+    };
     return {
       files: [],
-      write: async (e, r) => {
-        if (r.kind === 'raw') await w.write(e.src.name, r.bytes);
-        else if (r.kind === 'quant') await w.write(e.src.name, r.q.data);
-        else throw new SlimTensorError('compressModel: GGUF output holds one tensor per input tensor (no low-rank factors or sparse parts)', 'ERR_UNSUPPORTED');
-      },
+      write: (e, r) => w.write(e.src.name, bytesOf(r)),
       gguf: true,
-      append: async (e, r) => {
-        if (r.kind === 'raw') await w.append(e.src.name, r.bytes);
-        else if (r.kind === 'quant') await w.append(e.src.name, r.q.data);
-        else throw new SlimTensorError('compressModel: GGUF output holds one tensor per input tensor (no low-rank factors or sparse parts)', 'ERR_UNSUPPORTED');
-      },
+      append: (e, r) => w.append(e.src.name, bytesOf(r)),
       finish: () => w.close(),
       abort: () => w.abort(),
     };
@@ -935,7 +932,6 @@ function settled(p: Promise<unknown>): Promise<void> {
  * the bands' bytes are the tensor's.
  */
 interface Band {
-  row0: number;
   rows: number;
   /** The band's stored bytes in the tensor: from `offset`, `bytes` of them. */
   offset: number;
@@ -979,7 +975,7 @@ function bandsOf(e: Entry, source: ModelSource, sink: Sink, ro: RunOptions): { b
   const bands: Band[] = [];
   for (let r = 0; r < rows; r += per) {
     const n = Math.min(per, rows - r);
-    bands.push({ row0: r, rows: n, offset: r * rowIn, bytes: n * rowIn, index: bands.length, count: 0 });
+    bands.push({ rows: n, offset: r * rowIn, bytes: n * rowIn, index: bands.length, count: 0 });
   }
   for (const b of bands) b.count = bands.length;
   return { bands, need: poolSize(per * rowIn) + (rowOut > 0 ? poolSize(per * rowOut) : 0) };
@@ -1085,34 +1081,42 @@ async function runPipeline(entries: readonly Entry[], source: ModelSource, sink:
 /** One band of a tensor's rows (bandsOf): kept as read, or quantized; the tensor's error is complete after its last band. */
 async function bandOne(e: Entry, band: Band, input: Uint8Array, take: (n: number) => Uint8Array, ro: RunOptions): Promise<Result> {
   const a = e.plan.action;
-  if (a.kind !== 'quantize') {
-    const dt = floatDtypeOf(e.src);
-    if (ro.countZeros && dt !== undefined) countZerosInto(e, input, dt);
-    return { kind: 'raw', bytes: input };
-  }
+  if (a.kind !== 'quantize') return keptResult(e, input, ro);
   const o = a.options;
   const cols = e.src.shape[e.src.shape.length - 1] as number;
   const shape = [band.rows, cols];
   const t = Tensor.from(input, shape, floatDtypeOf(e.src) as FloatDType);
   const out = new QuantizedTensor({ format: o.format, shape, data: take(quantBytes(shape, o).data) });
-  const w = e.importance === undefined ? undefined : imatrixWeights(e.importance);
-  const qo = { ...o, out, ...(w !== undefined ? { importance: w } : {}), ...(ro.threads !== undefined ? { threads: ro.threads } : {}) };
-  if (!ro.measureError) return { kind: 'quant', q: await quantize(t, qo) };
-  // each row measured right after it is quantized (the time counts as compressing)
-  const { q, sums } = await quantizeMeasured(t, qo);
-  e.bandError = band.index === 0 || e.bandError === undefined ? sums : addErrorSums(e.bandError, sums);
-  if (band.index === band.count - 1) e.record.error = errorFromSums(e.bandError);
+  const { q, sums } = await quantizePlain(t, o, out, e.importance === undefined ? undefined : imatrixWeights(e.importance), ro);
+  if (sums !== undefined) {
+    e.bandError = band.index === 0 || e.bandError === undefined ? sums : addErrorSums(e.bandError, sums);
+    if (band.index === band.count - 1) e.record.error = errorFromSums(e.bandError);
+  }
   return { kind: 'quant', q };
+}
+
+/** A tensor (or band) written as read; its zeros counted when the run counts them. */
+function keptResult(e: Entry, input: Uint8Array, ro: RunOptions): Result {
+  const dt = floatDtypeOf(e.src);
+  if (ro.countZeros && dt !== undefined) countZerosInto(e, input, dt);
+  return { kind: 'raw', bytes: input };
+}
+
+/**
+ * Quantizes `t` into `out` with importance weights `w` (no GPTQ); with
+ * ro.measureError each row is measured right after it is quantized (the
+ * time counts as compressing) and the error sums come back.
+ */
+async function quantizePlain(t: Tensor, o: QuantizeOptions, out: QuantizedTensor, w: Float32Array | undefined, ro: RunOptions): Promise<{ q: QuantizedTensor; sums: ErrorSums | undefined }> {
+  const qo = { ...o, out, ...(w !== undefined ? { importance: w } : {}), ...(ro.threads !== undefined ? { threads: ro.threads } : {}) };
+  if (!ro.measureError) return { q: await quantize(t, qo), sums: undefined };
+  return quantizeMeasured(t, qo);
 }
 
 async function compressOne(e: Entry, input: Uint8Array, take: (n: number) => Uint8Array, ro: RunOptions, times: StageTimes): Promise<Result> {
   const a = e.plan.action;
   if (e.scale !== undefined) await scaleInPlace(e, input, take);
-  if (a.kind === 'keep') {
-    const dt = floatDtypeOf(e.src);
-    if (ro.countZeros && dt !== undefined) countZerosInto(e, input, dt);
-    return { kind: 'raw', bytes: input };
-  }
+  if (a.kind === 'keep') return keptResult(e, input, ro);
   const from = floatDtypeOf(e.src) as FloatDType;
   const n = e.src.byteLength / dtypeSize(from);
   if (a.kind === 'convert') {
@@ -1173,11 +1177,8 @@ async function compressOne(e: Entry, input: Uint8Array, take: (n: number) => Uin
     if (ro.measureError) e.record.error = await timed(times, 'errorMs', () => quantizationError(t, r.quantized));
     return { kind: 'quant', q: r.quantized };
   }
-  const qo = { ...o, out, ...(w !== undefined ? { importance: w } : {}), ...threads };
-  if (!ro.measureError) return { kind: 'quant', q: await quantize(t, qo) };
-  // each row measured right after it is quantized (the time counts as compressing)
-  const { q, sums } = await quantizeMeasured(t, qo);
-  e.record.error = errorFromSums(sums);
+  const { q, sums } = await quantizePlain(t, o, out, w, ro);
+  if (sums !== undefined) e.record.error = errorFromSums(sums);
   return { kind: 'quant', q };
 }
 
