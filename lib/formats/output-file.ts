@@ -63,15 +63,16 @@ export async function writeAll(fh: fsp.FileHandle, data: Uint8Array, position: n
 export class OutputFile {
   /** Whether the bytes go around the page cache (false after a filesystem refused O_DIRECT at write). */
   direct: boolean;
-  /** Bytes are gathered in aligned staging buffers (files opened for O_DIRECT). */
-  private readonly staging: boolean;
   /** Bytes handed to write() so far (the next write's position). */
   private end = 0;
-  /** Staging buffers (direct mode): `fill` bytes of stage[cur] are pending, written at `staged`. */
+  /**
+   * Aligned staging buffers (files opened for O_DIRECT; none otherwise):
+   * the last `fill` bytes written are pending in stage[cur], everything
+   * before them has gone to a write.
+   */
   private readonly stage: Uint8Array[];
   private cur = 0;
   private fill = 0;
-  private staged = 0;
   /** The write of the other staging buffer, while it runs. */
   private inflight: Promise<void> | undefined;
   private fh: fsp.FileHandle | undefined;
@@ -84,7 +85,6 @@ export class OutputFile {
   ) {
     this.fh = fh;
     this.direct = direct;
-    this.staging = direct;
     this.stage = direct ? [alignedBuffer(CHUNK), alignedBuffer(CHUNK)] : [];
   }
 
@@ -103,23 +103,21 @@ export class OutputFile {
     return new OutputFile(file, await open(file, 'w'), false, open);
   }
 
-  /** Bytes written (or staged) so far. */
-  get size(): number {
-    return this.end;
-  }
-
   /** Writes `data` at `position`, which must be where the last write ended. The bytes are copied (direct mode) or written before this resolves: `data` may be reused at once. */
   async write(data: Uint8Array, position: number): Promise<void> {
     const fh = this.handle();
     if (position !== this.end) throw new SlimTensorError(`OutputFile ${this.path}: write at ${position}, but the file so far ends at ${this.end} (writes go front to back)`, 'ERR_VALUE');
-    this.end += data.length;
-    if (!this.staging) return writeAll(fh, data, position);
+    if (this.stage.length === 0) {
+      this.end += data.length;
+      return writeAll(fh, data, position);
+    }
     let at = 0;
     while (at < data.length) {
       const buf = this.stage[this.cur] as Uint8Array;
       const n = Math.min(data.length - at, CHUNK - this.fill);
       buf.set(data.subarray(at, at + n), this.fill);
       this.fill += n;
+      this.end += n;
       at += n;
       if (this.fill === CHUNK) await this.flush();
     }
@@ -132,11 +130,10 @@ export class OutputFile {
     const buf = this.stage[this.cur] as Uint8Array;
     const length = Math.ceil(this.fill / BLOCK) * BLOCK;
     if (length > this.fill) buf.fill(0, this.fill, length);
-    const p = this.writeStaged(buf.subarray(0, length), this.staged);
+    const p = this.writeStaged(buf.subarray(0, length), this.end - this.fill);
     // Seen by the next flush or close; until then a failure must not be an unhandled rejection.
     p.catch(() => undefined);
     this.inflight = p;
-    this.staged += this.fill;
     this.fill = 0;
     this.cur ^= 1;
   }
@@ -164,7 +161,7 @@ export class OutputFile {
   async close(): Promise<void> {
     this.handle();
     try {
-      if (this.staging) {
+      if (this.stage.length > 0) {
         if (this.fill > 0) await this.flush();
         await this.inflight;
         this.inflight = undefined;
