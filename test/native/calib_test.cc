@@ -268,19 +268,7 @@ int main() {
   std::normal_distribution<float> nd(0.0f, 1.0f);
   std::vector<float> w(static_cast<size_t>(rows * n));
   for (float& v : w) v = nd(gen);
-  // H = XᵀX of inputs correlated along the row.
-  std::vector<float> h(static_cast<size_t>(n * n), 0.0f);
-  {
-    std::vector<double> hd(h.size(), 0.0), x(static_cast<size_t>(n));
-    for (int64_t t = 0; t < tokens; ++t) {
-      double v = nd(gen);
-      for (int64_t j = 0; j < n; ++j) x[j] = v = 0.9 * v + nd(gen);
-      for (int64_t i = 0; i < n; ++i) {
-        for (int64_t j = 0; j < n; ++j) hd[i * n + j] += x[i] * x[j];
-      }
-    }
-    for (size_t i = 0; i < h.size(); ++i) h[i] = static_cast<float>(hd[i]);
-  }
+  const std::vector<float> h = correlated_hessian(gen, n, tokens);
   const Variant variants[] = {{QFormat::Q4_0, 32, true}, {QFormat::Q4_1, 32, true}, {QFormat::Q8_0, 32, true},
                               {QFormat::Int4, 32, false}, {QFormat::Int8, 64, true}};
   for (const Variant& v : variants) check_variant(v, w, h, rows, n);
