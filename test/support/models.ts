@@ -18,7 +18,8 @@ export interface GeneratedTensor {
 /** What a tensor of a Hugging Face Llama-family model is, for generators that pick a scale per role. */
 export type HfLlamaRole = 'embed' | 'norm' | 'q' | 'k' | 'v' | 'o' | 'gate' | 'up' | 'down' | 'bias' | 'headNorm' | 'head';
 
-export interface HfLlamaShape {
+/** A Llama-family model's dimensions, as the test generators describe them. */
+export interface HfLlamaDims {
   vocab: number;
   embd: number;
   layers: number;
@@ -27,6 +28,9 @@ export interface HfLlamaShape {
   headDim: number;
   ff: number;
   tied: boolean;
+}
+
+export interface HfLlamaShape extends HfLlamaDims {
   /** q/k/v biases (Qwen2). */
   qkvBias: boolean;
   /** per-head q/k RMSNorms (Qwen3). */

@@ -7,28 +7,20 @@
 // Also the same weights, as stored (rounded to the folder's dtype), in f64
 // for the reference forward pass.
 import * as path from 'node:path';
-import { hfLlamaLayout, hfRoleOffset, stored, writeHFFolder, type GeneratedTensor, type HalfDType, type HfLlamaRole } from './models';
+import { hfLlamaLayout, hfRoleOffset, stored, writeHFFolder, type GeneratedTensor, type HalfDType, type HfLlamaDims, type HfLlamaRole } from './models';
 import { Rng } from './random';
 import type { RefConfig, RefLayer, RefWeights } from './reference-llm';
 
-export interface TinySpec {
+/** A tiny Hugging Face model to write (headDim goes into config.json as head_dim when it differs from embd / heads). */
+export interface TinySpec extends HfLlamaDims {
   /** Folder name (general.name comes from it). */
   folder: string;
   hfClass: 'LlamaForCausalLM' | 'MistralForCausalLM' | 'Qwen2ForCausalLM' | 'Qwen3ForCausalLM';
   tokenizer: 'llama2' | 'llama3' | 'qwen3';
   dtype: HalfDType;
   shards: number;
-  vocab: number;
-  embd: number;
-  layers: number;
-  heads: number;
-  headsKv: number;
-  /** Written as head_dim when it differs from embd / heads. */
-  headDim: number;
-  ff: number;
   ropeTheta: number;
   eps: number;
-  tied: boolean;
   /** Llama 3 scaling. */
   llama3Rope?: { factor: number; low: number; high: number; original: number };
   /** Extra config.json keys. */

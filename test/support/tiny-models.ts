@@ -8,24 +8,16 @@ import * as path from 'node:path';
 import { GGUFReader } from '../../lib/formats/gguf';
 import { unpermuteQK } from './reference-llm';
 import { bytesOf, f32ToBF16Bits, f32ToF16Bits, GGML, writeGGUF, type WValue } from './gguf-writer';
-import { hfLlamaLayout, hfRoleOffset, type HfLlamaRole } from './models';
+import { hfLlamaLayout, hfRoleOffset, type HfLlamaDims, type HfLlamaRole } from './models';
 import { Rng } from './random';
 import { stFile, stPack } from './st-bytes';
 
 export type TinyArch = 'llama' | 'qwen2' | 'qwen3';
 
-export interface TinyConfig {
+export interface TinyConfig extends HfLlamaDims {
   arch: TinyArch;
-  vocab: number;
-  embd: number;
-  layers: number;
-  heads: number;
-  headsKv: number;
-  headDim: number;
-  ff: number;
   eps: number;
   ropeBase: number;
-  tied: boolean;
   ctx: number;
 }
 
